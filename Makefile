@@ -1,0 +1,43 @@
+# lighthead: `make demo` runs the whole pipeline on the bundled demo data; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LH := $(VENV)/bin/lighthead
+DATASET ?= demo
+HEAD ?= casc
+DATA ?= $(if $(LIGHTHEAD_DATA),$(LIGHTHEAD_DATA)/$(DATASET),data/$(DATASET))
+STORE ?= stores/$(DATASET)
+RUN ?= runs/$(HEAD)-$(DATASET)
+EXTRACT_ARGS ?=
+TRAIN_ARGS ?=
+
+.PHONY: help install demo test bench extract train clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv (if absent) and install the project with its test extra
+
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: install ## generate the demo dataset, extract its features, train and evaluate heads (CPU, minutes)
+	$(LH) demo --out demo-out
+
+test: install ## run the tests (CPU, no network; GPU tests are deselected)
+	$(PY) -m pytest -q -m "not gpu"
+
+bench: install ## run the benchmarks in their quick mode and print their ratios
+	$(PY) bench/store.py --quick
+
+extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]
+	$(LH) extract --dataset $(DATASET) --root $(DATA) --store $(STORE) $(EXTRACT_ARGS)
+
+train: install ## train a head on a store: make train HEAD=casc DATASET=demo
+	$(LH) train heads $(HEAD) --store $(STORE) --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS)
+
+clean: ## remove generated demo outputs (keeps .venv)
+	rm -rf demo-out runs

@@ -1,0 +1,27 @@
+"""`lighthead train heads HEAD`: train a head from cached features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pipelines.cli.common import not_built
+
+app = typer.Typer(help="Train heads from cached features.", no_args_is_help=True)
+
+
+@app.command("heads")
+def heads(
+    head: str = typer.Argument(..., help="head name (casc, scan, vsepp, mmca, mfsr, itin, itm, text-only)"),
+    store: Path = typer.Option(..., help="store directory holding the dataset's features"),
+    out: Path = typer.Option(..., help="run directory: checkpoints, config.json, metrics.json"),
+    dataset: Optional[str] = typer.Option(None, help="dataset name (default: the one recorded in the store)"),
+    epochs: Optional[int] = typer.Option(None, help="epochs (default: the paper's)"),
+    set_: List[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+) -> None:
+    """Train HEAD on cached features; writes config.json, metrics.json and checkpoints to --out."""
+    raise not_built("train heads")

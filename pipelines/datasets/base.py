@@ -1,0 +1,79 @@
+"""What every dataset adapter yields: `Record`s, plus the adapter registry.
+
+One adapter per dataset, one file each, registered by name in `DATASETS`. An adapter is a
+function `load(root: Path) -> list[Record]` that validates as it reads and raises
+`DatasetError` naming the file (and line) of anything malformed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from store.registry import Registry
+
+# Sentiment label ids used by every sentiment dataset and head.
+SENTIMENTS = ("negative", "neutral", "positive")
+
+
+class DatasetError(Exception):
+    """A dataset file is missing or malformed; the message names the file (and line)."""
+
+
+@dataclass
+class Record:
+    """One item of a dataset.
+
+    kind "image" (coco, f30k): one record per image, `texts` holds its captions.
+    kind "post" (mvsa): one record per (image, text) post, `label` its sentiment.
+    kind "target" (twitter15/17, itm): one record per (image, sentence, target); the sentence
+    holds `$T$` where the target was, and text extractors encode it paired with `target`.
+    The demo dataset yields all three kinds.
+    """
+
+    id: str  # unique item id within the dataset; text feature sets key texts as f"{id}#{j}"
+    image_id: str  # key of the image in image feature sets (several records may share one)
+    image_path: str  # absolute path of the image file
+    texts: list[str]  # captions, or the one sentence of a sentiment sample
+    split: str  # "train", "val" or "test"
+    kind: str = "image"  # "image" (retrieval: captions), "post" (image-text sentiment), "target" (targeted sentiment)
+    label: int | None = None  # sentiment: index into SENTIMENTS; None for retrieval
+    target: str | None = None  # targeted sentiment: the target phrase (the sentence holds $T$)
+    extra: dict[str, Any] = field(default_factory=dict)  # dataset-specific: boxes, relevance, ...
+
+    def text_ids(self) -> list[str]:
+        return [f"{self.id}#{j}" for j in range(len(self.texts))]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Record":
+        return cls(**obj)
+
+
+Loader = Callable[[Path], list[Record]]
+DATASETS: Registry[Loader] = Registry("dataset")
+
+
+def resolve_root(name: str, root: str | Path | None) -> Path:
+    """`--root` if given, else `$LIGHTHEAD_DATA/<name>`; a missing folder is a DatasetError."""
+    if root is None:
+        base = os.environ.get("LIGHTHEAD_DATA")
+        if not base:
+            raise DatasetError(
+                f"no data root for {name!r}: pass --root DIR or set LIGHTHEAD_DATA (then DIR = $LIGHTHEAD_DATA/{name})"
+            )
+        root = Path(base) / name
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data root {root} for dataset {name!r} does not exist")
+    return root.resolve()
+
+
+def load_records(name: str, root: str | Path | None) -> list[Record]:
+    """Run the adapter `name` on its root folder."""
+    loader = DATASETS.get(name)
+    return loader(resolve_root(name, root))

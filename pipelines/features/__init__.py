@@ -1,0 +1,22 @@
+"""Feature jobs: what `lighthead extract --features a,b,...` can run.
+
+Each job turns a dataset's records into one feature set of the store. Jobs are registered by
+their CLI name in `FEATURES`; every module defining jobs is imported explicitly below so that
+registration never depends on import order.
+"""
+
+from pipelines.features.base import FEATURES, ExtractOptions, FeatureJob, RunSummary
+
+__all__ = ["FEATURES", "ExtractOptions", "FeatureJob", "RunSummary"]
+
+
+def load_all() -> None:
+    """Import every job module (they register themselves). Heavy imports stay inside the jobs."""
+    import importlib
+
+    for module in _JOB_MODULES:
+        importlib.import_module(module)
+
+
+# One line per job module; add yours here.
+_JOB_MODULES: list[str] = []
