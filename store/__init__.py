@@ -1,0 +1,76 @@
+"""Sharded HDF5 feature store: one directory per dataset, one feature set per extractor config.
+
+Layout::
+
+    <store>/
+      meta/<name>.json                 small JSON artifacts (records, vocabularies, label lists)
+      regions/butd-r101-vg-36/         a feature set; its name is the relative path
+        manifest.json                  fields, attrs, library versions, finished shards
+        shard-<tag>-00000.h5           ids + one dataset per field (see store/shard.py)
+
+Python API::
+
+    from store import open_store, Field, verify, info, StoreError
+
+    s = open_store(path, create=False)        # Store; create=True makes the directory
+    s.names() -> list[str]                    # feature-set names
+    fs = s["regions/butd-r101-vg-36"]         # FeatureSet (KeyError if absent)
+    fs.ids -> list[str]; len(fs); id in fs
+    fs[id] / fs[position] -> {field: np.ndarray}
+    fs.get(key, fields=None) -> {field: np.ndarray}
+    fs.get_batch(ids_or_positions, fields=None)
+        -> {field: [B, *shape] array (fixed) | list of B arrays (variable)}
+    fs.fields -> {name: Field}; fs.attrs -> dict (caller attrs + "library_versions")
+    fs.preload(fields=None) -> fs             # read everything into RAM
+    fs.position(id) -> int; fs.items(fields=None, batch=256) -> iterator of (id, item)
+
+    Field(name, shape=(), dtype="float16")    # shape (None, D) = variable length
+    with s.writer(name, fields, attrs=None, config=None, **overrides) as w:
+        # overrides are WriterConfig fields: tag=None, shard_bytes=256 MiB,
+        # shard_items=10_000, fsync=True; fields/attrs may be None to resume as stored
+        w.done_ids -> frozenset[str]; w.is_done(id) -> bool
+        w.add(id, {field: array}) -> bool     # False when the id is already stored
+        w.add_batch(ids, [item, ...] or {field: batch}) -> int   # number added
+        w.flush(); w.refresh()
+
+    s.write_json(name, obj) -> Path; s.read_json(name); s.has_json(name); s.json_names()
+    verify(path, checksums=True, strict=False) -> list[str]    # one line per problem
+    info(path) -> dict                                          # JSON-able summary
+
+    from store import StoreDataset            # imports torch (only this does)
+    ds = StoreDataset(s, {"regions": "regions/x", "glob": "global/resnet18"}, ids=None,
+                      fields={"regions": ["features", "boxes"]}, preload=False)
+    ds[i] -> {"id": str, "regions": {field: np.ndarray}, "glob": {...}}
+    DataLoader(ds, batch_size=..., num_workers=2, collate_fn=ds.collate)
+
+    from store.importers import import_precomp, import_tsv, import_npz
+    from store.exporters import export_precomp
+
+Errors in data (truncated shard, missing file, checksum, malformed import input) raise
+`StoreError`, whose message names the file (and line or id).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from store.api import Store, open_store
+from store.errors import StoreError
+from store.reader import FeatureSet
+from store.schema import Field
+from store.verify import info, verify
+from store.writer import Writer, WriterConfig
+
+__all__ = [
+    "FeatureSet", "Field", "Store", "StoreDataset", "StoreError", "Writer", "WriterConfig",
+    "info", "open_store", "verify",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # StoreDataset needs torch; importing it only on first use keeps `import store` light.
+    if name == "StoreDataset":
+        from store.dataset import StoreDataset
+
+        return StoreDataset
+    raise AttributeError(f"module 'store' has no attribute {name!r}")

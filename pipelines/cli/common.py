@@ -41,7 +41,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
 def run_app(app: typer.Typer) -> int:
     """Run the typer app; known errors become `error: ...` on stderr and exit code 1."""
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)  # click returns (not raises) the exit code here
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:  # click's own usage errors
@@ -60,4 +60,4 @@ def run_app(app: typer.Typer) -> int:
             e.show()
             return e.exit_code
         raise
-    return 0
+    return rv if isinstance(rv, int) else 0

@@ -1,5 +1,145 @@
-"""`lighthead store ...` (placeholder until the store lands)."""
+"""`lighthead store ...`: inspect, verify, import and export feature stores."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Iterator, Optional
 
 import typer
 
-app = typer.Typer(help="Inspect, verify, import and export feature stores.", no_args_is_help=True)
+from pipelines.cli.common import fail
+
+app = typer.Typer(help="Inspect, verify, import and export feature stores (sharded HDF5).",
+                  no_args_is_help=True, add_completion=False)
+
+
+class ImportFormat(str, Enum):
+    precomp = "precomp"  # SCAN {split}_ims.npy + {split}_caps.txt
+    tsv = "tsv"  # bottom-up-attention generate_tsv.py output
+    npz = "npz"  # bottom-up-attention.pytorch per-image .npz
+
+
+class ExportFormat(str, Enum):
+    precomp = "precomp"
+
+
+DEFAULT_NAMES = {"precomp": "regions/precomp", "tsv": "regions/butd-tsv", "npz": "regions/butd-npz"}
+
+
+@contextmanager
+def _progress(label: str) -> Iterator:
+    """A rich progress bar on stderr; yields the (done, total) callback importers take."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(done: int, total: Optional[int]) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="store directory"),
+         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
+    """Show the feature sets of a store: items, shards, size, fields and attributes."""
+    from store import StoreError
+    from store import info as store_info
+
+    try:
+        summary = store_info(path)
+    except StoreError as exc:
+        raise fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(summary, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"store {summary['path']}")
+    for col in ("feature set", "items", "shards", "MiB", "fields", "extractor"):
+        table.add_column(col)
+    for name, fs in summary["feature_sets"].items():
+        fields = ", ".join(f"{n} {tuple('*' if d is None else d for d in f['shape'])} {f['dtype']}"
+                           for n, f in fs["fields"].items())
+        table.add_row(name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}", fields,
+                      str(fs["attrs"].get("extractor", "")))
+    console = Console()
+    console.print(table)
+    if summary["json"]:
+        console.print("JSON artifacts: " + ", ".join(summary["json"]))
+
+
+@app.command()
+def verify(path: Path = typer.Argument(..., help="store directory"),
+           checksums: bool = typer.Option(True, help="re-hash every shard (slow on big stores)")) -> None:
+    """Re-check checksums, shapes and ids; one line per problem on stderr, exit 1 if any."""
+    from store import verify as store_verify
+
+    problems = store_verify(path, checksums=checksums)
+    for line in problems:
+        typer.echo(f"error: {line}", err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok: {path}")
+
+
+@app.command("import")
+def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv or npz"),
+            src: Path = typer.Argument(..., help="precomp folder, TSV file or folder, or .npz folder"),
+            dest: Path = typer.Argument(..., help="store directory (created if absent)"),
+            name: Optional[str] = typer.Option(None, help="feature-set name (default: regions/precomp, regions/butd-tsv or regions/butd-npz)"),
+            dtype: str = typer.Option("float16", help="feature dtype: float16 or float32"),
+            boxes: Optional[int] = typer.Option(None, help="tsv/npz: fixed box count (default variable)"),
+            caps_per_image: int = typer.Option(5, help="precomp: caption lines per image"),
+            shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
+    """Import existing features into a store; rerun to resume after an interruption."""
+    from store import StoreError
+    from store.importers import import_npz, import_precomp, import_tsv
+
+    if dtype not in ("float16", "float32"):
+        raise fail(f"--dtype must be float16 or float32, not {dtype!r}")
+    name = name or DEFAULT_NAMES[fmt.value]
+    opts = dict(dtype=dtype, shard_bytes=shard_mb << 20)
+    try:
+        with _progress(f"import {fmt.value}") as progress:
+            if fmt is ImportFormat.precomp:
+                added = import_precomp(src, dest, name, caps_per_image=caps_per_image, progress=progress, **opts)
+            elif fmt is ImportFormat.tsv:
+                added = import_tsv(src, dest, name, boxes=boxes, progress=progress, **opts)
+            else:
+                added = import_npz(src, dest, name, boxes=boxes, progress=progress, **opts)
+    except (StoreError, ValueError) as exc:
+        raise fail(str(exc))
+    typer.echo(f"imported {added} new items into {dest}/{name}")
+
+
+@app.command("export")
+def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="precomp"),
+           src: Path = typer.Argument(..., help="store directory"),
+           dest: Path = typer.Argument(..., help="output folder"),
+           name: str = typer.Option("regions/precomp", help="feature set to export"),
+           field: str = typer.Option("features", help="[K, D] field to write as {split}_ims.npy"),
+           dtype: str = typer.Option("float32", help="dtype of the .npy files"),
+           split: Optional[str] = typer.Option(None, help="export every item as this split "
+                                                          "(ids need not be <split>/<i>)")) -> None:
+    """Export a feature set as a SCAN precomp folder ({split}_ims.npy, {split}_caps.txt)."""
+    from store import StoreError
+    from store.exporters import export_precomp
+
+    try:
+        with _progress("export precomp") as progress:
+            files = export_precomp(src, dest, name, field=field, dtype=dtype, split=split, progress=progress)
+    except (StoreError, ValueError, TypeError) as exc:
+        raise fail(str(exc))
+    typer.echo("wrote " + ", ".join(p.name for p in files))
+
+
+if __name__ == "__main__":  # `python -m pipelines.cli.store_cmd ...` without the root CLI
+    app(prog_name="lighthead store")

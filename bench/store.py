@@ -1,0 +1,121 @@
+"""Store read benchmark: random batches through our reader vs a numpy memmap of the same data.
+
+    python bench/store.py            # 20,000 items of [36, 2048] float16 (about 3 GB twice)
+    python bench/store.py --quick    # 2,000 items, well under a minute
+
+Both copies are read once before timing so both are warm in the page cache. The last two
+lines are for scripts: `store_read_vs_memmap: <ours / memmap items/s>` and
+`store_bytes_per_item: <shard bytes on disk / items>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as `python bench/store.py`, this file's folder comes first on sys.path and its name
+# would shadow the `store` package; put the repository root there instead.
+_ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(_ROOT)
+
+import numpy as np  # noqa: E402
+
+K, D = 36, 2048  # boxes x feature size of bottom-up-attention region features
+
+
+def generate(root: Path, n: int, seed: int = 0):
+    """Write n items to a store and to a .npy; returns (feature set, memmap)."""
+    from store import Field, open_store
+
+    rng = np.random.default_rng(seed)
+    block = rng.standard_normal((256, K, D), dtype=np.float32).astype(np.float16)  # (256, K, D)
+    ref = np.lib.format.open_memmap(root / "ref.npy", mode="w+", dtype=np.float16, shape=(n, K, D))
+    s = open_store(root / "store", create=True)
+    with s.writer("regions/bench", [Field("features", (K, D))], {"extractor": "bench"}, fsync=False) as w:
+        for a in range(0, n, 256):
+            b = min(n, a + 256)
+            batch = block[: b - a].copy()
+            batch[:, 0, 0] = np.arange(a, b)  # makes every item distinct and checkable
+            ref[a:b] = batch
+            w.add_batch([f"{i}" for i in range(a, b)], {"features": batch})
+    ref.flush()
+    del ref
+    return s["regions/bench"], np.load(root / "ref.npy", mmap_mode="r")
+
+
+def rates(fns: dict, batches: np.ndarray, rounds: int) -> dict[str, float]:
+    """Best items/s of each reader over `rounds` passes over every batch of positions.
+    Passes alternate between readers so that both see the same machine load."""
+    best = dict.fromkeys(fns, 0.0)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for p in batches:
+                fn(p)
+            best[name] = max(best[name], batches.size / (time.perf_counter() - t0))
+    return best
+
+
+def loader_rate(fs, store_path: Path, batch: int, n_batches: int, workers: int) -> float:
+    import torch
+    from torch.utils.data import DataLoader, RandomSampler
+
+    from store import StoreDataset, open_store
+
+    ds = StoreDataset(open_store(store_path), {"regions": fs.name})
+    gen = torch.Generator().manual_seed(0)
+    sampler = RandomSampler(ds, replacement=True, num_samples=batch * (n_batches + 2), generator=gen)
+    dl = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=ds.collate)
+    it = iter(dl)
+    next(it), next(it)  # worker start-up is not what we measure
+    t0 = time.perf_counter()
+    count = sum(len(b["id"]) for b in it)
+    return count / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=20_000, help="items in the generated feature set")
+    ap.add_argument("--quick", action="store_true", help="2,000 items and fewer batches")
+    ap.add_argument("--batch", type=int, default=128, help="items per random batch")
+    ap.add_argument("--batches", type=int, default=0, help="batches per timing pass (0: auto)")
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    ap.add_argument("--rounds", type=int, default=5, help="timing passes; the best one counts")
+    ap.add_argument("--dir", default=None, help="where to put the temporary data")
+    args = ap.parse_args(argv)
+    n = 2_000 if args.quick else args.items
+    n_batches = args.batches or (60 if args.quick else 200)
+
+    with tempfile.TemporaryDirectory(prefix="lighthead-bench-", dir=args.dir) as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        fs, mm = generate(root, n)
+        print(f"generated {n} items of [{K}, {D}] float16 in {time.perf_counter() - t0:.1f}s")
+        for a in range(0, n, 512):  # warm both copies in the page cache
+            fs.get_batch(range(a, min(n, a + 512)))
+            np.asarray(mm[a:a + 512]).max()
+        rng = np.random.default_rng(1)
+        batches = rng.integers(0, n, size=(n_batches, args.batch))
+        got = fs.get_batch(batches[0])["features"]
+        assert np.array_equal(got, mm[batches[0]]), "store and memmap disagree"
+
+        best = rates({"memmap": lambda p: mm[p], "store": lambda p: fs.get_batch(p, ["features"])},
+                     batches, args.rounds)
+        memmap_rate, store_rate = best["memmap"], best["store"]
+        dl_rate = loader_rate(fs, root / "store", args.batch, n_batches, args.workers)
+        per_item = fs.nbytes / len(fs)
+        print(f"memmap           {memmap_rate:10.0f} items/s")
+        print(f"store            {store_rate:10.0f} items/s")
+        print(f"store+DataLoader {dl_rate:10.0f} items/s ({args.workers} workers, batch {args.batch})")
+        print(f"item payload {K * D * 2} bytes, on disk {per_item:.0f} bytes")
+        fs.close()
+    print(f"store_read_vs_memmap: {store_rate / memmap_rate:.2f}")
+    print(f"store_bytes_per_item: {per_item:.0f}")
+
+
+if __name__ == "__main__":
+    main()

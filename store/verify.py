@@ -1,0 +1,138 @@
+"""`verify` re-checks a store byte by byte; `info` summarises it from the manifests alone."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from store.errors import StoreError
+from store.manifest import read_manifest, sha256_file
+from store.schema import MANIFEST, SHARD_RE
+from store.shard import open_h5
+
+
+def feature_set_dirs(root: Path) -> list[tuple[str, Path]]:
+    """(name, directory) of every feature set under a store root, sorted by name."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d != "meta"]
+        if MANIFEST in filenames and here != root:
+            found.append((here.relative_to(root).as_posix(), here))
+    return sorted(found)
+
+
+def verify_feature_set(directory: Path, checksums: bool = True) -> list[str]:
+    """Problems of one feature set, one line each, naming the file."""
+    directory = Path(directory)
+    try:
+        manifest = read_manifest(directory)
+    except StoreError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    files = [s.file for s in manifest.shards]
+    if len(set(files)) != len(files):
+        problems.append(f"{directory / MANIFEST}: a shard is listed twice")
+    for entry in manifest.shards:
+        path = directory / entry.file
+        if not SHARD_RE.match(entry.file) or SHARD_RE.match(entry.file)["tmp"]:
+            problems.append(f"{directory / MANIFEST}: bad shard file name {entry.file!r}")
+            continue
+        if not path.exists():
+            problems.append(f"{path}: listed in the manifest but missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.bytes:
+            problems.append(f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced)")
+            continue
+        if checksums and sha256_file(path) != entry.sha256:
+            problems.append(f"{path}: sha256 mismatch (file changed since it was written)")
+            continue
+        try:
+            problems += _check_shard(path, entry, manifest.fields, seen)
+        except (StoreError, OSError, KeyError, ValueError) as exc:
+            problems.append(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+    return problems
+
+
+def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:
+    problems = []
+    with open_h5(path) as f:
+        ids = list(f["ids"].asstr()[...])
+        if len(ids) != entry.rows:
+            problems.append(f"{path}: {len(ids)} ids, manifest says {entry.rows}")
+        elif ids and (ids[0] != entry.first_id or ids[-1] != entry.last_id):
+            problems.append(f"{path}: id range differs from the manifest")
+        for i in ids:
+            if i in seen:
+                problems.append(f"{path}: id {i!r} also stored in {seen[i]}")
+            seen[i] = path.name
+        for name, fld in fields.items():
+            ds = f["fields"][name]
+            if ds.dtype != fld.np_dtype:
+                problems.append(f"{path}: field {name!r} has dtype {ds.dtype}, manifest says {fld.dtype}")
+            if fld.variable:
+                off = f["offsets"][name][...]
+                ok = (len(off) == len(ids) + 1 and off[0] == 0 and bool(np.all(np.diff(off) >= 0))
+                      and off[-1] == ds.shape[0] and ds.shape[1:] == fld.row_shape)
+                if not ok:
+                    problems.append(f"{path}: field {name!r}: offsets/shape inconsistent")
+            elif ds.shape != (len(ids), *fld.shape):
+                problems.append(f"{path}: field {name!r} has shape {ds.shape}, expected {(len(ids), *fld.shape)}")
+    return problems
+
+
+def verify(path: str | os.PathLike, checksums: bool = True, strict: bool = False) -> list[str]:
+    """Re-check every feature set (checksums, shapes, ids) and JSON artifact of a store.
+
+    Returns one line per problem, each naming the file; empty means healthy. Leftovers of
+    interrupted writers (`*.tmp`, unlisted shards) are not problems: the next writer removes
+    them and readers never see them. `strict=True` raises StoreError instead of returning.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        problems = [f"{root}: no such store directory"]
+    else:
+        problems = []
+        for _, directory in feature_set_dirs(root):
+            problems += verify_feature_set(directory, checksums)
+        meta = root / "meta"
+        if meta.is_dir():
+            for p in sorted(meta.rglob("*.json")):
+                try:
+                    json.loads(p.read_text(encoding="utf-8"))
+                except (OSError, ValueError) as exc:
+                    problems.append(f"{p}: bad JSON: {exc}")
+    if strict and problems:
+        raise StoreError("; ".join(problems))
+    return problems
+
+
+def info(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-able summary: feature sets with item counts, fields, shapes, dtypes, attrs."""
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(f"{root}: no such store directory")
+    sets = {}
+    for name, directory in feature_set_dirs(root):
+        m = read_manifest(directory)
+        sets[name] = {
+            "items": m.rows,
+            "shards": len(m.shards),
+            "bytes": sum(s.bytes for s in m.shards),
+            "fields": {f.name: {"shape": list(f.shape), "dtype": f.dtype, "variable": f.variable}
+                       for f in m.fields.values()},
+            "attrs": m.attrs,
+            "library_versions": m.versions,
+        }
+    meta = root / "meta"
+    artifacts = sorted(p.relative_to(meta).as_posix()[:-5] for p in meta.rglob("*.json")) if meta.is_dir() else []
+    return {"path": str(root.resolve()), "feature_sets": sets, "json": artifacts}

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from pipelines.cli.store_cmd import app
+from tests.store.helpers import FIELDS, item_id, make_item
+from tests.store.test_importers import make_npz, make_precomp, tsv_rows, write_tsv
+
+runner = CliRunner()
+
+
+def test_info_and_verify(filled):
+    res = runner.invoke(app, ["info", str(filled.path), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["feature_sets"]["test/all"]["items"] == 50
+    res = runner.invoke(app, ["info", str(filled.path)])
+    assert res.exit_code == 0 and "test/all" in res.stdout
+    res = runner.invoke(app, ["verify", str(filled.path)])
+    assert res.exit_code == 0 and res.stdout.startswith("ok")
+
+
+def test_verify_reports_one_line_per_problem(filled):
+    shards = sorted((filled.path / "test/all").glob("*.h5"))
+    shards[0].unlink()
+    shards[1].write_bytes(b"garbage")
+    res = runner.invoke(app, ["verify", str(filled.path)])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines)
+    assert shards[0].name in lines[0] and shards[1].name in lines[1]
+
+
+def test_import_export_precomp(tmp_path):
+    data = make_precomp(tmp_path / "pre")
+    st, out = tmp_path / "st", tmp_path / "out"
+    res = runner.invoke(app, ["import", "precomp", str(tmp_path / "pre"), str(st), "--dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    assert "imported 7 new items" in res.stdout
+    res = runner.invoke(app, ["export", "precomp", str(st), str(out)])
+    assert res.exit_code == 0, res.output
+    for s, (ims, caps) in data.items():
+        assert np.array_equal(np.load(out / f"{s}_ims.npy"), ims)
+        assert (out / f"{s}_caps.txt").read_bytes() == caps
+
+
+def test_import_tsv_and_npz(tmp_path):
+    write_tsv(tmp_path / "x.tsv", list(tsv_rows(3)))
+    make_npz(tmp_path / "npz", n=2)
+    st = tmp_path / "st"
+    assert runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(st)]).exit_code == 0
+    res = runner.invoke(app, ["import", "npz", str(tmp_path / "npz"), str(st), "--name", "regions/other"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(runner.invoke(app, ["info", str(st), "--json"]).stdout)
+    assert {k: v["items"] for k, v in summary["feature_sets"].items()} == {"regions/butd-tsv": 3, "regions/other": 2}
+
+
+def test_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.tsv").write_text("1\t2\t3\n")
+    res = runner.invoke(app, ["import", "tsv", str(tmp_path / "bad.tsv"), str(tmp_path / "st")])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'bad.tsv'}:1: 3 tab-separated fields, "
+                                                  "expected 6 (image_id, image_w, image_h, num_boxes, boxes, features)")
+    res = runner.invoke(app, ["import", "csv", str(tmp_path), str(tmp_path / "st")])
+    assert res.exit_code != 0
+    res = runner.invoke(app, ["info", str(tmp_path / "missing")])
+    assert res.exit_code == 1 and "no such store directory" in res.stderr
+
+
+def test_export_needs_split_ids(store):
+    with store.writer("test/all", FIELDS, fsync=False) as w:
+        w.add(item_id(0), make_item(0))
+    res = runner.invoke(app, ["export", "precomp", str(store.path), str(store.path / "out"), "--name", "test/all"])
+    assert res.exit_code == 1 and "is not '<split>/<index>'" in res.stderr

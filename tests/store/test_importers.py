@@ -1,0 +1,207 @@
+"""Import small generated precomp / TSV / npz inputs, export back, compare element by element."""
+
+import base64
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from store import StoreError, open_store, verify
+from store.exporters import export_precomp
+from store.importers import import_npz, import_precomp, import_tsv
+from store.writer import KILL_ENV
+from tests.store.helpers import ROOT, file_digests
+
+CAPTIONS = [b"A man rides a horse .\n", "Un caf\u00e9 \u00e0 Paris\n".encode(), b"two dogs\r\n",
+            b"  leading spaces and tabs\there\n", b"\xff not utf-8 at all\n"]
+
+
+def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {}
+    for s, n in splits.items():
+        ims = np.random.default_rng(n).standard_normal((n, k, d)).astype(np.float32)
+        np.save(folder / f"{s}_ims.npy", ims)
+        caps = b"".join(CAPTIONS[(i + j) % 5] for i in range(n) for j in range(5))
+        if s == "dev":
+            caps = caps[:-1]  # no newline at the end of the file
+        (folder / f"{s}_caps.txt").write_bytes(caps)
+        data[s] = (ims, caps)
+    return data
+
+
+def test_precomp_round_trip_float32_is_exact(tmp_path):
+    data = make_precomp(tmp_path / "pre")
+    assert import_precomp(tmp_path / "pre", tmp_path / "st", dtype="float32", shard_items=3) == 7
+    fs = open_store(tmp_path / "st")["regions/precomp"]
+    assert sorted(fs.ids) == sorted(["train/0", "train/1", "train/2", "train/3", "dev/0", "dev/1", "dev/2"])
+    assert fs["dev/1"]["captions"].tobytes() == b"".join(CAPTIONS[(1 + j) % 5] for j in range(5))
+    files = export_precomp(tmp_path / "st", tmp_path / "out")
+    assert sorted(p.name for p in files) == ["dev_caps.txt", "dev_ims.npy", "train_caps.txt", "train_ims.npy"]
+    for s, (ims, caps) in data.items():
+        back = np.load(tmp_path / "out" / f"{s}_ims.npy")
+        assert back.dtype == np.float32 and np.array_equal(back, ims)
+        assert (tmp_path / "out" / f"{s}_caps.txt").read_bytes() == caps
+    assert not [p for p in os.listdir(tmp_path / "out") if ".tmp" in p]
+
+
+def test_precomp_float16_default_and_rerun_adds_nothing(tmp_path):
+    data = make_precomp(tmp_path / "pre")
+    assert import_precomp(tmp_path / "pre", tmp_path / "st") == 7
+    assert import_precomp(tmp_path / "pre", tmp_path / "st") == 0
+    fs = open_store(tmp_path / "st")["regions/precomp"]
+    assert fs.fields["features"].dtype == "float16"
+    export_precomp(tmp_path / "st", tmp_path / "out")
+    ims, caps = data["train"]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "train_ims.npy"), ims, rtol=1e-3, atol=1e-3)
+    assert (tmp_path / "out" / "train_caps.txt").read_bytes() == caps
+
+
+def tsv_rows(n, d=8, fixed=None):
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        k = fixed or 1 + i % 4
+        boxes = rng.uniform(0, 100, (k, 4)).astype(np.float32)
+        feats = rng.standard_normal((k, d)).astype(np.float32)
+        yield {"image_id": str(1000 + i), "image_w": 640, "image_h": 480 - i, "num_boxes": k,
+               "boxes": base64.b64encode(boxes).decode("ascii"),
+               "features": base64.b64encode(feats).decode("ascii")}, boxes, feats
+
+
+def write_tsv(path, rows):
+    """As generate_tsv.py writes it: csv.DictWriter, tab-delimited, default \\r\\n line ends."""
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, delimiter="\t", fieldnames=list(rows[0][0]))
+        for r, _, _ in rows:
+            w.writerow(r)
+
+
+def check_regions(fs, rows, dtype=np.float16):
+    assert len(fs) == len(rows)
+    for r, boxes, feats in rows:
+        item = fs[r["image_id"]]
+        assert np.array_equal(item["boxes"], boxes) and item["boxes"].dtype == np.float32
+        assert np.array_equal(item["features"], feats.astype(dtype))
+        assert (item["image_w"], item["image_h"], item["num_boxes"]) == (r["image_w"], r["image_h"], len(boxes))
+
+
+def test_tsv_variable_boxes_from_split_files(tmp_path):
+    rows = list(tsv_rows(9))
+    (tmp_path / "tsv").mkdir()
+    write_tsv(tmp_path / "tsv" / "train.tsv.0", rows[:5])
+    write_tsv(tmp_path / "tsv" / "train.tsv.1", rows[5:])
+    seen = []
+    assert import_tsv(tmp_path / "tsv", tmp_path / "st", shard_items=4, progress=lambda a, b: seen.append((a, b))) == 9
+    fs = open_store(tmp_path / "st")["regions/butd-tsv"]
+    assert fs.fields["features"].shape == (None, 8) and fs.fields["features"].dtype == "float16"
+    check_regions(fs, rows)
+    assert seen[-1][0] == seen[-1][1] > 0
+
+
+def test_tsv_fixed_boxes_float32(tmp_path):
+    rows = list(tsv_rows(5, fixed=3))
+    write_tsv(tmp_path / "x.tsv", rows)
+    import_tsv(tmp_path / "x.tsv", tmp_path / "st", dtype="float32", boxes=3)
+    fs = open_store(tmp_path / "st")["regions/butd-tsv"]
+    assert fs.fields["features"].shape == (3, 8)
+    check_regions(fs, rows, np.float32)
+    write_tsv(tmp_path / "x2.tsv", list(tsv_rows(3, fixed=3))[:1] + [list(tsv_rows(2))[1]])
+    with pytest.raises(StoreError, match=r"x2.tsv:2: 2 boxes, but the import fixes boxes=3"):
+        import_tsv(tmp_path / "x2.tsv", tmp_path / "st2", boxes=3)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda line: line.replace(b"\t", b"\t\t", 1), r"bad.tsv:3: 7 tab-separated fields, expected 6"),
+    (lambda line: line[:-20] + b"!!!!" + line[-16:], r"bad.tsv:3: field features is not valid base64"),
+    (lambda line: b"\t".join(line.split(b"\t")[:3] + [b"x"] + line.split(b"\t")[4:]), r"bad.tsv:3: num_boxes"),
+    (lambda line: b"\t".join(line.split(b"\t")[:4] + [base64.b64encode(b"abcdef")] + line.split(b"\t")[5:]),
+     r"bad.tsv:3: field boxes holds 6 bytes"),
+])
+def test_tsv_errors_name_file_and_line_and_keep_data(tmp_path, damage, match):
+    good = list(tsv_rows(6))
+    write_tsv(tmp_path / "good.tsv", good[:2])
+    import_tsv(tmp_path / "good.tsv", tmp_path / "st")
+    before = file_digests(tmp_path / "st")
+    write_tsv(tmp_path / "bad.tsv", good[2:])
+    lines = (tmp_path / "bad.tsv").read_bytes().split(b"\r\n")
+    lines[2] = damage(lines[2])
+    (tmp_path / "bad.tsv").write_bytes(b"\r\n".join(lines))
+    with pytest.raises(StoreError, match=match):
+        import_tsv(tmp_path / "bad.tsv", tmp_path / "st")
+    after = file_digests(tmp_path / "st")
+    assert all(after.get(f) == h for f, h in before.items() if ".lock" not in f and "manifest" not in f)
+    assert verify(tmp_path / "st") == []
+    fs = open_store(tmp_path / "st")["regions/butd-tsv"]
+    assert fs.ids == ["1000", "1001", "1002", "1003"]  # lines before the bad one are kept
+
+
+def test_killed_tsv_import_resumes(tmp_path):
+    rows = list(tsv_rows(10))
+    write_tsv(tmp_path / "x.tsv", rows)
+    code = (f"from store.importers import import_tsv; "
+            f"import_tsv({str(tmp_path / 'x.tsv')!r}, {str(tmp_path / 'st')!r}, shard_items=3)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), KILL_ENV: "manifest_written"}
+    p = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT)
+    assert p.returncode == -9
+    assert len(open_store(tmp_path / "st")["regions/butd-tsv"]) == 3 and verify(tmp_path / "st") == []
+    assert import_tsv(tmp_path / "x.tsv", tmp_path / "st", shard_items=3) == 7
+    check_regions(open_store(tmp_path / "st")["regions/butd-tsv"], rows)
+
+
+def make_npz(folder, n=4, d=8, transpose_last=True):
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (r, boxes, feats) in enumerate(tsv_rows(n, d)):
+        x = feats.T if transpose_last and i == n - 1 else feats  # an older [D, K] dump
+        np.savez_compressed(folder / f"{r['image_id']}.npz", x=x, bbox=boxes, num_bbox=len(boxes),
+                            image_h=r["image_h"], image_w=r["image_w"],
+                            info={"image_id": r["image_id"], "objects_id": np.zeros(len(boxes))})
+        out.append((r, boxes, feats))
+    return out
+
+
+def test_npz_folder(tmp_path):
+    rows = make_npz(tmp_path / "npz")
+    assert import_npz(tmp_path / "npz", tmp_path / "st", dtype="float32") == 4
+    check_regions(open_store(tmp_path / "st")["regions/butd-npz"], rows, np.float32)
+
+
+def test_npz_errors(tmp_path):
+    make_npz(tmp_path / "npz", n=2)
+    np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((2, 8)), num_bbox=2, image_w=1, image_h=1)
+    with pytest.raises(StoreError, match=r"1005.npz: missing key 'bbox'"):
+        import_npz(tmp_path / "npz", tmp_path / "st")
+    (tmp_path / "npz" / "1005.npz").write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(StoreError, match=r"1005.npz: not a readable .npz"):
+        import_npz(tmp_path / "npz", tmp_path / "st")
+    assert len(open_store(tmp_path / "st")["regions/butd-npz"]) == 2
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda f: np.save(f / "dev_ims.npy", np.zeros((3, 80), np.float32)), r"dev_ims.npy: shape \(3, 80\)"),
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes()[:300]), r"dev_ims.npy: unreadable"),
+    (lambda f: (f / "dev_caps.txt").write_bytes(b"one\ntwo\n"), r"dev_caps.txt: 2 lines for 3 images"),
+    (lambda f: (f / "dev_caps.txt").unlink(), r"dev_caps.txt: missing"),
+])
+def test_precomp_errors_write_nothing(tmp_path, damage, match):
+    make_precomp(tmp_path / "pre")
+    damage(tmp_path / "pre")
+    with pytest.raises(StoreError, match=match):
+        import_precomp(tmp_path / "pre", tmp_path / "st")
+    assert not (tmp_path / "st").exists()  # everything is checked before the store is touched
+
+
+def test_export_errors(tmp_path):
+    write_tsv(tmp_path / "x.tsv", list(tsv_rows(3)))
+    import_tsv(tmp_path / "x.tsv", tmp_path / "st")
+    with pytest.raises(StoreError, match="fixed"):
+        export_precomp(tmp_path / "st", tmp_path / "out", "regions/butd-tsv")
+    write_tsv(tmp_path / "y.tsv", list(tsv_rows(3, fixed=2)))
+    import_tsv(tmp_path / "y.tsv", tmp_path / "st", "regions/two", boxes=2)
+    with pytest.raises(StoreError, match="'1000' is not '<split>/<index>'"):
+        export_precomp(tmp_path / "st", tmp_path / "out", "regions/two")
+    files = export_precomp(tmp_path / "st", tmp_path / "out", "regions/two", split="test")
+    assert [p.name for p in files] == ["test_ims.npy"] and np.load(files[0]).shape == (3, 2, 8)
