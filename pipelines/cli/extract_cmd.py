@@ -3,11 +3,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, List, Optional
 
 import typer
 
-from pipelines.cli.common import not_built
+
+def parse_job_options(pairs: List[str]) -> dict[str, Any]:
+    """`key=value` strings -> dict; values "true"/"false", ints and floats are converted."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--job-option expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = _value(value.strip())
+    return out
+
+
+def _value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def extract(
@@ -20,6 +40,31 @@ def extract(
     batch_size: int = typer.Option(8, help="items per forward pass"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     workers: int = typer.Option(1, help="processes/GPUs sharing the work"),
+    loader_workers: int = typer.Option(2, help="DataLoader workers decoding images"),
+    dtype: str = typer.Option("float16", help="storage dtype of feature fields (float16 or float32)"),
+    text_model: Optional[str] = typer.Option(None, help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
+    job_option: List[str] = typer.Option([], "--job-option", "-o", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128 (repeatable)"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
-    raise not_built("extract")
+    from pipelines.extract_run import run_extract
+    from pipelines.features import ExtractOptions
+
+    if weights is not None and random_weights:
+        raise ValueError("--weights and --random-weights exclude each other")
+    job_options = parse_job_options(job_option)
+    if text_model:
+        job_options["text_model"] = text_model
+    options = ExtractOptions(
+        weights=weights,
+        random_weights=random_weights,
+        batch_size=batch_size,
+        device=device,
+        workers=workers,
+        loader_workers=loader_workers,
+        dtype=dtype,
+        progress=progress,
+        job_options=job_options,
+    )
+    names = [f.strip() for f in features.split(",") if f.strip()] if features else None
+    run_extract(dataset, root, store, names, options)

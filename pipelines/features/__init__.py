@@ -19,4 +19,9 @@ def load_all() -> None:
 
 
 # One line per job module; add yours here.
-_JOB_MODULES: list[str] = []
+_JOB_MODULES: list[str] = [
+    "pipelines.features.text",
+    "pipelines.features.global_image",
+    "pipelines.features.words",
+    "pipelines.features.regions",
+]

@@ -28,6 +28,7 @@ class ExtractOptions:
     dtype: str = "float16"  # storage dtype of feature fields
     progress: bool = True  # show rich progress bars
     scheduler: str | None = None  # dask scheduler address to spread the work on, instead of local processes
+    job_options: dict[str, Any] = field(default_factory=dict)  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
 
 
 @dataclass

@@ -1,0 +1,24 @@
+"""Global image features: pooled ImageNet ResNets and thumbnails."""
+
+from extract.global_cnn.resnet import (
+    RESNETS,
+    GlobalCNN,
+    GlobalCNNConfig,
+    ResNetSpec,
+    build_global_cnn,
+    default_weights,
+    read_state_dict,
+)
+from extract.global_cnn.thumbs import ThumbConfig, ThumbTransform
+
+__all__ = [
+    "RESNETS",
+    "GlobalCNN",
+    "GlobalCNNConfig",
+    "ResNetSpec",
+    "ThumbConfig",
+    "ThumbTransform",
+    "build_global_cnn",
+    "default_weights",
+    "read_state_dict",
+]

@@ -1,0 +1,145 @@
+"""Image reading shared by every image feature job (global CNN, thumbnails, region detector).
+
+Use it like this::
+
+    from extract.images import unique_images, image_loader
+
+    items = unique_images(records, skip=writer.done_ids)     # [(image_id, path)], one per image_id
+    for batch in image_loader(items, transform, batch_size=8, workers=2):
+        batch["ids"]      # list[str]: images decoded fine, in order
+        batch["images"]   # whatever `transform` returns, stacked if tensors (else a list)
+        batch["sizes"]    # list[(width, height)] of the decoded originals
+        batch["skipped"]  # list[(image_id, reason)]: unreadable inputs of this batch
+
+Decoding runs in DataLoader worker processes. `load_rgb` turns CMYK, greyscale, palette and
+alpha images into 3-channel RGB (alpha composited on white, so transparent logos do not turn
+black), and raises `ImageReadError` with a one-line reason for a missing, truncated or
+undecodable file; the loader turns that into a skipped entry instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+# Refuse decompression bombs: a few hundred megapixels is far beyond any dataset we read.
+Image.MAX_IMAGE_PIXELS = 300_000_000
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a skipped input, not a grey half-image
+
+
+class ImageReadError(Exception):
+    """An image could not be read; the message is the reason shown in the skipped list."""
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode `path` fully into an RGB PIL image (raises ImageReadError with a reason)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now, so truncation surfaces here and not later in a transform
+            return to_rgb(im)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"not a readable image: {path}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"image too large: {path} ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"corrupt or truncated image: {path} ({e})") from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB copy of any PIL mode: alpha composited on white; CMYK, L, P, I;16, ... converted."""
+    if im.mode == "RGB":
+        return im.copy()
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # 16/32-bit greyscale: scale to 8 bits before the RGB conversion, which would clip
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else a * 0.0
+        im = Image.fromarray(a.astype(np.uint8))  # (H, W) uint8 -> mode "L"
+    return im.convert("RGB")
+
+
+def unique_images(records: Iterable[Any], skip: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """(image_id, image_path) once per image_id, in first-seen order, leaving out ids in `skip`."""
+    done = set(skip)
+    items: dict[str, str] = {}
+    for r in records:
+        if r.image_id not in done and r.image_id not in items:
+            items[r.image_id] = r.image_path
+    return list(items.items())
+
+
+class ImageDataset(Dataset):
+    """Decodes (image_id, path) items; yields a dict with "id", "image", "size", "error".
+
+    A failed read yields image None and the reason in "error" (never raises), so one bad
+    file cannot stop a worker.
+    """
+
+    def __init__(self, items: Sequence[tuple[str, str]], transform: Callable[[Image.Image], Any] | None = None):
+        self.items = list(items)  # (image_id, path)
+        self.transform = transform  # PIL RGB image -> tensor (or anything); None keeps the PIL image
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id, path = self.items[index]
+        try:
+            im = load_rgb(path)
+            size = im.size
+            image = self.transform(im) if self.transform else im
+            return {"id": image_id, "image": image, "size": size, "error": None}
+        except ImageReadError as e:
+            return {"id": image_id, "image": None, "size": None, "error": str(e)}
+        except Exception as e:  # a transform failing on one odd image skips it, with the reason
+            return {"id": image_id, "image": None, "size": None, "error": f"cannot transform {path}: {e}"}
+
+
+def collate_images(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch of ImageDataset items -> ids, images (stacked when tensors of one shape), sizes, skipped."""
+    ok = [b for b in batch if b["error"] is None]
+    images: Any = [b["image"] for b in ok]
+    if images and all(isinstance(x, torch.Tensor) for x in images) and len({x.shape for x in images}) == 1:
+        images = torch.stack(images)  # (B, ...) same-shape tensors
+    return {
+        "ids": [b["id"] for b in ok],
+        "images": images,
+        "sizes": [b["size"] for b in ok],
+        "skipped": [(b["id"], b["error"]) for b in batch if b["error"] is not None],
+    }
+
+
+def image_loader(
+    items: Sequence[tuple[str, str]],
+    transform: Callable[[Image.Image], Any] | None,
+    batch_size: int = 8,
+    workers: int = 2,
+) -> Iterator[dict[str, Any]]:
+    """Iterate batches (see `collate_images`) of decoded images, decoding in `workers` processes."""
+    if not items:
+        return iter(())
+    loader = DataLoader(
+        ImageDataset(items, transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=max(0, workers),
+        collate_fn=collate_images,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    return iter(loader)

@@ -1,0 +1,20 @@
+"""Text extractors: frozen transformer token features and ITM's target pairs.
+
+The GRU heads' word vocabulary lives in `extract/vocab.py`.
+"""
+
+from extract.text.encoder import TextEncoder, TextEncoderConfig, TokenFeatures
+from extract.text.models import TEXT_MODELS, TextModelSpec, resolve_model
+from extract.text.pairs import PLACEHOLDER, fill_target, target_pair
+
+__all__ = [
+    "PLACEHOLDER",
+    "TEXT_MODELS",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "TextModelSpec",
+    "TokenFeatures",
+    "fill_target",
+    "resolve_model",
+    "target_pair",
+]

@@ -1,0 +1,109 @@
+"""MS-COCO with the Karpathy split (`dataset_coco.json`), and the Karpathy-file reader f30k shares.
+
+Expected layout under the root::
+
+    dataset_coco.json          the Karpathy split file
+    train2014/  val2014/       the COCO images (the file's "filepath" field names the folder)
+
+The images may also sit under `images/train2014/`, `images/val2014/`. "restval" images
+count as training images (113,287 train / 5,000 val / 5,000 test), and each image keeps its
+first five captions, as SCAN and VSE++ do.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pipelines.datasets.base import DATASETS, DatasetError, Record
+
+CAPTIONS_PER_IMAGE = 5  # retrieval protocols assume five captions per image
+_SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}
+
+
+def read_karpathy(json_path: Path, image_dirs: list[Path], id_field: str) -> list[Record]:
+    """Records of a Karpathy split file.
+
+    json_path: `dataset_coco.json` / `dataset_flickr30k.json`.
+    image_dirs: folders searched, in order, for `[filepath/]filename`.
+    id_field: the entry field used as record id ("cocoid"), or "filename" for its stem.
+    Raises DatasetError naming the file and the entry of anything malformed or missing.
+    """
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{json_path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise DatasetError(f"{json_path}: expected an object with an 'images' list (Karpathy split format)")
+    records: list[Record] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(data["images"]):
+        where = f"{json_path}: images[{i}]"
+        records.append(_record(entry, where, image_dirs, id_field))
+        if records[-1].id in seen:
+            raise DatasetError(f"{where}: duplicate image id {records[-1].id!r}")
+        seen.add(records[-1].id)
+    if not records:
+        raise DatasetError(f"{json_path}: no images listed")
+    return records
+
+
+def _record(entry: Any, where: str, image_dirs: list[Path], id_field: str) -> Record:
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(entry).__name__}")
+    for key in ("filename", "split", "sentences"):
+        if key not in entry:
+            raise DatasetError(f"{where}: missing field {key!r}")
+    filename = str(entry["filename"])
+    split = _SPLITS.get(entry["split"])
+    if split is None:
+        raise DatasetError(f"{where} ({filename}): unknown split {entry['split']!r}; expected one of {sorted(_SPLITS)}")
+    if id_field == "filename":
+        item_id = Path(filename).stem
+    elif id_field in entry:
+        item_id = str(entry[id_field])
+    else:
+        raise DatasetError(f"{where} ({filename}): missing field {id_field!r}")
+    captions = []
+    for j, sentence in enumerate(entry["sentences"]):
+        raw = sentence.get("raw") if isinstance(sentence, dict) else None
+        if not isinstance(raw, str) or not raw.strip():
+            raise DatasetError(f"{where} ({filename}): sentences[{j}] has no 'raw' text")
+        captions.append(raw.strip())
+    if len(captions) < CAPTIONS_PER_IMAGE:
+        raise DatasetError(
+            f"{where} ({filename}): {len(captions)} captions, expected at least {CAPTIONS_PER_IMAGE}"
+        )
+    relative = Path(str(entry.get("filepath", ""))) / filename
+    path = next((d / relative for d in image_dirs if (d / relative).is_file()), None)
+    if path is None:
+        looked = ", ".join(str(d / relative) for d in image_dirs)
+        raise DatasetError(f"{where}: image {relative} not found (looked at {looked})")
+    return Record(
+        id=item_id,
+        image_id=item_id,
+        image_path=str(path),
+        texts=captions[:CAPTIONS_PER_IMAGE],
+        split=split,
+        kind="image",
+    )
+
+
+def expect_file(root: Path, name: str, layout: str) -> Path:
+    """`root/name`, or a DatasetError that shows the expected layout."""
+    path = root / name
+    if not path.is_file():
+        raise DatasetError(f"{path} not found; expected under {root}:\n{layout}")
+    return path
+
+
+_LAYOUT = """  dataset_coco.json          (Karpathy split file)
+  train2014/, val2014/        (COCO images; or images/train2014/, images/val2014/)"""
+
+
+@DATASETS.register("coco")
+def load(root: Path) -> list[Record]:
+    """COCO Karpathy split: one record per image with its five captions."""
+    json_path = expect_file(root, "dataset_coco.json", _LAYOUT)
+    return read_karpathy(json_path, [root, root / "images"], id_field="cocoid")

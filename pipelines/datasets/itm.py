@@ -1,0 +1,110 @@
+"""The Image-Target Matching annotations (Yu et al., IJCAI 2022) on Twitter-2017 images.
+
+Expected layout under the root::
+
+    VG_train.pkl  VG_dev.pkl  VG_test.pkl   the released files (or the same content as VG_<split>.json)
+    twitter2017_images/                     (or images/) holding <iid>.jpg
+
+Each file maps a key to {"iid", "sentence" (with $T$), "aspect" (the target), "sentiment"
+("0"/"1"/"2" or ""), "relation" ("0" unrelated, "1"/"2" related), "boxes" [(x1, y1, x2, y2), ...]}.
+One "target" record per entry; `extra` holds "relevance" (0/1) and "box" (the first annotated
+box of a related target, pixels, or None). 1,176 / 588 / 588 entries.
+
+The pickles are read with an unpickler that refuses every class, so only plain dicts, lists,
+tuples, strings and numbers load (a pickle cannot run code this way).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+from pipelines.datasets.base import DATASETS, DatasetError, Record
+from pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label
+
+_SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
+_LAYOUT = """  VG_train.pkl, VG_dev.pkl, VG_test.pkl   (or VG_<split>.json with the same content)
+  twitter2017_images/                      (the images <iid>.jpg; or images/)"""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is accepted")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            with path.open("rb") as f:
+                data = _PlainUnpickler(f).load()
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise DatasetError(f"{path}: cannot read ({e}); convert it to JSON with the same content") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a mapping of key -> entry, got {type(data).__name__}")
+    return data
+
+
+def _box(value: Any, where: str) -> list[float]:
+    try:
+        box = [float(v) for v in value]
+    except (TypeError, ValueError):
+        box = []
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise DatasetError(f"{where}: malformed box {value!r}; expected (x1, y1, x2, y2) with x2 > x1, y2 > y1")
+    return box
+
+
+def _record(key: str, entry: Any, split: str, where: str, images: Path) -> Record:
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    for field in ("iid", "sentence", "aspect", "relation"):
+        if field not in entry:
+            raise DatasetError(f"{where}: missing field {field!r}")
+    relation = str(entry["relation"]).strip()
+    if relation not in ("0", "1", "2"):
+        raise DatasetError(f"{where}: unknown relation {relation!r}; expected 0 (unrelated), 1 or 2 (related)")
+    relevance = 0 if relation == "0" else 1  # "2" marks a related target too (as the authors' loader reads it)
+    sentence, target = str(entry["sentence"]).strip(), str(entry["aspect"]).strip()
+    if PLACEHOLDER not in sentence:
+        raise DatasetError(f"{where}: the sentence has no {PLACEHOLDER} placeholder for the target")
+    if not target:
+        raise DatasetError(f"{where}: empty target")
+    sentiment = str(entry.get("sentiment") or "").strip()
+    boxes = entry.get("boxes") or []
+    box = _box(boxes[0], where) if relevance and len(boxes) else None
+    iid = str(entry["iid"])
+    image_path = images / (iid if Path(iid).suffix else f"{iid}.jpg")
+    if not image_path.is_file():
+        raise DatasetError(f"{where}: image {image_path} not found")
+    return Record(
+        id=f"{split}-{key}",
+        image_id=Path(iid).stem,
+        image_path=str(image_path),
+        texts=[sentence],
+        split=split,
+        kind="target",
+        label=parse_label(sentiment, where) if sentiment else None,
+        target=target,
+        extra={"relevance": relevance, "box": box},
+    )
+
+
+@DATASETS.register("itm")
+def load(root: Path) -> list[Record]:
+    """ITM annotations: one 'target' record per entry with its relevance and aligned box."""
+    records = []
+    images = None
+    for split, stem in _SPLITS.items():
+        path = next((root / f"{stem}{ext}" for ext in (".json", ".pkl") if (root / f"{stem}{ext}").is_file()), None)
+        if path is None:
+            raise DatasetError(f"{root / stem}.pkl not found; expected under {root}:\n{_LAYOUT}")
+        images = images or image_folder(root, ["twitter2017_images", "images"], _LAYOUT)
+        for key, entry in _read(path).items():
+            records.append(_record(str(key), entry, split, f"{path}: entry {key!r}", images))
+    return records

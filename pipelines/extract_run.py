@@ -1,0 +1,215 @@
+"""`lighthead extract`: run every feature job a dataset's heads need into its store.
+
+`run_extract` loads the dataset's records (saving them, and the dataset name, into the store
+as JSON artifacts "records" and "dataset"), runs each feature job into its own feature set,
+and prints a summary with every skipped input and its reason. Jobs are resumable: a rerun
+skips the ids a feature set already holds.
+
+Helpers for job modules (any job may use them):
+- `progress_bar(description, total, enabled)`: a rich bar with items/s and ETA; yields `advance(n)`.
+- `job_option(options, job, key, default)`: `options.job_options["<job>.<key>"]`, else `["<key>"]`.
+- `random_weights(options, job)`: `--random-weights`, or its per-job override.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
+from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from pipelines.features import FEATURES, ExtractOptions, RunSummary, load_all
+
+# What each dataset's heads read (SPEC-heads.md): retrieval heads want 36 regions, BERT tokens,
+# GRU word ids, ResNet-152 and thumbnails (mFSR); ITM wants 100 regions and RoBERTa pairs;
+# ITIN wants regions, BERT tokens and the ResNet-18 context.
+DEFAULT_FEATURES: dict[str, list[str]] = {
+    "coco": ["regions36", "bert", "words", "resnet152", "thumbs"],
+    "f30k": ["regions36", "bert", "words", "resnet152", "thumbs"],
+    "twitter15": ["regions100", "roberta"],
+    "twitter17": ["regions100", "roberta"],
+    "itm": ["regions100", "roberta"],
+    "mvsa-single": ["regions36", "bert", "resnet18"],
+    "mvsa-multiple": ["regions36", "bert", "resnet18"],
+    "demo": ["given-boxes", "regions36", "minilm", "words", "resnet18", "resnet152", "thumbs"],
+}
+
+_console = Console(stderr=True)  # bars and warnings on stderr; the summary table on stdout
+
+
+def job_option(options: ExtractOptions, job: str, key: str, default: Any = None) -> Any:
+    """A per-job setting: `job_options["<job>.<key>"]`, else `job_options["<key>"]`, else default."""
+    opts = options.job_options or {}
+    return opts.get(f"{job}.{key}", opts.get(key, default))
+
+
+def random_weights(options: ExtractOptions, job: str) -> bool:
+    """`--random-weights`, unless `--job-option <job>.random_weights=false` overrides it for one job
+    (e.g. the demo keeps the real bundled MiniLM while the detector runs untrained)."""
+    return bool(options.job_options.get(f"{job}.random_weights", options.random_weights))
+
+
+class _ItemsPerSecond(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- items/s" if speed is None else f"{speed:,.1f} items/s", style="progress.data.speed")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A progress bar for one extractor; yields `advance(n)`. Disabled: a no-op."""
+    if not enabled:
+        yield lambda n=1: None
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        _ItemsPerSecond(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)
+
+
+def default_features(dataset: str) -> list[str]:
+    """The feature jobs `dataset`'s heads need."""
+    try:
+        return list(DEFAULT_FEATURES[dataset])
+    except KeyError:
+        raise KeyError(
+            f"no default features for dataset {dataset!r}; pass --features (jobs: {', '.join(FEATURES.names())})"
+        ) from None
+
+
+def check_features(names: Sequence[str]) -> list[str]:
+    """The job names, validated (an unknown one names the valid ones), duplicates removed."""
+    load_all()
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in FEATURES:
+            raise KeyError(f"unknown feature {name!r}; valid: {', '.join(FEATURES.names()) or '(none)'}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError("no feature job selected")
+    return out
+
+
+def random_weights_banner(console: Console) -> None:
+    console.print(
+        "[bold red]WARNING: --random-weights: every model runs UNTRAINED; the features are for tests and "
+        "demos only (recorded in the store)[/]"
+    )
+
+
+def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summary") -> Table:
+    table = Table(title=title)
+    table.add_column("job", no_wrap=True)
+    table.add_column("feature set", no_wrap=True)
+    for col in ("new", "had", "skipped", "seconds"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    for s in summaries:
+        table.add_row(
+            s.job,
+            s.feature_set,
+            str(s.written),
+            str(s.already_done),
+            str(len(s.skipped)),
+            f"{s.seconds:.1f}",
+            "[bold red]RANDOM[/]" if s.random_weights else "",
+        )
+    return table
+
+
+def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50) -> None:
+    """The summary table, then every skipped input with its reason (first `max_skipped` per job)."""
+    console = console or Console()
+    console.print(summary_table(summaries))
+    for s in summaries:
+        if not s.skipped:
+            continue
+        console.print(f"[yellow]{s.job}: {len(s.skipped)} skipped input(s)[/]")
+        for item_id, reason in s.skipped[:max_skipped]:
+            console.print(f"  {item_id}: {reason}", markup=False, highlight=False)
+        if len(s.skipped) > max_skipped:
+            console.print(f"  ... and {len(s.skipped) - max_skipped} more (all listed in the store's extract_summary)")
+    if any(s.random_weights for s in summaries):
+        random_weights_banner(console)
+
+
+def _summary_json(s: RunSummary) -> dict[str, Any]:
+    return {
+        "job": s.job,
+        "feature_set": s.feature_set,
+        "written": s.written,
+        "already_done": s.already_done,
+        "skipped": [list(x) for x in s.skipped],
+        "seconds": round(s.seconds, 3),
+        "random_weights": s.random_weights,
+    }
+
+
+def run_extract(
+    dataset: str,
+    root: str | Path | None,
+    store_path: str | Path,
+    features: list[str] | None = None,
+    options: ExtractOptions | None = None,
+    console: Console | None = None,
+) -> list[RunSummary]:
+    """Extract `features` (default: what the dataset's heads need) of `dataset` into the store.
+
+    Saves the records and the dataset name into the store, runs each job in turn, prints
+    the summary (skipped inputs with reasons, random weights flagged) and stores it as the
+    JSON artifact "extract_summary". A job that fails stops the run after printing what the
+    jobs before it did.
+    """
+    from pipelines.datasets import load_records
+    from store import StoreError, open_store
+
+    options = options or ExtractOptions()
+    console = console or Console()
+    names = check_features(features if features else default_features(dataset))
+    # Jobs read which others run alongside (e.g. `--weights` goes to a ResNet job only when it runs alone).
+    options = dataclasses.replace(options, job_options={**options.job_options, "_jobs": names})
+    records = load_records(dataset, root)
+    store = open_store(store_path, create=True)
+    if store.has_json("dataset"):
+        held = store.read_json("dataset").get("name")
+        if held != dataset:
+            raise StoreError(f"{store.path} holds dataset {held!r}, not {dataset!r}: use one store per dataset")
+    store.write_json("dataset", {"name": dataset, "root": str(Path(root).resolve()) if root else None})
+    store.write_json("records", [r.to_json() for r in records])
+    if options.random_weights:
+        random_weights_banner(_console)
+    _console.print(f"{dataset}: {len(records)} records -> {store.path}; jobs: {', '.join(names)}")
+    summaries: list[RunSummary] = []
+    try:
+        for name in names:
+            job = FEATURES.get(name)
+            start = time.perf_counter()
+            summary = job.run(records, store, options)
+            summary.seconds = summary.seconds or time.perf_counter() - start
+            summaries.append(summary)
+    finally:
+        if summaries:
+            runs = store.read_json("extract_summary") if store.has_json("extract_summary") else []
+            store.write_json("extract_summary", runs + [{"time": time.time(), "jobs": [_summary_json(s) for s in summaries]}])
+            print_summary(summaries, console)
+    return summaries

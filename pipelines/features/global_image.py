@@ -1,0 +1,138 @@
+"""Global image jobs, one item per `record.image_id`: pooled ResNet features and thumbnails.
+
+`resnet18` -> global/resnet18 (features [512], ITIN's visual context), `resnet152` ->
+global/resnet152 (features [2048], mFSR), `thumbs` -> thumbs/64 (thumb [3, 64, 64] uint8,
+mFSR's reconstruction target). Unreadable images are skipped with a reason.
+
+Settings (`--job-option`): "<job>.weights" (a torchvision state-dict file; else `--weights`,
+else torchvision's cache file), thumbs "size" (64), shard_items.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from pipelines.extract_run import job_option, progress_bar, random_weights
+from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+
+if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
+    import torch
+
+
+def run_image_job(
+    job: str,
+    name: str,
+    records: list[Any],
+    store: Any,
+    options: ExtractOptions,
+    transform: Callable[[Any], torch.Tensor],
+    fields: list[Any],
+    attrs: dict[str, Any],
+    make_model: Callable[[], Callable[[torch.Tensor], dict[str, Any]]],
+) -> RunSummary:
+    """Decode the images not yet in feature set `name` (DataLoader workers), run `make_model()`
+    on each batch of transformed images and store its per-item fields."""
+    from extract.images import image_loader, unique_images
+
+    start = time.perf_counter()
+    summary = RunSummary(job=job, feature_set=name, random_weights=bool(attrs.get("random_weights")))
+    done = set(store[name].ids) if name in store else set()
+    summary.already_done = len({r.image_id for r in records} & done)
+    items = unique_images(records, skip=done)
+    if not items:
+        summary.seconds = time.perf_counter() - start
+        return summary
+    model = make_model()
+    shard_items = job_option(options, job, "shard_items", None)
+    overrides = {"shard_items": int(shard_items)} if shard_items else {}
+    with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:
+        items = [it for it in items if not writer.is_done(it[0])]
+        with progress_bar(job, len(items), options.progress) as advance:
+            for batch in image_loader(items, transform, options.batch_size, options.loader_workers):
+                summary.skipped.extend(batch["skipped"])
+                if batch["ids"]:
+                    out = model(batch["images"])  # field -> (B, ...) array
+                    for k, image_id in enumerate(batch["ids"]):
+                        summary.written += int(writer.add(image_id, {f: v[k] for f, v in out.items()}))
+                advance(len(batch["ids"]) + len(batch["skipped"]))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _weights_path(job: str, options: ExtractOptions) -> Path | None:
+    """`--job-option <job>.weights=PATH`; else `--weights` when this job runs alone (with several
+    jobs `--weights` is the region detector's checkpoint); else None (torchvision's cache file)."""
+    path = options.job_options.get(f"{job}.weights")
+    if not path and options.job_options.get("_jobs", [job]) == [job]:
+        path = options.weights
+    return Path(path) if path else None
+
+
+def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSummary]:
+    def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
+        import torch
+
+        from extract.global_cnn import GlobalCNNConfig, build_global_cnn, default_weights
+        from extract.global_cnn.resnet import missing_weights_message
+        from extract.text.models import file_sha256
+        from store import Field
+
+        config = GlobalCNNConfig(arch=arch)
+        random = random_weights(options, arch)
+        weights = None if random else (_weights_path(arch, options) or default_weights(arch))
+        if weights is not None and not weights.is_file():
+            raise FileNotFoundError(missing_weights_message(arch, weights))
+        device = torch.device(options.device)
+
+        def make_model() -> Callable[[torch.Tensor], dict[str, Any]]:
+            net = build_global_cnn(arch, weights, random).to(device)
+
+            @torch.inference_mode()
+            def forward(images: torch.Tensor) -> dict[str, Any]:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                    feats = net(images.to(device, non_blocking=True))  # (B, D)
+                return {"features": feats.float().cpu().numpy()}
+
+            return forward
+
+        attrs = {
+            "extractor": "global-cnn",
+            "job": arch,
+            "arch": arch,
+            "width": config.width,
+            "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean), "std": list(config.std)},
+            "weights_file": None if weights is None else weights.name,  # the name only: moving the file keeps resume working
+            "weights_sha256": None if weights is None else file_sha256(weights),
+            "random_weights": random,
+            "dtype": options.dtype,
+        }
+        fields = [Field("features", (config.width,), options.dtype)]
+        return run_image_job(
+            arch, f"global/{arch}", records, store, options, config.transform(), fields, attrs, make_model
+        )
+
+    return run
+
+
+def _run_thumbs(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
+    from extract.global_cnn import ThumbConfig
+    from extract.global_cnn.thumbs import describe
+    from store import Field
+
+    config = ThumbConfig(size=int(job_option(options, "thumbs", "size", 64)))
+
+    def make_model() -> Callable[[torch.Tensor], dict[str, Any]]:
+        return lambda images: {"thumb": images.numpy()}  # (B, 3, S, S) uint8, nothing to compute
+
+    attrs = {"extractor": "thumbnails", "job": "thumbs", **describe(config), "random_weights": False}
+    fields = [Field("thumb", (3, config.size, config.size), "uint8")]
+    return run_image_job(
+        "thumbs", f"thumbs/{config.size}", records, store, options, config.transform(), fields, attrs, make_model
+    )
+
+
+register(FeatureJob("resnet18", "global/resnet18", "image", _resnet_job("resnet18"), "ResNet-18 pooled 512-d (ITIN context)"))
+register(FeatureJob("resnet152", "global/resnet152", "image", _resnet_job("resnet152"), "ResNet-152 pooled 2048-d (mFSR)"))
+register(FeatureJob("thumbs", "thumbs/64", "image", _run_thumbs, "uint8 thumbnails, 64x64 by default (mFSR reconstruction)"))

@@ -1,0 +1,253 @@
+"""Region feature jobs (bottom-up-attention detector), one item per `record.image_id`.
+
+`regions36` -> regions/butd-r101-vg-36 and `regions100` -> regions/butd-r101-vg-100 (the K
+most confident ROIs), `adaptive` -> regions/butd-r101-vg-adaptive (10 to 100 ROIs above 0.2
+confidence), `given-boxes` -> regions/butd-r101-vg-given (features pooled for the boxes in
+`record.extra["boxes"]`, [x1, y1, x2, y2] pixels). Fields: features (K, D) float16 by
+default, boxes (K, 4) float32 in original pixels, object_ids/object_scores/attr_ids/
+attr_scores (K,), num_boxes, image_w, image_h; K is variable (flat + offsets) for adaptive
+and given boxes.
+
+Weights: `--weights PATH` (.pkl of py-bottom-up-attention, .pth of bottom-up-attention.pytorch,
+or our .safetensors export), else $LIGHTHEAD_DETECTOR_WEIGHTS, else DEFAULT_WEIGHTS; or
+`--random-weights`. Settings (`--job-option KEY=VALUE`, or `<job>.KEY=VALUE` for one job):
+detector (preset: r101, r101-demo, slim, tiny), min_size / max_size (test scale), rois
+(proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items.
+`--workers N` (or `scheduler`) splits the images over N processes (GPUs when there are
+several), each writing its own shards into the same feature set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.extract_run import job_option, progress_bar, random_weights
+from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+
+DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
+WEIGHTS_HELP = (
+    "get the bottom-up-attention Visual Genome detector: faster_rcnn_from_caffe_attr.pkl from "
+    "py-bottom-up-attention (https://nlp1.cs.unc.edu/models/faster_rcnn_from_caffe_attr.pkl) or "
+    "bua-caffe-frcn-r101_with_attributes.pth from bottom-up-attention.pytorch (its README, 'Pre-trained "
+    "models'), then pass --weights PATH or put it at {default} (--random-weights runs untrained, for tests)"
+)
+BOX_RULE = ("boxes are the RPN proposals (ROIs) in original pixels; confidence = best class score among "
+            "the classes where the ROI survives per-class NMS (generate_tsv.py)")
+
+JOBS = {  # job -> (feature set, selection mode, K)
+    "regions36": ("regions/butd-r101-vg-36", "fixed", 36),
+    "regions100": ("regions/butd-r101-vg-100", "fixed", 100),
+    "adaptive": ("regions/butd-r101-vg-adaptive", "adaptive", 100),
+    "given-boxes": ("regions/butd-r101-vg-given", "given", 0),
+}
+
+
+def selection_for(job: str) -> Any:
+    from extract.regions.config import SelectionConfig
+
+    _, mode, k = JOBS[job]
+    return SelectionConfig(mode=mode, num_boxes=k) if mode == "fixed" else SelectionConfig(mode=mode)
+
+
+def weights_path(job: str, options: ExtractOptions) -> Path:
+    path = job_option(options, job, "weights") or options.weights or os.environ.get("LIGHTHEAD_DETECTOR_WEIGHTS")
+    return Path(path).expanduser() if path else DEFAULT_WEIGHTS
+
+
+def detector_config(job: str, options: ExtractOptions) -> Any:
+    """The network preset plus test-time overrides from the job options."""
+    from extract.regions.config import DetectorConfig
+
+    overrides: dict[str, Any] = {}
+    for key, field_name, cast in (("min_size", "min_size", int), ("max_size", "max_size", int),
+                                  ("rois", "rpn_post_nms_top_n", int), ("roi_chunk", "roi_chunk", int)):
+        value = job_option(options, job, key)
+        if value is not None:
+            overrides[field_name] = cast(value)
+    cfg = DetectorConfig.from_name(str(job_option(options, job, "detector", "r101")), **overrides)
+    if cfg.rpn_pre_nms_top_n < cfg.rpn_post_nms_top_n:
+        cfg = replace(cfg, rpn_pre_nms_top_n=cfg.rpn_post_nms_top_n)
+    return cfg
+
+
+def build_model(job: str, options: ExtractOptions, device: str) -> tuple[Any, dict[str, Any]]:
+    """The detector on `device` (checkpoint or random) and the store attrs describing it."""
+    from extract.regions.checkpoints import load_checkpoint
+    from extract.regions.model import BottomUpDetector, init_random
+
+    cfg = detector_config(job, options)
+    seed = int(job_option(options, job, "seed", 0))
+    if random_weights(options, job):
+        model = init_random(BottomUpDetector(cfg), seed)
+        info = {"weights_file": None, "weights_sha256": None, "weights_format": None, "random_weights": True,
+                "seed": seed, "load_notes": []}
+    else:
+        path = weights_path(job, options)
+        if not path.is_file():
+            raise FileNotFoundError(f"region detector weights not found: {path}; "
+                                    + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS))
+        model, report = load_checkpoint(path, cfg)
+        info = {"weights_file": path.name, "weights_sha256": report.sha256, "weights_format": report.format,
+                "random_weights": False, "seed": None, "load_notes": report.notes}
+    channels_last = bool(job_option(options, job, "channels_last", device.startswith("cuda")))
+    model = model.to(device).optimize_for_inference(channels_last=channels_last)
+    return model, {"config": model.cfg.to_json(), "detector": cfg.name, **info}
+
+
+def describe(job: str, model_info: dict[str, Any], selection: Any, options: ExtractOptions) -> dict[str, Any]:
+    """Feature-set attrs: everything that shapes the stored values, nothing run-specific
+    (a rerun or another worker must produce the same attrs to append to the set)."""
+    return {
+        "extractor": "bottom-up-attention faster r-cnn (Anderson et al. 2018)",
+        "job": job,
+        "backend": "torch",
+        "mode": selection.mode,
+        "selection": selection.to_json(),
+        "box_rule": BOX_RULE if selection.mode != "given" else "boxes are the given boxes, clipped to the image",
+        "ids": "object_ids index the 1600 VG objects, attr_ids the 400 VG attributes (0-based; -1 = padding)",
+        "dtype": options.dtype,
+        **model_info,
+    }
+
+
+def given_boxes(records: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """image_id -> (N, 4) float32 boxes from `extra["boxes"]` (an image record's first), and the
+    image ids without usable boxes with the reason."""
+    import numpy as np
+
+    boxes: dict[str, Any] = {}
+    bad: dict[str, str] = {}
+    rank = {"image": 0, "post": 1}
+    for r in sorted(records, key=lambda r: rank.get(r.kind, 2)):
+        if r.image_id in boxes:
+            continue
+        raw = (r.extra or {}).get("boxes")
+        if not raw:
+            bad.setdefault(r.image_id, "no boxes given (record.extra['boxes'] is empty)")
+            continue
+        try:
+            arr = np.asarray(raw, dtype=np.float32).reshape(-1, 4)
+        except (TypeError, ValueError):
+            bad[r.image_id] = f"record {r.id}: boxes are not [x1, y1, x2, y2] lists"
+            continue
+        if not np.isfinite(arr).all() or (arr[:, 2] < arr[:, 0]).any() or (arr[:, 3] < arr[:, 1]).any():
+            bad[r.image_id] = f"record {r.id}: a box is not finite or has x2 < x1 / y2 < y1"
+            continue
+        boxes[r.image_id] = arr
+        bad.pop(r.image_id, None)
+    return boxes, sorted(bad.items())
+
+
+def _fields(selection: Any, dim: int, dtype: str) -> list[Any]:
+    from extract.regions.runner import item_fields
+    from store import Field
+
+    return [Field(n, s, d) for n, s, d in item_fields(selection, dim, dtype)]
+
+
+def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
+             options: ExtractOptions, device: str, threads: int = 0) -> dict[str, Any]:
+    """Extract `items` into the job's feature set; one process's share (also the whole job).
+
+    Module-level so worker processes (local or dask) can run it.
+    """
+    import torch
+
+    from extract.regions.runner import extract_regions
+    from store import open_store
+
+    if threads:
+        torch.set_num_threads(threads)
+    name = JOBS[job][0]
+    selection = selection_for(job)
+    model, info = build_model(job, options, device)
+    fields = _fields(selection, model.cfg.feature_dim, options.dtype)
+    attrs = describe(job, info, selection, options)
+    shard_items = job_option(options, job, "shard_items")
+    extra = {"shard_items": int(shard_items)} if shard_items else {}
+    store = open_store(store_path)
+    with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
+        todo = [it for it in items if not writer.is_done(it[0])]
+        with progress_bar(job, len(todo), options.progress) as advance:
+            stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
+                                    options.loader_workers, options.dtype, advance)
+    return {"written": stats.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s}
+
+
+def _split(items: list[Any], n: int) -> list[list[Any]]:
+    return [items[i::n] for i in range(n) if items[i::n]]
+
+
+def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
+                  options: ExtractOptions) -> list[dict[str, Any]]:
+    """Split the images over `options.workers` processes (or a dask scheduler's workers)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    n = max(1, options.workers)
+    parts = _split(items, n)
+    gpus = torch.cuda.device_count() if options.device.startswith("cuda") else 0
+    quiet = replace(options, progress=False, workers=1)
+    specs = []
+    for i, part in enumerate(parts):
+        device = f"cuda:{i % gpus}" if gpus > 1 else options.device
+        part_boxes = {k: boxes[k] for k, _ in part} if boxes is not None else None
+        specs.append((job, store_path, part, part_boxes, quiet, device, max(1, (os.cpu_count() or 1) // len(parts))))
+    if options.scheduler:
+        from dask.distributed import Client
+
+        with Client(options.scheduler) as client:
+            futures = [client.submit(run_part, *spec, pure=False) for spec in specs]
+            return client.gather(futures)
+    with ProcessPoolExecutor(len(specs), mp_context=mp.get_context("spawn")) as pool:
+        return list(pool.map(run_part, *zip(*specs)))
+
+
+def _run(job: str) -> Any:
+    def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
+        from extract.images import unique_images
+
+        start = time.perf_counter()
+        name, mode, _ = JOBS[job]
+        summary = RunSummary(job=job, feature_set=name, random_weights=random_weights(options, job))
+        done = set(store[name].ids) if name in store else set()
+        all_ids = {r.image_id for r in records}
+        summary.already_done = len(all_ids & done)
+        items = unique_images(records, skip=done)
+        boxes = None
+        if mode == "given":
+            boxes, bad = given_boxes(records)
+            summary.skipped.extend((i, why) for i, why in bad if i not in done)
+            items = [it for it in items if it[0] in boxes]
+        if not random_weights(options, job) and items:
+            path = weights_path(job, options)
+            if not path.is_file():  # fail before any worker starts
+                raise FileNotFoundError(f"region detector weights not found: {path}; "
+                                        + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS))
+        if items:
+            parallel = options.workers > 1 or options.scheduler
+            results = (_run_parallel(job, str(store.path), items, boxes, options) if parallel
+                       else [run_part(job, str(store.path), items, boxes, options, options.device)])
+            for res in results:
+                summary.written += res["written"]
+                summary.skipped.extend(res["skipped"])
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    return run
+
+
+_HELP = {
+    "regions36": "bottom-up-attention regions, the 36 most confident (K=36 x 2048)",
+    "regions100": "bottom-up-attention regions, the 100 most confident (K=100 x 2048)",
+    "adaptive": "bottom-up-attention regions, 10-100 above 0.2 confidence (variable K)",
+    "given-boxes": "bottom-up-attention features pooled for record.extra['boxes'] (variable K)",
+}
+for _job, (_name, _, _) in JOBS.items():
+    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job]))

@@ -1,0 +1,71 @@
+"""Robust image reading: odd modes become RGB, bad files become skipped entries."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from extract.images import ImageReadError, image_loader, load_rgb, unique_images
+from pipelines.datasets import Record
+
+
+def _save(path, im, **kw):
+    im.save(path, **kw)
+    return path
+
+
+def test_modes_become_rgb(tmp_path):
+    grey = _save(tmp_path / "g.png", Image.new("L", (5, 4), 77))
+    cmyk = _save(tmp_path / "c.jpg", Image.new("CMYK", (5, 4), (0, 0, 0, 0)), quality=100)
+    rgba = Image.new("RGBA", (5, 4), (10, 20, 30, 255))
+    rgba.putpixel((0, 0), (10, 20, 30, 0))  # fully transparent pixel
+    rgba = _save(tmp_path / "a.png", rgba)
+    deep = _save(tmp_path / "d.png", Image.fromarray(np.array([[0, 1000], [2000, 4000]], dtype=np.uint16)))
+    for path in (grey, cmyk, rgba, deep):
+        assert load_rgb(path).mode == "RGB"
+    assert load_rgb(grey).getpixel((1, 1)) == (77, 77, 77)
+    assert all(abs(v - 255) <= 2 for v in load_rgb(cmyk).getpixel((2, 2)))  # CMYK 0,0,0,0 is white
+    assert load_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white background
+    assert load_rgb(rgba).getpixel((1, 1)) == (10, 20, 30)
+    assert load_rgb(deep).getpixel((1, 1)) == (255, 255, 255)  # 16-bit scaled, not clipped
+    assert load_rgb(deep).getpixel((0, 0)) == (0, 0, 0)
+
+
+def test_bad_files_raise_with_reason(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (tmp_path / "junk.jpg").write_bytes(b"hello")
+    with pytest.raises(ImageReadError, match="truncated"):
+        load_rgb(tmp_path / "cut.jpg")
+    with pytest.raises(ImageReadError, match="not a readable image"):
+        load_rgb(tmp_path / "junk.jpg")
+    with pytest.raises(ImageReadError, match="file not found"):
+        load_rgb(tmp_path / "none.jpg")
+
+
+def _rec(i, image_id, path):
+    return Record(id=str(i), image_id=image_id, image_path=str(path), texts=["x"], split="train")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_skips_bad_images_and_dedupes(tmp_path, workers):
+    good = [_save(tmp_path / f"{k}.png", Image.new("RGB", (6 + k, 5), (k, 0, 0))) for k in range(3)]
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    records = [_rec(0, "a", good[0]), _rec(1, "a", good[0]), _rec(2, "bad", tmp_path / "bad.png"),
+               _rec(3, "b", good[1]), _rec(4, "c", good[2])]
+    items = unique_images(records, skip={"c"})
+    assert items == [("a", str(good[0])), ("bad", str(tmp_path / "bad.png")), ("b", str(good[1]))]
+
+    def to_tensor(im):
+        return torch.from_numpy(np.array(im.resize((4, 4)))).permute(2, 0, 1)  # (3, 4, 4)
+
+    batches = list(image_loader(items, to_tensor, batch_size=2, workers=workers))
+    assert [b["ids"] for b in batches] == [["a"], ["b"]]
+    assert batches[0]["skipped"][0][0] == "bad" and "not a readable image" in batches[0]["skipped"][0][1]
+    assert batches[0]["images"].shape == (1, 3, 4, 4) and batches[1]["sizes"] == [(7, 5)]
+    assert list(image_loader([], to_tensor)) == []
