@@ -8,6 +8,7 @@ HEAD ?= casc
 DATA ?= $(if $(LIGHTHEAD_DATA),$(LIGHTHEAD_DATA)/$(DATASET),data/$(DATASET))
 STORE ?= stores/$(DATASET)
 RUN ?= runs/$(HEAD)-$(DATASET)
+BENCH_ARGS ?= --quick
 EXTRACT_ARGS ?=
 TRAIN_ARGS ?=
 
@@ -30,8 +31,13 @@ demo: install ## generate the demo dataset, extract its features, train and eval
 test: install ## run the tests (CPU, no network; GPU tests are deselected)
 	$(PY) -m pytest -q -m "not gpu"
 
-bench: install ## run the benchmarks in their quick mode and print their ratios
-	$(PY) bench/store.py --quick
+bench: install ## run the benchmarks in their quick mode and print their ratios (BENCH_ARGS= for full sizes)
+	$(PY) bench/store.py $(BENCH_ARGS)
+	$(PY) bench/text.py $(BENCH_ARGS)
+	$(PY) bench/extract.py $(BENCH_ARGS)
+	$(PY) bench/retrieval_eval.py $(BENCH_ARGS)
+	$(PY) bench/train.py $(BENCH_ARGS)
+	$(PY) bench/sweep.py $(BENCH_ARGS)
 
 extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]
 	$(LH) extract --dataset $(DATASET) --root $(DATA) --store $(STORE) $(EXTRACT_ARGS)

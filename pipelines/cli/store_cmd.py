@@ -63,14 +63,17 @@ def info(path: Path = typer.Argument(..., help="store directory"),
     from rich.table import Table
 
     table = Table(title=f"store {summary['path']}")
-    for col in ("feature set", "items", "shards", "MiB", "fields", "extractor"):
-        table.add_column(col)
+    for col in ("feature set", "items", "shards", "MiB", "field", "shape", "dtype", "weights"):
+        table.add_column(col, overflow="fold")
     for name, fs in summary["feature_sets"].items():
-        fields = ", ".join(f"{n} {tuple('*' if d is None else d for d in f['shape'])} {f['dtype']}"
-                           for n, f in fs["fields"].items())
-        table.add_row(name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}", fields,
-                      str(fs["attrs"].get("extractor", "")))
-    console = Console()
+        attrs = fs["attrs"]
+        weights = "[red]random[/red]" if attrs.get("random_weights") else ""
+        for i, (field, spec) in enumerate(fs["fields"].items()):
+            shape = "(" + ", ".join("*" if d is None else str(d) for d in spec["shape"]) + ")"
+            head = (name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}") if i == 0 else ("",) * 4
+            table.add_row(*head, field, shape, spec["dtype"], weights if i == 0 else "",
+                          end_section=i == len(fs["fields"]) - 1)
+    console = Console(width=max(Console().width, 110))
     console.print(table)
     if summary["json"]:
         console.print("JSON artifacts: " + ", ".join(summary["json"]))

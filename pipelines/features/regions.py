@@ -12,7 +12,9 @@ Weights: `--weights PATH` (.pkl of py-bottom-up-attention, .pth of bottom-up-att
 or our .safetensors export), else $LIGHTHEAD_DETECTOR_WEIGHTS, else DEFAULT_WEIGHTS; or
 `--random-weights`. Settings (`--job-option KEY=VALUE`, or `<job>.KEY=VALUE` for one job):
 detector (preset: r101, r101-demo, slim, tiny), min_size / max_size (test scale), rois
-(proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items.
+(proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items, threads
+(CPU threads of the detector; 1 avoids thread stalls on a busy or small CPU),
+backend (torch, the default, or detectron2 when it is installed; py-bottom-up-attention .pkl only).
 `--workers N` (or `scheduler`) splits the images over N processes (GPUs when there are
 several), each writing its own shards into the same feature set.
 """
@@ -93,9 +95,22 @@ def build_model(job: str, options: ExtractOptions, device: str) -> tuple[Any, di
         model, report = load_checkpoint(path, cfg)
         info = {"weights_file": path.name, "weights_sha256": report.sha256, "weights_format": report.format,
                 "random_weights": False, "seed": None, "load_notes": report.notes}
-    channels_last = bool(job_option(options, job, "channels_last", device.startswith("cuda")))
-    model = model.to(device).optimize_for_inference(channels_last=channels_last)
-    return model, {"config": model.cfg.to_json(), "detector": cfg.name, **info}
+    backend = str(job_option(options, job, "backend", "torch"))
+    if backend == "detectron2":
+        from extract.regions import detectron2_backend
+
+        if not detectron2_backend.available():
+            raise ValueError("backend=detectron2 needs detectron2 installed (build it from source); "
+                             "the default torch backend needs nothing more")
+        model = detectron2_backend.Detectron2Detector(model).to(device)
+    elif backend == "torch":
+        channels_last = bool(job_option(options, job, "channels_last", device.startswith("cuda")))
+        model = model.to(device).optimize_for_inference(channels_last=channels_last)
+    else:
+        raise ValueError(f"unknown region backend {backend!r}; use torch or detectron2")
+    # Chunk sizes change speed, not values: kept out of the attrs so a rerun may change them.
+    config = {k: v for k, v in model.cfg.to_json().items() if k not in ("roi_chunk", "cpu_roi_chunk")}
+    return model, {"config": config, "detector": cfg.name, "backend": backend, **info}
 
 
 def describe(job: str, model_info: dict[str, Any], selection: Any, options: ExtractOptions) -> dict[str, Any]:
@@ -104,7 +119,6 @@ def describe(job: str, model_info: dict[str, Any], selection: Any, options: Extr
     return {
         "extractor": "bottom-up-attention faster r-cnn (Anderson et al. 2018)",
         "job": job,
-        "backend": "torch",
         "mode": selection.mode,
         "selection": selection.to_json(),
         "box_rule": BOX_RULE if selection.mode != "given" else "boxes are the given boxes, clipped to the image",
@@ -160,22 +174,28 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
     from extract.regions.runner import extract_regions
     from store import open_store
 
+    threads = threads or int(job_option(options, job, "threads", 0))
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    name = JOBS[job][0]
-    selection = selection_for(job)
-    model, info = build_model(job, options, device)
-    fields = _fields(selection, model.cfg.feature_dim, options.dtype)
-    attrs = describe(job, info, selection, options)
-    shard_items = job_option(options, job, "shard_items")
-    extra = {"shard_items": int(shard_items)} if shard_items else {}
-    store = open_store(store_path)
-    with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
-        todo = [it for it in items if not writer.is_done(it[0])]
-        with progress_bar(job, len(todo), options.progress) as advance:
-            stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
-                                    options.loader_workers, options.dtype, advance)
-    return {"written": stats.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s}
+    try:
+        name = JOBS[job][0]
+        selection = selection_for(job)
+        model, info = build_model(job, options, device)
+        fields = _fields(selection, model.cfg.feature_dim, options.dtype)
+        attrs = describe(job, info, selection, options)
+        shard_items = job_option(options, job, "shard_items")
+        extra = {"shard_items": int(shard_items)} if shard_items else {}
+        store = open_store(store_path)
+        with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
+            todo = [it for it in items if not writer.is_done(it[0])]
+            with progress_bar(job, len(todo), options.progress) as advance:
+                stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
+                                        options.loader_workers, options.dtype, advance)
+    finally:
+        torch.set_num_threads(before)
+    return {"written": stats.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s,
+            "pid": os.getpid(), "device": device}
 
 
 def _split(items: list[Any], n: int) -> list[list[Any]]:

@@ -1,0 +1,162 @@
+"""Image preparation for the detector, run in DataLoader workers, and padded batching.
+
+Preparation follows py-faster-rcnn's `_get_image_blob`: BGR pixels as float, minus the pixel
+mean, then a bilinear resize (no antialiasing, like cv2.INTER_LINEAR) by the scale that
+brings the shorter side to `min_size` unless the longer side would pass `max_size`.
+Decoding (CMYK, greyscale, palette, alpha) and the reasons for skipping unreadable files come
+from `extract.images`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from extract.images import ImageDataset, collate_images
+from extract.regions.config import DetectorConfig
+
+# Images above this many pixels are first shrunk by an integer factor (PIL's box reduce) so a
+# huge scan cannot exhaust memory as float32; the final resize still targets the test scale.
+MAX_DECODED_PIXELS = 40_000_000
+
+
+def image_scale(height: int, width: int, min_size: int, max_size: int) -> float:
+    """The test-time resize factor of py-faster-rcnn."""
+    short, long = min(height, width), max(height, width)
+    scale = float(min_size) / float(short)
+    if round(scale * long) > max_size:  # np.round in the original: half-to-even, as Python's round
+        scale = float(max_size) / float(long)
+    return scale
+
+
+def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """Output size of cv2.resize(fx=fy=scale): each side rounded to nearest (at least 1)."""
+    return max(1, int(np.floor(height * scale + 0.5))), max(1, int(np.floor(width * scale + 0.5)))
+
+
+class Prepare:
+    """PIL RGB image -> dict(image (3, h, w) float32 mean-subtracted BGR, scale, size (h, w))."""
+
+    def __init__(self, cfg: DetectorConfig):
+        self.min_size = cfg.min_size
+        self.max_size = cfg.max_size
+        self.mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).reshape(3, 1, 1)
+
+    def __call__(self, im: Image.Image) -> dict[str, Any]:
+        width, height = im.size
+        if width < 1 or height < 1:
+            raise ValueError(f"empty image ({width}x{height})")
+        scale = image_scale(height, width, self.min_size, self.max_size)
+        out_h, out_w = resized_size(height, width, scale)
+        if width * height > MAX_DECODED_PIXELS:
+            factor = int(np.ceil(np.sqrt(width * height / MAX_DECODED_PIXELS)))
+            im = im.reduce(factor)
+        rgb = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # (H, W, 3)
+        x = rgb.permute(2, 0, 1).flip(0).float() - self.mean  # (3, H, W) BGR minus mean
+        if (x.shape[1], x.shape[2]) != (out_h, out_w):
+            src_scale_h, src_scale_w = out_h / x.shape[1], out_w / x.shape[2]
+            if x.shape[1] == height:  # not reduced: map coordinates with the scale itself, as cv2 does
+                src_scale_h = src_scale_w = scale
+            x = torch.ops.aten.upsample_bilinear2d(x[None], [out_h, out_w], False, src_scale_h, src_scale_w)[0]
+        return {"image": x.contiguous(), "scale": scale, "size": (out_h, out_w)}
+
+
+@dataclass
+class Batch:
+    """A padded batch ready for the detector."""
+
+    ids: list[str]  # image ids decoded fine, in order
+    images: torch.Tensor  # (B, 3, H, W) padded, mean-subtracted BGR
+    image_sizes: list[tuple[int, int]]  # (h, w) of each resized image
+    scales: list[float]  # resize factor of each image
+    original_sizes: list[tuple[int, int]]  # (width, height) of each original image
+    skipped: list[tuple[str, str]]  # (image id, reason) of inputs that could not be read
+
+    def pin_memory(self) -> "Batch":
+        """Called by DataLoader(pin_memory=True): page-locked images copy to the GPU asynchronously."""
+        self.images = self.images.pin_memory()
+        return self
+
+
+def pad_batch(images: Sequence[torch.Tensor], divisibility: int) -> torch.Tensor:
+    """Stack (3, h_i, w_i) images top-left aligned into (B, 3, H, W), H and W multiples of divisibility."""
+    H = max(x.shape[1] for x in images)
+    W = max(x.shape[2] for x in images)
+    H = -(-H // divisibility) * divisibility
+    W = -(-W // divisibility) * divisibility
+    out = images[0].new_zeros((len(images), 3, H, W))  # zero = the mean colour, as Caffe pads
+    for i, x in enumerate(images):
+        out[i, :, : x.shape[1], : x.shape[2]] = x
+    return out
+
+
+class Collate:
+    """collate_fn for DataLoader workers: decode results -> a padded `Batch`."""
+
+    def __init__(self, divisibility: int):
+        self.divisibility = divisibility
+
+    def __call__(self, items: list[dict[str, Any]]) -> Batch:
+        b = collate_images(items)
+        prepared = b["images"]
+        if not b["ids"]:
+            return Batch([], torch.zeros((0, 3, 0, 0)), [], [], [], b["skipped"])
+        return Batch(
+            ids=b["ids"],
+            images=pad_batch([p["image"] for p in prepared], self.divisibility),
+            image_sizes=[p["size"] for p in prepared],
+            scales=[p["scale"] for p in prepared],
+            original_sizes=list(b["sizes"]),
+            skipped=b["skipped"],
+        )
+
+
+def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int) -> Iterator[Batch]:
+    """Regroup one-image batches into batches of one orientation (landscape or portrait).
+
+    Mixing a 600x1000 and a 1000x600 image would pad both to 1000x1000 (67% more pixels);
+    grouping by orientation keeps the padding to the small size differences within a group.
+    Skipped inputs are passed on at once, in batches without images.
+    """
+    groups: dict[bool, list[tuple]] = {True: [], False: []}
+
+    def emit(group: list[tuple]) -> Batch:
+        ids, images, sizes, scales, originals = zip(*group)
+        return Batch(list(ids), pad_batch(images, divisibility), list(sizes), list(scales), list(originals), [])
+
+    for b in singles:
+        if b.skipped:
+            yield Batch([], torch.zeros((0, 3, 0, 0)), [], [], [], list(b.skipped))
+        for i, image_id in enumerate(b.ids):
+            h, w = b.image_sizes[i]
+            key = w >= h
+            groups[key].append((image_id, b.images[i, :, :h, :w], (h, w), b.scales[i], b.original_sizes[i]))
+            if len(groups[key]) == batch_size:
+                yield emit(groups[key])
+                groups[key] = []
+    for group in groups.values():
+        if group:
+            yield emit(group)
+
+
+def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: int = 8,
+            workers: int = 2, pin_memory: bool = False) -> Iterator[Batch]:
+    """Padded batches of (image_id, path) items, decoded and resized in `workers` processes,
+    grouped by orientation (see `bucketed`)."""
+    if not items:
+        return iter(())
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(items, Prepare(cfg)),
+        batch_size=1,
+        shuffle=False,
+        num_workers=max(0, workers),
+        collate_fn=Collate(cfg.size_divisibility),
+        prefetch_factor=2 * batch_size if workers > 0 else None,
+        persistent_workers=False,
+    )
+    out = bucketed(loader, batch_size, cfg.size_divisibility)
+    return (b.pin_memory() if pin_memory and b.ids else b for b in out)

@@ -1,0 +1,94 @@
+"""Which ROIs of an image become its regions: the rule of bottom-up-attention's `generate_tsv.py`.
+
+For every object class (background skipped) NMS runs over the ROIs with that class's scores;
+a ROI's confidence is its highest class score among the classes where it survived. Then:
+fixed K keeps the K most confident ROIs; adaptive keeps those with confidence >= threshold,
+topped up to `min_boxes` or cut to `max_boxes` by confidence (bottom-up-attention.pytorch's
+extractor). The NMS of all classes runs at once on one shared IoU matrix (the ROIs are the
+same for every class), which equals one torchvision NMS per class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from extract.regions import boxes as B
+from extract.regions.config import SelectionConfig
+
+
+def max_confidence(boxes: torch.Tensor, cls_prob: torch.Tensor, nms_thresh: float, offset: float) -> torch.Tensor:
+    """Per-ROI confidence after per-class NMS.
+
+    boxes: (R, 4); cls_prob: (R, C) with background in column 0. Returns (R,) float32.
+    """
+    R = boxes.shape[0]
+    if R == 0:
+        return cls_prob.new_zeros((0,), dtype=torch.float32)
+    scores = cls_prob[:, 1:].float().t().contiguous()  # (C-1, R)
+    over = B.iou_matrix(boxes, offset) > nms_thresh  # (R, R): which ROI suppresses which
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # (C-1, R)
+    if scores.device.type == "cpu":
+        kept = torch.from_numpy(_lockstep_nms_numpy(over.numpy(), order.numpy()))
+    else:
+        kept = _lockstep_nms_torch(over, order)
+    return torch.where(kept, scores, torch.zeros_like(scores)).max(dim=0).values  # (R,)
+
+
+def _lockstep_nms_torch(over: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Greedy NMS of every class at once: step i visits each class's i-th best ROI. (C, R) kept."""
+    n_cls, R = order.shape
+    suppressed = torch.zeros((n_cls, R), dtype=torch.bool, device=order.device)
+    kept = torch.zeros((n_cls, R), dtype=torch.bool, device=order.device)
+    rows = torch.arange(n_cls, device=order.device)
+    for i in range(R):
+        b = order[:, i]  # (C,)
+        alive = ~suppressed[rows, b]
+        kept[rows, b] = alive
+        suppressed |= over[b] & alive[:, None]
+    return kept
+
+
+def _lockstep_nms_numpy(over: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The same on the CPU, where numpy's boolean kernels are much faster than torch's."""
+    n_cls, R = order.shape
+    suppressed = np.zeros((n_cls, R), dtype=bool)
+    kept = np.zeros((n_cls, R), dtype=bool)
+    rows = np.arange(n_cls)
+    for i in range(R):
+        b = order[:, i]
+        alive = ~suppressed[rows, b]
+        kept[rows, b] = alive
+        suppressed |= over[b] & alive[:, None]
+    return kept
+
+
+def select(conf: torch.Tensor, cfg: SelectionConfig) -> torch.Tensor:
+    """Indices of the kept ROIs given their (R,) confidences (mode "fixed" or "adaptive")."""
+    by_conf = torch.sort(conf, descending=True, stable=True).indices
+    if cfg.mode == "fixed":
+        return by_conf[: cfg.num_boxes]
+    if cfg.mode != "adaptive":
+        raise ValueError(f"select() needs mode fixed or adaptive, not {cfg.mode!r}")
+    keep = torch.nonzero(conf >= cfg.conf_thresh).flatten()  # ROI order, as the reference keeps it
+    if keep.numel() < cfg.min_boxes:
+        return by_conf[: cfg.min_boxes]
+    if keep.numel() > cfg.max_boxes:
+        return by_conf[: cfg.max_boxes]
+    return keep
+
+
+def labels(cls_prob: torch.Tensor, attr_prob: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Best object (of the C-1 real classes) and attribute (of the real ones) per ROI.
+
+    Ids count from 0 over the real classes (0..1599 and 0..399 for the VG model), i.e. they
+    index the lines of the usual `objects_vocab.txt` / `attributes_vocab.txt`. Without an
+    attribute head (attr_prob None) attribute ids are -1 with score 0.
+    """
+    obj_scores, obj_ids = cls_prob[:, 1:].max(dim=1)
+    if attr_prob is None:
+        attr_ids = torch.full_like(obj_ids, -1)
+        attr_scores = torch.zeros_like(obj_scores)
+    else:
+        attr_scores, attr_ids = attr_prob[:, 1:].max(dim=1)
+    return {"object_ids": obj_ids, "object_scores": obj_scores, "attr_ids": attr_ids, "attr_scores": attr_scores}

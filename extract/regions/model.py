@@ -1,0 +1,155 @@
+"""The bottom-up-attention detector: trunk -> RPN -> ROI pooling -> res5 -> predictions.
+
+Shape letters: B images in a batch, H x W padded input, R ROIs (proposals or given boxes)
+of one image, C classes (1601), A attributes (401), D feature size (2048), K kept regions.
+
+Two entry points, as detectron2 has `inference` and `forward_with_given_boxes`:
+`forward(images, ...)` detects (RPN proposals become the ROIs), `forward(images, ..., boxes=...)`
+pools features for boxes supplied per image. `regions(...)` then applies the box selection.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from extract.regions import boxes as B
+from extract.regions.backbone import ResNetC4, fold_frozen_bn
+from extract.regions.box_selection import labels, max_confidence, select
+from extract.regions.config import DetectorConfig, SelectionConfig
+from extract.regions.roi_heads import ROIHeads
+from extract.regions.rpn import ProposalGenerator, RPNHead
+
+
+class BottomUpDetector(nn.Module):
+    """Faster R-CNN, ResNet-C4, 1601 classes + 401 attributes, eval mode only."""
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = ResNetC4(cfg.blocks[:3], cfg.width, cfg.stem_channels, cfg.res2_out, cfg.bn_eps)
+        self.rpn = RPNHead(cfg.res4_channels, cfg.rpn_hidden, cfg.num_anchors)
+        self.proposals = ProposalGenerator(cfg)
+        self.roi_heads = ROIHeads(cfg)
+        self.channels_last = False
+        self.eval()
+
+    def train(self, mode: bool = True) -> "BottomUpDetector":
+        if mode:
+            raise RuntimeError("the region detector runs in eval mode only (frozen BatchNorm, test-time RPN)")
+        return super().train(False)
+
+    def optimize_for_inference(self, channels_last: bool = False) -> "BottomUpDetector":
+        """Fold the frozen BatchNorms into the convs and pick the memory layout (after loading)."""
+        fold_frozen_bn(self)
+        self.channels_last = channels_last
+        self.roi_heads.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        return self
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: list[float],
+                boxes: list[torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
+        """Run the detector on a padded batch.
+
+        images: (B, 3, H, W) mean-subtracted BGR, each image at the top-left of its slot;
+        image_sizes: (h, w) of each resized image; scales: resize factor of each image;
+        boxes: optional list of (R_i, 4) boxes per image in original pixels (features for
+        given boxes; no RPN). Returns per image a dict of float32 tensors: "boxes" (R, 4) in
+        original pixels (the ROIs), "features" (R, D), "cls_prob" (R, C), "attr_prob" (R, A) (when
+        the model has the attribute head),
+        "deltas" (R, 4C) class box deltas (relative to "boxes" in resized pixels).
+        """
+        cfg = self.cfg
+        offset = cfg.pixel_offset
+        x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        res4, valid = self.backbone(x, [h for h, _ in image_sizes], [w for _, w in image_sizes])
+        rois: list[torch.Tensor] = []
+        if boxes is None:
+            logits, deltas = self.rpn(res4)  # (B, A, h, w), (B, 4A, h, w)
+            for i, (hw, s) in enumerate(zip(image_sizes, scales)):
+                h4, w4 = valid.heights[i], valid.widths[i]
+                props, _ = self.proposals(logits[i, :, :h4, :w4], deltas[i, :, :h4, :w4], hw, s)
+                rois.append(props)
+        else:
+            for (h, w), s, b in zip(image_sizes, scales, boxes):
+                b = b.to(images.device, torch.float32).reshape(-1, 4)
+                rois.append(B.clip(b * s, h, w, offset))
+        counts = [r.shape[0] for r in rois]
+        batch_rois = torch.cat(
+            [torch.cat([torch.full((n, 1), float(i), device=images.device), r], dim=1) for i, (n, r) in
+             enumerate(zip(counts, rois))], dim=0)  # (sum R, 5)
+        feats = self.roi_heads.pooled_features(res4.float(), batch_rois)  # (sum R, D)
+        preds = self.roi_heads.predict(feats)
+        out = []
+        for i, part in enumerate(zip(feats.split(counts), *(p.split(counts) for p in preds.values()))):
+            item = {"boxes": rois[i] / scales[i], "features": part[0]}
+            item.update(zip(preds.keys(), part[1:]))
+            out.append(item)
+        return out
+
+    def regions(self, outputs: list[dict[str, torch.Tensor]], selection: SelectionConfig) -> list[dict[str, torch.Tensor]]:
+        """Apply the box selection to `forward`'s outputs; returns per image the kept regions.
+
+        Keys: boxes (K, 4), features (K, D), object_ids/object_scores/attr_ids/attr_scores (K,),
+        confidence (K,) (the per-class-NMS confidence; the class score for given boxes).
+        """
+        result = []
+        for out in outputs:
+            lab = labels(out["cls_prob"], out.get("attr_prob"))
+            if selection.mode == "given":
+                keep = torch.arange(out["boxes"].shape[0], device=out["boxes"].device)
+                conf = lab["object_scores"]
+            else:
+                conf = max_confidence(out["boxes"], out["cls_prob"], selection.nms_thresh, self.cfg.pixel_offset)
+                keep = select(conf, selection)
+            item = {"boxes": out["boxes"][keep], "features": out["features"][keep], "confidence": conf[keep]}
+            item.update({k: v[keep] for k, v in lab.items()})
+            result.append(item)
+        return result
+
+
+def init_random(model: BottomUpDetector, seed: int = 0) -> BottomUpDetector:
+    """Deterministic random weights (tests, demo): same seed, same weights on every process.
+
+    Convs get He-normal weights; each residual branch ends with a small BN scale so that the
+    activations of a deep random ResNet stay in range; classifiers get unit-scale logits.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict(keep_vars=True).items()):
+            if name.endswith("running_var") or (name.endswith("norm.weight") and "conv3" not in name):
+                p.fill_(1.0)
+            elif name.endswith("norm.weight"):
+                p.fill_(0.2)  # last BN of a residual branch
+            elif name.endswith("bias") or name.endswith("running_mean"):
+                p.zero_()
+            elif p.dim() == 4:
+                fan_out = p.shape[0] * p.shape[2] * p.shape[3]
+                std = math.sqrt(2.0 / fan_out)
+                if "stem" in name:
+                    std /= 64.0  # input pixels span about +-128: bring activations to unit scale
+                elif "anchor_deltas" in name:
+                    std *= 0.05  # small deltas keep random proposals near their anchors
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+            elif p.dim() == 2:
+                std = 1.0 / math.sqrt(p.shape[1])
+                if "bbox_pred" in name:
+                    std *= 0.05
+                elif "cls_score" in name or "attr_score" in name:
+                    std *= 20.0  # spread the random class scores: fewer near-ties between ROIs
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def build_detector(cfg: DetectorConfig | str = "r101", **overrides: Any) -> BottomUpDetector:
+    """A detector with uninitialised weights (load a checkpoint or call `init_random`)."""
+    if isinstance(cfg, str):
+        cfg = DetectorConfig.from_name(cfg, **overrides)
+    elif overrides:
+        cfg = DetectorConfig.from_json({**cfg.to_json(), **overrides})
+    return BottomUpDetector(cfg)

@@ -1,0 +1,163 @@
+"""The extraction loop: decoded batches -> detector -> selected regions -> a sink, overlapped.
+
+Images are decoded and resized in DataLoader workers, the detector runs in the main thread
+(GPU: autocast bf16/fp16 for the convolutions, box arithmetic in float32), and the finished
+items go through a bounded queue to a background thread that writes them (HDF5 never makes
+the GPU wait). One bad image never stops a run: it is reported with its reason.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from extract.regions.batching import Batch, batches
+from extract.regions.config import SelectionConfig
+from extract.regions.model import BottomUpDetector
+
+Sink = Callable[[str, dict[str, np.ndarray]], Any]
+
+
+def item_fields(selection: SelectionConfig, dim: int, dtype: str = "float16") -> list[tuple[str, tuple, str]]:
+    """(name, shape, dtype) of the stored fields; K is fixed for mode "fixed", else variable."""
+    k = selection.num_boxes if selection.mode == "fixed" else None
+    return [
+        ("features", (k, dim), dtype),
+        ("boxes", (k, 4), "float32"),
+        ("object_ids", (k,), "int32"),
+        ("object_scores", (k,), "float32"),
+        ("attr_ids", (k,), "int32"),
+        ("attr_scores", (k,), "float32"),
+        ("num_boxes", (), "int32"),
+        ("image_w", (), "int32"),
+        ("image_h", (), "int32"),
+    ]
+
+
+def to_item(region: Mapping[str, torch.Tensor], width: int, height: int, selection: SelectionConfig,
+            dtype: str = "float16") -> dict[str, np.ndarray]:
+    """One image's selected regions as numpy fields. Fixed K with fewer ROIs than K (tiny
+    images) is padded with zero rows and ids -1; `num_boxes` tells the real count."""
+    n = int(region["boxes"].shape[0])
+    item = {
+        "features": region["features"].float().cpu().numpy().astype(dtype),
+        "boxes": region["boxes"].float().cpu().numpy(),
+        "object_ids": region["object_ids"].cpu().numpy().astype(np.int32),
+        "object_scores": region["object_scores"].float().cpu().numpy(),
+        "attr_ids": region["attr_ids"].cpu().numpy().astype(np.int32),
+        "attr_scores": region["attr_scores"].float().cpu().numpy(),
+    }
+    if selection.mode == "fixed" and n < selection.num_boxes:
+        pad = selection.num_boxes - n
+        for key, arr in item.items():
+            fill = -1 if key.endswith("_ids") else 0
+            item[key] = np.concatenate([arr, np.full((pad,) + arr.shape[1:], fill, arr.dtype)], axis=0)
+    item["num_boxes"] = np.int32(n)
+    item["image_w"] = np.int32(width)
+    item["image_h"] = np.int32(height)
+    return item
+
+
+class BackgroundSink:
+    """Runs `sink(*job)` on a worker thread fed by a bounded queue; re-raises its errors."""
+
+    def __init__(self, sink: Callable[..., Any], max_pending: int = 64):
+        self.sink = sink
+        self.results: list[Any] = []
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="region-writer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._error is None:
+                try:
+                    self.results.append(self.sink(*job))
+                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                    self._error = exc
+
+    def put(self, *job: Any) -> None:
+        """Queue `sink(*job)` (blocks while `max_pending` jobs wait)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(job)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
+class RunStats:
+    """What `extract_regions` did."""
+
+    written: int = 0  # items handed to the sink
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image id, reason)
+    images_per_s: float = 0.0  # over the whole loop
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16; None (full precision) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def extract_regions(
+    model: BottomUpDetector,
+    items: Sequence[tuple[str, str]],
+    sink: Sink,
+    selection: SelectionConfig,
+    given_boxes: Mapping[str, np.ndarray] | None = None,
+    batch_size: int = 8,
+    loader_workers: int = 2,
+    dtype: str = "float16",
+    progress: Callable[[int], None] | None = None,
+    batch_source: Iterable[Batch] | None = None,
+) -> RunStats:
+    """Run the detector over (image_id, path) items and hand each image's regions to `sink`.
+
+    given_boxes: for mode "given", image id -> (N, 4) boxes in original pixels.
+    progress: called with the number of inputs finished (written or skipped) per batch.
+    """
+    import time
+
+    device = next(model.parameters()).device
+    amp = autocast_dtype(device)
+    stats = RunStats()
+    start = time.perf_counter()
+    source = batch_source if batch_source is not None else batches(
+        items, model.cfg, batch_size, loader_workers, pin_memory=device.type == "cuda")
+    # The device-to-host copies and the HDF5 writes both happen on the writer thread.
+    writer = BackgroundSink(lambda i, region, w, h: sink(i, to_item(region, w, h, selection, dtype)))
+    try:
+        for batch in source:
+            stats.skipped.extend(batch.skipped)
+            if batch.ids:
+                boxes = None
+                if selection.mode == "given":
+                    boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
+                images = batch.images.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    outputs = model(images, batch.image_sizes, batch.scales, boxes=boxes)
+                regions = model.regions(outputs, selection)
+                for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes):
+                    writer.put(image_id, region, w, h)
+                    stats.written += 1
+            if progress is not None:
+                progress(len(batch.ids) + len(batch.skipped))
+    finally:
+        writer.close()
+    stats.images_per_s = stats.written / max(time.perf_counter() - start, 1e-9)
+    return stats

@@ -1,0 +1,152 @@
+"""The region feature jobs on a small demo dataset: every mode, resume, weights, workers, CLI."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.datasets.demo import generate, load
+from pipelines.features import FEATURES, ExtractOptions, load_all
+from pipelines.features.regions import JOBS
+from store import open_store, verify
+from store.schema import SHARD_RE
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = generate(tmp_path_factory.mktemp("demo") / "demo", n_images=6, size=96)
+    return root, load(root)
+
+
+def _options(**kw):
+    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False,
+                job_options={"detector": "tiny"})
+    base.update(kw)
+    return ExtractOptions(**base)
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_each_job_fills_a_feature_set_that_verifies(job, demo, tmp_path):
+    load_all()
+    _, records = demo
+    store = open_store(tmp_path / "store", create=True)
+    summary = FEATURES.get(job).run(records, store, _options())
+    images = {r.image_id for r in records}
+    assert summary.written == len(images) and not summary.skipped and summary.random_weights
+    assert verify(tmp_path / "store") == []
+    fs = store[JOBS[job][0]]
+    assert sorted(fs.ids) == sorted(images)
+    item = fs[fs.ids[0]]
+    dim = 128  # the tiny preset's feature size
+    K = {"regions36": 36, "regions100": 100}.get(job)
+    if K:
+        assert item["features"].shape == (K, dim) and item["boxes"].shape == (K, 4)
+    else:
+        assert item["features"].shape[1:] == (dim,) and item["features"].shape[0] == int(item["num_boxes"])
+    assert item["features"].dtype == np.float16 and item["boxes"].dtype == np.float32
+    assert (int(item["image_w"]), int(item["image_h"])) == (96, 96)
+    attrs = fs.attrs
+    assert attrs["random_weights"] is True and attrs["weights_sha256"] is None and attrs["detector"] == "butd-tiny"
+    assert attrs["mode"] == JOBS[job][1] and attrs["config"]["min_size"] == 96
+    if job == "given-boxes":
+        rec = next(r for r in records if r.kind == "image" and r.image_id == fs.ids[0])
+        assert np.allclose(item["boxes"], np.asarray(rec.extra["boxes"], np.float32).clip(0, 95))
+    # a rerun has nothing left to do
+    again = FEATURES.get(job).run(records, store, _options())
+    assert again.written == 0 and again.already_done == len(images)
+
+
+def test_weights_file_is_used_and_recorded(demo, tmp_path):
+    from extract.regions.checkpoints import export_checkpoint, format_config
+    from extract.regions.config import DetectorConfig
+    from extract.regions.model import BottomUpDetector, init_random
+
+    load_all()
+    _, records = demo
+    cfg = format_config("d2-pkl", DetectorConfig.from_name("tiny"), True)
+    path = export_checkpoint(init_random(BottomUpDetector(cfg), 7), tmp_path / "faster_rcnn_from_caffe_attr.pkl",
+                             "d2-pkl")
+    store = open_store(tmp_path / "store", create=True)
+    FEATURES.get("adaptive").run(records, store, _options(random_weights=False, weights=path))
+    attrs = store["regions/butd-r101-vg-adaptive"].attrs
+    assert attrs["random_weights"] is False and attrs["weights_format"] == "d2-pkl"
+    assert attrs["weights_file"] == path.name and len(attrs["weights_sha256"]) == 64
+    assert attrs["config"]["conventions"] == "detectron2"
+
+
+def test_missing_weights_name_the_file_and_where_to_get_it(demo, tmp_path, monkeypatch):
+    load_all()
+    _, records = demo
+    monkeypatch.delenv("LIGHTHEAD_DETECTOR_WEIGHTS", raising=False)
+    store = open_store(tmp_path / "store", create=True)
+    with pytest.raises(FileNotFoundError) as e:
+        FEATURES.get("regions36").run(records, store, _options(random_weights=False, weights=tmp_path / "w.pkl"))
+    msg = str(e.value)
+    assert str(tmp_path / "w.pkl") in msg and "faster_rcnn_from_caffe_attr.pkl" in msg and "--weights" in msg
+    assert "regions/butd-r101-vg-36" not in store
+
+
+def test_bad_image_is_listed_not_fatal(demo, tmp_path):
+    load_all()
+    _, records = demo
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG broken")
+    first = records[0]
+    bad = type(first).from_json({**first.to_json(), "id": "bad", "image_id": "bad-image", "image_path": str(broken)})
+    store = open_store(tmp_path / "store", create=True)
+    summary = FEATURES.get("regions36").run(records + [bad], store, _options())
+    assert [i for i, _ in summary.skipped] == ["bad-image"] and "broken.png" in summary.skipped[0][1]
+    assert summary.written == len({r.image_id for r in records})
+
+
+def test_workers_write_their_own_shards_and_a_rerun_completes_the_set(demo, tmp_path, monkeypatch):
+    import pipelines.features.regions as regions
+
+    load_all()
+    _, records = demo
+    images = sorted({r.image_id for r in records})
+    store = open_store(tmp_path / "store", create=True)
+    opts = _options(job_options={"detector": "tiny", "shard_items": 1})
+    # a first run that "crashed" after two images
+    part = [r for r in records if r.image_id in images[:2]]
+    FEATURES.get("regions36").run(part, store, opts)
+    seen = []
+    original = regions._run_parallel
+    monkeypatch.setattr(regions, "_run_parallel", lambda *a: seen.extend(original(*a)) or seen)
+    summary = FEATURES.get("regions36").run(records, store, _options(workers=2, job_options=opts.job_options))
+    assert len(seen) == 2 and len({r["pid"] for r in seen}) == 2 and os.getpid() not in {r["pid"] for r in seen}
+    assert summary.written == len(images) - 2 and summary.already_done == 2
+    fs = store["regions/butd-r101-vg-36"]
+    assert sorted(fs.ids) == images  # every id exactly once
+    directory = tmp_path / "store" / "regions" / "butd-r101-vg-36"
+    manifest = (directory / "manifest.json").read_text()
+    shards = [f for f in os.listdir(directory) if SHARD_RE.match(f)]
+    assert len(shards) == len(images) and all(f in manifest for f in shards)  # shard_items=1: a shard per image
+    assert verify(tmp_path / "store") == []
+
+
+def test_cli_extract_then_store_verify(demo, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    root, _ = demo
+    runner = CliRunner()
+    out = runner.invoke(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"),
+                              "--features", "regions36,given-boxes", "--random-weights", "-o", "detector=tiny",
+                              "--loader-workers", "0", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    check = runner.invoke(app, ["store", "verify", str(tmp_path / "s")])
+    assert check.exit_code == 0, check.output
+    assert {"regions/butd-r101-vg-36", "regions/butd-r101-vg-given"} <= set(open_store(tmp_path / "s").names())
