@@ -1,0 +1,20 @@
+"""Light heads trained on cached tensors: one module per head, registered by name in HEADS.
+
+Every head module is imported explicitly below (one line each), so registration never
+depends on import order. To add a head: write `heads/<name>.py` with `@HEADS.register(...)`
+and add its import line here.
+"""
+
+from heads.base import BATCH_KEYS, HEADS, Head
+
+# Retrieval heads.
+from heads import scan  # noqa: F401,E402  (scan = CASC-base)
+from heads import casc  # noqa: F401,E402
+from heads import vsepp  # noqa: F401,E402
+from heads import mmca  # noqa: F401,E402
+from heads import mfsr  # noqa: F401,E402
+
+# Sentiment heads.
+from heads import itin, itm, text_only  # noqa: F401,E402
+
+__all__ = ["BATCH_KEYS", "HEADS", "Head"]

@@ -24,6 +24,7 @@ from store.registry import Registry
 # C label vocabulary, H/W thumbnail size.
 BATCH_KEYS = {
     "regions": "(B, K, 2048) float: region features",
+    "region_mask": "(B, K) bool: True on real regions (variable-K sets are padded)",
     "boxes": "(B, K, 4) float: region boxes, x1 y1 x2 y2, in pixels",
     "image_size": "(B, 2) float: image width, height",
     "global": "(B, D) float: global CNN feature",

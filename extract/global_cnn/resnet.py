@@ -149,4 +149,23 @@ def build_global_cnn(arch: str, weights: Path | None, random_weights: bool = Fal
     model = GlobalCNN(arch)
     if path is not None:
         model.load_weights(path)
+    else:
+        damp_residuals(model)
     return model.eval().requires_grad_(False)
+
+
+def damp_residuals(model: nn.Module, gain: float = 0.1) -> None:
+    """Scale the last BatchNorm of every residual branch of a randomly initialised ResNet.
+
+    Untrained, every block adds a branch of the same magnitude as its input, so the activations
+    of a deep net (ResNet-152: 50 blocks) grow past float16's range and the stored features
+    become inf. A small gain on the branch keeps them finite and still image-dependent.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Bottleneck):
+                m.bn3.weight.mul_(gain)
+            elif isinstance(m, BasicBlock):
+                m.bn2.weight.mul_(gain)

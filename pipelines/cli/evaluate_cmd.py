@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
-
-from pipelines.cli.common import not_built
 
 
 def evaluate(
@@ -14,6 +13,12 @@ def evaluate(
     split: str = typer.Option("test", help="split to evaluate"),
     protocol: str = typer.Option("1k", help="COCO protocol: 1k (mean of five folds) or 5k"),
     examples: int = typer.Option(0, help="save a figure with this many retrieval examples"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
 ) -> None:
     """Evaluate a trained run; writes JSON and a markdown table into the run directory."""
-    raise not_built("evaluate")
+    from pipelines.evaluate import evaluate_run, markdown_table
+
+    metrics = evaluate_run(run, split=split, protocol=protocol, examples=examples, device=device)
+    typer.echo(markdown_table(metrics))
+    typer.echo(f"wrote {run / f'eval-{split}-{protocol}.json'}" +
+               (f" and {metrics['examples']}" if metrics.get("examples") else ""))

@@ -7,8 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from pipelines.cli.common import not_built
-
 app = typer.Typer(help="Train heads from cached features.", no_args_is_help=True)
 
 
@@ -19,9 +17,19 @@ def heads(
     out: Path = typer.Option(..., help="run directory: checkpoints, config.json, metrics.json"),
     dataset: Optional[str] = typer.Option(None, help="dataset name (default: the one recorded in the store)"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the paper's)"),
-    set_: List[str] = typer.Option([], "--set", help="config override key=value (repeatable)"),
+    set_: List[str] = typer.Option(
+        [], "--set", help="config override key=value (repeatable; an unknown key lists the valid ones)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars and one line per epoch"),
 ) -> None:
     """Train HEAD on cached features; writes config.json, metrics.json and checkpoints to --out."""
-    raise not_built("train heads")
+    from pipelines.evaluate import markdown_table
+    from pipelines.train import train
+
+    metrics = train(head, store, out, dataset=dataset, epochs=epochs, overrides=set_, device=device,
+                    resume=resume, progress=progress)
+    typer.echo(f"best epoch {metrics['best_epoch']} of {metrics['epochs_done']} "
+               f"({metrics['selection_metric']}); run in {out}")
+    if metrics.get("test"):
+        typer.echo(markdown_table({"head": head, "dataset": metrics["dataset"], **metrics["test"]}))

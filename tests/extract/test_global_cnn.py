@@ -109,3 +109,19 @@ def test_thumbnail_is_a_center_crop_of_the_resized_image():
     assert (np.abs(t[:, 18:31] - (0, 0, 255)) <= 2).all()  # right half: the blue band
     with pytest.raises(ValueError):
         ThumbConfig(size=4)
+
+
+def test_random_resnet152_features_fit_float16():
+    """Untrained deep ResNets overflow float16 unless their residual branches are damped."""
+    import numpy as np
+    import torch
+
+    from extract.global_cnn.resnet import build_global_cnn
+
+    torch.manual_seed(1)
+    images = torch.rand(2, 3, 128, 128)
+    with torch.inference_mode():
+        feats = build_global_cnn("resnet152", None, random_weights=True)(images)
+    stored = feats.numpy().astype(np.float16)
+    assert np.isfinite(stored).all()
+    assert np.abs(stored[0] - stored[1]).max() > 0  # still depends on the image

@@ -1,0 +1,216 @@
+"""Time scoring every (image, caption) pair with the cross-attention heads, vs a shard loop.
+
+    python bench/retrieval_eval.py [--quick] [--device cpu|cuda] [--budget-mb 1024]
+
+Heads at paper sizes (K = 36 regions of 2048, width 1024, GRU captions of 8-20 words, CASC
+with 500 labels; MMCA when `heads/mmca.py` exists), random weights and random features
+(`--quick` encodes captions from cached tokens instead of the GRU: same scored sizes).
+"ours": encode each side once, then `pipelines.scoring.score_blocks` (blocks of images x
+captions from a memory budget, batched matrix products, the Gram trick of
+`heads/attention.py`). "loop": what SCAN's reference evaluation does, written here from the
+CASC/SCAN equations: shards of 128 images x 128 captions, and inside a shard, per attention
+direction, one caption at a time repeated over the images, with the attended vectors built
+explicitly. For MMCA the loop calls the head's own `score` one caption at a time. The loop is
+slow, so both are timed on the same subset of the first size (the first images, captions of
+every length), where their scores must agree. Timings are the best of two runs (the machine
+may be shared).
+
+Sizes: 1,000 x 5,000 and 5,000 x 25,000 (`--quick`: 100 x 500 and 200 x 1,000; MMCA 20 x 100
+and 40 x 200).
+The last line is for scripts: `xattn_eval_vs_shard_loop: <ours / loop pairs/s>` (CASC, on the
+loop's subset of the first size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from heads.build import build_head, head_class  # noqa: E402
+from pipelines.scoring import cat_padded, encode, score_blocks, slice_enc  # noqa: E402
+
+VOCAB = 10_000  # about COCO's vocabulary with threshold 4
+SHARD = 128  # SCAN's evaluation shard size
+
+
+def random_data(n_img: int, n_txt: int, labels: int, token_dim: int, seed: int = 0) -> tuple[dict, dict]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(8, 21, (n_txt,), generator=g)  # COCO captions: about 8-20 words
+    lengths, _ = lengths.sort()  # captions in order of length, as evaluation encodes them
+    length = int(lengths.max())
+    mask = torch.arange(length)[None] < lengths[:, None]
+    images = {"regions": torch.randn(n_img, 36, 2048, generator=g),
+              "region_mask": torch.ones(n_img, 36, dtype=torch.bool)}
+    texts = {"word_ids": torch.randint(4, VOCAB, (n_txt, length), generator=g) * mask,
+             "tokens": torch.randn(n_txt, length, token_dim, generator=g) * mask[..., None],
+             "text_mask": mask, "text_len": lengths,
+             "labels": (torch.rand(n_txt, labels, generator=g) < 0.01).float()}
+    return images, texts
+
+
+def batches(data: dict, size: int):
+    n = len(next(iter(data.values())))
+    for a in range(0, n, size):
+        yield {k: v[a:a + size] for k, v in data.items()}
+
+
+def _cosine(x1: torch.Tensor, x2: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cosine as SCAN's code writes it: the dot product over the product of the two norms."""
+    return (x1 * x2).sum(dim) / (x1.norm(dim=dim) * x2.norm(dim=dim)).clamp(min=1e-8)
+
+
+def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor, lam: float) -> torch.Tensor:
+    """(n_images, n_captions) I2T scores of a shard, one caption at a time (Eq. 4-5)."""
+    cols = []
+    for j in range(len(words)):
+        cap = words[j, : int(lens[j])].unsqueeze(0).repeat(len(v), 1, 1)  # (n, L, D), as the reference
+        s = torch.bmm(v, cap.transpose(1, 2))  # (n, K, L) cosines (unit vectors)
+        ctx = torch.bmm(torch.softmax(lam * s, dim=2), cap)  # (n, K, D): attended words
+        cols.append(_cosine(v, ctx, 2).mean(1, keepdim=True))
+    return torch.cat(cols, 1)
+
+
+def _t2i_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
+               lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """T2I scores (n_images, n_captions) of a shard and A^I (n_images, n_captions, D) (Eq. 6-7, 10)."""
+    cols, globals_ = [], []
+    for j in range(len(words)):
+        cap = words[j, : int(lens[j])].unsqueeze(0).repeat(len(v), 1, 1)  # (n, L, D)
+        s = torch.bmm(v, cap.transpose(1, 2))  # (n, K, L)
+        ctx = torch.bmm(torch.softmax(lam * s, dim=1).transpose(1, 2), v)  # (n, L, D): attended regions
+        cols.append(_cosine(cap, ctx, 2).mean(1, keepdim=True))
+        globals_.append(ctx.mean(1, keepdim=True))
+    return torch.cat(cols, 1), torch.cat(globals_, 1)
+
+
+@torch.no_grad()
+def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tensor:
+    """SCAN's evaluation structure for scan/casc: shards of 128 x 128, and per direction a loop
+    over the shard's captions (each repeated over the images), attended vectors built."""
+    cfg = head.cfg
+    casc = hasattr(head, "fc1") and cfg.beta < 1.0
+    out = torch.empty(n_img, n_txt)
+    for i0 in range(0, n_img, SHARD):
+        v = img["regions"][i0:min(n_img, i0 + SHARD)]  # (n, K, D)
+        for j0 in range(0, n_txt, SHARD):
+            j1 = min(n_txt, j0 + SHARD)
+            words, lens = txt["words"][j0:j1], txt["len"][j0:j1]
+            i2t = _i2t_shard(v, words, lens, cfg.lambda_i2t)
+            t2i, a_img = _t2i_shard(v, words, lens, cfg.lambda_t2i)
+            if casc:  # Eq. 13: labels predicted from A^I of every pair vs the caption's labels
+                probs = torch.sigmoid(head.classify(a_img))  # (n, m, C)
+                s_g = _cosine(probs, txt["labels"][j0:j1][None].expand_as(probs), 2)
+                block = cfg.beta * (i2t + t2i) + (1 - cfg.beta) * s_g
+            else:
+                block = 0.5 * (i2t + t2i)
+            out[i0:i0 + len(v), j0:j1] = block.cpu()
+    return out
+
+
+@torch.no_grad()
+def caption_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tensor:
+    """Shards of images x captions, one caption at a time through the head's own score."""
+    out = torch.empty(n_img, n_txt)
+    for i0 in range(0, n_img, SHARD):
+        im = slice_enc(img, i0, min(n_img, i0 + SHARD))
+        for j in range(n_txt):
+            out[i0:i0 + SHARD, j] = head.score(im, slice_enc(txt, j, j + 1))[:, 0].float().cpu()
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(fn, device: torch.device, rounds: int):
+    """(shortest wall time over `rounds` runs, the result): robust to a busy shared machine."""
+    best, out = float("inf"), None
+    for _ in range(rounds):
+        sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, int], device: torch.device,
+               budget: int, overrides: dict | None = None, rounds: int = 2) -> dict[str, float]:
+    torch.manual_seed(0)
+    info = {"region_dim": 2048, "vocab_size": VOCAB, "token_dim": 768, "num_labels": 500}
+    head = build_head(name, info, overrides or {}).to(device).eval()
+    results = {}
+    for n_img, n_txt in sizes:
+        images, texts = random_data(n_img, n_txt, 500, 768)
+        sync(device)
+        t0 = time.perf_counter()
+        img = encode(head.encode_image, batches(images, 256), device)
+        img = {k: torch.cat([c[k] for c in img]) for k in img[0]}
+        chunks = encode(head.encode_text, batches(texts, 256), device)
+        sync(device)
+        t_enc = time.perf_counter() - t0
+        first = (n_img, n_txt) == sizes[0]
+        t_ours, ours = best_of(lambda: score_blocks(head, img, chunks, budget), device, rounds if first else 1)
+        rate = n_img * n_txt / t_ours
+        print(f"{name:5s} {n_img:>5} x {n_txt:<6} encode {t_enc:7.2f}s  score {t_ours:8.2f}s  {rate:12.0f} pairs/s")
+        results[f"ours_{n_img}x{n_txt}"] = rate
+        if first:
+            # The loop is slow: time it on a subset with captions of every length (every k-th
+            # of the length-sorted captions), and time ours on the very same pairs.
+            li, lt = loop_size
+            cols = torch.linspace(0, n_txt - 1, lt).long()
+            txt_all = cat_padded(chunks)
+            txt_sub = {k: v[cols] for k, v in txt_all.items()}
+            img_sub = slice_enc(img, 0, li)
+            loop = scan_loop if name in ("scan", "casc") else caption_loop
+            t_loop, ref = best_of(lambda: loop(head, img_sub, txt_sub, li, lt), device, rounds)
+            t_same, _ = best_of(lambda: score_blocks(head, img_sub, [txt_sub], budget), device, rounds)
+            err = (ref - ours[:li, cols]).abs().max().item()
+            print(f"{name:5s} same {li} x {lt} pairs: loop {t_loop:7.2f}s, ours {t_same:6.2f}s  "
+                  f"(max |ours - loop| = {err:.1e})")
+            if err > 1e-3:
+                raise SystemExit(f"{name}: batched scores differ from the loop by {err}")
+            results["loop"] = li * lt / t_loop
+            results["ratio"] = t_loop / t_same
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (under a minute on a laptop CPU)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--budget-mb", type=int, default=1024, help="memory budget of one scored block")
+    ap.add_argument("--heads", default="casc,scan,mmca", help="heads to time (mmca skipped when absent)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    sizes = [(100, 500), (200, 1000)] if args.quick else [(1000, 5000), (5000, 25000)]
+    loop_size = (50, 250) if args.quick else (256, 1280)
+    print(f"device {device} ({torch.get_num_threads()} threads), budget {args.budget_mb} MiB")
+    ratios = {}
+    for name in args.heads.split(","):
+        try:
+            head_class(name)
+        except KeyError:
+            print(f"{name}: not registered, skipped")
+            continue
+        if name == "mmca" and args.quick:  # a joint Transformer per pair: 25x fewer pairs on a CPU
+            ratios[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, args.budget_mb << 20)["ratio"]
+        else:
+            # --quick: cached tokens -> Linear instead of the 1024-wide bi-GRU, whose encoding
+            # would dominate a CPU run; the scored tensors have the same sizes either way.
+            quick = {"text": "text/bert-base-uncased"} if args.quick and name in ("scan", "casc") else {}
+            ratios[name] = bench_head(name, sizes, loop_size, device, args.budget_mb << 20, quick)["ratio"]
+    for name, r in ratios.items():
+        print(f"{name}: ours / loop = {r:.1f}x")
+    print(f"xattn_eval_vs_shard_loop: {ratios.get('casc', float('nan')):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Build a head from its registered name, the data's sizes and `key=value` overrides.
+
+Sizes that come from the data (vocabulary size, region and token widths, label count, label
+weights) are in `data_info`, computed by the task layer from the store; they are passed to
+the head's constructor by parameter name. Hyper-parameters live in the head's config
+dataclass: paper defaults, then the dataset's defaults (a config class may declare
+`DATASET_DEFAULTS = {"coco": {"lr": 5e-4}}`), then the user's overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from typing import Any, Mapping
+
+from heads.base import HEADS, Head
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+def config_fields(config_class: type) -> dict[str, Any]:
+    """Field name -> resolved type of a config dataclass."""
+    hints = typing.get_type_hints(config_class)
+    return {f.name: hints.get(f.name, str) for f in dataclasses.fields(config_class)}
+
+
+def parse_value(text: Any, tp: Any, key: str = "value") -> Any:
+    """Parse a command-line string into `tp` (bool, int, float, str, X | None, tuple/list of X).
+
+    Non-string values are returned unchanged (sweeps pass typed values).
+    """
+    if not isinstance(text, str):
+        return text
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if text.strip().lower() in _NONE and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return parse_value(text, inner[0], key) if len(inner) == 1 else text
+    if origin in (tuple, list):
+        item = args[0] if args else str
+        items = [parse_value(p.strip(), item, key) for p in text.split(",") if p.strip()]
+        return tuple(items) if origin is tuple else items
+    if tp is bool:
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        raise ValueError(f"{key}: expected a boolean (true/false), got {text!r}")
+    if tp is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key}: expected a number, got {text!r}") from None
+    if tp is int:
+        try:
+            value = float(text)  # accepts "1e3"
+        except ValueError:
+            raise ValueError(f"{key}: expected an integer, got {text!r}") from None
+        if not value.is_integer():
+            raise ValueError(f"{key}: expected an integer, got {text!r}")
+        return int(value)
+    return text
+
+
+def parse_overrides(items: list[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """`["lr=1e-4", "embed_size=256"]` -> {"lr": "1e-4", "embed_size": "256"} (dicts pass through)."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return dict(items)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
+                dataset: str | None = None, what: str = "head") -> Any:
+    """Instantiate `config_class` with dataset defaults and parsed overrides.
+
+    An unknown key raises KeyError naming the valid ones.
+    """
+    fields = config_fields(config_class)
+    values: dict[str, Any] = {}
+    defaults = getattr(config_class, "DATASET_DEFAULTS", {}) or {}
+    if dataset and dataset in defaults:
+        values.update(defaults[dataset])
+    for key, raw in (overrides or {}).items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise KeyError(f"unknown {what} config key {key!r}; valid keys: {valid}")
+        values[key] = parse_value(raw, fields[key], key)
+    return config_class(**values)
+
+
+def head_class(name: str) -> type[Head]:
+    import heads  # noqa: F401  (importing the package registers every head)
+
+    return HEADS.get(name)
+
+
+def build_head(name: str, data_info: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Head:
+    """The head `name` with config = paper defaults + dataset defaults + `overrides`.
+
+    data_info: sizes from the data (e.g. "dataset", "region_dim", "vocab_size", "token_dim",
+    "global_dim", "num_labels", "label_pos_weight"); the ones the head's constructor names
+    are passed to it.
+    """
+    cls = head_class(name)
+    cfg = make_config(cls.config_class, overrides, data_info.get("dataset"), what=name)
+    return construct(cls, cfg, data_info)
+
+
+def construct(cls: type[Head], cfg: Any, data_info: Mapping[str, Any]) -> Head:
+    """Call `cls(cfg, **sizes)` with the data_info entries its constructor takes."""
+    params = inspect.signature(cls.__init__).parameters
+    names = [p for p in params if p not in ("self", "cfg")]
+    missing = [p for p in names if params[p].default is inspect.Parameter.empty and p not in data_info]
+    if missing:
+        raise KeyError(f"head {cls.__name__} needs {', '.join(missing)} from the data; data_info has "
+                       f"{', '.join(sorted(data_info)) or 'nothing'}")
+    return cls(cfg, **{p: data_info[p] for p in names if p in data_info})

@@ -1,0 +1,292 @@
+"""mFSR: multi-task feature separation and reconstruction for cross-modal retrieval.
+
+Paper: Zhang & Wu, "Multi-task framework based on feature separation and reconstruction for
+cross-modal retrieval", Pattern Recognition 2021. Defaults are the paper's (Sec. 3.5).
+
+Letters: B batch, L words, d joint width (3072), P width of one separated part.
+- text: word embedding (300) -> GRU (4 layers, d hidden), last real step = l (Eq. 2);
+  image: cached ResNet-152 pooled feature (2048) -> Linear = v (Eq. 1).
+- separation (Eq. 3): MLP_v(v), MLP_l(l) -> [modal; semantic; specific], each L2-normalised.
+  The paper "cuts" d into three parts; the part width P is a config value (default d / 3).
+- losses (Eq. 6): modal (Eq. 7), semantic = hardest-negative triplet (Eq. 8-9), specific
+  (Eq. 10), image reconstruction = DCGAN G from [v_mo; v_se; v_sp] -> thumbnail with D1
+  real/fake and D2 matched/mismatched (Eq. 11-13), caption reconstruction = GRU decoder from
+  [l_mo; l_se; l_sp] with cross-entropy (Eq. 14). Every term has a switch, so the ablation
+  table (Table 3) is a sweep; retrieval scores only the semantic parts.
+- the paper's baseline is VSE++ (the registered `vsepp` head); the variant "mfsr-base"
+  (`MFSRConfig.from_name`) is the same on mFSR's encoders: no separation, semantic loss only.
+
+One backward per step for the GAN. The loop calls `loss(batch)` once and back-propagates its
+"loss" once, then steps every optimizer from `optimizers()`. The adversarial game still
+works because the two players' gradients are kept apart inside that one graph:
+- the discriminator losses read the generated images detached, so they reach D1/D2 only;
+- the generator's adversarial terms call D1/D2 through `torch.func.functional_call` with
+  detached copies of their parameters, so they reach G (and the encoders) but never D1/D2.
+The parameter sets of the two optimizers (encoders + G + decoder vs D1 + D2) are disjoint,
+so each optimizer sees exactly its player's gradient; the step is the simultaneous-update
+variant of the alternating scheme (both players update from the same batch).
+
+Deviations, on purpose:
+- the losses use BCE on logits (the usual DCGAN form, non-saturating for G) rather than the
+  log(1 - D) forms as printed in Eqs. 11-13;
+- Eq. 13's D2 terms as printed would push G to make its own reconstruction look mismatched,
+  which contradicts D2's stated job (keep the generated image consistent with its ground
+  truth in content); G here wants D2 to call (x', x) matched and (x'', x) mismatched;
+- the ResNet-152 is not fine-tuned (features are cached); the paper's main results use a
+  fixed image encoder too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from heads.base import HEADS, Head
+from heads.losses import positives_from_index, triplet_loss
+from heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
+                              specific_loss, to_image)
+from heads.scan import step_lr
+from heads.text_encoders import GRUTextEncoder
+
+LOSS_TERMS = ("modal", "semantic", "specific", "img_re", "cap_re")
+
+
+@dataclass
+class MFSRConfig:
+    """mFSR head (Zhang & Wu, Pattern Recognition 2021); defaults are the paper's values."""
+
+    image: str = "global/resnet152"  # feature set of the global image vectors (ResNet-152 pooled)
+    thumbs: str = "thumbs/64"  # feature set of the thumbnails to reconstruct ("" without img_re)
+    text: str = "words/vocab"  # feature set of the caption word ids
+    word_dim: int = 300  # word embedding width (Sec. 3.5)
+    embed_dim: int = 3072  # d: width of v, l and of the GRU hidden states (Sec. 3.5)
+    gru_layers: int = 4  # stacked GRU layers of the encoder and of the decoder (Sec. 3.5)
+    part_dim: Optional[int] = None  # P: width of each separated part; None = d // 3
+    mlp_layers: int = 1  # layers of MLP_v / MLP_l (the paper's is one fully connected layer)
+    separation: bool = True  # the feature separation module; False = VSE++ (semantic = whole vector)
+    modal: bool = True  # modal loss, Eq. 7
+    semantic: bool = True  # semantic triplet loss, Eqs. 8-9
+    specific: bool = True  # specific loss, Eq. 10
+    img_re: bool = True  # image reconstruction (GAN), Eqs. 11-13
+    cap_re: bool = True  # caption reconstruction, Eq. 14
+    modal_weight: float = 1.0  # weight of the modal loss (Eq. 6 sums the terms unweighted)
+    specific_weight: float = 1.0  # weight of the specific loss
+    img_weight: float = 1.0  # weight of the generator's loss
+    cap_weight: float = 1.0  # weight of the caption loss
+    cap_per_token: bool = False  # average the caption loss over words (False: Eq. 14's sum per caption)
+    gen_width: int = 64  # DCGAN generator base width (ngf)
+    disc_width: int = 64  # DCGAN discriminator base width (ndf)
+    margin: float = 0.2  # triplet margin alpha (Eq. 9)
+    max_violation: bool = True  # hardest negative (Eq. 8); False sums over negatives
+    lr: float = 2e-4  # Adam learning rate of encoders, separation, generator and decoder
+    lr_decay_epochs: int = 15  # x0.1 every this many epochs (0 = never)
+    epochs: int = 30  # training epochs
+    batch_size: int = 24  # pairs per batch (the paper's, set by its GPU memory)
+    disc_lr: float = 2e-4  # Adam learning rate of D1/D2 (DCGAN's)
+    disc_beta1: float = 0.5  # Adam beta1 of D1/D2 (DCGAN's)
+    grad_clip: float = 2.0  # gradient-norm clipping per optimiser (VSE++ practice; 0 = off)
+
+    def __post_init__(self) -> None:
+        if self.part_dim is None:
+            self.part_dim = self.embed_dim // 3
+        for name in ("word_dim", "embed_dim", "gru_layers", "part_dim", "mlp_layers", "gen_width",
+                     "disc_width", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"mfsr: {name} must be >= 1, got {getattr(self, name)}")
+        if not self.image.startswith("global/") or not self.text.startswith("words/"):
+            raise ValueError(f"mfsr: needs a global/... and a words/... feature set, got {self.image!r}, {self.text!r}")
+        if self.img_re and not self.thumbs.startswith("thumbs/"):
+            raise ValueError(f"mfsr: img_re needs a thumbs/... feature set, got {self.thumbs!r}")
+        if not self.img_re:
+            self.thumbs = ""  # nothing reads thumbnails, so the store need not hold them
+        if not any(getattr(self, t) for t in LOSS_TERMS):
+            raise ValueError(f"mfsr: at least one loss term must be on ({', '.join(LOSS_TERMS)})")
+        if not self.separation and any(getattr(self, t) for t in ("modal", "specific", "img_re", "cap_re")):
+            raise ValueError("mfsr: separation=false (VSE++) leaves only the semantic loss; turn the others off")
+        if min(self.modal_weight, self.specific_weight, self.img_weight, self.cap_weight, self.margin) < 0:
+            raise ValueError("mfsr: loss weights and margin must be >= 0")
+        if self.lr <= 0 or self.disc_lr <= 0 or not 0 <= self.disc_beta1 < 1 or self.batch_size < 2:
+            raise ValueError("mfsr: need lr, disc_lr > 0, 0 <= disc_beta1 < 1 and batch_size >= 2")
+        if self.lr_decay_epochs < 0 or self.grad_clip < 0:
+            raise ValueError("mfsr: lr_decay_epochs and grad_clip must be >= 0")
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """Batch keys this configuration reads (thumbnails only with image reconstruction)."""
+        return ("global", "word_ids", "text_len", "image_index") + (("thumb",) if self.img_re else ())
+
+    @classmethod
+    def from_name(cls, name: str = "mfsr", **overrides: Any) -> "MFSRConfig":
+        """Variants: "mfsr" (all terms), "mfsr-base" (no separation, semantic loss only: VSE++
+        on mFSR's encoders) and the rows of Table 3: "mfsr-mo", "mfsr-sp", "mfsr-mo-sp",
+        "mfsr-mo-sp-img", "mfsr-mo-sp-cap"."""
+        off = {"modal": False, "specific": False, "img_re": False, "cap_re": False}
+        variants = {
+            "mfsr": {},
+            "mfsr-base": {**off, "separation": False},
+            "mfsr-mo": {**off, "modal": True},
+            "mfsr-sp": {**off, "specific": True},
+            "mfsr-mo-sp": {**off, "modal": True, "specific": True},
+            "mfsr-mo-sp-img": {**off, "modal": True, "specific": True, "img_re": True},
+            "mfsr-mo-sp-cap": {**off, "modal": True, "specific": True, "cap_re": True},
+        }
+        if name not in variants:
+            raise KeyError(f"unknown mfsr variant {name!r}; known: {', '.join(variants)}")
+        return cls(**{**variants[name], **overrides})
+
+
+def mlp(n_in: int, n_out: int, layers: int) -> nn.Sequential:
+    """MLP_v / MLP_l of Eq. 3: `layers` linear layers, ReLU between them."""
+    mods: list[nn.Module] = []
+    for _ in range(layers - 1):
+        mods += [nn.Linear(n_in, n_in), nn.ReLU()]
+    mods.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*mods)
+
+
+@HEADS.register("mfsr")
+class MFSR(Head):
+    """Feature separation and reconstruction head (Zhang & Wu, 2021). See the module docstring.
+
+    `vocab_size`, `global_dim` and `thumb_size` (side of the square thumbnails, a power of two
+    >= 8) come from the data: the store's vocabulary, feature width and thumbnail size.
+    """
+
+    task = "retrieval"
+    inputs = ("global", "thumb", "word_ids", "text_len", "image_index")
+    config_class = MFSRConfig
+
+    def __init__(self, cfg: MFSRConfig | None = None, vocab_size: int = 0, global_dim: int = 2048,
+                 thumb_size: int = 64):
+        super().__init__()
+        self.cfg = cfg = cfg or MFSRConfig()
+        self.thumb_size = thumb_size
+        self.inputs = cfg.inputs
+        d, p = cfg.embed_dim, int(cfg.part_dim)
+        # multi-modal feature extraction (Eqs. 1-2)
+        self.image_fc = nn.Linear(global_dim, d)  # FC_1
+        self.text = GRUTextEncoder(vocab_size, cfg.word_dim, d, cfg.gru_layers)  # W_e + GRU
+        # feature separation (Eq. 3)
+        if cfg.separation:
+            self.sep_v = mlp(d, 3 * p, cfg.mlp_layers)  # MLP_v
+            self.sep_l = mlp(d, 3 * p, cfg.mlp_layers)  # MLP_l
+        # reconstruction (Eqs. 4-5), built only when switched on, so no parameter lacks a gradient
+        if cfg.img_re:
+            self.generator = Generator(3 * p, thumb_size, cfg.gen_width)
+            self.d1 = Discriminator(3, thumb_size, cfg.disc_width)  # real vs generated
+            self.d2 = Discriminator(6, thumb_size, cfg.disc_width)  # [generated; real]: matched?
+        if cfg.cap_re:
+            self.decoder = CaptionDecoder(self.text.embed, 3 * p, d, cfg.gru_layers)
+
+    # ---- encoders -------------------------------------------------------------------------
+    def split(self, x: torch.Tensor, sep: str) -> dict[str, torch.Tensor]:
+        """Eq. 3: (B, d) -> {"mo", "se", "sp"} each (B, P), L2-normalised part by part."""
+        if not self.cfg.separation:
+            return {"se": F.normalize(x, dim=-1)}
+        parts = getattr(self, sep)(x).view(x.shape[0], 3, int(self.cfg.part_dim))  # (B, 3, P)
+        mo, se, sp = F.normalize(parts, dim=-1).unbind(dim=1)  # 3 x (B, P)
+        return {"mo": mo, "se": se, "sp": sp}
+
+    def image_parts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eqs. 1, 3: global (B, 2048) -> v (B, d) -> separated parts."""
+        return self.split(self.image_fc(batch["global"].to(self.image_fc.weight.dtype)), "sep_v")
+
+    def text_parts(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eqs. 2-3: word_ids (B, L), text_len (B,) -> l = last real GRU step (B, d) -> parts."""
+        _, l = self.text(batch["word_ids"], batch["text_len"])
+        return self.split(l, "sep_l")
+
+    def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"se": (B, P)}: the image's semantic part, unit norm (retrieval uses only it)."""
+        return {"se": self.image_parts(batch)["se"]}
+
+    def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"se": (B, P)}: the caption's semantic part, unit norm."""
+        return {"se": self.text_parts(batch)["se"]}
+
+    def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        """<v_se, l_se> for every image x caption -> (n_images, n_texts)."""
+        return img["se"] @ txt["se"].to(img["se"].device).t()
+
+    def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
+        return 8  # one dot product per pair
+
+    # ---- training -------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Eq. 6 with the switched-on terms; "loss" also carries D1/D2's losses (module doc)."""
+        cfg = self.cfg
+        v, l = self.image_parts(batch), self.text_parts(batch)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.semantic:
+            positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+            scores = v["se"] @ l["se"].t()  # (B, B): row b's caption matches image b
+            # Eq. 8 averages over the batch; the shared loss sums (as VSE++'s code does)
+            parts["semantic"] = triplet_loss(scores, positives, cfg.margin, cfg.max_violation) / scores.shape[0]
+        if cfg.modal:
+            parts["modal"] = cfg.modal_weight * modal_loss(v["mo"], l["mo"])
+        if cfg.specific:
+            parts["specific"] = cfg.specific_weight * specific_loss(v["se"], v["sp"], l["se"], l["sp"])
+        if cfg.img_re:
+            gen, disc = self.gan_losses(torch.cat([v["mo"], v["se"], v["sp"]], dim=1), batch)  # code (B, 3P)
+            parts["generator"] = cfg.img_weight * gen
+            parts["discriminator"] = disc  # reaches D1/D2 only
+        if cfg.cap_re:
+            code = torch.cat([l["mo"], l["se"], l["sp"]], dim=1)  # (B, 3P)
+            logits = self.decoder(code, batch["word_ids"])  # (B, L, V)
+            cap = caption_loss(logits, batch["word_ids"], batch["text_len"].to(logits.device), cfg.cap_per_token)
+            parts["caption"] = cfg.cap_weight * cap
+        total = torch.stack(list(parts.values())).sum()
+        return {"loss": total, **{k: t.detach() for k, t in parts.items()}}
+
+    def gan_losses(self, code: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eqs. 11-13 -> (generator loss, discriminator loss); see the module docstring.
+
+        x: real thumbnails; x' = G(code): their reconstructions; x'': the reconstruction of
+        another sample of the batch (the batch rolled by one).
+        """
+        size = self.thumb_size
+        real = to_image(batch["thumb"].to(code.device))  # (B, 3, S, S)
+        if tuple(real.shape[-2:]) != (size, size):
+            raise ValueError(f"mfsr: thumbnails are {tuple(real.shape[-2:])}, the head was built for "
+                             f"{size}x{size} (thumb_size from the data)")
+        fake = self.generator(code)  # (B, 3, S, S)
+        other = fake.roll(1, dims=0)  # x''
+        keep = None  # rows whose x'' comes from a different image
+        if batch.get("image_index") is not None:
+            idx = batch["image_index"].to(fake.device)
+            keep = idx != idx.roll(1, dims=0)
+        # discriminators read the generated images detached: these terms reach D1/D2 only
+        d_loss = (bce(self.d1(real), 1.0) + bce(self.d1(fake.detach()), 0.0)
+                  + bce(self.d2(torch.cat([fake.detach(), real], 1)), 1.0)
+                  + bce(self.d2(torch.cat([other.detach(), real], 1)), 0.0, keep))
+        # the generator's terms run D1/D2 on detached parameters: they reach G's side only
+        d1 = {k: t.detach() for k, t in self.d1.named_parameters()}
+        d2 = {k: t.detach() for k, t in self.d2.named_parameters()}
+        g_loss = 0.5 * (bce(functional_call(self.d1, d1, (fake,)), 1.0)
+                        + bce(functional_call(self.d2, d2, (torch.cat([fake, real], 1),)), 1.0)
+                        + bce(functional_call(self.d2, d2, (torch.cat([other, real], 1),)), 0.0, keep))
+        return g_loss, d_loss
+
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        """D1 and D2's parameters (empty without image reconstruction)."""
+        return list(self.d1.parameters()) + list(self.d2.parameters()) if self.cfg.img_re else []
+
+    def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
+        """Adam for encoders, separation, G and decoder (x0.1 every `lr_decay_epochs` epochs,
+        stepped once per epoch by the loop) and, with image reconstruction, a DCGAN-style Adam
+        for D1 + D2. The two parameter sets are disjoint (see the module docstring)."""
+        cfg = self.cfg
+        disc = {id(t) for t in self.discriminator_parameters()}
+        main = [t for t in self.parameters() if id(t) not in disc]
+        opt = torch.optim.Adam(main, lr=cfg.lr)
+        pairs: list[tuple[torch.optim.Optimizer, Any]] = [(opt, step_lr(opt, cfg.lr_decay_epochs))]
+        if disc:
+            d_opt = torch.optim.Adam(self.discriminator_parameters(), lr=cfg.disc_lr, betas=(cfg.disc_beta1, 0.999))
+            pairs.append((d_opt, step_lr(d_opt, cfg.lr_decay_epochs)))
+        return pairs
+

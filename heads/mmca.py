@@ -1,0 +1,275 @@
+"""MMCA: Multi-Modality Cross Attention for image-sentence matching.
+
+Paper: Wei, Zhang, Li, Zhang, Wu, "Multi-Modality Cross Attention Network for Image and
+Sentence Matching", CVPR 2020. Defaults are the paper's (Sec. 4.2, Tables 4-6).
+
+Two branches (letters: B batch, K regions, L tokens, d model width, F conv filters):
+- self-attention: regions (B, K, 2048) -> Linear -> Transformer unit -> mean -> L2 = i0;
+  BERT tokens (B, L, 768) -> 1-d CNN (windows 1, 2, 3) -> max over positions -> Linear ->
+  LayerNorm -> L2 = c0 (Eqs. 5-7).
+- cross-attention: [projected regions; projected tokens] (B, K+L, d) -> one Transformer unit
+  over the joint sequence -> split -> regions mean-pooled -> L2 = i1, tokens -> 1-d CNN ->
+  max -> Linear -> LayerNorm -> L2 = c1 (Sec. 3.4).
+- S(I, T) = i0.c0 + alpha * i1.c1, trained with the bidirectional hardest-negative triplet
+  loss (Eq. 15).
+
+The paper freezes BERT; we go one step further and cache its token features, so the text
+side starts from stored (B, L, 768) tensors. The paper also does not say how the 768-d tokens
+reach the d-wide joint sequence; a Linear(768, d) does it here.
+
+i1 and c1 depend on the pair, so scoring n images x m captions runs the joint Transformer on
+every pair. `score` encodes the pair-independent parts once (`encode_image`/`encode_text`),
+then runs the joint unit over blocks of images x captions with the pairs flattened into the
+batch dimension; the block size follows from a memory budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from heads.attention import masked_mean
+from heads.base import HEADS, Head
+from heads.losses import positives_from_index, triplet_loss
+from heads.scan import step_lr
+
+
+@dataclass
+class MMCAConfig:
+    """MMCA head (Wei et al., CVPR 2020); defaults are the paper's values."""
+
+    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (K = 36)
+    text: str = "text/bert-base-uncased"  # feature set of the frozen token features
+    embed_dim: int = 256  # d: width of both branches; 256 is the paper's best (Tables 4-5)
+    heads: int = 16  # attention heads of every Transformer unit
+    ffn_dim: Optional[int] = None  # feed-forward width; None = d (Eq. 4: W1 is d x d)
+    layers: int = 1  # Transformer units per branch (the paper uses one)
+    filters: int = 256  # 1-d conv filters per window size
+    windows: tuple[int, ...] = (1, 2, 3)  # 1-d conv window sizes (uni-, bi-, tri-gram)
+    dropout: float = 0.1  # dropout inside the Transformer units
+    alpha: float = 0.2  # weight of the cross-attention score i1.c1 (Table 6)
+    margin: float = 0.2  # triplet margin m (Eq. 15)
+    max_violation: bool = True  # hardest negative only (Eq. 15); False sums over negatives
+    lr: float = 2e-4  # Adam learning rate
+    lr_decay_epochs: int = 10  # multiply the rate by 0.1 every this many epochs (0 = never)
+    epochs: int = 20  # training epochs
+    batch_size: int = 64  # pairs per training batch
+    grad_clip: float = 2.0  # gradient norm clip (VSE++ practice; 0 = off)
+    score_budget_mb: float = 1024.0  # memory for one block of pairs when scoring
+
+    def __post_init__(self) -> None:
+        self.windows = tuple(int(w) for w in self.windows)
+        if self.ffn_dim is None:
+            self.ffn_dim = self.embed_dim
+        for name in ("embed_dim", "heads", "ffn_dim", "layers", "filters"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"mmca: {name} must be positive, got {getattr(self, name)}")
+        if self.embed_dim % self.heads:
+            raise ValueError(f"mmca: embed_dim {self.embed_dim} is not divisible by heads {self.heads}")
+        if not self.windows or min(self.windows) <= 0:
+            raise ValueError(f"mmca: windows must be positive sizes, got {self.windows}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"mmca: dropout must be in [0, 1), got {self.dropout}")
+        if self.alpha < 0 or self.margin < 0:
+            raise ValueError("mmca: alpha and margin must be >= 0")
+        if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 1 or self.lr_decay_epochs < 0:
+            raise ValueError("mmca: need lr > 0, epochs > 0, lr_decay_epochs >= 0 and batch_size > 1")
+        if not self.regions.startswith("regions/") or not self.text.startswith("text/"):
+            raise ValueError(f"mmca: needs a regions/... and a text/... feature set, "
+                             f"got {self.regions!r}, {self.text!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"mmca: grad_clip must be >= 0, got {self.grad_clip}")
+        if self.score_budget_mb <= 0:
+            raise ValueError(f"mmca: score_budget_mb must be positive, got {self.score_budget_mb}")
+
+    @classmethod
+    def from_name(cls, name: str = "mmca", **overrides: Any) -> "MMCAConfig":
+        """Named variants: "mmca" (the paper), "mmca-self" (self-attention branch only, alpha 0)."""
+        variants = {"mmca": {}, "mmca-self": {"alpha": 0.0}}
+        if name not in variants:
+            raise KeyError(f"unknown mmca variant {name!r}; known: {', '.join(variants)}")
+        return cls(**{**variants[name], **overrides})
+
+
+def transformer_unit(d: int, heads: int, ffn: int, dropout: float) -> nn.TransformerEncoderLayer:
+    """The paper's Transformer unit (Fig. 3): multi-head attention and a ReLU FFN, each
+    followed by residual + LayerNorm (post-norm)."""
+    return nn.TransformerEncoderLayer(
+        d, heads, dim_feedforward=ffn, dropout=dropout, activation="relu", batch_first=True, norm_first=False
+    )
+
+
+def region_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real regions (Eq. 5): x (B, K, d), mask (B, K) -> (B, d)."""
+    return masked_mean(x.masked_fill(~mask[..., None], 0.0), mask[..., None], dim=1)
+
+
+class TextCNN(nn.Module):
+    """1-d convolutions over positions, max-pooled, then Linear -> LayerNorm -> L2 (Eqs. 6-7).
+
+    A window of size w at position k reads e_k .. e_{k+w-1}; positions past the end read zeros,
+    so every real position k = 1..n gives an output and the max runs over exactly those.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, filters: int, windows: tuple[int, ...]):
+        super().__init__()
+        self.windows = tuple(windows)
+        self.convs = nn.ModuleList(nn.Conv1d(in_dim, filters, w) for w in self.windows)
+        self.fc = nn.Linear(filters * len(self.windows), out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, C), mask (B, L) True on real positions -> (B, out_dim), unit norm."""
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0).transpose(1, 2)  # (B, C, L)
+        pooled = []
+        for w, conv in zip(self.windows, self.convs):
+            p = F.relu(conv(F.pad(x, (0, w - 1))))  # (B, F, L)
+            # ReLU output is >= 0, so zeroing padded positions leaves the max over real ones.
+            p = p.masked_fill(~mask.unsqueeze(1), 0.0)
+            pooled.append(p.amax(dim=2))  # (B, F)
+        q = torch.cat(pooled, dim=1)  # (B, F * n_windows)
+        return F.normalize(self.norm(self.fc(q)), dim=-1)
+
+
+@HEADS.register("mmca")
+class MMCA(Head):
+    """Multi-Modality Cross Attention head (Wei et al., CVPR 2020). See the module docstring.
+
+    `region_dim` and `token_dim` come from the data (the store's feature widths).
+    """
+
+    task = "retrieval"
+    inputs = ("regions", "tokens", "text_mask", "image_index")
+    config_class = MMCAConfig
+
+    def __init__(self, cfg: MMCAConfig | None = None, region_dim: int = 2048, token_dim: int = 768):
+        super().__init__()
+        self.cfg = cfg = cfg or MMCAConfig()
+        d, ffn = cfg.embed_dim, int(cfg.ffn_dim)
+        # self-attention module
+        self.region_proj = nn.Linear(region_dim, d)  # shared: R feeds both branches (Secs. 3.3-3.4)
+        self.image_self = nn.ModuleList(transformer_unit(d, cfg.heads, ffn, cfg.dropout) for _ in range(cfg.layers))
+        self.text_self = TextCNN(token_dim, d, cfg.filters, cfg.windows)
+        # cross-attention module
+        self.token_proj = nn.Linear(token_dim, d)
+        self.cross = nn.ModuleList(transformer_unit(d, cfg.heads, ffn, cfg.dropout) for _ in range(cfg.layers))
+        self.text_cross = TextCNN(d, d, cfg.filters, cfg.windows)
+
+    # ---- pair-independent parts ---------------------------------------------------------
+    def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """regions (B, K, 2048) [+ region_mask (B, K)] -> {"i0": (B, d) unit norm,
+        "regions": (B, K, d) projected, "region_mask": (B, K)}."""
+        r = self.region_proj(batch["regions"].to(self.region_proj.weight.dtype))  # (B, K, d)
+        rmask = batch.get("region_mask")
+        rmask = torch.ones(r.shape[:2], dtype=torch.bool, device=r.device) if rmask is None else rmask.bool()
+        h = r
+        for unit in self.image_self:
+            h = unit(h, src_key_padding_mask=~rmask)  # (B, K, d)
+        return {"i0": F.normalize(region_mean(h, rmask), dim=-1), "regions": r, "region_mask": rmask}
+
+    def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """tokens (B, L, 768), text_mask (B, L) -> {"c0": (B, d), "tokens": (B, L, d), "mask": (B, L)}."""
+        e = batch["tokens"].to(self.token_proj.weight.dtype)  # the store keeps float16
+        mask = batch["text_mask"].bool()
+        return {"c0": self.text_self(e, mask), "tokens": self.token_proj(e), "mask": mask}
+
+    # ---- pair-dependent part ------------------------------------------------------------
+    def cross_embed(self, regions: torch.Tensor, region_mask: torch.Tensor, tokens: torch.Tensor,
+                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Joint Transformer over paired sequences (Eqs. 8-14), then the two poolings.
+
+        regions (P, K, d), region_mask (P, K), tokens (P, L, d), mask (P, L) -> i1, c1 (P, d),
+        unit norm.
+        """
+        k = regions.shape[1]
+        y = torch.cat([regions, tokens], dim=1)  # (P, K + L, d)
+        pad = ~torch.cat([region_mask, mask], dim=1)  # (P, K + L), True = ignore as key
+        for unit in self.cross:
+            y = unit(y, src_key_padding_mask=pad)  # (P, K + L, d)
+        i1 = F.normalize(region_mean(y[:, :k], region_mask), dim=-1)  # (P, d)
+        c1 = self.text_cross(y[:, k:], mask)  # (P, d)
+        return i1, c1
+
+    def pair_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        """i1.c1 for every image x caption of two blocks -> (n, m); pairs flatten into the batch."""
+        r, rmask, t, mask = img["regions"], img["region_mask"], txt["tokens"], txt["mask"]
+        n, m = r.shape[0], t.shape[0]
+        length = int(mask.sum(dim=1).max().clamp(min=1))  # padding no caption of the block uses
+        t, mask = t[:, :length], mask[:, :length]
+        r_pairs = r.unsqueeze(1).expand(n, m, *r.shape[1:]).reshape(n * m, *r.shape[1:])  # (n*m, K, d)
+        rm_pairs = rmask.unsqueeze(1).expand(n, m, rmask.shape[1]).reshape(n * m, -1)  # (n*m, K)
+        t_pairs = t.unsqueeze(0).expand(n, *t.shape).reshape(n * m, *t.shape[1:])  # (n*m, L, d)
+        m_pairs = mask.unsqueeze(0).expand(n, *mask.shape).reshape(n * m, length)  # (n*m, L)
+        i1, c1 = self.cross_embed(r_pairs, rm_pairs, t_pairs, m_pairs)
+        return (i1 * c1).sum(dim=-1).view(n, m)  # (n, m)
+
+    def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
+        """Rough float32 working memory of one pair in the joint unit (for block sizing)."""
+        return self._pair_bytes(img["regions"].shape[1], int(txt["mask"].sum(dim=1).max().clamp(min=1)))
+
+    def _pair_bytes(self, k: int, length: int) -> int:
+        s = k + length  # joint sequence length
+        d, ffn = self.cfg.embed_dim, int(self.cfg.ffn_dim)
+        per_layer = s * (8 * d + 2 * ffn) + self.cfg.heads * s * s  # qkv, outputs, norms, FFN, attention
+        conv = length * self.cfg.filters * len(self.cfg.windows) * 2
+        return 4 * (per_layer + conv)
+
+    def block_shape(self, n: int, m: int, k: int, length: int, budget_mb: float) -> tuple[int, int]:
+        """(images, captions) per block so that one block fits in `budget_mb`."""
+        pairs = max(1, int(budget_mb * 2**20) // max(1, self._pair_bytes(k, length)))
+        cap_block = min(m, pairs)
+        img_block = min(n, max(1, pairs // cap_block))
+        return img_block, cap_block
+
+    def score(
+        self,
+        image_enc: dict[str, torch.Tensor],
+        text_enc: dict[str, torch.Tensor],
+        budget_mb: Optional[float] = None,
+    ) -> torch.Tensor:
+        """S = i0.c0 + alpha * i1.c1 for every image x caption -> (n_images, n_texts).
+
+        The joint unit runs on this module's device over blocks of images x captions sized by
+        `budget_mb` (default: the config's `score_budget_mb`); the result is on the device of
+        `image_enc["i0"]`.
+        """
+        out_device = image_enc["i0"].device
+        dev = next(self.parameters()).device
+        i0, c0 = image_enc["i0"].to(dev), text_enc["c0"].to(dev)
+        scores = i0 @ c0.t()  # (n, m)
+        alpha = self.cfg.alpha
+        if alpha == 0:
+            return scores.to(out_device)
+        regions, rmask = image_enc["regions"], image_enc["region_mask"]
+        tokens, mask = text_enc["tokens"], text_enc["mask"]
+        n, m, k = regions.shape[0], tokens.shape[0], regions.shape[1]
+        lengths = mask.sum(dim=1)
+        nb, mb = self.block_shape(n, m, k, int(lengths.max().clamp(min=1)), budget_mb or self.cfg.score_budget_mb)
+        order = torch.argsort(lengths)  # captions of similar length share a block: less padding
+        for a in range(0, n, nb):
+            img = {"regions": regions[a : a + nb].to(dev), "region_mask": rmask[a : a + nb].to(dev)}
+            for b in range(0, m, mb):
+                cols = order[b : b + mb]
+                txt = {"tokens": tokens[cols].to(dev), "mask": mask[cols].to(dev)}
+                scores[a : a + nb, cols.to(dev)] += alpha * self.pair_scores(img, txt)
+        return scores.to(out_device)
+
+    # ---- training -------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Bidirectional hinge triplet on the full in-batch score matrix (Eq. 15)."""
+        img, txt = self.encode_image(batch), self.encode_text(batch)
+        scores = img["i0"] @ txt["c0"].t()  # (B, B): row b's caption matches image b
+        if self.cfg.alpha:
+            scores = scores + self.cfg.alpha * self.pair_scores(img, txt)
+        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        loss = triplet_loss(scores, positives, margin=self.cfg.margin, hardest=self.cfg.max_violation)
+        return {"loss": loss, "triplet": loss.detach()}
+
+    def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
+        """Adam at `lr`, x0.1 after `lr_decay_epochs` epochs (the loop steps it once per epoch)."""
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        return [(opt, step_lr(opt, self.cfg.lr_decay_epochs))]

@@ -1,0 +1,103 @@
+"""Text-only sentiment baseline on the cached token features: what the sentiment heads score
+without the image.
+
+It stands for the "RoBERTa" row of the ITM paper's Table 3 (Yu et al., IJCAI 2022, seeds/000):
+RoBERTa reads the (sentence with `$T$`, target) pair and its first token is classified. Here the
+encoder is frozen and cached, so the head is ITM's fusion branch without the image: a trainable
+Linear on the cached tokens, one Transformer layer, the first token, a linear classifier.
+It trains on either sentiment task (targets for ITM's datasets, posts for ITIN's).
+
+Shapes: B batch, L tokens, D = d.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from heads.attention import TransformerBlock
+from heads.base import HEADS, Head
+
+
+@dataclass
+class TextOnlyConfig:
+    """Defaults match ITM's (the paper's training set-up for its RoBERTa baseline)."""
+
+    text: str = "text/roberta-base"  # feature set of the frozen token features
+    records: str = "auto"  # "target", "post", or "auto" (targets when the store has labelled ones)
+    d: int = 768  # model width
+    heads: int = 12  # attention heads
+    ff: int = 3072  # feed-forward width
+    layers: int = 1  # Transformer layers on top of the frozen encoder
+    dropout: float = 0.1  # dropout inside the Transformer layers and before the classifier
+    pool: str = "first"  # "first" token (as RoBERTa's <s>) or "mean" of the real tokens
+    lr: float = 1e-5  # AdamW learning rate (the paper's; larger suits a frozen encoder)
+    weight_decay: float = 0.01  # AdamW weight decay
+    batch_size: int = 32  # samples per batch
+    epochs: int = 10  # passes over the training set
+    grad_clip: float = 0.0  # gradient-norm clipping (0 = off)
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "mvsa-single": {"text": "text/bert-base-uncased"},  # ITIN's encoder on MVSA
+        "mvsa-multiple": {"text": "text/bert-base-uncased"},
+        "demo": {"text": "text/all-minilm-l6-v2"},  # the bundled small encoder
+    }
+
+    def __post_init__(self) -> None:
+        for name in ("d", "heads", "ff", "layers", "batch_size", "epochs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"text-only: {name} must be >= 1, got {getattr(self, name)}")
+        if self.d % self.heads:
+            raise ValueError(f"text-only: d={self.d} must be divisible by heads={self.heads}")
+        if self.pool not in ("first", "mean"):
+            raise ValueError(f"text-only: pool must be 'first' or 'mean', got {self.pool!r}")
+        if not 0.0 <= self.dropout < 1.0 or self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError("text-only: need 0 <= dropout < 1, lr > 0, weight_decay >= 0, grad_clip >= 0")
+        if self.records not in ("auto", "target", "post"):
+            raise ValueError(f"text-only: records must be auto, target or post, got {self.records!r}")
+        if not self.text.startswith("text/"):
+            raise ValueError(f"text-only: text must name a text/... feature set, got {self.text!r}")
+
+
+@HEADS.register("text-only")
+class TextOnly(Head):
+    """Cached tokens (B, L, token_dim) -> 3 sentiment logits; no image input."""
+
+    task: ClassVar[str] = "sentiment"
+    inputs: ClassVar[tuple[str, ...]] = ("tokens", "text_mask", "label")
+    config_class: ClassVar[type] = TextOnlyConfig
+
+    def __init__(self, cfg: TextOnlyConfig | None = None, token_dim: int = 768):
+        super().__init__()
+        self.cfg = cfg = cfg or TextOnlyConfig()
+        self.token_proj = nn.Linear(token_dim, cfg.d)  # adapter on the frozen encoder output
+        self.encoder = nn.ModuleList(TransformerBlock(cfg.d, cfg.heads, cfg.ff, cfg.dropout) for _ in range(cfg.layers))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.d, 3)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 3) sentiment logits (0 negative, 1 neutral, 2 positive)."""
+        mask = batch["text_mask"].bool()  # (B, L)
+        h = self.token_proj(batch["tokens"].float())  # (B, L, D)
+        for layer in self.encoder:
+            h = layer(h, mask)
+        if self.cfg.pool == "first":
+            pooled = h[:, 0]  # (B, D)
+        else:
+            pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        return self.classifier(self.drop(pooled))
+
+    def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self(batch)}
+
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        ce = F.cross_entropy(self(batch), batch["label"].long())
+        return {"loss": ce, "ce": ce.detach()}
+
+    def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        return [(opt, None)]

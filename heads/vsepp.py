@@ -1,0 +1,132 @@
+"""`vsepp`: VSE++, a joint embedding trained with the hardest-negative triplet loss.
+
+Faghri, Fleet, Kiros, Fidler, "VSE++: Improving Visual-Semantic Embeddings with Hard
+Negatives", BMVC 2018 (the precomputed-feature variant). It is also mFSR's baseline (the
+"semantic" loss alone on plain encoders, Pattern Recognition 2021).
+
+Image side: one CNN vector per image (`image = "global/..."`, ResNet-152 pooled in the paper)
+or the mean of the region features (`image = "regions/..."`) -> Linear(D, 1024) -> L2 norm.
+Text side: word ids -> embedding 300 -> GRU(1024), last step -> L2 norm; or cached token
+features of a frozen encoder, mean-pooled -> Linear -> L2 norm. Score = cosine.
+Adam 2e-4 for 15 epochs then 2e-5 for 15, batch 128, margin 0.2, max violation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from heads.attention import l2norm, masked_mean
+from heads.base import HEADS, Head
+from heads.losses import positives_from_index, triplet_loss
+from heads.scan import step_lr
+from heads.text_encoders import GRUTextEncoder, TokenProjection
+
+
+@dataclass
+class VSEPPConfig:
+    """VSE++ hyper-parameters (Faghri et al., BMVC 2018)."""
+
+    image: str = "global/resnet152"  # "global/..." CNN vector per image, or "regions/..." mean-pooled
+    text: str = "words/vocab"  # "words/..." word ids for the GRU; "text/..." frozen token features
+    embed_size: int = 1024  # joint space width (= GRU hidden size)
+    word_dim: int = 300  # word embedding width
+    gru_layers: int = 1  # GRU layers
+    margin: float = 0.2  # triplet margin
+    max_violation: bool = True  # hardest negative (VSE++) instead of the sum over negatives (VSE0)
+    sum_negatives_epochs: int = 0  # first epochs that sum over all negatives
+    lr: float = 2e-4  # Adam learning rate
+    lr_decay_epochs: int = 15  # x0.1 every this many epochs (0 = never)
+    epochs: int = 30  # training epochs
+    batch_size: int = 128  # pairs per batch
+    grad_clip: float = 2.0  # gradient-norm clipping (0 = off)
+
+    def __post_init__(self) -> None:
+        if not self.image.startswith(("global/", "regions/")):
+            raise ValueError(f"image must name a global/... or regions/... feature set, got {self.image!r}")
+        if not self.text.startswith(("words/", "text/")):
+            raise ValueError(f"text must name a words/... or text/... feature set, got {self.text!r}")
+        for name in ("embed_size", "word_dim", "gru_layers", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2 (negatives come from the batch)")
+        if self.margin < 0 or self.lr <= 0 or self.grad_clip < 0 or self.lr_decay_epochs < 0:
+            raise ValueError("margin, grad_clip, lr_decay_epochs must be >= 0 and lr > 0")
+
+    @property
+    def uses_regions(self) -> bool:
+        return self.image.startswith("regions/")
+
+    @property
+    def uses_tokens(self) -> bool:
+        return self.text.startswith("text/")
+
+
+@HEADS.register("vsepp")
+class VSEPP(Head):
+    """Two encoders into one space; score = dot product of unit vectors."""
+
+    task = "retrieval"
+    config_class = VSEPPConfig
+
+    def __init__(self, cfg: VSEPPConfig, region_dim: int = 2048, global_dim: int = 2048,
+                 vocab_size: int = 0, token_dim: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        self.epoch = 0
+        image_key = "regions" if cfg.uses_regions else "global"
+        text_key = "tokens" if cfg.uses_tokens else "word_ids"
+        self.inputs = (image_key, text_key, "text_mask", "text_len", "image_index")
+        self.img_fc = nn.Linear(region_dim if cfg.uses_regions else global_dim, cfg.embed_size)
+        nn.init.xavier_uniform_(self.img_fc.weight)
+        nn.init.zeros_(self.img_fc.bias)
+        if cfg.uses_tokens:
+            if token_dim < 1:
+                raise ValueError(f"text={cfg.text!r} needs token_dim from the data")
+            self.txt_enc: nn.Module = TokenProjection(token_dim, cfg.embed_size)
+        else:
+            self.txt_enc = GRUTextEncoder(vocab_size, cfg.word_dim, cfg.embed_size, cfg.gru_layers)
+
+    def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"emb": (B, h)} unit-norm."""
+        if self.cfg.uses_regions:
+            regions = batch["regions"].float()
+            mask = batch.get("region_mask")
+            if mask is None:
+                mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
+            x = masked_mean(regions, mask[..., None], dim=1)  # (B, D)
+        else:
+            x = batch["global"].float()  # (B, D)
+        return {"emb": l2norm(self.img_fc(x))}
+
+    def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{"emb": (B, h)} unit-norm."""
+        if self.cfg.uses_tokens:
+            _, sentence = self.txt_enc(batch["tokens"], batch["text_mask"])
+        else:
+            _, sentence = self.txt_enc(batch["word_ids"], batch["text_len"])
+        return {"emb": l2norm(sentence)}
+
+    def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        return img["emb"] @ txt["emb"].T  # (I, T)
+
+    def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
+        return 8
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scores = self.score(self.encode_image(batch), self.encode_text(batch))  # (B, B)
+        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        hardest = self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
+        loss = triplet_loss(scores, positives, self.cfg.margin, hardest)
+        return {"loss": loss, "triplet": loss.detach()}
+
+    def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
+        return [(opt, step_lr(opt, self.cfg.lr_decay_epochs))]

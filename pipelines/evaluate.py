@@ -1,0 +1,97 @@
+"""Evaluate a trained run: `evaluate_run(run_dir, split="test", protocol="1k", examples=0)`.
+
+Rebuilds the head from the run's `config.json` and `data_info.json`, loads its best
+checkpoint, scores the split through the head's task and writes, next to the run,
+`eval-<split>-<protocol>.json` and `eval-<split>-<protocol>.md` (a markdown table); with
+`examples > 0` also `examples-<split>.png` (top retrieved captions per image query and top
+images per caption query, for retrieval runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pipelines.train_utils import atomic_json, load_checkpoint
+
+RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
+                     ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
+
+
+def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
+    """The head of a run (best checkpoint, eval mode) with its task, configs and device."""
+    from heads.build import construct, head_class
+    from pipelines.tasks import TASKS
+    from pipelines.train import CHECKPOINTS, LoopConfig, pick_device
+    from store import open_store
+
+    run = Path(run_dir)
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: is {run} a run written by `lighthead train heads`?")
+    run_config = json.loads(config_path.read_text())
+    data_info = json.loads((run / "data_info.json").read_text())
+    cls = head_class(run_config["head"])
+    cfg = cls.config_class(**_tuples(cls.config_class, run_config["config"]))
+    loop = LoopConfig(**run_config["loop"])
+    store = open_store(run_config["store"])
+    task = TASKS.get(cls.task)(store, cfg, run_config["dataset"], loop.task_options())
+    dev = pick_device(device)
+    head = construct(cls, cfg, data_info).to(dev)
+    ckpt = run / CHECKPOINTS / "best.pt"
+    if not ckpt.is_file():
+        ckpt = run / CHECKPOINTS / "last.pt"
+    load_checkpoint(ckpt, head, device=dev)
+    head.eval()
+    return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}
+
+
+def _tuples(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
+    """JSON turned tuples into lists; give tuple-typed fields their tuples back."""
+    from heads.build import config_fields
+
+    fields = config_fields(config_class)
+    out = {}
+    for k, v in values.items():
+        if k not in fields:
+            raise ValueError(f"config.json has key {k!r} that {config_class.__name__} lacks (code changed?)")
+        out[k] = tuple(v) if isinstance(v, list) and "tuple" in str(fields[k]) else v
+    return out
+
+
+def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str = "1k", examples: int = 0,
+                 device: str | None = None) -> dict[str, Any]:
+    """Score a run on `split`; writes JSON + markdown (+ an examples figure) into the run."""
+    if protocol not in ("1k", "5k"):
+        raise ValueError(f"protocol must be 1k or 5k, got {protocol!r}")
+    ctx = load_run(run_dir, device)
+    head, task, run = ctx["head"], ctx["task"], ctx["run"]
+    if not task.has_split(split):
+        raise ValueError(f"the store of {run} has no {split!r} split")
+    metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
+    if task.name == "sentiment":  # + confusion matrix JSON/plot and the sentiment table
+        from pipelines.evaluate_sentiment import report
+        report(task, head, split, ctx["device"], run, examples=0, metrics=metrics)
+    metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
+    stem = f"eval-{split}-{protocol}"
+    if examples > 0:
+        metrics["examples"] = str(task.examples(head, split, ctx["device"], examples, run / f"examples-{split}.png"))
+    atomic_json(run / f"{stem}.json", metrics)
+    (run / f"{stem}.md").write_text(markdown_table(metrics) + "\n")
+    return metrics
+
+
+def markdown_table(metrics: dict[str, Any]) -> str:
+    """One-row markdown table: the retrieval columns when present, else every numeric metric."""
+    title = f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}"
+    if "rsum" in metrics:
+        cols = RETRIEVAL_COLUMNS
+        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images)"
+    else:
+        cols = [(k, k) for k, v in metrics.items() if isinstance(v, float)]
+    head = "| " + " | ".join(name for _, name in cols) + " |"
+    rule = "|" + "|".join("---:" for _ in cols) + "|"
+    row = "| " + " | ".join(f"{metrics[k]:.1f}" for k, _ in cols) + " |"
+    return f"**{title.strip()}**\n\n{head}\n{rule}\n{row}"

@@ -1,0 +1,15 @@
+"""Sweeps over cached features: a grid or random search over a head's config on dask.
+
+`spec` (what to try), `trial` (one dask task: train one config into its own folder),
+`engine` (clusters, submission, retries, skipping finished trials), `report` (summary.csv,
+best.json, sweep.png).
+"""
+
+from pipelines.sweep.engine import ClusterOptions, SweepResult, check_spec, connect, print_result, run_sweep
+from pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, load_sweep_file
+from pipelines.sweep.trial import DEFAULT_TRAIN, run_trial
+
+__all__ = [
+    "ClusterOptions", "DEFAULT_TRAIN", "Range", "SweepResult", "SweepSpec", "Trial", "check_spec", "connect",
+    "from_args", "load_sweep_file", "print_result", "run_sweep", "run_trial",
+]

@@ -1,0 +1,13 @@
+"""Tasks: store -> batches for a head, and a head's metrics on a split.
+
+`TASKS` maps a head's `task` name to its Task class. Every task module is imported
+explicitly below (one line each) so registration never depends on import order.
+"""
+
+from pipelines.tasks.base import TASKS, Task, TaskOptions
+
+# One line per task module; add yours here.
+from pipelines.tasks import retrieval  # noqa: F401,E402
+from pipelines.tasks import sentiment  # noqa: F401,E402
+
+__all__ = ["TASKS", "Task", "TaskOptions"]

@@ -1,0 +1,271 @@
+"""The one training loop shared by every head (retrieval and sentiment).
+
+    train("casc", store="stores/coco", out="runs/casc-coco", overrides={"embed_size": 256})
+
+- config: the head's dataclass (paper defaults, dataset defaults, `--set` overrides) plus the
+  loop's own `LoopConfig` (seed, AMP, data path, validation); unknown keys name the valid ones;
+- data: only from the store, through the head's task (`pipelines/tasks/`);
+- each step: forward `head.loss(batch)` (AMP on GPU: bf16, or fp16 with a GradScaler), backward,
+  gradient clipping per optimiser (`grad_clip`), every optimiser of `head.optimizers()` steps;
+  their LR schedulers step once per epoch; `head.start_epoch(e)` is called when defined;
+- after each epoch: validation, `checkpoints/last.pt` (everything needed to resume, RNG
+  states included) and, when the task's selection metric improves, `checkpoints/best.pt`;
+- at the end: the best epoch is reloaded and scored on the test split; `metrics.json`,
+  `config.json` and `data_info.json` are in the run directory.
+Seeded and deterministic on CPU: the same seed gives the same metrics, and a resumed run the
+same as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from heads.build import config_fields, construct, head_class, make_config, parse_overrides
+from pipelines.tasks import TASKS, TaskOptions
+from pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, save_checkpoint
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class LoopConfig:
+    """Settings of the loop itself, set like head keys (`--set seed=1`)."""
+
+    seed: int = 0  # seeds model init, shuffling and every RNG
+    amp: bool = True  # mixed precision on GPU (bf16 where supported, else fp16 + GradScaler)
+    workers: int = 0  # DataLoader workers when features are read from disk per batch
+    preload_mb: int = 4096  # feature sets of a split smaller than this are read into RAM once
+    eval_batch: int = 256  # items per encoding batch in evaluation
+    eval_budget_mb: int = 1024  # memory for one block of scored pairs
+    val_images: int = 1000  # validate on the first N images (0 = the whole split)
+    val_every: int = 1  # validate every N epochs (the last epoch always)
+    test: bool = True  # score the best epoch on the test split at the end
+    protocol: str = "1k"  # test protocol for COCO: 1k (five folds) or 5k
+
+    def __post_init__(self) -> None:
+        if self.val_every < 1:
+            raise ValueError("val_every must be >= 1")
+        if self.protocol not in ("1k", "5k"):
+            raise ValueError(f"protocol must be 1k or 5k, got {self.protocol!r}")
+
+    def task_options(self) -> TaskOptions:
+        return TaskOptions(preload_mb=self.preload_mb, workers=self.workers, eval_batch=self.eval_batch,
+                           eval_budget_mb=self.eval_budget_mb, val_images=self.val_images)
+
+
+def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name: str) -> tuple[dict, dict]:
+    """Route `key=value` overrides to the head config or the loop config."""
+    head_keys, loop_keys = config_fields(config_class), config_fields(LoopConfig)
+    head_over, loop_over = {}, {}
+    for key, value in overrides.items():
+        if key in head_keys:
+            head_over[key] = value
+        elif key in loop_keys:
+            loop_over[key] = value
+        else:
+            raise KeyError(f"unknown config key {key!r} for {head_name}; head keys: {', '.join(sorted(head_keys))}; "
+                           f"loop keys: {', '.join(sorted(loop_keys))}")
+    return head_over, loop_over
+
+
+def dataset_name(store: Any, dataset: str | None) -> str:
+    if dataset:
+        return dataset
+    if store.has_json("dataset"):
+        return str(store.read_json("dataset")["name"])
+    raise ValueError(f"{store.path} records no dataset name (artifact 'dataset'); pass --dataset")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
+            overrides: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
+    """Resolve configs, open the store and build the task (shared with evaluation and sweeps)."""
+    from store import open_store
+
+    cls = head_class(head_name)
+    head_over, loop_over = split_overrides(cls.config_class, overrides, head_name)
+    store = open_store(store_path)
+    dataset = dataset_name(store, dataset)
+    cfg = make_config(cls.config_class, head_over, dataset, what=head_name)
+    if epochs is not None:
+        if not hasattr(cfg, "epochs"):
+            raise ValueError(f"{head_name} has no epochs setting")
+        cfg = dataclasses.replace(cfg, epochs=int(epochs))
+    loop = make_config(LoopConfig, loop_over, what="loop")
+    task = TASKS.get(cls.task)(store, cfg, dataset, loop.task_options())
+    return {"cls": cls, "cfg": cfg, "loop": loop, "store": store, "dataset": dataset, "task": task}
+
+
+def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, dataset: str | None = None,
+          epochs: int | None = None, overrides: Mapping[str, Any] | list[str] | None = None,
+          device: str | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train `head_name` on the store's cached features; returns (and writes) metrics.json's dict."""
+    overrides = parse_overrides(overrides)
+    out = Path(out)
+    last_path = out / CHECKPOINTS / "last.pt"
+    if last_path.exists() and not resume:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not last_path.exists():
+        raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
+    if resume:  # without new settings, continue with the run's own
+        old = json.loads((out / "config.json").read_text())
+        overrides = overrides or parse_overrides(old.get("overrides"))
+        epochs = epochs if epochs is not None else old["config"].get("epochs")
+    ctx = prepare(head_name, store, dataset, overrides, epochs)
+    cls, cfg, loop, task = ctx["cls"], ctx["cfg"], ctx["loop"], ctx["task"]
+    dev = pick_device(device)
+    seed_everything(loop.seed)
+    data_info = task.data_info()
+    head = construct(cls, cfg, data_info).to(dev)
+    optimizers = head.optimizers()
+    run_config = {
+        "head": head_name, "task": cls.task, "dataset": ctx["dataset"], "store": str(Path(store).resolve()),
+        "config": dataclasses.asdict(cfg), "loop": dataclasses.asdict(loop),
+        "overrides": {k: str(v) for k, v in overrides.items()}, "device": str(dev),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+    if resume:
+        _check_same_run(out, run_config)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_json(out / "config.json", run_config)
+    atomic_json(out / "data_info.json", data_info)
+
+    amp_dtype = _amp_dtype(dev, loop.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "history": []}
+    if resume:
+        state = load_checkpoint(last_path, head, optimizers, scaler, dev)
+    n_epochs = int(getattr(cfg, "epochs", 10))
+    batch_size = int(getattr(cfg, "batch_size", 128))
+    grad_clip = float(getattr(cfg, "grad_clip", 0.0) or 0.0)
+    has_val = task.has_split("val")
+    metric = task.selection_metric
+
+    for epoch in range(state["epoch"] + 1, n_epochs):
+        head.train()
+        if hasattr(head, "start_epoch"):
+            head.start_epoch(epoch)
+        batches = task.train_batches(tuple(head.inputs), batch_size, loop.seed, epoch)
+        stats = _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip,
+                           EpochProgress(f"{head_name} epoch {epoch + 1}/{n_epochs}", len(batches), progress))
+        for _, sched in optimizers:
+            if sched is not None:
+                sched.step()
+        entry: dict[str, Any] = {"epoch": epoch + 1, **stats}
+        if has_val and ((epoch + 1) % loop.val_every == 0 or epoch + 1 == n_epochs):
+            val = task.evaluate(head, "val", dev, limit=loop.val_images)
+            entry["val"] = val
+            improved = val[metric] > state["best"]
+        else:
+            improved = not has_val  # without a validation split the last epoch is kept
+        if improved:
+            state["best"] = entry["val"][metric] if has_val else state["best"]
+            state["best_epoch"] = epoch + 1
+            save_checkpoint(out / CHECKPOINTS / "best.pt", head)
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        save_checkpoint(last_path, head, optimizers, scaler, state)
+        atomic_json(out / "metrics.json", _summary(run_config, state, metric, None))
+        if progress:
+            EpochProgress.report(entry, metric)
+
+    if n_epochs == 0 or state["best_epoch"] < 0:
+        raise ValueError("no epoch was trained (epochs = 0?)")
+    load_checkpoint(out / CHECKPOINTS / "best.pt", head, device=dev)
+    test = None
+    if loop.test and task.has_split("test"):
+        test = task.evaluate(head, "test", dev, protocol=loop.protocol)
+    metrics = _summary(run_config, state, metric, test)
+    atomic_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    n_samples, n_steps = 0, 0
+    start = time.perf_counter()
+    with bar:
+        for batch in batches:
+            # non-tensor values (ITM's batch["phase"]) pass through as they are
+            batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            # a head trained in alternating phases (ITM) names the one optimiser a batch steps
+            stepping = [optimizers[head.optimizer_index(batch)]] if hasattr(head, "optimizer_index") else optimizers
+            for opt, _ in optimizers:
+                opt.zero_grad(set_to_none=True)
+            with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                parts = head.loss(batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {n_steps} (lower the lr or check the data)")
+            scaler.scale(loss).backward()
+            for opt, _ in stepping:
+                scaler.unscale_(opt)
+                if grad_clip > 0:
+                    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                scaler.step(opt)
+            scaler.update()
+            b = len(next(v for v in batch.values() if torch.is_tensor(v)))
+            n_samples += b
+            n_steps += 1
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
+            bar.advance(sums["loss"] / n_samples, n_samples / max(1e-9, time.perf_counter() - start))
+    seconds = time.perf_counter() - start
+    stats = {k: v / max(1, n_samples) for k, v in sums.items()}
+    stats.update(samples=n_samples, seconds=seconds, samples_per_s=n_samples / max(1e-9, seconds))
+    return stats
+
+
+def _amp_dtype(dev: torch.device, amp: bool) -> torch.dtype | None:
+    if not amp or dev.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> dict[str, Any]:
+    history = state["history"]
+    best = next((h for h in history if h["epoch"] == state["best_epoch"]), None)
+    return {
+        "head": run_config["head"], "dataset": run_config["dataset"], "selection_metric": metric,
+        "epochs_done": state["epoch"] + 1, "best_epoch": state["best_epoch"],
+        "val": best.get("val") if best else None, "test": test,
+        "train_seconds": sum(h["seconds"] for h in history),
+        "samples_per_s": float(np.mean([h["samples_per_s"] for h in history])) if history else 0.0,
+        "history": history,
+    }
+
+
+def _check_same_run(out: Path, run_config: dict) -> None:
+    """A resumed run must keep its head, data and config (only epochs may grow)."""
+    old = json.loads((out / "config.json").read_text())
+    run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
+    diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
+    diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]
+    diffs += [f"loop.{k}" for k, v in run_config["loop"].items() if old["loop"].get(k) != v]
+    if diffs:
+        raise ValueError(f"--resume with a different setup than {out}/config.json: {', '.join(diffs)}")

@@ -1,0 +1,77 @@
+"""Every registered head: config, inputs, and (retrieval heads) shapes, NaNs and gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import heads
+from heads.base import BATCH_KEYS, HEADS
+from heads.build import build_head, make_config, parse_overrides, parse_value
+from tests.heads.conftest import random_batch
+
+# Tiny widths per head (width 32 or less, nothing downloaded); heads not listed use defaults.
+TINY = {
+    "scan": {"embed_size": "16", "word_dim": "8"},
+    "casc": {"embed_size": "16", "word_dim": "8", "label_hidden": "8"},
+    "vsepp": {"embed_size": "16", "word_dim": "8"},
+    "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
+    "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "2", "gen_width": "8", "disc_width": "8"},
+}
+INFO = {"dataset": "demo", "region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12,
+        "num_labels": 7, "num_regions": 4, "thumb_size": 16}
+
+
+def test_my_heads_are_registered():
+    assert {"casc", "scan", "vsepp"} <= set(HEADS.names())
+    assert heads.HEADS is HEADS
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_config_defaults_and_inputs(name):
+    cls = HEADS.get(name)
+    assert dataclasses.is_dataclass(cls.config_class), name
+    cfg = cls.config_class()  # paper defaults are valid
+    assert cls.task in ("retrieval", "sentiment")
+    for f in dataclasses.fields(cfg):
+        assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, f.name
+
+
+@pytest.mark.parametrize("name", [n for n in HEADS.names() if HEADS.get(n).task == "retrieval"])
+def test_retrieval_head_forward_and_gradients(name):
+    torch.manual_seed(0)
+    head = build_head(name, INFO, TINY.get(name, {}))
+    assert set(head.inputs) <= set(BATCH_KEYS)
+    batch = random_batch(b=4, region_dim=10)
+    out = head.loss(batch)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    for pname, p in head.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: {pname}"
+    head.eval()
+    with torch.no_grad():
+        s = head.score(head.encode_image(batch), head.encode_text({k: v[:3] for k, v in batch.items()}))
+    assert s.shape == (4, 3) and torch.isfinite(s).all()
+
+
+def test_unknown_override_names_the_valid_keys():
+    with pytest.raises(KeyError) as e:
+        build_head("casc", INFO, {"lambda": "3"})
+    assert "lambda_i2t" in str(e.value) and "label_type" in str(e.value)
+
+
+def test_override_parsing():
+    from heads.casc import CASCConfig
+
+    cfg = make_config(CASCConfig, parse_overrides(["beta=0.5", "max_violation=false", "num_labels=300",
+                                                   "label_type=verbs"]))
+    assert (cfg.beta, cfg.max_violation, cfg.num_labels, cfg.label_type) == (0.5, False, 300, "verbs")
+    assert parse_value("1,2,3", tuple[int, ...]) == (1, 2, 3)
+    assert parse_value("none", int | None) is None
+    assert parse_value("1e3", int) == 1000
+    with pytest.raises(ValueError, match="boolean"):
+        parse_value("maybe", bool)
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["beta"])

@@ -1,0 +1,117 @@
+"""Evaluation: block scoring, COCO folds, `evaluate_run` files, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from heads.build import build_head
+from pipelines.scoring import block_sizes, score_all, score_blocks
+from tests.conftest_helpers import build_retrieval_store
+from tests.heads.conftest import random_batch
+
+TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_retrieval_store(tmp_path_factory.mktemp("eval") / "store", n_images=30, splits=(20, 5, 5),
+                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=3)
+
+
+@pytest.mark.parametrize("name", ["casc", "scan", "vsepp"])
+def test_blocks_under_a_tiny_budget_equal_one_shot(name):
+    torch.manual_seed(0)
+    info = {"region_dim": 10, "global_dim": 10, "vocab_size": 20, "num_labels": 7}
+    head = build_head(name, info, {"embed_size": "8", "word_dim": "6"}).eval()
+    batch = random_batch(b=7, region_dim=10)
+    with torch.no_grad():
+        img, txt = head.encode_image(batch), head.encode_text(batch)
+        full = head.score(img, txt)
+        chunks = [{k: v[:3] for k, v in txt.items()}, {k: v[3:] for k, v in txt.items()}]
+        tiny = score_blocks(head, img, chunks, budget_bytes=1)  # one pair per block
+    torch.testing.assert_close(tiny, full, atol=1e-6, rtol=0)
+
+
+def test_score_all_restores_the_caption_order():
+    torch.manual_seed(0)
+    head = build_head("vsepp", {"global_dim": 10, "vocab_size": 20}, {"embed_size": "8", "word_dim": "6"})
+    batch = random_batch(b=6, region_dim=10)
+    order = np.array([3, 0, 5, 1, 4, 2])  # captions encoded in this order
+    texts = [{k: v[order[a:a + 2]] for k, v in batch.items()} for a in range(0, 6, 2)]
+    sims = score_all(head, [batch], texts, torch.device("cpu"), text_order=order)
+    with torch.no_grad():
+        want = head.score(head.encode_image(batch), head.encode_text(batch)).numpy()
+    np.testing.assert_allclose(sims, want, atol=1e-6)
+    assert head.training  # evaluation puts the head back in training mode
+
+
+def test_block_sizes_respect_the_budget():
+    bi, bt = block_sizes(per_pair=1000, n_images=5000, n_texts=256, budget_bytes=1 << 20)
+    assert bi * bt * 1000 <= 1 << 20 and bt == 256 and bi == 4
+    assert block_sizes(10**9, 10, 10, 1) == (1, 1)
+
+
+def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
+    """A 5,000-image split is scored as five 1,000-image folds (1k) or whole (5k)."""
+    from heads.build import head_class, make_config
+    from pipelines.tasks.retrieval import RetrievalTask, SplitData
+    from store import open_store
+
+    cfg = make_config(head_class("vsepp").config_class, {})
+    task = RetrievalTask(open_store(store), cfg, "coco")
+    fake = SplitData(image_ids=[f"i{i}" for i in range(5000)], record_ids=[], text_ids=[], texts=[], image_paths=[])
+    monkeypatch.setattr(task, "_require", lambda split: fake)
+    calls = []
+
+    def scores(head, split, device, start=0, stop=None):
+        calls.append((start, stop))
+        n = stop - start
+        perfect = np.kron(np.eye(n), np.ones((1, 5)))
+        return perfect if start == 0 else np.zeros((n, 5 * n))  # fold 0 perfect, others all ties
+
+    monkeypatch.setattr(task, "scores", scores)
+    m = task.evaluate(None, "test", torch.device("cpu"), protocol="1k")
+    assert calls == [(0, 1000), (1000, 2000), (2000, 3000), (3000, 4000), (4000, 5000)]
+    assert m["folds"] == 5 and m["i2t_r1"] == pytest.approx(20.0) and m["rsum"] == pytest.approx(120.0)
+    assert m["fold_rsum"] == [600.0, 0.0, 0.0, 0.0, 0.0]
+    calls.clear()
+    m5 = task.evaluate(None, "test", torch.device("cpu"), protocol="5k")
+    assert calls == [(0, 5000)] and m5["folds"] == 1 and m5["protocol"] == "5k"
+
+
+def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path):
+    from pipelines.evaluate import evaluate_run
+    from pipelines.train import train
+
+    run = tmp_path / "run"
+    trained = train("casc", store, run, epochs=1, overrides={**TINY, "label_hidden": "8"}, progress=False)
+    m = evaluate_run(run, split="test", protocol="1k", examples=2)
+    assert m["rsum"] == pytest.approx(trained["test"]["rsum"])  # same checkpoint, same scores
+    assert json.loads((run / "eval-test-1k.json").read_text())["i2t_r1"] == m["i2t_r1"]
+    table = (run / "eval-test-1k.md").read_text()
+    assert "| i2t R@1 |" in table and f"{m['rsum']:.1f}" in table
+    assert (run / "examples-test.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="protocol"):
+        evaluate_run(run, protocol="10k")
+
+
+def test_cli_train_then_evaluate(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    runner = CliRunner()
+    run = tmp_path / "cli-run"
+    args = ["train", "heads", "vsepp", "--store", str(store), "--out", str(run), "--epochs", "1", "--no-progress"]
+    for kv in ("embed_size=8", "word_dim=8", "batch_size=16"):
+        args += ["--set", kv]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.json").is_file() and (run / "config.json").is_file()
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "val", "--examples", "1"])
+    assert result.exit_code == 0, result.output
+    assert "rsum" in result.output and (run / "eval-val-1k.json").is_file() and (run / "examples-val.png").is_file()
