@@ -5,8 +5,14 @@ PY := $(VENV)/bin/python
 LH := $(VENV)/bin/lighthead
 DATASET ?= demo
 HEAD ?= casc
+DEMO_OUT ?= demo-out
+ifeq ($(DATASET),demo)
+DATA ?= $(DEMO_OUT)/data
+STORE ?= $(DEMO_OUT)/store
+else
 DATA ?= $(if $(LIGHTHEAD_DATA),$(LIGHTHEAD_DATA)/$(DATASET),data/$(DATASET))
 STORE ?= stores/$(DATASET)
+endif
 RUN ?= runs/$(HEAD)-$(DATASET)
 BENCH_ARGS ?= --quick
 EXTRACT_ARGS ?=
@@ -26,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install ## generate the demo dataset, extract its features, train and evaluate heads (CPU, minutes)
-	$(LH) demo --out demo-out
+	$(LH) demo --out $(DEMO_OUT)
 
 test: install ## run the tests (CPU, no network; GPU tests are deselected)
 	$(PY) -m pytest -q -m "not gpu"
@@ -40,10 +46,19 @@ bench: install ## run the benchmarks in their quick mode and print their ratios 
 	$(PY) bench/sweep.py $(BENCH_ARGS)
 
 extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]
+ifeq ($(DATASET),demo)
+	$(LH) demo --out $(DEMO_OUT) --stages data,extract
+else
 	$(LH) extract --dataset $(DATASET) --root $(DATA) --store $(STORE) $(EXTRACT_ARGS)
+endif
 
-train: install ## train a head on a store: make train HEAD=casc DATASET=demo
-	$(LH) train heads $(HEAD) --store $(STORE) --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS)
+train: install ## train and evaluate a head on a store: make train HEAD=casc DATASET=demo (builds the demo store if absent)
+ifeq ($(DATASET),demo)
+	test -f $(STORE)/meta/records.json || $(LH) demo --out $(DEMO_OUT) --stages data,extract
+endif
+	$(LH) train heads $(HEAD) --store $(STORE) --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS) \
+		$(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
+	$(LH) evaluate $(RUN)
 
 clean: ## remove generated demo outputs (keeps .venv)
-	rm -rf demo-out runs
+	rm -rf $(DEMO_OUT) runs

@@ -21,7 +21,7 @@ on top, global semantic consistency (Sec. III-C):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -45,6 +45,11 @@ class CASCConfig(SCANConfig):
     beta: float = 0.8  # test-score weight of the local scores (Eq. 13); 1 = local only
     lr_global: float = 1e-2  # Adam learning rate of the label classifier
     global_decay_epochs: int = 10  # x0.1 on lr_global every this many epochs (0 = never)
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        **SCANConfig.DATASET_DEFAULTS,
+        "demo": {**SCANConfig.DATASET_DEFAULTS["demo"], "label_hidden": 256},
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -59,7 +59,8 @@ class ItinConfig:
     RECORD_KIND: ClassVar[str] = "post"  # trains on image-text posts (MVSA, demo)
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "mvsa-multiple": {"batch_size": 128},
-        "demo": {"text": "text/all-minilm-l6-v2"},  # the bundled small encoder
+        # the bundled small encoder; CPU-sized
+        "demo": {"text": "text/all-minilm-l6-v2", "d": 128, "k": 128, "epochs": 10, "batch_size": 32},
     }
 
     def __post_init__(self) -> None:

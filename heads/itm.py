@@ -79,7 +79,8 @@ class ItmConfig:
     RECORD_KIND: ClassVar[str] = "target"  # trains on (sentence, target, image) records
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # the bundled small encoder; the demo store's regions are at most 36 per image
-        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-36"},
+        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-36", "d": 64, "heads": 4,
+                 "ff": 128, "epochs": 6, "batch_size": 32, "lr": 1e-3, "aux_lr": 1e-3},
     }
 
     def __post_init__(self) -> None:

@@ -39,7 +39,7 @@ Deviations, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,12 @@ class MFSRConfig:
     disc_lr: float = 2e-4  # Adam learning rate of D1/D2 (DCGAN's)
     disc_beta1: float = 0.5  # Adam beta1 of D1/D2 (DCGAN's)
     grad_clip: float = 2.0  # gradient-norm clipping per optimiser (VSE++ practice; 0 = off)
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
+        "demo": {"image": "global/resnet18", "embed_dim": 384, "gru_layers": 1, "gen_width": 16, "disc_width": 16,
+                 "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+    }
 
     def __post_init__(self) -> None:
         if self.part_dim is None:

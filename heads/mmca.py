@@ -26,7 +26,7 @@ batch dimension; the block size follows from a memory budget.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,12 @@ class MMCAConfig:
     batch_size: int = 64  # pairs per training batch
     grad_clip: float = 2.0  # gradient norm clip (VSE++ practice; 0 = off)
     score_budget_mb: float = 1024.0  # memory for one block of pairs when scoring
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        # CPU-sized for the demo store and its bundled MiniLM token features
+        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "embed_dim": 64,
+                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+    }
 
     def __post_init__(self) -> None:
         self.windows = tuple(int(w) for w in self.windows)

@@ -14,7 +14,7 @@ Adam 2e-4 for 15 epochs then 2e-5 for 15, batch 128, margin 0.2, max violation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +43,12 @@ class VSEPPConfig:
     epochs: int = 30  # training epochs
     batch_size: int = 128  # pairs per batch
     grad_clip: float = 2.0  # gradient-norm clipping (0 = off)
+
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
+        "demo": {"image": "global/resnet18", "embed_size": 256, "batch_size": 32, "lr": 2e-3,
+                 "max_violation": False, "epochs": 8},
+    }
 
     def __post_init__(self) -> None:
         if not self.image.startswith(("global/", "regions/")):

@@ -32,11 +32,6 @@ FOLD = 1000  # images per COCO 1K fold
 # Settings for `lighthead demo` (about 240 training images on a 2-core CPU, seconds per epoch):
 # narrower than the papers, and a sum over negatives, which learns far faster than hardest
 # negatives from scratch on a few hundred captions.
-DEMO_OVERRIDES = {
-    "casc": {"embed_size": 256, "label_hidden": 256, "batch_size": 32, "lr": 2e-3, "max_violation": False, "epochs": 8},
-    "scan": {"embed_size": 256, "batch_size": 32, "lr": 2e-3, "max_violation": False, "epochs": 8},
-    "vsepp": {"embed_size": 256, "batch_size": 32, "lr": 2e-3, "max_violation": False, "epochs": 8},
-}
 
 
 @dataclass

@@ -34,11 +34,6 @@ DATASETS_OF_KIND = {"post": "mvsa-single, mvsa-multiple, demo", "target": "twitt
 ALIGN_KS = (1, 3, 5)
 # Small sizes for `lighthead demo` (300 images, a 2-core CPU: seconds per head); the learning
 # rates are raised because the encoders are frozen (see the ITM head's docstring).
-DEMO_OVERRIDES = {
-    "itin": {"d": 128, "k": 128, "epochs": 10, "batch_size": 32},
-    "itm": {"d": 64, "heads": 4, "ff": 128, "epochs": 6, "batch_size": 32, "lr": 1e-3, "aux_lr": 1e-3},
-    "text-only": {"d": 64, "heads": 4, "ff": 128, "epochs": 6, "batch_size": 32, "lr": 1e-3},
-}
 NO_BOX = [0.0, 0.0, 0.0, 0.0]
 
 

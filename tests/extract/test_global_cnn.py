@@ -12,15 +12,6 @@ from extract.global_cnn import GlobalCNN, GlobalCNNConfig, ThumbConfig, build_gl
 from extract.global_cnn.resnet import RESNETS, default_weights
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and they thrash when tests share cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def resnet18_file(tmp_path_factory):
     """A torchvision ResNet-18 with non-trivial random weights, saved in torchvision's format."""

@@ -25,15 +25,6 @@ from tests.pipelines.datasets import fixtures
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and they thrash when tests share cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _options(**kw):
     base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False, dtype="float32",
                 job_options={"minilm.random_weights": False})

@@ -6,21 +6,12 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from pipelines.datasets.demo import generate, load
 from pipelines.features import FEATURES, ExtractOptions, load_all
 from pipelines.features.regions import JOBS
 from store import open_store, verify
 from store.schema import SHARD_RE
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -71,15 +71,6 @@ def build_store(root: Path, n_images: int = 200, annotations: bool = True, seed:
     return root / "store"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny heads run faster on one thread, and far faster when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("sentiment"))

@@ -9,15 +9,6 @@ from extract.regions.config import DetectorConfig
 from extract.regions.model import BottomUpDetector, init_random
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and threads stall when tests share cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_cfg() -> DetectorConfig:
     return DetectorConfig.from_name("tiny")

@@ -18,15 +18,6 @@ TEXTS = [
 PAIRS = [None, None, None, "dogs", "a surfboard"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and they thrash when tests share cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def reference():
     from transformers import AutoModel, AutoTokenizer
