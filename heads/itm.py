@@ -75,6 +75,7 @@ class ItmConfig:
     aux_every: int = 1  # one auxiliary batch before every `aux_every` main batches (0: none)
     grad_clip: float = 0.0  # gradient-norm clipping (0 = off)
     aux_store: str = ""  # store holding the ITM annotations ("" = the training store's own records)
+    input_norm: bool = True  # LayerNorm on the projected regions and tokens (off: the paper's bare Linear)
 
     RECORD_KIND: ClassVar[str] = "target"  # trains on (sentence, target, image) records
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -135,6 +136,10 @@ class Itm(Head):
         d, heads, ff, dropout = cfg.d, cfg.heads, cfg.ff, cfg.dropout
         self.region_proj = nn.Linear(region_dim, d)  # W_R
         self.token_proj = nn.Linear(token_dim, d)  # adapter on the frozen RoBERTa output
+        # LayerNorm after each input projection (`input_norm`), as in LXMERT / ViLBERT style
+        # cross-modal encoders: puts both modalities on one scale whatever the feature extractor
+        self.region_norm = nn.LayerNorm(d) if cfg.input_norm else nn.Identity()
+        self.token_norm = nn.LayerNorm(d) if cfg.input_norm else nn.Identity()
         self.image_layer = TransformerBlock(d, heads, ff, dropout)  # H_V = Transformer(W_R^T R)
         if cfg.coarse:
             self.coarse_layer = CrossAttentionBlock(d, heads, ff, dropout)  # CM-Transformer of Eq. 1
@@ -156,8 +161,8 @@ class Itm(Head):
         if rmask is None:
             rmask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
         rmask = rmask[:, : self.cfg.k].bool()
-        h_t = self.token_proj(batch["tokens"].float())  # (B, L, D)
-        h_v = self.image_layer(self.region_proj(regions), rmask)  # (B, K, D)
+        h_t = self.token_norm(self.token_proj(batch["tokens"].float()))  # (B, L, D)
+        h_v = self.image_layer(self.region_norm(self.region_proj(regions)), rmask)  # (B, K, D)
         b, k = h_v.shape[:2]
         if self.cfg.coarse:
             h_v1, _ = self.coarse_layer(h_v, h_t, mask)  # H'_V (B, K, D), Eq. 1

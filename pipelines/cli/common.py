@@ -49,14 +49,13 @@ def run_app(app: typer.Typer) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         typer.echo(f"error: {msg}", err=True)
         return 1
-    except Exception as e:  # click.ClickException and friends
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
-            typer.echo("aborted", err=True)
-            return 130
-        if isinstance(e, click.ClickException):
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except typer.TyperException as e:  # usage errors, bad parameters (typer's click exceptions)
+        if hasattr(e, "show"):
             e.show()
-            return e.exit_code
-        raise
+        else:
+            typer.echo(f"error: {e}", err=True)
+        return int(getattr(e, "exit_code", 2))
     return rv if isinstance(rv, int) else 0
