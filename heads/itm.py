@@ -13,6 +13,11 @@ Differences from the paper, on purpose:
   `coarse=false` removes the coarse module (no relevance score, so no RE supervision and no
   filter: the fine module reads H_V); `fine=false` removes the fine module (no alignment, so no
   ATT supervision): the image enters the fusion as the mean of the (filtered) regions instead.
+- `input_norm` (default on): a LayerNorm after each input projection, W_R^T R and the token
+  adapter, as in LXMERT / ViLBERT-style cross-modal encoders. The paper feeds the bare
+  projections; region and token features from different extractors can differ in scale by an
+  order of magnitude (the demo's: ~0.03 vs ~0.3), and the norm puts both modalities on one scale
+  before the Transformer layers. `input_norm=false` is the paper's form.
 
 The cross-modal layers are the shared `CrossAttentionBlock` (post-norm, BERT style, as in the
 authors' released code). Shapes: B batch, K regions, L tokens, D = d.
@@ -79,9 +84,9 @@ class ItmConfig:
 
     RECORD_KIND: ClassVar[str] = "target"  # trains on (sentence, target, image) records
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        # the bundled small encoder; the demo store's regions are at most 36 per image
-        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-36", "d": 64, "heads": 4,
-                 "ff": 128, "epochs": 6, "batch_size": 32, "lr": 1e-3, "aux_lr": 1e-3},
+        # the bundled small encoder; the shapes' own boxes (the random-weight detector's ROIs carry too little)
+        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "d": 64, "heads": 4,
+                 "ff": 128, "epochs": 15, "batch_size": 32, "lr": 1e-3, "aux_lr": 1e-3},
     }
 
     def __post_init__(self) -> None:

@@ -98,10 +98,20 @@ def ref_cross(block, q: torch.Tensor, kv: torch.Tensor) -> tuple[torch.Tensor, t
     return block.norm2(x + block.ff(x)), weights
 
 
+def ln(x: torch.Tensor, norm) -> torch.Tensor:
+    """The input LayerNorm written out (identity when `input_norm` is off): per row,
+    (x - mean) / sqrt(biased var + eps) * weight + bias."""
+    if not isinstance(norm, torch.nn.LayerNorm):
+        return x
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
 def reference(head: Itm, batch: dict, b: int) -> dict:
     n = int(batch["text_mask"][b].sum())
-    h_t = head.token_proj(batch["tokens"][b, :n])  # (n, D), real tokens only
-    h_v = head.image_layer(head.region_proj(batch["regions"][b, :K])[None])[0]  # (K, D)
+    h_t = ln(head.token_proj(batch["tokens"][b, :n]), head.token_norm)  # (n, D), real tokens only
+    h_v = head.image_layer(ln(head.region_proj(batch["regions"][b, :K]), head.region_norm)[None])[0]  # (K, D)
     h_v1, _ = ref_cross(head.coarse_layer, h_v, h_t)  # Eq. 1
     pooled = torch.stack([h_v1[:, c].max() for c in range(D)])  # max-pooling over regions
     p = 1 / (1 + math.exp(-float(head.relevance_out.weight[0] @ pooled + head.relevance_out.bias)))  # Eq. 2
@@ -111,8 +121,16 @@ def reference(head: Itm, batch: dict, b: int) -> dict:
     return {"logits": head.classifier(h[0]), "relevance": p, "align": dist[0]}
 
 
-def test_equations_match_loops():
-    head, batch = tiny(), make_batch()
+@pytest.mark.parametrize("input_norm", [True, False])
+def test_equations_match_loops(input_norm):
+    head, batch = tiny(input_norm=input_norm), make_batch()
+    if input_norm:  # non-trivial affine parameters, so the reference must apply them
+        with torch.no_grad():
+            for norm in (head.region_norm, head.token_norm):
+                norm.weight.uniform_(0.5, 1.5)
+                norm.bias.uniform_(-0.5, 0.5)
+    else:
+        assert isinstance(head.region_norm, torch.nn.Identity) and isinstance(head.token_norm, torch.nn.Identity)
     with torch.no_grad():
         out = head.explain(batch)
         for b in range(5):
@@ -218,6 +236,7 @@ def test_config_defaults_and_validation():
     got = (cfg.k, cfg.lambda_re, cfg.lambda_att, cfg.batch_size, cfg.epochs, cfg.iou_threshold)
     assert got == (100, 1.0, 0.5, 32, 10, 0.5)
     assert (cfg.lr, cfg.aux_lr) == (1e-5, 1e-6)
+    assert cfg.input_norm  # the LayerNorm on the projected inputs is on by default
     assert not ItmConfig(coarse=False).use_relevance_loss and not ItmConfig(fine=False).use_attention_loss
     with pytest.raises(ValueError):
         ItmConfig(d=10, heads=3)

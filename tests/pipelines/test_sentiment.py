@@ -27,7 +27,7 @@ RD, GD, TD, K = 32, 16, 24, 8  # region, global, token widths; regions per image
 REGIONS, GLOBAL, TEXT = "regions/butd-r101-vg-36", "global/resnet18", "text/all-minilm-l6-v2"
 TINY = {
     "itin": {"d": 32, "k": 16, "epochs": 6, "batch_size": 16, "dropout": 0.0},
-    "itm": {"d": 32, "heads": 4, "ff": 64, "epochs": 5, "batch_size": 16, "lr": 1e-3, "aux_lr": 1e-3, "dropout": 0.0},
+    "itm": {"regions": REGIONS, "d": 32, "heads": 4, "ff": 64, "epochs": 5, "batch_size": 16, "lr": 1e-3, "aux_lr": 1e-3, "dropout": 0.0},
     "text-only": {"d": 32, "heads": 4, "ff": 64, "epochs": 5, "batch_size": 16, "lr": 1e-3, "dropout": 0.0},
 }
 
