@@ -71,13 +71,12 @@ def _warm_client(spec) -> None:
     check_spec(spec)
 
 
-def demo_store(root: Path, n_images: int) -> Path | None:
-    """The demo pipeline's store, or None while the demo writes no feature sets yet."""
+def demo_store(root: Path, n_images: int) -> Path:
+    """The demo pipeline's store (data and features only; no heads trained)."""
     from pipelines.demo import run_demo
-    from store import open_store
 
-    path = run_demo(root / "demo", n_images=n_images)
-    return path if open_store(path).names() else None
+    run_demo(root / "demo", n_images=n_images, stages=("data", "extract"))
+    return root / "demo" / "store"
 
 
 def synthetic_store(root: Path, n_images: int) -> Path:

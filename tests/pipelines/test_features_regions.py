@@ -141,3 +141,19 @@ def test_cli_extract_then_store_verify(demo, tmp_path):
     check = runner.invoke(app, ["store", "verify", str(tmp_path / "s")])
     assert check.exit_code == 0, check.output
     assert {"regions/butd-r101-vg-36", "regions/butd-r101-vg-given"} <= set(open_store(tmp_path / "s").names())
+
+
+def test_dask_scheduler_splits_the_images_and_every_id_is_stored_once(demo, tmp_path):
+    from dask.distributed import LocalCluster
+
+    load_all()
+    _, records = demo
+    images = sorted({r.image_id for r in records})
+    store = open_store(tmp_path / "store", create=True)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        opts = _options(scheduler=cluster.scheduler_address, job_options={"detector": "tiny", "shard_items": 1})
+        summary = FEATURES.get("regions36").run(records, store, opts)
+    assert summary.written == len(images)
+    fs = store["regions/butd-r101-vg-36"]
+    assert sorted(fs.ids) == images
+    assert verify(tmp_path / "store") == []
