@@ -22,7 +22,7 @@ from torch import nn
 from heads.attention import l2norm, xattn_all_pairs
 from heads.base import HEADS, Head
 from heads.losses import positives_from_index, triplet_loss
-from heads.text_encoders import GRUTextEncoder, TokenProjection
+from heads.text_encoders import caption_encoder
 
 
 @dataclass
@@ -98,13 +98,9 @@ class SCAN(Head):
         # SCAN's Xavier-uniform init of the region projection.
         nn.init.xavier_uniform_(self.img_fc.weight)
         nn.init.zeros_(self.img_fc.bias)
-        if cfg.uses_tokens:
-            if token_dim < 1:
-                raise ValueError(f"text={cfg.text!r} needs token_dim from the data")
-            self.txt_enc: nn.Module = TokenProjection(token_dim, cfg.embed_size)
-        else:
-            self.txt_enc = GRUTextEncoder(vocab_size, cfg.word_dim, cfg.embed_size, cfg.gru_layers,
-                                          cfg.bidirectional)
+        self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
+                                       word_dim=cfg.word_dim, gru_layers=cfg.gru_layers,
+                                       bidirectional=cfg.bidirectional)
 
     # -- encoders -----------------------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

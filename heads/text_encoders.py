@@ -68,3 +68,14 @@ class TokenProjection(nn.Module):
         states = self.fc(tokens.float()) * mask[..., None].float()  # (B, L, H)
         sentence = states.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).float()
         return states, sentence
+
+
+def caption_encoder(text_set: str, embed_size: int, *, token_dim: int = 0, vocab_size: int = 0,
+                    word_dim: int = 300, gru_layers: int = 1, bidirectional: bool = False) -> nn.Module:
+    """The caption side of the retrieval heads: a projection of cached token features when
+    `text_set` names a `text/...` feature set, else a word embedding + GRU over word ids."""
+    if text_set.startswith("text/"):
+        if token_dim < 1:
+            raise ValueError(f"text={text_set!r} needs token_dim from the data")
+        return TokenProjection(token_dim, embed_size)
+    return GRUTextEncoder(vocab_size, word_dim, embed_size, gru_layers, bidirectional)
