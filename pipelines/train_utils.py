@@ -117,4 +117,4 @@ class EpochProgress:
                          if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float))
         val = entry.get("val")
         tail = f" | val {metric} {val[metric]:.2f}" if val and metric in val else ""
-        Console(stderr=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}")
+        Console(stderr=True, soft_wrap=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}")
