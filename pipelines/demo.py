@@ -111,7 +111,7 @@ def random_baseline(n_images: int, captions_per_image: int = 5, trials: int = 20
 
 
 def random_baseline_table(metrics: dict[str, Any]) -> str:
-    n = int(metrics.get("n_images") or metrics.get("test", {}).get("n_images") or 30)
+    n = int(metrics["n_images"])
     base = random_baseline(n)
     keys = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum", "mr"]
     return ("| random scores | " + " | ".join(f"{base[k]:.1f}" for k in keys) + " |\n"

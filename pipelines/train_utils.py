@@ -13,20 +13,19 @@ import torch
 
 
 def atomic_json(path: Path, obj: Any) -> None:
-    """Write JSON to `path` via a temporary file and a rename (a crash never leaves half a file)."""
+    """Write JSON to `path` with the store's atomic write (a crash never leaves half a file)."""
+    from store.manifest import atomic_write
+
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode(), fsync=False)
 
 
 def _jsonable(x: Any) -> Any:
-    if isinstance(x, (np.floating, np.integer)):
+    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:  # numpy / torch scalars
         return x.item()
-    if isinstance(x, np.ndarray):
+    if hasattr(x, "tolist"):  # arrays, tensors
         return x.tolist()
-    if isinstance(x, tuple):
-        return list(x)
     return str(x)
 
 

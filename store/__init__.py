@@ -56,6 +56,7 @@ from typing import Any
 
 from store.api import Store, open_store
 from store.errors import StoreError
+from store.manifest import sha256_file
 from store.reader import FeatureSet
 from store.schema import Field
 from store.verify import info, verify
@@ -63,7 +64,7 @@ from store.writer import Writer, WriterConfig
 
 __all__ = [
     "FeatureSet", "Field", "Store", "StoreDataset", "StoreError", "Writer", "WriterConfig",
-    "info", "open_store", "verify",
+    "info", "open_store", "sha256_file", "verify",
 ]
 
 

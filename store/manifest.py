@@ -123,6 +123,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in blocks (shards here; weights files in the extractors)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(block):

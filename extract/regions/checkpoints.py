@@ -15,7 +15,6 @@ nothing: a missing, unexpected or mis-shaped key is reported by name and nothing
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ import torch
 
 from extract.regions.config import DetectorConfig
 from extract.regions.model import BottomUpDetector
+from store import sha256_file
 
 FORMATS = ("d2-pkl", "bua-pth", "safetensors")
 # Entries that carry no weights: BatchNorm step counters of a trained-then-frozen model.
@@ -118,14 +118,6 @@ def _arrays(data: dict, path: Path) -> dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: entry {k!r} is not a numeric array ({type(v).__name__})")
         out[k] = v
     return out
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_format(path: Path) -> str:

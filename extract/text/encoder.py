@@ -18,7 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from extract.text.models import file_sha256, resolve_model, weights_file
+from extract.text.models import resolve_model, weights_file
+from store import sha256_file
 
 
 @dataclass
@@ -113,7 +114,7 @@ class TextEncoder:
             "layer": self.config.layer,
             "max_length": self.max_length,
             "lowercase": self.config.lowercase,
-            "weights_sha256": None if self.random_weights or weights is None else file_sha256(weights),
+            "weights_sha256": None if self.random_weights or weights is None else sha256_file(weights),
             "random_weights": self.random_weights,
             "transformers": transformers.__version__,
         }

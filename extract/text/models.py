@@ -7,7 +7,6 @@ taken as a local folder or a Hugging Face model id already in the cache.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -89,10 +88,3 @@ def weights_file(folder: Path) -> Path | None:
     return None
 
 
-def file_sha256(path: Path, block: int = 1 << 22) -> str:
-    """Hex sha256 of a file (recorded in the store next to the features)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(block):
-            h.update(chunk)
-    return h.hexdigest()

@@ -26,12 +26,12 @@ text, the image label) and kind "target" (one per target). Splits: a fixed 80/10
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from store.manifest import atomic_write
 
 COLOURS = {  # name -> RGB
     "red": (220, 40, 40),
@@ -204,9 +204,7 @@ def generate(root: str | Path, n_images: int = 300, size: int = 192, seed: int =
                 "targets": targets,
             }
         )
-    tmp = ann_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"params": params, "images": images}, indent=1))
-    os.replace(tmp, ann_path)
+    atomic_write(ann_path, json.dumps({"params": params, "images": images}, indent=1).encode(), fsync=False)
     return root
 
 

@@ -76,7 +76,7 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
 
         from extract.global_cnn import GlobalCNNConfig, build_global_cnn, default_weights
         from extract.global_cnn.resnet import missing_weights_message
-        from extract.text.models import file_sha256
+        from store import sha256_file
         from store import Field
 
         config = GlobalCNNConfig(arch=arch)
@@ -104,7 +104,7 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
             "width": config.width,
             "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean), "std": list(config.std)},
             "weights_file": None if weights is None else weights.name,  # the name only: moving the file keeps resume working
-            "weights_sha256": None if weights is None else file_sha256(weights),
+            "weights_sha256": None if weights is None else sha256_file(weights),
             "random_weights": random,
             "dtype": options.dtype,
         }

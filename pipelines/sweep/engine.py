@@ -29,8 +29,9 @@ from pipelines.sweep import report
 from pipelines.sweep.spec import Range, SweepSpec, Trial
 from pipelines.sweep.trial import (
     DEFAULT_TRAIN, TMP_PREFIX, TRIALS, TrainFn, is_finished, resolve_train_fn, run_trial,
-    trial_dir, write_json_atomic,
+    trial_dir,
 )
+from pipelines.train_utils import atomic_json
 
 
 @dataclass
@@ -265,7 +266,7 @@ def run_sweep(
     trials = check_spec(spec, _store_dataset(store)) if validate else spec.trials()
     resolve_train_fn(train_fn)  # a missing training module fails here, not on every worker
     (out / TRIALS).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "sweep.json", spec.to_json() | {"store": str(store), "trials": [t.id for t in trials]})
+    atomic_json(out / "sweep.json", spec.to_json() | {"store": str(store), "trials": [t.id for t in trials]})
     _remove_stale(out)
 
     pending = [t for t in trials if not is_finished(trial_dir(out, t.id))]
@@ -323,7 +324,7 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
                 except Exception as e:  # the trial ran out of retries: record it, go on
                     msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
                     (out / report.FAILED).mkdir(exist_ok=True)
-                    write_json_atomic(out / report.FAILED / f"{t.id}.json", t.to_json() | {"error": msg})
+                    atomic_json(out / report.FAILED / f"{t.id}.json", t.to_json() | {"error": msg})
                     result.failed.append(t.id)
                     bar.console.print(f"[red]trial {t.id} failed[/red] {t.params}: {msg}")
                 else:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pipelines.sweep.spec import Trial
-from pipelines.sweep.trial import is_finished, read_trial, trial_dir, write_json_atomic
+from pipelines.sweep.trial import is_finished, read_trial, trial_dir
+from pipelines.train_utils import atomic_json
 
 # Default ranking metric, first found wins: retrieval, then sentiment.
 DEFAULT_METRICS = ("rsum", "macro_f1", "accuracy")
@@ -144,7 +145,7 @@ def write_best(rows: Sequence[Row], metric: str | None, path: Path) -> dict[str,
         "epochs": best.trial.epochs,
         "metrics": best.metrics,
     }
-    write_json_atomic(path, obj)
+    atomic_json(path, obj)
     return obj
 
 

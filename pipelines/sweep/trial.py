@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from pipelines.sweep.spec import Trial
+from pipelines.train_utils import atomic_json
 
 # The function `lighthead train heads` calls; trials call the same one.
 DEFAULT_TRAIN = "pipelines.train:train"
@@ -105,21 +106,6 @@ def _worker_name() -> str:
         return "local"
 
 
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy / torch scalars
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON under a temporary name, then rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
-    os.replace(tmp, path)
-
-
 def run_trial(
     trial: dict[str, Any],
     store: str,
@@ -158,9 +144,9 @@ def run_trial(
         # The training function writes both; a minimal one may not, and a trial folder
         # must always hold them.
         if not (tmp / "metrics.json").is_file():
-            write_json_atomic(tmp / "metrics.json", metrics)
+            atomic_json(tmp / "metrics.json", metrics)
         if not (tmp / "config.json").is_file():
-            write_json_atomic(tmp / "config.json", t.to_json())
+            atomic_json(tmp / "config.json", t.to_json())
         record = t.to_json() | {
             "wall_s": round(time.time() - start, 3),
             "worker": _worker_name(),
@@ -168,7 +154,7 @@ def run_trial(
             "pid": os.getpid(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        write_json_atomic(tmp / "trial.json", record)
+        atomic_json(tmp / "trial.json", record)
         try:
             os.rename(tmp, final)  # atomic on one filesystem: the trial appears whole
         except OSError:
