@@ -1,24 +1,27 @@
 """Time scoring every (image, caption) pair with the cross-attention heads, vs a shard loop.
 
-    python bench/retrieval_eval.py [--quick] [--device cpu|cuda] [--budget-mb 1024]
+    python bench/retrieval_eval.py [--quick] [--device cpu|cuda] [--budget-mb N] [--precision fp32|bf16|both]
 
 Heads at paper sizes (K = 36 regions of 2048, width 1024, GRU captions of 8-20 words, CASC
 with 500 labels; MMCA when `heads/mmca.py` exists), random weights and random features
 (`--quick` encodes captions from cached tokens instead of the GRU: same scored sizes).
-"ours": encode each side once, then `pipelines.scoring.score_blocks` (blocks of images x
-captions from a memory budget, batched matrix products, the Gram trick of
-`heads/attention.py`). "loop": what SCAN's reference evaluation does, written here from the
-CASC/SCAN equations: shards of 128 images x 128 captions, and inside a shard, per attention
-direction, one caption at a time repeated over the images, with the attended vectors built
-explicitly. For MMCA the loop calls the head's own `score` one caption at a time. The loop is
-slow, so both are timed on the same subset of the first size (the first images, captions of
-every length), where their scores must agree. Timings are the best of two runs (the machine
-may be shared).
+"ours": encode each side once (region and word Gram matrices included), then
+`pipelines.scoring.score_blocks` (cache-sized blocks of images x captions on a CPU, large ones
+on a GPU; one GEMM for all region-word cosines of a block; the Gram trick of
+`heads/attention.py`), with float32 products and with bfloat16 products (`--precision bf16`
+of `lighthead evaluate`). "loop": what SCAN's reference evaluation does, in float32 as that
+code runs, written here from the CASC/SCAN equations: shards of 128 images x 128 captions,
+and inside a shard, per attention direction, one caption at a time repeated over the images,
+with the attended vectors built explicitly. For MMCA the loop calls the head's own `score`
+one caption at a time. The loop is slow, so both are timed on the same subset of the first
+size (the first images, captions of every length), where their scores must agree (1e-4 in
+float32, 3e-3 in bfloat16). Timings are the best of two runs (the machine may be shared).
 
 Sizes: 1,000 x 5,000 and 5,000 x 25,000 (`--quick`: 100 x 500 and 200 x 1,000; MMCA 20 x 100
 and 40 x 200).
 The last line is for scripts: `xattn_eval_vs_shard_loop: <ours / loop pairs/s>` (CASC, on the
-loop's subset of the first size).
+loop's subset of the first size, with bfloat16 products where the device multiplies them
+natively, else float32; the line before it says which, and the line before that gives both).
 """
 
 from __future__ import annotations
@@ -33,10 +36,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heads.build import build_head, head_class  # noqa: E402
-from pipelines.scoring import cat_padded, encode, score_blocks, slice_enc  # noqa: E402
+from pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,  # noqa: E402
+                               score_blocks, slice_enc)
 
 VOCAB = 10_000  # about COCO's vocabulary with threshold 4
 SHARD = 128  # SCAN's evaluation shard size
+TOLERANCE = {"fp32": 1e-4, "bf16": 3e-3}  # largest |ours - loop| accepted per precision
 
 
 def random_data(n_img: int, n_txt: int, labels: int, token_dim: int, seed: int = 0) -> tuple[dict, dict]:
@@ -142,7 +147,9 @@ def best_of(fn, device: torch.device, rounds: int):
 
 
 def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, int], device: torch.device,
-               budget: int, overrides: dict | None = None, rounds: int = 2) -> dict[str, float]:
+               budget: int | None, precisions: list[str], overrides: dict | None = None,
+               rounds: int = 2) -> dict[str, float]:
+    """Pairs/s of ours at each size and precision; "ratio_<precision>": ours / loop on the loop's subset."""
     torch.manual_seed(0)
     info = {"region_dim": 2048, "vocab_size": VOCAB, "token_dim": 768, "num_labels": 500}
     head = build_head(name, info, overrides or {}).to(device).eval()
@@ -152,33 +159,39 @@ def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, in
         sync(device)
         t0 = time.perf_counter()
         img = encode(head.encode_image, batches(images, 256), device)
-        img = {k: torch.cat([c[k] for c in img]) for k in img[0]}
+        img = cat_padded(img)
         chunks = encode(head.encode_text, batches(texts, 256), device)
         sync(device)
         t_enc = time.perf_counter() - t0
         first = (n_img, n_txt) == sizes[0]
-        t_ours, ours = best_of(lambda: score_blocks(head, img, chunks, budget), device, rounds if first else 1)
-        rate = n_img * n_txt / t_ours
-        print(f"{name:5s} {n_img:>5} x {n_txt:<6} encode {t_enc:7.2f}s  score {t_ours:8.2f}s  {rate:12.0f} pairs/s")
-        results[f"ours_{n_img}x{n_txt}"] = rate
+        line = f"{name:5s} {n_img:>5} x {n_txt:<6} encode {t_enc:7.2f}s  score"
+        scores = {}
+        for prec in precisions:
+            t_ours, scores[prec] = best_of(lambda: score_blocks(head, img, chunks, budget, prec), device,
+                                           rounds if first else 1)
+            results[f"ours_{prec}_{n_img}x{n_txt}"] = n_img * n_txt / t_ours
+            line += f"  {prec} {t_ours:7.2f}s ({n_img * n_txt / t_ours:9.0f} pairs/s)"
+        print(line)
         if first:
             # The loop is slow: time it on a subset with captions of every length (every k-th
             # of the length-sorted captions), and time ours on the very same pairs.
-            li, lt = loop_size
+            li, lt = min(loop_size[0], n_img), min(loop_size[1], n_txt)
             cols = torch.linspace(0, n_txt - 1, lt).long()
             txt_all = cat_padded(chunks)
             txt_sub = {k: v[cols] for k, v in txt_all.items()}
             img_sub = slice_enc(img, 0, li)
             loop = scan_loop if name in ("scan", "casc") else caption_loop
             t_loop, ref = best_of(lambda: loop(head, img_sub, txt_sub, li, lt), device, rounds)
-            t_same, _ = best_of(lambda: score_blocks(head, img_sub, [txt_sub], budget), device, rounds)
-            err = (ref - ours[:li, cols]).abs().max().item()
-            print(f"{name:5s} same {li} x {lt} pairs: loop {t_loop:7.2f}s, ours {t_same:6.2f}s  "
-                  f"(max |ours - loop| = {err:.1e})")
-            if err > 1e-3:
-                raise SystemExit(f"{name}: batched scores differ from the loop by {err}")
             results["loop"] = li * lt / t_loop
-            results["ratio"] = t_loop / t_same
+            line = f"{name:5s} same {li} x {lt} pairs: loop (float32) {t_loop:7.2f}s"
+            for prec in precisions:
+                t_same, _ = best_of(lambda: score_blocks(head, img_sub, [txt_sub], budget, prec), device, rounds)
+                err = (ref - scores[prec][:li, cols]).abs().max().item()
+                results[f"ratio_{prec}"] = t_loop / t_same
+                line += f"; ours {prec} {t_same:6.2f}s = {t_loop / t_same:5.1f}x (max |ours - loop| {err:.1e})"
+                if err > TOLERANCE[prec]:
+                    raise SystemExit(f"{name}: {prec} scores differ from the loop by {err}")
+            print(line)
     return results
 
 
@@ -186,13 +199,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (under a minute on a laptop CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--budget-mb", type=int, default=1024, help="memory budget of one scored block")
+    ap.add_argument("--budget-mb", type=int, default=0, help="memory of one scored block (0: the device default)")
     ap.add_argument("--heads", default="casc,scan,mmca", help="heads to time (mmca skipped when absent)")
+    ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"],
+                    help="precision of our scoring products (the loop is always float32)")
+    ap.add_argument("--sizes", default="", help="images x captions to time, e.g. 1000x5000 (default: by --quick)")
     args = ap.parse_args()
     device = torch.device(args.device)
     sizes = [(100, 500), (200, 1000)] if args.quick else [(1000, 5000), (5000, 25000)]
+    if args.sizes:
+        sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     loop_size = (50, 250) if args.quick else (256, 1280)
-    print(f"device {device} ({torch.get_num_threads()} threads), budget {args.budget_mb} MiB")
+    precisions = list(PRECISIONS) if args.precision == "both" else [args.precision]
+    budget = (args.budget_mb << 20) or None
+    fast = fast_precision(device) if fast_precision(device) in precisions else precisions[0]
+    print(f"device {device} ({torch.get_num_threads()} threads), block budget "
+          f"{args.budget_mb or default_budget(device) >> 20} MiB, fast bf16 products: {fast == 'bf16'}")
     ratios = {}
     for name in args.heads.split(","):
         try:
@@ -201,15 +223,17 @@ def main() -> None:
             print(f"{name}: not registered, skipped")
             continue
         if name == "mmca" and args.quick:  # a joint Transformer per pair: 25x fewer pairs on a CPU
-            ratios[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, args.budget_mb << 20)["ratio"]
+            ratios[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, budget, precisions)
         else:
             # --quick: cached tokens -> Linear instead of the 1024-wide bi-GRU, whose encoding
             # would dominate a CPU run; the scored tensors have the same sizes either way.
             quick = {"text": "text/bert-base-uncased"} if args.quick and name in ("scan", "casc") else {}
-            ratios[name] = bench_head(name, sizes, loop_size, device, args.budget_mb << 20, quick)["ratio"]
+            ratios[name] = bench_head(name, sizes, loop_size, device, budget, precisions, quick)
     for name, r in ratios.items():
-        print(f"{name}: ours / loop = {r:.1f}x")
-    print(f"xattn_eval_vs_shard_loop: {ratios.get('casc', float('nan')):.2f}")
+        print(f"{name}: ours / loop = " + ", ".join(f"{r[f'ratio_{p}']:.1f}x {p}" for p in precisions))
+    casc = ratios.get("casc", {}).get(f"ratio_{fast}", float("nan"))
+    print(f"(last line: CASC with {fast} products, the faster precision this device supports)")
+    print(f"xattn_eval_vs_shard_loop: {casc:.2f}")
 
 
 if __name__ == "__main__":

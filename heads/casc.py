@@ -104,11 +104,14 @@ class CASC(SCAN):
         beta = self.cfg.beta
         if beta >= 1.0 or "labels" not in txt:
             return super().score(img, txt)
-        out = self.local_scores(img, txt, want_weights=True)
+        out = self.local_scores(img, txt, weights=("region",))
         local = out["i2t"] + out["t2i"]
         # Labels predicted from A^I of every pair: (I, T, K) weights x (I, K, 500) projections.
-        hidden = torch.tanh(torch.einsum("itk,ikh->ith", out["region_weights"], img["label_proj"]) + self.fc1.bias)
-        probs = torch.sigmoid(self.fc2(hidden))  # (I, T, C)
+        # (Products may run in bf16 under autocast; the nonlinearities run in float32.)
+        pre = torch.einsum("itk,ikh->ith", out["region_weights"], img["label_proj"]).float() + self.fc1.bias
+        # tanh(x) = 2 sigmoid(2x) - 1: the same values, and several times faster than torch.tanh on a CPU
+        hidden = torch.sigmoid(2.0 * pre).mul_(2.0).sub_(1.0)  # (I, T, H)
+        probs = torch.sigmoid(self.fc2(hidden).float())  # (I, T, C)
         truth = txt["labels"]  # (T, C)
         dot = torch.einsum("itc,tc->it", probs, truth)
         s_g = dot / (probs.norm(dim=-1) * truth.norm(dim=-1)[None]).clamp(min=1e-8)
@@ -124,7 +127,7 @@ class CASC(SCAN):
         local = self.ranking_loss(0.5 * (out["i2t"] + out["t2i"]), batch)
         # Global vectors of the positive pairs only (image b with caption b).
         pair = xattn_paired(img["regions"], img["mask"], txt["words"], txt["mask"], self.cfg.lambda_i2t,
-                            self.cfg.lambda_t2i, self.cfg.attn_norm, want_weights=True)
+                            self.cfg.lambda_t2i, self.cfg.attn_norm, weights=("region", "word"))
         a_img = torch.einsum("bk,bkd->bd", pair["region_weights"], img["regions"])  # (B, h): A^I
         a_txt = torch.einsum("bl,bld->bd", pair["word_weights"], txt["words"])  # (B, h): A^T
         labels = batch["labels"].float()

@@ -104,32 +104,34 @@ class SCAN(Head):
 
     # -- encoders -----------------------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{"regions": (B, K, h) unit-norm, "mask": (B, K) bool}."""
+        """{"regions": (B, K, h) unit-norm, "mask": (B, K) bool, "gram": (B, K, K) region dot products}."""
         regions = batch["regions"].float()
         mask = batch.get("region_mask")
         if mask is None:
             mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
         v = l2norm(self.img_fc(regions)) * mask[..., None]  # (B, K, h)
-        return {"regions": v, "mask": mask}
+        # The region Gram matrix is pair-independent: computed once here, not in every scored block.
+        return {"regions": v, "mask": mask, "gram": v @ v.transpose(1, 2)}  # gram: (B, K, K)
 
     def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """{"words": (B, L, h) unit-norm, "mask": (B, L) bool, "len": (B,)}."""
+        """{"words": (B, L, h) unit-norm, "mask": (B, L) bool, "len": (B,), "gram": (B, L, L)}."""
         mask = batch["text_mask"]
         if self.cfg.uses_tokens:
             states, _ = self.txt_enc(batch["tokens"], mask)
         else:
             states, _ = self.txt_enc(batch["word_ids"], batch["text_len"])
         t = l2norm(states) * mask[..., None]  # (B, L, h)
-        return {"words": t, "mask": mask, "len": batch["text_len"]}
+        return {"words": t, "mask": mask, "len": batch["text_len"], "gram": t @ t.transpose(1, 2)}  # (B, L, L)
 
     # -- scoring ------------------------------------------------------------------------
     def local_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor],
-                     want_weights: bool = False) -> dict[str, torch.Tensor]:
+                     weights: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
         """I2T / T2I scores (I, T) of every pair; padding beyond the longest caption is dropped."""
         n = int(txt["mask"].sum(1).max().item()) if txt["mask"].numel() else 1
         words, mask = txt["words"][:, :n], txt["mask"][:, :n]
         return xattn_all_pairs(img["regions"], img["mask"], words, mask, self.cfg.lambda_i2t,
-                               self.cfg.lambda_t2i, self.cfg.attn_norm, want_weights)
+                               self.cfg.lambda_t2i, self.cfg.attn_norm, weights,
+                               gram_v=img.get("gram"), gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None)
 
     def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
         """(I, T) image-caption scores: the mean of the two directions."""

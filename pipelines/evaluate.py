@@ -62,12 +62,20 @@ def _tuples(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str = "1k", examples: int = 0,
-                 device: str | None = None) -> dict[str, Any]:
-    """Score a run on `split`; writes JSON + markdown (+ an examples figure) into the run."""
+                 device: str | None = None, precision: str | None = None) -> dict[str, Any]:
+    """Score a run on `split`; writes JSON + markdown (+ an examples figure) into the run.
+
+    precision: "fp32" or "bf16" products when scoring retrieval pairs (None: the run's
+    `eval_precision`, fp32 unless set); recorded in the JSON.
+    """
     if protocol not in ("1k", "5k"):
         raise ValueError(f"protocol must be 1k or 5k, got {protocol!r}")
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     ctx = load_run(run_dir, device)
     head, task, run = ctx["head"], ctx["task"], ctx["run"]
+    if precision:
+        task.options.eval_precision = precision
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
@@ -75,6 +83,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
         from pipelines.evaluate_sentiment import report
         report(task, head, split, ctx["device"], run, examples=0, metrics=metrics)
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
+    if task.name == "retrieval":
+        metrics["precision"] = task.options.eval_precision
     stem = f"eval-{split}-{protocol}"
     if examples > 0:
         metrics["examples"] = str(task.examples(head, split, ctx["device"], examples, run / f"examples-{split}.png"))

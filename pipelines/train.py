@@ -49,7 +49,8 @@ class LoopConfig:
     workers: int = 0  # DataLoader workers when features are read from disk per batch
     preload_mb: int = 4096  # feature sets of a split smaller than this are read into RAM once
     eval_batch: int = 256  # items per encoding batch in evaluation
-    eval_budget_mb: int = 1024  # memory for one block of scored pairs
+    eval_budget_mb: int = 0  # memory for one block of scored pairs (0 = 64 MiB on a CPU, 1 GiB on a GPU)
+    eval_precision: str = "fp32"  # products when scoring pairs: fp32, or bf16 (faster, scores within ~1e-3)
     val_images: int = 1000  # validate on the first N images (0 = the whole split)
     val_every: int = 1  # validate every N epochs (the last epoch always)
     test: bool = True  # score the best epoch on the test split at the end
@@ -63,7 +64,8 @@ class LoopConfig:
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(preload_mb=self.preload_mb, workers=self.workers, eval_batch=self.eval_batch,
-                           eval_budget_mb=self.eval_budget_mb, val_images=self.val_images)
+                           eval_budget_mb=self.eval_budget_mb, eval_precision=self.eval_precision,
+                           val_images=self.val_images)
 
 
 def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name: str) -> tuple[dict, dict]:

@@ -209,7 +209,8 @@ class RetrievalTask(Task):
         images = (self.image_batch(split, image_pos[a:a + bs], inputs) for a in range(0, len(image_pos), bs))
         texts = (self.text_batch(split, text_pos[order[a:a + bs]], inputs, image_labels=False)
                  for a in range(0, len(text_pos), bs))
-        return score_all(head, images, texts, device, self.options.eval_budget_mb << 20, order)
+        budget = (self.options.eval_budget_mb << 20) or None  # None: the device's default
+        return score_all(head, images, texts, device, budget, order, self.options.eval_precision)
 
     def _lengths(self, split: str, kind: str, positions: np.ndarray) -> np.ndarray:
         table = self.table(split, kind)

@@ -39,6 +39,21 @@ def test_batched_score_equals_loops(attn_norm, text):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_large_lambdas_and_cached_grams_give_the_same_scores():
+    # lambdas above 20 take the max-shifted exponentials; cached Gram matrices change nothing
+    torch.manual_seed(2)
+    head = build_head("scan", INFO, {**TINY, "lambda_i2t": "60", "lambda_t2i": "35"}).eval()
+    batch = random_batch(seed=4)
+    batch["region_mask"][2, 1:] = False
+    with torch.no_grad():
+        img, txt = head.encode_image(batch), head.encode_text(batch)
+        got = head.score(img, txt).double().numpy()
+        bare = head.score({k: v for k, v in img.items() if k != "gram"},
+                          {k: v for k, v in txt.items() if k != "gram"}).double().numpy()
+    np.testing.assert_allclose(got, loop_scores(head, img, txt), atol=1e-5)
+    np.testing.assert_allclose(bare, got, atol=1e-6)
+
+
 def test_score_blocks_are_consistent():
     # scoring a sub-block gives the same numbers as the full matrix (no cross-pair leakage)
     torch.manual_seed(1)
