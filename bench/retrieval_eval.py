@@ -12,8 +12,9 @@ on a GPU; one GEMM for all region-word cosines of a block; the Gram trick of
 of `lighthead evaluate`). "loop": what SCAN's reference evaluation does, in float32 as that
 code runs, written here from the CASC/SCAN equations: shards of 128 images x 128 captions,
 and inside a shard, per attention direction, one caption at a time repeated over the images,
-with the attended vectors built explicitly. For MMCA the loop calls the head's own `score`
-one caption at a time. The loop is slow, so both are timed on the same subset of the first
+with the attended vectors built explicitly. For MMCA the loop runs the joint Transformer on
+each pair one caption at a time, as training does (ours shares the first unit's projections
+between pairs). The loop is slow, so both are timed on the same subset of the first
 size (the first images, captions of every length), where their scores must agree (1e-4 in
 float32, 3e-3 in bfloat16). Timings are the best of two runs (the machine may be shared).
 
@@ -120,12 +121,16 @@ def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tenso
 
 @torch.no_grad()
 def caption_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tensor:
-    """Shards of images x captions, one caption at a time through the head's own score."""
+    """MMCA the straightforward way: shards of images, one caption at a time, the joint
+    Transformer run on every (image, caption) pair as in training (`pair_scores_plain`)."""
     out = torch.empty(n_img, n_txt)
+    alpha = head.cfg.alpha
     for i0 in range(0, n_img, SHARD):
         im = slice_enc(img, i0, min(n_img, i0 + SHARD))
         for j in range(n_txt):
-            out[i0:i0 + SHARD, j] = head.score(im, slice_enc(txt, j, j + 1))[:, 0].float().cpu()
+            cap = slice_enc(txt, j, j + 1)
+            s = im["i0"] @ cap["c0"].t() + alpha * head.pair_scores_plain(im, cap)  # (n, 1)
+            out[i0:i0 + SHARD, j] = s[:, 0].float().cpu()
     return out
 
 

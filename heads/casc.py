@@ -110,7 +110,7 @@ class CASC(SCAN):
         # (Products may run in bf16 under autocast; the nonlinearities run in float32.)
         pre = torch.einsum("itk,ikh->ith", out["region_weights"], img["label_proj"]).float() + self.fc1.bias
         # tanh(x) = 2 sigmoid(2x) - 1: the same values, and several times faster than torch.tanh on a CPU
-        hidden = torch.sigmoid(2.0 * pre).mul_(2.0).sub_(1.0)  # (I, T, H)
+        hidden = 2.0 * torch.sigmoid(2.0 * pre) - 1.0  # (I, T, H)
         probs = torch.sigmoid(self.fc2(hidden).float())  # (I, T, C)
         truth = txt["labels"]  # (T, C)
         dot = torch.einsum("itc,tc->it", probs, truth)

@@ -21,6 +21,12 @@ i1 and c1 depend on the pair, so scoring n images x m captions runs the joint Tr
 every pair. `score` encodes the pair-independent parts once (`encode_image`/`encode_text`),
 then runs the joint unit over blocks of images x captions with the pairs flattened into the
 batch dimension; the block size follows from a memory budget.
+
+The first joint unit's input rows do not depend on the pair (region rows come from the image,
+token rows from the caption), so in eval mode its query/key/value projections (about a third
+of the per-pair work at the paper's sizes) are computed per image and per caption (in `score`,
+once per block of each) and only gathered per pair (`pair_scores_fast`). Training keeps the plain forward
+through the `nn.TransformerEncoderLayer`s (`cross_embed`, dropout included).
 """
 
 from __future__ import annotations
@@ -111,7 +117,23 @@ def transformer_unit(d: int, heads: int, ffn: int, dropout: float) -> nn.Transfo
 
 def region_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real regions (Eq. 5): x (B, K, d), mask (B, K) -> (B, d)."""
+    if bool(mask.all()):
+        return x.mean(1)  # fixed K: no masked copy of x
     return masked_mean(x.masked_fill(~mask[..., None], 0.0), mask[..., None], dim=1)
+
+
+def pair_cat(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """For every pair (i, j), a[i] followed by b[j] along `dim` (negative: counted from the end).
+
+    a (n, ..., K, ...), b (m, ..., L, ...) -> (n*m, ..., K + L, ...), pair (i, j) at row i*m + j;
+    the pairs are written once by the concatenation (the expands are views).
+    """
+    if dim >= 0:
+        raise ValueError(f"pair_cat: dim must count from the end (negative), got {dim}")
+    n, m = a.shape[0], b.shape[0]
+    a = a.unsqueeze(1).expand(n, m, *a.shape[1:])  # (n, m, ..., K, ...)
+    b = b.unsqueeze(0).expand(n, m, *b.shape[1:])  # (n, m, ..., L, ...)
+    return torch.cat([a, b], dim=dim).flatten(0, 1)  # (n*m, ..., K + L, ...)
 
 
 class TextCNN(nn.Module):
@@ -201,7 +223,18 @@ class MMCA(Head):
         return i1, c1
 
     def pair_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
-        """i1.c1 for every image x caption of two blocks -> (n, m); pairs flatten into the batch."""
+        """i1.c1 for every image x caption of two blocks -> (n, m).
+
+        Training runs the plain joint unit (`pair_scores_plain`: dropout, the reference
+        forward); eval mode the same function with the first unit's projections shared
+        between pairs (`pair_scores_fast`).
+        """
+        if self.training:
+            return self.pair_scores_plain(img, txt)
+        return self.pair_scores_fast(img, txt)
+
+    def pair_scores_plain(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        """i1.c1 through `cross_embed` on every pair; pairs flatten into the batch -> (n, m)."""
         r, rmask, t, mask = img["regions"], img["region_mask"], txt["tokens"], txt["mask"]
         n, m = r.shape[0], t.shape[0]
         length = int(mask.sum(dim=1).max().clamp(min=1))  # padding no caption of the block uses
@@ -212,6 +245,71 @@ class MMCA(Head):
         m_pairs = mask.unsqueeze(0).expand(n, *mask.shape).reshape(n * m, length)  # (n*m, L)
         i1, c1 = self.cross_embed(r_pairs, rm_pairs, t_pairs, m_pairs)
         return (i1 * c1).sum(dim=-1).view(n, m)  # (n, m)
+
+    def first_unit_qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """The first joint unit's query/key/value rows: x (B, R, d) -> (B, R, 3d), [q; k; v].
+
+        Row-wise, so the rows of one image (or caption) serve every pair it is part of.
+        """
+        attn = self.cross[0].self_attn
+        return F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, R, 3d), as nn.MultiheadAttention
+
+    def first_unit_from_qkv(self, r: torch.Tensor, t: torch.Tensor, qkv_r: torch.Tensor, qkv_t: torch.Tensor,
+                            keep: torch.Tensor) -> torch.Tensor:
+        """The first joint unit (post-norm, eval mode: no dropout) on every pair, from per-image
+        and per-caption projections.
+
+        r (n, K, d) and t (m, L, d): the unit's input rows; qkv_r (n, K, 3d) and qkv_t (m, L, 3d)
+        from `first_unit_qkv`; keep (n*m, K + L) True on real rows (pairs ordered as `pair_cat`)
+        -> (n*m, K + L, d), in float32 when the products are in a 16-bit type (autocast).
+        """
+        unit = self.cross[0]
+        if unit.norm_first:
+            raise ValueError("mmca: the shared-projection path computes a post-norm unit")
+        n, k, d = r.shape
+        m, length = t.shape[:2]
+        heads = unit.self_attn.num_heads
+        qkv = pair_cat(qkv_r, qkv_t, dim=-2)  # (P, S, 3d), S = K + L
+        qkv = qkv.view(-1, k + length, 3, heads, d // heads)  # (P, S, 3, h, d/h)
+        # (P, h, S, d/h) views in row-major memory: SDPA takes the strides and writes its
+        # output rows with the heads side by side, so merging the heads below is free
+        q, key, value = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # (P, h, S, d/h) each
+        # key padding as SDPA's boolean mask (True = attend); none when every row is real
+        mask = None if bool(keep.all()) else keep[:, None, None, :]  # (P, 1, 1, S)
+        o = F.scaled_dot_product_attention(q, key, value, attn_mask=mask)  # (P, h, S, d/h)
+        o = o.transpose(1, 2).reshape(n, m, k + length, d)  # (n, m, S, d): heads side by side
+        o = F.linear(o, unit.self_attn.out_proj.weight, unit.self_attn.out_proj.bias)  # (n, m, S, d)
+        # Residual stream and LayerNorms in float32 (under bf16 autocast only the products are
+        # bf16). The residual adds the unit's input rows broadcast over the pairs, which are
+        # never built per pair.
+        y = o.float() if o.dtype in (torch.bfloat16, torch.float16) else o  # (n, m, S, d)
+        y[:, :, :k] += r[:, None]
+        y[:, :, k:] += t[None]
+        y = unit.norm1(y.flatten(0, 1))  # (P, S, d)
+        ff = unit.linear2(unit.activation(unit.linear1(y)))  # (P, S, d)
+        return unit.norm2(y + ff)  # (P, S, d)
+
+    def pair_scores_fast(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`pair_scores_plain` in eval mode (no dropout) with the first unit's projections
+        computed per image and per caption -> (n, m) float32.
+
+        img/txt may carry that projection as "qkv" (from `first_unit_qkv`; the caption's may be
+        longer than the block's longest caption); otherwise it is computed here.
+        """
+        r, rmask, t, mask = img["regions"], img["region_mask"], txt["tokens"], txt["mask"]
+        n, m, k = r.shape[0], t.shape[0], r.shape[1]
+        length = int(mask.sum(dim=1).max().clamp(min=1))  # padding no caption of the block uses
+        t, mask = t[:, :length], mask[:, :length]
+        qkv_r = img["qkv"] if "qkv" in img else self.first_unit_qkv(r)  # (n, K, 3d)
+        qkv_t = txt["qkv"][:, :length] if "qkv" in txt else self.first_unit_qkv(t)  # (m, L, 3d)
+        keep = pair_cat(rmask, mask, dim=-1)  # (P, S): True on real regions and tokens
+        y = self.first_unit_from_qkv(r, t, qkv_r, qkv_t, keep)  # (P, S, d)
+        for unit in self.cross[1:]:  # later units see pair-dependent rows: the plain modules
+            y = unit(y, src_key_padding_mask=~keep)  # (P, S, d)
+        # the poolings of `cross_embed`
+        i1 = F.normalize(region_mean(y[:, :k], keep[:, :k]), dim=-1)  # (P, d)
+        c1 = self.text_cross(y[:, k:], keep[:, k:])  # (P, d)
+        return (i1 * c1).sum(dim=-1).float().view(n, m)  # (n, m)
 
     def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
         """Rough float32 working memory of one pair in the joint unit (for block sizing)."""
@@ -246,7 +344,7 @@ class MMCA(Head):
         out_device = image_enc["i0"].device
         dev = next(self.parameters()).device
         i0, c0 = image_enc["i0"].to(dev), text_enc["c0"].to(dev)
-        scores = i0 @ c0.t()  # (n, m)
+        scores = (i0 @ c0.t()).float()  # (n, m); float32 also under bf16 autocast
         alpha = self.cfg.alpha
         if alpha == 0:
             return scores.to(out_device)
@@ -256,11 +354,19 @@ class MMCA(Head):
         lengths = mask.sum(dim=1)
         nb, mb = self.block_shape(n, m, k, int(lengths.max().clamp(min=1)), budget_mb or self.cfg.score_budget_mb)
         order = torch.argsort(lengths)  # captions of similar length share a block: less padding
-        for a in range(0, n, nb):
-            img = {"regions": regions[a : a + nb].to(dev), "region_mask": rmask[a : a + nb].to(dev)}
-            for b in range(0, m, mb):
-                cols = order[b : b + mb]
-                txt = {"tokens": tokens[cols].to(dev), "mask": mask[cols].to(dev)}
+        shared = not self.training  # eval: first-unit projections per image / caption (`pair_scores_fast`)
+        # Captions outside: a caption block's projections serve all image blocks, and caption
+        # blocks are the large side of `block_shape`, so recomputing image rows costs little.
+        for b in range(0, m, mb):
+            cols = order[b : b + mb]
+            length = int(lengths[cols].max().clamp(min=1))  # the block's padding is cut before projecting
+            txt = {"tokens": tokens[cols, :length].to(dev), "mask": mask[cols, :length].to(dev)}
+            if shared:
+                txt["qkv"] = self.first_unit_qkv(txt["tokens"])  # (mb, L, 3d)
+            for a in range(0, n, nb):
+                img = {"regions": regions[a : a + nb].to(dev), "region_mask": rmask[a : a + nb].to(dev)}
+                if shared:
+                    img["qkv"] = self.first_unit_qkv(img["regions"])  # (nb, K, 3d)
                 scores[a : a + nb, cols.to(dev)] += alpha * self.pair_scores(img, txt)
         return scores.to(out_device)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from heads.base import HEADS
-from heads.mmca import MMCA, MMCAConfig
+from heads.mmca import MMCA, MMCAConfig, pair_cat
 
 REGION_DIM, TOKEN_DIM = 40, 24
 TINY = dict(embed_dim=32, heads=4, layers=2, filters=8, dropout=0.0)
@@ -229,3 +229,95 @@ def test_score_on_gpu_matches_cpu():
         gpu = model.score(img, txt, budget_mb=1e-3)  # inputs stay on the CPU; blocks move
     assert gpu.device.type == "cpu"
     torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=1e-4)
+
+
+# ---- eval scoring with the first unit's projections shared between pairs -------------------
+
+def plain_scores(model: MMCA, img: dict, txt: dict) -> torch.Tensor:
+    """S from `cross_embed` on every pair (the reference forward), one block."""
+    return img["i0"] @ txt["c0"].t() + model.cfg.alpha * model.pair_scores_plain(img, txt)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("regions", [None, [4, 2, 3]])  # fixed K; a padded (masked) region set
+def test_fast_eval_scores_equal_cross_embed(layers, regions):
+    model = tiny_model(layers=layers, dropout=0.1).eval()  # eval: dropout off on both paths
+    lengths = [5, 3, 1, 6, 2]
+    batch = tiny_batch(3, lengths, regions=regions)
+    with torch.no_grad():
+        img, txt = model.encode_image(batch), model.encode_text(batch)
+        r_pairs = img["regions"].repeat_interleave(5, 0)  # pair (i, j) at row 5 * i + j
+        rm_pairs = img["region_mask"].repeat_interleave(5, 0)
+        i1, c1 = model.cross_embed(r_pairs, rm_pairs, txt["tokens"].repeat(3, 1, 1), txt["mask"].repeat(3, 1))
+        want_pairs = (i1 * c1).sum(-1).view(3, 5)
+        fast = model.pair_scores_fast(img, txt)
+        torch.testing.assert_close(fast, want_pairs, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.pair_scores(img, txt), fast, atol=0, rtol=0)  # eval dispatches here
+        # projections computed on the untrimmed captions (longer than the block's longest)
+        pre_img = {**img, "qkv": model.first_unit_qkv(img["regions"])}
+        pre_txt = {**txt, "qkv": model.first_unit_qkv(txt["tokens"])}
+        torch.testing.assert_close(model.pair_scores_fast(pre_img, pre_txt), want_pairs, atol=1e-5, rtol=1e-5)
+        want = plain_scores(model, img, txt)
+        for budget_mb in (1e-4, 0.05, 1024.0):  # one pair per block, a few, everything at once
+            torch.testing.assert_close(model.score(img, txt, budget_mb=budget_mb), want, atol=1e-5, rtol=1e-5)
+
+
+def test_pair_cat_orders_pairs_image_major():
+    a = torch.arange(2 * 3).view(2, 3, 1)  # 2 items with 3 rows
+    b = 10 + torch.arange(4 * 2).view(4, 2, 1)  # 4 items with 2 rows
+    out = pair_cat(a, b, dim=-2)
+    assert out.shape == (8, 5, 1)
+    for i in range(2):
+        for j in range(4):
+            assert torch.equal(out[4 * i + j], torch.cat([a[i], b[j]]))
+    with pytest.raises(ValueError):
+        pair_cat(a, b, dim=1)
+
+
+def test_training_uses_the_plain_units_and_eval_does_not(monkeypatch):
+    model = tiny_model(dropout=0.5)
+    batch = tiny_batch(4, [5, 3, 6, 2])
+    img, txt = model.encode_image(batch), model.encode_text(batch)
+    calls = []
+    plain_embed = model.cross_embed
+
+    def counting_embed(*args):
+        calls.append(1)
+        return plain_embed(*args)
+
+    monkeypatch.setattr(model, "cross_embed", counting_embed)
+
+    def no_fast(*_):
+        raise AssertionError("training must not use the shared-projection path")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model, "pair_scores_fast", no_fast)
+        model.train()
+        first, second = model.pair_scores(img, txt), model.pair_scores(img, txt)
+        assert calls and not torch.allclose(first, second)  # dropout is on in training
+        model.loss(batch)["loss"].backward()
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        model.score(model.encode_image(batch), model.encode_text(batch))
+        model.loss(batch)
+    assert not calls
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fast_eval_scores_under_bf16_autocast(layers):
+    model = tiny_model(layers=layers).eval()
+    batch = tiny_batch(3, [5, 3, 1, 6, 2], regions=[4, 2, 3])
+    with torch.no_grad():
+        img, txt = model.encode_image(batch), model.encode_text(batch)
+        want = plain_scores(model, img, txt)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model.score(img, txt, budget_mb=0.05)
+            assert got.dtype == torch.float32
+            torch.testing.assert_close(got, want, atol=5e-3, rtol=0)  # products in bf16
+            # encodings already cast to bfloat16 (as the evaluation pipeline does)
+            img16 = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in img.items()}
+            txt16 = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in txt.items()}
+            got16 = model.score(img16, txt16)
+            assert got16.dtype == torch.float32
+            torch.testing.assert_close(got16, want, atol=5e-3, rtol=0)

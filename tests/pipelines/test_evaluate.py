@@ -158,3 +158,24 @@ def test_cli_train_then_evaluate(store, tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--split", "val", "--examples", "1"])
     assert result.exit_code == 0, result.output
     assert "rsum" in result.output and (run / "eval-val-1k.json").is_file() and (run / "examples-val.png").is_file()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["casc", "scan", "vsepp"])
+def test_cuda_scores_match_cpu_in_both_precisions(name):
+    torch.manual_seed(0)
+    info = {"region_dim": 64, "global_dim": 64, "vocab_size": 20, "num_labels": 7}
+    head = build_head(name, info, {"embed_size": "64", "word_dim": "16"}).eval()
+    batch = random_batch(b=12, k=6, region_dim=64)
+    batch["global"] = torch.randn(12, 64)
+    with torch.no_grad():
+        img, txt = head.encode_image(batch), head.encode_text(batch)
+        cpu = score_blocks(head, img, [txt])
+        head.cuda()
+        img = {k: v.cuda() for k, v in head.encode_image({k: v.cuda() for k, v in batch.items()}).items()}
+        txt = {k: v.cuda() for k, v in head.encode_text({k: v.cuda() for k, v in batch.items()}).items()}
+    for precision, tol in (("fp32", 1e-4), ("bf16", 1e-2)):
+        gpu = score_blocks(head, img, [txt], precision=precision)
+        assert gpu.device.type == "cpu"
+        torch.testing.assert_close(gpu, cpu, atol=tol, rtol=0)
