@@ -11,9 +11,9 @@ Use it like this::
         batch["sizes"]    # list[(width, height)] of the decoded originals
         batch["skipped"]  # list[(image_id, reason)]: unreadable inputs of this batch
 
-Decoding runs in DataLoader worker processes. `load_rgb` turns CMYK, greyscale, palette and
-alpha images into 3-channel RGB (alpha composited on white, so transparent logos do not turn
-black), and raises `ImageReadError` with a one-line reason for a missing, truncated or
+Decoding runs in DataLoader worker processes. `load_rgb` applies the EXIF orientation tag
+(as OpenCV's imread does), turns CMYK, greyscale, palette and alpha images into 3-channel RGB
+(alpha composited on white, so transparent logos do not turn black), and raises `ImageReadError` with a one-line reason for a missing, truncated or
 undecodable file; the loader turns that into a skipped entry instead of stopping the run.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 # Refuse decompression bombs: a few hundred megapixels is far beyond any dataset we read.
@@ -43,7 +43,9 @@ def load_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()  # decode now, so truncation surfaces here and not later in a transform
-            return to_rgb(im)
+            # Upright as viewers (and OpenCV's imread, which the reference detector code uses)
+            # show it: a camera's EXIF orientation tag is applied, then dropped.
+            return to_rgb(ImageOps.exif_transpose(im))
     except UnidentifiedImageError:
         raise ImageReadError(f"not a readable image: {path}") from None
     except Image.DecompressionBombError as e:

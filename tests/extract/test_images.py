@@ -69,3 +69,19 @@ def test_loader_skips_bad_images_and_dedupes(tmp_path, workers):
     assert batches[0]["skipped"][0][0] == "bad" and "not a readable image" in batches[0]["skipped"][0][1]
     assert batches[0]["images"].shape == (1, 3, 4, 4) and batches[1]["sizes"] == [(7, 5)]
     assert list(image_loader([], to_tensor)) == []
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    # a 40 x 20 picture stored sideways, tagged "rotate 90 CW to display" (orientation 6)
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20] = (255, 0, 0)  # left half red, right half blue as stored
+    a[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(a).save(path, exif=exif, quality=95)
+    im = load_rgb(path)
+    assert im.size == (20, 40)  # displayed upright: width and height swapped
+    top, bottom = np.asarray(im)[5, 10], np.asarray(im)[35, 10]
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # red on top after the turn
+    assert 0x0112 not in im.getexif()  # the tag is gone, so nothing rotates it twice
