@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
+from pipelines.scoring import fast_precision
 from pipelines.train_utils import atomic_json, load_checkpoint
 
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
@@ -76,6 +78,9 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     head, task, run = ctx["head"], ctx["task"], ctx["run"]
     if precision:
         task.options.eval_precision = precision
+    if task.options.eval_precision == "bf16" and fast_precision(ctx["device"]) != "bf16":
+        warnings.warn(f"{ctx['device']} has no native bfloat16 products: bf16 scoring will be slower than fp32",
+                      stacklevel=2)
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)

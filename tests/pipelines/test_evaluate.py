@@ -121,7 +121,7 @@ def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
     assert calls == [(0, 5000)] and m5["folds"] == 1 and m5["protocol"] == "5k"
 
 
-def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path):
+def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypatch):
     from pipelines.evaluate import evaluate_run
     from pipelines.train import train
 
@@ -140,6 +140,9 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path):
     assert fast["precision"] == "bf16" and abs(fast["rsum"] - m["rsum"]) <= 40  # 5 test images: 20 points a rank
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(run, precision="fp16")
+    monkeypatch.setattr("pipelines.evaluate.fast_precision", lambda device: "fp32")
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        evaluate_run(run, split="test", precision="bf16")
 
 
 def test_cli_train_then_evaluate(store, tmp_path):
