@@ -103,7 +103,8 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     title = f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}"
     if "rsum" in metrics:
         cols = RETRIEVAL_COLUMNS
-        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images)"
+        bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
+        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
     else:
         cols = [(k, k) for k, v in metrics.items() if isinstance(v, float)]
     head = "| " + " | ".join(name for _, name in cols) + " |"

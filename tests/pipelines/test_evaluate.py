@@ -138,6 +138,7 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypat
     assert m["precision"] == "fp32"
     fast = evaluate_run(run, split="test", precision="bf16")
     assert fast["precision"] == "bf16" and abs(fast["rsum"] - m["rsum"]) <= 40  # 5 test images: 20 points a rank
+    assert "bf16 scoring" in (run / "eval-test-1k.md").read_text() and "bf16" not in table
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(run, precision="fp16")
     monkeypatch.setattr("pipelines.evaluate.fast_precision", lambda device: "fp32")
