@@ -89,10 +89,11 @@ def fast_precision(device: torch.device) -> str:
     """"bf16" where the device multiplies bfloat16 natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else "fp32"."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return "fp32"
+    try:  # oneDNN also "supports" bf16 on plain AVX512 by emulation, which is slower than fp32
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except (AttributeError, RuntimeError):  # a torch without these probes
+        native = False
+    return "bf16" if native and torch.backends.mkldnn.is_available() else "fp32"
 
 
 def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from heads.build import build_head
-from pipelines.scoring import block_sizes, cat_padded, precision_context, score_all, score_blocks
+from pipelines.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
+                               score_blocks)
 from tests.conftest_helpers import build_retrieval_store
 from tests.heads.conftest import random_batch
 
@@ -57,6 +58,15 @@ def test_bf16_scores_are_close_to_fp32_and_rank_alike(name):
     best = fp32.argmax(1)
     gap = fp32.max(1).values - fp32.gather(1, bf16.argmax(1, keepdim=True)).squeeze(1)
     assert ((bf16.argmax(1) == best) | (gap < 1e-2)).all()
+
+
+def test_fast_precision_asks_for_native_bf16(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert fast_precision(cpu) == "fp32"  # plain AVX512 would emulate bf16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert fast_precision(cpu) == ("bf16" if torch.backends.mkldnn.is_available() else "fp32")
 
 
 def test_precision_is_checked_and_cat_padded_pads_every_axis():
