@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipelines.scoring import fast_precision
+from pipelines.scoring import PRECISIONS, fast_precision
 from pipelines.train_utils import atomic_json, load_checkpoint
 
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
@@ -72,8 +72,8 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     """
     if protocol not in ("1k", "5k"):
         raise ValueError(f"protocol must be 1k or 5k, got {protocol!r}")
-    if precision not in (None, "fp32", "bf16"):
-        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     ctx = load_run(run_dir, device)
     head, task, run = ctx["head"], ctx["task"], ctx["run"]
     if precision:

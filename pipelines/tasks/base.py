@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
+from pipelines.scoring import PRECISIONS
 from store.registry import Registry
 
 
@@ -42,8 +43,8 @@ class TaskOptions:
             raise ValueError("preload_mb, workers and val_images must be >= 0")
         if self.eval_batch < 1 or self.eval_budget_mb < 0 or self.per_image < 1:
             raise ValueError("eval_batch and per_image must be >= 1, eval_budget_mb >= 0")
-        if self.eval_precision not in ("fp32", "bf16"):
-            raise ValueError(f"eval_precision must be fp32 or bf16, got {self.eval_precision!r}")
+        if self.eval_precision not in PRECISIONS:
+            raise ValueError(f"eval_precision must be one of {', '.join(PRECISIONS)}, got {self.eval_precision!r}")
 
 
 class Task:

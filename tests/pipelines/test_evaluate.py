@@ -70,8 +70,12 @@ def test_fast_precision_asks_for_native_bf16(monkeypatch):
 
 
 def test_precision_is_checked_and_cat_padded_pads_every_axis():
+    from pipelines.tasks.base import TaskOptions
+
     with pytest.raises(ValueError, match="precision"):
         precision_context(torch.device("cpu"), "fp16")
+    with pytest.raises(ValueError, match="eval_precision"):
+        TaskOptions(eval_precision="fp16")
     a = {"gram": torch.ones(2, 3, 3), "mask": torch.ones(2, 3, dtype=torch.bool)}
     b = {"gram": torch.ones(1, 5, 5), "mask": torch.ones(1, 5, dtype=torch.bool)}
     out = cat_padded([a, b])
