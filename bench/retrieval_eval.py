@@ -217,9 +217,10 @@ def main() -> None:
     loop_size = (50, 250) if args.quick else (256, 1280)
     precisions = list(PRECISIONS) if args.precision == "both" else [args.precision]
     budget = (args.budget_mb << 20) or None
-    fast = fast_precision(device) if fast_precision(device) in precisions else precisions[0]
+    native = fast_precision(device)
+    fast = native if native in precisions else precisions[0]  # the precision of the last line
     print(f"device {device} ({torch.get_num_threads()} threads), block budget "
-          f"{args.budget_mb or default_budget(device) >> 20} MiB, fast bf16 products: {fast == 'bf16'}")
+          f"{args.budget_mb or default_budget(device) >> 20} MiB, native bf16 products: {native == 'bf16'}")
     ratios = {}
     for name in args.heads.split(","):
         try:
@@ -237,7 +238,8 @@ def main() -> None:
     for name, r in ratios.items():
         print(f"{name}: ours / loop = " + ", ".join(f"{r[f'ratio_{p}']:.1f}x {p}" for p in precisions))
     casc = ratios.get("casc", {}).get(f"ratio_{fast}", float("nan"))
-    print(f"(last line: CASC with {fast} products, the faster precision this device supports)")
+    print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
+                                                         if fast == native else ")"))
     print(f"xattn_eval_vs_shard_loop: {casc:.2f}")
 
 
