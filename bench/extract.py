@@ -48,7 +48,7 @@ def time_pass(model, items, selection, batch_size: int, loader_workers: int) -> 
     """images/s of one pass over all items."""
     import torch
 
-    from extract.regions.runner import extract_regions
+    from lighthead.extract.regions.runner import extract_regions
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from extract.regions import detectron2_backend
-    from extract.regions.config import DetectorConfig, SelectionConfig
-    from extract.regions.model import BottomUpDetector, init_random
+    from lighthead.extract.regions import detectron2_backend
+    from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
+    from lighthead.extract.regions.model import BottomUpDetector, init_random
 
     if args.quick:
         overrides = {"min_size": 160, "max_size": 240, "rpn_post_nms_top_n": 16}
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     model = init_random(BottomUpDetector(cfg), seed=0)
     reference = None
     if detectron2_backend.available():
-        from extract.regions.checkpoints import format_config
+        from lighthead.extract.regions.checkpoints import format_config
 
         d2_model = init_random(BottomUpDetector(format_config("d2-pkl", cfg, True)), seed=0)
         reference = detectron2_backend.Detectron2Detector(d2_model).to(device)

@@ -29,7 +29,7 @@ K, D = 36, 2048  # boxes x feature size of bottom-up-attention region features
 
 def generate(root: Path, n: int, seed: int = 0):
     """Write n items to a store and to a .npy; returns (feature set, memmap)."""
-    from store import Field, open_store
+    from lighthead.store import Field, open_store
 
     rng = np.random.default_rng(seed)
     block = rng.standard_normal((256, K, D), dtype=np.float32).astype(np.float16)  # (256, K, D)
@@ -64,7 +64,7 @@ def loader_rate(fs, store_path: Path, batch: int, n_batches: int, workers: int) 
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from store import StoreDataset, open_store
+    from lighthead.store import StoreDataset, open_store
 
     ds = StoreDataset(open_store(store_path), {"regions": fs.name})
     gen = torch.Generator().manual_seed(0)

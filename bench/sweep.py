@@ -5,7 +5,7 @@
     python bench/sweep.py --synthetic     # a synthetic store instead of the demo pipeline's
     python bench/sweep.py --store PATH    # an existing store
 
-Trials call the real trainer (`pipelines.train.train`). The demo store is used once the demo
+Trials call the real trainer (`lighthead.pipelines.train.train`). The demo store is used once the demo
 pipeline writes feature sets; until then the tests' synthetic retrieval store stands in.
 
 Each trial trains with one torch thread (`--threads`), so the ratio shows how the sweep
@@ -34,7 +34,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().p
 
 
 def _warm() -> None:
-    import pipelines.train  # noqa: F401
+    import lighthead.pipelines.train  # noqa: F401
 
 
 def _spin(_: int) -> float:
@@ -66,14 +66,14 @@ def _warm_client(spec) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401
 
-    from pipelines.sweep import check_spec
+    from lighthead.pipelines.sweep import check_spec
 
     check_spec(spec)
 
 
 def demo_store(root: Path, n_images: int) -> Path:
     """The demo pipeline's store (data and features only; no heads trained)."""
-    from pipelines.demo import run_demo
+    from lighthead.pipelines.demo import run_demo
 
     run_demo(root / "demo", n_images=n_images, stages=("data", "extract"))
     return root / "demo" / "store"
@@ -95,7 +95,7 @@ def run(spec, store: Path, out: Path, workers: int, threads: int) -> tuple[float
 
     Start-up (cluster, worker imports) is what every sweep pays once; the rate is the rest.
     """
-    from pipelines.sweep import ClusterOptions, connect, run_sweep
+    from lighthead.pipelines.sweep import ClusterOptions, connect, run_sweep
 
     t0 = time.perf_counter()
     with connect(ClusterOptions(workers=workers, dashboard=None)) as conn:
@@ -127,7 +127,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2, quick 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial (0: cores / workers)")
     args = p.parse_args()
-    from pipelines.sweep import from_args
+    from lighthead.pipelines.sweep import from_args
 
     n = args.trials or (4 if args.quick else 8)
     n_images = 100 if args.quick else 300

@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     n, rounds = (400, 1) if args.quick else (args.n, args.rounds)
 
-    from extract.text import TextEncoder, TextEncoderConfig
+    from lighthead.extract.text import TextEncoder, TextEncoderConfig
 
     encoder = TextEncoder(TextEncoderConfig(model=args.model, batch_size=args.batch_size), device=args.device)
     texts = sentences(n)

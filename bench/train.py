@@ -26,17 +26,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from heads.base import HEADS  # noqa: E402
-from heads.build import construct, head_class  # noqa: E402
-from pipelines.train import prepare  # noqa: E402
+from lighthead.heads.base import HEADS  # noqa: E402
+from lighthead.heads.build import construct, head_class  # noqa: E402
+from lighthead.pipelines.train import prepare  # noqa: E402
 
 QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256"}  # keys a head lacks are dropped
 
 
 def overrides_for(name: str, store: Path, quick: bool, batch_size: int | None) -> dict[str, str]:
     """Quick widths, the batch size, and a text feature set the store holds if the default is absent."""
-    from heads.build import config_fields
-    from store import open_store
+    from lighthead.heads.build import config_fields
+    from lighthead.store import open_store
 
     cls = head_class(name)
     keys = config_fields(cls.config_class)

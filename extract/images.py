@@ -2,7 +2,7 @@
 
 Use it like this::
 
-    from extract.images import unique_images, image_loader
+    from lighthead.extract.images import unique_images, image_loader
 
     items = unique_images(records, skip=writer.done_ids)     # [(image_id, path)], one per image_id
     for batch in image_loader(items, transform, batch_size=8, workers=2):

@@ -5,16 +5,20 @@ depends on import order. To add a head: write `heads/<name>.py` with `@HEADS.reg
 and add its import line here.
 """
 
-from heads.base import BATCH_KEYS, HEADS, Head
+if __name__ != "lighthead.heads":  # one name only: a second would load a second copy of every registry
+    raise ImportError(f"this folder installs as `lighthead.heads`; import it under that name, not {__name__!r}")
+
+
+from lighthead.heads.base import BATCH_KEYS, HEADS, Head
 
 # Retrieval heads.
-from heads import scan  # noqa: F401,E402  (scan = CASC-base)
-from heads import casc  # noqa: F401,E402
-from heads import vsepp  # noqa: F401,E402
-from heads import mmca  # noqa: F401,E402
-from heads import mfsr  # noqa: F401,E402
+from lighthead.heads import scan  # noqa: F401,E402  (scan = CASC-base)
+from lighthead.heads import casc  # noqa: F401,E402
+from lighthead.heads import vsepp  # noqa: F401,E402
+from lighthead.heads import mmca  # noqa: F401,E402
+from lighthead.heads import mfsr  # noqa: F401,E402
 
 # Sentiment heads.
-from heads import itin, itm, text_only  # noqa: F401,E402
+from lighthead.heads import itin, itm, text_only  # noqa: F401,E402
 
 __all__ = ["BATCH_KEYS", "HEADS", "Head"]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from store.registry import Registry
+from lighthead.store.registry import Registry
 
 # Batch keys and their shapes. Letters: B batch, K regions, L tokens, D feature width,
 # C label vocabulary, H/W thumbnail size.

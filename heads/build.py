@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any, Mapping
 
-from heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, Head
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -104,7 +104,7 @@ def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
 
 
 def head_class(name: str) -> type[Head]:
-    import heads  # noqa: F401  (importing the package registers every head)
+    import lighthead.heads  # noqa: F401  (importing the package registers every head)
 
     return HEADS.get(name)
 

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heads.attention import xattn_paired
-from heads.base import HEADS
-from heads.losses import weighted_bce
-from heads.scan import SCAN, SCANConfig, step_lr
+from lighthead.heads.attention import xattn_paired
+from lighthead.heads.base import HEADS
+from lighthead.heads.losses import weighted_bce
+from lighthead.heads.scan import SCAN, SCANConfig, step_lr
 
 LABEL_TYPES = ("nouns", "verbs", "adjectives", "all")
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, Head
 
 
 @dataclass

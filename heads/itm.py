@@ -33,8 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import box_iou
 
-from heads.attention import CrossAttentionBlock, TransformerBlock
-from heads.base import HEADS, Head
+from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
+from lighthead.heads.base import HEADS, Head
 
 
 def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor,

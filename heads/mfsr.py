@@ -46,12 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from heads.base import HEADS, Head
-from heads.losses import positives_from_index, triplet_loss
-from heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
+from lighthead.heads.base import HEADS, Head
+from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
-from heads.scan import step_lr
-from heads.text_encoders import GRUTextEncoder
+from lighthead.heads.scan import step_lr
+from lighthead.heads.text_encoders import GRUTextEncoder
 
 LOSS_TERMS = ("modal", "semantic", "specific", "img_re", "cap_re")
 

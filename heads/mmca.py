@@ -38,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heads.attention import masked_mean
-from heads.base import HEADS, Head
-from heads.losses import positives_from_index, triplet_loss
-from heads.scan import step_lr
+from lighthead.heads.attention import masked_mean
+from lighthead.heads.base import HEADS, Head
+from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.scan import step_lr
 
 
 @dataclass

@@ -19,10 +19,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heads.attention import l2norm, xattn_all_pairs
-from heads.base import HEADS, Head
-from heads.losses import positives_from_index, triplet_loss
-from heads.text_encoders import caption_encoder
+from lighthead.heads.attention import l2norm, xattn_all_pairs
+from lighthead.heads.base import HEADS, Head
+from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.text_encoders import caption_encoder
 
 
 @dataclass

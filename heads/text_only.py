@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from heads.attention import TransformerBlock
-from heads.base import HEADS, Head
+from lighthead.heads.attention import TransformerBlock
+from lighthead.heads.base import HEADS, Head
 
 
 @dataclass

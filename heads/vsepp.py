@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from heads.attention import l2norm, masked_mean
-from heads.base import HEADS, Head
-from heads.losses import positives_from_index, triplet_loss
-from heads.scan import step_lr
-from heads.text_encoders import caption_encoder
+from lighthead.heads.attention import l2norm, masked_mean
+from lighthead.heads.base import HEADS, Head
+from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.scan import step_lr
+from lighthead.heads.text_encoders import caption_encoder
 
 
 @dataclass

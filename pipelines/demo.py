@@ -1,8 +1,8 @@
 """`lighthead demo`: the whole pipeline on the generated demo dataset, on a CPU, in minutes.
 
 Stages, in order:
-1. generate the demo images and annotations (`pipelines.datasets.demo`);
-2. extract features into the store (`pipelines.extract_run`): regions for the shapes' boxes
+1. generate the demo images and annotations (`lighthead.pipelines.datasets.demo`);
+2. extract features into the store (`lighthead.pipelines.extract_run`): regions for the shapes' boxes
    and the 36 most confident ROIs (random detector weights, flagged as such), MiniLM token
    features (the real bundled model), word ids, ResNet-18 global features (random weights)
    and thumbnails;
@@ -38,9 +38,9 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
     """Run the demo stages under `out` (data/, store/, runs/); returns the metrics per head."""
     import torch
 
-    from pipelines.datasets import demo
-    from pipelines.extract_run import run_extract
-    from pipelines.features import ExtractOptions
+    from lighthead.pipelines.datasets import demo
+    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features import ExtractOptions
 
     if threads:
         torch.set_num_threads(threads)  # small models: one thread beats several on a shared CPU
@@ -60,15 +60,15 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
 
 
 def print_store_info(store_path: Path) -> None:
-    from pipelines.cli.store_cmd import info
+    from lighthead.pipelines.cli.store_cmd import info
 
     info(store_path, as_json=False)
 
 
 def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """Train `head` on the demo store into a fresh `run_dir`, then evaluate and print its table."""
-    from pipelines.evaluate import evaluate_run, markdown_table
-    from pipelines.train import train
+    from lighthead.pipelines.evaluate import evaluate_run, markdown_table
+    from lighthead.pipelines.train import train
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo rerun retrains from scratch
@@ -89,8 +89,8 @@ def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict
 
 def majority_baseline_line(store_path: Path, kind: str) -> str:
     """Accuracy and macro-F1 of always answering the most frequent training label, on test."""
-    from heads.metrics import classification_metrics
-    from store import open_store
+    from lighthead.heads.metrics import classification_metrics
+    from lighthead.store import open_store
 
     records = [r for r in open_store(store_path).read_json("records") if r["kind"] == kind]
     train = [r["label"] for r in records if r["split"] == "train"]
@@ -103,7 +103,7 @@ def majority_baseline_line(store_path: Path, kind: str) -> str:
 
 def random_baseline(n_images: int, captions_per_image: int = 5, trials: int = 20, seed: int = 0) -> dict[str, float]:
     """Recall of random scores on a test split of `n_images` (mean over `trials` draws)."""
-    from heads.metrics import retrieval_metrics
+    from lighthead.heads.metrics import retrieval_metrics
 
     rng = np.random.default_rng(seed)
     runs = [retrieval_metrics(rng.random((n_images, captions_per_image * n_images))) for _ in range(trials)]

@@ -15,8 +15,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from pipelines.scoring import PRECISIONS, fast_precision
-from pipelines.train_utils import atomic_json, load_checkpoint
+from lighthead.pipelines.scoring import PRECISIONS, fast_precision
+from lighthead.pipelines.train_utils import atomic_json, load_checkpoint
 
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
                      ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
@@ -24,10 +24,10 @@ RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10
 
 def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
     """The head of a run (best checkpoint, eval mode) with its task, configs and device."""
-    from heads.build import construct, head_class
-    from pipelines.tasks import TASKS
-    from pipelines.train import CHECKPOINTS, LoopConfig, pick_device
-    from store import open_store
+    from lighthead.heads.build import construct, head_class
+    from lighthead.pipelines.tasks import TASKS
+    from lighthead.pipelines.train import CHECKPOINTS, LoopConfig, pick_device
+    from lighthead.store import open_store
 
     run = Path(run_dir)
     config_path = run / "config.json"
@@ -52,7 +52,7 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
 
 def _tuples(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
     """JSON turned tuples into lists; give tuple-typed fields their tuples back."""
-    from heads.build import config_fields
+    from lighthead.heads.build import config_fields
 
     fields = config_fields(config_class)
     out = {}
@@ -85,7 +85,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
         raise ValueError(f"the store of {run} has no {split!r} split")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
     if task.name == "sentiment":  # + confusion matrix JSON/plot and the sentiment table
-        from pipelines.evaluate_sentiment import report
+        from lighthead.pipelines.evaluate_sentiment import report
         report(task, head, split, ctx["device"], run, examples=0, metrics=metrics)
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
     if task.name == "retrieval":

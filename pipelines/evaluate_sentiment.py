@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from pipelines.datasets.base import SENTIMENTS
+from lighthead.pipelines.datasets.base import SENTIMENTS
 
 # Columns of the markdown table, in order, with their headers; absent keys are skipped.
 COLUMNS = [

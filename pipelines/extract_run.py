@@ -25,7 +25,7 @@ from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.features import FEATURES, ExtractOptions, RunSummary, load_all
+from lighthead.pipelines.features import FEATURES, ExtractOptions, RunSummary, load_all
 
 # What each dataset's heads read (SPEC-heads.md): retrieval heads want 36 regions, BERT tokens,
 # GRU word ids, ResNet-152 and thumbnails (mFSR); ITM wants 100 regions and RoBERTa pairs;
@@ -186,8 +186,8 @@ def run_extract(
     JSON artifact "extract_summary". A job that fails stops the run after printing what the
     jobs before it did.
     """
-    from pipelines.datasets import load_records
-    from store import StoreError, open_store
+    from lighthead.pipelines.datasets import load_records
+    from lighthead.store import StoreError, open_store
 
     options = options or ExtractOptions()
     console = console or Console()

@@ -33,9 +33,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from heads.build import config_fields, construct, head_class, make_config, parse_overrides
-from pipelines.tasks import TASKS, TaskOptions
-from pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, save_checkpoint
+from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
+from lighthead.pipelines.tasks import TASKS, TaskOptions
+from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, save_checkpoint
 
 CHECKPOINTS = "checkpoints"
 
@@ -106,7 +106,7 @@ def pick_device(device: str | torch.device | None) -> torch.device:
 def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
             overrides: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
     """Resolve configs, open the store and build the task (shared with evaluation and sweeps)."""
-    from store import open_store
+    from lighthead.store import open_store
 
     cls = head_class(head_name)
     head_over, loop_over = split_overrides(cls.config_class, overrides, head_name)

@@ -14,7 +14,7 @@ import torch
 
 def atomic_json(path: Path, obj: Any) -> None:
     """Write JSON to `path` with the store's atomic write (a crash never leaves half a file)."""
-    from store.manifest import atomic_write
+    from lighthead.store.manifest import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

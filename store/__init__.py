@@ -10,7 +10,7 @@ Layout::
 
 Python API::
 
-    from store import open_store, Field, verify, info, StoreError
+    from lighthead.store import open_store, Field, verify, info, StoreError
 
     s = open_store(path, create=False)        # Store; create=True makes the directory
     s.names() -> list[str]                    # feature-set names
@@ -37,14 +37,14 @@ Python API::
     verify(path, checksums=True, strict=False) -> list[str]    # one line per problem
     info(path) -> dict                                          # JSON-able summary
 
-    from store import StoreDataset            # imports torch (only this does)
+    from lighthead.store import StoreDataset            # imports torch (only this does)
     ds = StoreDataset(s, {"regions": "regions/x", "glob": "global/resnet18"}, ids=None,
                       fields={"regions": ["features", "boxes"]}, preload=False)
     ds[i] -> {"id": str, "regions": {field: np.ndarray}, "glob": {...}}
     DataLoader(ds, batch_size=..., num_workers=2, collate_fn=ds.collate)
 
-    from store.importers import import_precomp, import_tsv, import_npz
-    from store.exporters import export_precomp
+    from lighthead.store.importers import import_precomp, import_tsv, import_npz
+    from lighthead.store.exporters import export_precomp
 
 Errors in data (truncated shard, missing file, checksum, malformed import input) raise
 `StoreError`, whose message names the file (and line or id).
@@ -52,15 +52,18 @@ Errors in data (truncated shard, missing file, checksum, malformed import input)
 
 from __future__ import annotations
 
+if __name__ != "lighthead.store":  # one name only: a second would load a second copy of every registry
+    raise ImportError(f"this folder installs as `lighthead.store`; import it under that name, not {__name__!r}")
+
 from typing import Any
 
-from store.api import Store, open_store
-from store.errors import StoreError
-from store.manifest import sha256_file
-from store.reader import FeatureSet
-from store.schema import Field
-from store.verify import info, verify
-from store.writer import Writer, WriterConfig
+from lighthead.store.api import Store, open_store
+from lighthead.store.errors import StoreError
+from lighthead.store.manifest import sha256_file
+from lighthead.store.reader import FeatureSet
+from lighthead.store.schema import Field
+from lighthead.store.verify import info, verify
+from lighthead.store.writer import Writer, WriterConfig
 
 __all__ = [
     "FeatureSet", "Field", "Store", "StoreDataset", "StoreError", "Writer", "WriterConfig",
@@ -69,9 +72,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # StoreDataset needs torch; importing it only on first use keeps `import store` light.
+    # StoreDataset needs torch; importing it only on first use keeps `import lighthead.store` light.
     if name == "StoreDataset":
-        from store.dataset import StoreDataset
+        from lighthead.store.dataset import StoreDataset
 
         return StoreDataset
     raise AttributeError(f"module 'store' has no attribute {name!r}")

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from store.errors import StoreError
-from store.manifest import atomic_write
-from store.reader import FeatureSet
-from store.schema import MANIFEST, Field, check_name
-from store.verify import feature_set_dirs, info, verify
-from store.writer import Writer, WriterConfig
+from lighthead.store.errors import StoreError
+from lighthead.store.manifest import atomic_write
+from lighthead.store.reader import FeatureSet
+from lighthead.store.schema import MANIFEST, Field, check_name
+from lighthead.store.verify import feature_set_dirs, info, verify
+from lighthead.store.writer import Writer, WriterConfig
 
 
 class Store:

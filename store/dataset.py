@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from store.api import Store, open_store
-from store.errors import StoreError
+from lighthead.store.api import Store, open_store
+from lighthead.store.errors import StoreError
 
 
 class StoreDataset(Dataset):

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from store.api import Store, open_store
-from store.errors import StoreError
-from store.importers import Progress
-from store.manifest import atomic_write
+from lighthead.store.api import Store, open_store
+from lighthead.store.errors import StoreError
+from lighthead.store.importers import Progress
+from lighthead.store.manifest import atomic_write
 
 _SPLIT_ID = re.compile(r"^(?P<split>[^/]+)/(?P<i>\d+)$")
 

@@ -28,10 +28,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from store.api import Store, open_store
-from store.errors import StoreError
-from store.schema import Field
-from store.writer import Writer
+from lighthead.store.api import Store, open_store
+from lighthead.store.errors import StoreError
+from lighthead.store.schema import Field
+from lighthead.store.writer import Writer
 
 Progress = Callable[[int, "int | None"], None]  # (done, total) in the importer's units
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")

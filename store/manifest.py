@@ -18,8 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from store.errors import StoreError
-from store.schema import FORMAT, MANIFEST, VERSION, Field, fields_from_json
+from lighthead.store.errors import StoreError
+from lighthead.store.schema import FORMAT, MANIFEST, VERSION, Field, fields_from_json
 
 LOCK_FILE = ".manifest.lock"
 

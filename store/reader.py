@@ -7,10 +7,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from store.errors import StoreError
-from store.manifest import read_manifest
-from store.schema import Field
-from store.shard import ShardReader
+from lighthead.store.errors import StoreError
+from lighthead.store.manifest import read_manifest
+from lighthead.store.schema import Field
+from lighthead.store.shard import ShardReader
 
 
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from store.errors import StoreError
+from lighthead.store.errors import StoreError
 
 FORMAT = "lighthead-store"  # written into every manifest and shard, checked on read
 VERSION = 1  # bumped on incompatible layout changes

@@ -24,8 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store.errors import StoreError
-from store.schema import FORMAT, VERSION, Field
+from lighthead.store.errors import StoreError
+from lighthead.store.schema import FORMAT, VERSION, Field
 
 MIN_CHUNK_BYTES = 4096  # items smaller than this share a chunk
 H5_LIBVER = ("v110", "v110")  # readable by any HDF5 >= 1.10, yet with the faster chunk indexes

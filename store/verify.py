@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from store.errors import StoreError
-from store.manifest import read_manifest, sha256_file
-from store.schema import MANIFEST, SHARD_RE
-from store.shard import open_h5
+from lighthead.store.errors import StoreError
+from lighthead.store.manifest import read_manifest, sha256_file
+from lighthead.store.schema import MANIFEST, SHARD_RE
+from lighthead.store.shard import open_h5
 
 
 def feature_set_dirs(root: Path) -> list[tuple[str, Path]]:

@@ -25,11 +25,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from store.errors import StoreError
-from store.manifest import (LOCK_FILE, Manifest, ShardEntry, file_lock, fsync_dir, library_versions,
+from lighthead.store.errors import StoreError
+from lighthead.store.manifest import (LOCK_FILE, Manifest, ShardEntry, file_lock, fsync_dir, library_versions,
                             read_manifest, sha256_file, try_lock, write_manifest)
-from store.schema import MANIFEST, SHARD_RE, Field, check_fields, check_id, check_tag, shard_name
-from store.shard import open_h5, write_shard
+from lighthead.store.schema import MANIFEST, SHARD_RE, Field, check_fields, check_id, check_tag, shard_name
+from lighthead.store.shard import open_h5, write_shard
 
 KILL_ENV = "LIGHTHEAD_STORE_KILL_AT"  # fault injection for the crash tests: SIGKILL at a named step
 

@@ -41,9 +41,9 @@ def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int
                           region_dim: int = 2048, num_regions: int = 36, global_dim: int = 2048,
                           token_dim: int = 64, noise: float = 0.5, seed: int = 0) -> Path:
     """Write the synthetic store at `path` and return it. `splits` = images per train/val/test."""
-    from extract.vocab import VocabConfig, Vocabulary
-    from pipelines.datasets.base import Record
-    from store import Field, open_store
+    from lighthead.extract.vocab import VocabConfig, Vocabulary
+    from lighthead.pipelines.datasets.base import Record
+    from lighthead.store import Field, open_store
 
     if sum(splits) != n_images:
         raise ValueError(f"splits {splits} do not add up to {n_images} images")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from heads.build import build_head
-from pipelines.scoring import cat_padded, encode, score_blocks
+from lighthead.heads.build import build_head
+from lighthead.pipelines.scoring import cat_padded, encode, score_blocks
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "retrieval_eval.py"
 

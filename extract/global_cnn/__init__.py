@@ -1,6 +1,6 @@
 """Global image features: pooled ImageNet ResNets and thumbnails."""
 
-from extract.global_cnn.resnet import (
+from lighthead.extract.global_cnn.resnet import (
     RESNETS,
     GlobalCNN,
     GlobalCNNConfig,
@@ -9,7 +9,7 @@ from extract.global_cnn.resnet import (
     default_weights,
     read_state_dict,
 )
-from extract.global_cnn.thumbs import ThumbConfig, ThumbTransform
+from lighthead.extract.global_cnn.thumbs import ThumbConfig, ThumbTransform
 
 __all__ = [
     "RESNETS",

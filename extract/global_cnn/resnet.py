@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from store.registry import Registry
+from lighthead.store.registry import Registry
 
 
 @dataclass(frozen=True)

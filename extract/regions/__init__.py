@@ -52,11 +52,11 @@ would: detectron2 anchors and order, continuous pixel boxes, box weights (10, 10
 `conventions` field of DetectorConfig records which rules ran).
 """
 
-from extract.regions.checkpoints import (CheckpointError, LoadReport, export_checkpoint, load_checkpoint,
+from lighthead.extract.regions.checkpoints import (CheckpointError, LoadReport, export_checkpoint, load_checkpoint,
                                          save_safetensors)
-from extract.regions.config import PRESETS, DetectorConfig, SelectionConfig
-from extract.regions.model import BottomUpDetector, build_detector, init_random
-from extract.regions.runner import extract_regions, item_fields
+from lighthead.extract.regions.config import PRESETS, DetectorConfig, SelectionConfig
+from lighthead.extract.regions.model import BottomUpDetector, build_detector, init_random
+from lighthead.extract.regions.runner import extract_regions, item_fields
 
 __all__ = [
     "PRESETS", "BottomUpDetector", "CheckpointError", "DetectorConfig", "LoadReport", "SelectionConfig",

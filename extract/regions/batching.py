@@ -4,7 +4,7 @@ Preparation follows py-faster-rcnn's `_get_image_blob`: BGR pixels as float, min
 mean, then a bilinear resize (no antialiasing, like cv2.INTER_LINEAR) by the scale that
 brings the shorter side to `min_size` unless the longer side would pass `max_size`.
 Decoding (CMYK, greyscale, palette, alpha) and the reasons for skipping unreadable files come
-from `extract.images`.
+from `lighthead.extract.images`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from extract.images import ImageDataset, collate_images
-from extract.regions.config import DetectorConfig
+from lighthead.extract.images import ImageDataset, collate_images
+from lighthead.extract.regions.config import DetectorConfig
 
 # Images above this many pixels are first shrunk by an integer factor (PIL's box reduce) so a
 # huge scan cannot exhaust memory as float32; the final resize still targets the test scale.

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from extract.regions import boxes as B
-from extract.regions.config import SelectionConfig
+from lighthead.extract.regions import boxes as B
+from lighthead.extract.regions.config import SelectionConfig
 
 
 def max_confidence(boxes: torch.Tensor, cls_prob: torch.Tensor, nms_thresh: float, offset: float) -> torch.Tensor:

@@ -24,9 +24,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from extract.regions.config import DetectorConfig
-from extract.regions.model import BottomUpDetector
-from store import sha256_file
+from lighthead.extract.regions.config import DetectorConfig
+from lighthead.extract.regions.model import BottomUpDetector
+from lighthead.store import sha256_file
 
 FORMATS = ("d2-pkl", "bua-pth", "safetensors")
 # Entries that carry no weights: BatchNorm step counters of a trained-then-frozen model.

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.regions.checkpoints import state_for_export
-from extract.regions.model import BottomUpDetector
+from lighthead.extract.regions.checkpoints import state_for_export
+from lighthead.extract.regions.model import BottomUpDetector
 
 
 def available() -> bool:

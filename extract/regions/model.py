@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from extract.regions import boxes as B
-from extract.regions.backbone import ResNetC4, fold_frozen_bn
-from extract.regions.box_selection import labels, max_confidence, select
-from extract.regions.config import DetectorConfig, SelectionConfig
-from extract.regions.roi_heads import ROIHeads
-from extract.regions.rpn import ProposalGenerator, RPNHead
+from lighthead.extract.regions import boxes as B
+from lighthead.extract.regions.backbone import ResNetC4, fold_frozen_bn
+from lighthead.extract.regions.box_selection import labels, max_confidence, select
+from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
+from lighthead.extract.regions.roi_heads import ROIHeads
+from lighthead.extract.regions.rpn import ProposalGenerator, RPNHead
 
 
 class BottomUpDetector(nn.Module):

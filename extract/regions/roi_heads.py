@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_pool
 
-from extract.regions.backbone import Res5
-from extract.regions.config import DetectorConfig
+from lighthead.extract.regions.backbone import Res5
+from lighthead.extract.regions.config import DetectorConfig
 
 
 class BoxPredictor(nn.Module):

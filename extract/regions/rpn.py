@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.regions import boxes as B
-from extract.regions.config import DetectorConfig
+from lighthead.extract.regions import boxes as B
+from lighthead.extract.regions.config import DetectorConfig
 
 
 class RPNHead(nn.Module):

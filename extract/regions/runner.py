@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from extract.regions.batching import Batch, batches
-from extract.regions.config import SelectionConfig
-from extract.regions.model import BottomUpDetector
+from lighthead.extract.regions.batching import Batch, batches
+from lighthead.extract.regions.config import SelectionConfig
+from lighthead.extract.regions.model import BottomUpDetector
 
 Sink = Callable[[str, dict[str, np.ndarray]], Any]
 

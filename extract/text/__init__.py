@@ -3,9 +3,9 @@
 The GRU heads' word vocabulary lives in `extract/vocab.py`.
 """
 
-from extract.text.encoder import TextEncoder, TextEncoderConfig, TokenFeatures
-from extract.text.models import TEXT_MODELS, TextModelSpec, resolve_model
-from extract.text.pairs import PLACEHOLDER, fill_target, target_pair
+from lighthead.extract.text.encoder import TextEncoder, TextEncoderConfig, TokenFeatures
+from lighthead.extract.text.models import TEXT_MODELS, TextModelSpec, resolve_model
+from lighthead.extract.text.pairs import PLACEHOLDER, fill_target, target_pair
 
 __all__ = [
     "PLACEHOLDER",

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from extract.text.models import resolve_model, weights_file
-from store import sha256_file
+from lighthead.extract.text.models import resolve_model, weights_file
+from lighthead.store import sha256_file
 
 
 @dataclass

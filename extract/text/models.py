@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from store.registry import Registry
+from lighthead.store.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, store_cmd, sweep_cmd, train_cmd
+from lighthead.pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, store_cmd, sweep_cmd, train_cmd
 
 app = typer.Typer(
     help="Offline vision-language features (regions, tokens, global CNN) into a sharded HDF5 store, "
@@ -29,6 +29,6 @@ app.add_typer(store_cmd.app, name="store")
 
 def main() -> None:
     """Console entry point: a known error becomes one line on stderr and a non-zero exit."""
-    from pipelines.cli.common import run_app
+    from lighthead.pipelines.cli.common import run_app
 
     sys.exit(run_app(app))

@@ -26,12 +26,12 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (not a bug): reported in one line, no traceback."""
     errors: list[type[BaseException]] = [FileNotFoundError, KeyError, ValueError]
     try:
-        from store import StoreError
+        from lighthead.store import StoreError
 
         errors.append(StoreError)
     except ImportError:
         pass
-    from pipelines.datasets.base import DatasetError
+    from lighthead.pipelines.datasets.base import DatasetError
 
     errors.append(DatasetError)
     return tuple(errors)

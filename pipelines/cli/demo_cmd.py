@@ -19,7 +19,7 @@ def demo(
     with random weights), MiniLM token features, word ids, ResNet-18 features and thumbnails,
     then trains and evaluates CASC (retrieval), ITIN and ITM (sentiment) and prints their tables.
     """
-    from pipelines.demo import STAGES, run_demo
+    from lighthead.pipelines.demo import STAGES, run_demo
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
     unknown = [s for s in chosen if s not in STAGES]

@@ -19,7 +19,7 @@ def evaluate(
                    "has bf16 units; scores within ~1e-3). Default: the run's eval_precision, fp32"),
 ) -> None:
     """Evaluate a trained run; writes JSON and a markdown table into the run directory."""
-    from pipelines.evaluate import evaluate_run, markdown_table
+    from lighthead.pipelines.evaluate import evaluate_run, markdown_table
 
     metrics = evaluate_run(run, split=split, protocol=protocol, examples=examples, device=device,
                            precision=precision)

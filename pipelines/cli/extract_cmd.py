@@ -48,8 +48,8 @@ def extract(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
-    from pipelines.extract_run import run_extract
-    from pipelines.features import ExtractOptions
+    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features import ExtractOptions
 
     if weights is not None and random_weights:
         raise ValueError("--weights and --random-weights exclude each other")

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 
 import typer
 
-from pipelines.cli.common import fail
+from lighthead.pipelines.cli.common import fail
 
 app = typer.Typer(help="Inspect, verify, import and export feature stores (sharded HDF5).",
                   no_args_is_help=True, add_completion=False)
@@ -49,8 +49,8 @@ def _progress(label: str) -> Iterator:
 def info(path: Path = typer.Argument(..., help="store directory"),
          as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
     """Show the feature sets of a store: items, shards, size, fields and attributes."""
-    from store import StoreError
-    from store import info as store_info
+    from lighthead.store import StoreError
+    from lighthead.store import info as store_info
 
     try:
         summary = store_info(path)
@@ -83,7 +83,7 @@ def info(path: Path = typer.Argument(..., help="store directory"),
 def verify(path: Path = typer.Argument(..., help="store directory"),
            checksums: bool = typer.Option(True, help="re-hash every shard (slow on big stores)")) -> None:
     """Re-check checksums, shapes and ids; one line per problem on stderr, exit 1 if any."""
-    from store import verify as store_verify
+    from lighthead.store import verify as store_verify
 
     problems = store_verify(path, checksums=checksums)
     for line in problems:
@@ -103,8 +103,8 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
             caps_per_image: int = typer.Option(5, help="precomp: caption lines per image"),
             shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
     """Import existing features into a store; rerun to resume after an interruption."""
-    from store import StoreError
-    from store.importers import import_npz, import_precomp, import_tsv
+    from lighthead.store import StoreError
+    from lighthead.store.importers import import_npz, import_precomp, import_tsv
 
     if dtype not in ("float16", "float32"):
         raise fail(f"--dtype must be float16 or float32, not {dtype!r}")
@@ -133,8 +133,8 @@ def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="preco
            split: Optional[str] = typer.Option(None, help="export every item as this split "
                                                           "(ids need not be <split>/<i>)")) -> None:
     """Export a feature set as a SCAN precomp folder ({split}_ims.npy, {split}_caps.txt)."""
-    from store import StoreError
-    from store.exporters import export_precomp
+    from lighthead.store import StoreError
+    from lighthead.store.exporters import export_precomp
 
     try:
         with _progress("export precomp") as progress:
@@ -144,5 +144,5 @@ def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="preco
     typer.echo("wrote " + ", ".join(p.name for p in files))
 
 
-if __name__ == "__main__":  # `python -m pipelines.cli.store_cmd ...` without the root CLI
+if __name__ == "__main__":  # `python -m lighthead.pipelines.cli.store_cmd ...` without the root CLI
     app(prog_name="lighthead store")

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from pipelines.cli.common import fail
+from lighthead.pipelines.cli.common import fail
 
 
 def sweep(
@@ -39,7 +39,7 @@ def sweep(
     walltime: Optional[str] = typer.Option(None, help="batch job time limit, e.g. 04:00:00"),
     job_directive: List[str] = typer.Option([], help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
     dashboard: str = typer.Option(":8787", help="dashboard address of a started cluster ('' for none)"),
-    train_fn: str = typer.Option("pipelines.train:train", "--train-fn", hidden=True,
+    train_fn: str = typer.Option("lighthead.pipelines.train:train", "--train-fn", hidden=True,
                                  help="module:function each trial calls"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:
@@ -51,8 +51,8 @@ def sweep(
     """
     from rich.console import Console
 
-    from pipelines.sweep import ClusterOptions, from_args, load_sweep_file, print_result, run_sweep
-    from pipelines.sweep.spec import parse_grid_arg, parse_set_arg
+    from lighthead.pipelines.sweep import ClusterOptions, from_args, load_sweep_file, print_result, run_sweep
+    from lighthead.pipelines.sweep.spec import parse_grid_arg, parse_set_arg
 
     if slurm and pbs:
         raise ValueError("--slurm and --pbs exclude each other")

@@ -24,8 +24,8 @@ def heads(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars and one line per epoch"),
 ) -> None:
     """Train HEAD on cached features; writes config.json, metrics.json and checkpoints to --out."""
-    from pipelines.evaluate import markdown_table
-    from pipelines.train import train
+    from lighthead.pipelines.evaluate import markdown_table
+    from lighthead.pipelines.train import train
 
     metrics = train(head, store, out, dataset=dataset, epochs=epochs, overrides=set_, device=device,
                     resume=resume, progress=progress)

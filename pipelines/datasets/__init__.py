@@ -3,8 +3,8 @@
 Every adapter module is imported explicitly here so registration never depends on import order.
 """
 
-from pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, load_records, resolve_root
-from pipelines.datasets import demo  # noqa: F401  (registers "demo")
-from pipelines.datasets import coco, f30k, itm, mvsa, twitter  # noqa: F401  (register coco, f30k, itm, mvsa-*, twitter15/17)
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, load_records, resolve_root
+from lighthead.pipelines.datasets import demo  # noqa: F401  (registers "demo")
+from lighthead.pipelines.datasets import coco, f30k, itm, mvsa, twitter  # noqa: F401  (register coco, f30k, itm, mvsa-*, twitter15/17)
 
 __all__ = ["DATASETS", "SENTIMENTS", "DatasetError", "Record", "load_records", "resolve_root"]

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from store.registry import Registry
+from lighthead.store.registry import Registry
 
 # Sentiment label ids used by every sentiment dataset and head.
 SENTIMENTS = ("negative", "neutral", "positive")

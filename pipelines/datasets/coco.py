@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.base import DATASETS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record
 
 CAPTIONS_PER_IMAGE = 5  # retrieval protocols assume five captions per image
 _SPLITS = {"train": "train", "restval": "train", "val": "val", "test": "test"}

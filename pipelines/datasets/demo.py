@@ -30,8 +30,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
-from store.manifest import atomic_write
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.store.manifest import atomic_write
 
 COLOURS = {  # name -> RGB
     "red": (220, 40, 40),
@@ -213,7 +213,7 @@ def load(root: Path) -> list[Record]:
     """Read `root/annotations.json` (written by `generate`) into records of all three kinds."""
     ann_path = Path(root) / ANNOTATIONS
     if not ann_path.exists():
-        raise DatasetError(f"{ann_path} not found: generate the demo data with `lighthead demo` (or pipelines.datasets.demo.generate)")
+        raise DatasetError(f"{ann_path} not found: generate the demo data with `lighthead demo` (or lighthead.pipelines.datasets.demo.generate)")
     try:
         images = json.loads(ann_path.read_text())["images"]
     except (json.JSONDecodeError, KeyError) as e:

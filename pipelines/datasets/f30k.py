@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.datasets.base import DATASETS, Record
-from pipelines.datasets.coco import expect_file, read_karpathy
+from lighthead.pipelines.datasets.base import DATASETS, Record
+from lighthead.pipelines.datasets.coco import expect_file, read_karpathy
 
 _LAYOUT = """  dataset_flickr30k.json     (Karpathy split file)
   flickr30k-images/          (the images; or images/)"""

@@ -21,8 +21,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from pipelines.datasets.base import DATASETS, DatasetError, Record
-from pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label
+from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record
+from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label
 
 _SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
 _LAYOUT = """  VG_train.pkl, VG_dev.pkl, VG_test.pkl   (or VG_<split>.json with the same content)

@@ -21,7 +21,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
 
 SPLIT_SEED = 0  # seed of the 8:1:1 shuffle
 SPLIT_RATIO = (0.8, 0.1, 0.1)  # train, val, test

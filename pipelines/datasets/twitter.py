@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
 
 _FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 PLACEHOLDER = "$T$"  # where the target stood in the sentence

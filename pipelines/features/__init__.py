@@ -5,7 +5,7 @@ their CLI name in `FEATURES`; every module defining jobs is imported explicitly 
 registration never depends on import order.
 """
 
-from pipelines.features.base import FEATURES, ExtractOptions, FeatureJob, RunSummary
+from lighthead.pipelines.features.base import FEATURES, ExtractOptions, FeatureJob, RunSummary
 
 __all__ = ["FEATURES", "ExtractOptions", "FeatureJob", "RunSummary"]
 
@@ -20,8 +20,8 @@ def load_all() -> None:
 
 # One line per job module; add yours here.
 _JOB_MODULES: list[str] = [
-    "pipelines.features.text",
-    "pipelines.features.global_image",
-    "pipelines.features.words",
-    "pipelines.features.regions",
+    "lighthead.pipelines.features.text",
+    "lighthead.pipelines.features.global_image",
+    "lighthead.pipelines.features.words",
+    "lighthead.pipelines.features.regions",
 ]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from store.registry import Registry
+from lighthead.store.registry import Registry
 
 
 @dataclass

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from pipelines.extract_run import job_option, progress_bar, random_weights
-from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
     import torch
@@ -34,7 +34,7 @@ def run_image_job(
 ) -> RunSummary:
     """Decode the images not yet in feature set `name` (DataLoader workers), run `make_model()`
     on each batch of transformed images and store its per-item fields."""
-    from extract.images import image_loader, unique_images
+    from lighthead.extract.images import image_loader, unique_images
 
     start = time.perf_counter()
     summary = RunSummary(job=job, feature_set=name, random_weights=bool(attrs.get("random_weights")))
@@ -74,10 +74,10 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
         import torch
 
-        from extract.global_cnn import GlobalCNNConfig, build_global_cnn, default_weights
-        from extract.global_cnn.resnet import missing_weights_message
-        from store import sha256_file
-        from store import Field
+        from lighthead.extract.global_cnn import GlobalCNNConfig, build_global_cnn, default_weights
+        from lighthead.extract.global_cnn.resnet import missing_weights_message
+        from lighthead.store import sha256_file
+        from lighthead.store import Field
 
         config = GlobalCNNConfig(arch=arch)
         random = random_weights(options, arch)
@@ -117,9 +117,9 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
 
 
 def _run_thumbs(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
-    from extract.global_cnn import ThumbConfig
-    from extract.global_cnn.thumbs import describe
-    from store import Field
+    from lighthead.extract.global_cnn import ThumbConfig
+    from lighthead.extract.global_cnn.thumbs import describe
+    from lighthead.store import Field
 
     config = ThumbConfig(size=int(job_option(options, "thumbs", "size", 64)))
 

@@ -27,8 +27,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.extract_run import job_option, progress_bar, random_weights
-from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (
@@ -49,7 +49,7 @@ JOBS = {  # job -> (feature set, selection mode, K)
 
 
 def selection_for(job: str) -> Any:
-    from extract.regions.config import SelectionConfig
+    from lighthead.extract.regions.config import SelectionConfig
 
     _, mode, k = JOBS[job]
     return SelectionConfig(mode=mode, num_boxes=k) if mode == "fixed" else SelectionConfig(mode=mode)
@@ -62,7 +62,7 @@ def weights_path(job: str, options: ExtractOptions) -> Path:
 
 def detector_config(job: str, options: ExtractOptions) -> Any:
     """The network preset plus test-time overrides from the job options."""
-    from extract.regions.config import DetectorConfig
+    from lighthead.extract.regions.config import DetectorConfig
 
     overrides: dict[str, Any] = {}
     for key, field_name, cast in (("min_size", "min_size", int), ("max_size", "max_size", int),
@@ -78,8 +78,8 @@ def detector_config(job: str, options: ExtractOptions) -> Any:
 
 def build_model(job: str, options: ExtractOptions, device: str) -> tuple[Any, dict[str, Any]]:
     """The detector on `device` (checkpoint or random) and the store attrs describing it."""
-    from extract.regions.checkpoints import load_checkpoint
-    from extract.regions.model import BottomUpDetector, init_random
+    from lighthead.extract.regions.checkpoints import load_checkpoint
+    from lighthead.extract.regions.model import BottomUpDetector, init_random
 
     cfg = detector_config(job, options)
     seed = int(job_option(options, job, "seed", 0))
@@ -97,7 +97,7 @@ def build_model(job: str, options: ExtractOptions, device: str) -> tuple[Any, di
                 "random_weights": False, "seed": None, "load_notes": report.notes}
     backend = str(job_option(options, job, "backend", "torch"))
     if backend == "detectron2":
-        from extract.regions import detectron2_backend
+        from lighthead.extract.regions import detectron2_backend
 
         if not detectron2_backend.available():
             raise ValueError("backend=detectron2 needs detectron2 installed (build it from source); "
@@ -157,8 +157,8 @@ def given_boxes(records: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str
 
 
 def _fields(selection: Any, dim: int, dtype: str) -> list[Any]:
-    from extract.regions.runner import item_fields
-    from store import Field
+    from lighthead.extract.regions.runner import item_fields
+    from lighthead.store import Field
 
     return [Field(n, s, d) for n, s, d in item_fields(selection, dim, dtype)]
 
@@ -171,8 +171,8 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
     """
     import torch
 
-    from extract.regions.runner import extract_regions
-    from store import open_store
+    from lighthead.extract.regions.runner import extract_regions
+    from lighthead.store import open_store
 
     threads = threads or int(job_option(options, job, "threads", 0))
     before = torch.get_num_threads()
@@ -231,7 +231,7 @@ def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes
 
 def _run(job: str) -> Any:
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
-        from extract.images import unique_images
+        from lighthead.extract.images import unique_images
 
         start = time.perf_counter()
         name, mode, _ = JOBS[job]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipelines.extract_run import job_option, progress_bar, random_weights
-from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
 
@@ -40,7 +40,7 @@ def feature_set_name(model: str, layer: int) -> str:
 
 def text_items(records: list[Any], done: set[str] | frozenset[str]) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]], int]:
     """(text id, text, paired target or None) to encode, skipped (id, reason), count already done."""
-    from extract.text import target_pair
+    from lighthead.extract.text import target_pair
 
     items, skipped, already = [], [], 0
     for r in records:
@@ -62,8 +62,8 @@ def text_items(records: list[Any], done: set[str] | frozenset[str]) -> tuple[lis
 
 def run_text_job(job: str, model_name: str, records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
     """Encode every text of `records` not yet in the feature set; see the module docstring."""
-    from extract.text import TextEncoder, TextEncoderConfig
-    from store import Field
+    from lighthead.extract.text import TextEncoder, TextEncoderConfig
+    from lighthead.store import Field
 
     start = time.perf_counter()
     text_jobs = [j for j in options.job_options.get("_jobs", [job]) if j in _MODELS]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pipelines.extract_run import job_option, progress_bar
-from pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.extract_run import job_option, progress_bar
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 FEATURE_SET = "words/vocab"
 VOCAB_ARTIFACT = "vocab"
@@ -24,7 +24,7 @@ VOCAB_ARTIFACT = "vocab"
 
 def record_texts(record: Any) -> list[str]:
     """The texts of a record as words are counted: the target restored in target records."""
-    from extract.text import fill_target
+    from lighthead.extract.text import fill_target
 
     if record.target:
         return [fill_target(t, record.target) for t in record.texts]
@@ -33,7 +33,7 @@ def record_texts(record: Any) -> list[str]:
 
 def load_or_build_vocab(records: list[Any], store: Any, options: ExtractOptions) -> Any:
     """The store's vocabulary, or one built from the training texts (then saved)."""
-    from extract.vocab import VocabConfig, Vocabulary
+    from lighthead.extract.vocab import VocabConfig, Vocabulary
 
     max_size = job_option(options, "words", "vocab_max_size", None)
     config = VocabConfig(
@@ -60,8 +60,8 @@ def run_words(records: list[Any], store: Any, options: ExtractOptions) -> RunSum
     """Word ids of every text not yet in words/vocab."""
     import numpy as np
 
-    from extract.vocab import TOKENIZER
-    from store import Field
+    from lighthead.extract.vocab import TOKENIZER
+    from lighthead.store import Field
 
     start = time.perf_counter()
     summary = RunSummary(job="words", feature_set=FEATURE_SET)

@@ -5,9 +5,9 @@
 best.json, sweep.png).
 """
 
-from pipelines.sweep.engine import ClusterOptions, SweepResult, check_spec, connect, print_result, run_sweep
-from pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, load_sweep_file
-from pipelines.sweep.trial import DEFAULT_TRAIN, run_trial
+from lighthead.pipelines.sweep.engine import ClusterOptions, SweepResult, check_spec, connect, print_result, run_sweep
+from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, load_sweep_file
+from lighthead.pipelines.sweep.trial import DEFAULT_TRAIN, run_trial
 
 __all__ = [
     "ClusterOptions", "DEFAULT_TRAIN", "Range", "SweepResult", "SweepSpec", "Trial", "check_spec", "connect",

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipelines.sweep import report
-from pipelines.sweep.spec import Range, SweepSpec, Trial
-from pipelines.sweep.trial import (
+from lighthead.pipelines.sweep import report
+from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial
+from lighthead.pipelines.sweep.trial import (
     DEFAULT_TRAIN, TMP_PREFIX, TRIALS, TrainFn, is_finished, resolve_train_fn, run_trial,
     trial_dir,
 )
-from pipelines.train_utils import atomic_json
+from lighthead.pipelines.train_utils import atomic_json
 
 
 @dataclass
@@ -90,12 +90,12 @@ class SweepResult:
 def check_spec(spec: SweepSpec, dataset: str | None = None) -> list[Trial]:
     """Every trial's overrides checked the way the trainer checks them, before anything runs.
 
-    Keys go to the head's config or the training loop's (`pipelines.train.split_overrides`);
+    Keys go to the head's config or the training loop's (`lighthead.pipelines.train.split_overrides`);
     an unknown head or key raises KeyError naming the valid ones, a value the config rejects
     raises ValueError naming the trial.
     """
-    from heads.build import head_class, make_config
-    from pipelines.train import LoopConfig, split_overrides
+    from lighthead.heads.build import head_class, make_config
+    from lighthead.pipelines.train import LoopConfig, split_overrides
 
     cls = head_class(spec.head)
     trials = spec.trials()
@@ -221,7 +221,7 @@ def _batch_cluster(opts: ClusterOptions, gpu: bool, config: dict[str, Any]) -> t
 
 def _store_dataset(store: Path) -> str | None:
     """The dataset name recorded in the store (for the config's dataset defaults)."""
-    from store import open_store
+    from lighthead.store import open_store
 
     try:
         return open_store(store).read_json("dataset").get("name")

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from pipelines.sweep.spec import Trial
-from pipelines.sweep.trial import is_finished, read_trial, trial_dir
-from pipelines.train_utils import atomic_json
+from lighthead.pipelines.sweep.spec import Trial
+from lighthead.pipelines.sweep.trial import is_finished, read_trial, trial_dir
+from lighthead.pipelines.train_utils import atomic_json
 
 # Default ranking metric, first found wins: retrieval, then sentiment.
 DEFAULT_METRICS = ("rsum", "macro_f1", "accuracy")

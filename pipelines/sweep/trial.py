@@ -22,11 +22,11 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Union
 
-from pipelines.sweep.spec import Trial
-from pipelines.train_utils import atomic_json
+from lighthead.pipelines.sweep.spec import Trial
+from lighthead.pipelines.train_utils import atomic_json
 
 # The function `lighthead train heads` calls; trials call the same one.
-DEFAULT_TRAIN = "pipelines.train:train"
+DEFAULT_TRAIN = "lighthead.pipelines.train:train"
 
 TrainFn = Union[str, Callable[..., dict]]
 

@@ -4,10 +4,10 @@
 explicitly below (one line each) so registration never depends on import order.
 """
 
-from pipelines.tasks.base import TASKS, Task, TaskOptions
+from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
 
 # One line per task module; add yours here.
-from pipelines.tasks import retrieval  # noqa: F401,E402
-from pipelines.tasks import sentiment  # noqa: F401,E402
+from lighthead.pipelines.tasks import retrieval  # noqa: F401,E402
+from lighthead.pipelines.tasks import sentiment  # noqa: F401,E402
 
 __all__ = ["TASKS", "Task", "TaskOptions"]

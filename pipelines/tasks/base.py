@@ -22,8 +22,8 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from pipelines.scoring import PRECISIONS
-from store.registry import Registry
+from lighthead.pipelines.scoring import PRECISIONS
+from lighthead.store.registry import Registry
 
 
 @dataclass

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-from heads.metrics import mean_metrics, retrieval_metrics
-from pipelines.datasets.base import Record
-from pipelines.scoring import score_all
-from pipelines.tasks.base import TASKS, Task, TaskOptions
-from pipelines.tasks.semantic_labels import load_or_build
-from pipelines.tasks.sources import (IMAGE_KINDS, Table, feature_sets_of, multi_hot, region_batch,
+from lighthead.heads.metrics import mean_metrics, retrieval_metrics
+from lighthead.pipelines.datasets.base import Record
+from lighthead.pipelines.scoring import score_all
+from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
+from lighthead.pipelines.tasks.semantic_labels import load_or_build
+from lighthead.pipelines.tasks.sources import (IMAGE_KINDS, Table, feature_sets_of, multi_hot, region_batch,
                                      text_batch)
 
 FOLD = 1000  # images per COCO 1K fold
@@ -240,7 +240,7 @@ class RetrievalTask(Task):
         return out
 
     def examples(self, head: Any, split: str, device: torch.device, n: int, path: Path) -> Path:
-        from pipelines.tasks.retrieval_figure import draw_examples
+        from lighthead.pipelines.tasks.retrieval_figure import draw_examples
 
         data = self._require(split)
         stop = min(len(data.image_ids), FOLD)

@@ -145,7 +145,7 @@ def tag(words: Sequence[str]) -> list[tuple[str, str]]:
 
 def caption_words(text: str, label_type: str) -> list[str]:
     """The label words (lemmas) of one caption for a label type, in order, repeats kept."""
-    from extract.vocab import tokenize
+    from lighthead.extract.vocab import tokenize
 
     keep = LABEL_TYPES[label_type]
     return [lemma for t, lemma in tag(tokenize(text)) if t in keep]

@@ -25,10 +25,10 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from heads.metrics import classification_metrics
-from pipelines.datasets.base import Record
-from pipelines.tasks.base import TASKS, Task, TaskOptions
-from pipelines.tasks.sources import IMAGE_KINDS, Table, feature_sets_of, region_batch, text_batch
+from lighthead.heads.metrics import classification_metrics
+from lighthead.pipelines.datasets.base import Record
+from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
+from lighthead.pipelines.tasks.sources import IMAGE_KINDS, Table, feature_sets_of, region_batch, text_batch
 
 DATASETS_OF_KIND = {"post": "mvsa-single, mvsa-multiple, demo", "target": "twitter15, twitter17, itm, demo"}
 ALIGN_KS = (1, 3, 5)
@@ -97,7 +97,7 @@ class Part:
         return self._tables[kind]
 
     def batch(self, positions: np.ndarray, inputs: Iterable[str]) -> dict[str, Any]:
-        """The batch keys `inputs` asks for (see heads.base.BATCH_KEYS) of records `positions`."""
+        """The batch keys `inputs` asks for (see lighthead.heads.base.BATCH_KEYS) of records `positions`."""
         inputs, out = set(inputs), {}
         recs = [self.records[p] for p in positions]
         img = self.image_pos[positions]
@@ -138,7 +138,7 @@ class SentimentTask(Task):
         self.aux_every = int(getattr(cfg, "aux_every", 0) or 0)
         self.aux_store, self.aux_records = store, [r for r in self.records if annotated(r)]
         if getattr(cfg, "aux_store", ""):
-            from store import open_store
+            from lighthead.store import open_store
 
             self.aux_store = open_store(cfg.aux_store)
             self.aux_records = [r for r in load_records(self.aux_store) if annotated(r) and r.label is not None]
@@ -239,7 +239,7 @@ class SentimentTask(Task):
         return out
 
     def examples(self, head: Any, split: str, device: torch.device, n: int, path: Path) -> Path:
-        from pipelines.evaluate_sentiment import draw_examples
+        from lighthead.pipelines.evaluate_sentiment import draw_examples
 
         return draw_examples(self, head, split, device, n, Path(path))
 

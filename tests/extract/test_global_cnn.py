@@ -8,8 +8,8 @@ import torch
 import torchvision
 from PIL import Image
 
-from extract.global_cnn import GlobalCNN, GlobalCNNConfig, ThumbConfig, build_global_cnn, read_state_dict
-from extract.global_cnn.resnet import RESNETS, default_weights
+from lighthead.extract.global_cnn import GlobalCNN, GlobalCNNConfig, ThumbConfig, build_global_cnn, read_state_dict
+from lighthead.extract.global_cnn.resnet import RESNETS, default_weights
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_random_resnet152_features_fit_float16():
     import numpy as np
     import torch
 
-    from extract.global_cnn.resnet import build_global_cnn
+    from lighthead.extract.global_cnn.resnet import build_global_cnn
 
     torch.manual_seed(1)
     images = torch.rand(2, 3, 128, 128)

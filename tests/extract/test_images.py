@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.images import ImageReadError, image_loader, load_rgb, unique_images
-from pipelines.datasets import Record
+from lighthead.extract.images import ImageReadError, image_loader, load_rgb, unique_images
+from lighthead.pipelines.datasets import Record
 
 
 def _save(path, im, **kw):

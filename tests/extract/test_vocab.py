@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from extract.vocab import SPECIALS, TOKENIZER, VocabConfig, Vocabulary, tokenize
+from lighthead.extract.vocab import SPECIALS, TOKENIZER, VocabConfig, Vocabulary, tokenize
 
 TRAIN = [
     "A dog runs on the grass.",

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from heads.build import build_head
-from heads.casc import CASCConfig
+from lighthead.heads.build import build_head
+from lighthead.heads.casc import CASCConfig
 from tests.heads import reference as ref
 from tests.heads.conftest import TINY, random_batch
 
@@ -111,9 +111,9 @@ def test_config_validation():
 
 def steps_on_store(store_path, head_name: str, overrides: dict, steps: int = 12) -> list[float]:
     """Loss over a few Adam steps on one fixed batch of a store (the data path included)."""
-    from heads.build import head_class, make_config
-    from pipelines.tasks import TASKS
-    from store import open_store
+    from lighthead.heads.build import head_class, make_config
+    from lighthead.pipelines.tasks import TASKS
+    from lighthead.store import open_store
 
     torch.manual_seed(0)
     store = open_store(store_path)

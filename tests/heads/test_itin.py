@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from heads.itin import Itin, ItinConfig
+from lighthead.heads.itin import Itin, ItinConfig
 
 RD, TD, GD, D, K, M = 10, 6, 5, 8, 4, 3  # region, token, global widths; d, k, m
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from heads.itm import Itm, ItmConfig, alignment_target
+from lighthead.heads.itm import Itm, ItmConfig, alignment_target
 
 RD, TD, D, HEADS, FF, K = 12, 10, 8, 2, 16, 6
 

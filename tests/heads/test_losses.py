@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from heads.losses import label_pos_weight, positives_from_index, triplet_loss, weighted_bce
+from lighthead.heads.losses import label_pos_weight, positives_from_index, triplet_loss, weighted_bce
 
 
 def _loop_triplet(s: torch.Tensor, pos: torch.Tensor, margin: float, hardest: bool) -> float:

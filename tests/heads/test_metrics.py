@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heads.metrics import classification_metrics, mean_metrics, retrieval_metrics, retrieval_ranks
+from lighthead.heads.metrics import classification_metrics, mean_metrics, retrieval_metrics, retrieval_ranks
 
 
 def _loop_ranks(sims: np.ndarray, per: int) -> tuple[list[int], list[int]]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from heads.base import HEADS
-from heads.mmca import MMCA, MMCAConfig, pair_cat
+from lighthead.heads.base import HEADS
+from lighthead.heads.mmca import MMCA, MMCAConfig, pair_cat
 
 REGION_DIM, TOKEN_DIM = 40, 24
 TINY = dict(embed_dim=32, heads=4, layers=2, filters=8, dropout=0.0)

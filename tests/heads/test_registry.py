@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-import heads
-from heads.base import BATCH_KEYS, HEADS
-from heads.build import build_head, make_config, parse_overrides, parse_value
+import lighthead.heads
+from lighthead.heads.base import BATCH_KEYS, HEADS
+from lighthead.heads.build import build_head, make_config, parse_overrides, parse_value
 from tests.heads.conftest import random_batch
 
 # Tiny widths per head (width 32 or less, nothing downloaded); heads not listed use defaults.
@@ -26,7 +26,7 @@ INFO = {"dataset": "demo", "region_dim": 10, "global_dim": 10, "vocab_size": 20,
 
 def test_my_heads_are_registered():
     assert {"casc", "scan", "vsepp"} <= set(HEADS.names())
-    assert heads.HEADS is HEADS
+    assert lighthead.heads.HEADS is HEADS
 
 
 @pytest.mark.parametrize("name", HEADS.names())
@@ -63,7 +63,7 @@ def test_unknown_override_names_the_valid_keys():
 
 
 def test_override_parsing():
-    from heads.casc import CASCConfig
+    from lighthead.heads.casc import CASCConfig
 
     cfg = make_config(CASCConfig, parse_overrides(["beta=0.5", "max_violation=false", "num_labels=300",
                                                    "label_type=verbs"]))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from heads.build import build_head
-from heads.scan import SCANConfig
+from lighthead.heads.build import build_head
+from lighthead.heads.scan import SCANConfig
 from tests.heads import reference as ref
 from tests.heads.conftest import TINY, random_batch
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heads.text_only import TextOnly, TextOnlyConfig
+from lighthead.heads.text_only import TextOnly, TextOnlyConfig
 
 TD, D = 10, 8
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from heads.build import build_head
+from lighthead.heads.build import build_head
 from tests.heads.conftest import TINY, random_batch
 
 INFO = {"region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12}

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipelines.cli import app
-from pipelines.cli.common import run_app
-from store import open_store, verify
+from lighthead.pipelines.cli import app
+from lighthead.pipelines.cli.common import run_app
+from lighthead.store import open_store, verify
 
 
 @pytest.fixture(scope="module")

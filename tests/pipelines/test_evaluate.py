@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from heads.build import build_head
-from pipelines.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
+from lighthead.heads.build import build_head
+from lighthead.pipelines.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
                                score_blocks)
 from tests.conftest_helpers import build_retrieval_store
 from tests.heads.conftest import random_batch
@@ -70,7 +70,7 @@ def test_fast_precision_asks_for_native_bf16(monkeypatch):
 
 
 def test_precision_is_checked_and_cat_padded_pads_every_axis():
-    from pipelines.tasks.base import TaskOptions
+    from lighthead.pipelines.tasks.base import TaskOptions
 
     with pytest.raises(ValueError, match="precision"):
         precision_context(torch.device("cpu"), "fp16")
@@ -109,9 +109,9 @@ def test_block_sizes_respect_the_budget():
 
 def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
     """A 5,000-image split is scored as five 1,000-image folds (1k) or whole (5k)."""
-    from heads.build import head_class, make_config
-    from pipelines.tasks.retrieval import RetrievalTask, SplitData
-    from store import open_store
+    from lighthead.heads.build import head_class, make_config
+    from lighthead.pipelines.tasks.retrieval import RetrievalTask, SplitData
+    from lighthead.store import open_store
 
     cfg = make_config(head_class("vsepp").config_class, {})
     task = RetrievalTask(open_store(store), cfg, "coco")
@@ -136,8 +136,8 @@ def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
 
 
 def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypatch):
-    from pipelines.evaluate import evaluate_run
-    from pipelines.train import train
+    from lighthead.pipelines.evaluate import evaluate_run
+    from lighthead.pipelines.train import train
 
     run = tmp_path / "run"
     trained = train("casc", store, run, epochs=1, overrides={**TINY, "label_hidden": "8"}, progress=False)
@@ -155,7 +155,7 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypat
     assert "bf16 scoring" in (run / "eval-test-1k.md").read_text() and "bf16" not in table
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(run, precision="fp16")
-    monkeypatch.setattr("pipelines.evaluate.fast_precision", lambda device: "fp32")
+    monkeypatch.setattr("lighthead.pipelines.evaluate.fast_precision", lambda device: "fp32")
     with pytest.warns(UserWarning, match="no native bfloat16"):
         evaluate_run(run, split="test", precision="bf16")
 
@@ -163,7 +163,7 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypat
 def test_cli_train_then_evaluate(store, tmp_path):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from lighthead.pipelines.cli import app
 
     runner = CliRunner()
     run = tmp_path / "cli-run"

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.global_cnn import ThumbConfig
-from extract.vocab import Vocabulary
-from pipelines.datasets import load_records
-from pipelines.extract_run import DEFAULT_FEATURES, run_extract
-from pipelines.features import FEATURES, ExtractOptions, load_all
-from store import open_store
+from lighthead.extract.global_cnn import ThumbConfig
+from lighthead.extract.vocab import Vocabulary
+from lighthead.pipelines.datasets import load_records
+from lighthead.pipelines.extract_run import DEFAULT_FEATURES, run_extract
+from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_extract_writes_every_feature_set(coco, tmp_path, capsys):
     assert text.attrs["random_weights"] is False and text.attrs["weights_sha256"]
     from transformers import AutoModel, AutoTokenizer
 
-    from extract.text import resolve_model
+    from lighthead.extract.text import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("all-minilm-l6-v2"))
     model = AutoModel.from_pretrained(resolve_model("all-minilm-l6-v2")).eval()
@@ -114,7 +114,7 @@ def test_target_records_are_encoded_as_pairs(tmp_path):
     records = load_records("twitter15", root)
     from transformers import AutoTokenizer
 
-    from extract.text import resolve_model
+    from lighthead.extract.text import resolve_model
 
     tok = AutoTokenizer.from_pretrained(resolve_model("all-minilm-l6-v2"))
     for r in records:
@@ -148,9 +148,9 @@ def test_default_features_are_registered_jobs_or_region_jobs():
 _KILLER = textwrap.dedent(
     """
     import os, signal, sys
-    from extract.text import encoder
-    from pipelines.extract_run import run_extract
-    from pipelines.features import ExtractOptions
+    from lighthead.extract.text import encoder
+    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features import ExtractOptions
 
     calls = {"n": 0}
     forward = encoder.TextEncoder.forward
@@ -191,7 +191,7 @@ def test_killed_extraction_resumes(coco, tmp_path):
 
 
 def test_cli_extract(coco, tmp_path, monkeypatch, capsys):
-    from pipelines.cli import main
+    from lighthead.pipelines.cli import main
 
     args = ["lighthead", "extract", "--dataset", "coco", "--root", str(coco), "--store", str(tmp_path / "st"),
             "--features", "thumbs,resnet18", "--random-weights", "--no-progress", "--loader-workers", "0",
@@ -207,7 +207,7 @@ def test_cli_extract(coco, tmp_path, monkeypatch, capsys):
 
 def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from pipelines.cli import main; main()", "extract", "--dataset", "coco",
+    cmd = [sys.executable, "-c", "from lighthead.pipelines.cli import main; main()", "extract", "--dataset", "coco",
            "--store", str(tmp_path / "st"), "--features", "thumbs"]
     bad = subprocess.run(cmd + ["--root", str(tmp_path / "none")], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr

@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.datasets.demo import generate, load
-from pipelines.features import FEATURES, ExtractOptions, load_all
-from pipelines.features.regions import JOBS
-from store import open_store, verify
-from store.schema import SHARD_RE
+from lighthead.pipelines.datasets.demo import generate, load
+from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+from lighthead.pipelines.features.regions import JOBS
+from lighthead.store import open_store, verify
+from lighthead.store.schema import SHARD_RE
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_each_job_fills_a_feature_set_that_verifies(job, demo, tmp_path):
 
 
 def test_weights_file_is_used_and_recorded(demo, tmp_path):
-    from extract.regions.checkpoints import export_checkpoint, format_config
-    from extract.regions.config import DetectorConfig
-    from extract.regions.model import BottomUpDetector, init_random
+    from lighthead.extract.regions.checkpoints import export_checkpoint, format_config
+    from lighthead.extract.regions.config import DetectorConfig
+    from lighthead.extract.regions.model import BottomUpDetector, init_random
 
     load_all()
     _, records = demo
@@ -102,7 +102,7 @@ def test_bad_image_is_listed_not_fatal(demo, tmp_path):
 
 
 def test_workers_write_their_own_shards_and_a_rerun_completes_the_set(demo, tmp_path, monkeypatch):
-    import pipelines.features.regions as regions
+    import lighthead.pipelines.features.regions as regions
 
     load_all()
     _, records = demo
@@ -130,7 +130,7 @@ def test_workers_write_their_own_shards_and_a_rerun_completes_the_set(demo, tmp_
 def test_cli_extract_then_store_verify(demo, tmp_path):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from lighthead.pipelines.cli import app
 
     root, _ = demo
     runner = CliRunner()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.tasks import semantic_labels as sl
+from lighthead.pipelines.tasks import semantic_labels as sl
 
 CAPTIONS = {
     "a#0": "A man riding a horse on a grassy field.",
@@ -54,8 +54,8 @@ def test_build_labels_top_k_and_caption_labels():
 
 
 def test_load_or_build_stores_the_artifact_once(tmp_path):
-    from pipelines.datasets.base import Record
-    from store import open_store
+    from lighthead.pipelines.datasets.base import Record
+    from lighthead.store import open_store
 
     store = open_store(tmp_path / "s", create=True)
     recs = [Record(id="a", image_id="a", image_path="", texts=[CAPTIONS[f"a#{j}"] for j in range(3)], split="train"),

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.datasets import demo
-from pipelines.tasks.sentiment import SentimentTask, alignment_metrics, relevance_metrics
-from store import Field, open_store
+from lighthead.pipelines.datasets import demo
+from lighthead.pipelines.tasks.sentiment import SentimentTask, alignment_metrics, relevance_metrics
+from lighthead.store import Field, open_store
 
 RD, GD, TD, K = 32, 16, 24, 8  # region, global, token widths; regions per image
 REGIONS, GLOBAL, TEXT = "regions/butd-r101-vg-36", "global/resnet18", "text/all-minilm-l6-v2"
@@ -77,7 +77,7 @@ def store_path(tmp_path_factory) -> Path:
 
 
 def make_task(store_path: Path, head: str, **over) -> tuple[SentimentTask, object]:
-    from heads.build import head_class, make_config
+    from lighthead.heads.build import head_class, make_config
 
     cls = head_class(head)
     cfg = make_config(cls.config_class, {**TINY[head], **over}, "demo", what=head)
@@ -183,7 +183,7 @@ def test_relevance_metrics_match_counts():
 # -- training through the shared loop ----------------------------------------------------------
 
 def _train(store_path: Path, out: Path, head: str, **over) -> dict:
-    from pipelines.train import train
+    from lighthead.pipelines.train import train
 
     return train(head, store_path, out, overrides={**TINY[head], **over}, progress=False)
 
@@ -224,8 +224,8 @@ def test_every_switch_trains_through_the_loop(store_path, tmp_path, head, switch
 
 
 def test_report_writes_json_table_and_figures(store_path, tmp_path):
-    from heads.build import construct
-    from pipelines.evaluate_sentiment import report
+    from lighthead.heads.build import construct
+    from lighthead.pipelines.evaluate_sentiment import report
 
     for head_name in ("itm", "itin", "text-only"):
         task, cls = make_task(store_path, head_name)
@@ -244,7 +244,7 @@ def test_report_writes_json_table_and_figures(store_path, tmp_path):
 def test_cli_train_and_evaluate(store_path, tmp_path):
     from typer.testing import CliRunner
 
-    from pipelines.cli import app
+    from lighthead.pipelines.cli import app
 
     run = tmp_path / "run"
     sets = [x for k, v in {**TINY["itm"], "epochs": 2}.items() for x in ("--set", f"{k}={v}")]

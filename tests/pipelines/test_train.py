@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from heads.metrics import retrieval_metrics
-from pipelines.train import train
+from lighthead.heads.metrics import retrieval_metrics
+from lighthead.pipelines.train import train
 from tests.conftest_helpers import build_retrieval_store
 
 # Small widths and a sum over negatives (hardest negatives learn slowly from scratch on a few
@@ -74,7 +74,7 @@ def test_run_files_and_selection(small_store, tmp_path):
     assert metrics["best_epoch"] == best["epoch"] and metrics["val"]["rsum"] == best["val"]["rsum"]
     assert json.loads((out / "data_info.json").read_text())["num_labels"] == 5
     # the label vocabulary was built once and stored in the store
-    from store import open_store
+    from lighthead.store import open_store
 
     labels = open_store(small_store).read_json("labels/nouns-5")
     assert len(labels["words"]) == 5 and labels["tagger"].startswith("lexicon-rules")

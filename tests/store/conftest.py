@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from store import open_store
+from lighthead.store import open_store
 from tests.store.helpers import FIELDS, item_id, make_item
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store import Field, open_store
+from lighthead.store import Field, open_store
 
 ROOT = Path(__file__).resolve().parents[2]  # repository root, for subprocesses' PYTHONPATH
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from pipelines.cli.store_cmd import app
+from lighthead.pipelines.cli.store_cmd import app
 from tests.store.helpers import FIELDS, item_id, make_item
 from tests.store.test_importers import make_npz, make_precomp, tsv_rows, write_tsv
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from store import StoreError, open_store, verify
+from lighthead.store import StoreError, open_store, verify
 from tests.store.helpers import FIELDS, assert_item, child, item_id, make_item
 
 

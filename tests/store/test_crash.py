@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from store import open_store, verify
-from store.writer import KILL_ENV
+from lighthead.store import open_store, verify
+from lighthead.store.writer import KILL_ENV
 from tests.store.helpers import FIELDS, assert_item, child, item_id, make_item
 
 N = 300  # items per run: 19 shards of 16

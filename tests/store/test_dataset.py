@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from store import Field, StoreDataset, StoreError
+from lighthead.store import Field, StoreDataset, StoreError
 from tests.store.helpers import item_id, make_item
 
 

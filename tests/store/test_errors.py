@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from store import FeatureSet, StoreError, verify
-from store.manifest import read_manifest
+from lighthead.store import FeatureSet, StoreError, verify
+from lighthead.store.manifest import read_manifest
 from tests.store.helpers import FIELDS, file_digests
 
 
@@ -105,7 +105,7 @@ def test_raw_index_refuses_chunks_past_the_end(filled):
     """Defence in depth behind HDF5's own truncation check: never map past end of file."""
     import h5py
 
-    from store.shard import _raw_index
+    from lighthead.store.shard import _raw_index
 
     path = shard_path(filled, 0)
     fld = FIELDS[0]

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from store import StoreError, open_store, verify
-from store.exporters import export_precomp
-from store.importers import import_npz, import_precomp, import_tsv
-from store.writer import KILL_ENV
+from lighthead.store import StoreError, open_store, verify
+from lighthead.store.exporters import export_precomp
+from lighthead.store.importers import import_npz, import_precomp, import_tsv
+from lighthead.store.writer import KILL_ENV
 from tests.store.helpers import ROOT, file_digests
 
 CAPTIONS = [b"A man rides a horse .\n", "Un caf\u00e9 \u00e0 Paris\n".encode(), b"two dogs\r\n",
@@ -141,7 +141,7 @@ def test_tsv_errors_name_file_and_line_and_keep_data(tmp_path, damage, match):
 def test_killed_tsv_import_resumes(tmp_path):
     rows = list(tsv_rows(10))
     write_tsv(tmp_path / "x.tsv", rows)
-    code = (f"from store.importers import import_tsv; "
+    code = (f"from lighthead.store.importers import import_tsv; "
             f"import_tsv({str(tmp_path / 'x.tsv')!r}, {str(tmp_path / 'st')!r}, shard_items=3)")
     env = {**os.environ, "PYTHONPATH": str(ROOT), KILL_ENV: "manifest_written"}
     p = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT)

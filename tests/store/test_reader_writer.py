@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from store import Field, FeatureSet, StoreError, info, open_store, verify
+from lighthead.store import Field, FeatureSet, StoreError, info, open_store, verify
 from tests.store.helpers import FIELDS, ROOT, assert_item, item_id, make_item
 
 
@@ -159,5 +159,5 @@ def test_open_store_needs_create(tmp_path):
 
 
 def test_import_store_does_not_import_torch():
-    code = "import sys, store, store.importers, store.exporters; assert 'torch' not in sys.modules"
+    code = "import sys, lighthead.store, lighthead.store.importers, lighthead.store.exporters; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

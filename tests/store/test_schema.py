@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from store import Field, StoreError
-from store.schema import check_name
+from lighthead.store import Field, StoreError
+from lighthead.store.schema import check_name
 
 
 def test_field_normalises_shape_and_dtype():

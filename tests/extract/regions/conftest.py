@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from extract.regions.config import DetectorConfig
-from extract.regions.model import BottomUpDetector, init_random
+from lighthead.extract.regions.config import DetectorConfig
+from lighthead.extract.regions.model import BottomUpDetector, init_random
 
 
 @pytest.fixture(scope="module")

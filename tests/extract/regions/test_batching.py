@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from extract.regions import batching
-from extract.regions.batching import Prepare, image_scale, pad_batch, resized_size
-from extract.regions.config import SelectionConfig
-from extract.regions.runner import extract_regions, item_fields
+from lighthead.extract.regions import batching
+from lighthead.extract.regions.batching import Prepare, image_scale, pad_batch, resized_size
+from lighthead.extract.regions.config import SelectionConfig
+from lighthead.extract.regions.runner import extract_regions, item_fields
 
 
 def test_image_scale_follows_the_test_scales():
@@ -155,7 +155,7 @@ def test_a_failing_sink_stops_the_run_with_its_error(tiny_model, image_files):
 
 
 def test_bucketing_groups_orientations_and_passes_skips_on():
-    from extract.regions.batching import Batch, bucketed
+    from lighthead.extract.regions.batching import Batch, bucketed
 
     def single(i, h, w):
         return Batch([f"{i}"], pad_batch([torch.full((3, h, w), float(i))], 32), [(h, w)], [1.0], [(w, h)], [])

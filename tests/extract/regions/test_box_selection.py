@@ -7,8 +7,8 @@ import pytest
 import torch
 from torchvision.ops import nms
 
-from extract.regions.box_selection import labels, max_confidence, select
-from extract.regions.config import SelectionConfig
+from lighthead.extract.regions.box_selection import labels, max_confidence, select
+from lighthead.extract.regions.config import SelectionConfig
 
 
 def reference_max_conf(boxes: torch.Tensor, cls_prob: torch.Tensor, thresh: float = 0.3) -> torch.Tensor:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from extract.regions import boxes as B
+from lighthead.extract.regions import boxes as B
 
 
 def test_caffe_anchors_match_py_faster_rcnn_table():

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from extract.regions.checkpoints import (CheckpointError, export_checkpoint, format_config, load_checkpoint,
+from lighthead.extract.regions.checkpoints import (CheckpointError, export_checkpoint, format_config, load_checkpoint,
                                          read_pickle, state_for_export)
-from extract.regions.config import DetectorConfig, SelectionConfig
-from extract.regions.model import BottomUpDetector, init_random
+from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
+from lighthead.extract.regions.model import BottomUpDetector, init_random
 
-from .conftest import noise_images
+from tests.extract.regions.conftest import noise_images
 
 
 def _model(cfg: DetectorConfig, fmt: str, attributes: bool = True) -> BottomUpDetector:
@@ -116,7 +116,7 @@ def test_full_size_key_set_of_each_format_is_complete():
     """Every expected key of the real model is produced by, and mapped back from, each format."""
     model = BottomUpDetector(DetectorConfig())
     for fmt in ("d2-pkl", "bua-pth"):
-        from extract.regions.checkpoints import map_state
+        from lighthead.extract.regions.checkpoints import map_state
 
         state = state_for_export(model, fmt)
         assert len(state) == len(model.state_dict())

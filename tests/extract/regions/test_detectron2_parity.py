@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from extract.regions import detectron2_backend
-from extract.regions.checkpoints import format_config
-from extract.regions.config import DetectorConfig, SelectionConfig
-from extract.regions.model import BottomUpDetector, init_random
+from lighthead.extract.regions import detectron2_backend
+from lighthead.extract.regions.checkpoints import format_config
+from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
+from lighthead.extract.regions.model import BottomUpDetector, init_random
 
-from .conftest import noise_images
+from tests.extract.regions.conftest import noise_images
 
 pytestmark = pytest.mark.skipif(
     not detectron2_backend.available(),

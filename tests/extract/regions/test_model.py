@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_pool
 
-from extract.regions.batching import pad_batch
-from extract.regions.config import DetectorConfig, SelectionConfig
-from extract.regions.model import BottomUpDetector, init_random
+from lighthead.extract.regions.batching import pad_batch
+from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
+from lighthead.extract.regions.model import BottomUpDetector, init_random
 
-from .conftest import noise_images
+from tests.extract.regions.conftest import noise_images
 
 SIZES = [(96, 128), (80, 150), (111, 97), (64, 64)]
 

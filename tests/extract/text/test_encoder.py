@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from extract.text import TextEncoder, TextEncoderConfig, resolve_model
+from lighthead.extract.text import TextEncoder, TextEncoderConfig, resolve_model
 
 TEXTS = [
     "a red circle left of a blue square",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from extract.text import PLACEHOLDER, fill_target, target_pair
+from lighthead.extract.text import PLACEHOLDER, fill_target, target_pair
 
 
 def test_sentence_with_placeholder_is_kept():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.datasets import SENTIMENTS, DatasetError, load_records
-from pipelines.datasets import demo
+from lighthead.pipelines.datasets import SENTIMENTS, DatasetError, load_records
+from lighthead.pipelines.datasets import demo
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.datasets import DatasetError, load_records
+from lighthead.pipelines.datasets import DatasetError, load_records
 from tests.pipelines.datasets import fixtures
 
 

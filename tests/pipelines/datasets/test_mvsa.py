@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from pipelines.datasets import SENTIMENTS, DatasetError, load_records
-from pipelines.datasets.mvsa import merge_labels, split_ids
+from lighthead.pipelines.datasets import SENTIMENTS, DatasetError, load_records
+from lighthead.pipelines.datasets.mvsa import merge_labels, split_ids
 from tests.pipelines.datasets import fixtures
 
 # ITIN Sec. IV-A written out as a table: (text, image) -> merged label, None = removed

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from pipelines.datasets import SENTIMENTS, DatasetError, load_records
+from lighthead.pipelines.datasets import SENTIMENTS, DatasetError, load_records
 from tests.pipelines.datasets import fixtures
 
 

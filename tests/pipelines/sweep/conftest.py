@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="package")
 def dask_client():
-    from pipelines.sweep import ClusterOptions, connect
+    from lighthead.pipelines.sweep import ClusterOptions, connect
 
     # retries=1 also sets the scheduler's allowed-failures: one worker death per trial.
     with connect(ClusterOptions(workers=2, dashboard=":0"), retries=1) as conn:

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from pipelines.cli import app
-from pipelines.cli.common import run_app
+from lighthead.pipelines.cli import app
+from lighthead.pipelines.cli.common import run_app
 from tests.pipelines.sweep import fakes
 
 
@@ -71,7 +71,7 @@ def test_nothing_to_sweep_and_head_mismatch_fail_cleanly(tmp_path, monkeypatch, 
 def test_batch_cluster_writes_a_job_script_with_the_daemon_fix(flag, monkeypatch):
     """The jobqueue cluster is built (no job is submitted: scale happens in `connect`)."""
     pytest.importorskip("dask_jobqueue")
-    from pipelines.sweep.engine import ClusterOptions, _batch_cluster
+    from lighthead.pipelines.sweep.engine import ClusterOptions, _batch_cluster
 
     opts = ClusterOptions(batch=flag[2:], workers=1, cores=3, memory="4GB", queue="gpu", walltime="01:00:00",
                           job_directives=["--gres=gpu:1"] if flag == "--slurm" else [], dashboard=None)

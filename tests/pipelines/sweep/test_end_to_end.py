@@ -1,4 +1,4 @@
-"""A real sweep: `lighthead sweep` -> dask workers -> `pipelines.train.train` on a tiny store."""
+"""A real sweep: `lighthead sweep` -> dask workers -> `lighthead.pipelines.train.train` on a tiny store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipelines.cli import app
-from pipelines.cli.common import run_app
+from lighthead.pipelines.cli import app
+from lighthead.pipelines.cli.common import run_app
 
 
 @pytest.fixture

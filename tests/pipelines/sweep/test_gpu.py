@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipelines.sweep import ClusterOptions, connect, from_args, run_sweep
+from lighthead.pipelines.sweep import ClusterOptions, connect, from_args, run_sweep
 
 pytestmark = pytest.mark.gpu
 

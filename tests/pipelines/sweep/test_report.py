@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from pipelines.sweep import report
-from pipelines.sweep.spec import Trial
+from lighthead.pipelines.sweep import report
+from lighthead.pipelines.sweep.spec import Trial
 
 
 def _row(lam, lr, metrics, status="done"):

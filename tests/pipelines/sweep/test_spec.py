@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, load_sweep_file, parse_grid_arg
+from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, load_sweep_file, parse_grid_arg
 
 
 def test_grid_is_the_cartesian_product_in_order():
