@@ -91,7 +91,8 @@ for name in names:
 files = {}
 for name, mod in list(sys.modules.items()):
     f = getattr(mod, "__file__", None)
-    if f and os.path.realpath(f).startswith(ROOT):
+    ours = [os.path.join(ROOT, part, "") for part in ("store", "extract", "heads", "pipelines")]
+    if f and (name.startswith("lighthead") or any(os.path.realpath(f).startswith(o) for o in ours)):
         files.setdefault(os.path.realpath(f), []).append(name)
 print(json.dumps({"names": names, "failed": failed, "files": files}))
 """
