@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -120,8 +121,14 @@ def test_python_dash_m_lighthead_runs_from_another_directory(tmp_path):
 
 def test_the_wheel_holds_only_lighthead(tmp_path):
     """`pip install .` installs one top-level name; the repository's folders land under it."""
+    src = tmp_path / "src"  # a copy, so the in-tree build/ folder does not land in the repository
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for part in PARTS:
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheel = next(tmp_path.glob("lighthead-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
