@@ -57,7 +57,7 @@ ifeq ($(DATASET),demo)
 	test -f $(STORE)/meta/records.json || $(LH) demo --out $(DEMO_OUT) --stages data,extract
 endif
 	$(LH) train heads $(HEAD) --store $(STORE) --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS) \
-		$(if $(wildcard $(RUN)/checkpoints/last.pt),--resume)
+		$(if $(wildcard $(RUN)/checkpoints/last.safetensors),--resume)
 	$(LH) evaluate $(RUN)
 
 clean: ## remove generated demo outputs (keeps .venv)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lighthead.pipelines.scoring import PRECISIONS, fast_precision
-from lighthead.pipelines.train_utils import atomic_json, load_checkpoint
+from lighthead.pipelines.train_utils import atomic_json, load_checkpoint, read_json
 
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
                      ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
@@ -26,15 +26,15 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     """The head of a run (best checkpoint, eval mode) with its task, configs and device."""
     from lighthead.heads.build import construct, head_class
     from lighthead.pipelines.tasks import TASKS
-    from lighthead.pipelines.train import CHECKPOINTS, LoopConfig, pick_device
+    from lighthead.pipelines.train import BEST, CHECKPOINTS, LAST, LoopConfig, pick_device
     from lighthead.store import open_store
 
     run = Path(run_dir)
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: is {run} a run written by `lighthead train heads`?")
-    run_config = json.loads(config_path.read_text())
-    data_info = json.loads((run / "data_info.json").read_text())
+    run_config = read_json(config_path)
+    data_info = read_json(run / "data_info.json")
     cls = head_class(run_config["head"])
     cfg = cls.config_class(**_tuples(cls.config_class, run_config["config"]))
     loop = LoopConfig(**run_config["loop"])
@@ -42,9 +42,9 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     task = TASKS.get(cls.task)(store, cfg, run_config["dataset"], loop.task_options())
     dev = pick_device(device)
     head = construct(cls, cfg, data_info).to(dev)
-    ckpt = run / CHECKPOINTS / "best.pt"
-    if not ckpt.is_file():
-        ckpt = run / CHECKPOINTS / "last.pt"
+    ckpt = run / CHECKPOINTS / BEST
+    if not ckpt.is_file() and (run / CHECKPOINTS / LAST).is_file():
+        ckpt = run / CHECKPOINTS / LAST
     load_checkpoint(ckpt, head, device=dev)
     head.eval()
     return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}

@@ -8,8 +8,9 @@
 - each step: forward `head.loss(batch)` (AMP on GPU: bf16, or fp16 with a GradScaler), backward,
   gradient clipping per optimiser (`grad_clip`), every optimiser of `head.optimizers()` steps;
   their LR schedulers step once per epoch; `head.start_epoch(e)` is called when defined;
-- after each epoch: validation, `checkpoints/last.pt` (everything needed to resume, RNG
-  states included) and, when the task's selection metric improves, `checkpoints/best.pt`;
+- after each epoch: validation, `checkpoints/last.safetensors` (everything needed to resume,
+  RNG states included) and, when the task's selection metric improves,
+  `checkpoints/best.safetensors` (tensors + JSON, loaded without unpickling);
 - at the end: the best epoch is reloaded and scored on the test split; `metrics.json`,
   `config.json` and `data_info.json` are in the run directory.
 Seeded and deterministic on CPU: the same seed gives the same metrics, and a resumed run the
@@ -35,9 +36,10 @@ import torch
 
 from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
 from lighthead.pipelines.tasks import TASKS, TaskOptions
-from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, save_checkpoint
+from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_json, save_checkpoint
 
 CHECKPOINTS = "checkpoints"
+BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
 
 
 @dataclass
@@ -128,13 +130,13 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
     """Train `head_name` on the store's cached features; returns (and writes) metrics.json's dict."""
     overrides = parse_overrides(overrides)
     out = Path(out)
-    last_path = out / CHECKPOINTS / "last.pt"
+    last_path = out / CHECKPOINTS / LAST
     if last_path.exists() and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not last_path.exists():
         raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
     if resume:  # without new settings, continue with the run's own
-        old = json.loads((out / "config.json").read_text())
+        old = read_json(out / "config.json")
         overrides = overrides or parse_overrides(old.get("overrides"))
         epochs = epochs if epochs is not None else old["config"].get("epochs")
     ctx = prepare(head_name, store, dataset, overrides, epochs)
@@ -187,7 +189,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
         if improved:
             state["best"] = entry["val"][metric] if has_val else state["best"]
             state["best_epoch"] = epoch + 1
-            save_checkpoint(out / CHECKPOINTS / "best.pt", head)
+            save_checkpoint(out / CHECKPOINTS / BEST, head)
         state["history"].append(entry)
         state["epoch"] = epoch
         save_checkpoint(last_path, head, optimizers, scaler, state)
@@ -197,7 +199,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
 
     if n_epochs == 0 or state["best_epoch"] < 0:
         raise ValueError("no epoch was trained (epochs = 0?)")
-    load_checkpoint(out / CHECKPOINTS / "best.pt", head, device=dev)
+    load_checkpoint(out / CHECKPOINTS / BEST, head, device=dev)
     test = None
     if loop.test and task.has_split("test"):
         test = task.evaluate(head, "test", dev, protocol=loop.protocol)
@@ -264,7 +266,7 @@ def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> d
 
 def _check_same_run(out: Path, run_config: dict) -> None:
     """A resumed run must keep its head, data and config (only epochs may grow)."""
-    old = json.loads((out / "config.json").read_text())
+    old = read_json(out / "config.json")
     run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
     diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
     diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]

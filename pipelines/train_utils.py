@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,22 @@ import torch
 
 def atomic_json(path: Path, obj: Any) -> None:
     """Write JSON to `path` with the store's atomic write (a crash never leaves half a file)."""
-    from lighthead.store.manifest import atomic_write
+    from lighthead.pipelines.run_checkpoint import write_file
 
+    write_file(Path(path), (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    """A run file (config.json, data_info.json); a missing, non-UTF-8 or broken one names the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode(), fsync=False)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found (is {path.parent} a run folder?)") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); the file is damaged or truncated") from None
 
 
 def _jsonable(x: Any) -> Any:
@@ -46,37 +56,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
                     scaler: Any = None, state: dict[str, Any] | None = None) -> None:
-    """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs."""
-    ckpt: dict[str, Any] = {"head": head.state_dict()}
+    """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs.
+
+    Written as safetensors + JSON (`pipelines/run_checkpoint.py`): loading never unpickles.
+    """
+    from lighthead.pipelines import run_checkpoint
+
+    extra = None
     if optimizers is not None:
-        ckpt["optimizers"] = [opt.state_dict() for opt, _ in optimizers]
-        ckpt["schedulers"] = [None if s is None else s.state_dict() for _, s in optimizers]
-        ckpt["scaler"] = scaler.state_dict() if scaler is not None else None
-        ckpt["state"] = state
-        ckpt["rng"] = rng_state()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+        extra = {
+            "optimizers": [opt.state_dict() for opt, _ in optimizers],
+            "schedulers": [None if s is None else s.state_dict() for _, s in optimizers],
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "state": state,
+            "rng": rng_state(),
+        }
+    run_checkpoint.save(path, head.state_dict(), extra)
 
 
 def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
                     scaler: Any = None, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Restore what `save_checkpoint` wrote; returns the loop state (empty for weights-only files)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    # Our own files (optimiser states, RNG tuples): not loadable with weights_only.
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    head.load_state_dict(ckpt["head"])
-    if optimizers is not None and "optimizers" in ckpt:
-        for (opt, sched), o_state, s_state in zip(optimizers, ckpt["optimizers"], ckpt["schedulers"]):
-            opt.load_state_dict(o_state)
-            if sched is not None and s_state is not None:
-                sched.load_state_dict(s_state)
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-    return ckpt.get("state") or {}
+    """Restore what `save_checkpoint` wrote; returns the loop state (empty for weights-only files).
+
+    A missing, truncated, doctored or mismatched file raises RunCheckpointError naming it.
+    """
+    from lighthead.pipelines.run_checkpoint import RunCheckpointError, load
+
+    weights, extra = load(path)
+    try:
+        head.load_state_dict(weights)
+        if optimizers is not None and extra is not None:
+            for (opt, sched), o_state, s_state in zip(optimizers, extra["optimizers"], extra["schedulers"]):
+                opt.load_state_dict(o_state)
+                if sched is not None and s_state is not None:
+                    sched.load_state_dict(s_state)
+            if scaler is not None and extra.get("scaler"):
+                scaler.load_state_dict(extra["scaler"])
+            set_rng_state(extra["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunCheckpointError(f"{path}: does not match this run's head and optimisers ({first})") from None
+    return (extra or {}).get("state") or {}
 
 
 class EpochProgress:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import traceback
 
 import typer
 
@@ -34,23 +37,73 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from lighthead.pipelines.datasets.base import DatasetError
 
     errors.append(DatasetError)
+    for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),
+                         ("lighthead.extract.images", "ImageReadError")):
+        try:  # imported only now, after an error, so `--help` stays instant
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except ImportError:
+            pass
     return tuple(errors)
 
 
-def run_app(app: typer.Typer) -> int:
-    """Run the typer app; known errors become `error: ...` on stderr and exit code 1."""
+DEBUG_ENV = "LIGHTHEAD_DEBUG"  # =1: a failing command prints the traceback too
+INTERRUPTED = ("interrupted: everything committed so far is kept; rerun the same command to resume "
+               "(`train heads` with --resume)")
+
+# errno -> what to say after the file name; the rest use the system's own text.
+_ERRNO_HINTS = {
+    errno.ENOSPC: "no space left on device; free space and rerun the same command (committed work is kept)",
+    errno.EDQUOT: "disk quota exceeded; free space and rerun the same command (committed work is kept)",
+    errno.EFBIG: "file too large for this file system (or the process's file-size limit)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a file is where a folder is expected",
+    errno.EISDIR: "a folder is where a file is expected",
+    errno.EEXIST: "already exists (a file where a folder is expected?)",
+}
+
+
+def describe_error(e: BaseException) -> str:
+    """The text after `error: `: the file or id first, then what happened."""
+    if isinstance(e, KeyError) and e.args:
+        return str(e.args[0])
+    if isinstance(e, UnicodeDecodeError):
+        return (f"input is not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8 "
+                f"(set {DEBUG_ENV}=1 to see where it was read)")
+    if isinstance(e, OSError) and e.errno is not None and (e.filename is not None or e.errno in _ERRNO_HINTS):
+        what = _ERRNO_HINTS.get(e.errno) or e.strerror or str(e)
+        names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+        return f"{' -> '.join(names)}: {what}" if names else what
+    if isinstance(e, known_errors()):
+        return str(e)
+    if isinstance(e, OSError):  # h5py, zipfile and friends: their text names what they can
+        return str(e) or type(e).__name__
+    # Anything else is a bug, or bad input we failed to recognise: still one line.
+    return f"{type(e).__name__}: {e} (set {DEBUG_ENV}=1 for the traceback)"
+
+
+def _one_line_error(e: BaseException) -> int:
+    if os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+        traceback.print_exception(type(e), e, e.__traceback__)
+    typer.echo(f"error: {describe_error(e)}", err=True)
+    return 1
+
+
+def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
+    """Run the typer app (on `args`, default sys.argv); returns the exit code.
+
+    Every failure becomes one line `error: <file or id>: <what happened>` on stderr and exit
+    code 1 (the traceback too with LIGHTHEAD_DEBUG=1); Ctrl-C one line saying how to resume (130).
+    """
     try:
-        rv = app(standalone_mode=False)  # click returns (not raises) the exit code here
+        rv = app(args=args, standalone_mode=False)  # click returns (not raises) the exit code here
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:  # click's own usage errors
         return int(e.code or 0)
-    except known_errors() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        typer.echo(f"error: {msg}", err=True)
-        return 1
-    except typer.Abort:
-        typer.echo("aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo(INTERRUPTED, err=True)
         return 130
     except typer.TyperException as e:  # usage errors, bad parameters (typer's click exceptions)
         if hasattr(e, "show"):
@@ -58,4 +111,6 @@ def run_app(app: typer.Typer) -> int:
         else:
             typer.echo(f"error: {e}", err=True)
         return int(getattr(e, "exit_code", 2))
+    except Exception as e:  # noqa: BLE001 - the one top-level handler
+        return _one_line_error(e)
     return rv if isinstance(rv, int) else 0

@@ -65,7 +65,7 @@ def test_run_files_and_selection(small_store, tmp_path):
     out = tmp_path / "run"
     metrics = train("casc", small_store, out, epochs=2, overrides={**TINY, "label_hidden": "8", "num_labels": "5"},
                     progress=False)
-    assert (out / "checkpoints" / "best.pt").is_file() and (out / "checkpoints" / "last.pt").is_file()
+    assert (out / "checkpoints" / "best.safetensors").is_file() and (out / "checkpoints" / "last.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["head"] == "casc" and config["config"]["embed_size"] == 8 and config["config"]["epochs"] == 2
     assert config["loop"]["seed"] == 0 and config["dataset"] == "synthetic"

@@ -45,7 +45,7 @@ def test_sweep_trains_real_heads_and_ranks_them_by_validation_rsum(dask_client, 
         assert config["head"] == "vsepp" and config["config"]["epochs"] == 1
         assert (config["overrides"]["lr"], config["overrides"]["margin"]) == (r["lr"], r["margin"])
         assert config["config"]["embed_size"] == 32
-        assert (d / "checkpoints" / "best.pt").is_file()
+        assert (d / "checkpoints" / "best.safetensors").is_file()
     best = json.loads((out / "best.json").read_text())
     assert best["trial"] == rows[0]["trial"] and best["metric"] == "val/rsum"
     assert "best" in capsys.readouterr().out
