@@ -54,6 +54,33 @@ class Record:
         return cls(**obj)
 
 
+def read_text(path: Path) -> str:
+    """A text file as UTF-8; other bytes are a DatasetError naming the file, line and column."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+                           "save the file as UTF-8") from None
+
+
+def check_image_ids(records: list[Record]) -> list[Record]:
+    """One file per image id: ids come from file names, so `1.jpg` and `1.png` would share one.
+
+    Raises DatasetError naming both files (and a record of each).
+    """
+    first: dict[str, Record] = {}
+    for r in records:
+        seen = first.setdefault(r.image_id, r)
+        if seen is not r and os.path.normpath(seen.image_path) != os.path.normpath(r.image_path):
+            raise DatasetError(
+                f"image id {r.image_id!r} names two files: {seen.image_path} (record {seen.id}) and "
+                f"{r.image_path} (record {r.id}); image ids are file names without the extension, so rename one")
+    return records
+
+
 Loader = Callable[[Path], list[Record]]
 DATASETS: Registry[Loader] = Registry("dataset")
 
@@ -76,4 +103,4 @@ def resolve_root(name: str, root: str | Path | None) -> Path:
 def load_records(name: str, root: str | Path | None) -> list[Record]:
     """Run the adapter `name` on its root folder."""
     loader = DATASETS.get(name)
-    return loader(resolve_root(name, root))
+    return check_image_ids(loader(resolve_root(name, root)))

@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, read_text
 from lighthead.store.manifest import atomic_write
 
 COLOURS = {  # name -> RGB
@@ -215,8 +215,8 @@ def load(root: Path) -> list[Record]:
     if not ann_path.exists():
         raise DatasetError(f"{ann_path} not found: generate the demo data with `lighthead demo` (or lighthead.pipelines.datasets.demo.generate)")
     try:
-        images = json.loads(ann_path.read_text())["images"]
-    except (json.JSONDecodeError, KeyError) as e:
+        images = json.loads(read_text(ann_path))["images"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DatasetError(f"{ann_path}: not a demo annotation file ({e})") from None
     records: list[Record] = []
     for n, im in enumerate(images):

@@ -21,7 +21,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record, read_text
 from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label
 
 _SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
@@ -37,7 +37,7 @@ class _PlainUnpickler(pickle.Unpickler):
 def _read(path: Path) -> dict[str, Any]:
     try:
         if path.suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path))
         else:
             with path.open("rb") as f:
                 data = _PlainUnpickler(f).load()
@@ -66,6 +66,10 @@ def _record(key: str, entry: Any, split: str, where: str, images: Path) -> Recor
     for field in ("iid", "sentence", "aspect", "relation"):
         if field not in entry:
             raise DatasetError(f"{where}: missing field {field!r}")
+    for field in ("iid", "sentence", "aspect"):
+        value = entry[field]
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+            raise DatasetError(f"{where}: {field!r} is {value!r:.40}; expected a non-empty string")
     relation = str(entry["relation"]).strip()
     if relation not in ("0", "1", "2"):
         raise DatasetError(f"{where}: unknown relation {relation!r}; expected 0 (unrelated), 1 or 2 (related)")

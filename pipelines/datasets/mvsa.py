@@ -21,6 +21,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from lighthead.pipelines.datasets import base
 from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
 
 SPLIT_SEED = 0  # seed of the 8:1:1 shuffle
@@ -88,7 +89,7 @@ def read_mvsa(root: Path, annotators: int) -> list[Record]:
         raise DatasetError(f"{data} not found; expected under {root}:\n{_LAYOUT}")
     kept: list[tuple[str, int, str, str, str, str]] = []  # id, label, text label, image label, image, text
     seen: set[str] = set()
-    lines = label_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    lines = base.read_text(label_file).splitlines()
     for n, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue

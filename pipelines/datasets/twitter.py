@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, read_text
 
 _FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 PLACEHOLDER = "$T$"  # where the target stood in the sentence
@@ -40,7 +40,7 @@ def image_folder(root: Path, candidates: list[str], layout: str) -> Path:
 def read_tsv(path: Path, split: str, images: Path) -> list[Record]:
     """Records of one TomBERT TSV file; errors name the file and line."""
     records = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).splitlines()
     if not lines:
         raise DatasetError(f"{path}: empty file (expected a header line, then rows)")
     for n, line in enumerate(lines[1:], start=2):
