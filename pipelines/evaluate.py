@@ -1,10 +1,16 @@
 """Evaluate a trained run: `evaluate_run(run_dir, split="test", protocol="1k", examples=0)`.
 
 Rebuilds the head from the run's `config.json` and `data_info.json`, loads its best
-checkpoint, scores the split through the head's task and writes, next to the run,
-`eval-<split>-<protocol>.json` and `eval-<split>-<protocol>.md` (a markdown table); with
-`examples > 0` also `examples-<split>.png` (top retrieved captions per image query and top
-images per caption query, for retrieval runs).
+checkpoint, scores the split through the head's task and writes, next to the run, one set of
+files per evaluation:
+- retrieval: `eval-<split>-<protocol>.json` and `eval-<split>-<protocol>.md` (a markdown table);
+  with `examples > 0` also `examples-<split>.png` (top retrieved captions per image query and
+  top images per caption query);
+- sentiment (no protocol): `eval-<split>.json` (with the confusion matrix), `eval-<split>.md`,
+  `confusion-<split>.png`, and with `examples > 0` `examples-<split>.png`
+  (see `pipelines/evaluate_sentiment.py`);
+- both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/curves.py`).
+The `.md` file holds exactly the table `markdown_table(metrics)` gives (and the CLI prints).
 """
 
 from __future__ import annotations
@@ -65,10 +71,11 @@ def _tuples(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str = "1k", examples: int = 0,
                  device: str | None = None, precision: str | None = None) -> dict[str, Any]:
-    """Score a run on `split`; writes JSON + markdown (+ an examples figure) into the run.
+    """Score a run on `split`; writes JSON + markdown (+ figures) into the run (module docstring).
 
     precision: "fp32" or "bf16" products when scoring retrieval pairs (None: the run's
-    `eval_precision`, fp32 unless set); recorded in the JSON.
+    `eval_precision`, fp32 unless set); recorded in the JSON. Returns the metrics as written to
+    the JSON, plus "files": every file written, in order.
     """
     if protocol not in ("1k", "5k"):
         raise ValueError(f"protocol must be 1k or 5k, got {protocol!r}")
@@ -84,30 +91,61 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
-    if task.name == "sentiment":  # + confusion matrix JSON/plot and the sentiment table
-        from lighthead.pipelines.evaluate_sentiment import report
-        report(task, head, split, ctx["device"], run, examples=0, metrics=metrics)
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
-    if task.name == "retrieval":
-        metrics["precision"] = task.options.eval_precision
-    stem = f"eval-{split}-{protocol}"
-    if examples > 0:
-        metrics["examples"] = str(task.examples(head, split, ctx["device"], examples, run / f"examples-{split}.png"))
-    atomic_json(run / f"{stem}.json", metrics)
-    (run / f"{stem}.md").write_text(markdown_table(metrics) + "\n")
-    return metrics
+    if task.name == "sentiment":
+        from lighthead.pipelines.evaluate_sentiment import report
+
+        metrics, files = report(task, head, split, ctx["device"], run, examples=examples, metrics=metrics,
+                                title=table_title(metrics))
+    else:
+        if task.name == "retrieval":
+            metrics["precision"] = task.options.eval_precision
+        stem = f"eval-{split}-{protocol}"
+        files = [run / f"{stem}.json", run / f"{stem}.md"]
+        atomic_json(files[0], metrics)
+        files[1].write_text(markdown_table(metrics) + "\n")
+        if examples > 0:
+            files.append(Path(task.examples(head, split, ctx["device"], examples, run / f"examples-{split}.png")))
+    curves = _draw_curves(run)
+    return {**metrics, "files": [str(f) for f in files + ([curves] if curves else [])]}
+
+
+def _draw_curves(run: Path) -> Path | None:
+    """`curves.png` from the run's metrics.json (None when the run has no epoch history)."""
+    from lighthead.pipelines.curves import draw_curves
+
+    path = run / "metrics.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return draw_curves(summary, run / "curves.png") if summary.get("history") else None
+
+
+def table_title(metrics: dict[str, Any]) -> str:
+    """"<head> on <dataset> <split>", with the protocol, size and precision of a retrieval score."""
+    title = f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}".strip()
+    if "rsum" in metrics:
+        bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
+        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
+    return title
 
 
 def markdown_table(metrics: dict[str, Any]) -> str:
-    """One-row markdown table: the retrieval columns when present, else every numeric metric."""
-    title = f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}"
-    if "rsum" in metrics:
-        cols = RETRIEVAL_COLUMNS
-        bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
-        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
-    else:
-        cols = [(k, k) for k, v in metrics.items() if isinstance(v, float)]
+    """The one-run markdown table `lighthead evaluate` prints and writes: the retrieval columns
+    when present, else the sentiment table (`evaluate_sentiment.markdown_table`)."""
+    if "rsum" not in metrics:
+        from lighthead.pipelines.evaluate_sentiment import markdown_table as sentiment_table
+
+        return sentiment_table([metrics], title=table_title(metrics)).rstrip("\n")
+    cols = RETRIEVAL_COLUMNS
     head = "| " + " | ".join(name for _, name in cols) + " |"
     rule = "|" + "|".join("---:" for _ in cols) + "|"
     row = "| " + " | ".join(f"{metrics[k]:.1f}" for k, _ in cols) + " |"
-    return f"**{title.strip()}**\n\n{head}\n{rule}\n{row}"
+    return f"**{table_title(metrics)}**\n\n{head}\n{rule}\n{row}"
+
+
+def wrote_line(files: list[str], run: str | os.PathLike) -> str:
+    """"wrote a, b, c in RUN": every file an evaluation wrote, by name."""
+    run = Path(run)
+    names = [str(Path(f).relative_to(run)) if Path(f).is_relative_to(run) else str(f) for f in files]
+    return f"wrote {', '.join(names)} in {run}"

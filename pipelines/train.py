@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
+from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_json, save_checkpoint
 
@@ -57,12 +58,14 @@ class LoopConfig:
     val_every: int = 1  # validate every N epochs (the last epoch always)
     test: bool = True  # score the best epoch on the test split at the end
     protocol: str = "1k"  # test protocol for COCO: 1k (five folds) or 5k
+    log: str = "none"  # live log while training: none, or tensorboard (<run>/tensorboard; the extra of that name)
 
     def __post_init__(self) -> None:
         if self.val_every < 1:
             raise ValueError("val_every must be >= 1")
         if self.protocol not in ("1k", "5k"):
             raise ValueError(f"protocol must be 1k or 5k, got {self.protocol!r}")
+        check_log(self.log)
 
     def task_options(self) -> TaskOptions:
         return TaskOptions(preload_mb=self.preload_mb, workers=self.workers, eval_batch=self.eval_batch,
@@ -154,6 +157,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
     }
     if resume:
         _check_same_run(out, run_config)
+    live = open_log(loop.log, out)  # before any file is written: a missing package fails here
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(out / "config.json", run_config)
     atomic_json(out / "data_info.json", data_info)
@@ -191,6 +195,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
             state["best_epoch"] = epoch + 1
             save_checkpoint(out / CHECKPOINTS / BEST, head)
         state["history"].append(entry)
+        live.epoch(entry)  # flushed per epoch: an interrupted run keeps what it logged
         state["epoch"] = epoch
         save_checkpoint(last_path, head, optimizers, scaler, state)
         atomic_json(out / "metrics.json", _summary(run_config, state, metric, None))
@@ -205,6 +210,8 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
         test = task.evaluate(head, "test", dev, protocol=loop.protocol)
     metrics = _summary(run_config, state, metric, test)
     atomic_json(out / "metrics.json", metrics)
+    live.test(test, state["best_epoch"])
+    live.close()
     return metrics
 
 
@@ -270,6 +277,7 @@ def _check_same_run(out: Path, run_config: dict) -> None:
     run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
     diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
     diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]
-    diffs += [f"loop.{k}" for k, v in run_config["loop"].items() if old["loop"].get(k) != v]
+    # the live log changes nothing in the results: a resume may switch it
+    diffs += [f"loop.{k}" for k, v in run_config["loop"].items() if k != "log" and old["loop"].get(k) != v]
     if diffs:
         raise ValueError(f"--resume with a different setup than {out}/config.json: {', '.join(diffs)}")

@@ -11,18 +11,17 @@ import typer
 def evaluate(
     run: Path = typer.Argument(..., help="run directory written by `lighthead train heads`"),
     split: str = typer.Option("test", help="split to evaluate"),
-    protocol: str = typer.Option("1k", help="COCO protocol: 1k (mean of five folds) or 5k"),
-    examples: int = typer.Option(0, help="save a figure with this many retrieval examples"),
+    protocol: str = typer.Option("1k", help="COCO protocol of retrieval runs: 1k (mean of five folds) or 5k"),
+    examples: int = typer.Option(0, help="save a figure with this many examples (examples-<split>.png)"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
     precision: Optional[str] = typer.Option(
         None, help="retrieval scoring products: fp32 (exact) or bf16 (2-4x faster where the CPU or GPU "
                    "has bf16 units; scores within ~1e-3). Default: the run's eval_precision, fp32"),
 ) -> None:
-    """Evaluate a trained run; writes JSON and a markdown table into the run directory."""
-    from lighthead.pipelines.evaluate import evaluate_run, markdown_table
+    """Evaluate a trained run; writes JSON, a markdown table and figures into the run directory."""
+    from lighthead.pipelines.evaluate import evaluate_run, markdown_table, wrote_line
 
     metrics = evaluate_run(run, split=split, protocol=protocol, examples=examples, device=device,
                            precision=precision)
     typer.echo(markdown_table(metrics))
-    typer.echo(f"wrote {run / f'eval-{split}-{protocol}.json'}" +
-               (f" and {metrics['examples']}" if metrics.get("examples") else ""))
+    typer.echo(wrote_line(metrics["files"], run))

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,9 @@ def vec(key: str, dim: int, scale: float = 1.0) -> np.ndarray:
     return np.random.default_rng(zlib.crc32(key.encode())).normal(0, scale, dim)
 
 
-def build_store(root: Path, n_images: int = 200, annotations: bool = True, seed: int = 0) -> Path:
-    """A demo-like store under root/store (records from the real demo generator)."""
+def build_store(root: Path, n_images: int = 200, annotations: bool = True, seed: int = 0, text: bool = True) -> Path:
+    """A demo-like store under root/store (records from the real demo generator); without
+    `text` no token features (the caller extracts real ones)."""
     data = demo.generate(root / "data", n_images=n_images, size=96, seed=seed)
     layout = {im["image_id"]: im["shapes"] for im in json.loads((data / demo.ANNOTATIONS).read_text())["images"]}
     records = demo.load(data)
@@ -61,6 +63,8 @@ def build_store(root: Path, n_images: int = 200, annotations: bool = True, seed:
     with s.writer(GLOBAL, [Field("features", (GD,))]) as w:
         for image_id, shapes in layout.items():
             w.add(image_id, {"features": sum(vec(sh["colour"], GD) for sh in shapes) + rng.normal(0, 0.3, GD)})
+    if not text:
+        return root / "store"
     with s.writer(TEXT, [Field("features", (None, TD)), Field("length", (), "int32")]) as w:
         for r in records:
             if r.kind == "image":
@@ -89,8 +93,11 @@ def make_task(store_path: Path, head: str, **over) -> tuple[SentimentTask, objec
 def test_batches_carry_what_the_heads_read(store_path):
     task, cls = make_task(store_path, "itm")
     assert task.kind == "target"
-    assert task.data_info() == {"dataset": "demo", "num_labels": 3, "records": "target",
-                                "region_dim": RD, "token_dim": TD}
+    annotated = [r for r in task.part("train").records if r.extra.get("relevance") is not None]
+    assert task.data_info() == {"dataset": "demo", "num_labels": 3, "records": "target", "region_dim": RD,
+                                "token_dim": TD, "train_samples": len(task.part("train")),
+                                "aux_train_samples": len(annotated)}
+    assert 0 < len(annotated) <= len(task.part("train"))
     head = cls(task.cfg, **{k: v for k, v in task.data_info().items() if k.endswith("_dim")})
     part = task.part("train")
     batch = part.batch(np.arange(6), head.inputs)
@@ -232,10 +239,13 @@ def test_report_writes_json_table_and_figures(store_path, tmp_path):
         torch.manual_seed(0)
         head = construct(cls, task.cfg, task.data_info())
         out = tmp_path / head_name
-        metrics = report(task, head, "test", torch.device("cpu"), out, examples=2)
-        saved = json.loads((out / "sentiment-test.json").read_text())
-        assert sum(map(sum, saved["confusion"])) == metrics["n"] == len(task.part("test"))
-        table = (out / "sentiment-test.md").read_text()
+        with pytest.warns(UserWarning, match="stores no input_ids") if head_name == "itin" else nullcontext():
+            metrics, files = report(task, head, "test", torch.device("cpu"), out, examples=2)
+        assert [f.name for f in files] == ["eval-test.json", "eval-test.md", "confusion-test.png", "examples-test.png"]
+        assert sorted(p.name for p in out.iterdir()) == sorted(f.name for f in files)
+        saved = json.loads((out / "eval-test.json").read_text())
+        assert saved == metrics and sum(map(sum, saved["confusion"])) == metrics["n"] == len(task.part("test"))
+        table = (out / "eval-test.md").read_text()
         assert "Macro-F1" in table and ("R@1" in table) == (head_name == "itm")
         for name in ("confusion-test.png", "examples-test.png"):
             assert (out / name).stat().st_size > 1000
@@ -255,9 +265,9 @@ def test_cli_train_and_evaluate(store_path, tmp_path):
     assert {"accuracy", "macro_f1", "relevance_f1", "alignment_kl", "alignment_r1"} <= set(metrics)
     res = CliRunner().invoke(app, ["evaluate", str(run), "--examples", "2"])
     assert res.exit_code == 0, res.output
-    for name in ("eval-test-1k.json", "sentiment-test.json", "sentiment-test.md", "confusion-test.png",
-                 "examples-test.png"):
+    for name in ("eval-test.json", "eval-test.md", "confusion-test.png", "examples-test.png", "curves.png"):
         assert (run / name).is_file(), name
+    assert not list(run.glob("*1k*")) and not list(run.glob("sentiment-*"))  # no protocol, one set of files
     res = CliRunner().invoke(app, ["train", "heads", "itin", "--store", str(store_path), "--dataset", "demo",
                                    "--out", str(tmp_path / "bad"), "--set", "align=maybe"])
     assert res.exit_code != 0
