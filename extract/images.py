@@ -15,10 +15,18 @@ Decoding runs in DataLoader worker processes. `load_rgb` applies the EXIF orient
 (as OpenCV's imread does), turns CMYK, greyscale, palette and alpha images into 3-channel RGB
 (alpha composited on white, so transparent logos do not turn black), and raises `ImageReadError` with a one-line reason for a missing, truncated or
 undecodable file; the loader turns that into a skipped entry instead of stopping the run.
+
+Memory: an image above `MAX_PIXELS` (width x height, read from the file's header before any
+pixel is decoded) is refused, whatever the format. An image above `LARGE_PIXELS` is decoded
+by one loader worker at a time (a lock shared by the workers), so N workers hold at most one
+such image plus N - 1 images below `LARGE_PIXELS`; a decoded image is never copied whole
+except to convert its mode.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -27,7 +35,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 # Refuse decompression bombs: a few hundred megapixels is far beyond any dataset we read.
-Image.MAX_IMAGE_PIXELS = 300_000_000
+MAX_PIXELS = 300_000_000  # width x height above this is refused from the header (3 bytes/pixel: 900 MB)
+LARGE_PIXELS = 40_000_000  # above this, one loader worker at a time decodes
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own check (only a warning up to twice this): exact below
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is a skipped input, not a grey half-image
 
 
@@ -35,29 +45,56 @@ class ImageReadError(Exception):
     """An image could not be read; the message is the reason shown in the skipped list."""
 
 
-def load_rgb(path: str | Path) -> Image.Image:
-    """Decode `path` fully into an RGB PIL image (raises ImageReadError with a reason)."""
+def open_image(path: str | Path) -> Image.Image:
+    """Open `path` lazily (header only) and refuse it when it claims more than MAX_PIXELS."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"file not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so truncation surfaces here and not later in a transform
-            # Upright as viewers (and OpenCV's imread, which the reference detector code uses)
-            # show it: a camera's EXIF orientation tag is applied, then dropped.
-            return to_rgb(ImageOps.exif_transpose(im))
+        with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: checked below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
     except UnidentifiedImageError:
         raise ImageReadError(f"not a readable image: {path}") from None
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"image too large: {path} ({e})") from None
+    except Image.DecompressionBombError:  # over twice PIL's limit: refused by PIL from the header
+        raise ImageReadError(f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+                             f"the limit is {MAX_PIXELS:,}); not decoded") from None
     except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"corrupt or truncated image: {path} ({e})") from None
+    width, height = im.size
+    if width * height > MAX_PIXELS:  # exact, whatever PIL's own limit is set to
+        im.close()
+        raise ImageReadError(f"image too large: {path} ({width}x{height} = {width * height:,} pixels, "
+                             f"the limit is {MAX_PIXELS:,}); not decoded")
+    return im
+
+
+def decode_rgb(im: Image.Image, path: str | Path) -> Image.Image:
+    """Decode an image from `open_image` into RGB, upright (raises ImageReadError with a reason)."""
+    try:
+        im.load()  # decode now, so truncation surfaces here and not later in a transform
+        # Upright as viewers (and OpenCV's imread, which the reference detector code uses)
+        # show it: a camera's EXIF orientation tag is applied, then dropped.
+        ImageOps.exif_transpose(im, in_place=True)
+        if getattr(im, "fp", None) is None:  # a single frame: loading closed the file, no copy needed
+            return to_rgb(im, copy=False)
+        with im:  # several frames keep the file open: copy the one decoded, then close
+            return to_rgb(im)
+    except (OSError, SyntaxError, ValueError) as e:
+        im.close()
         raise ImageReadError(f"corrupt or truncated image: {path} ({e})") from None
 
 
-def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB copy of any PIL mode: alpha composited on white; CMYK, L, P, I;16, ... converted."""
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode `path` fully into an RGB PIL image (raises ImageReadError with a reason)."""
+    return decode_rgb(open_image(path), path)
+
+
+def to_rgb(im: Image.Image, copy: bool = True) -> Image.Image:
+    """RGB version of any PIL mode: alpha composited on white; CMYK, L, P, I;16, ... converted.
+    An RGB image is copied unless `copy` is False."""
     if im.mode == "RGB":
-        return im.copy()
+        return im.copy() if copy else im
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -92,9 +129,11 @@ class ImageDataset(Dataset):
     file cannot stop a worker.
     """
 
-    def __init__(self, items: Sequence[tuple[str, str]], transform: Callable[[Image.Image], Any] | None = None):
+    def __init__(self, items: Sequence[tuple[str, str]], transform: Callable[[Image.Image], Any] | None = None,
+                 large_lock: Any = None):
         self.items = list(items)  # (image_id, path)
         self.transform = transform  # PIL RGB image -> tensor (or anything); None keeps the PIL image
+        self.large_lock = large_lock  # a multiprocessing lock: one image above LARGE_PIXELS at a time
 
     def __len__(self) -> int:
         return len(self.items)
@@ -102,9 +141,13 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id, path = self.items[index]
         try:
-            im = load_rgb(path)
-            size = im.size
-            image = self.transform(im) if self.transform else im
+            im = open_image(path)
+            large = im.size[0] * im.size[1] > LARGE_PIXELS and self.large_lock is not None
+            with self.large_lock if large else contextlib.nullcontext():
+                im = decode_rgb(im, path)
+                size = im.size
+                image = self.transform(im) if self.transform else im
+                del im  # a large original is freed before the lock is released
             return {"id": image_id, "image": image, "size": size, "error": None}
         except ImageReadError as e:
             return {"id": image_id, "image": None, "size": None, "error": str(e)}
@@ -126,6 +169,13 @@ def collate_images(batch: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def large_lock(workers: int) -> Any:
+    """The lock the loader workers share for images above LARGE_PIXELS (None without workers)."""
+    import multiprocessing
+
+    return multiprocessing.Lock() if workers > 0 else None
+
+
 def image_loader(
     items: Sequence[tuple[str, str]],
     transform: Callable[[Image.Image], Any] | None,
@@ -136,7 +186,7 @@ def image_loader(
     if not items:
         return iter(())
     loader = DataLoader(
-        ImageDataset(items, transform),
+        ImageDataset(items, transform, large_lock(workers)),
         batch_size=batch_size,
         shuffle=False,
         num_workers=max(0, workers),

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lighthead.extract.images import ImageDataset, collate_images
+from lighthead.extract.images import ImageDataset, collate_images, large_lock
 from lighthead.extract.regions.config import DetectorConfig
 
 # Images above this many pixels are first shrunk by an integer factor (PIL's box reduce) so a
@@ -150,7 +150,7 @@ def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: i
     if not items:
         return iter(())
     loader = torch.utils.data.DataLoader(
-        ImageDataset(items, Prepare(cfg)),
+        ImageDataset(items, Prepare(cfg), large_lock(workers)),
         batch_size=1,
         shuffle=False,
         num_workers=max(0, workers),

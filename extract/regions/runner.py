@@ -3,7 +3,11 @@
 Images are decoded and resized in DataLoader workers, the detector runs in the main thread
 (GPU: autocast bf16/fp16 for the convolutions, box arithmetic in float32), and the finished
 items go through a bounded queue to a background thread that writes them (HDF5 never makes
-the GPU wait). One bad image never stops a run: it is reported with its reason.
+the GPU wait). One bad image never stops a run: it is reported with its reason. That holds for
+unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
+image, no proposals, anything): a batch that raises is run again one image at a time, and the
+image that still raises is skipped with the error as its reason (a rerun tries it again, and
+skips it again). Errors of the sink (the store: disk full, ...) still stop the run.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lighthead.extract.regions.batching import Batch, batches
+from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector
 
@@ -139,8 +143,24 @@ def extract_regions(
     start = time.perf_counter()
     source = batch_source if batch_source is not None else batches(
         items, model.cfg, batch_size, loader_workers, pin_memory=device.type == "cuda")
-    # The device-to-host copies and the HDF5 writes both happen on the writer thread.
-    writer = BackgroundSink(lambda i, region, w, h: sink(i, to_item(region, w, h, selection, dtype)))
+
+    def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            outputs = model(images, sizes, scales, boxes=boxes)
+        return model.regions(outputs, selection)
+
+    def write(image_id: str, region: Mapping[str, torch.Tensor], w: int, h: int) -> tuple[str, str] | None:
+        # The device-to-host copies and the HDF5 writes both happen on the writer thread; an item
+        # that cannot be converted is skipped, a sink (store) error stops the run.
+        try:
+            item = to_item(region, w, h, selection, dtype)
+        except Exception as exc:  # noqa: BLE001 - one image's odd output skips that image
+            return image_id, f"cannot store the detector output ({w}x{h} image): {_reason(exc)}"
+        sink(image_id, item)
+        return None
+
+    writer = BackgroundSink(write)
     try:
         for batch in source:
             stats.skipped.extend(batch.skipped)
@@ -148,16 +168,34 @@ def extract_regions(
                 boxes = None
                 if selection.mode == "given":
                     boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
-                images = batch.images.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    outputs = model(images, batch.image_sizes, batch.scales, boxes=boxes)
-                regions = model.regions(outputs, selection)
-                for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes):
-                    writer.put(image_id, region, w, h)
-                    stats.written += 1
+                try:
+                    regions = detect(batch.images, batch.image_sizes, batch.scales, boxes)
+                except Exception:  # noqa: BLE001 - find the image(s) that fail: each alone
+                    regions = []
+                    for k, (h, w) in enumerate(batch.image_sizes):
+                        alone = pad_batch([batch.images[k, :, :h, :w]], model.cfg.size_divisibility)  # (1, 3, H, W)
+                        try:
+                            regions.extend(detect(alone, [(h, w)], [batch.scales[k]], boxes and [boxes[k]]))
+                        except Exception as exc:  # noqa: BLE001 - this image fails alone: skip it
+                            w0, h0 = batch.original_sizes[k]
+                            regions.append(f"detector failed on this {w0}x{h0} image: {_reason(exc)}")
+                for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes, strict=True):
+                    if isinstance(region, str):
+                        stats.skipped.append((image_id, region))
+                    else:
+                        writer.put(image_id, region, w, h)
             if progress is not None:
                 progress(len(batch.ids) + len(batch.skipped))
     finally:
         writer.close()
+    failed = [r for r in writer.results if r is not None]
+    stats.skipped.extend(failed)
+    stats.written = len(writer.results) - len(failed)
     stats.images_per_s = stats.written / max(time.perf_counter() - start, 1e-9)
     return stats
+
+
+def _reason(exc: BaseException) -> str:
+    """`Type: first line of the message`, short enough for the skipped list."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

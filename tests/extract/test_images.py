@@ -85,3 +85,75 @@ def test_exif_orientation_is_applied(tmp_path):
     top, bottom = np.asarray(im)[5, 10], np.asarray(im)[35, 10]
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60  # red on top after the turn
     assert 0x0112 not in im.getexif()  # the tag is gone, so nothing rotates it twice
+
+
+def png_header(path, width, height):
+    """A PNG of a few dozen bytes whose header claims width x height RGB pixels (no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, not interlaced
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pixel_limit_is_enforced_from_the_header_before_decoding(tmp_path):
+    from lighthead.extract import images
+
+    # 400 MP: above MAX_PIXELS but below twice it, where PIL itself only warns and decodes
+    bomb = png_header(tmp_path / "bomb.png", 20_000, 20_000)
+    assert images.MAX_PIXELS < 20_000 * 20_000 < 2 * images.MAX_PIXELS
+    with pytest.raises(ImageReadError, match=r"image too large: .*bomb.png \(20000x20000 = 400,000,000 pixels, "
+                                             r"the limit is 300,000,000\); not decoded"):
+        load_rgb(bomb)
+    # far above: PIL's own error, reported the same way
+    with pytest.raises(ImageReadError, match="image too large"):
+        load_rgb(png_header(tmp_path / "huge.png", 100_000, 100_000))
+    # a header under the limit is decoded (and fails only for its missing pixel data)
+    with pytest.raises(ImageReadError, match="corrupt or truncated"):
+        load_rgb(png_header(tmp_path / "small.png", 100, 100))
+
+
+def test_pixel_limit_is_exact(tmp_path, monkeypatch):
+    from lighthead.extract import images
+
+    monkeypatch.setattr(images, "MAX_PIXELS", 110)
+    assert load_rgb(_save(tmp_path / "a.png", Image.new("RGB", (10, 11)))).size == (10, 11)  # 110: at the limit
+    with pytest.raises(ImageReadError, match=r"10x12 = 120 pixels, the limit is 110"):
+        load_rgb(_save(tmp_path / "b.png", Image.new("RGB", (10, 12))))
+
+
+def test_loader_lists_the_bomb_as_skipped_and_goes_on(tmp_path):
+    good = _save(tmp_path / "good.png", Image.new("RGB", (6, 5)))
+    bomb = png_header(tmp_path / "bomb.png", 20_000, 20_000)
+    batches = list(image_loader([("bomb", str(bomb)), ("good", str(good))], None, batch_size=2, workers=0))
+    assert batches[0]["ids"] == ["good"]
+    (skipped_id, reason), = batches[0]["skipped"]
+    assert skipped_id == "bomb" and "image too large" in reason
+
+
+def test_large_images_decode_one_at_a_time(tmp_path, monkeypatch):
+    """Above LARGE_PIXELS the decode holds the lock the loader workers share; smaller images do not."""
+    from lighthead.extract import images
+
+    class Recorder:
+        def __init__(self):
+            self.held = []
+
+        def __enter__(self):
+            self.held.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(images, "LARGE_PIXELS", 50)
+    lock = Recorder()
+    small = _save(tmp_path / "s.png", Image.new("RGB", (5, 5)))
+    large = _save(tmp_path / "l.png", Image.new("RGB", (10, 10)))
+    ds = images.ImageDataset([("s", str(small)), ("l", str(large))], None, large_lock=lock)
+    assert ds[0]["size"] == (5, 5) and lock.held == []
+    assert ds[1]["size"] == (10, 10) and lock.held == [True]
+    assert images.large_lock(0) is None and images.large_lock(2) is not None

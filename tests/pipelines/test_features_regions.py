@@ -157,3 +157,61 @@ def test_dask_scheduler_splits_the_images_and_every_id_is_stored_once(demo, tmp_
     fs = store["regions/butd-r101-vg-36"]
     assert sorted(fs.ids) == images
     assert verify(tmp_path / "store") == []
+
+
+def _extra_image(records, tmp_path, image_id, size):
+    from PIL import Image
+
+    path = tmp_path / f"{image_id}.png"
+    Image.new("RGB", size, (200, 30, 30)).save(path)
+    first = records[0]
+    return type(first).from_json({**first.to_json(), "id": image_id, "image_id": image_id, "image_path": str(path)})
+
+
+def test_degenerate_image_is_skipped_with_its_reason_and_a_rerun_finishes(demo, tmp_path):
+    """A 1x5000 image has no proposals after the resize; it used to stop the job on every rerun."""
+    load_all()
+    _, records = demo
+    thin = _extra_image(records, tmp_path, "thin", (1, 5000))
+    store = open_store(tmp_path / "store", create=True)
+    n = len({r.image_id for r in records})
+    for run in range(2):  # the rerun tries the image again, skips it again, and ends
+        summary = FEATURES.get("regions36").run(records + [thin], store, _options())
+        assert summary.written == (n if run == 0 else 0) and summary.already_done == (0 if run == 0 else n)
+        assert [i for i, _ in summary.skipped] == ["thin"]
+        assert "detector failed on this 1x5000 image" in summary.skipped[0][1]
+    assert "thin" not in store["regions/butd-r101-vg-36"].ids and verify(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("where", ["detector", "output"])
+def test_a_failure_on_one_image_of_a_batch_skips_only_that_image(demo, tmp_path, monkeypatch, where):
+    import lighthead.extract.regions.runner as runner
+    from lighthead.extract.regions.model import BottomUpDetector
+
+    load_all()
+    _, records = demo
+    odd = _extra_image(records, tmp_path, "odd", (100, 96))  # landscape: batched with the 96x96 images
+    if where == "detector":
+        forward = BottomUpDetector.forward
+
+        def failing(self, images, image_sizes, scales, boxes=None):
+            if (96, 100) in image_sizes:
+                raise RuntimeError("forced failure")
+            return forward(self, images, image_sizes, scales, boxes=boxes)
+
+        monkeypatch.setattr(BottomUpDetector, "forward", failing)
+    else:
+        to_item = runner.to_item
+
+        def failing(region, width, height, *args):
+            if width == 100:
+                raise ValueError("forced failure")
+            return to_item(region, width, height, *args)
+
+        monkeypatch.setattr(runner, "to_item", failing)
+    store = open_store(tmp_path / "store", create=True)
+    summary = FEATURES.get("regions36").run(records + [odd], store, _options(batch_size=8))
+    images = sorted({r.image_id for r in records})
+    assert summary.written == len(images) and sorted(store["regions/butd-r101-vg-36"].ids) == images
+    (skipped, reason), = summary.skipped
+    assert skipped == "odd" and "forced failure" in reason
