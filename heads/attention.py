@@ -159,6 +159,9 @@ def xattn_paired(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask:
     return {name: x.squeeze(1) for name, x in out.items()}  # (B,) / (B, K) / (B, L)
 
 
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # feed-forward activations (GELU: the exact erf form)
+
+
 class TransformerBlock(nn.Module):
     """One pre-built Transformer encoder layer over a padded sequence (batch first).
 
@@ -166,9 +169,10 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1,
-                 norm_first: bool = False):
+                 norm_first: bool = False, activation: str = "relu"):
         super().__init__()
-        self.layer = nn.TransformerEncoderLayer(dim, heads, ff_dim or 4 * dim, dropout,
+        # activation: "relu" (the original Transformer) or "gelu" (BERT's exact, erf form)
+        self.layer = nn.TransformerEncoderLayer(dim, heads, ff_dim or 4 * dim, dropout, activation=activation,
                                                 batch_first=True, norm_first=norm_first)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,11 +187,14 @@ class CrossAttentionBlock(nn.Module):
     (out (B, Nq, D), attention averaged over heads (B, Nq, Nk)).
     """
 
-    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1):
+    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1,
+                 activation: str = "relu"):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ff_dim or 4 * dim), nn.ReLU(), nn.Dropout(dropout),
+        self.ff = nn.Sequential(nn.Linear(dim, ff_dim or 4 * dim), ACTIVATIONS[activation](), nn.Dropout(dropout),
                                 nn.Linear(ff_dim or 4 * dim, dim))
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)

@@ -10,10 +10,15 @@ named by `--set aux_store=PATH`. Training then alternates, as the paper does: on
 batch (`batch["phase"] = "aux"`) before every `aux_every` main batches ("main"). Without
 annotations the main task trains alone and a warning says the auxiliary losses are off.
 
-Metrics (percent, except the KL): accuracy and macro-F1 over the three sentiments; for heads
-that predict them (ITM) on the annotated records of the split: relevance accuracy and macro
+Metrics (percent, except the KL): accuracy, macro-F1 and weighted F1 over the three sentiments
+(ITM's paper reports macro-F1, ITIN's "F1" behaves like weighted F1); for heads that predict
+them (ITM) on the annotated records of the split: relevance accuracy and macro
 precision/recall/F1 over related/unrelated, alignment KL(A || D) and R@1/3/5 (the region with
 the most ground-truth mass among the top k of D; ties count against the prediction).
+
+Validation scores every record of the dev split, as the authors' released codes do (ITM's
+train.py, ITIN's): the loop's `val_images` caps the *images* of a retrieval split and does not
+apply here, so the best epoch is chosen on the whole split.
 """
 
 from __future__ import annotations
@@ -166,7 +171,12 @@ class SentimentTask(Task):
         return part
 
     def data_info(self) -> dict[str, Any]:
+        """Sizes for the head's constructor: feature widths, and the training-set sizes that a
+        per-step learning-rate schedule (ITM's) spans (`aux_train_samples`: annotated records
+        the auxiliary batches cycle through, 0 when there are none)."""
         info: dict[str, Any] = {"dataset": self.dataset, "num_labels": 3, "records": self.kind}
+        info["train_samples"] = len(self.part("train"))
+        info["aux_train_samples"] = len(self.part("train", aux=True)) if self.aux_every else 0
         dims = {"regions": "region_dim", "global": "global_dim", "tokens": "token_dim"}
         for kind, key in dims.items():
             if kind in self.sets and self.sets[kind] in self.store:
@@ -230,11 +240,14 @@ class SentimentTask(Task):
 
     def evaluate(self, head: Any, split: str, device: torch.device, protocol: str = "1k",
                  limit: int = 0) -> dict[str, Any]:
-        pred = self.predict(head, split, device, limit)
+        """Metrics of every record of `split`. `limit` is the loop's `val_images`, a count of
+        retrieval images: a sentiment split is always scored whole (see the module docstring);
+        `predict` takes a record limit for a quick look."""
+        pred = self.predict(head, split, device)
         out: dict[str, Any] = sentiment_metrics(pred["label"], pred["logits"])
         if "relevance" in pred:  # the head matches images and targets: score it on the annotations
             aux = self.part(split, aux=True)
-            out.update(matching_metrics(self.predict(head, split, device, limit, aux=True) if len(aux) else {}))
+            out.update(matching_metrics(self.predict(head, split, device, aux=True) if len(aux) else {}))
         out.update(split=split, records=self.kind)
         return out
 
@@ -282,7 +295,8 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
 # -- metrics ------------------------------------------------------------------------------
 
 def sentiment_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
-    """Accuracy and macro-F1 over the three sentiments (percent), and the sample count."""
+    """Accuracy, macro-F1 and weighted F1 over the three sentiments (percent), and the sample
+    count."""
     out: dict[str, Any] = classification_metrics(labels, logits.argmax(-1), num_classes=3)
     out["n"] = int(len(labels))
     return out
