@@ -92,3 +92,46 @@ def test_macro_f1_class_set():
     m = classification_metrics([0, 1, 1], [0, 1, 1])
     assert m["macro_f1"] == 100.0
     assert classification_metrics([0, 1, 1], [0, 1, 1], num_classes=3)["macro_f1"] == pytest.approx(200 / 3)
+
+
+def sklearn_weighted_f1(y_true, y_pred) -> float:
+    """scikit-learn's f1_score(average="weighted") written out: per class precision, recall,
+    F1 (0 where undefined), averaged with the class's count in y_true as weight."""
+    labels = sorted(set(y_true) | set(y_pred))
+    total, weighted = 0, 0.0
+    for c in labels:
+        tp = sum(1 for t, p in zip(y_true, y_pred) if t == c and p == c)
+        predicted = sum(1 for p in y_pred if p == c)
+        actual = sum(1 for t in y_true if t == c)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        weighted += actual * f1
+        total += actual
+    return 100.0 * weighted / total
+
+
+def test_weighted_f1_by_hand():
+    y_true = [0, 0, 1, 1, 2, 2]
+    y_pred = [0, 1, 1, 1, 2, 0]
+    # supports 2, 2, 2: the weighted mean equals the macro mean here
+    assert classification_metrics(y_true, y_pred)["weighted_f1"] == pytest.approx(100 * (0.5 + 0.8 + 2 / 3) / 3)
+    # imbalanced (MVSA-like): 6 positive, 3 neutral, 1 negative; the big class dominates
+    y_true = [2, 2, 2, 2, 2, 2, 1, 1, 1, 0]
+    y_pred = [2, 2, 2, 2, 2, 1, 1, 2, 2, 2]
+    f1 = {2: 2 * 5 / (2 * 5 + 3 + 1), 1: 2 * 1 / (2 * 1 + 1 + 2), 0: 0.0}
+    want = 100 * (6 * f1[2] + 3 * f1[1] + 1 * f1[0]) / 10
+    m = classification_metrics(y_true, y_pred, num_classes=3)
+    assert m["weighted_f1"] == pytest.approx(want)
+    assert m["macro_f1"] == pytest.approx(100 * sum(f1.values()) / 3)
+    assert m["weighted_f1"] > m["macro_f1"]
+
+
+def test_weighted_f1_matches_the_written_out_formula_on_random_labels():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 40))
+        y_true = rng.choice(3, n, p=[0.6, 0.3, 0.1]).tolist()
+        y_pred = rng.choice(3, n).tolist()
+        got = classification_metrics(y_true, y_pred, num_classes=3)["weighted_f1"]
+        assert got == pytest.approx(sklearn_weighted_f1(y_true, y_pred), abs=1e-9)
