@@ -26,7 +26,7 @@ from lighthead.pipelines.datasets.base import SENTIMENTS
 # Columns of the markdown table, in order, with their headers; absent keys are skipped. Other
 # float metrics get a column too (headed by their key, before N), so a new metric just appears.
 COLUMNS = [
-    ("accuracy", "Acc"), ("macro_f1", "Macro-F1"), ("relevance_accuracy", "Rel. Acc"),
+    ("accuracy", "Acc"), ("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("relevance_accuracy", "Rel. Acc"),
     ("relevance_precision", "Rel. P"), ("relevance_recall", "Rel. R"), ("relevance_f1", "Rel. F1"),
     ("alignment_kl", "Align KL"), ("alignment_r1", "R@1"), ("alignment_r3", "R@3"), ("alignment_r5", "R@5"),
     ("n", "N"),
