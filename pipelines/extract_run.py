@@ -6,7 +6,7 @@ and prints a summary with every skipped input and its reason. Jobs are resumable
 skips the ids a feature set already holds.
 
 Helpers for job modules (any job may use them):
-- `progress_bar(description, total, enabled)`: a rich bar with items/s and ETA; yields `advance(n)`.
+- `progress_bar(description, total, enabled)`: items/s and ETA (a bar, or plain lines in a log); yields `advance(n)`.
 - `job_option(options, job, key, default)`: `options.job_options["<job>.<key>"]`, else `["<key>"]`.
 - `random_weights(options, job)`: `--random-weights`, or its per-job override.
 """
@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
-from rich.progress import TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
+from lighthead.pipelines.console import console as make_console
+from lighthead.pipelines.console import progress
 from lighthead.pipelines.features import FEATURES, ExtractOptions, RunSummary, load_all
 
 # What each dataset's heads read (SPEC-heads.md): retrieval heads want 36 regions, BERT tokens,
@@ -47,7 +46,6 @@ DATASET_JOB_OPTIONS: dict[str, dict[str, Any]] = {
     "demo": {"detector": "slim", "minilm.random_weights": False},
 }
 
-_console = Console(stderr=True)  # bars and warnings on stderr; the summary table on stdout
 
 
 def job_option(options: ExtractOptions, job: str, key: str, default: Any = None) -> Any:
@@ -62,31 +60,12 @@ def random_weights(options: ExtractOptions, job: str) -> bool:
     return bool(options.job_options.get(f"{job}.random_weights", options.random_weights))
 
 
-class _ItemsPerSecond(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- items/s" if speed is None else f"{speed:,.1f} items/s", style="progress.data.speed")
-
-
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """A progress bar for one extractor; yields `advance(n)`. Disabled: a no-op."""
-    if not enabled:
-        yield lambda n=1: None
-        return
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        _ItemsPerSecond(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, console=_console, transient=False) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+    """Progress of one extractor on stderr (a bar on a terminal, plain lines in a log);
+    yields `advance(n)`. Disabled: a no-op."""
+    with progress(description, total, enabled) as tracker:
+        yield tracker.advance
 
 
 def default_features(dataset: str) -> list[str]:
@@ -116,11 +95,24 @@ def check_features(names: Sequence[str]) -> list[str]:
     return out
 
 
-def random_weights_banner(console: Console) -> None:
-    console.print(
-        "[bold red]WARNING: --random-weights: every model runs UNTRAINED; the features are for tests and "
-        "demos only (recorded in the store)[/]"
-    )
+def random_weights_banner(console: Console, flag: bool = True) -> None:
+    """The warning about untrained models: about the `--random-weights` flag of this command, or
+    (flag False) about the stored feature sets the summary marks RANDOM."""
+    if flag:
+        text = ("WARNING: --random-weights: every model runs UNTRAINED; the features are for tests and "
+                "demos only (recorded in the store)")
+    else:
+        text = ("WARNING: the feature sets marked RANDOM hold features of UNTRAINED models (extracted with "
+                "--random-weights): for tests and demos only")
+    console.print(f"[bold red]{text}[/]")
+
+
+def stored_random_weights(store: Any, name: str, default: bool = False) -> bool:
+    """Whether feature set `name` holds features of random weights, as its attributes record
+    (a rerun without `--random-weights` on a random set still reports it); `default` if absent."""
+    if name not in store:
+        return default
+    return bool(store[name].attrs.get("random_weights", default))
 
 
 def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summary") -> Table:
@@ -143,9 +135,11 @@ def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summ
     return table
 
 
-def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50) -> None:
-    """The summary table, then every skipped input with its reason (first `max_skipped` per job)."""
-    console = console or Console()
+def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50,
+                  banner: bool = True) -> None:
+    """The summary table, then every skipped input with its reason (first `max_skipped` per job),
+    then (banner) a warning when a feature set holds random-weight features."""
+    console = console or make_console()
     console.print(summary_table(summaries))
     for s in summaries:
         if not s.skipped:
@@ -155,8 +149,8 @@ def print_summary(summaries: Sequence[RunSummary], console: Console | None = Non
             console.print(f"  {item_id}: {reason}", markup=False, highlight=False)
         if len(s.skipped) > max_skipped:
             console.print(f"  ... and {len(s.skipped) - max_skipped} more (all listed in the store's extract_summary)")
-    if any(s.random_weights for s in summaries):
-        random_weights_banner(console)
+    if banner and any(s.random_weights for s in summaries):
+        random_weights_banner(console, flag=False)
 
 
 def _summary_json(s: RunSummary) -> dict[str, Any]:
@@ -190,7 +184,7 @@ def run_extract(
     from lighthead.store import StoreError, open_store
 
     options = options or ExtractOptions()
-    console = console or Console()
+    console = console or make_console()
     names = check_features(features if features else default_features(dataset))
     # Jobs read which others run alongside (e.g. `--weights` goes to a ResNet job only when it runs alone).
     job_options = {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options, "_jobs": names}
@@ -203,9 +197,10 @@ def run_extract(
             raise StoreError(f"{store.path} holds dataset {held!r}, not {dataset!r}: use one store per dataset")
     store.write_json("dataset", {"name": dataset, "root": str(Path(root).resolve()) if root else None})
     store.write_json("records", [r.to_json() for r in records])
+    log = make_console(stderr=True)  # progress and warnings on stderr; the summary table on `console`
     if options.random_weights:
-        random_weights_banner(_console)
-    _console.print(f"{dataset}: {len(records)} records -> {store.path}; jobs: {', '.join(names)}")
+        random_weights_banner(log)  # once per command: the summary below repeats it only as its RANDOM column
+    log.print(f"{dataset}: {len(records)} records -> {store.path}; jobs: {', '.join(names)}", markup=False)
     summaries: list[RunSummary] = []
     try:
         for name in names:
@@ -213,10 +208,12 @@ def run_extract(
             start = time.perf_counter()
             summary = job.run(records, store, options)
             summary.seconds = summary.seconds or time.perf_counter() - start
+            # What the stored set holds, not what this command asked for.
+            summary.random_weights = stored_random_weights(store, summary.feature_set, summary.random_weights)
             summaries.append(summary)
     finally:
         if summaries:
             runs = store.read_json("extract_summary") if store.has_json("extract_summary") else []
             store.write_json("extract_summary", runs + [{"time": time.time(), "jobs": [_summary_json(s) for s in summaries]}])
-            print_summary(summaries, console)
+            print_summary(summaries, console, banner=not options.random_weights)
     return summaries

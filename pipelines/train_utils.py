@@ -1,4 +1,4 @@
-"""Helpers of the training loop: checkpoints, atomic JSON, the rich progress bar."""
+"""Helpers of the training loop: checkpoints, atomic JSON, the epoch progress and line."""
 
 from __future__ import annotations
 
@@ -100,40 +100,40 @@ def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
 
 
 class EpochProgress:
-    """A rich progress bar over one epoch's batches showing the running loss and samples/s."""
+    """Progress over one epoch's batches with the running loss and samples/s, on stderr: a rich bar
+    on a terminal (gone when the epoch ends), in a log a plain line at most once a minute."""
 
     def __init__(self, description: str, total: int, enabled: bool = True):
         self.description, self.total, self.enabled = description, total, enabled
-        self._progress = None
-        self._task = None
+        self._context = None
+        self._tracker = None
 
     def __enter__(self) -> "EpochProgress":
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from lighthead.pipelines.console import progress
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("loss {task.fields[loss]:.4f}"),
-                                      TextColumn("{task.fields[rate]:.0f} samples/s"), TimeElapsedColumn(),
-                                      transient=True)
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=self.total, loss=float("nan"), rate=0.0)
+            # The epoch line (`report`) follows every epoch, so no step or final lines here.
+            self._context = progress(self.description, self.total, unit=None, transient=True, final=False,
+                                     steps=0, extra=" | loss {loss:.4f} | {rate:.0f} samples/s")
+            self._tracker = self._context.__enter__()
         return self
 
     def advance(self, loss: float, rate: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, loss=loss, rate=rate)
+        if self._tracker is not None:
+            self._tracker.advance(1, loss=loss, rate=rate)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
+        if self._context is not None:
+            self._context.__exit__(*exc)
 
     @staticmethod
     def report(entry: dict[str, Any], metric: str) -> None:
-        """One line per epoch: loss parts, throughput and the validation metric."""
-        from rich.console import Console
+        """One line per epoch on stderr: loss parts, throughput and the validation metric."""
+        from lighthead.pipelines.console import console
 
         parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items()
                          if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float))
         val = entry.get("val")
         tail = f" | val {metric} {val[metric]:.2f}" if val and metric in val else ""
-        Console(stderr=True, soft_wrap=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}")
+        console(stderr=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}",
+                                   markup=False, highlight=False, soft_wrap=True)

@@ -11,6 +11,9 @@ import sys
 import typer
 
 from lighthead.pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, store_cmd, sweep_cmd, train_cmd
+from lighthead.pipelines.cli.help import readable_help
+
+readable_help()  # `--flag` instead of `--flag <bool>`, `--set KEY=VALUE` instead of `<list[str]>`
 
 app = typer.Typer(
     help="Offline vision-language features (regions, tokens, global CNN) into a sharded HDF5 store, "

@@ -8,10 +8,10 @@ import typer
 
 
 def demo(
-    out: Path = typer.Option(Path("demo-out"), help="folder for the demo data, store and runs"),
+    out: Path = typer.Option(Path("demo-out"), metavar="DIR", help="folder for the demo data, store and runs"),
     n_images: int = typer.Option(300, help="images to generate"),
     seed: int = typer.Option(0, help="generator seed"),
-    stages: str = typer.Option("data,extract,train", help="comma-separated stages to run: data, extract, train"),
+    stages: str = typer.Option("data,extract,train", metavar="a,b,...", help="comma-separated stages to run: data, extract, train"),
 ) -> None:
     """Generate the demo dataset and run the whole pipeline on it (CPU, minutes).
 

@@ -9,13 +9,13 @@ import typer
 
 
 def evaluate(
-    run: Path = typer.Argument(..., help="run directory written by `lighthead train heads`"),
-    split: str = typer.Option("test", help="split to evaluate"),
-    protocol: str = typer.Option("1k", help="COCO protocol of retrieval runs: 1k (mean of five folds) or 5k"),
+    run: Path = typer.Argument(..., metavar="RUN", help="run directory written by `lighthead train heads`"),
+    split: str = typer.Option("test", metavar="NAME", help="split to evaluate"),
+    protocol: str = typer.Option("1k", metavar="1k|5k", help="COCO protocol of retrieval runs: 1k (mean of five folds) or 5k"),
     examples: int = typer.Option(0, help="save a figure with this many examples (examples-<split>.png)"),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    device: Optional[str] = typer.Option(None, metavar="cpu|cuda", help="cpu or cuda (default: cuda when available)"),
     precision: Optional[str] = typer.Option(
-        None, help="retrieval scoring products: fp32 (exact) or bf16 (2-4x faster where the CPU or GPU "
+        None, metavar="fp32|bf16", help="retrieval scoring products: fp32 (exact) or bf16 (2-4x faster where the CPU or GPU "
                    "has bf16 units; scores within ~1e-3). Default: the run's eval_precision, fp32"),
 ) -> None:
     """Evaluate a trained run; writes JSON, a markdown table and figures into the run directory."""

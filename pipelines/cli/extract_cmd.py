@@ -31,20 +31,20 @@ def _value(text: str) -> Any:
 
 
 def extract(
-    dataset: str = typer.Option(..., help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, demo)"),
-    store: Path = typer.Option(..., help="store directory (one per dataset)"),
-    root: Optional[Path] = typer.Option(None, help="dataset folder; default $LIGHTHEAD_DATA/<dataset>"),
-    features: Optional[str] = typer.Option(None, help="comma-separated feature jobs; default: every job the dataset's heads need"),
+    dataset: str = typer.Option(..., metavar="NAME", help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, demo)"),
+    store: Path = typer.Option(..., metavar="DIR", help="store directory (one per dataset)"),
+    root: Optional[Path] = typer.Option(None, metavar="DIR", help="dataset folder; default $LIGHTHEAD_DATA/<dataset>"),
+    features: Optional[str] = typer.Option(None, metavar="a,b,...", help="comma-separated feature jobs; default: every job the dataset's heads need"),
     weights: Optional[Path] = typer.Option(None, help="checkpoint for the model of the job(s)"),
     random_weights: bool = typer.Option(False, "--random-weights", help="random model weights (tests, demo); recorded in the store"),
     batch_size: int = typer.Option(8, help="items per forward pass"),
-    device: str = typer.Option("cpu", help="cpu or cuda"),
+    device: str = typer.Option("cpu", metavar="cpu|cuda", help="cpu or cuda"),
     workers: int = typer.Option(1, help="processes/GPUs sharing the work"),
     loader_workers: int = typer.Option(2, help="DataLoader workers decoding images"),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
-    dtype: str = typer.Option("float16", help="storage dtype of feature fields (float16 or float32)"),
-    text_model: Optional[str] = typer.Option(None, help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
-    job_option: List[str] = typer.Option([], "--job-option", "-o", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128 (repeatable)"),
+    scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
+    dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
+    text_model: Optional[str] = typer.Option(None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
+    job_option: List[str] = typer.Option([], "--job-option", "-o", metavar="KEY=VALUE", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128 (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""

@@ -31,22 +31,19 @@ DEFAULT_NAMES = {"precomp": "regions/precomp", "tsv": "regions/butd-tsv", "npz":
 
 @contextmanager
 def _progress(label: str) -> Iterator:
-    """A rich progress bar on stderr; yields the (done, total) callback importers take."""
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+    """Progress on stderr (a bar, or plain lines in a log); yields the (done, total) callback importers take."""
+    from lighthead.pipelines.console import progress
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(label, total=None)
+    with progress(label, None) as tracker:
 
         def update(done: int, total: Optional[int]) -> None:
-            bar.update(task, completed=done, total=total)
+            tracker.update(completed=done, total=total)
 
         yield update
 
 
 @app.command()
-def info(path: Path = typer.Argument(..., help="store directory"),
+def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
          as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
     """Show the feature sets of a store: items, shards, size, fields and attributes."""
     from lighthead.store import StoreError
@@ -59,8 +56,9 @@ def info(path: Path = typer.Argument(..., help="store directory"),
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from lighthead.pipelines.console import console as make_console
 
     table = Table(title=f"store {summary['path']}")
     for col in ("feature set", "items", "shards", "MiB", "field", "shape", "dtype", "weights"):
@@ -73,14 +71,14 @@ def info(path: Path = typer.Argument(..., help="store directory"),
             head = (name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}") if i == 0 else ("",) * 4
             table.add_row(*head, field, shape, spec["dtype"], weights if i == 0 else "",
                           end_section=i == len(fs["fields"]) - 1)
-    console = Console(width=max(Console().width, 110))
+    console = make_console()
     console.print(table)
     if summary["json"]:
         console.print("JSON artifacts: " + ", ".join(summary["json"]))
 
 
 @app.command()
-def verify(path: Path = typer.Argument(..., help="store directory"),
+def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
            checksums: bool = typer.Option(True, help="re-hash every shard (slow on big stores)")) -> None:
     """Re-check checksums, shapes and ids; one line per problem on stderr, exit 1 if any."""
     from lighthead.store import verify as store_verify
@@ -95,10 +93,10 @@ def verify(path: Path = typer.Argument(..., help="store directory"),
 
 @app.command("import")
 def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv or npz"),
-            src: Path = typer.Argument(..., help="precomp folder, TSV file or folder, or .npz folder"),
-            dest: Path = typer.Argument(..., help="store directory (created if absent)"),
-            name: Optional[str] = typer.Option(None, help="feature-set name (default: regions/precomp, regions/butd-tsv or regions/butd-npz)"),
-            dtype: str = typer.Option("float16", help="feature dtype: float16 or float32"),
+            src: Path = typer.Argument(..., metavar="SRC", help="precomp folder, TSV file or folder, or .npz folder"),
+            dest: Path = typer.Argument(..., metavar="DEST", help="store directory (created if absent)"),
+            name: Optional[str] = typer.Option(None, metavar="NAME", help="feature-set name (default: regions/precomp, regions/butd-tsv or regions/butd-npz)"),
+            dtype: str = typer.Option("float16", metavar="float16|float32", help="feature dtype: float16 or float32"),
             boxes: Optional[int] = typer.Option(None, help="tsv/npz: fixed box count (default variable)"),
             caps_per_image: int = typer.Option(5, help="precomp: caption lines per image"),
             shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
@@ -125,12 +123,12 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
 
 @app.command("export")
 def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="precomp"),
-           src: Path = typer.Argument(..., help="store directory"),
-           dest: Path = typer.Argument(..., help="output folder"),
-           name: str = typer.Option("regions/precomp", help="feature set to export"),
-           field: str = typer.Option("features", help="[K, D] field to write as {split}_ims.npy"),
-           dtype: str = typer.Option("float32", help="dtype of the .npy files"),
-           split: Optional[str] = typer.Option(None, help="export every item as this split "
+           src: Path = typer.Argument(..., metavar="SRC", help="store directory"),
+           dest: Path = typer.Argument(..., metavar="DEST", help="output folder"),
+           name: str = typer.Option("regions/precomp", metavar="NAME", help="feature set to export"),
+           field: str = typer.Option("features", metavar="NAME", help="[K, D] field to write as {split}_ims.npy"),
+           dtype: str = typer.Option("float32", metavar="DTYPE", help="dtype of the .npy files"),
+           split: Optional[str] = typer.Option(None, metavar="NAME", help="export every item as this split "
                                                           "(ids need not be <split>/<i>)")) -> None:
     """Export a feature set as a SCAN precomp folder ({split}_ims.npy, {split}_caps.txt)."""
     from lighthead.store import StoreError

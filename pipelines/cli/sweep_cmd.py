@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,33 +12,33 @@ from lighthead.pipelines.cli.common import fail
 
 
 def sweep(
-    head: Optional[str] = typer.Argument(None, help="head name (or `head:` in --file)"),
-    store: Path = typer.Option(..., help="store directory (workers open it by path)"),
-    out: Path = typer.Option(..., help="sweep directory: trials/<id>/, summary.csv, best.json, sweep.png"),
-    grid: List[str] = typer.Option([], help="key=v1,v2 to try, or key=low..high / key=log:low..high with --random (repeatable)"),
-    set_: List[str] = typer.Option([], "--set", help="fixed override key=value for every trial (repeatable)"),
-    file: Optional[Path] = typer.Option(None, "--file", help="sweep file (.yaml/.toml): head, grid, set, random, seed, metric, epochs"),
+    head: Optional[str] = typer.Argument(None, metavar="HEAD", help="head name (or `head:` in --file)"),
+    store: Path = typer.Option(..., metavar="DIR", help="store directory (workers open it by path)"),
+    out: Path = typer.Option(..., metavar="DIR", help="sweep directory: trials/<id>/, summary.csv, best.json, sweep.png"),
+    grid: List[str] = typer.Option([], metavar="KEY=V1,V2", help="key=v1,v2 to try, or key=low..high / key=log:low..high with --random (repeatable)"),
+    set_: List[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="fixed override key=value for every trial (repeatable)"),
+    file: Optional[Path] = typer.Option(None, "--file", metavar="FILE", help="sweep file (.yaml/.toml): head, grid, set, random, seed, metric, epochs"),
     random: Optional[int] = typer.Option(None, "--random", help="sample N trials instead of the full grid"),
     seed: Optional[int] = typer.Option(None, help="random search seed (default 0)"),
-    metric: Optional[str] = typer.Option(None, help="validation metric to rank by (default: rsum, macro_f1 or accuracy)"),
-    mode: Optional[str] = typer.Option(None, help="max or min (default: min for *loss / *kl, else max)"),
+    metric: Optional[str] = typer.Option(None, metavar="NAME", help="validation metric to rank by (default: rsum, macro_f1 or accuracy)"),
+    mode: Optional[str] = typer.Option(None, metavar="max|min", help="max or min (default: min for *loss / *kl, else max)"),
     epochs: Optional[int] = typer.Option(None, help="epochs per trial (default: the head's)"),
-    dataset: Optional[str] = typer.Option(None, help="dataset name (default: the one recorded in the store)"),
-    scheduler: Optional[str] = typer.Option(None, help="dask scheduler address (default: a local cluster)"),
+    dataset: Optional[str] = typer.Option(None, metavar="NAME", help="dataset name (default: the one recorded in the store)"),
+    scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (default: a local cluster)"),
     workers: int = typer.Option(2, help="local worker processes, or batch jobs with --slurm/--pbs"),
     threads: Optional[int] = typer.Option(None, help="torch threads per trial (default: cores / workers)"),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (cuda: each trial asks for a GPU)"),
+    device: Optional[str] = typer.Option(None, metavar="cpu|cuda", help="cpu or cuda (cuda: each trial asks for a GPU)"),
     retries: int = typer.Option(1, help="extra attempts of a trial that raises or whose worker dies"),
     slurm: bool = typer.Option(False, "--slurm", help="start workers as SLURM jobs (dask-jobqueue)"),
     pbs: bool = typer.Option(False, "--pbs", help="start workers as PBS jobs (dask-jobqueue)"),
     cores: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)"),
-    memory: Optional[str] = typer.Option(None, help="memory per batch job, e.g. 16GB (default: jobqueue.yaml)"),
-    queue: Optional[str] = typer.Option(None, help="batch queue / partition"),
-    account: Optional[str] = typer.Option(None, help="batch account / project"),
-    walltime: Optional[str] = typer.Option(None, help="batch job time limit, e.g. 04:00:00"),
-    job_directive: List[str] = typer.Option([], help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
-    dashboard: str = typer.Option(":8787", help="dashboard address of a started cluster ('' for none)"),
-    train_fn: str = typer.Option("lighthead.pipelines.train:train", "--train-fn", hidden=True,
+    memory: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 16GB (default: jobqueue.yaml)"),
+    queue: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition"),
+    account: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project"),
+    walltime: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 04:00:00"),
+    job_directive: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
+    dashboard: str = typer.Option(":8787", metavar="ADDRESS", help="dashboard address of a started cluster ('' for none)"),
+    train_fn: str = typer.Option("lighthead.pipelines.train:train", "--train-fn", metavar="MODULE:FUNCTION", hidden=True,
                                  help="module:function each trial calls"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:
@@ -49,8 +48,7 @@ def sweep(
 
     Ends with the trials ranked by the validation metric: DIR/summary.csv, best.json, sweep.png.
     """
-    from rich.console import Console
-
+    from lighthead.pipelines.console import console as make_console
     from lighthead.pipelines.sweep import ClusterOptions, from_args, load_sweep_file, print_result, run_sweep
     from lighthead.pipelines.sweep.spec import parse_grid_arg, parse_set_arg
 
@@ -82,11 +80,10 @@ def sweep(
         cores=cores, memory=memory, queue=queue, account=account, walltime=walltime,
         job_directives=list(job_directive), dashboard=dashboard or None,
     )
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     result = run_sweep(spec, store, out, cluster=cluster, retries=retries, device=device,
                        train_fn=train_fn, progress=progress, console=console)
-    # Piped output (a log, CI) gets a wide table instead of rich's 80 columns.
-    print_result(result, Console() if sys.stdout.isatty() else Console(width=160))
+    print_result(result, make_console())  # piped (a log, CI): a wide table, not rich's 80 columns
     if result.failed:
         raise fail(f"{len(result.failed)} of {len(result.rows)} trials failed after {retries} retries; "
                    f"see {out / 'failed'}")

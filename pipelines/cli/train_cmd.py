@@ -12,14 +12,14 @@ app = typer.Typer(help="Train heads from cached features.", no_args_is_help=True
 
 @app.command("heads")
 def heads(
-    head: str = typer.Argument(..., help="head name (casc, scan, vsepp, mmca, mfsr, itin, itm, text-only)"),
-    store: Path = typer.Option(..., help="store directory holding the dataset's features"),
-    out: Path = typer.Option(..., help="run directory: checkpoints, config.json, metrics.json"),
-    dataset: Optional[str] = typer.Option(None, help="dataset name (default: the one recorded in the store)"),
+    head: str = typer.Argument(..., metavar="HEAD", help="head name (casc, scan, vsepp, mmca, mfsr, itin, itm, text-only)"),
+    store: Path = typer.Option(..., metavar="DIR", help="store directory holding the dataset's features"),
+    out: Path = typer.Option(..., metavar="DIR", help="run directory: checkpoints, config.json, metrics.json"),
+    dataset: Optional[str] = typer.Option(None, metavar="NAME", help="dataset name (default: the one recorded in the store)"),
     epochs: Optional[int] = typer.Option(None, help="epochs (default: the paper's)"),
     set_: List[str] = typer.Option(
-        [], "--set", help="config override key=value (repeatable; an unknown key lists the valid ones)"),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+        [], "--set", metavar="KEY=VALUE", help="config override key=value (repeatable; an unknown key lists the valid ones)"),
+    device: Optional[str] = typer.Option(None, metavar="cpu|cuda", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars and one line per epoch"),
 ) -> None:

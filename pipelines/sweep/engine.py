@@ -252,9 +252,9 @@ def run_sweep(
     validate: check every trial's overrides against the head's config first (turn off only
     for a training function that does not build a head).
     """
-    from rich.console import Console
+    from lighthead.pipelines.console import console as make_console
 
-    console = console or Console(stderr=True)
+    console = console or make_console(stderr=True)
     store = Path(store).resolve()
     out = Path(out).resolve()
     if not store.exists():
@@ -294,7 +294,8 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
                 train_fn: TrainFn, device: str | None, retries: int, progress: bool, console: Any,
                 result: SweepResult) -> None:
     from distributed import as_completed
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lighthead.pipelines.console import progress as progress_lines
 
     result.dashboard = conn.dashboard
     if conn.dashboard:
@@ -313,9 +314,8 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
             pure=False, retries=retries, resources=conn.resources or None,
         )
         futures[f] = t
-    columns = (TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=not progress) as bar:
-        task = bar.add_task("", total=total, completed=total - len(pending))
+    with progress_lines("sweep", total, progress, unit="trials", completed=total - len(pending),
+                        extra="{failed}", out=console) as bar:
         try:
             for f in as_completed(futures):
                 t = futures[f]
@@ -326,11 +326,11 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
                     (out / report.FAILED).mkdir(exist_ok=True)
                     atomic_json(out / report.FAILED / f"{t.id}.json", t.to_json() | {"error": msg})
                     result.failed.append(t.id)
-                    bar.console.print(f"[red]trial {t.id} failed[/red] {t.params}: {msg}")
+                    bar.print(f"[red]trial {t.id} failed[/red] {t.params}: {msg}")
                 else:
                     result.ran += rec.get("status") == "done"
                     (out / report.FAILED / f"{t.id}.json").unlink(missing_ok=True)
-                bar.update(task, advance=1, description=f"{len(result.failed)} failed" if result.failed else "")
+                bar.advance(1, failed=f", {len(result.failed)} failed" if result.failed else "")
         except BaseException:
             conn.client.cancel(list(futures))  # Ctrl-C: finished trials stay on disk
             raise
@@ -362,7 +362,7 @@ def print_result(result: SweepResult, console: Any) -> None:
         b = result.best
         args = [f"--store {result.store}", "--out RUN"] + ([f"--epochs {b['epochs']}"] if b.get("epochs") else [])
         args += [f"--set {k}={v}" for k, v in b["overrides"].items()]
-        console.print(f"[bold]best[/bold] {b['trial']}: {result.metric} = {b['value']:.4g}")
+        console.print(f"[bold]best[/bold] {b['trial']}: {result.metric} = {report.fmt_metric(b['value'])}")
         console.print(f"  lighthead train heads {b['head']} {' '.join(args)}", soft_wrap=True)
     done = sum(r.status == "done" for r in result.rows)
     console.print(

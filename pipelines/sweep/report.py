@@ -112,7 +112,11 @@ def rank(rows: Sequence[Row], metric: str | None, maximise: bool = True) -> list
 
 
 def write_csv(rows: Sequence[Row], metric: str | None, path: Path) -> None:
-    """summary.csv: rank, trial, status, swept values, the ranking metric, other metrics."""
+    """summary.csv: rank, trial, status, swept values, the ranking metric, other metrics.
+
+    Numbers are written in full (Python's shortest round-tripping repr): reading the file back
+    gives the exact floats; only the printed table rounds them.
+    """
     swept = _swept_keys(rows)
     others = sorted({k for r in rows for k in r.metrics} - {metric})
     metric_cols = ([metric] if metric else []) + others
@@ -125,8 +129,8 @@ def write_csv(rows: Sequence[Row], metric: str | None, path: Path) -> None:
             w.writerow(
                 [i if r.status == "done" else "", r.trial.id, r.status]
                 + [params.get(k, "") for k in swept]
-                + [_fmt(r.metrics.get(m)) for m in metric_cols]
-                + [_fmt(r.wall_s), r.error]
+                + [_exact(r.metrics.get(m)) for m in metric_cols]
+                + [_exact(r.wall_s), r.error]
             )
     tmp.replace(path)
 
@@ -173,8 +177,8 @@ def print_table(rows: Sequence[Row], metric: str | None, console: Any, max_metri
     for i, r in enumerate(rows, 1):
         cells = [str(i) if r.status == "done" else "", r.trial.id]
         cells += [r.trial.params.get(k, "") for k in swept]
-        cells += [_fmt(r.metrics.get(m)) for m in ([metric] if metric else []) + others]
-        cells += [_fmt(r.wall_s, 1), r.status if not r.error else f"{r.status}: {r.error[:60]}"]
+        cells += [fmt_metric(r.metrics.get(m)) for m in ([metric] if metric else []) + others]
+        cells += [fmt_seconds(r.wall_s), r.status if not r.error else f"{r.status}: {r.error[:60]}"]
         table.add_row(*cells)
     console.print(table)
 
@@ -247,7 +251,21 @@ def _as_floats(values: Sequence[str]) -> list[float] | None:
         return None
 
 
-def _fmt(v: float | None, digits: int = 4) -> str:
+def _exact(v: float | None) -> str:
+    """A CSV cell: the number in full (float(cell) == v), "" for none."""
+    return "" if v is None else repr(float(v))
+
+
+def fmt_metric(v: float | None) -> str:
+    """A metric for people: 2 decimals (rsum 412.33, accuracy 63.33); small values (a loss of
+    0.0123) keep 3 significant digits rather than print as 0.00."""
     if v is None:
         return ""
-    return f"{v:.{digits}g}" if isinstance(v, float) and not v.is_integer() else f"{v:g}"
+    if v != 0 and abs(v) < 0.1:
+        return f"{v:.3g}"
+    return f"{v:.2f}"
+
+
+def fmt_seconds(v: float | None) -> str:
+    """Seconds for people: one decimal (31.4)."""
+    return "" if v is None else f"{v:.1f}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -88,7 +89,7 @@ def test_extract_writes_every_feature_set(coco, tmp_path, capsys):
     assert by_job["minilm"].written == 30 and by_job["resnet18"].written == 6
     assert by_job["resnet18"].random_weights and not by_job["minilm"].random_weights
     out = capsys.readouterr()
-    assert "RANDOM" in out.out and "UNTRAINED" in out.out
+    assert "RANDOM" in out.out and (out.out + out.err).count("UNTRAINED") == 1  # the warning once per command
 
     again = run_extract("coco", coco, store_path, ["minilm", "words", "resnet18", "thumbs"], _options())
     assert [(x.written, x.already_done) for x in again] == [(0, 30), (0, 30), (0, 6), (0, 6)]
@@ -190,18 +191,32 @@ def test_killed_extraction_resumes(coco, tmp_path):
         np.testing.assert_allclose(a["features"], b["features"], atol=1e-4)
 
 
-def test_cli_extract(coco, tmp_path, monkeypatch, capsys):
-    from lighthead.pipelines.cli import main
+def test_cli_extract_in_a_log(coco, tmp_path, monkeypatch):
+    """Through the CLI with stdout and stderr not terminals: the warning once, plain progress
+    lines, a summary table no wider than the log width."""
+    from typer.testing import CliRunner
 
-    args = ["lighthead", "extract", "--dataset", "coco", "--root", str(coco), "--store", str(tmp_path / "st"),
-            "--features", "thumbs,resnet18", "--random-weights", "--no-progress", "--loader-workers", "0",
-            "-o", "thumbs.size=32"]
-    monkeypatch.setattr(sys, "argv", args)
-    with pytest.raises(SystemExit) as done:
-        main()
-    assert done.value.code == 0
-    out = capsys.readouterr().out
-    assert "thumbs/32" in out and "RANDOM" in out
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.console import LOG_WIDTH
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    args = ["extract", "--dataset", "coco", "--root", str(coco), "--store", str(tmp_path / "st"),
+            "--features", "thumbs,resnet18", "--random-weights", "--loader-workers", "0", "-o", "thumbs.size=32"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("UNTRAINED") == 1  # stdout and stderr together
+    err = result.stderr.splitlines()
+    assert err[0].startswith("WARNING: --random-weights: every model runs UNTRAINED")
+    # No bar glyphs or cursor codes: the start line, then one final line per job (each under 5 s).
+    assert [re.sub(r"[\d.,]+ items/s, done in \d:\d\d:\d\d$", "RATE", line) for line in err[1:]] == [
+        f"coco: 6 records -> {tmp_path / 'st'}; jobs: thumbs, resnet18",
+        "thumbs: 6/6 (100%), RATE",
+        "resnet18: 6/6 (100%), RATE",
+    ]
+    out = result.stdout.splitlines()
+    assert max(map(len, out)) <= LOG_WIDTH and "" not in out
+    assert any("thumbs/32" in line for line in out)
+    assert any("resnet18" in line and "global/resnet18" in line and "RANDOM" in line for line in out)
     assert open_store(tmp_path / "st")["thumbs/32"][load_records("coco", coco)[0].image_id]["thumb"].shape == (3, 32, 32)
 
 

@@ -74,3 +74,25 @@ def test_the_trainers_selection_metric_is_the_default():
     assert report.pick_metric(rows, None) == "val/accuracy"
     rows[0].selection = "missing"  # a name the metrics lack: fall back to the defaults
     assert report.pick_metric(rows, None) == "val/rsum"
+
+
+def test_csv_keeps_exact_floats_and_the_table_rounds_for_people(tmp_path):
+    from rich.console import Console
+
+    metrics = {"val": {"rsum": 412.33333333333337, "loss": 0.012345678901234, "r1": 1 / 3}}
+    rows = [_row("0.2", "1e-3", metrics)]
+    rows[0].wall_s = 31.41592653589793
+    report.write_csv(rows, "val/rsum", tmp_path / "summary.csv")
+    got = next(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert float(got["val/rsum"]) == 412.33333333333337 and float(got["val/r1"]) == 1 / 3
+    assert float(got["val/loss"]) == 0.012345678901234 and float(got["wall_s"]) == 31.41592653589793
+
+    console = Console(record=True, width=160)
+    # Other metrics show only where trials differ: a second, worse trial.
+    rows.append(_row("0.5", "1e-3", {"val": {"rsum": 100.0, "loss": 1.0, "r1": 0.5}}))
+    report.print_table(rows, "val/rsum", console)
+    row = next(line for line in console.export_text().splitlines() if rows[0].trial.id in line)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    # #, trial, lam, lr, val/rsum, then val/loss and val/r1 (sorted), train s, status
+    assert cells == ["1", rows[0].trial.id, "0.2", "1e-3", "412.33", "0.0123", "0.33", "31.4", "done"]
+    assert report.fmt_seconds(30.0) == "30.0" and report.fmt_metric(0.0) == "0.00" and report.fmt_metric(None) == ""
