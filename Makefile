@@ -23,12 +23,13 @@ TRAIN_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv (if absent) and install the project with its test extra
+install: $(VENV)/.installed ## create .venv (if absent) and install the project with its test extra (tested torch)
 
-$(VENV)/.installed: pyproject.toml
+# pyproject.toml declares the supported torch range; constraints/tested.txt pins the tested pair.
+$(VENV)/.installed: pyproject.toml constraints/tested.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints/tested.txt -e '.[dev]'
 	touch $@
 
 demo: install ## generate the demo dataset, extract its features, train and evaluate heads (CPU, minutes)

