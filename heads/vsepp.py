@@ -1,14 +1,28 @@
 """`vsepp`: VSE++, a joint embedding trained with the hardest-negative triplet loss.
 
 Faghri, Fleet, Kiros, Fidler, "VSE++: Improving Visual-Semantic Embeddings with Hard
-Negatives", BMVC 2018 (the precomputed-feature variant). It is also mFSR's baseline (the
-"semantic" loss alone on plain encoders, Pattern Recognition 2021).
+Negatives", BMVC 2018. It is also mFSR's baseline (the "semantic" loss alone on plain encoders,
+Pattern Recognition 2021).
 
 Image side: one CNN vector per image (`image = "global/..."`, ResNet-152 pooled in the paper)
-or the mean of the region features (`image = "regions/..."`) -> Linear(D, 1024) -> L2 norm.
-Text side: word ids -> embedding 300 -> GRU(1024), last step -> L2 norm; or cached token
-features of a frozen encoder, mean-pooled -> Linear -> L2 norm. Score = cosine.
-Adam 2e-4 for 15 epochs then 2e-5 for 15, batch 128, margin 0.2, max violation.
+or the mean of the region features (`image = "regions/..."`) -> L2 norm -> Linear(D, 1024) ->
+L2 norm. Text side: word ids -> embedding 300 -> GRU(1024), last real step -> L2 norm; or cached
+token features of a frozen encoder, mean-pooled -> Linear -> L2 norm. Score = cosine.
+
+Checked against the released code (fartashf/vsepp: train.py, model.py, data.py, README):
+
+| what | paper | released code | lighthead default | switch |
+|---|---|---|---|---|
+| loss | hinge, hardest negative per query, summed over the batch | `ContrastiveLoss(max_violation)`, summed; the README trains VSE++ with `--max_violation` (the flag's default, off, is VSE0) | hardest negative, summed | `max_violation=false`, `sum_negatives_epochs=N` |
+| margin | 0.2 | 0.2 | 0.2 | `margin` |
+| optimiser, rate | Adam 2e-4, x0.1 after 15 epochs, 30 epochs | Adam 2e-4, `lr_update` 15, 30 epochs | the same | `lr`, `lr_decay_epochs`, `epochs` |
+| batch, widths | 128, 1024, words 300, one GRU layer | the same | the same | `batch_size`, `embed_size`, `word_dim`, `gru_layers` |
+| gradient clipping | 2 | `clip_grad_norm` 2 over all parameters | 2 | `grad_clip` |
+| image vector before the Linear | not stated | L2-normalised (`EncoderImageFull`; the precomputed-feature loader assumes unit-norm vectors) | L2-normalised | `image_norm=false` |
+| image Linear init | not stated | Xavier uniform, bias 0 | the same | - |
+| word embedding init | not stated | uniform [-0.1, 0.1] | the same | - |
+| validation | rsum on the dev split | rsum on the first 5,000 dev captions (1,000 images), best epoch kept | rsum on the first `val_images` = 1,000 images | `val_images` |
+| image encoder | fine-tuned CNN (RN, 1 crop) or precomputed | either | precomputed, frozen | - |
 """
 
 from __future__ import annotations
@@ -43,6 +57,7 @@ class VSEPPConfig:
     epochs: int = 30  # training epochs
     batch_size: int = 128  # pairs per batch
     grad_clip: float = 2.0  # gradient-norm clipping (0 = off)
+    image_norm: bool = True  # L2-normalise the image vector before the Linear (the released EncoderImageFull)
 
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
@@ -103,6 +118,8 @@ class VSEPP(Head):
             x = masked_mean(regions, mask[..., None], dim=1)  # (B, D)
         else:
             x = batch["global"].float()  # (B, D)
+        if self.cfg.image_norm:
+            x = l2norm(x)
         return {"emb": l2norm(self.img_fc(x))}
 
     def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

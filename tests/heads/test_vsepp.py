@@ -1,4 +1,5 @@
-"""`vsepp`: scores vs the GRU equations written out per time step, gradients, learning."""
+"""`vsepp`: scores vs the GRU equations written out per time step, the released contrastive loss
+written out, gradients, and the released defaults."""
 
 from __future__ import annotations
 
@@ -34,13 +35,15 @@ def gru_last_state(head, ids, length):
     return h
 
 
+@pytest.mark.parametrize("image_norm", [True, False])
 @pytest.mark.parametrize("image", ["global/resnet152", "regions/butd-r101-vg-36"])
-def test_score_equals_equations(image):
+def test_score_equals_equations(image, image_norm):
     torch.manual_seed(0)
-    head = build_head("vsepp", INFO, {**TINY, "image": image}).eval()
+    head = build_head("vsepp", INFO, {**TINY, "image": image, "image_norm": str(image_norm)}).eval()
     batch = random_batch(region_dim=10)
     batch["region_mask"][2, 1:] = False
     with torch.no_grad():
+        head.img_fc.bias.uniform_(-1, 1)  # a bias makes the scale of the image vector matter
         got = head.score(head.encode_image(batch), head.encode_text(batch)).double().numpy()
     w, b = head.img_fc.weight.detach().double().numpy(), head.img_fc.bias.detach().double().numpy()
     want = np.zeros_like(got)
@@ -50,6 +53,8 @@ def test_score_equals_equations(image):
         else:
             real = batch["regions"][i][batch["region_mask"][i]].double().numpy()
             x = real.mean(0)
+        if image_norm:  # EncoderImageFull: l2norm(features), then fc
+            x = x / np.linalg.norm(x)
         f = w @ x + b
         for j in range(got.shape[1]):
             g = gru_last_state(head, batch["word_ids"][j].numpy(), int(batch["text_len"][j]))
@@ -78,12 +83,40 @@ def test_every_parameter_gets_a_gradient():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_loss_goes_down_on_store_batches(retrieval_store):
-    from tests.heads.test_casc import steps_on_store
+@pytest.mark.parametrize("max_violation", [True, False])
+def test_loss_is_the_released_contrastive_loss(max_violation):
+    """fartashf/vsepp model.py ContrastiveLoss written out: for every positive pair, the hinge
+    against each other caption of its image (cost_s) and each other image of its caption
+    (cost_im), the max over them (max_violation) or their sum, summed over the batch."""
+    torch.manual_seed(0)
+    head = build_head("vsepp", INFO, {**TINY, "max_violation": str(max_violation)})
+    batch = random_batch(region_dim=10)
+    got = float(head.loss(batch)["loss"].detach())
+    with torch.no_grad():
+        s = head.score(head.encode_image(batch), head.encode_text(batch)).double().numpy()
+    n, total = len(s), 0.0
+    for i in range(n):
+        cost_s = [max(0.0, 0.2 + s[i, j] - s[i, i]) for j in range(n) if j != i]
+        cost_im = [max(0.0, 0.2 + s[j, i] - s[i, i]) for j in range(n) if j != i]
+        total += (max(cost_s) + max(cost_im)) if max_violation else (sum(cost_s) + sum(cost_im))
+    assert got == pytest.approx(total, rel=1e-5) and total > 0
 
-    losses = steps_on_store(retrieval_store, "vsepp",
-                            {"embed_size": "32", "word_dim": "16", "lr": "5e-3", "max_violation": "false"})
-    assert losses[-1] < 0.8 * losses[0]
+
+def test_defaults_are_the_released_values():
+    from lighthead.heads.vsepp import VSEPPConfig
+
+    cfg = VSEPPConfig()  # fartashf/vsepp train.py defaults, with the README's --max_violation for VSE++
+    got = (cfg.margin, cfg.epochs, cfg.batch_size, cfg.word_dim, cfg.embed_size, cfg.grad_clip, cfg.gru_layers,
+           cfg.lr, cfg.lr_decay_epochs, cfg.max_violation, cfg.image_norm, cfg.sum_negatives_epochs)
+    assert got == (0.2, 30, 128, 300, 1024, 2.0, 1, 2e-4, 15, True, True, 0)
+    head = build_head("vsepp", INFO, {})
+    (opt, sched), = head.optimizers()
+    assert isinstance(opt, torch.optim.Adam) and sched.step_size == 15 and sched.gamma == 0.1
+    w = head.img_fc.weight.detach()
+    bound = float(np.sqrt(6.0 / (w.shape[0] + w.shape[1])))  # Xavier uniform, zero bias
+    assert float(w.abs().max()) <= bound and float(head.img_fc.bias.detach().abs().max()) == 0.0
+    emb = head.txt_enc.embed.weight.detach()[1:]
+    assert float(emb.abs().max()) <= 0.1  # uniform [-0.1, 0.1]
 
 
 def test_config_validation():
