@@ -24,6 +24,7 @@ from typing import Any
 from lighthead.pipelines.scoring import PRECISIONS, fast_precision
 from lighthead.pipelines.train_utils import atomic_json, load_checkpoint, read_json
 
+FIVE_K = 5000  # test images of the COCO 5K protocol
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
                      ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
 
@@ -91,6 +92,10 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
+    if protocol == "5k" and metrics.get("n_images", FIVE_K) < FIVE_K:
+        warnings.warn(f"--protocol 5k: the {split} split of {run} has {metrics['n_images']:,} images, not "
+                      f"{FIVE_K:,}; scored all {metrics['n_images']:,} as one set (not comparable to COCO 5K "
+                      "results)", stacklevel=2)
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
     if task.name == "sentiment":
         from lighthead.pipelines.evaluate_sentiment import report

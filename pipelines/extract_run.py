@@ -180,8 +180,10 @@ def run_extract(
     JSON artifact "extract_summary". A job that fails stops the run after printing what the
     jobs before it did.
     """
-    from lighthead.pipelines.datasets import load_records
+    from lighthead.pipelines.datasets import DATASETS, load_records
     from lighthead.store import StoreError, open_store
+
+    DATASETS.get(dataset)  # an unknown name lists the valid ones, before anything else
 
     options = options or ExtractOptions()
     console = console or make_console()

@@ -89,7 +89,14 @@ def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name:
 
 
 def dataset_name(store: Any, dataset: str | None) -> str:
+    """`--dataset` (a registered adapter, or the name the store records), else the store's name."""
     if dataset:
+        from lighthead.pipelines.datasets import DATASETS
+
+        held = store.read_json("dataset").get("name") if store.has_json("dataset") else None
+        if dataset not in DATASETS and dataset != held:
+            also = f" (this store holds {held!r})" if held else ""
+            raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS.names())}{also}")
         return dataset
     if store.has_json("dataset"):
         return str(store.read_json("dataset")["name"])

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import traceback
+import warnings
 
 import typer
 
@@ -96,14 +98,42 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
     Every failure becomes one line `error: <file or id>: <what happened>` on stderr and exit
     code 1 (the traceback too with LIGHTHEAD_DEBUG=1); Ctrl-C one line saying how to resume (130).
     """
+    interrupted: list[bool] = []
+
+    def on_sigint(signum, frame):  # noqa: ANN001
+        interrupted.append(True)  # typer turns KeyboardInterrupt into a silent exit code 130
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            code = _run(app, args, interrupted)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted and code == 130:
+        typer.echo(INTERRUPTED, err=True)
+    return code
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """`warning: <message>` on stderr, without the source line Python shows by default."""
+    typer.echo(f"warning: {message}", err=True)
+
+
+def _run(app: typer.Typer, args: list[str] | None, interrupted: list[bool]) -> int:
     try:
         rv = app(args=args, standalone_mode=False)  # click returns (not raises) the exit code here
     except typer.Exit as e:
         return e.exit_code
     except SystemExit as e:  # click's own usage errors
         return int(e.code or 0)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo(INTERRUPTED, err=True)
+    except (typer.Abort, KeyboardInterrupt):  # EOF on a prompt, or an interrupt outside the command
+        interrupted.append(True)
         return 130
     except typer.TyperException as e:  # usage errors, bad parameters (typer's click exceptions)
         if hasattr(e, "show"):

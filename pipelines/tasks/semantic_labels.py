@@ -182,7 +182,11 @@ def artifact_name(label_type: str, num_labels: int) -> str:
 
 
 def load_or_build(store: Any, records: Sequence[Any], label_type: str, num_labels: int) -> dict[str, Any]:
-    """The store's label artifact for (type, C), built from the records and saved if missing."""
+    """The store's label artifact for (type, C), built from the records and saved if missing.
+
+    A store that cannot be written (read-only, another user's) keeps the labels in memory: they
+    are rebuilt, identically, on each run, and training never needs write access to the store.
+    """
     name = artifact_name(label_type, num_labels)
     if store.has_json(name):
         return store.read_json(name)
@@ -191,5 +195,13 @@ def load_or_build(store: Any, records: Sequence[Any], label_type: str, num_label
     if not train:
         raise ValueError("no training captions (split 'train') to build the semantic labels from")
     artifact = build_labels(texts, train, label_type, num_labels)
-    store.write_json(name, artifact)
+    from lighthead.store import StoreError
+
+    try:
+        store.write_json(name, artifact)
+    except (OSError, StoreError) as e:  # read-only file system, permission denied, ...: keep them in memory
+        import warnings
+
+        warnings.warn(f"{store.path}: cannot save the semantic labels {name!r} ({getattr(e, 'strerror', None) or e}); "
+                      "they were computed in memory for this run", stacklevel=2)
     return artifact

@@ -128,7 +128,7 @@ def test_target_records_are_encoded_as_pairs(tmp_path):
 def test_unknown_feature_dataset_and_store_mismatch(coco, tmp_path):
     with pytest.raises(KeyError, match=r"unknown feature 'bogus'; valid: .*minilm.*resnet18"):
         run_extract("coco", coco, tmp_path / "st", ["bogus"], _options())
-    with pytest.raises(KeyError, match="no default features for dataset 'mine'"):
+    with pytest.raises(KeyError, match=r"unknown dataset 'mine'; known: .*coco"):
         run_extract("mine", coco, tmp_path / "st", None, _options())
     run_extract("coco", coco, tmp_path / "st", ["thumbs"], _options())
     fixtures.karpathy(tmp_path / "f30k", n_images=4, coco=False)

@@ -65,3 +65,41 @@ def test_load_or_build_stores_the_artifact_once(tmp_path):
     assert set(art["captions"]) == {"a#0", "a#1", "a#2", "b#0", "b#1"}
     recs[0].texts = ["something else entirely"]  # a second call reads the stored artifact
     assert sl.load_or_build(store, recs, "nouns", 10) == art
+
+
+def test_training_casc_on_a_read_only_store_keeps_its_labels_in_memory(tmp_path, monkeypatch):
+    """No write may reach the store (a read-only mount, another user's store): CASC still trains,
+    with the same labels a writable store would have saved."""
+    import errno
+    import os
+    from pathlib import Path
+
+    import lighthead.store.api
+    import lighthead.store.manifest as manifest
+    from lighthead.pipelines.datasets import Record
+    from lighthead.pipelines.train import train
+    from lighthead.store import open_store
+    from tests.conftest_helpers import build_retrieval_store
+
+    store = build_retrieval_store(tmp_path / "store", n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
+                                  global_dim=32, token_dim=8, seed=5)
+    records = [Record.from_json(r) for r in open_store(store).read_json("records")]
+    expected = sl.build_labels({t: x for r in records for t, x in zip(r.text_ids(), r.texts)},
+                               [t for r in records if r.split == "train" for t in r.text_ids()], "nouns", 5)
+    write = manifest.atomic_write
+
+    def read_only(path, data, fsync=True):
+        if Path(path).resolve().is_relative_to(store.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return write(path, data, fsync)
+
+    for module in (manifest, lighthead.store.api):  # every way the store writes a file
+        monkeypatch.setattr(module, "atomic_write", read_only)
+    over = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0", "label_hidden": "8",
+            "num_labels": "5"}
+    with pytest.warns(UserWarning, match=r"cannot save the semantic labels 'labels/nouns-5' \(Read-only file system\)"):
+        metrics = train("casc", store, tmp_path / "run", epochs=1, overrides=over, progress=False)
+    assert metrics["epochs_done"] == 1 and not open_store(store).has_json("labels/nouns-5")
+    monkeypatch.undo()
+    saved = sl.load_or_build(open_store(store), records, "nouns", 5)  # writable again: built and saved
+    assert saved == expected and open_store(store).has_json("labels/nouns-5")

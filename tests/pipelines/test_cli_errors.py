@@ -1,0 +1,236 @@
+"""The CLI's one top-level handler: every failure is one `error: <file or id>: <what>` line.
+
+Each case runs a real command through `run_app` (what the `lighthead` entry point calls) and
+checks the exit code, that stderr holds exactly one `error:` line naming the file, and that no
+traceback is printed (unless LIGHTHEAD_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lighthead.pipelines.cli import app
+from lighthead.pipelines.cli.common import run_app
+from tests.conftest_helpers import build_retrieval_store
+from tests.pipelines.datasets import fixtures
+
+TINY = ["--set", "embed_size=8", "--set", "word_dim=8", "--set", "batch_size=16", "--set", "val_images=0"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return build_retrieval_store(tmp_path_factory.mktemp("cli") / "store", n_images=30, splits=(20, 5, 5),
+                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=4)
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
+    from lighthead.pipelines.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "vsepp"
+    train("vsepp", store, run, epochs=1, overrides={"embed_size": "8", "word_dim": "8", "batch_size": "16",
+                                                     "val_images": "0"}, progress=False)
+    return run
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    shutil.copytree(trained, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def lighthead(*args) -> int:
+    return run_app(app, [str(a) for a in args])
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def train_args(store, out):
+    return ["train", "heads", "vsepp", "--store", store, "--out", out, "--epochs", "1", "--no-progress", *TINY]
+
+
+def test_disk_full_names_the_file(store, tmp_path, capsys):
+    """A real ENOSPC: the file being written is /dev/full."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    out = tmp_path / "run"
+    out.mkdir()
+    # the atomic writer's temporary name for config.json, pointing at the always-full device
+    (out / f"config.json.tmp{os.getpid()}").symlink_to("/dev/full")
+    assert lighthead(*train_args(store, out)) == 1
+    line = error_line(capsys)
+    assert line == f"error: {out / 'config.json'}: no space left on device; free space and rerun the same " \
+                   "command (committed work is kept)"
+
+
+@pytest.mark.parametrize("code, text", [(errno.EFBIG, "file too large"), (errno.EROFS, "read-only file system"),
+                                        (errno.EACCES, "permission denied"), (errno.EDQUOT, "disk quota exceeded")])
+def test_write_errors_name_the_file(store, tmp_path, capsys, monkeypatch, code, text):
+    import lighthead.store.manifest as manifest
+
+    def fail(path, data, fsync=True):
+        if Path(path).suffix == ".safetensors":
+            raise OSError(code, os.strerror(code))  # a failed write() carries no file name
+        return write(path, data, fsync)
+
+    write = manifest.atomic_write
+    monkeypatch.setattr(manifest, "atomic_write", fail)
+    out = tmp_path / "run"
+    assert lighthead(*train_args(store, out)) == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {out / 'checkpoints'}/") and f".safetensors: {text}" in line, line
+
+
+def test_permission_denied_on_the_store(tmp_path, capsys, monkeypatch):
+    """Extraction into a store it may not write (real when not root; simulated as root)."""
+    import lighthead.store.manifest as manifest
+
+    root = fixtures.twitter(tmp_path / "tw")
+    dest = tmp_path / "store"
+    dest.mkdir()
+    if os.geteuid() == 0:
+        def denied(path, data, fsync=True):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(Path(path).parent))
+
+        monkeypatch.setattr(manifest, "atomic_write", denied)
+    else:
+        dest.chmod(0o555)
+    try:
+        assert lighthead("extract", "--dataset", "twitter15", "--root", root, "--store", dest, "--features", "minilm",
+                         "--no-progress") == 1
+    finally:
+        dest.chmod(0o755)
+    line = error_line(capsys)
+    assert line.startswith(f"error: {dest}") and line.endswith(": permission denied"), line
+
+
+def test_file_where_a_folder_is_expected(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    assert lighthead(*train_args(store, out)) == 1
+    assert error_line(capsys) == f"error: {out}: already exists (a file where a folder is expected?)"
+
+
+def test_corrupt_config_json_is_named(run, capsys):
+    (run / "config.json").write_text('{"head": "vsepp", ')
+    assert lighthead("evaluate", run) == 1
+    assert error_line(capsys).startswith(f"error: {run / 'config.json'}:1: not valid JSON")
+    (run / "config.json").write_bytes(b'{"head": "\xff"}')
+    assert lighthead("evaluate", run) == 1
+    assert error_line(capsys).startswith(f"error: {run / 'config.json'}: not UTF-8 text")
+
+
+def test_corrupt_npz_and_npy(tmp_path, capsys):
+    (tmp_path / "npz").mkdir()
+    (tmp_path / "npz" / "1.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert lighthead("store", "import", "npz", tmp_path / "npz", tmp_path / "st") == 1
+    assert str(tmp_path / "npz" / "1.npz") in error_line(capsys)
+    pre = tmp_path / "pre"
+    pre.mkdir()
+    (pre / "test_ims.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    (pre / "test_caps.txt").write_text("a\n" * 5)
+    assert lighthead("store", "import", "precomp", pre, tmp_path / "st2") == 1
+    assert str(pre / "test_ims.npy") in error_line(capsys)
+
+
+def test_corrupt_hdf5_metadata_is_a_store_error(store, tmp_path, capsys):
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    shard = sorted((copy / "global" / "resnet152").glob("*.h5"))[0]
+    data = bytearray(shard.read_bytes())
+    data[100:116] = bytes(b ^ 0xFF for b in data[100:116])  # inside HDF5's object headers, same size
+    shard.write_bytes(bytes(data))
+    assert lighthead(*train_args(copy, tmp_path / "run"), "--set", "image=global/resnet152") == 1
+    assert str(shard) in error_line(capsys)
+
+
+def test_refused_detector_weights_are_one_line(tmp_path, capsys):
+    from lighthead.pipelines.datasets.demo import generate
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "code-ran"),))
+
+    root = generate(tmp_path / "demo", n_images=2, size=64)
+    weights = tmp_path / "faster_rcnn_from_caffe_attr.pkl"
+    weights.write_bytes(pickle.dumps({"model": Payload()}))
+    assert lighthead("extract", "--dataset", "demo", "--root", root, "--store", tmp_path / "st", "--features",
+                     "regions36", "--weights", weights, "-o", "detector=tiny", "--loader-workers", "0",
+                     "--no-progress") == 1
+    line = error_line(capsys)
+    assert str(weights) in line and not (tmp_path / "code-ran").exists()
+
+
+def test_non_utf8_input_names_file_and_line(tmp_path, capsys):
+    root = fixtures.twitter(tmp_path / "tw")
+    (root / "test.tsv").write_bytes((root / "test.tsv").read_bytes().replace(b"wins", b"w\xe9ns", 1))
+    assert lighthead("extract", "--dataset", "twitter15", "--root", root, "--store", tmp_path / "st",
+                     "--features", "minilm", "--no-progress") == 1
+    assert error_line(capsys).startswith(f"error: {root / 'test.tsv'}:2: not UTF-8 text (byte 0xe9")
+
+
+def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(store, tmp_path, capsys, monkeypatch):
+    import lighthead.pipelines.train as train_module
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(train_module, "seed_everything", broken)
+    assert lighthead(*train_args(store, tmp_path / "a")) == 1
+    assert error_line(capsys) == ("error: ZeroDivisionError: division by zero (set LIGHTHEAD_DEBUG=1 for the "
+                                  "traceback)")
+    monkeypatch.setenv("LIGHTHEAD_DEBUG", "1")
+    assert lighthead(*train_args(store, tmp_path / "b")) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err and err.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_ctrl_c_says_the_rerun_resumes(store, tmp_path, capsys, monkeypatch):
+    import lighthead.pipelines.train as train_module
+
+    def interrupted(*args, **kwargs):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    monkeypatch.setattr(train_module, "seed_everything", interrupted)
+    assert lighthead(*train_args(store, tmp_path / "run")) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "interrupted: everything committed so far is kept; rerun the same command to resume (`train heads` "
+        "with --resume)"]
+
+
+def test_unknown_dataset_names_are_errors_listing_the_valid_ones(store, tmp_path, capsys):
+    assert lighthead("train", "heads", "vsepp", "--store", store, "--out", tmp_path / "r", "--dataset", "nosuchds",
+                     "--no-progress", *TINY) == 1
+    line = error_line(capsys)
+    assert "unknown dataset 'nosuchds'" in line and "coco" in line and "f30k" in line and "'synthetic'" in line
+    assert not (tmp_path / "r").exists()
+    assert lighthead("extract", "--dataset", "nosuch", "--root", tmp_path, "--store", tmp_path / "st") == 1
+    line = error_line(capsys)
+    assert "unknown dataset 'nosuch'" in line and "twitter15" in line and "no default features" not in line
+
+
+def test_warnings_are_one_line(run, capsys):
+    """`evaluate --protocol 5k` on a 5-image test split: scored, with a warning saying what."""
+    assert lighthead("evaluate", run, "--protocol", "5k") == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --protocol 5k: the test split of {run} has 5 images, not 5,000; scored all 5 as "
+                        "one set (not comparable to COCO 5K results)"]
+    assert json.loads((run / "eval-test-5k.json").read_text())["n_images"] == 5
