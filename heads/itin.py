@@ -16,6 +16,27 @@ Differences from the paper, on purpose:
   classifies `MLP(C)`; "only Context" classifies `lambda MLP(V) + (1 - lambda) MLP(S)`.
 - The paper does not give d, k, the MLP sizes or dropout; d = 1024 follows the authors'
   released options (`embed_size`), the rest are our choices.
+
+The authors' released code (zhutong0219/ITIN: Demo.py and opt.py) is an inference demo for a
+trained checkpoint: it has the model but no training loop, and its model differs from the
+paper in several places (listed below). The defaults here follow the paper; the released
+model's forms are not implemented.
+
+| what | paper | released code (inference demo) | lighthead default | switch |
+|---|---|---|---|---|
+| region features | r_i = W_r f_i + b_r (Eq. 1), top m regions | Linear(2048, 1024), Xavier init, then L2-normalised | Eq. 1, no norm; m = 2 | `m` |
+| word features | BERT-base -> bi-GRU, directions averaged (Eq. 2-4); fine-tuning not stated | frozen BERT -> 2-layer bi-GRU (1024, dropout 0.25) over 100 zero-padded positions, directions averaged | frozen cached tokens -> 1-layer bi-GRU over the real tokens (packed) | - |
+| S (Eq. 15) | mean of the n word features | mean over all 100 padded positions | mean over the real tokens | - |
+| alignment (Eq. 5-7) | softmax(W^_r R (W^_t W)^T / sqrt(k)) W | the same (bias-free d x d projections, k = d), then a second attention among the M attended vectors, L2-normalised | Eq. 5-7, bias-free, k = 1024 | `align=false` |
+| gate (Eq. 8) | sigma(r_i * u_i), one value per region (Fig. 7) | sigma(r_i . u_i) | sigma(r_i . u_i) | `gating=false` |
+| fusion (Eq. 10-11) | ReLU(W_o c_i + b_o) + r_i | bias-free Linear, ReLU, + r_i | with b_o | - |
+| pooling (Eq. 12-13) | softmax(Tran_z(Z)), Tran_z "linear layers and a non-linearity" | 4 maps from Linear-ReLU-Linear(d, 4), pooled vectors averaged, L2-normalised | Linear(d, d/2)-tanh-Linear(d/2, 1), one map | - |
+| MLPs (Eq. 16-17), classifier (Eq. 19) | sizes not given | Linear to 64 + ReLU per branch; one Linear(64, 3) after mixing (equal to Eq. 18-19) | Linear-ReLU-Dropout-Linear to d; Linear(d, 3) | `d`, `dropout` |
+| lambda (Eq. 18) | 0.2 | 0.2 | 0.2 | `lam` |
+| visual context V (Eq. 14) | ImageNet ResNet-18, 224 x 224, 512-d | ResNet-18 in the checkpoint (trained with the model), resize 256 + centre crop 224 | cached, frozen ResNet-18 | `global_features` |
+| optimiser | Adam 1e-3, x0.1 every 10 epochs, decay 1e-5, batch 64 / 128 | lr 1e-3, decay 1e-5 and 200 epochs named, no training loop | the paper's, 30 epochs | `lr`, `lr_step`, `lr_gamma`, `weight_decay`, `batch_size`, `epochs` |
+| reported "F1" | Eq. 21-23 (precision, recall per class); averaging not said; the numbers sit within ~0.5 of accuracy on imbalanced MVSA, as weighted F1 does | accuracy only | `accuracy`, `macro_f1` and `weighted_f1` | - |
+| splits, selection | random 8:1:1; selection not said | - | the store's splits; best validation accuracy on the whole dev split | - |
 """
 
 from __future__ import annotations

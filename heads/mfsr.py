@@ -34,6 +34,30 @@ Deviations, on purpose:
   truth in content); G here wants D2 to call (x', x) matched and (x'', x) mismatched;
 - the ResNet-152 is not fine-tuned (features are cached); the paper's main results use a
   fixed image encoder too.
+
+No released code is known (none is linked from the paper; searches of public code found
+none), so the paper is followed and every choice it leaves open is listed:
+
+| what | paper | released code | lighthead default | switch |
+|---|---|---|---|---|
+| widths | words 300, GRU 4 x 3072, joint d 3072 (Sec. 3.5) | none | the same | `word_dim`, `gru_layers`, `embed_dim` |
+| training | Adam 2e-4 for 15 epochs, 2e-5 for 15, batch 24, best rsum on validation | none | the same | `lr`, `lr_decay_epochs`, `epochs`, `batch_size` |
+| word embedding | "a word2vec embedding matrix" (pre-trained or not is not said) | none | trained from scratch, uniform [-0.1, 0.1] (VSE++) | - |
+| MLP_v, MLP_l | "multilayer perceptron layers" / "fully connected layer" | none | one Linear | `mlp_layers` |
+| part width P | "cut" d into three parts, widths not given | none | d / 3 | `part_dim` |
+| normalisation (Eq. 3) | the whole MLP output divided by its norm; the text says the three parts are normalised | none | each part on its own | - |
+| modal loss (Eq. 7) | means over the N training pairs; the exp term's placement is garbled | none | batch means; exp(-norm(v_bar - l_bar)) once per batch | `modal_weight` |
+| specific loss (Eq. 10) | mean over N | none | batch mean | `specific_weight` |
+| semantic margin alpha | a margin, value not given | none | 0.2 (VSE++) | `margin` |
+| semantic loss reduction | mean over the batch (Eq. 8) | none | the same | `max_violation` |
+| loss weights (Eq. 6) | unweighted sum | none | 1 each | `*_weight` |
+| image size for the GAN | not given | none | 64 x 64 thumbnails | `thumbs` |
+| G, D1, D2 layouts | DCGAN's G and D; D2 reads [x'; x] | none | DCGAN at 64 x 64, D2 on the channel stack | `gen_width`, `disc_width` |
+| GAN losses | log forms of Eqs. 11-13 | none | BCE on logits; G wants D2 to call (x', x) matched (see above) | - |
+| GAN optimiser and schedule | not given | none | Adam 2e-4, beta1 0.5 (DCGAN), simultaneous updates | `disc_lr`, `disc_beta1` |
+| caption decoder input | [l_mo; l_se; l_sp] conditions an RNN (how not said) | none | tanh(Linear(code)) as every layer's initial state, a learned start vector, teacher forcing | - |
+| caption loss reduction | sum over words (Eq. 14) | none | sum per caption, mean over captions | `cap_per_token` |
+| gradient clipping | not stated | none | norm 2 (VSE++'s code) | `grad_clip` |
 """
 
 from __future__ import annotations

@@ -7,6 +7,18 @@ encoder is frozen and cached, so the head is ITM's fusion branch without the ima
 Linear on the cached tokens, one Transformer layer, the first token, a linear classifier.
 It trains on either sentiment task (targets for ITM's datasets, posts for ITIN's).
 
+No released code: the ITM authors' repository has no baseline scripts, and the paper only names
+the row. The set-up follows ITM's paper:
+
+| what | paper (ITM's Table 3, "RoBERTa") | released code | lighthead default | switch |
+|---|---|---|---|---|
+| encoder | RoBERTa-base on (sentence with $T$, target), fine-tuned | none | frozen cached tokens -> Linear -> one Transformer layer | `layers`, `d`, `heads`, `ff` |
+| pooled vector | not stated (RoBERTa classifies its first token) | none | the first token | `pool=first\\|mean` |
+| classifier | not stated | none | dropout 0.1, Linear(d, 3) | `dropout` |
+| training | not stated (ITM's: AdamW 1e-5, batch 32, 10 epochs) | none | ITM's paper set-up | `lr`, `weight_decay`, `batch_size`, `epochs` |
+| metrics | accuracy, macro-F1 | none | `accuracy`, `macro_f1`, `weighted_f1` | - |
+| selection | not stated | none | best validation accuracy on the whole dev split | - |
+
 Shapes: B batch, L tokens, D = d.
 """
 
