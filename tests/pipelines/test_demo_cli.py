@@ -1,6 +1,7 @@
 """One end-to-end run through the CLI on the demo data: extract, train, evaluate, verify."""
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -40,6 +41,19 @@ def test_demo_trains_and_reports_every_head(demo_out):
         assert 0 <= metrics["accuracy"] <= 100 and "macro_f1" in metrics
     assert "random scores" in output and "majority-class baseline" in output
     assert "i2t R@1" in output
+
+
+def test_demo_output_reads_well_in_a_log(demo_out):
+    """Not a terminal: the random-weights warning once, plain progress lines, epoch lines with no
+    blank line before them."""
+    _, output = demo_out
+    lines = output.splitlines()
+    assert output.count("UNTRAINED") == 1
+    assert "\r" not in output and "\x1b" not in output  # no cursor moves or colour codes
+    assert not re.search(r"━+ +\d+/\d+", output)  # no progress bars
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(epochs) >= 3 and all(lines[i - 1].strip() for i in epochs)
+    assert any(line.startswith("regions36: 60/60 (100%), ") and "items/s, done in " in line for line in lines)
 
 
 def test_rerun_resumes_extraction(demo_out):
