@@ -139,6 +139,11 @@ def test_the_wheel_holds_only_lighthead(tmp_path):
                      "lighthead/extract/regions/model.py", "lighthead/heads/casc.py",
                      "lighthead/pipelines/cli/__init__.py"):
         assert expected in names
+    # package data: the Visual Genome class lists, whole
+    wheel_zip = zipfile.ZipFile(wheel)
+    for data, lines in (("objects_vocab.txt", 1600), ("attributes_vocab.txt", 400)):
+        text = wheel_zip.read(f"lighthead/extract/regions/data/{data}").decode()
+        assert text == (ROOT / "extract" / "regions" / "data" / data).read_text() and len(text.splitlines()) == lines
     assert not any(n.startswith("lighthead/pipelines/_lighthead/") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "lighthead = lighthead.pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
