@@ -8,8 +8,9 @@ a checkpoint here is therefore one `.safetensors` file:
   RNG states, numpy's Mersenne-Twister key) under `state/<n>`;
 - the header's metadata: `format` (`lighthead-run-checkpoint`), `version`, and `state`, a JSON
   text holding everything else (optimiser hyper-parameters, scheduler and GradScaler states,
-  the loop state, Python's RNG state), with tensors, tuples and non-string dict keys written as
-  small tagged objects (`{"tensor": "state/3"}`, `{"tuple": [...]}`, `{"dict": [[k, v], ...]}`).
+  the loop state, Python's RNG state), every dict, tuple, tensor and numpy value written as a
+  small tagged object (`{"map": {...}}`, `{"dict": [[k, v], ...]}` for non-string keys,
+  `{"tuple": [...]}`, `{"tensor": "state/3"}`, `{"ndarray": "state/4", "dtype": "<u4"}`).
 
 Loading parses the header (safetensors refuses anything else: a pickle, a truncated file) and
 rebuilds only those types; whatever is not a checkpoint of this format raises
@@ -29,7 +30,6 @@ import torch
 
 FORMAT = "lighthead-run-checkpoint"
 VERSION = 1
-SUFFIX = ".safetensors"
 
 
 class RunCheckpointError(ValueError):
