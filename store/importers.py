@@ -23,6 +23,8 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -183,7 +185,7 @@ def _npz_item(path: Path, fixed: int | None, dim: int | None) -> dict[str, Any]:
                 raise StoreError(f"{path}: missing key {missing[0]!r} (expected {', '.join(NPZ_KEYS)})")
             x, bbox = np.asarray(z["x"]), np.asarray(z["bbox"], dtype=np.float32)
             n, w, h = (int(np.asarray(z[k]).reshape(-1)[0]) for k in ("num_bbox", "image_w", "image_h"))
-    except (ValueError, OSError, IndexError, EOFError) as exc:
+    except (ValueError, OSError, IndexError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged member
         raise StoreError(f"{path}: unreadable array ({exc})") from None
     if x.ndim == 2 and x.shape[0] != n and x.shape[1] == n:
         x = x.T  # (D, K) -> (K, D)
