@@ -1,10 +1,24 @@
 """Image preparation for the detector, run in DataLoader workers, and padded batching.
 
-Preparation follows py-faster-rcnn's `_get_image_blob`: BGR pixels as float, minus the pixel
-mean, then a bilinear resize (no antialiasing, like cv2.INTER_LINEAR) by the scale that
-brings the shorter side to `min_size` unless the longer side would pass `max_size`.
-Decoding (CMYK, greyscale, palette, alpha) and the reasons for skipping unreadable files come
-from `lighthead.extract.images`.
+Each checkpoint format is prepared the way its reference prepares it (`DetectorConfig.resize`):
+
+- "cv2" (py-faster-rcnn's `_get_image_blob`, bottom-up-attention.pytorch's
+  `bua/caffe/dataloader/transform_gen.py` and `utils/extract_utils.get_image_blob`): scale =
+  min_size / shorter side, replaced by max_size / longer side when `np.round(scale * longer)`
+  passes max_size; BGR pixels as float minus the pixel mean, then `cv2.resize(fx=fy=scale,
+  INTER_LINEAR)`: bilinear without antialiasing, sampled at `(dst + 0.5) / scale - 0.5`, each
+  side `cvRound(side * scale)` (half to even). Boxes map with the one scale.
+- "pil" (detectron2's `ResizeShortestEdge.get_transform` and `ResizeTransform.apply_image`, as
+  py-bottom-up-attention runs them; read in its fork, `detectron2/data/transforms/`): the
+  shorter side set to min_size and the longer one to `scale * longer`, both multiplied by
+  max_size / longer when that *unrounded* value passes max_size, each then `int(x + 0.5)`;
+  the uint8 image resized by `PIL.Image.resize((new_w, new_h), BILINEAR)` (antialiased when
+  shrinking, rounded to uint8), and only then the mean subtracted (detectron2's
+  `preprocess_image`). Boxes map per axis by new size / old size.
+
+`scale` of a prepared image is the pair (scale_y, scale_x): equal under "cv2", each axis's
+new size / old size under "pil". Decoding (CMYK, greyscale, palette, alpha) and the reasons
+for skipping unreadable files come from `lighthead.extract.images`.
 """
 
 from __future__ import annotations
@@ -19,13 +33,14 @@ from PIL import Image
 from lighthead.extract.images import ImageDataset, collate_images, large_lock
 from lighthead.extract.regions.config import DetectorConfig
 
-# Images above this many pixels are first shrunk by an integer factor (PIL's box reduce) so a
-# huge scan cannot exhaust memory as float32; the final resize still targets the test scale.
+# Images above this many pixels are first shrunk by an integer factor (PIL's box reduce) before
+# the "cv2" preparation, so a huge scan cannot exhaust memory as float32; the final resize
+# still targets the test scale. The "pil" preparation resizes the uint8 image directly.
 MAX_DECODED_PIXELS = 40_000_000
 
 
 def image_scale(height: int, width: int, min_size: int, max_size: int) -> float:
-    """The test-time resize factor of py-faster-rcnn."""
+    """The test-time resize factor of py-faster-rcnn (max_size tested on the rounded long side)."""
     short, long = min(height, width), max(height, width)
     scale = float(min_size) / float(short)
     if round(scale * long) > max_size:  # np.round in the original: half-to-even, as Python's round
@@ -34,24 +49,60 @@ def image_scale(height: int, width: int, min_size: int, max_size: int) -> float:
 
 
 def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """Output size of cv2.resize(fx=fy=scale): each side rounded to nearest (at least 1)."""
-    return max(1, int(np.floor(height * scale + 0.5))), max(1, int(np.floor(width * scale + 0.5)))
+    """Output size of cv2.resize(fx=fy=scale): each side cvRound(side * scale), i.e. rounded
+    half to even, at least 1."""
+    return max(1, int(np.rint(height * scale))), max(1, int(np.rint(width * scale)))
+
+
+def detectron2_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """(new_h, new_w) of detectron2's ResizeShortestEdge: max_size tested before rounding."""
+    scale = min_size * 1.0 / min(height, width)
+    if height < width:
+        new_h, new_w = float(min_size), scale * width
+    else:
+        new_h, new_w = scale * height, float(min_size)
+    if max(new_h, new_w) > max_size:
+        shrink = max_size * 1.0 / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))
+
+
+def plan_resize(height: int, width: int, cfg: DetectorConfig) -> tuple[tuple[int, int], tuple[float, float]]:
+    """((new_h, new_w), (scale_y, scale_x)) of an image under the config's resize rule."""
+    if getattr(cfg, "resize", "cv2") == "pil":
+        out_h, out_w = detectron2_size(height, width, cfg.min_size, cfg.max_size)
+        return (out_h, out_w), (out_h / height, out_w / width)
+    scale = image_scale(height, width, cfg.min_size, cfg.max_size)
+    return resized_size(height, width, scale), (scale, scale)
 
 
 class Prepare:
-    """PIL RGB image -> dict(image (3, h, w) float32 mean-subtracted BGR, scale, size (h, w))."""
+    """PIL RGB image -> dict(image (3, h, w) float32 mean-subtracted BGR, scale (sy, sx), size (h, w))."""
 
     def __init__(self, cfg: DetectorConfig):
-        self.min_size = cfg.min_size
-        self.max_size = cfg.max_size
+        self.cfg = cfg
         self.mean = torch.tensor(cfg.pixel_mean, dtype=torch.float32).reshape(3, 1, 1)
 
     def __call__(self, im: Image.Image) -> dict[str, Any]:
         width, height = im.size
         if width < 1 or height < 1:
             raise ValueError(f"empty image ({width}x{height})")
-        scale = image_scale(height, width, self.min_size, self.max_size)
-        out_h, out_w = resized_size(height, width, scale)
+        (out_h, out_w), scale = plan_resize(height, width, self.cfg)
+        if getattr(self.cfg, "resize", "cv2") == "pil":
+            x = self._pil(im, out_h, out_w)
+        else:
+            x = self._cv2(im, out_h, out_w, scale[0])
+        return {"image": x.contiguous(), "scale": scale, "size": (out_h, out_w)}
+
+    def _pil(self, im: Image.Image, out_h: int, out_w: int) -> torch.Tensor:
+        # Resampling is per channel, so RGB here equals detectron2 resizing the BGR array.
+        if im.size != (out_w, out_h):
+            im = im.resize((out_w, out_h), Image.BILINEAR)
+        rgb = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # (h, w, 3)
+        return rgb.permute(2, 0, 1).flip(0).float() - self.mean  # (3, h, w) BGR minus mean
+
+    def _cv2(self, im: Image.Image, out_h: int, out_w: int, scale: float) -> torch.Tensor:
+        width, height = im.size
         if width * height > MAX_DECODED_PIXELS:
             factor = int(np.ceil(np.sqrt(width * height / MAX_DECODED_PIXELS)))
             im = im.reduce(factor)
@@ -62,7 +113,7 @@ class Prepare:
             if x.shape[1] == height:  # not reduced: map coordinates with the scale itself, as cv2 does
                 src_scale_h = src_scale_w = scale
             x = torch.ops.aten.upsample_bilinear2d(x[None], [out_h, out_w], False, src_scale_h, src_scale_w)[0]
-        return {"image": x.contiguous(), "scale": scale, "size": (out_h, out_w)}
+        return x
 
 
 @dataclass
@@ -72,7 +123,7 @@ class Batch:
     ids: list[str]  # image ids decoded fine, in order
     images: torch.Tensor  # (B, 3, H, W) padded, mean-subtracted BGR
     image_sizes: list[tuple[int, int]]  # (h, w) of each resized image
-    scales: list[float]  # resize factor of each image
+    scales: list[tuple[float, float]]  # (scale_y, scale_x) resize factors of each image
     original_sizes: list[tuple[int, int]]  # (width, height) of each original image
     skipped: list[tuple[str, str]]  # (image id, reason) of inputs that could not be read
 

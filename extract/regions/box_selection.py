@@ -1,11 +1,21 @@
-"""Which ROIs of an image become its regions: the rule of bottom-up-attention's `generate_tsv.py`.
+"""Which ROIs of an image become its regions: the rule of bottom-up-attention's `generate_tsv.py`,
+and py-bottom-up-attention's max-class NMS.
 
-For every object class (background skipped) NMS runs over the ROIs with that class's scores;
+generate_tsv.py (modes "fixed" and "adaptive"): for every object class (background skipped) NMS runs over the ROIs with that class's scores;
 a ROI's confidence is its highest class score among the classes where it survived. Then:
 fixed K keeps the K most confident ROIs; adaptive keeps those with confidence >= threshold,
 topped up to `min_boxes` or cut to `max_boxes` by confidence (bottom-up-attention.pytorch's
 extractor). The NMS of all classes runs at once on one shared IoU matrix (the ROIs are the
 same for every class), which equals one torchvision NMS per class.
+
+"d2-maxnms" (py-bottom-up-attention, `demo/detectron2_mscoco_proposal_maxnms.py`, the
+detectron2 36-box extraction written for LXMERT; read in airsplay/py-bottom-up-attention):
+per ROI the best of the real classes and its score; the ROI's box regressed with that class's
+deltas and clipped to the resized image; one class-agnostic NMS over these boxes by that
+score, at thresholds `np.arange(0.3, 1.0, 0.1)` in turn until at least K boxes survive (else
+the last, 0.9), keeping the K best. The features are those of the kept ROIs; the reported
+boxes are the regressed ones. The script passes `score_thresh=0.2` to its NMS function, which
+never uses it, so no score threshold applies here either.
 """
 
 from __future__ import annotations
@@ -61,6 +71,33 @@ def _lockstep_nms_numpy(over: np.ndarray, order: np.ndarray) -> np.ndarray:
         kept[rows, b] = alive
         suppressed |= over[b] & alive[:, None]
     return kept
+
+
+def max_class_boxes(rois: torch.Tensor, deltas: torch.Tensor, cls_prob: torch.Tensor, weights: tuple[float, ...],
+                    offset: float, scale_clamp: float | None) -> torch.Tensor:
+    """Each ROI's box regressed with the deltas of its best real class (background skipped).
+
+    rois: (R, 4); deltas: (R, 4C); cls_prob: (R, C) with background in column 0. Returns (R, 4).
+    """
+    R, C = cls_prob.shape
+    best = cls_prob[:, 1:].argmax(dim=1) + 1  # (R,) index among all C columns
+    d = deltas.reshape(R, C, 4)[torch.arange(R, device=deltas.device), best]  # (R, 4)
+    return B.decode(d, rois, weights, offset, scale_clamp)
+
+
+def maxnms_thresholds(start: float) -> list[float]:
+    """The NMS thresholds d2-maxnms tries in turn: `np.arange(start, 1.0, 0.1)` as the script has them."""
+    return [float(t) for t in np.arange(start, 1.0, 0.1)] or [float(start)]
+
+
+def maxnms_keep(boxes: torch.Tensor, scores: torch.Tensor, k: int, start: float, offset: float) -> torch.Tensor:
+    """Indices kept by the raised-threshold class-agnostic NMS (best first), at most k."""
+    keep = boxes.new_zeros((0,), dtype=torch.long)
+    for thresh in maxnms_thresholds(start):
+        keep = B.nms_keep(boxes, scores, thresh, offset)[:k]
+        if keep.numel() >= k:
+            break
+    return keep
 
 
 def select(conf: torch.Tensor, cfg: SelectionConfig) -> torch.Tensor:

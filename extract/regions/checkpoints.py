@@ -223,15 +223,18 @@ def _to_source_key(fmt: str, ours: str) -> str:
 
 
 def format_config(fmt: str, cfg: DetectorConfig, has_attributes: bool) -> DetectorConfig:
-    """The config a checkpoint format runs under (its pixel conventions and box weights)."""
+    """The config a checkpoint format runs under: the rules of the code it was made for."""
     if fmt == "d2-pkl":
         # py-bottom-up-attention runs on detectron2: continuous boxes, detectron2 anchors, top-k
-        # before clipping, no minimum proposal size, ROI box weights (10, 10, 5, 5).
+        # before clipping, no minimum proposal size, ROI box weights (10, 10, 5, 5), detectron2's
+        # resize (PIL on uint8, per-axis box scales), attribute softmax over the 400 real ones.
         return replace(cfg, conventions="detectron2", rpn_min_size=0.0, box_reg_weights=(10.0, 10.0, 5.0, 5.0),
-                       attributes=has_attributes)
+                       attributes=has_attributes, resize="pil", attr_softmax="real")
     if fmt == "bua-pth":
+        # bottom-up-attention.pytorch's Caffe mode: py-faster-rcnn's resize (cv2 on the float
+        # image, one scale), attribute softmax over all 401 outputs.
         return replace(cfg, conventions="caffe", rpn_min_size=16.0, box_reg_weights=(1.0, 1.0, 1.0, 1.0),
-                       attributes=has_attributes)
+                       attributes=has_attributes, resize="cv2", attr_softmax="all")
     return cfg
 
 

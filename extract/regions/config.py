@@ -11,7 +11,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 CONVENTIONS = ("caffe", "detectron2")
-MODES = ("fixed", "adaptive", "given")
+RESIZES = ("cv2", "pil")
+ATTR_SOFTMAXES = ("all", "real")
+MODES = ("fixed", "adaptive", "given", "d2-maxnms")
+# What the stored boxes are, per selection mode (recorded in the store with the selection).
+BOX_RULES = {
+    "fixed": "rois",  # the RPN proposals themselves (generate_tsv.py)
+    "adaptive": "rois",
+    "given": "given",  # the boxes as given, not clipped
+    "d2-maxnms": "max-class regressed",  # each kept ROI's box regressed for its best class
+}
 
 
 @dataclass
@@ -44,6 +53,21 @@ class DetectorConfig:
     max_size: int = 1000  # ... unless the longer side would exceed this
     size_divisibility: int = 32  # batched images are padded to a multiple of this
     conventions: str = "caffe"  # box arithmetic: "caffe" (+1 pixel widths, Caffe anchors) or "detectron2"
+    # How an image reaches the test scale, and how boxes map between the two sizes:
+    # "cv2" = py-faster-rcnn / bottom-up-attention.pytorch: one scale min_size/short, replaced
+    #   by max_size/long when the *rounded* long side would pass max_size; the float image minus
+    #   the mean resized bilinearly without antialiasing (cv2.INTER_LINEAR), sides rounded half
+    #   to even (cvRound); boxes multiplied / divided by that one scale.
+    # "pil" = detectron2's ResizeShortestEdge + ResizeTransform (py-bottom-up-attention): max_size
+    #   tested on the *unrounded* long side, sides rounded half up; the uint8 image resized by
+    #   PIL's BILINEAR (antialiased when shrinking, rounded to uint8) before the mean is
+    #   subtracted; boxes scaled per axis by output size / input size, and clipped to the
+    #   original image on the way back.
+    resize: str = "cv2"
+    # Attribute scores: "all" = softmax over all num_attributes outputs, "no attribute"
+    # included (the Caffe prob layer; bottom-up-attention.pytorch), "real" = softmax over the
+    # real attributes only (py-bottom-up-attention's demos drop the "no attribute" logit first).
+    attr_softmax: str = "all"
     box_reg_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # divide class box deltas
     roi_chunk: int = 256  # ROIs per res5 call on a GPU (bounds memory; results do not depend on it)
     cpu_roi_chunk: int = 16  # ROIs per res5 call on a CPU, where small chunks stay in cache
@@ -69,6 +93,10 @@ class DetectorConfig:
             raise ValueError(f"min_size {self.min_size} > max_size {self.max_size}")
         if self.conventions not in CONVENTIONS:
             raise ValueError(f"conventions must be one of {CONVENTIONS}, got {self.conventions!r}")
+        if self.resize not in RESIZES:
+            raise ValueError(f"resize must be one of {RESIZES}, got {self.resize!r}")
+        if self.attr_softmax not in ATTR_SOFTMAXES:
+            raise ValueError(f"attr_softmax must be one of {ATTR_SOFTMAXES}, got {self.attr_softmax!r}")
         if not 0.0 < self.rpn_nms_thresh <= 1.0:
             raise ValueError(f"rpn_nms_thresh must be in (0, 1], got {self.rpn_nms_thresh}")
         if self.rpn_post_nms_top_n < 1 or self.rpn_pre_nms_top_n < self.rpn_post_nms_top_n:
@@ -134,28 +162,53 @@ PRESETS: dict[str, DetectorConfig] = {
 
 @dataclass
 class SelectionConfig:
-    """Which regions of an image are kept (the rule of `generate_tsv.py` and its ports)."""
+    """Which regions of an image are kept.
 
-    mode: str = "fixed"  # "fixed" (the K most confident), "adaptive" (threshold, min..max) or "given"
-    num_boxes: int = 36  # K of the fixed mode (36 or 100 in the literature)
+    "fixed" / "adaptive": the rule of `generate_tsv.py` (per-class NMS over the ROIs, then the
+    K most confident, or a threshold with min..max). "given": the boxes supplied. "d2-maxnms":
+    py-bottom-up-attention's `demo/detectron2_mscoco_proposal_maxnms.py` (LXMERT's detectron2
+    36-box extraction): each ROI's box regressed for its best class, class-agnostic NMS at
+    nms_thresh, raised by 0.1 (0.3, 0.4, ..., 0.9) until num_boxes survive, the num_boxes best.
+    """
+
+    mode: str = "fixed"  # "fixed" (the K most confident), "adaptive" (threshold, min..max), "given" or "d2-maxnms"
+    num_boxes: int = 36  # K of the fixed and d2-maxnms modes (36 or 100 in the literature)
     conf_thresh: float = 0.2  # adaptive: keep boxes whose confidence reaches this
     min_boxes: int = 10  # adaptive: at least this many (the most confident) ...
     max_boxes: int = 100  # ... and at most this many
-    nms_thresh: float = 0.3  # per-class NMS over the ROIs before the confidence is taken
-    rule: str = field(default="rois", init=False)  # reported boxes are the RPN ROIs, not class-regressed boxes
+    nms_thresh: float = 0.3  # per-class NMS over the ROIs (d2-maxnms: the first class-agnostic threshold)
+    rule: str = field(default="rois", init=False)  # what the stored boxes are (BOX_RULES)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        self.rule = BOX_RULES[self.mode]
         if self.num_boxes < 1 or self.min_boxes < 1 or self.max_boxes < self.min_boxes:
             raise ValueError("need num_boxes >= 1 and 1 <= min_boxes <= max_boxes")
         if not 0.0 <= self.conf_thresh <= 1.0 or not 0.0 < self.nms_thresh <= 1.0:
             raise ValueError("conf_thresh must be in [0, 1] and nms_thresh in (0, 1]")
 
     @property
+    def fixed_k(self) -> bool:
+        """Every image gets num_boxes rows (padded when fewer exist)."""
+        return self.mode in ("fixed", "d2-maxnms")
+
+    @property
     def max_out(self) -> int:
         """Most boxes an image can get (the fixed K, or max_boxes)."""
-        return self.num_boxes if self.mode == "fixed" else self.max_boxes
+        return self.num_boxes if self.fixed_k else self.max_boxes
+
+    @classmethod
+    def for_job(cls, mode: str, num_boxes: int, rule: str | None = None) -> "SelectionConfig":
+        """A feature job's selection: its own mode and K, or `rule="d2-maxnms"` on a fixed-K job
+        (the user option `selection=d2-maxnms`); rule None or "generate_tsv" keeps the job's mode."""
+        if rule in (None, "", "generate_tsv"):
+            return cls(mode=mode, num_boxes=num_boxes) if mode == "fixed" else cls(mode=mode)
+        if rule != "d2-maxnms":
+            raise ValueError(f"unknown selection {rule!r}; known: generate_tsv, d2-maxnms")
+        if mode != "fixed":
+            raise ValueError(f"selection=d2-maxnms keeps a fixed number of boxes; it does not apply to mode {mode!r}")
+        return cls(mode="d2-maxnms", num_boxes=num_boxes)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lighthead.extract.regions.checkpoints import state_for_export
-from lighthead.extract.regions.model import BottomUpDetector
+from lighthead.extract.regions.model import BottomUpDetector, pack_output, to_resized
 
 
 def available() -> bool:
@@ -105,8 +105,8 @@ class Detectron2Detector(nn.Module):
         self.proposal_generator.anchor_generator.cell_anchors[0].copy_(ours.proposals.cell_anchors)
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: list[float],
-                boxes: list[torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
+    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: list,
+                boxes: list[torch.Tensor] | None = None) -> list[dict]:
         """Same contract as `BottomUpDetector.forward`, one image at a time."""
         from detectron2.structures import Boxes, ImageList
 
@@ -117,15 +117,12 @@ class Detectron2Detector(nn.Module):
             if boxes is None:
                 proposals, _ = self.proposal_generator(ImageList(x, [(h, w)]), feats, None)
                 rois = proposals[0].proposal_boxes.tensor.float()
-            else:
-                b = Boxes(boxes[i].to(x.device, torch.float32).reshape(-1, 4) * s)
-                b.clip((h, w))
-                rois = b.tensor
+            else:  # given boxes go in scaled and unclipped, as py-bottom-up-attention's given-box demo
+                rois = to_resized(boxes[i].to(x.device, torch.float32).reshape(-1, 4), s)
             pooled = self.pooler([feats["res4"].float()], [Boxes(rois)])
             feature = self.res5(pooled).float().mean(dim=(2, 3))  # (R, D)
-            item = {"boxes": rois / s, "features": feature}
-            item.update(self.roi_heads.predict(feature))
-            out.append(item)
+            given = None if boxes is None else boxes[i]
+            out.append(pack_output(rois, feature, self.roi_heads.predict(feature), (h, w), s, self.cfg, given))
         return out
 
     def regions(self, outputs, selection):

@@ -6,19 +6,28 @@ of one image, C classes (1601), A attributes (401), D feature size (2048), K kep
 Two entry points, as detectron2 has `inference` and `forward_with_given_boxes`:
 `forward(images, ...)` detects (RPN proposals become the ROIs), `forward(images, ..., boxes=...)`
 pools features for boxes supplied per image. `regions(...)` then applies the box selection.
+
+Boxes between original and resized pixels (`to_resized`, `to_original`), per the config's
+`resize` rule: "cv2" multiplies / divides by the one scale (bottom-up-attention.pytorch:
+`bbox * im_scale` in, `boxes / im_scale` out; generate_tsv.py: `rois / im_scale`); "pil"
+scales x and y separately, in with new size / old size (py-bottom-up-attention's given-box
+demo: `boxes.scale(new_w / raw_w, new_h / raw_h)`), out with old size / new size and a clip
+to the original image (detectron2's `detector_postprocess`). Given boxes are never clipped:
+neither reference clips them (bua's `bbox_feats` mode hands them to the ROI pooling as they
+are, py-bottom-up-attention's given-box demo too); ROI pooling reads zeros outside the image.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from lighthead.extract.regions import boxes as B
 from lighthead.extract.regions.backbone import ResNetC4, fold_frozen_bn
-from lighthead.extract.regions.box_selection import labels, max_confidence, select
+from lighthead.extract.regions.box_selection import labels, max_class_boxes, max_confidence, maxnms_keep, select
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.roi_heads import ROIHeads
 from lighthead.extract.regions.rpn import ProposalGenerator, RPNHead
@@ -52,20 +61,20 @@ class BottomUpDetector(nn.Module):
         return self
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: list[float],
-                boxes: list[torch.Tensor] | None = None) -> list[dict[str, torch.Tensor]]:
+    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: Sequence[Any],
+                boxes: list[torch.Tensor] | None = None) -> list[dict[str, Any]]:
         """Run the detector on a padded batch.
 
         images: (B, 3, H, W) mean-subtracted BGR, each image at the top-left of its slot;
-        image_sizes: (h, w) of each resized image; scales: resize factor of each image;
-        boxes: optional list of (R_i, 4) boxes per image in original pixels (features for
-        given boxes; no RPN). Returns per image a dict of float32 tensors: "boxes" (R, 4) in
-        original pixels (the ROIs), "features" (R, D), "cls_prob" (R, C), "attr_prob" (R, A) (when
-        the model has the attribute head),
-        "deltas" (R, 4C) class box deltas (relative to "boxes" in resized pixels).
+        image_sizes: (h, w) of each resized image; scales: resize factor of each image, a float
+        or the (scale_y, scale_x) pair of `batching.Prepare`; boxes: optional list of (R_i, 4)
+        boxes per image in original pixels (features for given boxes; no RPN). Returns per
+        image a dict: float32 tensors "boxes" (R, 4) in original pixels (the ROIs), "rois"
+        (R, 4) the same in resized pixels, "features" (R, D), "cls_prob" (R, C), "attr_prob"
+        (R, A) (when the model has the attribute head), "deltas" (R, 4C) class box deltas
+        (relative to "rois"); and "image_size" (h, w), "scale" (scale_y, scale_x).
         """
         cfg = self.cfg
-        offset = cfg.pixel_offset
         x = images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
         res4, valid = self.backbone(x, [h for h, _ in image_sizes], [w for _, w in image_sizes])
         rois: list[torch.Tensor] = []
@@ -73,12 +82,11 @@ class BottomUpDetector(nn.Module):
             logits, deltas = self.rpn(res4)  # (B, A, h, w), (B, 4A, h, w)
             for i, (hw, s) in enumerate(zip(image_sizes, scales)):
                 h4, w4 = valid.heights[i], valid.widths[i]
-                props, _ = self.proposals(logits[i, :, :h4, :w4], deltas[i, :, :h4, :w4], hw, s)
+                props, _ = self.proposals(logits[i, :, :h4, :w4], deltas[i, :, :h4, :w4], hw, axis_scales(s)[0])
                 rois.append(props)
         else:
-            for (h, w), s, b in zip(image_sizes, scales, boxes):
-                b = b.to(images.device, torch.float32).reshape(-1, 4)
-                rois.append(B.clip(b * s, h, w, offset))
+            for s, b in zip(scales, boxes):
+                rois.append(to_resized(b.to(images.device, torch.float32).reshape(-1, 4), s))
         counts = [r.shape[0] for r in rois]
         batch_rois = torch.cat(
             [torch.cat([torch.full((n, 1), float(i), device=images.device), r], dim=1) for i, (n, r) in
@@ -87,30 +95,93 @@ class BottomUpDetector(nn.Module):
         preds = self.roi_heads.predict(feats)
         out = []
         for i, part in enumerate(zip(feats.split(counts), *(p.split(counts) for p in preds.values()))):
-            item = {"boxes": rois[i] / scales[i], "features": part[0]}
-            item.update(zip(preds.keys(), part[1:]))
-            out.append(item)
+            given = None if boxes is None else boxes[i]
+            out.append(pack_output(rois[i], part[0], dict(zip(preds.keys(), part[1:])), image_sizes[i], scales[i],
+                                   cfg, given))
         return out
 
-    def regions(self, outputs: list[dict[str, torch.Tensor]], selection: SelectionConfig) -> list[dict[str, torch.Tensor]]:
+    def regions(self, outputs: list[dict[str, Any]], selection: SelectionConfig) -> list[dict[str, torch.Tensor]]:
         """Apply the box selection to `forward`'s outputs; returns per image the kept regions.
 
         Keys: boxes (K, 4), features (K, D), object_ids/object_scores/attr_ids/attr_scores (K,),
-        confidence (K,) (the per-class-NMS confidence; the class score for given boxes).
+        confidence (K,) (the per-class-NMS confidence; the class score for given boxes and d2-maxnms).
         """
         result = []
         for out in outputs:
             lab = labels(out["cls_prob"], out.get("attr_prob"))
+            boxes = out["boxes"]
             if selection.mode == "given":
-                keep = torch.arange(out["boxes"].shape[0], device=out["boxes"].device)
+                keep = torch.arange(boxes.shape[0], device=boxes.device)
                 conf = lab["object_scores"]
+            elif selection.mode == "d2-maxnms":
+                cfg = self.cfg
+                reg = max_class_boxes(out["rois"], out["deltas"], out["cls_prob"], cfg.box_reg_weights,
+                                      cfg.pixel_offset, None if cfg.conventions == "caffe" else B.SCALE_CLAMP)
+                reg = B.clip(reg, out["image_size"][0], out["image_size"][1], cfg.pixel_offset)
+                conf = lab["object_scores"]
+                keep = maxnms_keep(reg, conf, selection.num_boxes, selection.nms_thresh, cfg.pixel_offset)
+                boxes = to_original(reg, out["scale"], out["image_size"], cfg)
             else:
-                conf = max_confidence(out["boxes"], out["cls_prob"], selection.nms_thresh, self.cfg.pixel_offset)
+                # generate_tsv.py and bua run this NMS on the ROIs in original pixels (rois / im_scale)
+                conf = max_confidence(boxes, out["cls_prob"], selection.nms_thresh, self.cfg.pixel_offset)
                 keep = select(conf, selection)
-            item = {"boxes": out["boxes"][keep], "features": out["features"][keep], "confidence": conf[keep]}
+            item = {"boxes": boxes[keep], "features": out["features"][keep], "confidence": conf[keep]}
             item.update({k: v[keep] for k, v in lab.items()})
             result.append(item)
         return result
+
+
+def axis_scales(scale: Any) -> tuple[float, float]:
+    """(scale_y, scale_x) of a float scale or a (scale_y, scale_x) pair."""
+    if isinstance(scale, (tuple, list)):
+        return float(scale[0]), float(scale[1])
+    return float(scale), float(scale)
+
+
+def to_resized(boxes: torch.Tensor, scale: Any) -> torch.Tensor:
+    """(N, 4) boxes in original pixels -> resized pixels (not clipped; see the module docstring)."""
+    sy, sx = axis_scales(scale)
+    if sx == sy:
+        return boxes * sx
+    out = boxes.clone()
+    out[:, 0::2] *= sx
+    out[:, 1::2] *= sy
+    return out
+
+
+def to_original(boxes: torch.Tensor, scale: Any, image_size: tuple[int, int], cfg: DetectorConfig) -> torch.Tensor:
+    """(N, 4) boxes in resized pixels -> original pixels.
+
+    "cv2": divided by the scale (generate_tsv.py, bua). "pil": multiplied per axis by original
+    size / resized size, then clipped to the original image (detectron2's detector_postprocess);
+    the original size is recovered exactly by rounding resized size / scale.
+    """
+    sy, sx = axis_scales(scale)
+    if cfg.resize != "pil":
+        if sx == sy:
+            return boxes / sx
+        return boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+    h, w = image_size
+    orig_h, orig_w = round(h / sy), round(w / sx)
+    out = boxes.clone()
+    out[:, 0::2] *= orig_w / w
+    out[:, 1::2] *= orig_h / h
+    return B.clip(out, orig_h, orig_w, cfg.pixel_offset)
+
+
+def pack_output(rois: torch.Tensor, features: torch.Tensor, preds: dict[str, torch.Tensor], image_size: tuple[int, int],
+                scale: Any, cfg: DetectorConfig, given: torch.Tensor | None = None) -> dict[str, Any]:
+    """One image's `forward` output (shared with the detectron2 backend). Given boxes are
+    reported as given; ROIs are mapped back to original pixels."""
+    if given is not None:
+        boxes = given.to(rois.device, torch.float32).reshape(-1, 4)
+    else:
+        boxes = to_original(rois, scale, image_size, cfg)
+    item: dict[str, Any] = {"boxes": boxes, "rois": rois, "features": features}
+    item.update(preds)
+    item["image_size"] = (int(image_size[0]), int(image_size[1]))
+    item["scale"] = axis_scales(scale)
+    return item
 
 
 def init_random(model: BottomUpDetector, seed: int = 0) -> BottomUpDetector:

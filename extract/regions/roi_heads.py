@@ -3,6 +3,13 @@
 Class layout is Caffe's: index 0 is background (objects are 1..1600) and attribute index 0
 is "no attribute" (attributes are 1..400); the checkpoint loader reorders detectron2-layout
 weights into it.
+
+Attribute probabilities follow the config's `attr_softmax`: "all" is a softmax over all 401
+outputs (Caffe's attr_prob layer; bottom-up-attention.pytorch's `F.softmax(attr_linear2(...))`,
+its extractor then takes the best of columns 1..400); "real" is a softmax over the 400 real
+attributes only, with column 0 ("no attribute") set to 0 (py-bottom-up-attention's demos:
+`pred_attr_logits[..., :-1].softmax(-1)`, its "no attribute" logit being last). The best
+attribute is the same under both; its score is not.
 """
 
 from __future__ import annotations
@@ -87,6 +94,10 @@ class ROIHeads(nn.Module):
             "deltas": deltas.float(),  # (R, 4 * num_classes)
         }
         if self.attribute_head is not None:
-            attr_logits = self.attribute_head(feats, cls_logits)
-            out["attr_prob"] = F.softmax(attr_logits.float(), dim=1)  # (R, num_attributes)
+            attr_logits = self.attribute_head(feats, cls_logits).float()  # (R, num_attributes)
+            if self.cfg.attr_softmax == "real":
+                real = F.softmax(attr_logits[:, 1:], dim=1)  # (R, num_attributes - 1)
+                out["attr_prob"] = torch.cat([torch.zeros_like(attr_logits[:, :1]), real], dim=1)
+            else:
+                out["attr_prob"] = F.softmax(attr_logits, dim=1)
         return out

@@ -28,8 +28,8 @@ Sink = Callable[[str, dict[str, np.ndarray]], Any]
 
 
 def item_fields(selection: SelectionConfig, dim: int, dtype: str = "float16") -> list[tuple[str, tuple, str]]:
-    """(name, shape, dtype) of the stored fields; K is fixed for mode "fixed", else variable."""
-    k = selection.num_boxes if selection.mode == "fixed" else None
+    """(name, shape, dtype) of the stored fields; K is fixed for modes "fixed" and "d2-maxnms", else variable."""
+    k = selection.num_boxes if selection.fixed_k else None
     return [
         ("features", (k, dim), dtype),
         ("boxes", (k, 4), "float32"),
@@ -45,7 +45,7 @@ def item_fields(selection: SelectionConfig, dim: int, dtype: str = "float16") ->
 
 def to_item(region: Mapping[str, torch.Tensor], width: int, height: int, selection: SelectionConfig,
             dtype: str = "float16") -> dict[str, np.ndarray]:
-    """One image's selected regions as numpy fields. Fixed K with fewer ROIs than K (tiny
+    """One image's selected regions as numpy fields. Fixed K with fewer boxes than K (tiny
     images) is padded with zero rows and ids -1; `num_boxes` tells the real count."""
     n = int(region["boxes"].shape[0])
     item = {
@@ -56,7 +56,7 @@ def to_item(region: Mapping[str, torch.Tensor], width: int, height: int, selecti
         "attr_ids": region["attr_ids"].cpu().numpy().astype(np.int32),
         "attr_scores": region["attr_scores"].float().cpu().numpy(),
     }
-    if selection.mode == "fixed" and n < selection.num_boxes:
+    if selection.fixed_k and n < selection.num_boxes:
         pad = selection.num_boxes - n
         for key, arr in item.items():
             fill = -1 if key.endswith("_ids") else 0

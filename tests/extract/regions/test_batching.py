@@ -28,7 +28,7 @@ def test_prepare_is_mean_subtracted_bgr_resized_like_cv2():
     rgb[..., 0] = 200  # red
     cfg = type("C", (), {"min_size": 80, "max_size": 200, "pixel_mean": (102.9801, 115.9465, 122.7717)})
     out = Prepare(cfg)(Image.fromarray(rgb))
-    assert out["size"] == (80, 120) and out["scale"] == 2.0
+    assert out["size"] == (80, 120) and out["scale"] == (2.0, 2.0)
     x = out["image"]
     assert x.shape == (3, 80, 120)
     assert torch.allclose(x[2], torch.full((80, 120), 200 - 122.7717))  # channel 2 = red after BGR flip
@@ -44,7 +44,7 @@ def test_huge_images_are_reduced_before_the_float_conversion(monkeypatch):
     monkeypatch.setattr(batching, "MAX_DECODED_PIXELS", 1000)
     cfg = type("C", (), {"min_size": 30, "max_size": 60, "pixel_mean": (0.0, 0.0, 0.0)})
     out = Prepare(cfg)(Image.new("RGB", (200, 100), (10, 20, 30)))
-    assert out["size"] == (30, 60) and out["scale"] == 0.3
+    assert out["size"] == (30, 60) and out["scale"] == (0.3, 0.3)
     assert torch.allclose(out["image"][0], torch.full((30, 60), 30.0))
 
 
