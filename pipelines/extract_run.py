@@ -38,6 +38,8 @@ DEFAULT_FEATURES: dict[str, list[str]] = {
     "mvsa-single": ["regions36", "bert", "resnet18"],
     "mvsa-multiple": ["regions36", "bert", "resnet18"],
     "demo": ["given-boxes", "regions36", "minilm", "words", "resnet18", "thumbs"],
+    # any folder of images: the retrieval heads' jobs; the text jobs only when captions.jsonl gives captions
+    "images": ["regions36", "bert", "words", "resnet152", "thumbs"],
 }
 # Job settings a dataset starts from (the user's `-o KEY=VALUE` win). The demo's 192px images
 # and random CNNs need no full-size detector: the slim preset runs at tens of images/s on a CPU,
@@ -165,6 +167,36 @@ def _summary_json(s: RunSummary) -> dict[str, Any]:
     }
 
 
+def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The records whose image file exists, and (image id, reason) once per image that does not
+    (a dataset read without its images: text jobs run, image jobs list what is missing)."""
+    exists: dict[str, bool] = {}
+    missing: list[tuple[str, str]] = []
+    for r in records:
+        if r.image_id not in exists:
+            exists[r.image_id] = Path(r.image_path).is_file()
+            if not exists[r.image_id]:
+                missing.append((r.image_id, f"image file not found: {r.image_path}"))
+    return [r for r in records if exists[r.image_id]], missing
+
+
+def _run_job(name: str, job: Any, records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
+    """One job; an image job gets only the records whose image exists and lists the others as skipped
+    (with no image at all it loads no model)."""
+    if job.kind != "image":
+        return job.run(records, store, options)
+    present, missing = missing_images(records)
+    done = set(store[job.feature_set].ids) if job.feature_set in store else set()
+    missing = [(i, why) for i, why in missing if i not in done]
+    if present:
+        summary = job.run(present, store, options)
+    else:
+        summary = RunSummary(job=name, feature_set=job.feature_set, random_weights=random_weights(options, name),
+                             already_done=len(done & {r.image_id for r in records}))
+    summary.skipped = missing + list(summary.skipped)
+    return summary
+
+
 def run_extract(
     dataset: str,
     root: str | Path | None,
@@ -188,10 +220,12 @@ def run_extract(
     options = options or ExtractOptions()
     console = console or make_console()
     names = check_features(features if features else default_features(dataset))
+    records = load_records(dataset, root)
+    if not features and not any(r.texts for r in records):  # no captions (a folder of images): no text jobs
+        names = [n for n in names if FEATURES.get(n).kind != "text"] or names
     # Jobs read which others run alongside (e.g. `--weights` goes to a ResNet job only when it runs alone).
     job_options = {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options, "_jobs": names}
     options = dataclasses.replace(options, job_options=job_options)
-    records = load_records(dataset, root)
     store = open_store(store_path, create=True)
     if store.has_json("dataset"):
         held = store.read_json("dataset").get("name")
@@ -208,7 +242,7 @@ def run_extract(
         for name in names:
             job = FEATURES.get(name)
             start = time.perf_counter()
-            summary = job.run(records, store, options)
+            summary = _run_job(name, job, records, store, options)
             summary.seconds = summary.seconds or time.perf_counter() - start
             # What the stored set holds, not what this command asked for.
             summary.random_weights = stored_random_weights(store, summary.feature_set, summary.random_weights)
