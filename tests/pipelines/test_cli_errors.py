@@ -134,10 +134,24 @@ def test_corrupt_config_json_is_named(run, capsys):
 
 
 def test_corrupt_npz_and_npy(tmp_path, capsys):
+    import struct
+    import zipfile
+
+    from tests.store.test_importers import make_npz
+
     (tmp_path / "npz").mkdir()
     (tmp_path / "npz" / "1.npz").write_bytes(b"PK\x03\x04 not really a zip")
     assert lighthead("store", "import", "npz", tmp_path / "npz", tmp_path / "st") == 1
     assert str(tmp_path / "npz" / "1.npz") in error_line(capsys)
+    make_npz(tmp_path / "npz2", n=1)  # a valid file whose compressed `x` member is damaged
+    path = next((tmp_path / "npz2").glob("*.npz"))
+    member = next(i for i in zipfile.ZipFile(path).infolist() if i.filename == "x.npy")
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[member.header_offset + 26:member.header_offset + 30])
+    data[member.header_offset + 30 + name_len + extra_len + 20] ^= 0xFF  # inside the deflated bytes
+    path.write_bytes(bytes(data))
+    assert lighthead("store", "import", "npz", tmp_path / "npz2", tmp_path / "st3") == 1
+    assert error_line(capsys).startswith(f"error: {path}: unreadable array")
     pre = tmp_path / "pre"
     pre.mkdir()
     (pre / "test_ims.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
