@@ -3,48 +3,38 @@
 Expected layout under the root::
 
     VG_train.pkl  VG_dev.pkl  VG_test.pkl   the released files (or the same content as VG_<split>.json)
-    twitter2017_images/                     (or images/) holding <iid>.jpg
+    twitter2017_images/                     (or images/) holding <iid>.jpg; optional for text features
 
 Each file maps a key to {"iid", "sentence" (with $T$), "aspect" (the target), "sentiment"
 ("0"/"1"/"2" or ""), "relation" ("0" unrelated, "1"/"2" related), "boxes" [(x1, y1, x2, y2), ...]}.
 One "target" record per entry; `extra` holds "relevance" (0/1) and "box" (the first annotated
 box of a related target, pixels, or None). 1,176 / 588 / 588 entries.
 
-The pickles are read with an unpickler that refuses every class, so only plain dicts, lists,
-tuples, strings and numbers load (a pickle cannot run code this way).
+The pickles are read with an unpickler that refuses every class (`pickles.py`), so only plain
+dicts, lists, tuples, strings and numbers load (a pickle cannot run code this way). Missing
+images are not an error: a warning counts them, text jobs run and image jobs list them.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
 from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record, read_text
-from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label
+from lighthead.pipelines.datasets.pickles import read_plain_pickle
+from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label, warn_missing_images
 
 _SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
 _LAYOUT = """  VG_train.pkl, VG_dev.pkl, VG_test.pkl   (or VG_<split>.json with the same content)
   twitter2017_images/                      (the images <iid>.jpg; or images/)"""
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain data is accepted")
-
-
 def _read(path: Path) -> dict[str, Any]:
     try:
-        if path.suffix == ".json":
-            data = json.loads(read_text(path))
-        else:
-            with path.open("rb") as f:
-                data = _PlainUnpickler(f).load()
+        data = json.loads(read_text(path)) if path.suffix == ".json" else read_plain_pickle(path)
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise DatasetError(f"{path}: cannot read ({e}); convert it to JSON with the same content") from None
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a mapping of key -> entry, got {type(data).__name__}")
     return data
@@ -82,10 +72,10 @@ def _record(key: str, entry: Any, split: str, where: str, images: Path) -> Recor
     sentiment = str(entry.get("sentiment") or "").strip()
     boxes = entry.get("boxes") or []
     box = _box(boxes[0], where) if relevance and len(boxes) else None
-    iid = str(entry["iid"])
+    iid = str(entry["iid"]).strip()
+    if Path(iid).name != iid:
+        raise DatasetError(f"{where}: 'iid' {iid!r} is not a file name")
     image_path = images / (iid if Path(iid).suffix else f"{iid}.jpg")
-    if not image_path.is_file():
-        raise DatasetError(f"{where}: image {image_path} not found")
     return Record(
         id=f"{split}-{key}",
         image_id=Path(iid).stem,
@@ -103,12 +93,12 @@ def _record(key: str, entry: Any, split: str, where: str, images: Path) -> Recor
 def load(root: Path) -> list[Record]:
     """ITM annotations: one 'target' record per entry with its relevance and aligned box."""
     records = []
-    images = None
+    images = image_folder(root, ["twitter2017_images", "images"], _LAYOUT, required=False)
     for split, stem in _SPLITS.items():
         path = next((root / f"{stem}{ext}" for ext in (".json", ".pkl") if (root / f"{stem}{ext}").is_file()), None)
         if path is None:
             raise DatasetError(f"{root / stem}.pkl not found; expected under {root}:\n{_LAYOUT}")
-        images = images or image_folder(root, ["twitter2017_images", "images"], _LAYOUT)
         for key, entry in _read(path).items():
             records.append(_record(str(key), entry, split, f"{path}: entry {key!r}", images))
+    warn_missing_images(records, images)
     return records

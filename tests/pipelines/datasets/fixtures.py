@@ -84,6 +84,28 @@ def itm(root: Path, fmt: str = "pkl") -> Path:
     return root
 
 
+def itm_release_entries(split: str, n: int, seed: int = 0) -> dict[str, dict]:
+    """Entries laid out as the ITM release's twitter2015/<split>.pkl holds them: str keys "1".."n",
+    {"iid": str, "sentence": with $T$, "aspect", "sentiment": "0"/"1"/"2", "relation": None, "boxes": []}.
+    The label is written into the sentence, so a text model can learn it."""
+    rng = np.random.default_rng(seed)
+    words = {0: "awful terrible", 1: "today at", 2: "great wonderful"}
+    out = {}
+    for k in range(1, n + 1):
+        label = int(rng.integers(0, 3))
+        out[str(k)] = {"iid": f"{split[:2]}{1000 + k}", "sentence": f"RT @ user : $T$ {words[label]} {caption(rng, 3)}",
+                       "aspect": f"Team {k}", "sentiment": str(label), "relation": None, "boxes": []}
+    return out
+
+
+def itm_release(folder: Path, sizes: tuple[int, int, int] = (12, 6, 6)) -> Path:
+    """train/dev/test.pkl in the ITM release's layout (pickle protocol 3, as released); no images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for (split, fname), n in zip((("train", "train.pkl"), ("dev", "dev.pkl"), ("test", "test.pkl")), sizes):
+        (folder / fname).write_bytes(pickle.dumps(itm_release_entries(split, n, seed=n + len(split)), protocol=3))
+    return folder
+
+
 def mvsa(root: Path, labels: list[str], multiple: bool = False) -> Path:
     """labelResultAll.txt with the given label cells (one per post; tabs between annotators)."""
     header = "ID\t" + ("\t".join(["text,image"] * 3) if multiple else "text,image")

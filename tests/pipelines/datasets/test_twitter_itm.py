@@ -41,7 +41,7 @@ def test_twitter_label_names_and_images_folder(tmp_path):
     [
         ("9\t1\ttr0.jpg\tno placeholder here\tx", r"dev.tsv:5: the sentence has no \$T\$"),
         ("9\t7\ttr0.jpg\t$T$ ok\tx", r"dev.tsv:5: unknown label '7'"),
-        ("9\t1\tmissing.jpg\t$T$ ok\tx", r"dev.tsv:5: image .*missing.jpg not found"),
+        ("9\t1\t../up.jpg\t$T$ ok\tx", r"dev.tsv:5: image id '../up.jpg' is not a file name"),
         ("9\t1\ttr0.jpg\t$T$ ok", r"dev.tsv:5: expected 5 tab-separated columns"),
     ],
 )
@@ -57,10 +57,18 @@ def test_twitter_malformed_lines_name_file_and_line(tmp_path, bad_line, message)
 def test_twitter_missing_files_show_the_layout(tmp_path):
     with pytest.raises(DatasetError, match=r"train.tsv not found(.|\n)*twitter2015_images"):
         load_records("twitter15", tmp_path)
+
+
+def test_twitter_without_images_loads_and_warns(tmp_path):
+    """The text alone is a dataset: records load, one warning counts the missing images."""
     fixtures.twitter(tmp_path)
+    (tmp_path / "twitter2015_images" / "tr1.jpg").unlink()
+    with pytest.warns(UserWarning, match=r"1 of 9 image files not found \(first: .*tr1.jpg\); text feature jobs run"):
+        assert len(load_records("twitter15", tmp_path)) == 9
     (tmp_path / "twitter2015_images").rename(tmp_path / "elsewhere")
-    with pytest.raises(DatasetError, match="no image folder"):
-        load_records("twitter15", tmp_path)
+    with pytest.warns(UserWarning, match=r"no image folder .*twitter2015_images: none of the 9 images is present"):
+        records = load_records("twitter15", tmp_path)
+    assert records[0].image_path == str(tmp_path / "twitter2015_images" / "tr0.jpg")
 
 
 @pytest.mark.parametrize("fmt", ["pkl", "json"])
@@ -93,7 +101,7 @@ def test_itm_refuses_pickled_objects(tmp_path):
         ({"relation": "5"}, "entry '2': unknown relation '5'"),
         ({"sentiment": "happy"}, "entry '2': unknown label 'happy'"),
         ({"relation": "1", "boxes": [(5, 5, 1, 1)]}, "entry '2': malformed box"),
-        ({"iid": "nowhere"}, "entry '2': image .*nowhere.jpg not found"),
+        ({"iid": "../nowhere"}, "entry '2': 'iid' '../nowhere' is not a file name"),
         ({"sentence": "no placeholder"}, r"entry '2': the sentence has no \$T\$"),
     ],
 )
