@@ -144,6 +144,10 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
     if last_path.exists() and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not last_path.exists():
+        from lighthead.pipelines.run_checkpoint import load
+
+        if last_path.with_suffix(".pt").exists():
+            load(last_path)  # a run of the old pickle format: refused, saying why
         raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
     if resume:  # without new settings, continue with the run's own
         old = read_json(out / "config.json")

@@ -147,3 +147,12 @@ def test_foreign_safetensors_and_mismatched_weights_are_refused(run, tmp_path):
     save(best, {"img_enc.fc.weight": torch.zeros(1)})  # ours, but not this head's weights
     with pytest.raises(RunCheckpointError, match="does not match"):
         load_run(run, device="cpu")
+
+
+def test_resuming_a_run_of_the_old_pickle_format_says_why(run, store):
+    ckpts = run / "checkpoints"
+    for f in ckpts.iterdir():
+        f.unlink()
+    torch.save({"head": {}, "state": {"epoch": 0}}, ckpts / "last.pt")
+    with pytest.raises(RunCheckpointError, match=r"last\.pt: checkpoint in the old pickle format, which is not loaded"):
+        train("vsepp", store, run, epochs=2, overrides=TINY, resume=True, progress=False)
