@@ -142,5 +142,7 @@ def _run(app: typer.Typer, args: list[str] | None, interrupted: list[bool]) -> i
             typer.echo(f"error: {e}", err=True)
         return int(getattr(e, "exit_code", 2))
     except Exception as e:  # noqa: BLE001 - the one top-level handler
+        if interrupted:  # Ctrl-C surfaced as another error (a DataLoader worker killed by it, ...)
+            return 130
         return _one_line_error(e)
     return rv if isinstance(rv, int) else 0

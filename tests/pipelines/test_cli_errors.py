@@ -248,3 +248,21 @@ def test_warnings_are_one_line(run, capsys):
     assert warnings == [f"warning: --protocol 5k: the test split of {run} has 5 images, not 5,000; scored all 5 as "
                         "one set (not comparable to COCO 5K results)"]
     assert json.loads((run / "eval-test-5k.json").read_text())["n_images"] == 5
+
+
+def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(store, tmp_path, capsys, monkeypatch):
+    """A DataLoader whose workers died of the same Ctrl-C raises RuntimeError, not KeyboardInterrupt."""
+    import signal
+
+    import lighthead.pipelines.train as train_module
+
+    def interrupted(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            raise RuntimeError("DataLoader worker (pid 1234) exited unexpectedly") from None
+
+    monkeypatch.setattr(train_module, "seed_everything", interrupted)
+    assert lighthead(*train_args(store, tmp_path / "run")) == 130
+    err = capsys.readouterr().err
+    assert "error:" not in err and err.strip().startswith("interrupted: everything committed so far is kept")
