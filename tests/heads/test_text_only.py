@@ -40,17 +40,21 @@ def test_batched_matches_one_sample_at_a_time(pool):
             torch.testing.assert_close(logits[b], head.classifier(pooled), atol=1e-5, rtol=1e-4)
 
 
-def test_ignores_the_image_and_trains():
+def test_ignores_the_image_and_its_loss_is_the_cross_entropy():
     head, batch = tiny(), make_batch()
     with torch.no_grad():
-        torch.testing.assert_close(head(batch), head(dict(batch, regions=torch.zeros(3, 4, 16))))
+        logits = head(batch)
+        torch.testing.assert_close(logits, head(dict(batch, regions=torch.zeros(3, 4, 16))))
+        want = -sum(float(torch.log_softmax(logits[b], -1)[batch["label"][b]]) for b in range(3)) / 3
+        assert abs(float(head.loss(batch)["loss"]) - want) < 1e-5  # eval: no dropout
     head.train()
     out = head.loss(batch)
     out["loss"].backward()
     for name, p in head.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    (opt, _), = head.optimizers()
-    opt.step()
+    (opt, sched), = head.optimizers()  # ITM's paper set-up: AdamW 1e-5, decay 0.01, no schedule
+    assert isinstance(opt, torch.optim.AdamW) and sched is None
+    assert opt.param_groups[0]["lr"] == 1e-5 and opt.param_groups[0]["weight_decay"] == 0.01
 
 
 def test_config_validation():
