@@ -11,6 +11,7 @@ import sys
 import typer
 
 from lighthead.pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, store_cmd, sweep_cmd, train_cmd
+from lighthead.pipelines.cli import show_cmd
 from lighthead.pipelines.cli.help import readable_help
 
 readable_help()  # `--flag` instead of `--flag <bool>`, `--set KEY=VALUE` instead of `<list[str]>`
@@ -28,6 +29,7 @@ app.add_typer(train_cmd.app, name="train")
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("sweep")(sweep_cmd.sweep)
 app.add_typer(store_cmd.app, name="store")
+app.command("show")(show_cmd.show)
 
 
 def main() -> None:

@@ -53,6 +53,9 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
         summary = store_info(path)
     except StoreError as exc:
         raise fail(str(exc))
+    from lighthead.pipelines.regions_view import add_object_names
+
+    add_object_names(path, summary)  # region sets: their most frequent object names
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -73,6 +76,11 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
                           end_section=i == len(fs["fields"]) - 1)
     console = make_console()
     console.print(table)
+    for name, fs in summary["feature_sets"].items():
+        top = fs.get("objects", {}).get("top_objects")
+        if top:
+            console.print(f"{name}: most frequent objects: " + ", ".join(f"{n} ({c})" for n, c in top),
+                          markup=False, highlight=False)
     if summary["json"]:
         console.print("JSON artifacts: " + ", ".join(summary["json"]))
 
