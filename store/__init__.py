@@ -12,7 +12,8 @@ Python API::
 
     from lighthead.store import open_store, Field, verify, info, StoreError
 
-    s = open_store(path, create=False)        # Store; create=True makes the directory
+    s = open_store(path, create=False)        # Store; create=True makes the directory;
+                                              # check_reads=False skips per-chunk checksums
     s.names() -> list[str]                    # feature-set names
     fs = s["regions/butd-r101-vg-36"]         # FeatureSet (KeyError if absent)
     fs.ids -> list[str]; len(fs); id in fs
@@ -29,12 +30,13 @@ Python API::
         # overrides are WriterConfig fields: tag=None, shard_bytes=256 MiB,
         # shard_items=10_000, fsync=True; fields/attrs may be None to resume as stored
         w.done_ids -> frozenset[str]; w.is_done(id) -> bool
-        w.add(id, {field: array}) -> bool     # False when the id is already stored
-        w.add_batch(ids, [item, ...] or {field: batch}) -> int   # number added
-        w.flush(); w.refresh()
+        w.add(id, {field: array}) -> bool     # False when the id is already stored; refuses
+                                              # NaN/inf, float16 overflow, wrapping integers
+        w.add_batch(ids, [item, ...] or {field: batch}) -> int   # number buffered
+        w.flush(); w.refresh(); w.written     # items this writer committed (its "new" count)
 
     s.write_json(name, obj) -> Path; s.read_json(name); s.has_json(name); s.json_names()
-    verify(path, checksums=True, strict=False) -> list[str]    # one line per problem
+    verify(path, checksums=True, strict=False) -> list[str]    # one line per problem, all of them
     info(path) -> dict                                          # JSON-able summary
 
     from lighthead.store import StoreDataset            # imports torch (only this does)
@@ -46,8 +48,10 @@ Python API::
     from lighthead.store.importers import import_precomp, import_tsv, import_npz
     from lighthead.store.exporters import export_precomp
 
-Errors in data (truncated shard, missing file, checksum, malformed import input) raise
-`StoreError`, whose message names the file (and line or id).
+Errors in data (truncated shard, missing file, checksum, malformed import input, a value a
+field cannot hold) raise `StoreError`, whose message names the file (and line or id). Every
+chunk of a shard has a Fletcher-32 checksum that is checked the first time a process reads it;
+manifests may only name shard files inside their feature set.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from lighthead.store.writer import Writer, WriterConfig
 class Store:
     """A store directory. Use `open_store(path)` to get one."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, check_reads: bool | None = None):
         self.path = Path(path)
+        self.check_reads = check_reads  # None: LIGHTHEAD_STORE_CHECK_READS decides (default on)
         self._cache: dict[str, tuple[tuple, FeatureSet]] = {}
 
     def __repr__(self) -> str:
@@ -44,7 +45,7 @@ class Store:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         cached = self._cache.get(name)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, FeatureSet(self.path / name, name))
+            cached = (stamp, FeatureSet(self.path / name, name, self.check_reads))
             self._cache[name] = cached
         return cached[1]
 
@@ -99,11 +100,12 @@ class Store:
         return verify(self.path, checksums)
 
 
-def open_store(path: str | os.PathLike, create: bool = False) -> Store:
-    """Open the store at `path`; `create=True` makes the directory if needed."""
+def open_store(path: str | os.PathLike, create: bool = False, check_reads: bool | None = None) -> Store:
+    """Open the store at `path`; `create=True` makes the directory if needed. `check_reads=False`
+    reads without checking chunk checksums (default: on unless LIGHTHEAD_STORE_CHECK_READS=0)."""
     p = Path(path)
     if create:
         p.mkdir(parents=True, exist_ok=True)
     elif not p.is_dir():
         raise StoreError(f"{p}: no such store directory (use create=True to make one)")
-    return Store(p)
+    return Store(p, check_reads)

@@ -13,15 +13,20 @@
 TSV and npz give fields `features`, `boxes`, `image_w`, `image_h`, `num_boxes`; variable
 length unless `boxes=K` fixes the box count (then any other count is an error).
 
-Every item is validated before it is written; a malformed input raises StoreError naming
-the file (and line), after committing the valid items before it, so a rerun resumes there.
-Items already in the feature set are skipped without being decoded.
+Every item is validated before it is written: its layout, its values (NaN/inf, float16
+overflow, integers that would wrap: the writer's own check) and its boxes, which must lie
+inside the image. A malformed input raises StoreError naming the file (and line or id),
+after committing the valid items before it, so a rerun resumes there; an import that fails
+before committing anything leaves no trace (no empty feature set, no empty store). Items
+already in the feature set are skipped without being decoded. The count returned is what
+this call committed, so two imports running at once never both count an item.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 import zipfile
 import zlib
@@ -32,16 +37,40 @@ import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
-from lighthead.store.schema import Field
-from lighthead.store.writer import Writer
+from lighthead.store.schema import MANIFEST, Field, check_name, value_problem
+from lighthead.store.writer import Writer, remove_if_empty
 
 Progress = Callable[[int, "int | None"], None]  # (done, total) in the importer's units
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 NPZ_KEYS = ("x", "bbox", "num_bbox", "image_w", "image_h")
 
 
+BOX_SLACK = 1.0  # pixels a box may overhang the image: detectors clip to W-1 or W, then rescale
+
+
 def _store(dest: Store | str | os.PathLike) -> Store:
     return dest if isinstance(dest, Store) else open_store(dest, create=True)
+
+
+@contextlib.contextmanager
+def _no_trace_on_failure(dest: Store | str | os.PathLike, name: str) -> Iterator[None]:
+    """If the import fails before committing anything, remove the feature set (and the store
+    folder) it created, so a failed import never leaves an empty store behind."""
+    root = dest.path if isinstance(dest, Store) else Path(dest)
+    had_root = root.exists()
+    directory = root / check_name(name)
+    had_set = (directory / MANIFEST).exists()
+    try:
+        yield
+    except BaseException:
+        if not had_set and directory.is_dir() and remove_if_empty(directory):
+            parent = directory.parent  # folders made only to hold it ("regions/")
+            while parent != root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+        if not had_root and root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        raise
 
 
 def region_fields(dim: int, dtype: str, boxes: int | None) -> list[Field]:
@@ -57,7 +86,11 @@ class _Sink:
     def __init__(self, store: Store, name: str, attrs: dict, writer_opts: dict):
         self.store, self.name, self.attrs, self.opts = store, name, attrs, writer_opts
         self.writer: Writer | None = store.writer(name, None, **writer_opts) if name in store else None
-        self.added = 0
+
+    @property
+    def added(self) -> int:
+        """Items this import committed (valid once the sink is closed)."""
+        return 0 if self.writer is None else self.writer.written
 
     def is_done(self, item_id: str) -> bool:
         return self.writer is not None and self.writer.is_done(item_id)
@@ -66,7 +99,7 @@ class _Sink:
         if self.writer is None:
             self.writer = self.store.writer(self.name, fields(), self.attrs, **self.opts)
         try:
-            self.added += self.writer.add(item_id, item)
+            self.writer.add(item_id, item)
         except StoreError as exc:
             raise StoreError(f"{where}: {exc}") from None
 
@@ -98,7 +131,7 @@ def _b64_floats(blob: bytes, what: str, where: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.float32)
 
 
-def _check_regions(feats: np.ndarray, boxes: np.ndarray, n: int, fixed: int | None,
+def _check_regions(feats: np.ndarray, boxes: np.ndarray, n: int, w: int, h: int, fixed: int | None,
                    dim: int | None, where: str) -> None:
     if boxes.shape != (n, 4):
         raise StoreError(f"{where}: boxes have shape {boxes.shape}, expected ({n}, 4)")
@@ -108,6 +141,16 @@ def _check_regions(feats: np.ndarray, boxes: np.ndarray, n: int, fixed: int | No
         raise StoreError(f"{where}: feature size {feats.shape[1]}, the feature set has {dim}")
     if fixed is not None and n != fixed:
         raise StoreError(f"{where}: {n} boxes, but the import fixes boxes={fixed}")
+    if w < 1 or h < 1:
+        raise StoreError(f"{where}: image size {w} x {h} is empty")
+    x1, y1, x2, y2 = boxes.astype(np.float64).T  # (4, n)
+    ok = (x1 >= -BOX_SLACK) & (y1 >= -BOX_SLACK) & (x1 <= x2) & (y1 <= y2) \
+        & (x2 <= w + BOX_SLACK) & (y2 <= h + BOX_SLACK)  # False for NaN too
+    if not ok.all():
+        j = int(np.flatnonzero(~ok)[0])
+        coords = ", ".join(f"{v:g}" for v in boxes[j].tolist())
+        raise StoreError(f"{where}: box {j} [{coords}] is outside the {w} x {h} image "
+                         f"(need 0 <= x1 <= x2 <= {w}, 0 <= y1 <= y2 <= {h})")
 
 
 def _feature_dim(sink: _Sink) -> int | None:
@@ -134,9 +177,9 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     """Import bottom-up-attention TSV file(s), reading line by line; returns items added."""
     files = tsv_files(src)
     total = sum(p.stat().st_size for p in files)
-    store, done_bytes = _store(dest), 0
+    done_bytes = 0
     attrs = {"extractor": "bottom-up-attention", "imported_from": "tsv", "source": [p.name for p in files]}
-    with _Sink(store, name, attrs, writer_opts) as sink:
+    with _no_trace_on_failure(dest, name), _Sink(_store(dest), name, attrs, writer_opts) as sink:
         for path in files:
             with open(path, "rb") as fh:
                 for lineno, line in enumerate(fh, 1):
@@ -165,12 +208,19 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
                     if n == 0 or feat.size % n:
                         raise StoreError(f"{where}: {feat.size} feature values do not split into {n} boxes")
                     box, feat = box.reshape(-1, 4) if box.size % 4 == 0 else box, feat.reshape(n, -1)
-                    _check_regions(feat, box, n, boxes, _feature_dim(sink), where)
+                    _check_regions(feat, box, n, w, h, boxes, _feature_dim(sink), where)
                     item = {"features": feat, "boxes": box, "image_w": w, "image_h": h, "num_boxes": n}
                     sink.add(item_id, item, lambda: region_fields(feat.shape[1], dtype, boxes), where)
     if progress:
         progress(total, total)
     return sink.added
+
+
+def _npz_int(value: Any, key: str, path: Path) -> int:
+    v = np.asarray(value).reshape(-1)[0]
+    if v.dtype.kind not in "iuf" or (v.dtype.kind == "f" and not (np.isfinite(v) and v == np.floor(v))):
+        raise StoreError(f"{path}: {key} {v!r} is not an integer")
+    return int(v)  # a value that does not fit the int32 field is the writer's error
 
 
 def _npz_item(path: Path, fixed: int | None, dim: int | None) -> dict[str, Any]:
@@ -183,13 +233,13 @@ def _npz_item(path: Path, fixed: int | None, dim: int | None) -> dict[str, Any]:
             missing = [k for k in NPZ_KEYS if k not in z.files]
             if missing:
                 raise StoreError(f"{path}: missing key {missing[0]!r} (expected {', '.join(NPZ_KEYS)})")
-            x, bbox = np.asarray(z["x"]), np.asarray(z["bbox"], dtype=np.float32)
-            n, w, h = (int(np.asarray(z[k]).reshape(-1)[0]) for k in ("num_bbox", "image_w", "image_h"))
+            x, bbox = np.asarray(z["x"]), np.asarray(z["bbox"])
+            n, w, h = (_npz_int(z[k], k, path) for k in ("num_bbox", "image_w", "image_h"))
     except (ValueError, OSError, IndexError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged member
         raise StoreError(f"{path}: unreadable array ({exc})") from None
     if x.ndim == 2 and x.shape[0] != n and x.shape[1] == n:
         x = x.T  # (D, K) -> (K, D)
-    _check_regions(x, bbox, n, fixed, dim, str(path))
+    _check_regions(x, bbox, n, w, h, fixed, dim, str(path))
     return {"features": x, "boxes": bbox, "image_w": w, "image_h": h, "num_boxes": n}
 
 
@@ -201,9 +251,8 @@ def import_npz(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     files = sorted(src.glob("*.npz")) if src.is_dir() else []
     if not files:
         raise StoreError(f"{src}: no .npz files found")
-    store = _store(dest)
     attrs = {"extractor": "bottom-up-attention.pytorch", "imported_from": "npz", "source": src.name}
-    with _Sink(store, name, attrs, writer_opts) as sink:
+    with _no_trace_on_failure(dest, name), _Sink(_store(dest), name, attrs, writer_opts) as sink:
         for k, path in enumerate(files):
             if progress and k % 64 == 0:
                 progress(k, len(files))
@@ -241,7 +290,22 @@ def _precomp_splits(src: Path, splits: list[str] | None, caps_per_image: int) ->
         if len(lines) != caps_per_image * len(ims):
             raise StoreError(f"{caps_path}: {len(lines)} lines for {len(ims)} images in {ims_path.name} "
                              f"x {caps_per_image} captions")
-        yield split, ims, lines
+        yield split, ims, lines, ims_path
+
+
+def _check_values(split: str, ims: np.ndarray, path: Path, dtype: str) -> None:
+    """The writer's value check on a whole split before anything is written, so that a value
+    the feature set cannot hold (NaN, float16 overflow) stops the import with nothing stored."""
+    want = np.dtype(dtype)
+    for a in range(0, len(ims), 256):
+        block = np.asarray(ims[a:a + 256])  # (b, K, D), one sequential read
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            stored = block.astype(want)
+        bad = ~np.isfinite(stored.reshape(len(block), -1)).all(axis=1)  # (b,)
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            problem = value_problem(block[j], stored[j])
+            raise StoreError(f"{path}: item {a + j} (id '{split}/{a + j}'): field 'features': {problem}")
 
 
 def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name: str = "regions/precomp", *,
@@ -251,26 +315,32 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
     All splits are checked before anything is written."""
     src = Path(src)
     parts = list(_precomp_splits(src, splits, caps_per_image))
-    shapes = {ims.shape[1:] for _, ims, _ in parts}
+    shapes = {ims.shape[1:] for _, ims, _, _ in parts}
     if len(shapes) != 1:
         raise StoreError(f"{src}: splits have different [K, D] shapes {sorted(shapes)}")
     (k, d), = shapes
     fields = [Field("features", (k, d), dtype), Field("captions", (None,), "uint8")]
-    store = _store(dest)
+    for split, ims, _, ims_path in parts:
+        _check_values(split, ims, ims_path, dtype)
     attrs = {"extractor": "scan-precomp", "imported_from": "precomp", "caps_per_image": caps_per_image}
-    total, done, added = sum(len(ims) for _, ims, _ in parts), 0, 0
-    with store.writer(name, fields, None if name in store else attrs, **writer_opts) as w:
-        for split, ims, lines in parts:
-            for a in range(0, len(ims), 256):
-                ids = [f"{split}/{i}" for i in range(a, min(len(ims), a + 256))]
-                todo = [j for j, i in enumerate(ids) if not w.is_done(i)]
-                if todo:
-                    block = np.asarray(ims[a:a + len(ids)])  # one sequential read
-                    for j in todo:
-                        c = (a + j) * caps_per_image
-                        caps = np.frombuffer(b"".join(lines[c:c + caps_per_image]), dtype=np.uint8)
-                        added += w.add(ids[j], {"features": block[j], "captions": caps})
-                done += len(ids)
-                if progress:
-                    progress(done, total)
-    return added
+    total, done = sum(len(ims) for _, ims, _, _ in parts), 0
+    with _no_trace_on_failure(dest, name):
+        store = _store(dest)
+        with store.writer(name, fields, None if name in store else attrs, **writer_opts) as w:
+            for split, ims, lines, ims_path in parts:
+                for a in range(0, len(ims), 256):
+                    ids = [f"{split}/{i}" for i in range(a, min(len(ims), a + 256))]
+                    todo = [j for j, i in enumerate(ids) if not w.is_done(i)]
+                    if todo:
+                        block = np.asarray(ims[a:a + len(ids)])  # one sequential read
+                        for j in todo:
+                            c = (a + j) * caps_per_image
+                            caps = np.frombuffer(b"".join(lines[c:c + caps_per_image]), dtype=np.uint8)
+                            try:
+                                w.add(ids[j], {"features": block[j], "captions": caps})
+                            except StoreError as exc:
+                                raise StoreError(f"{ims_path}: item {a + j}: {exc}") from None
+                    done += len(ids)
+                    if progress:
+                        progress(done, total)
+    return w.written

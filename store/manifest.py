@@ -165,16 +165,27 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def try_lock(path: Path) -> int | None:
     """Non-blocking exclusive flock; returns the fd holding it, or None when someone else does.
-    With locking switched off every lock is "free": writers must then not overlap."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    if not _locking():
-        return fd
-    try:
-        _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
-    except BlockingIOError:
+    With locking switched off every lock is "free": writers must then not overlap.
+
+    Lock files of finished writers are deleted, so a lock taken on a file that was unlinked
+    (or replaced) meanwhile is worthless: then it tries again on the file now at `path`."""
+    for _ in range(100):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _locking():
+            return fd
+        try:
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
         os.close(fd)
-        return None
-    return fd
+    raise StoreError(f"{path}: lock file keeps changing")
 
 
 def library_versions() -> dict[str, str]:

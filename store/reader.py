@@ -9,9 +9,8 @@ import numpy as np
 
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import read_manifest
-from lighthead.store.schema import Field
-from lighthead.store.shard import ShardReader
-
+from lighthead.store.schema import MANIFEST, Field, check_shard_file
+from lighthead.store.shard import ShardReader, check_reads_default
 
 
 class FeatureSet:
@@ -21,10 +20,15 @@ class FeatureSet:
     `{field: np.ndarray}`; `fs.get_batch(keys)` returns fixed fields stacked as
     `[B, *shape]` and variable fields as lists of B arrays. File handles are opened
     lazily, one set per process, so a FeatureSet can be handed to DataLoader workers.
+
+    Every chunk is checked against its checksum the first time this process reads it;
+    `check_reads=False` (or LIGHTHEAD_STORE_CHECK_READS=0) skips that on the direct-copy path.
+    Shard names in the manifest must be plain file names inside `directory`.
     """
 
-    def __init__(self, directory: Path, name: str | None = None):
+    def __init__(self, directory: Path, name: str | None = None, check_reads: bool | None = None):
         self.path = Path(directory)
+        self.check_reads = check_reads_default() if check_reads is None else bool(check_reads)
         manifest = read_manifest(self.path)
         self.name = name or manifest.name
         self.fields: dict[str, Field] = manifest.fields
@@ -33,12 +37,12 @@ class FeatureSet:
         self._readers: list[ShardReader] = []
         ids: list[str] = []
         for entry in manifest.shards:
-            path = self.path / entry.file
+            path = self.path / check_shard_file(entry.file, self.path / MANIFEST)
             if not path.exists():
                 raise StoreError(f"{path}: listed in the manifest but missing")
             if path.stat().st_size != entry.bytes:
                 raise StoreError(f"{path}: {path.stat().st_size} bytes, manifest says {entry.bytes} (truncated)")
-            reader = ShardReader(path, self.fields, entry.rows)
+            reader = ShardReader(path, self.fields, entry.rows, self.check_reads)
             shard_ids = reader.load_index()
             if shard_ids and (shard_ids[0] != entry.first_id or shard_ids[-1] != entry.last_id):
                 raise StoreError(f"{path}: id range {shard_ids[0]!r}..{shard_ids[-1]!r} differs from the manifest")

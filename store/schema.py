@@ -98,13 +98,21 @@ class Field:
         return cls(obj["name"], tuple(obj["shape"]), obj["dtype"])
 
     def coerce(self, value: Any, item_id: str) -> np.ndarray:
-        """Cast one item's value to this field's dtype and check its shape."""
-        arr = np.asarray(value)
+        """Cast one item's value to this field's dtype and check its shape and values
+        (`value_problem`): a value the field cannot hold unchanged is an error, never stored."""
+        src = np.asarray(value)
+        # integers into any integer field (value_problem refuses those that would wrap)
+        casting = "unsafe" if src.dtype.kind in "iub" and self.np_dtype.kind in "iu" else "same_kind"
         try:
-            # always a copy: the writer buffers items and callers may reuse their arrays
-            arr = arr.astype(self.np_dtype, order="C", casting="same_kind", copy=True)
+            # always a copy: the writer buffers items and callers may reuse their arrays;
+            # overflow here is not a warning but value_problem's error below
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = src.astype(self.np_dtype, order="C", casting=casting, copy=True)
         except TypeError as exc:
-            raise StoreError(f"id {item_id!r}, field {self.name!r}: cannot store {arr.dtype} as {self.dtype}") from exc
+            raise StoreError(f"id {item_id!r}, field {self.name!r}: cannot store {src.dtype} as {self.dtype}") from exc
+        problem = value_problem(src, arr)
+        if problem:
+            raise StoreError(f"id {item_id!r}, field {self.name!r}: {problem}")
         if self.variable:
             ok = arr.ndim == len(self.shape) and arr.shape[1:] == self.row_shape
         else:
@@ -113,6 +121,43 @@ class Field:
             want = tuple("*" if d is None else d for d in self.shape)
             raise StoreError(f"id {item_id!r}, field {self.name!r}: shape {arr.shape}, expected {want}")
         return arr
+
+
+def value_problem(src: np.ndarray, stored: np.ndarray) -> str | None:
+    """Why `stored` (`src` cast to a field's dtype) differs from `src`, or None when it does not.
+
+    The one value check of every writer (extraction jobs and imports alike): NaN/inf in a
+    float field, floats beyond the stored dtype's range (float16 tops out at 65504; the cast
+    would make them inf), integers the stored dtype cannot hold (the cast would wrap them).
+    """
+    kind = stored.dtype.kind
+    if kind == "f":
+        if stored.size == 0 or np.isfinite(stored).all():
+            return None
+        if src.dtype.kind == "f" and not np.isfinite(src).all():
+            return "holds NaN or inf"
+        big = np.abs(src[~np.isfinite(stored)].astype(np.float64)).max()
+        name = stored.dtype.name
+        hint = "; keep float32 with --dtype float32" if name == "float16" else ""
+        return f"value {big:.6g} overflows {name} (largest {float(np.finfo(stored.dtype).max):.6g}){hint}"
+    if kind in "iu" and src.dtype.kind in "iub" and src.size and src.dtype != stored.dtype:
+        info = np.iinfo(stored.dtype)
+        lo, hi = src.min(), src.max()
+        if lo < info.min or hi > info.max:
+            bad = lo if lo < info.min else hi
+            return f"value {int(bad)} does not fit {stored.dtype.name} ({info.min}..{info.max})"
+    return None
+
+
+def check_shard_file(name: Any, manifest: Any) -> str:
+    """A shard name from a manifest: a plain finished-shard file name inside the feature set.
+    Anything else (absolute paths, `..`, sub-folders, `.tmp`) would read files the feature set
+    does not own, so it is refused."""
+    m = SHARD_RE.fullmatch(name) if isinstance(name, str) else None
+    if m is None or m["tmp"]:
+        raise StoreError(f"{manifest}: bad shard file name {name!r} (expected shard-<tag>-<num>.h5 "
+                         f"inside the feature set)")
+    return name
 
 
 def fields_from_json(items: Sequence[Mapping[str, Any]]) -> dict[str, Field]:

@@ -1,16 +1,22 @@
 """One HDF5 shard: how it is laid out, written and read.
 
 Layout of `shard-<tag>-<num>.h5` (N items):
-    /ids              [N] UTF-8 strings
-    /fields/<name>    fixed field:    [N, *shape], chunked one item per chunk (small items are
-                                      grouped to >= 4 KiB chunks: per-chunk overhead would dominate)
-                      variable field: [total, *rest], contiguous
+    /ids              [N] UTF-8 strings, fixed width (NUL-padded; ids never contain NUL)
+    /fields/<name>    fixed field:    [N, *shape], one item per chunk (small items are grouped
+                                      to >= 4 KiB chunks: per-chunk overhead would dominate)
+                      variable field: [total, *rest], chunks of about one average item
     /offsets/<name>   variable field: [N+1] int64; item i is rows offsets[i]:offsets[i+1]
-No compression: float16 features hardly compress, and unfiltered chunks let the reader copy
-an item straight out of a read-only mmap of the file at the chunk's offset instead of going
-through HDF5's selection machinery (the "raw" path; offsets come from HDF5's chunk index and
-are checked against the file size, so a truncated file is refused, not a SIGBUS). The h5py
-path stays as a fallback and a cross-check.
+Every dataset is chunked with HDF5's Fletcher-32 filter: each chunk carries a checksum of its
+bytes, which HDF5 checks whenever it reads the chunk, so a damaged byte is an error instead
+of a wrong value. No compression: float16 features hardly compress, and uncompressed chunks
+let the reader copy an item straight out of a read-only mmap of the file at the chunk's
+offset instead of going through HDF5's selection machinery (the "raw" path; offsets come
+from HDF5's chunk index and are checked against the file size, so a truncated file is
+refused, not a SIGBUS). The raw path skips the checksum, so each chunk is first read once
+through HDF5 (which checks it) in every process; later reads of it are direct copies. A
+shard is never modified after it is written, so what was checked stays checked, up to the
+page cache. Shards written before checksums (no filter, contiguous variable fields, variable-
+width ids) are read as before, without the check.
 """
 
 from __future__ import annotations
@@ -28,11 +34,16 @@ from lighthead.store.errors import StoreError
 from lighthead.store.schema import FORMAT, VERSION, Field
 
 MIN_CHUNK_BYTES = 4096  # items smaller than this share a chunk
+MAX_CHUNK_BYTES = 1 << 20  # variable-length fields: chunks of about one item, at most this
 H5_LIBVER = ("v110", "v110")  # readable by any HDF5 >= 1.10, yet with the faster chunk indexes
-H5_CACHE = dict(rdcc_nbytes=4 << 20, rdcc_nslots=10007)  # h5py fallback path only
-# Page-aligned data: a [36, 2048] float16 item then spans exactly 36 pages, not 37. Chunks
-# of one field are consecutive, so only the first one of each dataset may need padding.
-H5_ALIGN = dict(alignment_threshold=4096, alignment_interval=4096)
+# h5py path (first, checked reads of each chunk; other layouts): holds one chunk of a variable
+# field, so an item spanning chunks is checked once; kept small, every shard has its own
+H5_CACHE = dict(rdcc_nbytes=MAX_CHUNK_BYTES, rdcc_nslots=521)
+CHECK_ENV = "LIGHTHEAD_STORE_CHECK_READS"  # "0": never check checksums on the raw path
+
+
+def check_reads_default() -> bool:
+    return os.environ.get(CHECK_ENV, "1") != "0"
 
 
 def rows_per_chunk(field: Field, n: int) -> int:
@@ -40,16 +51,37 @@ def rows_per_chunk(field: Field, n: int) -> int:
     return max(1, min(n, MIN_CHUNK_BYTES // item_bytes or 1))
 
 
+def flat_rows_per_chunk(row_bytes: int, total: int, items: int) -> int:
+    """Rows per chunk of a variable field's flat array: about one average item, so a random
+    read checks little beyond what it needs, within [MIN_CHUNK_BYTES, MAX_CHUNK_BYTES]."""
+    row_bytes = max(1, row_bytes)
+    want = -(-total // max(1, items)) * row_bytes  # bytes of an average item, rounded up
+    want = min(max(want, MIN_CHUNK_BYTES), MAX_CHUNK_BYTES)
+    return max(1, min(total, want // row_bytes))
+
+
+def _dataset(group: h5py.Group, name: str, data: np.ndarray, rows: int) -> None:
+    """A dataset chunked `rows` items at a time (whole rows), with a Fletcher-32 checksum per chunk."""
+    if len(data) == 0:  # chunks may not exceed a fixed shape: an empty one must be extendible
+        group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]),
+                             maxshape=(None, *data.shape[1:]), fletcher32=True)
+        return
+    group.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]), fletcher32=True)
+
+
 def write_shard(path: Path, ids: list[str], fields: dict[str, Field],
                 columns: dict[str, list[np.ndarray]], fsync: bool = True) -> None:
     """Write a complete shard to `path` (the caller passes a `.tmp` name and renames it)."""
     n = len(ids)
+    encoded = [i.encode("utf-8") for i in ids]
+    width = max([1, *map(len, encoded)])
     # HDF5 locking is pointless here: the file is private to this writer until renamed.
-    with h5py.File(path, "w", libver=H5_LIBVER, locking=False, **H5_ALIGN) as f:
+    with h5py.File(path, "w", libver=H5_LIBVER, locking=False) as f:
         f.attrs["format"] = FORMAT
         f.attrs["version"] = VERSION
         f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields.values()])
-        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", width)),
+                 max(1, min(n, MAX_CHUNK_BYTES // width)))
         g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
         for name, fld in fields.items():
             values = columns[name]
@@ -57,12 +89,11 @@ def write_shard(path: Path, ids: list[str], fields: dict[str, Field],
                 offsets = np.zeros(n + 1, dtype=np.int64)
                 np.cumsum([len(v) for v in values], out=offsets[1:])
                 flat = np.concatenate(values, axis=0)  # (total, *rest)
-                g_fields.create_dataset(name, data=flat)
-                g_offsets.create_dataset(name, data=offsets)
+                row_bytes = int(np.prod(fld.row_shape, dtype=np.int64)) * fld.np_dtype.itemsize
+                _dataset(g_fields, name, flat, flat_rows_per_chunk(row_bytes, len(flat), n))
+                _dataset(g_offsets, name, offsets, flat_rows_per_chunk(8, n + 1, 1))
             else:
-                arr = np.stack(values)  # (N, *shape)
-                rpc = rows_per_chunk(fld, n)
-                g_fields.create_dataset(name, data=arr, chunks=(rpc, *fld.shape))
+                _dataset(g_fields, name, np.stack(values), rows_per_chunk(fld, n))  # (N, *shape)
     if fsync:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -84,27 +115,38 @@ def open_h5(path: Path) -> h5py.File:
 
 
 @dataclass
-class _FixedIndex:
-    chunk_offsets: np.ndarray  # file offset of each chunk, by chunk number
-    rows_per_chunk: int  # items per chunk
-    item_bytes: int  # bytes of one item
+class _Chunks:
+    """Where the chunks of a dataset (unfiltered, or with only Fletcher-32) lie in the file."""
+
+    offsets: np.ndarray  # file offset of each chunk's first byte, by chunk number
+    rows: int  # dataset rows per chunk (items of a fixed field, flat rows of a variable one)
+    row_bytes: int  # bytes of one row
+    checked: np.ndarray | None  # per chunk: checksum verified in this process; None: nothing to check
 
 
 @dataclass
-class _VarIndex:
-    base: int  # file offset of the contiguous flat array (-1 when it is empty)
+class _Contiguous:
+    """An unchunked flat array (variable fields of shards written before checksums)."""
+
+    base: int  # file offset of the flat array (-1 when it is empty)
     row_bytes: int  # bytes of one row of the flat array
 
 
 class ShardReader:
-    """Reads items of one shard. Picklable; per-process handles are reopened after fork."""
+    """Reads items of one shard. Picklable; per-process handles are reopened after fork.
 
-    def __init__(self, path: Path, fields: dict[str, Field], rows: int):
+    `check=False` skips the checksum of chunks read on the raw path (HDF5 itself always
+    checks what it reads).
+    """
+
+    def __init__(self, path: Path, fields: dict[str, Field], rows: int, check: bool = True):
         self.path = Path(path)
         self.fields = fields
         self.rows = rows
+        self.check = check
+        self.ids: list[str] = []  # filled by load_index; names items in errors
         self.offsets: dict[str, np.ndarray] = {}  # variable fields: [rows+1]
-        self.raw: dict[str, _FixedIndex | _VarIndex] = {}  # fields readable with pread
+        self.raw: dict[str, _Chunks | _Contiguous] = {}  # fields readable with pread
         self.ram: dict[str, np.ndarray] = {}  # preloaded arrays (fixed [N,...] or flat)
         self._pid = -1
         self._map: np.ndarray | None = None  # uint8 view of a read-only mmap of the file
@@ -121,16 +163,23 @@ class ShardReader:
                     if fld.variable:
                         off = np.asarray(f["offsets"][name][...], dtype=np.int64)
                         if len(off) != self.rows + 1 or off[0] != 0 or np.any(np.diff(off) < 0) \
-                                or off[-1] != ds.shape[0]:
+                                or off[-1] != ds.shape[0] or ds.shape[1:] != fld.row_shape:
                             raise StoreError(f"{self.path}: bad offsets for field {name!r}")
                         self.offsets[name] = off
-                    idx = _raw_index(ds, fld, self.rows, size)
+                    elif ds.shape != (self.rows, *fld.shape):
+                        raise StoreError(f"{self.path}: field {name!r} has shape {ds.shape}, "
+                                         f"expected {(self.rows, *fld.shape)}")
+                    idx = _raw_index(ds, self.check, size)
                     if idx is not None:
                         self.raw[name] = idx
             except KeyError as exc:
                 raise StoreError(f"{self.path}: missing dataset {exc}") from None
+            except OSError as exc:  # a chunk of ids or offsets failed its checksum, or I/O error
+                raise StoreError(f"{self.path}: unreadable index (ids or offsets), the shard is "
+                                 f"damaged: {exc}") from None
         if len(ids) != self.rows:
             raise StoreError(f"{self.path}: holds {len(ids)} ids, manifest says {self.rows}")
+        self.ids = ids
         return ids
 
     # -- per-process handles -------------------------------------------------------------
@@ -167,6 +216,44 @@ class ShardReader:
         state.update(_pid=-1, _map=None, _h5=None)
         return state
 
+    # -- reads through HDF5 (which checks every chunk it reads) --------------------------
+    def _item_of_row(self, name: str, row: int) -> int:
+        if name in self.offsets:
+            return int(np.searchsorted(self.offsets[name], row, side="right")) - 1
+        return row
+
+    def _damaged(self, name: str, rows, exc: OSError) -> StoreError:
+        """The error for a failed HDF5 read: the first of `rows` that cannot be read names the id."""
+        ds = self.h5()["fields"][name]
+        bad = None
+        for r in rows:
+            try:
+                ds[int(r):int(r) + 1]
+            except OSError:
+                bad = int(r)
+                break
+        where = f"id {self.ids[self._item_of_row(name, bad)]!r}, " if bad is not None and self.ids else ""
+        return StoreError(f"{self.path}: {where}field {name!r}: unreadable, the shard is damaged "
+                          f"({exc}); `lighthead store verify` checks the whole store")
+
+    def _h5_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Stored rows `rows` of a field, read through HDF5 one at a time (a fancy-index
+        selection over filtered chunks is orders of magnitude slower in HDF5)."""
+        ds = self.h5()["fields"][name]
+        out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+        for j, r in enumerate(rows.tolist()):
+            try:
+                out[j] = ds[r:r + 1][0]
+            except OSError as exc:
+                raise self._damaged(name, [r], exc) from None
+        return out
+
+    def _h5_slice(self, name: str, a: int, b: int) -> np.ndarray:
+        try:
+            return self.h5()["fields"][name][a:b]
+        except OSError as exc:
+            raise self._damaged(name, range(a, b), exc) from None
+
     # -- reads ---------------------------------------------------------------------------
     def read_fixed(self, name: str, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
         """out[dest[j]] = item rows[j] of field `name`; rows sorted ascending."""
@@ -175,12 +262,19 @@ class ShardReader:
             return
         idx = self.raw.get(name)
         if idx is None:
-            uniq, inv = np.unique(rows, return_inverse=True)
-            out[dest] = self.h5()["fields"][name][uniq][inv]  # h5py wants increasing indices
+            out[dest] = self._h5_rows(name, rows)
             return
+        chunk = rows // idx.rows
+        if idx.checked is not None:
+            new = ~idx.checked[chunk]
+            if new.any():  # first read of these chunks in this process: through HDF5, which checks them
+                out[dest[new]] = self._h5_rows(name, rows[new])
+                idx.checked[chunk[new]] = True
+                old = ~new
+                rows, dest, chunk = rows[old], dest[old], chunk[old]
         flat = out.reshape(out.shape[0], -1).view(np.uint8)  # (B, item_bytes)
-        mm, nb = self.mapped(), idx.item_bytes
-        starts = idx.chunk_offsets[rows // idx.rows_per_chunk] + (rows % idx.rows_per_chunk) * nb
+        mm, nb = self.mapped(), idx.row_bytes
+        starts = idx.offsets[chunk] + (rows - chunk * idx.rows) * nb
         for j, o in zip(dest.tolist(), starts.tolist()):
             flat[j] = mm[o:o + nb]
 
@@ -189,46 +283,70 @@ class ShardReader:
         a, b = int(self.offsets[name][row]), int(self.offsets[name][row + 1])
         if name in self.ram:
             return self.ram[name][a:b].copy()
-        idx = self.raw.get(name)
-        if idx is None:
-            return self.h5()["fields"][name][a:b]
         if b == a:
             return np.empty((0, *fld.row_shape), dtype=fld.np_dtype)
-        o = idx.base + a * idx.row_bytes
-        raw = self.mapped()[o:o + (b - a) * idx.row_bytes]
-        return raw.view(fld.np_dtype).reshape(b - a, *fld.row_shape).copy()
+        idx = self.raw.get(name)
+        if idx is None:
+            return self._h5_slice(name, a, b)
+        rb = idx.row_bytes
+        if isinstance(idx, _Contiguous):
+            o = idx.base + a * rb
+            raw = self.mapped()[o:o + (b - a) * rb]
+            return raw.view(fld.np_dtype).reshape(b - a, *fld.row_shape).copy()
+        ka, kb = a // idx.rows, (b - 1) // idx.rows + 1
+        if idx.checked is not None and not idx.checked[ka:kb].all():
+            out = self._h5_slice(name, a, b)
+            idx.checked[ka:kb] = True
+            return out
+        out = np.empty((b - a, *fld.row_shape), dtype=fld.np_dtype)
+        buf, mm = out.reshape(-1).view(np.uint8), self.mapped()
+        r = a
+        for k in range(ka, kb):  # the item's rows, chunk by chunk
+            r1 = min(b, (k + 1) * idx.rows)
+            o = int(idx.offsets[k]) + (r - k * idx.rows) * rb
+            buf[(r - a) * rb:(r1 - a) * rb] = mm[o:o + (r1 - r) * rb]
+            r = r1
+        return out
 
     def read_all(self, name: str) -> np.ndarray:
         """The whole dataset of a field (fixed [N, ...] or flat [total, ...]), for preload."""
-        return np.asarray(self.h5()["fields"][name][...])
+        ds = self.h5()["fields"][name]
+        try:
+            return np.asarray(ds[...])
+        except OSError as exc:
+            step = ds.chunks[0] if ds.chunks else 1
+            raise self._damaged(name, range(0, ds.shape[0], step), exc) from None
 
 
-def _raw_index(ds: h5py.Dataset, fld: Field, rows: int, file_size: int):
-    """Byte offsets that let an item be read with one pread, or None to use h5py instead."""
-    if ds.dtype.byteorder == ">" or ds.id.get_create_plist().get_nfilters() != 0:
+def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Contiguous | None:
+    """Byte offsets that let a row be read with one copy, or None to use h5py instead."""
+    plist = ds.id.get_create_plist()
+    nfilters = plist.get_nfilters()
+    checksummed = nfilters == 1 and plist.get_filter(0)[0] == h5py.h5z.FILTER_FLETCHER32
+    if ds.dtype.byteorder == ">" or (nfilters and not checksummed):
         return None
-    itemsize = ds.dtype.itemsize
-    if fld.variable:
-        row_bytes = int(np.prod(fld.row_shape, dtype=np.int64)) * itemsize
-        if ds.shape[0] == 0:
-            return _VarIndex(-1, row_bytes)
-        if ds.chunks is not None:
-            return None
+    row_bytes = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+    if ds.shape[0] == 0:
+        return _Contiguous(-1, row_bytes)
+    if ds.chunks is None:
         base = ds.id.get_offset()
         if base is None or base + ds.shape[0] * row_bytes > file_size:
             return None if base is None else _truncated(ds)
-        return _VarIndex(int(base), row_bytes)
-    if ds.chunks is None or rows == 0:
-        return None
+        return _Contiguous(int(base), row_bytes)
+    if tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
+        return None  # chunks split rows: not ours, let HDF5 assemble them
     rpc = ds.chunks[0]
-    nchunks = -(-rows // rpc)
+    nchunks = -(-ds.shape[0] // rpc)
     offsets = np.full(nchunks, -1, dtype=np.int64)
+    unfiltered = np.zeros(nchunks, dtype=bool)  # chunks stored without their checksum
     ends = [0]
 
     def visit(info) -> None:
         if info.byte_offset is None:
             return  # unallocated chunk
-        offsets[info.chunk_offset[0] // rpc] = info.byte_offset
+        k = info.chunk_offset[0] // rpc
+        offsets[k] = info.byte_offset
+        unfiltered[k] = bool(info.filter_mask & 1)
         ends[0] = max(ends[0], info.byte_offset + info.size)
 
     if hasattr(ds.id, "chunk_iter"):  # one C-level pass (HDF5 >= 1.12.3)
@@ -242,8 +360,7 @@ def _raw_index(ds: h5py.Dataset, fld: Field, rows: int, file_size: int):
         return None  # unallocated chunks: let HDF5 supply fill values
     if ends[0] > file_size:
         _truncated(ds)
-    item_bytes = int(np.prod(fld.shape, dtype=np.int64)) * itemsize
-    return _FixedIndex(offsets, rpc, item_bytes)
+    return _Chunks(offsets, rpc, row_bytes, unfiltered.copy() if checksummed and check else None)
 
 
 def _truncated(ds: h5py.Dataset):

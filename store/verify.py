@@ -11,26 +11,46 @@ import numpy as np
 
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import read_manifest, sha256_file
-from lighthead.store.schema import MANIFEST, SHARD_RE
+from lighthead.store.schema import MANIFEST, check_shard_file
 from lighthead.store.shard import open_h5
 
 
-def feature_set_dirs(root: Path) -> list[tuple[str, Path]]:
-    """(name, directory) of every feature set under a store root, sorted by name."""
+def feature_set_dirs(root: Path, errors: list[str] | None = None) -> list[tuple[str, Path]]:
+    """(name, directory) of every feature set under a store root, sorted by name.
+
+    Symlinked folders are followed (training reads through them, so they are checked too),
+    each real folder once, so a link back up the tree is no loop. Folders that cannot be
+    listed are added to `errors` when given.
+    """
     root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        here = Path(dirpath)
-        if here == root:
-            dirnames[:] = [d for d in dirnames if d != "meta"]
-        if MANIFEST in filenames and here != root:
-            found.append((here.relative_to(root).as_posix(), here))
+    found: list[tuple[str, Path]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(here: Path, name: str) -> None:
+        try:
+            st = os.stat(here)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(here) as it:
+                entries = sorted((e.name, e.is_dir()) for e in it)  # is_dir follows symlinks
+        except OSError as exc:
+            if errors is not None:
+                errors.append(f"{here}: cannot list folder: {exc}")
+            return
+        if name and any(n == MANIFEST and not is_dir for n, is_dir in entries):
+            found.append((name, here))
+        for n, is_dir in entries:
+            if is_dir and not n.startswith(".") and not (not name and n == "meta"):
+                walk(here / n, f"{name}/{n}" if name else n)
+
+    walk(root, "")
     return sorted(found)
 
 
 def verify_feature_set(directory: Path, checksums: bool = True) -> list[str]:
-    """Problems of one feature set, one line each, naming the file."""
+    """Problems of one feature set, one line each, naming the file. Every shard is checked,
+    whatever went wrong with the ones before it."""
     directory = Path(directory)
     try:
         manifest = read_manifest(directory)
@@ -39,28 +59,33 @@ def verify_feature_set(directory: Path, checksums: bool = True) -> list[str]:
     problems: list[str] = []
     seen: dict[str, str] = {}
     files = [s.file for s in manifest.shards]
-    if len(set(files)) != len(files):
+    if len(set(map(str, files))) != len(files):
         problems.append(f"{directory / MANIFEST}: a shard is listed twice")
     for entry in manifest.shards:
-        path = directory / entry.file
-        if not SHARD_RE.match(entry.file) or SHARD_RE.match(entry.file)["tmp"]:
-            problems.append(f"{directory / MANIFEST}: bad shard file name {entry.file!r}")
-            continue
-        if not path.exists():
-            problems.append(f"{path}: listed in the manifest but missing")
-            continue
-        size = path.stat().st_size
-        if size != entry.bytes:
-            problems.append(f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced)")
-            continue
-        if checksums and sha256_file(path) != entry.sha256:
-            problems.append(f"{path}: sha256 mismatch (file changed since it was written)")
+        try:
+            path = directory / check_shard_file(entry.file, directory / MANIFEST)
+        except StoreError as exc:
+            problems.append(str(exc))
             continue
         try:
-            problems += _check_shard(path, entry, manifest.fields, seen)
-        except (StoreError, OSError, KeyError, ValueError) as exc:
-            problems.append(f"{path}: {exc}" if str(path) not in str(exc) else str(exc))
+            problems += _check_entry(path, entry, manifest.fields, seen, checksums)
+        except Exception as exc:  # noqa: BLE001 - a verifier reports whatever it meets and goes on
+            text = str(exc) or type(exc).__name__
+            problems.append(text if text.startswith(str(path)) else f"{path}: {text}")
     return problems
+
+
+def _check_entry(path: Path, entry, fields, seen: dict[str, str], checksums: bool) -> list[str]:
+    if not path.exists():
+        return [f"{path}: listed in the manifest but missing"]
+    if not path.is_file():
+        return [f"{path}: not a file"]
+    size = path.stat().st_size
+    if size != entry.bytes:
+        return [f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced)"]
+    if checksums and sha256_file(path) != entry.sha256:
+        return [f"{path}: sha256 mismatch (file changed since it was written)"]
+    return _check_shard(path, entry, fields, seen)
 
 
 def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:
@@ -102,7 +127,8 @@ def verify(path: str | os.PathLike, checksums: bool = True, strict: bool = False
         problems = [f"{root}: no such store directory"]
     else:
         problems = []
-        for _, directory in feature_set_dirs(root):
+        sets = feature_set_dirs(root, problems)
+        for _, directory in sets:
             problems += verify_feature_set(directory, checksums)
         meta = root / "meta"
         if meta.is_dir():

@@ -9,11 +9,18 @@ Protocol (why each step exists):
    `.tmp` is renamed, and the manifest is replaced atomically. A kill between the rename and
    the manifest leaves an unlisted shard: never visible to readers, deleted on the next open.
 3. Each writer holds a flock on `.writer-<tag>.lock` for its lifetime, which is how others
-   tell a live writer's `.tmp` from a dead one's.
+   tell a live writer's `.tmp` from a dead one's. A writer deletes its lock file when it
+   closes, and the next writer deletes those of dead ones; both under the manifest lock,
+   under which tags are also taken, so no writer ever holds a lock on a deleted file.
+4. Every value is checked before it is buffered (`Field.coerce`): NaN/inf, float16 overflow
+   and integers that would wrap are errors naming the id and field, never stored changed.
+`written` counts the items a writer committed; `add` returning True only means "buffered":
+another writer may commit the same id first, and then this one drops it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -28,10 +35,16 @@ import numpy as np
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import (LOCK_FILE, Manifest, ShardEntry, file_lock, fsync_dir, library_versions,
                             read_manifest, sha256_file, try_lock, write_manifest)
-from lighthead.store.schema import MANIFEST, SHARD_RE, Field, check_fields, check_id, check_tag, shard_name
+from lighthead.store.schema import (MANIFEST, SHARD_RE, Field, check_fields, check_id, check_shard_file, check_tag,
+                                    shard_name)
 from lighthead.store.shard import open_h5, write_shard
 
 KILL_ENV = "LIGHTHEAD_STORE_KILL_AT"  # fault injection for the crash tests: SIGKILL at a named step
+TAG_LOCK_RE = re.compile(r"^\.writer-(?P<tag>[A-Za-z0-9_.-]{1,64})\.lock$")
+
+
+def _tag_lock(directory: Path, tag: str) -> Path:
+    return directory / f".writer-{tag}.lock"
 
 
 def _crash_point(step: str) -> None:
@@ -82,7 +95,7 @@ class Writer:
         self._pending_set: set[str] = set()
         self._columns: dict[str, list[np.ndarray]] = {}
         self._pending_bytes = 0
-        self.written = 0  # items this writer committed
+        self.written = 0  # items this writer committed (what it reports as new)
         self.dir.mkdir(parents=True, exist_ok=True)
         try:
             with file_lock(self.dir / LOCK_FILE):
@@ -104,7 +117,7 @@ class Writer:
                 raise StoreError(f"{self.dir / MANIFEST}: attrs differ from the stored ones; "
                                  f"write to a new feature set name")
             for entry in manifest.shards:  # refuse to resume on top of a damaged feature set
-                path = self.dir / entry.file
+                path = self.dir / check_shard_file(entry.file, self.dir / MANIFEST)
                 if not path.exists():
                     raise StoreError(f"{path}: listed in the manifest but missing")
                 if path.stat().st_size != entry.bytes:
@@ -124,7 +137,7 @@ class Writer:
 
     def _acquire_tag(self) -> None:
         def lock(tag: str) -> int | None:
-            return try_lock(self.dir / f".writer-{tag}.lock")
+            return try_lock(_tag_lock(self.dir, tag))
 
         if self.config.tag is not None:
             self.tag = self.config.tag
@@ -142,35 +155,49 @@ class Writer:
         raise StoreError(f"{self.dir}: no free writer tag")
 
     def _cleanup(self, manifest: Manifest) -> None:
-        """Delete leftovers of dead writers: their `.tmp` shards and unlisted finished shards.
+        """Delete leftovers of dead writers: their `.tmp` shards, unlisted finished shards and
+        their `.writer-<tag>.lock` files.
 
         Runs under the manifest lock, so no live writer is between rename and manifest update:
         an unlisted finished shard is always an orphan. A `.tmp` is only removed when its tag's
-        lock can be taken, i.e. its writer is gone.
+        lock can be taken, i.e. its writer is gone; its lock file is deleted while held.
         """
         listed = {s.file for s in manifest.shards}
         dead: dict[str, bool] = {self.tag: True}  # our own tag's leftovers are a predecessor's
-        for fname in sorted(os.listdir(self.dir)):
-            if fname.startswith(MANIFEST + ".tmp"):
-                os.unlink(self.dir / fname)
-                continue
-            m = SHARD_RE.match(fname)
-            if not m or (not m["tmp"] and fname in listed):
-                continue
-            tag = m["tag"]
+        held: list[int] = []  # locks of dead tags, kept until their lock files are gone
+
+        def is_dead(tag: str) -> bool:
             if tag not in dead:
-                fd = try_lock(self.dir / f".writer-{tag}.lock")
+                fd = try_lock(_tag_lock(self.dir, tag))
                 dead[tag] = fd is not None
                 if fd is not None:
-                    os.close(fd)
-            if dead[tag] or not m["tmp"]:
-                os.unlink(self.dir / fname)
+                    held.append(fd)
+            return dead[tag]
+
+        try:
+            for fname in sorted(os.listdir(self.dir)):
+                if fname.startswith(MANIFEST + ".tmp"):
+                    os.unlink(self.dir / fname)
+                    continue
+                m = SHARD_RE.match(fname)
+                if m and (m["tmp"] or fname not in listed) and (is_dead(m["tag"]) or not m["tmp"]):
+                    os.unlink(self.dir / fname)
+                t = TAG_LOCK_RE.match(fname)
+                if t and t["tag"] != self.tag:
+                    is_dead(t["tag"])
+            for tag, gone in dead.items():
+                if gone and tag != self.tag:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(_tag_lock(self.dir, tag))
+        finally:
+            for fd in held:
+                os.close(fd)
 
     def _merge(self, manifest: Manifest) -> None:
         """Add the ids of shards committed since we last looked to the done set."""
         for entry in manifest.shards:
             if entry.file not in self._known:
-                self._done.update(_read_ids(self.dir / entry.file))
+                self._done.update(_read_ids(self.dir / check_shard_file(entry.file, self.dir / MANIFEST)))
                 self._known.add(entry.file)
 
     # -- public API ------------------------------------------------------------------------
@@ -257,8 +284,16 @@ class Writer:
         self._pending, self._pending_set, self._pending_bytes = [], set(), 0
         self._columns = {n: [] for n in self.fields}
 
-    def _release_tag(self) -> None:
-        if self._tag_fd is not None:
+    def _release_tag(self, remove: bool = False) -> None:
+        """Release the tag's lock; `remove` also deletes its lock file (under the manifest
+        lock, which every writer takes a tag under, so nobody can be locking it meanwhile)."""
+        if self._tag_fd is None:
+            return
+        try:
+            if remove:
+                with contextlib.suppress(OSError), file_lock(self.dir / LOCK_FILE):
+                    os.unlink(_tag_lock(self.dir, self.tag))
+        finally:
             os.close(self._tag_fd)
             self._tag_fd = None
 
@@ -267,7 +302,7 @@ class Writer:
         try:
             self.flush()
         finally:
-            self._release_tag()
+            self._release_tag(remove=True)
 
     def __enter__(self) -> "Writer":
         return self
@@ -281,8 +316,42 @@ class Writer:
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         finally:
-            self._release_tag()
+            self._release_tag(remove=True)
         return False
 
     def __del__(self) -> None:
         self._release_tag()
+
+
+def remove_if_empty(directory: Path) -> bool:
+    """Delete a feature set that holds no items and has no live writer; True if deleted.
+
+    For callers that created a feature set and then failed before committing anything (an
+    import whose first item is bad), so that no empty feature set is left behind. Checked
+    under the manifest lock: a writer that opened it meanwhile keeps it."""
+    directory = Path(directory)
+    try:
+        with file_lock(directory / LOCK_FILE):
+            if read_manifest(directory).shards:
+                return False
+            names = os.listdir(directory)
+            held = []
+            try:
+                for name in names:
+                    if TAG_LOCK_RE.match(name):
+                        fd = try_lock(directory / name)
+                        if fd is None:
+                            return False  # a live writer
+                        held.append(fd)
+                    elif not (name in (MANIFEST, LOCK_FILE) or SHARD_RE.match(name)
+                              or name.startswith(MANIFEST + ".tmp")):
+                        return False  # something that is not ours
+                for name in names:
+                    os.unlink(directory / name)
+            finally:
+                for fd in held:
+                    os.close(fd)
+        directory.rmdir()
+    except (OSError, StoreError):
+        return False
+    return True

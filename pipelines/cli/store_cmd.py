@@ -42,10 +42,21 @@ def _progress(label: str) -> Iterator:
         yield update
 
 
+def _empty(path: Path, summary: dict) -> Optional[str]:
+    """Why a store is empty (nothing to read), or None: a failed import or extraction must not
+    pass for a store."""
+    if summary["json"] or any(fs["items"] for fs in summary["feature_sets"].values()):
+        return None
+    if not summary["feature_sets"]:
+        return f"{path}: empty store (no feature sets, no JSON artifacts)"
+    return f"{path}: empty store (feature sets {', '.join(summary['feature_sets'])} hold no items)"
+
+
 @app.command()
 def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
          as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
-    """Show the feature sets of a store: items, shards, size, fields and attributes."""
+    """Show the feature sets of a store: items, shards, size, fields and attributes.
+    Exit 1 if the store is empty."""
     from lighthead.store import StoreError
     from lighthead.store import info as store_info
 
@@ -53,6 +64,9 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
         summary = store_info(path)
     except StoreError as exc:
         raise fail(str(exc))
+    empty = _empty(path, summary)
+    if empty:
+        raise fail(empty)
     from lighthead.pipelines.regions_view import add_object_names
 
     add_object_names(path, summary)  # region sets: their most frequent object names
@@ -88,10 +102,19 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
 @app.command()
 def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
            checksums: bool = typer.Option(True, help="re-hash every shard (slow on big stores)")) -> None:
-    """Re-check checksums, shapes and ids; one line per problem on stderr, exit 1 if any."""
+    """Re-check checksums, shapes and ids of every shard; one line per problem on stderr (all
+    of them), exit 1 if any or if the store is empty."""
+    from lighthead.store import StoreError
+    from lighthead.store import info as store_info
     from lighthead.store import verify as store_verify
 
     problems = store_verify(path, checksums=checksums)
+    if not problems:
+        try:
+            empty = _empty(path, store_info(path))
+        except StoreError as exc:
+            empty = str(exc)
+        problems = [empty] if empty else []
     for line in problems:
         typer.echo(f"error: {line}", err=True)
     if problems:

@@ -55,8 +55,9 @@ def run_image_job(
                 if batch["ids"]:
                     out = model(batch["images"])  # field -> (B, ...) array
                     for k, image_id in enumerate(batch["ids"]):
-                        summary.written += int(writer.add(image_id, {f: v[k] for f, v in out.items()}))
+                        writer.add(image_id, {f: v[k] for f, v in out.items()})
                 advance(len(batch["ids"]) + len(batch["skipped"]))
+    summary.written = writer.written  # what this run committed (a concurrent run may store some first)
     summary.seconds = time.perf_counter() - start
     return summary
 

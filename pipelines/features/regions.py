@@ -194,7 +194,8 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
                                         options.loader_workers, options.dtype, advance)
     finally:
         torch.set_num_threads(before)
-    return {"written": stats.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s,
+    # what this worker committed: a concurrent run may have stored some of its images first
+    return {"written": writer.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s,
             "pid": os.getpid(), "device": device}
 
 

@@ -125,7 +125,7 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
             pairs = [p for _, _, p in items] if any(p is not None for _, _, p in items) else None
             for batch in encoder.iter_encode(texts, pairs):
                 for i, tf in batch:
-                    written = writer.add(
+                    writer.add(
                         items[i][0],
                         {
                             "features": tf.features,
@@ -136,8 +136,8 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
                             "target_span": tf.target_span,
                         },
                     )
-                    summary.written += int(written)
                 advance(len(batch))
+    summary.written = writer.written  # what this run committed (a concurrent run may store some first)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -94,9 +94,10 @@ def run_words(records: list[Any], store: Any, options: ExtractOptions) -> RunSum
         with progress_bar("words", len(items), options.progress) as advance:
             for k, (text_id, text) in enumerate(items):
                 ids = np.asarray(vocab.encode(text), dtype=np.int32)
-                summary.written += int(writer.add(text_id, {"word_ids": ids, "length": len(ids)}))
+                writer.add(text_id, {"word_ids": ids, "length": len(ids)})
                 if k % 1000 == 999 or k == len(items) - 1:
                     advance(k % 1000 + 1)
+    summary.written = writer.written  # what this run committed (a concurrent run may store some first)
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -72,3 +72,30 @@ def test_export_needs_split_ids(store):
         w.add(item_id(0), make_item(0))
     res = runner.invoke(app, ["export", "precomp", str(store.path), str(store.path / "out"), "--name", "test/all"])
     assert res.exit_code == 1 and "is not '<split>/<index>'" in res.stderr
+
+
+def test_empty_store_is_reported_as_empty(tmp_path):
+    (tmp_path / "st").mkdir()
+    for cmd in ("info", "verify"):
+        res = runner.invoke(app, [cmd, str(tmp_path / "st")])
+        assert res.exit_code == 1, (cmd, res.output)
+        assert res.stderr.strip() == f"error: {tmp_path / 'st'}: empty store (no feature sets, no JSON artifacts)"
+
+
+def test_failed_import_then_info_says_no_store(tmp_path):
+    (tmp_path / "bad.tsv").write_text("1\t2\t3\n")
+    assert runner.invoke(app, ["import", "tsv", str(tmp_path / "bad.tsv"), str(tmp_path / "st")]).exit_code == 1
+    res = runner.invoke(app, ["info", str(tmp_path / "st")])
+    assert res.exit_code == 1 and "no such store directory" in res.stderr
+
+
+def test_import_hint_for_float16_range(tmp_path):
+    rows = list(tsv_rows(2))
+    feats = np.full((len(rows[1][2]), 8), 1e5, np.float32)
+    import base64
+    rows[1] = ({**rows[1][0], "features": base64.b64encode(feats).decode()},) + rows[1][1:]
+    write_tsv(tmp_path / "x.tsv", rows)
+    res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st")])
+    assert res.exit_code == 1 and "--dtype float32" in res.stderr.strip().splitlines()[-1]
+    res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st2"), "--dtype", "float32"])
+    assert res.exit_code == 0 and "imported 2 new items" in res.stdout

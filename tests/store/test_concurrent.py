@@ -70,3 +70,53 @@ def test_locking_can_be_switched_off_for_single_writers(store, monkeypatch):
     with store.writer("test/all", FIELDS, tag="x", fsync=False) as w:
         w.add(item_id(3), make_item(3))
     assert store["test/all"].ids == [item_id(3)] and verify(store.path) == []
+
+
+def test_writers_count_only_what_they_committed(store):
+    a = store.writer("test/all", FIELDS, tag="a", fsync=False)
+    with store.writer("test/all", FIELDS, tag="b", fsync=False) as b:
+        for i in range(10):
+            assert a.add(item_id(i), make_item(i))  # buffered: not known yet to be new
+        for i in range(5, 15):
+            b.add(item_id(i), make_item(i))
+    a.close()
+    assert (a.written, b.written) == (5, 10)
+
+
+def test_overlapping_imports_report_what_each_stored(tmp_path):
+    """Import B runs to the end while import A holds the same lines in its buffer: A then
+    stores none of them and must say so (not 150 + 150 for 150 items)."""
+    from lighthead.store.importers import import_tsv
+    from tests.store.test_importers import tsv_rows, write_tsv
+
+    write_tsv(tmp_path / "x.tsv", list(tsv_rows(150)))  # progress is reported every 64 lines
+    counts = []
+
+    def progress(done, total):
+        if not counts and done < total:
+            counts.append(import_tsv(tmp_path / "x.tsv", tmp_path / "st", fsync=False))
+
+    counts.append(import_tsv(tmp_path / "x.tsv", tmp_path / "st", progress=progress, fsync=False))
+    assert counts == [150, 0]
+    assert len(open_store(tmp_path / "st")["regions/butd-tsv"]) == 150
+
+
+def test_dead_writers_lock_file_is_removed_by_the_next_writer(tmp_path):
+    import os
+
+    from lighthead.store.writer import KILL_ENV
+
+    root = tmp_path / "st"
+    p = child([str(root), "test/all", "0", "40", "dead"], env={KILL_ENV: "shard_written"})
+    p.communicate(timeout=60)
+    assert p.returncode == -9
+    d = root / "test/all"
+    assert (d / ".writer-dead.lock").exists()
+    with open_store(root).writer("test/all", FIELDS, tag="next", fsync=False) as w:
+        assert not (d / ".writer-dead.lock").exists()
+        w.add(item_id(0), make_item(0))
+    assert not [f for f in os.listdir(d) if f.startswith(".writer-")]  # closing removes its own
+    with open_store(root).writer("test/all", FIELDS, tag="live", fsync=False):
+        with open_store(root).writer("test/all", FIELDS, tag="other", fsync=False):
+            assert (d / ".writer-live.lock").exists()  # a live writer's lock is left alone
+    assert verify(root) == []

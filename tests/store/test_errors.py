@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lighthead.store import FeatureSet, StoreError, verify
+from lighthead.store import FeatureSet, StoreError, sha256_file, verify
 from lighthead.store.manifest import read_manifest
 from tests.store.helpers import FIELDS, file_digests
 
@@ -60,7 +60,7 @@ def test_manifest_points_at_missing_file(filled):
 
 def test_checksum_mismatch(filled):
     path = shard_path(filled, 0)
-    offset = int(FeatureSet(filled.path / "test/all")._readers[0].raw["features"].chunk_offsets[0])
+    offset = int(FeatureSet(filled.path / "test/all")._readers[0].raw["features"].offsets[0])
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF  # a feature value changes, the file stays well-formed
     path.write_bytes(bytes(data))
@@ -111,6 +111,62 @@ def test_raw_index_refuses_chunks_past_the_end(filled):
     fld = FIELDS[0]
     with h5py.File(path, "r") as f:
         ds = f["fields"][fld.name]
-        assert _raw_index(ds, fld, 16, path.stat().st_size) is not None
+        assert _raw_index(ds, True, path.stat().st_size) is not None
         with pytest.raises(StoreError, match="past the end"):
-            _raw_index(ds, fld, 16, 1000)
+            _raw_index(ds, True, 1000)
+
+
+def test_verify_reports_every_problem_and_goes_on(filled, monkeypatch):
+    """An unreadable shard (a folder in its place, a read error, an ids dataset of the wrong
+    type) is one problem line; the other shards and feature sets are still checked."""
+    import importlib
+
+    import h5py
+
+    from tests.store.helpers import item_id, make_item
+
+    with filled.writer("test/other", FIELDS, shard_items=16, fsync=False) as w:
+        for i in range(20):
+            w.add(item_id(i), make_item(i))
+    d = filled.path / "test/all"
+    m = json.loads((d / "manifest.json").read_text())
+    s0, s1, s2, s3 = (d / e["file"] for e in m["shards"])
+    s0.unlink()
+    s0.mkdir()  # a folder where the shard should be, with the size the manifest expects
+    m["shards"][0]["bytes"] = s0.stat().st_size
+    with h5py.File(s2, "r+") as f:  # an ids dataset of numbers: TypeError on asstr()
+        del f["ids"]
+        f["ids"] = list(range(16))
+    m["shards"][2]["bytes"], m["shards"][2]["sha256"] = s2.stat().st_size, sha256_file(s2)
+    (d / "manifest.json").write_text(json.dumps(m))
+    other = sorted((filled.path / "test/other").glob("shard-*.h5"))[0]
+    verify_mod = importlib.import_module("lighthead.store.verify")
+    real_sha = verify_mod.sha256_file
+
+    def sha(path, *a, **k):
+        if path in (s1, other):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha(path, *a, **k)
+
+    monkeypatch.setattr(verify_mod, "sha256_file", sha)
+    problems = verify(filled.path)
+    assert len(problems) == 4, problems
+    for path, p in zip((s0, s1, s2, other), problems):
+        assert p.startswith(str(path)) and "\n" not in p, p
+    assert "Permission denied" in problems[1]
+    quick = verify(filled.path, checksums=False)  # no hashing: only the folder and the ids remain
+    assert quick == [problems[0], problems[2]]
+
+
+def test_verify_reports_unreadable_folders(filled, monkeypatch):
+    real = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("test"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    problems = verify(filled.path)
+    assert problems == [f"{filled.path / 'test'}: cannot list folder: [Errno 13] Permission denied: "
+                        f"'{filled.path / 'test'}'"]

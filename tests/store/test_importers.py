@@ -64,7 +64,9 @@ def tsv_rows(n, d=8, fixed=None):
     rng = np.random.default_rng(0)
     for i in range(n):
         k = fixed or 1 + i % 4
-        boxes = rng.uniform(0, 100, (k, 4)).astype(np.float32)
+        xy = rng.uniform(0, 100, (k, 4))
+        boxes = np.concatenate([np.minimum(xy[:, :2], xy[:, 2:]), np.maximum(xy[:, :2], xy[:, 2:])],
+                               axis=1).astype(np.float32)  # (k, 4) x1 <= x2, y1 <= y2
         feats = rng.standard_normal((k, d)).astype(np.float32)
         yield {"image_id": str(1000 + i), "image_w": 640, "image_h": 480 - i, "num_boxes": k,
                "boxes": base64.b64encode(boxes).decode("ascii"),
@@ -205,3 +207,25 @@ def test_export_errors(tmp_path):
         export_precomp(tmp_path / "st", tmp_path / "out", "regions/two")
     files = export_precomp(tmp_path / "st", tmp_path / "out", "regions/two", split="test")
     assert [p.name for p in files] == ["test_ims.npy"] and np.load(files[0]).shape == (3, 2, 8)
+
+
+def test_failed_import_leaves_nothing_behind(tmp_path):
+    (tmp_path / "bad.tsv").write_text("1\t2\t3\n")
+    with pytest.raises(StoreError, match="bad.tsv:1"):
+        import_tsv(tmp_path / "bad.tsv", tmp_path / "st")
+    assert not (tmp_path / "st").exists()
+    rows = list(tsv_rows(3))
+    rows[0] = ({**rows[0][0], "image_w": 5_000_000_000},) + rows[0][1:]
+    write_tsv(tmp_path / "first-bad.tsv", rows)  # fails on the first item, after the writer opened
+    with pytest.raises(StoreError, match="first-bad.tsv:1"):
+        import_tsv(tmp_path / "first-bad.tsv", tmp_path / "st")
+    assert not (tmp_path / "st").exists()
+    write_tsv(tmp_path / "good.tsv", list(tsv_rows(2)))
+    import_tsv(tmp_path / "good.tsv", tmp_path / "st")
+    before = file_digests(tmp_path / "st")
+    with pytest.raises(StoreError):
+        import_tsv(tmp_path / "first-bad.tsv", tmp_path / "st", "regions/new")
+    assert open_store(tmp_path / "st").names() == ["regions/butd-tsv"]  # nothing half-made
+    assert not (tmp_path / "st" / "regions" / "new").exists()
+    after = file_digests(tmp_path / "st")
+    assert {f: h for f, h in after.items() if ".lock" not in f} == {f: h for f, h in before.items() if ".lock" not in f}

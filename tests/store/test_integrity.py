@@ -1,0 +1,160 @@
+"""Per-chunk Fletcher-32 checksums: a damaged byte is an error on read, naming shard and id."""
+
+import json
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from lighthead.store import FeatureSet, StoreError, open_store, sha256_file, verify
+from lighthead.store.manifest import read_manifest
+from tests.store.helpers import FIELDS, assert_item, item_id, make_item
+
+
+def shard_file(store, k):
+    d = store.path / "test/all"
+    return d / read_manifest(d).shards[k].file
+
+
+def row_offset(path, dataset, row):
+    """File offset of stored row `row` of a chunked dataset (one item of a fixed field, one
+    flat row of a variable one), found through HDF5's chunk index."""
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        rpc = ds.chunks[0]
+        info = ds.id.get_chunk_info_by_coord((row // rpc * rpc,) + (0,) * (ds.ndim - 1))
+        row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+        return info.byte_offset + (row % rpc) * row_bytes
+
+
+def flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_every_dataset_is_chunked_with_fletcher32(filled):
+    for k in range(4):
+        with h5py.File(shard_file(filled, k), "r") as f:
+            names = ["ids"] + [f"fields/{fl.name}" for fl in FIELDS] + \
+                    [f"offsets/{fl.name}" for fl in FIELDS if fl.variable]
+            for name in names:
+                assert f[name].chunks is not None, name
+                assert f[name].fletcher32, name
+
+
+@pytest.mark.parametrize("field", [fl.name for fl in FIELDS])
+def test_flipped_byte_in_any_field_is_an_error_naming_shard_and_id(filled, field):
+    i = 17  # row 1 of shard 1; 2 boxes and 1 token, so every field has bytes to damage
+    path = shard_file(filled, 1)
+    fld = {fl.name: fl for fl in FIELDS}[field]
+    if fld.variable:
+        with h5py.File(path, "r") as f:
+            row = int(f["offsets"][field][1])
+    else:
+        row = 1
+    flip(path, row_offset(path, f"fields/{field}", row))
+    fs = FeatureSet(filled.path / "test/all")
+    assert_item(fs[item_id(3)], 3)  # other shards read as before
+    pattern = re.escape(path.name) + ".*" + re.escape(repr(item_id(i)))
+    with pytest.raises(StoreError, match=pattern):
+        fs.get(item_id(i), [field])
+    with pytest.raises(StoreError, match=re.escape(path.name)):
+        fs.get_batch([item_id(2), item_id(i), item_id(40)], [field])
+    with pytest.raises(StoreError, match=pattern):  # still refused on a second read
+        fs[item_id(i)]
+    with pytest.raises(StoreError, match=re.escape(path.name)):
+        FeatureSet(filled.path / "test/all").preload()
+    assert any(path.name in p for p in verify(filled.path))
+
+
+def test_damaged_offsets_or_ids_refuse_to_open(filled):
+    path = shard_file(filled, 2)
+    flip(path, row_offset(path, "offsets/boxes", 3))
+    with pytest.raises(StoreError, match=re.escape(path.name)):
+        FeatureSet(filled.path / "test/all")
+    path = shard_file(filled, 0)
+    flip(path, row_offset(path, "ids", 5))
+    with pytest.raises(StoreError, match=re.escape(path.name)):
+        FeatureSet(filled.path / "test/all")
+
+
+def test_checks_can_be_switched_off(filled, monkeypatch):
+    path = shard_file(filled, 1)
+    flip(path, row_offset(path, "fields/features", 1))
+    fs = open_store(filled.path, check_reads=False)["test/all"]
+    got = fs[item_id(17)]["features"]  # read as stored, damage included
+    assert not np.array_equal(got, make_item(17)["features"])
+    monkeypatch.setenv("LIGHTHEAD_STORE_CHECK_READS", "0")
+    assert FeatureSet(filled.path / "test/all").get(item_id(17), ["features"])["features"].shape == (6, 8)
+    monkeypatch.delenv("LIGHTHEAD_STORE_CHECK_READS")
+    with pytest.raises(StoreError):
+        FeatureSet(filled.path / "test/all").get(item_id(17), ["features"])
+
+
+def test_checked_reads_return_the_stored_values(filled):
+    """First reads (through HDF5's filter) and later ones (straight copies) agree."""
+    fs = FeatureSet(filled.path / "test/all")
+    order = [7, 33, 7, 0, 49, 18, 33, 18]
+    for _ in range(2):
+        batch = fs.get_batch([item_id(i) for i in order])
+        for j, i in enumerate(order):
+            assert_item({k: v[j] for k, v in batch.items()}, i)
+    for i in range(50):
+        assert_item(fs[item_id(i)], i)
+
+
+def write_old_shard(path, ids, fields, columns):
+    """A shard as lighthead wrote it before checksums: no filters, variable-length fields
+    contiguous, ids as variable-length strings."""
+    n = len(ids)
+    with h5py.File(path, "w", libver=("v110", "v110"), alignment_threshold=4096, alignment_interval=4096) as f:
+        f.attrs["format"] = "lighthead-store"
+        f.attrs["version"] = 1
+        f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields])
+        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
+        for fl in fields:
+            values = columns[fl.name]
+            if fl.variable:
+                offsets = np.zeros(n + 1, dtype=np.int64)
+                np.cumsum([len(v) for v in values], out=offsets[1:])
+                g_fields.create_dataset(fl.name, data=np.concatenate(values, axis=0))
+                g_offsets.create_dataset(fl.name, data=offsets)
+            else:
+                arr = np.stack(values)
+                item_bytes = max(1, int(np.prod(fl.shape, dtype=np.int64)) * np.dtype(fl.dtype).itemsize)
+                rpc = max(1, min(n, 4096 // item_bytes or 1))
+                g_fields.create_dataset(fl.name, data=arr, chunks=(rpc, *fl.shape))
+
+
+def test_old_stores_without_checksums_stay_readable_and_resumable(filled):
+    d = filled.path / "test/all"
+    manifest = json.loads((d / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        with h5py.File(d / entry["file"], "r") as f:
+            ids = list(f["ids"].asstr()[...])
+        items = [make_item(int(i.split("-")[1])) for i in ids]
+        write_old_shard(d / entry["file"], ids, FIELDS, {fl.name: [it[fl.name] for it in items] for fl in FIELDS})
+        with h5py.File(d / entry["file"], "r") as f:
+            assert not f["fields/features"].fletcher32 and f["fields/boxes"].chunks is None
+        entry["bytes"], entry["sha256"] = (d / entry["file"]).stat().st_size, sha256_file(d / entry["file"])
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    assert verify(filled.path) == []
+    fs = FeatureSet(d)
+    assert fs._readers[0].raw  # the old layout still takes the direct-copy path
+    for i in range(50):
+        assert_item(fs[item_id(i)], i)
+    batch = fs.get_batch([item_id(i) for i in (40, 3, 22)])
+    for j, i in enumerate((40, 3, 22)):
+        assert_item({k: v[j] for k, v in batch.items()}, i)
+    with filled.writer("test/all", FIELDS, fsync=False) as w:  # new shards beside old ones
+        for i in range(50, 60):
+            w.add(item_id(i), make_item(i))
+    fs = FeatureSet(d)
+    for i in range(60):
+        assert_item(fs[item_id(i)], i)
+    fs.preload()
+    for i in range(60):
+        assert_item(fs[item_id(i)], i)
