@@ -51,7 +51,7 @@ def image_scale(height: int, width: int, min_size: int, max_size: int) -> float:
 def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
     """Output size of cv2.resize(fx=fy=scale): each side cvRound(side * scale), i.e. rounded
     half to even, at least 1."""
-    return max(1, int(np.rint(height * scale))), max(1, int(np.rint(width * scale)))
+    return max(1, round(height * scale)), max(1, round(width * scale))  # Python's round: half to even
 
 
 def detectron2_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
