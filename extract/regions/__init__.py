@@ -4,9 +4,11 @@ ResNet-101 C4 Faster R-CNN trained on Visual Genome (1600 objects, 400 attribute
 on torchvision.ops (nms, roi_pool, box_iou). Modules: `config` (DetectorConfig,
 SelectionConfig, presets), `boxes` (anchors, deltas, clipping, NMS under Caffe or detectron2
 pixel conventions), `backbone` (frozen-BN ResNet C4, res5), `rpn`, `roi_heads` (ROI pooling,
-res5, class/box predictor, attribute head), `box_selection` (generate_tsv.py's rule),
-`model` (BottomUpDetector), `checkpoints` (the .pkl/.pth users have, our safetensors),
-`batching` (decode/resize in DataLoader workers, padded batches by orientation), `runner`
+res5, class/box predictor, attribute head), `box_selection` (generate_tsv.py's rule and
+py-bottom-up-attention's d2-maxnms), `model` (BottomUpDetector; boxes between original and
+resized pixels), `checkpoints` (the .pkl/.pth users have, our safetensors; each format's
+conventions), `batching` (each format's resize in DataLoader workers, padded batches by
+orientation), `runner`
 (the extraction loop with a background writer), `detectron2_backend` (the same network from
 detectron2's modules, for parity, when installed).
 
@@ -44,6 +46,29 @@ What was checked against the reference code (search of the public repositories):
   from detectron2's generator; RES5HALVE False = res5 stride 1, dilation 2; ROIPool; NUM_CLASSES
   1600 (detectron2 puts background last: its demos take scores[:, :-1]); attribute head
   cls_embedding (1601x256), fc_attr, attr_score (401; demos drop the last = "no attribute").
+
+- airsplay/py-bottom-up-attention itself (fetched later), and facebookresearch/detectron2:
+  detectron2/data/transforms/transform_gen.py `ResizeShortestEdge.get_transform` (upstream:
+  `get_output_shape`): short side to min_size, long to scale * long, both shrunk when the
+  unrounded long side passes max_size, then `int(x + 0.5)`; transform.py
+  `ResizeTransform.apply_image`: `Image.fromarray(uint8).resize((new_w, new_h), BILINEAR)`;
+  the model subtracts the mean afterwards. detectron2/modeling/postprocessing.py
+  `detector_postprocess`: boxes times (output / input size) per axis, clipped to the output
+  size, empty ones dropped. demo/detectron2_mscoco_proposal_maxnms.py (LXMERT's d2 36-box
+  extraction): its own `fast_rcnn_inference_single_image` takes per ROI the best of the 1600
+  classes, that class's regressed box (clipped), one class-agnostic NMS (torchvision) at
+  `np.arange(0.3, 1.0, 0.1)` until >= 36 survive, top 36; `score_thresh=0.2` is passed and
+  never used; features are those of the kept ROIs, attributes written as zeros.
+  demo/demo_feature_extraction_attr.ipynb: attribute scores `pred_attr_logits[..., :-1].softmax(-1)`
+  (400 real attributes); its box rule (detectron2's per-class `fast_rcnn_inference_single_image`
+  with score > 0.2, NMS 0.5 -> 0.9 until exactly 36) is not offered here.
+  demo/demo_feature_extraction_attr_given_box.ipynb: given boxes scaled by (new_w / w, new_h / h),
+  not clipped, reported as given.
+- MILVLG/bottom-up-attention.pytorch, bua/caffe/dataloader/transform_gen.py and
+  utils/extract_utils.py `get_image_blob`: float image minus mean, `np.round(scale * long) >
+  max_size` rule, `cv2.resize(fx=fy=scale, INTER_LINEAR)`; `save_roi_features`: boxes / im_scale,
+  attribute conf = best of columns 1..400 of a softmax over all 401 (bua/caffe/modeling/fast_rcnn.py);
+  utils/extract_features_singlegpu.py mode 3 (`bbox_feats`): given boxes * im_scale, not clipped.
 
 Not verifiable from the index: the exact top level of `faster_rcnn_from_caffe*.pkl` (we accept
 {"model": {...}}, {"blobs": {...}} or a flat dict, as detectron2's loader does), and whether
