@@ -37,6 +37,7 @@ import torch
 from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
+from lighthead.pipelines.threads import use_threads
 from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_json, save_checkpoint
 
 CHECKPOINTS = "checkpoints"
@@ -136,8 +137,13 @@ def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
 
 def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, dataset: str | None = None,
           epochs: int | None = None, overrides: Mapping[str, Any] | list[str] | None = None,
-          device: str | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train `head_name` on the store's cached features; returns (and writes) metrics.json's dict."""
+          device: str | None = None, resume: bool = False, progress: bool = True,
+          threads: int | None = None) -> dict[str, Any]:
+    """Train `head_name` on the store's cached features; returns (and writes) metrics.json's dict.
+
+    threads: torch's CPU threads for this process (None: as already set; the CLI passes
+    `lighthead.pipelines.threads.default_threads()`); config.json records the count used.
+    """
     overrides = parse_overrides(overrides)
     out = Path(out)
     last_path = out / CHECKPOINTS / LAST
@@ -156,6 +162,8 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
     ctx = prepare(head_name, store, dataset, overrides, epochs)
     cls, cfg, loop, task = ctx["cls"], ctx["cfg"], ctx["loop"], ctx["task"]
     dev = pick_device(device)
+    if threads is not None:
+        use_threads(threads)
     seed_everything(loop.seed)
     data_info = task.data_info()
     head = construct(cls, cfg, data_info).to(dev)
@@ -164,6 +172,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
         "head": head_name, "task": cls.task, "dataset": ctx["dataset"], "store": str(Path(store).resolve()),
         "config": dataclasses.asdict(cfg), "loop": dataclasses.asdict(loop),
         "overrides": {k: str(v) for k, v in overrides.items()}, "device": str(dev),
+        "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     if resume:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -12,6 +13,9 @@ def demo(
     n_images: int = typer.Option(300, help="images to generate"),
     seed: int = typer.Option(0, help="generator seed"),
     stages: str = typer.Option("data,extract,train", metavar="a,b,...", help="comma-separated stages to run: data, extract, train"),
+    threads: Optional[int] = typer.Option(
+        None, min=1, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS if set, else 1: the demo's "
+                                       "models are small)"),
 ) -> None:
     """Generate the demo dataset and run the whole pipeline on it (CPU, minutes).
 
@@ -20,9 +24,10 @@ def demo(
     then trains and evaluates CASC (retrieval), ITIN and ITM (sentiment) and prints their tables.
     """
     from lighthead.pipelines.demo import STAGES, run_demo
+    from lighthead.pipelines.threads import default_threads
 
     chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
     unknown = [s for s in chosen if s not in STAGES]
     if unknown:
         raise typer.BadParameter(f"unknown stage(s) {', '.join(unknown)}; valid: {', '.join(STAGES)}")
-    run_demo(out, n_images=n_images, seed=seed, stages=chosen)
+    run_demo(out, n_images=n_images, seed=seed, stages=chosen, threads=threads or default_threads(cap=1))

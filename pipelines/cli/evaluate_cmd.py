@@ -17,9 +17,15 @@ def evaluate(
     precision: Optional[str] = typer.Option(
         None, metavar="fp32|bf16", help="retrieval scoring products: fp32 (exact) or bf16 (2-4x faster where the CPU or GPU "
                    "has bf16 units; scores within ~1e-3). Default: the run's eval_precision, fp32"),
+    threads: Optional[int] = typer.Option(
+        None, min=1, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS if set, else min(4, half "
+                                       "the physical cores))"),
 ) -> None:
     """Evaluate a trained run; writes JSON, a markdown table and figures into the run directory."""
     from lighthead.pipelines.evaluate import evaluate_run, markdown_table, wrote_line
+    from lighthead.pipelines.threads import use_threads
+
+    use_threads(threads)
 
     metrics = evaluate_run(run, split=split, protocol=protocol, examples=examples, device=device,
                            precision=precision)

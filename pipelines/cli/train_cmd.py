@@ -22,13 +22,17 @@ def heads(
     device: Optional[str] = typer.Option(None, metavar="cpu|cuda", help="cpu or cuda (default: cuda when available)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bars and one line per epoch"),
+    threads: Optional[int] = typer.Option(
+        None, min=1, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS if set, else min(4, half "
+                                       "the physical cores): more stall small heads on a busy machine)"),
 ) -> None:
     """Train HEAD on cached features; writes config.json, metrics.json and checkpoints to --out."""
     from lighthead.pipelines.evaluate import markdown_table
+    from lighthead.pipelines.threads import default_threads
     from lighthead.pipelines.train import train
 
     metrics = train(head, store, out, dataset=dataset, epochs=epochs, overrides=set_, device=device,
-                    resume=resume, progress=progress)
+                    resume=resume, progress=progress, threads=threads or default_threads())
     typer.echo(f"best epoch {metrics['best_epoch']} of {metrics['epochs_done']} "
                f"({metrics['selection_metric']}); run in {out}")
     if metrics.get("test"):
