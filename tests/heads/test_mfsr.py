@@ -174,6 +174,47 @@ def test_gan_losses_match_the_written_out_terms():
     assert g_loss.item() == pytest.approx(want_g, rel=1e-4)
 
 
+def test_smaller_recon_size_reconstructs_average_pooled_thumbnails():
+    """recon_size=8 on 16x16 thumbnails: G and D1/D2 work at 8x8 against the 2x2 means."""
+    model = tiny_model(recon_size=8).train()
+    batch = tiny_batch()
+    code = torch.randn(6, 3 * TINY["part_dim"])
+    with torch.no_grad():
+        g_loss, d_loss = model.gan_losses(code, batch)
+        fake = model.generator(code)
+        assert fake.shape == (6, 3, 8, 8)
+        thumb = batch["thumb"].float() / 127.5 - 1  # (B, 3, 16, 16)
+        real = thumb.view(6, 3, 8, 2, 8, 2).mean(dim=(3, 5))  # each 2x2 block's mean
+        other = fake.roll(1, 0)
+        p_real, p_fake = torch.sigmoid(model.d1(real)), torch.sigmoid(model.d1(fake))
+        q_match = torch.sigmoid(model.d2(torch.cat([fake, real], 1)))
+        q_mis = torch.sigmoid(model.d2(torch.cat([other, real], 1)))
+    mean = lambda x: float(x.mean())  # noqa: E731
+    want_d = (-mean(torch.log(p_real)) - mean(torch.log(1 - p_fake))
+              - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
+    assert d_loss.item() == pytest.approx(want_d, rel=1e-4)
+    want_g = 0.5 * (-mean(torch.log(p_fake)) - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
+    assert g_loss.item() == pytest.approx(want_g, rel=1e-4)
+    # the default reconstructs at the stored side; a side that does not divide it is refused
+    assert tiny_model().generator(code).shape == (6, 3, THUMB, THUMB)
+    for stored in (48, THUMB):  # 32 is not a whole number of 48- or 16-pixel thumbnails' blocks
+        with pytest.raises(ValueError, match="does not divide"):
+            MFSR(MFSRConfig(**TINY, recon_size=32), vocab_size=VOCAB, global_dim=GLOBAL_DIM, thumb_size=stored)
+    MFSR(MFSRConfig(**TINY, recon_size=16), vocab_size=VOCAB, global_dim=GLOBAL_DIM, thumb_size=48)  # 3x3 blocks
+    with pytest.raises(ValueError, match="power of two"):
+        tiny_model(recon_size=4)
+    with pytest.raises(ValueError, match="recon_size"):
+        MFSRConfig(**TINY, recon_size=-1)
+
+
+def test_demo_defaults_keep_the_paper_defaults_elsewhere():
+    from lighthead.heads.build import make_config
+
+    demo, coco = make_config(MFSRConfig, {}, "demo"), make_config(MFSRConfig, {}, "coco")
+    assert (demo.recon_size, demo.embed_dim, demo.part_dim, demo.gru_layers) == (32, 192, 64, 1)
+    assert (coco.recon_size, coco.embed_dim, coco.gru_layers, coco.gen_width) == (0, 3072, 4, 64)
+
+
 def test_optimizers_split_the_parameters():
     model = tiny_model()
     (main, _), (disc, _) = model.optimizers()
