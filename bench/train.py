@@ -1,10 +1,15 @@
 """Training throughput: samples/s of each head's training step and of the data loader.
 
-    python bench/train.py [--quick] [--store PATH] [--heads casc,scan,vsepp] [--device cpu|cuda]
+    python bench/train.py [--quick] [--store PATH] [--heads casc,scan,vsepp] [--device cpu|cuda] [--threads N]
 
-Without `--store`, a synthetic retrieval store (regions 36 x 2048, global 2048, word ids,
-token features) is written to a temporary folder; with `--store` (e.g. the demo's), every
-head whose task and feature sets the store holds is timed. Per head: the loader alone
+Without `--store`, a synthetic store serving every registered head is written to a temporary
+folder: the retrieval one of the tests (regions 36 x 2048, global 2048, thumbnails, word ids)
+plus sentiment records (a post and a target per image, ITM's relevance and box annotations)
+and the feature sets the sentiment heads read at their real widths (768-d BERT / RoBERTa
+tokens, 100 regions with boxes, ResNet-18's 512-d vector). A head that the store cannot serve
+is an error, so no head goes unmeasured. With `--store` (e.g. the demo's), every head whose
+task and feature sets the store holds is timed and the others are listed as skipped. A
+feature set a head names but the store lacks is replaced by one of the same kind (printed). Per head: the loader alone
 (`task.train_batches`, features preloaded as in training), then forward + backward +
 optimiser steps on batches already in memory (the loop's work without the loader); each is
 the median over batches. Paper sizes by default; `--quick` uses width 256 and fewer steps.
@@ -27,29 +32,104 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lighthead.heads.base import HEADS  # noqa: E402
-from lighthead.heads.build import construct, head_class  # noqa: E402
+from lighthead.heads.build import construct, head_class, make_config  # noqa: E402
+from lighthead.pipelines.threads import use_threads  # noqa: E402
 from lighthead.pipelines.train import prepare  # noqa: E402
 
-QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256"}  # keys a head lacks are dropped
+# Quick widths (keys a head lacks are dropped); 8 attention heads divide 256.
+QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256", "d": "256", "heads": "8", "ff": "1024"}
+KINDS = ("regions/", "global/", "thumbs/", "words/", "text/")  # feature-set name prefixes
+SENTIMENT_IMAGES = 200  # images that get a post and a target (bounds the 100-region set's size)
+TOKEN_DIM = 768  # BERT-base / RoBERTa-base hidden size
 
 
 def overrides_for(name: str, store: Path, quick: bool, batch_size: int | None) -> dict[str, str]:
-    """Quick widths, the batch size, and a text feature set the store holds if the default is absent."""
+    """Quick widths, the batch size, and for every feature set the head names but the store
+    lacks, one of the same kind that it holds."""
     from lighthead.heads.build import config_fields
     from lighthead.store import open_store
 
     cls = head_class(name)
     keys = config_fields(cls.config_class)
     out = {k: v for k, v in QUICK.items() if k in keys} if quick else {}
-    default_text = getattr(cls.config_class(), "text", None)
     names = open_store(store).names()
-    if isinstance(default_text, str) and default_text.startswith("text/") and default_text not in names:
-        other = next((n for n in names if n.startswith("text/")), None)
-        if other:
-            out["text"] = other
+    # the names the head reads on this store (its dataset defaults included)
+    cfg = make_config(cls.config_class, {}, _dataset(store))
+    for key in keys:
+        value = getattr(cfg, key)
+        kind = next((k for k in KINDS if isinstance(value, str) and value.startswith(k)), None)
+        if kind and value not in names:
+            other = next((n for n in names if n.startswith(kind)), None)
+            if other:
+                out[key] = other
+                print(f"{name:10s} reads {other} for {key} (the store has no {value})")
     if batch_size:
         out["batch_size"] = str(batch_size)
     return out
+
+
+def _dataset(store: Path) -> str | None:
+    from lighthead.store import open_store
+
+    s = open_store(store)
+    return str(s.read_json("dataset")["name"]) if s.has_json("dataset") else None
+
+
+def add_sentiment(store_path: Path, n_images: int = SENTIMENT_IMAGES, token_dim: int = TOKEN_DIM,
+                  region_dim: int = 2048, seed: int = 0) -> Path:
+    """Give the synthetic retrieval store what ITIN, ITM and text-only read.
+
+    The first `n_images` images get a post (its first caption, a label) and a target (a
+    sentence with $T$ and the target word; related or not, with a box when related: ITM's
+    annotations). Feature sets: text/bert-base-uncased (captions and sentiment texts, so
+    MMCA reads it too) and text/roberta-base (sentiment texts), 768-d tokens;
+    regions/butd-r101-vg-100 (100 regions with boxes) and global/resnet18 (512-d) for those
+    images. Random values: the bench measures speed, not learning.
+    """
+    import numpy as np
+
+    from lighthead.pipelines.datasets.base import Record
+    from lighthead.store import Field, open_store
+
+    store = open_store(store_path)
+    rng = np.random.default_rng(seed)
+    records = [Record.from_json(o) for o in store.read_json("records")]
+    images = [r for r in records if r.kind == "image"][:n_images]
+    added = []
+    for i, r in enumerate(images):
+        label = int(rng.integers(3))
+        related = bool(i % 2)
+        x, y = rng.uniform(0, 300, 2)
+        added.append(Record(id=f"post{i:04d}", image_id=r.image_id, image_path=r.image_path, texts=[r.texts[0]],
+                            split=r.split, kind="post", label=label))
+        added.append(Record(id=f"target{i:04d}", image_id=r.image_id, image_path=r.image_path,
+                            texts=[f"what a day for the $T$ in {r.texts[1]}"], split=r.split, kind="target",
+                            label=label, target=r.texts[0].split()[-1],
+                            extra={"relevance": int(related), "box": [x, y, x + 60, y + 60] if related else None}))
+    store.write_json("records", [r.to_json() for r in records + added])
+
+    def tokens(n: int) -> np.ndarray:
+        return rng.standard_normal((n, token_dim)).astype(np.float32)
+
+    caption_ids = [(tid, len(text.split()) + 2) for r in records if r.kind == "image"
+                   for tid, text in zip(r.text_ids(), r.texts)]
+    sentiment_ids = [(f"{r.id}#0", len(r.texts[0].split()) + 4) for r in added]
+    for name, ids in (("text/bert-base-uncased", caption_ids + sentiment_ids),
+                      ("text/roberta-base", sentiment_ids)):
+        with store.writer(name, [Field("features", (None, token_dim)), Field("length", (), "int32")],
+                          {"extractor": "synthetic"}, fsync=False) as w:
+            for tid, n in ids:
+                w.add(tid, {"features": tokens(n), "length": n})
+    with store.writer("regions/butd-r101-vg-100", [Field("features", (100, region_dim)), Field("boxes", (100, 4), "float32")],
+                      {"extractor": "synthetic"}, fsync=False) as w:
+        for r in images:
+            xy = rng.uniform(0, 300, (100, 2))
+            boxes = np.concatenate([xy, xy + rng.uniform(20, 120, (100, 2))], 1).astype(np.float32)
+            w.add(r.image_id, {"features": rng.standard_normal((100, region_dim)).astype(np.float32), "boxes": boxes})
+    with store.writer("global/resnet18", [Field("features", (512,))], {"extractor": "synthetic"}, fsync=False) as w:
+        for r in images:
+            w.add(r.image_id, {"features": rng.standard_normal(512).astype(np.float32)})
+    return store_path
 
 
 def _size(batch: dict) -> int:
@@ -57,8 +137,14 @@ def _size(batch: dict) -> int:
 
 
 def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_size: int | None,
-               steps: int) -> dict[str, float]:
-    ctx = prepare(name, store, None, overrides_for(name, store, quick, batch_size))
+               steps: int, extra: dict[str, str] | None = None) -> dict[str, float]:
+    """Loader and training-step samples/s of head `name`; `extra` overrides (keys the head lacks are dropped)."""
+    from lighthead.heads.build import config_fields
+
+    over = overrides_for(name, store, quick, batch_size)
+    keys = config_fields(head_class(name).config_class)
+    over.update({k: v for k, v in (extra or {}).items() if k in keys})
+    ctx = prepare(name, store, None, over)
     cfg, task = ctx["cfg"], ctx["task"]
     torch.manual_seed(0)
     head = construct(ctx["cls"], cfg, task.data_info()).to(device)
@@ -104,6 +190,21 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     return res
 
 
+def measure(names: list[str], store: Path, device: torch.device, quick: bool, batch_size: int | None,
+            steps: int, extra: dict[str, str] | None = None, skip_unserved: bool = False) -> dict[str, dict]:
+    """`bench_head` for every name; with `skip_unserved`, a head the store cannot serve is listed
+    as skipped instead of raising."""
+    results = {}
+    for name in names:
+        try:
+            results[name] = bench_head(name, store, device, quick, batch_size, steps, extra)
+        except (KeyError, ValueError) as e:  # the store lacks this head's task or features
+            if not skip_unserved:
+                raise
+            print(f"{name:10s} skipped: {str(e).splitlines()[0][:120]}")
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="width 256, few steps (well under a minute on a CPU)")
@@ -112,8 +213,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="override every head's batch size")
     ap.add_argument("--steps", type=int, default=None, help="timed training steps per head")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
     args = ap.parse_args()
     device = torch.device(args.device)
+    use_threads(args.threads)
     steps = args.steps or (3 if args.quick else 10)
     batch_size = args.batch_size or (32 if args.quick else None)
     print(f"device {device} ({torch.get_num_threads()} threads), {'quick' if args.quick else 'paper sizes'}")
@@ -123,14 +227,10 @@ def main() -> None:
             from tests.conftest_helpers import build_retrieval_store
 
             n = 200 if args.quick else 1000
-            store = build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10))
+            store = add_sentiment(build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10)))
         names = args.heads.split(",") if args.heads else HEADS.names()
-        results = {}
-        for name in names:
-            try:
-                results[name] = bench_head(name, store, device, args.quick, batch_size, steps)
-            except (KeyError, ValueError) as e:  # the store lacks this head's task or features
-                print(f"{name:10s} skipped: {str(e).splitlines()[0][:120]}")
+        # the synthetic store serves every head: there a failure is a bug, not a skip
+        results = measure(names, store, device, args.quick, batch_size, steps, skip_unserved=args.store is not None)
     casc = results.get("casc")
     print(f"train_loader_vs_step: {casc['loader'] / casc['step'] if casc else float('nan'):.2f}")
 

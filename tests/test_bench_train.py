@@ -1,0 +1,81 @@
+"""bench/train.py measures every registered head on its synthetic store (none skipped), and
+swaps a feature set a head names but the store lacks for one of the same kind."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from lighthead.heads.base import HEADS
+from lighthead.store import open_store
+from tests.conftest_helpers import build_retrieval_store
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "train.py"
+# tiny widths for a test (keys a head lacks are dropped); the bench's own sizes are far larger
+TINY = {"embed_size": "16", "embed_dim": "24", "label_hidden": "16", "num_labels": "20", "d": "16", "k": "16",
+        "heads": "2", "ff": "32", "word_dim": "16", "gru_layers": "1", "gen_width": "4", "disc_width": "4",
+        "filters": "8"}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("train_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def store(bench, tmp_path_factory) -> Path:
+    path = build_retrieval_store(tmp_path_factory.mktemp("bench") / "store", n_images=24, splits=(16, 4, 4),
+                                 region_dim=32, num_regions=8, global_dim=32, token_dim=16)
+    return bench.add_sentiment(path, n_images=24, token_dim=16, region_dim=32)
+
+
+def test_sentiment_records_and_sets(bench, store):
+    s = open_store(store)
+    records = s.read_json("records")
+    posts = [r for r in records if r["kind"] == "post"]
+    targets = [r for r in records if r["kind"] == "target"]
+    assert len(posts) == len(targets) == 24
+    assert all("$T$" in t["texts"][0] and t["target"] for t in targets)
+    related = [t for t in targets if t["extra"]["relevance"] == 1]
+    assert related and all(len(t["extra"]["box"]) == 4 for t in related)
+    assert all(t["extra"]["box"] is None for t in targets if t["extra"]["relevance"] == 0)
+    assert s["regions/butd-r101-vg-100"].fields["features"].shape == (100, 32)
+    assert {f"{r['id']}#0" for r in posts + targets} <= set(s["text/roberta-base"].ids)
+
+
+def test_every_registered_head_is_measured(bench, store, capsys):
+    torch.manual_seed(0)
+    results = bench.measure(HEADS.names(), store, torch.device("cpu"), quick=True, batch_size=4, steps=1,
+                            extra=TINY)
+    assert set(results) == set(HEADS.names())
+    assert all(r["loader"] > 0 and r["step"] > 0 for r in results.values())
+    assert "skipped" not in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def bare_store(tmp_path_factory) -> Path:
+    """A retrieval store only: no sentiment records, no BERT / RoBERTa tokens, no ResNet-18 set."""
+    return build_retrieval_store(tmp_path_factory.mktemp("bare") / "store", n_images=12, splits=(8, 2, 2),
+                                 region_dim=16, num_regions=4, global_dim=16, token_dim=8)
+
+
+def test_a_missing_feature_set_is_replaced_by_one_of_its_kind(bench, store, bare_store):
+    assert bench.overrides_for("mmca", store, quick=False, batch_size=None) == {}  # it has them all
+    assert bench.overrides_for("mmca", bare_store, quick=False, batch_size=None) == {"text": "text/all-minilm-l6-v2"}
+    over = bench.overrides_for("itin", bare_store, quick=True, batch_size=8)
+    assert over["global_features"] == "global/resnet152" and over["text"] == "text/all-minilm-l6-v2"
+    assert over["batch_size"] == "8" and over["d"] == "256" and "embed_size" not in over
+
+
+def test_without_skipping_an_unserved_head_is_an_error(bench, bare_store, capsys):
+    with pytest.raises(ValueError, match="post"):
+        bench.measure(["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY)
+    assert bench.measure(["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY,
+                         skip_unserved=True) == {}
+    assert "itin       skipped" in capsys.readouterr().out
