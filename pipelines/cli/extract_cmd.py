@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -31,7 +32,7 @@ def _value(text: str) -> Any:
 
 
 def extract(
-    dataset: str = typer.Option(..., metavar="NAME", help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, demo)"),
+    dataset: str = typer.Option(..., metavar="NAME", help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, images, demo)"),
     store: Path = typer.Option(..., metavar="DIR", help="store directory (one per dataset)"),
     root: Optional[Path] = typer.Option(None, metavar="DIR", help="dataset folder; default $LIGHTHEAD_DATA/<dataset>"),
     features: Optional[str] = typer.Option(None, metavar="a,b,...", help="comma-separated feature jobs; default: every job the dataset's heads need"),
@@ -39,13 +40,21 @@ def extract(
     random_weights: bool = typer.Option(False, "--random-weights", help="random model weights (tests, demo); recorded in the store"),
     batch_size: int = typer.Option(8, help="items per forward pass"),
     device: str = typer.Option("cpu", metavar="cpu|cuda", help="cpu or cuda"),
-    workers: int = typer.Option(1, help="processes/GPUs sharing the work"),
+    workers: int = typer.Option(1, help="processes/GPUs sharing the work, or batch jobs with --slurm/--pbs"),
     loader_workers: int = typer.Option(2, help="DataLoader workers decoding images"),
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
     dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
     text_model: Optional[str] = typer.Option(None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
     job_option: List[str] = typer.Option([], "--job-option", "-o", metavar="KEY=VALUE", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128 (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    slurm: bool = typer.Option(False, "--slurm", help="region jobs on SLURM batch jobs, one part per job (dask-jobqueue)"),
+    pbs: bool = typer.Option(False, "--pbs", help="region jobs on PBS batch jobs, one part per job (dask-jobqueue)"),
+    cores: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)"),
+    memory: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)"),
+    queue: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition"),
+    account: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project"),
+    walltime: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00"),
+    job_directive: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
     from lighthead.pipelines.extract_run import run_extract
@@ -53,6 +62,17 @@ def extract(
 
     if weights is not None and random_weights:
         raise ValueError("--weights and --random-weights exclude each other")
+    cluster = None
+    if slurm or pbs:
+        from lighthead.pipelines.sweep import ClusterOptions
+
+        if slurm and pbs:
+            raise ValueError("--slurm and --pbs exclude each other")
+        if importlib.util.find_spec("dask_jobqueue") is None:
+            raise ValueError(f"--{'slurm' if slurm else 'pbs'} needs dask-jobqueue: pip install 'lighthead[jobqueue]'")
+        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch="slurm" if slurm else "pbs", cores=cores,
+                                 memory=memory, queue=queue, account=account, walltime=walltime,
+                                 job_directives=list(job_directive), dashboard=None)
     job_options = parse_job_options(job_option)
     if text_model:
         job_options["text_model"] = text_model
@@ -64,6 +84,7 @@ def extract(
         workers=workers,
         loader_workers=loader_workers,
         scheduler=scheduler,
+        cluster=cluster,
         dtype=dtype,
         progress=progress,
         job_options=job_options,

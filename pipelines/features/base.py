@@ -28,6 +28,7 @@ class ExtractOptions:
     dtype: str = "float16"  # storage dtype of feature fields
     progress: bool = True  # show rich progress bars
     scheduler: str | None = None  # dask scheduler address to spread the work on, instead of local processes
+    cluster: Any = None  # sweep.ClusterOptions: region jobs run on this dask cluster (SLURM/PBS jobs, a local one)
     job_options: dict[str, Any] = field(default_factory=dict)  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
 
 

@@ -15,14 +15,19 @@ detector (preset: r101, r101-demo, slim, tiny), min_size / max_size (test scale)
 (proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items, threads
 (CPU threads of the detector; 1 avoids thread stalls on a busy or small CPU),
 backend (torch, the default, or detectron2 when it is installed; py-bottom-up-attention .pkl only).
-`--workers N` (or `scheduler`) splits the images over N processes (GPUs when there are
-several), each writing its own shards into the same feature set.
+`--workers N` splits the images over N local processes (GPUs when there are several), each
+writing its own shards into the same feature set. On a dask cluster (`options.cluster`, the
+sweep's ClusterOptions: `extract --slurm/--pbs --workers N` starts N batch jobs through
+dask-jobqueue; or `--scheduler ADDRESS`, an existing one) each worker gets one part as one task
+(and one GPU with --device cuda); a part skips the ids the set already holds, so a rerun, or the
+retry of a part whose job died, resumes by ids.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -203,31 +208,87 @@ def _split(items: list[Any], n: int) -> list[list[Any]]:
     return [items[i::n] for i in range(n) if items[i::n]]
 
 
+def cluster_options(options: ExtractOptions) -> Any:
+    """The dask cluster the parts run on (`options.cluster`, or one joining `options.scheduler`),
+    or None for local processes."""
+    if options.cluster is not None:
+        return options.cluster
+    if options.scheduler:
+        from lighthead.pipelines.sweep import ClusterOptions
+
+        return ClusterOptions(scheduler=options.scheduler, workers=max(1, options.workers), dashboard=None)
+    return None
+
+
+def _specs(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
+           options: ExtractOptions, n: int, devices: list[str], threads: int) -> list[tuple]:
+    """run_part's arguments for each of `n` parts (part i on devices[i % len(devices)])."""
+    quiet = replace(options, progress=False, workers=1, cluster=None)
+    specs = []
+    for i, part in enumerate(_split(items, n)):
+        part_boxes = {k: boxes[k] for k, _ in part} if boxes is not None else None
+        specs.append((job, store_path, part, part_boxes, quiet, devices[i % len(devices)], threads))
+    return specs
+
+
+def _local_devices(options: ExtractOptions) -> list[str]:
+    """One device per local GPU when there are several, else the device asked for."""
+    import torch
+
+    gpus = torch.cuda.device_count() if options.device.startswith("cuda") else 0
+    return [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else [options.device]
+
+
 def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
                   options: ExtractOptions) -> list[dict[str, Any]]:
-    """Split the images over `options.workers` processes (or a dask scheduler's workers)."""
+    """Split the images over `options.workers` local processes, or over a dask cluster's workers."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    import torch
-
+    cluster = cluster_options(options)
+    if cluster is not None:
+        return _run_on_cluster(job, store_path, items, boxes, options, cluster)
     n = max(1, options.workers)
-    parts = _split(items, n)
-    gpus = torch.cuda.device_count() if options.device.startswith("cuda") else 0
-    quiet = replace(options, progress=False, workers=1)
-    specs = []
-    for i, part in enumerate(parts):
-        device = f"cuda:{i % gpus}" if gpus > 1 else options.device
-        part_boxes = {k: boxes[k] for k, _ in part} if boxes is not None else None
-        specs.append((job, store_path, part, part_boxes, quiet, device, max(1, (os.cpu_count() or 1) // len(parts))))
-    if options.scheduler:
-        from dask.distributed import Client
-
-        with Client(options.scheduler) as client:
-            futures = [client.submit(run_part, *spec, pure=False) for spec in specs]
-            return client.gather(futures)
+    specs = _specs(job, store_path, items, boxes, options, n, _local_devices(options),
+                   max(1, (os.cpu_count() or 1) // min(n, len(items))))
     with ProcessPoolExecutor(len(specs), mp_context=mp.get_context("spawn")) as pool:
         return list(pool.map(run_part, *zip(*specs)))
+
+
+def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
+                    options: ExtractOptions, cluster: Any) -> list[dict[str, Any]]:
+    """One part per worker as one dask task, through the sweep's cluster code (`sweep.connect`):
+    batch jobs ask for one GPU each with --device cuda; a part whose worker dies is retried once."""
+    from lighthead.pipelines.sweep import connect
+
+    gpu = options.device.startswith("cuda")
+    with connect(cluster, gpu=gpu, retries=1) as conn:
+        started = cluster.scheduler is None  # a cluster we start: one part per worker (job)
+        n = cluster.workers if started or options.workers > 1 else \
+            max(1, len(conn.client.scheduler_info().get("workers", {})))
+        # A local cluster with several GPUs spreads the parts over them; a batch job has its own GPU.
+        devices = _local_devices(options) if started and cluster.batch is None else [options.device]
+        threads = conn.threads or max(1, (os.cpu_count() or 1) // n)
+        specs = _specs(job, store_path, items, boxes, options, n, devices, threads)
+        resources = conn.resources if started else None  # an existing scheduler's workers may not declare them
+        return submit_parts(conn.client, job, specs, resources, options.progress)
+
+
+def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
+                 progress: bool) -> list[dict[str, Any]]:
+    """Run each part's `run_part` as one task; results in part order (progress counts parts)."""
+    from distributed import as_completed
+
+    futures = [client.submit(run_part, *spec, key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}", pure=False,
+                             retries=1, resources=resources or None) for i, spec in enumerate(specs)]
+    try:
+        with progress_bar(f"{job} (parts)", len(futures), progress) as advance:
+            for _ in as_completed(futures):
+                advance(1)
+        return client.gather(futures)
+    except BaseException:
+        client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
+        raise
 
 
 def _run(job: str) -> Any:
@@ -252,7 +313,7 @@ def _run(job: str) -> Any:
                 raise FileNotFoundError(f"region detector weights not found: {path}; "
                                         + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS))
         if items:
-            parallel = options.workers > 1 or options.scheduler
+            parallel = options.workers > 1 or cluster_options(options) is not None
             results = (_run_parallel(job, str(store.path), items, boxes, options) if parallel
                        else [run_part(job, str(store.path), items, boxes, options, options.device)])
             for res in results:

@@ -1,0 +1,90 @@
+"""`extract --slurm/--pbs`: region jobs on a dask cluster through the sweep's cluster code."""
+
+from __future__ import annotations
+
+import pytest
+
+from lighthead.pipelines.datasets.demo import generate, load
+from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+from lighthead.store import open_store, verify
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = generate(tmp_path_factory.mktemp("demo") / "demo", n_images=6, size=96)
+    return root, load(root)
+
+
+@pytest.mark.parametrize("flag", ["--slurm", "--pbs"])
+def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp_path, monkeypatch, flag):
+    """The command line's batch options are in the script dask-jobqueue would submit (no job is
+    submitted here: `scale` only records the script), and the parts cover every image once."""
+    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    import lighthead.pipelines.features.regions as regions
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    cls = dask_jobqueue.SLURMCluster if flag == "--slurm" else dask_jobqueue.PBSCluster
+    seen: dict = {"jobs": []}
+
+    def scale(self, jobs=None, **kw):  # also called with 0 on close
+        seen["jobs"].append(jobs)
+        seen.setdefault("script", self.job_script())
+
+    monkeypatch.setattr(cls, "scale", scale)
+
+    def fake_submit(client, job, specs, resources, progress):
+        seen.update(specs=specs, resources=resources)
+        return []
+
+    monkeypatch.setattr(regions, "submit_parts", fake_submit)
+    root, records = demo
+    directive = "--gres=gpu:1" if flag == "--slurm" else "-l ngpus=1"
+    rc = run_app(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"),
+                       "--features", "regions36", "--random-weights", "-o", "detector=tiny", "--no-progress",
+                       flag, "--workers", "3", "--cores", "4", "--memory", "16GB", "--walltime", "02:00:00",
+                       "--queue", "gpu", "--account", "proj", f"--job-directive={directive}", "--device", "cuda"])
+    assert rc == 0
+    script = seen["script"]
+    assert 3 in seen["jobs"]  # three batch jobs: --workers 3
+    assert "--nthreads 4" in script and "trial=1,GPU=1" in script  # one part at a time per job, one GPU
+    assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
+    if flag == "--slurm":
+        for line in ("#SBATCH --gres=gpu:1", "#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 02:00:00",
+                     "#SBATCH --cpus-per-task=4", "#SBATCH --mem=15G"):
+            assert line in script, line
+    else:
+        for line in ("#PBS -l ngpus=1", "#PBS -q gpu", "#PBS -A proj", "#PBS -l walltime=02:00:00",
+                     "#PBS -l select=1:ncpus=4:mem=15GB"):
+            assert line in script, line
+    specs = seen["specs"]
+    assert len(specs) == 3 and seen["resources"] == {"GPU": 1, "trial": 1}
+    assert all(s[5] == "cuda" and s[6] == 4 and s[4].cluster is None for s in specs)  # device, threads
+    parts = [image_id for s in specs for image_id, _ in s[2]]
+    assert sorted(parts) == sorted({r.image_id for r in records})
+
+
+def test_slurm_and_pbs_exclude_each_other(tmp_path, capsys):
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    rc = run_app(app, ["extract", "--dataset", "demo", "--store", str(tmp_path / "s"), "--slurm", "--pbs"])
+    assert rc == 1 and capsys.readouterr().err.strip() == "error: --slurm and --pbs exclude each other"
+
+
+def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path):
+    from lighthead.pipelines.sweep import ClusterOptions
+
+    load_all()
+    _, records = demo
+    images = sorted({r.image_id for r in records})
+    store = open_store(tmp_path / "store", create=True)
+    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False,
+                job_options={"detector": "tiny", "shard_items": 1})
+    FEATURES.get("regions36").run([r for r in records if r.image_id in images[:2]], store, ExtractOptions(**base))
+    opts = ExtractOptions(**base, cluster=ClusterOptions(workers=2, dashboard=None))
+    summary = FEATURES.get("regions36").run(records, store, opts)
+    assert summary.already_done == 2 and summary.written == len(images) - 2 and not summary.skipped
+    fs = open_store(tmp_path / "store")["regions/butd-r101-vg-36"]
+    assert sorted(fs.ids) == images  # every id exactly once
+    assert verify(tmp_path / "store") == []
