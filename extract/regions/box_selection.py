@@ -1,12 +1,13 @@
 """Which ROIs of an image become its regions: the rule of bottom-up-attention's `generate_tsv.py`,
 and py-bottom-up-attention's max-class NMS.
 
-generate_tsv.py (modes "fixed" and "adaptive"): for every object class (background skipped) NMS runs over the ROIs with that class's scores;
-a ROI's confidence is its highest class score among the classes where it survived. Then:
-fixed K keeps the K most confident ROIs; adaptive keeps those with confidence >= threshold,
-topped up to `min_boxes` or cut to `max_boxes` by confidence (bottom-up-attention.pytorch's
-extractor). The NMS of all classes runs at once on one shared IoU matrix (the ROIs are the
-same for every class), which equals one torchvision NMS per class.
+generate_tsv.py (modes "fixed" and "adaptive"): for every object class (background skipped)
+NMS runs over the ROIs with that class's scores; a ROI's confidence is its highest class score
+among the classes where it survived. Then: fixed K keeps the K most confident ROIs; adaptive
+keeps those with confidence >= threshold, topped up to `min_boxes` or cut to `max_boxes` by
+confidence (bottom-up-attention.pytorch's extractor). The NMS of all classes runs at once on
+one shared IoU matrix (the ROIs are the same for every class), which equals one torchvision NMS
+per class.
 
 "d2-maxnms" (py-bottom-up-attention, `demo/detectron2_mscoco_proposal_maxnms.py`, the
 detectron2 36-box extraction written for LXMERT; read in airsplay/py-bottom-up-attention):
