@@ -220,7 +220,9 @@ def main() -> None:
     use_threads(args.threads)
     steps = args.steps or (3 if args.quick else 10)
     batch_size = args.batch_size or (32 if args.quick else None)
-    print(f"device {device} ({torch.get_num_threads()} threads), {'quick' if args.quick else 'paper sizes'}")
+    sizes = "quick (width 256)" if args.quick else ("the heads' defaults for the store's dataset" if args.store
+                                                    else "paper sizes")
+    print(f"device {device} ({torch.get_num_threads()} threads), {sizes}")
     with tempfile.TemporaryDirectory(prefix="lighthead-bench-") as tmp:
         store = args.store
         if store is None:
