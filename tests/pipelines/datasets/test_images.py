@@ -135,9 +135,11 @@ def test_cli_extracts_regions_of_a_folder(tmp_path):
     from lighthead.pipelines.cli import app
 
     root = photos(tmp_path / "photos")
-    out = CliRunner().invoke(app, ["extract", "--dataset", "images", "--root", str(root), "--store", str(tmp_path / "s"),
-                                   "--features", "regions36", "--random-weights", "-o", "detector=tiny",
-                                   "--loader-workers", "0", "--no-progress"])
+    with pytest.warns(UserWarning, match="without an image extension ignored"):
+        out = CliRunner().invoke(app, ["extract", "--dataset", "images", "--root", str(root),
+                                       "--store", str(tmp_path / "s"), "--features", "regions36",
+                                       "--random-weights", "-o", "detector=tiny", "--loader-workers", "0",
+                                       "--no-progress"])
     assert out.exit_code == 0, out.output
     fs = open_store(tmp_path / "s")["regions/butd-r101-vg-36"]
     assert sorted(fs.ids) == sorted(FILES.values())
