@@ -11,6 +11,9 @@ and given boxes.
 Weights: `--weights PATH` (.pkl of py-bottom-up-attention, .pth of bottom-up-attention.pytorch,
 or our .safetensors export), else $LIGHTHEAD_DETECTOR_WEIGHTS, else DEFAULT_WEIGHTS; or
 `--random-weights`. Settings (`--job-option KEY=VALUE`, or `<job>.KEY=VALUE` for one job):
+selection (generate_tsv, the default, or d2-maxnms: py-bottom-up-attention's LXMERT rule, for
+the fixed-K jobs only; it writes `<feature set>-d2-maxnms`, so both can sit in one store; the bare
+key applies to regions36 and regions100 and leaves adaptive and given-boxes on their own rule),
 detector (preset: r101, r101-demo, slim, tiny), min_size / max_size (test scale), rois
 (proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items, threads
 (CPU threads of the detector; 1 avoids thread stalls on a busy or small CPU),
@@ -42,8 +45,15 @@ WEIGHTS_HELP = (
     "bua-caffe-frcn-r101_with_attributes.pth from bottom-up-attention.pytorch (its README, 'Pre-trained "
     "models'), then pass --weights PATH or put it at {default} (--random-weights runs untrained, for tests)"
 )
-BOX_RULE = ("boxes are the RPN proposals (ROIs) in original pixels; confidence = best class score among "
-            "the classes where the ROI survives per-class NMS (generate_tsv.py)")
+BOX_RULES = {  # selection mode -> what the stored boxes are, recorded in the feature set's attrs
+    "fixed": ("boxes are the RPN proposals (ROIs) in original pixels; confidence = best class score among "
+              "the classes where the ROI survives per-class NMS (generate_tsv.py)"),
+    "given": "boxes are the given boxes, kept as given (not clipped: ROI pooling reads zeros outside the image)",
+    "d2-maxnms": ("boxes are each kept ROI's box regressed for its best class, in original pixels, clipped to the "
+                  "image; one class-agnostic NMS over them by that class's score, threshold 0.3 raised by 0.1 "
+                  "until K survive, the K best (py-bottom-up-attention's detectron2_mscoco_proposal_maxnms.py)"),
+}
+BOX_RULES["adaptive"] = BOX_RULES["fixed"]
 
 JOBS = {  # job -> (feature set, selection mode, K)
     "regions36": ("regions/butd-r101-vg-36", "fixed", 36),
@@ -53,11 +63,26 @@ JOBS = {  # job -> (feature set, selection mode, K)
 }
 
 
-def selection_for(job: str) -> Any:
+def selection_for(job: str, options: ExtractOptions | None = None) -> Any:
+    """The job's SelectionConfig: its own mode and K, or the rule the `selection` option names.
+
+    `<job>.selection` applies to that job (an error where the rule does not fit it); the bare
+    `selection` only to the fixed-K jobs, so `-o selection=d2-maxnms` beside adaptive or given
+    boxes changes regions36/regions100 and leaves those on their own rule.
+    """
     from lighthead.extract.regions.config import SelectionConfig
 
     _, mode, k = JOBS[job]
-    return SelectionConfig(mode=mode, num_boxes=k) if mode == "fixed" else SelectionConfig(mode=mode)
+    opts = (options.job_options or {}) if options is not None else {}
+    rule = opts.get(f"{job}.selection", opts.get("selection") if mode == "fixed" else None)
+    return SelectionConfig.for_job(mode, k, None if rule is None else str(rule))
+
+
+def feature_set_name(job: str, selection: Any) -> str:
+    """Where the job writes: its feature set, with `-d2-maxnms` for that rule (so a store can hold
+    both, and a rerun with the other rule never finds the first one's set "already done")."""
+    name = JOBS[job][0]
+    return f"{name}-d2-maxnms" if selection.mode == "d2-maxnms" else name
 
 
 def weights_path(job: str, options: ExtractOptions) -> Path:
@@ -126,7 +151,7 @@ def describe(job: str, model_info: dict[str, Any], selection: Any, options: Extr
         "job": job,
         "mode": selection.mode,
         "selection": selection.to_json(),
-        "box_rule": BOX_RULE if selection.mode != "given" else "boxes are the given boxes, clipped to the image",
+        "box_rule": BOX_RULES[selection.mode],
         "ids": "object_ids index the 1600 VG objects, attr_ids the 400 VG attributes (0-based; -1 = padding)",
         "dtype": options.dtype,
         **model_info,
@@ -184,8 +209,8 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
     if threads:
         torch.set_num_threads(threads)
     try:
-        name = JOBS[job][0]
-        selection = selection_for(job)
+        selection = selection_for(job, options)
+        name = feature_set_name(job, selection)
         model, info = build_model(job, options, device)
         fields = _fields(selection, model.cfg.feature_dim, options.dtype)
         attrs = describe(job, info, selection, options)
@@ -296,7 +321,8 @@ def _run(job: str) -> Any:
         from lighthead.extract.images import unique_images
 
         start = time.perf_counter()
-        name, mode, _ = JOBS[job]
+        _, mode, _ = JOBS[job]
+        name = feature_set_name(job, selection_for(job, options))  # a bad `selection` fails here, before any work
         summary = RunSummary(job=job, feature_set=name, random_weights=random_weights(options, job))
         done = set(store[name].ids) if name in store else set()
         all_ids = {r.image_id for r in records}

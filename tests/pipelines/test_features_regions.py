@@ -215,3 +215,59 @@ def test_a_failure_on_one_image_of_a_batch_skips_only_that_image(demo, tmp_path,
     assert summary.written == len(images) and sorted(store["regions/butd-r101-vg-36"].ids) == images
     (skipped, reason), = summary.skipped
     assert skipped == "odd" and "forced failure" in reason
+
+
+def test_cli_selection_option_writes_the_d2_maxnms_rule_to_its_own_set(demo, tmp_path, capsys):
+    """`-o regions36.selection=d2-maxnms` runs py-bottom-up-attention's LXMERT rule, recorded and kept
+    apart from the generate_tsv set; names that do not exist or do not fit a job are one-line errors."""
+    from lighthead.extract.regions.config import SelectionConfig
+    from lighthead.extract.regions.model import BottomUpDetector, init_random
+    from lighthead.extract.regions.runner import extract_regions
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+    from lighthead.pipelines.features.regions import detector_config
+
+    root, records = demo
+    base = ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"), "--random-weights",
+            "-o", "detector=tiny", "--loader-workers", "0", "--no-progress", "--features"]
+    assert run_app(app, base + ["regions36", "-o", "regions36.selection=d2-maxnms"]) == 0
+    store = open_store(tmp_path / "s")
+    assert "regions/butd-r101-vg-36" not in store
+    fs = store["regions/butd-r101-vg-36-d2-maxnms"]
+    assert fs.attrs["mode"] == "d2-maxnms" and fs.attrs["selection"]["num_boxes"] == 36
+    assert "regressed for its best class" in fs.attrs["box_rule"]
+    # the stored items are what the runner gives for that rule on the same random detector
+    model = init_random(BottomUpDetector(detector_config("regions36", _options())), 0).optimize_for_inference(
+        channels_last=False)
+    want: dict = {}
+    images = [(r.image_id, r.image_path) for r in records if r.kind == "image"][:2]
+    extract_regions(model, images, lambda i, item: want.setdefault(i, item), SelectionConfig.for_job("fixed", 36, "d2-maxnms"),
+                    batch_size=4, loader_workers=0, dtype="float16")
+    for image_id, item in want.items():
+        assert np.allclose(fs[image_id]["boxes"], item["boxes"], atol=1e-3)
+        assert np.array_equal(fs[image_id]["object_ids"], item["object_ids"])
+    # the default rule writes its own set beside it: a rerun never mistakes one for the other
+    assert run_app(app, base + ["regions36"]) == 0
+    plain = open_store(tmp_path / "s")["regions/butd-r101-vg-36"]
+    assert plain.attrs["mode"] == "fixed" and sorted(plain.ids) == sorted(fs.ids)
+    assert not np.allclose(plain[fs.ids[0]]["boxes"], fs[fs.ids[0]]["boxes"])
+    capsys.readouterr()
+    for job, opt, words in (("regions100", "selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
+                            ("adaptive", "adaptive.selection=d2-maxnms", ["d2-maxnms", "adaptive"])):
+        assert run_app(app, base + [job, "-o", opt]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+        assert len(errors) == 1 and all(w in errors[0] for w in words), errors
+        assert not any(n.endswith(("-100", "-adaptive")) for n in open_store(tmp_path / "s").names())
+
+
+def test_given_boxes_are_stored_as_given_and_the_attrs_say_so(demo, tmp_path):
+    load_all()
+    _, records = demo
+    first = next(r for r in records if r.kind == "image")
+    outside = [[-10.0, 5.0, 40.0, 30.0], [50.0, 60.0, 130.0, 140.0]]  # the 96x96 image ends at 96
+    rec = type(first).from_json({**first.to_json(), "id": "out", "image_id": "out", "extra": {"boxes": outside}})
+    store = open_store(tmp_path / "store", create=True)
+    FEATURES.get("given-boxes").run([rec], store, _options())
+    fs = store["regions/butd-r101-vg-given"]
+    assert np.array_equal(fs["out"]["boxes"], np.asarray(outside, np.float32))
+    assert "kept as given" in fs.attrs["box_rule"] and "clipped to the image" not in fs.attrs["box_rule"]
