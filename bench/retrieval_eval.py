@@ -10,11 +10,12 @@ with 500 labels; MMCA when `heads/mmca.py` exists), random weights and random fe
 on a GPU; one GEMM for all region-word cosines of a block; the Gram trick of
 `heads/attention.py`), with float32 products and with bfloat16 products (`--precision bf16`
 of `lighthead evaluate`). "loop": what SCAN's reference evaluation does, in float32 as that
-code runs, written here from the CASC/SCAN equations: shards of 128 images x 128 captions,
-and inside a shard, per attention direction, one caption at a time repeated over the images,
-with the attended vectors built explicitly. For MMCA the loop runs the joint Transformer on
-each pair one caption at a time, as training does (ours shares the first unit's projections
-between pairs). The loop is slow, so both are timed on the same subset of the first
+code runs, written here from the released code's formulas (the head's configured
+normalisation, temperatures, aggregation and direction; CASC's test score): shards of 128
+images x 128 captions, and inside a shard, per attention direction, one caption at a time
+repeated over the images, with the attended vectors built explicitly. For MMCA the loop
+runs the joint Transformer on each pair one caption at a time, as training does (ours
+shares the first unit's projections between pairs). The loop is slow, so both are timed on the same subset of the first
 size (the first images, captions of every length), where their scores must agree (1e-4 in
 float32, 3e-3 in bfloat16). Timings are the best of two runs (the machine may be shared).
 
@@ -71,26 +72,51 @@ def _cosine(x1: torch.Tensor, x2: torch.Tensor, dim: int) -> torch.Tensor:
     return (x1 * x2).sum(dim) / (x1.norm(dim=dim) * x2.norm(dim=dim)).clamp(min=1e-8)
 
 
-def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor, lam: float) -> torch.Tensor:
-    """(n_images, n_captions) I2T scores of a shard, one caption at a time (Eq. 4-5)."""
-    cols = []
+def _attend(query: torch.Tensor, context: torch.Tensor, norm: str, lam: float) -> torch.Tensor:
+    """Each query item attends over the context items: (n, Lq, D), (n, Ls, D) -> (n, Lq, D).
+
+    The cosines (n, Ls, Lq) are first normalised over the queries (SCAN's raw_feature_norm),
+    then a softmax over the context with temperature `lam` weights the context vectors."""
+    attn = torch.bmm(context, query.transpose(1, 2))  # (n, Ls, Lq)
+    if norm == "softmax":
+        attn = torch.softmax(attn, dim=2)
+    if norm in ("clipped", "clipped_l2norm"):
+        attn = torch.nn.functional.leaky_relu(attn, 0.1)
+    if norm in ("l2norm", "clipped_l2norm"):
+        attn = attn / (attn.norm(dim=2, keepdim=True) + 1e-8)
+    weights = torch.softmax(lam * attn, dim=1)  # (n, Ls, Lq): over the context
+    return torch.bmm(weights.transpose(1, 2), context)  # (n, Lq, D)
+
+
+def _aggregate(r: torch.Tensor, agg: str, lam: float) -> torch.Tensor:
+    """(n, items) cosines -> (n, 1): mean, or LogSumExp (1/lam) log sum exp(lam r)."""
+    if agg == "mean":
+        return r.mean(1, keepdim=True)
+    return torch.log((r * lam).exp().sum(1, keepdim=True)) / lam
+
+
+def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
+               cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """I2T scores (n_images, n_captions) of a shard and A^T (n_images, n_captions, D), one caption
+    at a time (each region attends over the words)."""
+    cols, globals_ = [], []
     for j in range(len(words)):
         cap = words[j, : int(lens[j])].unsqueeze(0).repeat(len(v), 1, 1)  # (n, L, D), as the reference
-        s = torch.bmm(v, cap.transpose(1, 2))  # (n, K, L) cosines (unit vectors)
-        ctx = torch.bmm(torch.softmax(lam * s, dim=2), cap)  # (n, K, D): attended words
-        cols.append(_cosine(v, ctx, 2).mean(1, keepdim=True))
-    return torch.cat(cols, 1)
+        ctx = _attend(v, cap, cfg.attn_norm, cfg.lambda_i2t)  # (n, K, D): attended words
+        cols.append(_aggregate(_cosine(v, ctx, 2), cfg.agg_i2t, cfg.lambda_lse_i2t))
+        globals_.append(ctx.mean(1, keepdim=True))
+    return torch.cat(cols, 1), torch.cat(globals_, 1)
 
 
 def _t2i_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
-               lam: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """T2I scores (n_images, n_captions) of a shard and A^I (n_images, n_captions, D) (Eq. 6-7, 10)."""
+               cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """T2I scores (n_images, n_captions) of a shard and A^I (n_images, n_captions, D), one caption
+    at a time (each word attends over the regions)."""
     cols, globals_ = [], []
     for j in range(len(words)):
         cap = words[j, : int(lens[j])].unsqueeze(0).repeat(len(v), 1, 1)  # (n, L, D)
-        s = torch.bmm(v, cap.transpose(1, 2))  # (n, K, L)
-        ctx = torch.bmm(torch.softmax(lam * s, dim=1).transpose(1, 2), v)  # (n, L, D): attended regions
-        cols.append(_cosine(cap, ctx, 2).mean(1, keepdim=True))
+        ctx = _attend(cap, v, cfg.attn_norm, cfg.lambda_t2i)  # (n, L, D): attended regions
+        cols.append(_aggregate(_cosine(cap, ctx, 2), cfg.agg_t2i, cfg.lambda_lse_t2i))
         globals_.append(ctx.mean(1, keepdim=True))
     return torch.cat(cols, 1), torch.cat(globals_, 1)
 
@@ -100,21 +126,31 @@ def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tenso
     """SCAN's evaluation structure for scan/casc: shards of 128 x 128, and per direction a loop
     over the shard's captions (each repeated over the images), attended vectors built."""
     cfg = head.cfg
-    casc = hasattr(head, "fc1") and cfg.beta < 1.0
+    casc = hasattr(head, "fc1")
+    directions = ("t2i", "i2t") if cfg.direction == "both" else (cfg.direction,)
     out = torch.empty(n_img, n_txt)
     for i0 in range(0, n_img, SHARD):
         v = img["regions"][i0:min(n_img, i0 + SHARD)]  # (n, K, D)
         for j0 in range(0, n_txt, SHARD):
             j1 = min(n_txt, j0 + SHARD)
             words, lens = txt["words"][j0:j1], txt["len"][j0:j1]
-            i2t = _i2t_shard(v, words, lens, cfg.lambda_i2t)
-            t2i, a_img = _t2i_shard(v, words, lens, cfg.lambda_t2i)
-            if casc:  # Eq. 13: labels predicted from A^I of every pair vs the caption's labels
-                probs = torch.sigmoid(head.classify(a_img))  # (n, m, C)
-                s_g = _cosine(probs, txt["labels"][j0:j1][None].expand_as(probs), 2)
-                block = cfg.beta * (i2t + t2i) + (1 - cfg.beta) * s_g
+            scores = {}
+            if "i2t" in directions:
+                scores["i2t"], a_txt = _i2t_shard(v, words, lens, cfg)
+            if "t2i" in directions:
+                scores["t2i"], a_img = _t2i_shard(v, words, lens, cfg)
+            local = sum(scores.values()) / len(scores)
+            if casc and cfg.test_score == "paper":  # Eq. 13: the sum of the two directions
+                local = 2 * local
+            if casc and cfg.beta < 1.0:
+                probs = torch.sigmoid(head.classify(a_img))  # (n, m, C): labels predicted from A^I
+                if cfg.test_score == "code":  # ... vs the labels predicted from A^T of the same pair
+                    other = torch.sigmoid(head.classify(a_txt))
+                else:  # ... vs the caption's labels
+                    other = txt["labels"][j0:j1][None].expand_as(probs)
+                block = cfg.beta * local + (1 - cfg.beta) * _cosine(probs, other, 2)
             else:
-                block = 0.5 * (i2t + t2i)
+                block = local
             out[i0:i0 + len(v), j0:j1] = block.cpu()
     return out
 

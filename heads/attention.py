@@ -2,17 +2,24 @@
 
 1. Stacked cross attention between regions and words (SCAN, Lee et al. ECCV 2018; CASC,
    Xu et al. TNNLS 2020, Eq. 3-7 and 10), computed for every (image, caption) pair of two
-   blocks at once. Letters: I images, T captions, K regions, L words, D width.
+   blocks at once, with the options of SCAN's released code (`XAttn`). Letters: I images,
+   T captions, K regions, L words, D width.
 
    With unit-norm regions v_k and words t_l, s_kl = v_k . t_l is their cosine (Eq. 3).
-   I2T (Eq. 4-5): alpha_kl = softmax_l(lambda1 s_kl), a_k = sum_l alpha_kl t_l, score
-   mean_k cos(v_k, a_k). T2I (Eq. 6-7): alpha'_kl = softmax_k(lambda2 s_kl),
-   a_l = sum_k alpha'_kl v_k, score mean_l cos(t_l, a_l).
+   Before each softmax the cosines may be normalised along the *other* axis (SCAN's
+   `raw_feature_norm`: clipped_l2norm = LeakyReLU(0.1) then L2 norm, l2norm, softmax,
+   clipped = LeakyReLU(0.1) alone, no_norm); call the result n_kl.
+   T2I: every word attends over the regions: alpha'_kl = softmax_k(lambda_t2i n_kl) with n
+   normalised over the words, a_l = sum_k alpha'_kl v_k, r_l = cos(t_l, a_l).
+   I2T: every region attends over the words: alpha_kl = softmax_l(lambda_i2t n_kl) with n
+   normalised over the regions, a_k = sum_l alpha_kl t_l, r_k = cos(v_k, a_k).
+   Each direction's score aggregates its r: the mean, or LogSumExp
+   (1 / lambda_lse) log sum exp(lambda_lse r).
    The attended vectors are never built: v_k . a_k = sum_l alpha_kl s_kl, and
    |a_k|^2 = alpha_k G_t alpha_k^T with the word Gram matrix G_t = T T^T (L x L), so a block
    of pairs costs one GEMM for the cosines plus O(I T K L (L + K)) instead of O(I T K L D),
    and memory stays at a few (I, K, T, L) tensors. A cosine does not change when alpha_k is
-   scaled, so the softmax normaliser is never applied: exp(lambda s) is used as it is.
+   scaled, so the softmax normaliser is never applied: exp(lambda n) is used as it is.
 
 2. A Transformer block (`nn.TransformerEncoderLayer`) and a cross-attention block
    (`nn.MultiheadAttention`, queries from one modality, keys/values from the other).
@@ -20,6 +27,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -27,6 +35,34 @@ import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8
+NORMS = ("clipped_l2norm", "l2norm", "softmax", "clipped", "no_norm")  # SCAN's raw_feature_norm values
+AGGREGATIONS = ("mean", "lse")  # SCAN's agg_func Mean / LogSumExp
+DIRECTIONS = ("t2i", "i2t")
+
+
+@dataclass(frozen=True)
+class XAttn:
+    """Options of the stacked cross attention (SCAN's released code; defaults: its t-i LSE row)."""
+
+    lambda_t2i: float = 9.0  # softmax temperature when each word attends over the regions
+    lambda_i2t: float = 4.0  # softmax temperature when each region attends over the words
+    norm: str = "clipped_l2norm"  # normalisation of the cosines before the softmax (one of NORMS)
+    agg_t2i: str = "lse"  # per-word cosines -> T2I score: "mean" or "lse"
+    agg_i2t: str = "lse"  # per-region cosines -> I2T score: "mean" or "lse"
+    lse_t2i: float = 6.0  # LogSumExp temperature of the T2I aggregation
+    lse_i2t: float = 5.0  # LogSumExp temperature of the I2T aggregation
+    directions: tuple[str, ...] = DIRECTIONS  # the scores to compute
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"attention norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        for agg in (self.agg_t2i, self.agg_i2t):
+            if agg not in AGGREGATIONS:
+                raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
+        if not set(self.directions) <= set(DIRECTIONS):
+            raise ValueError(f"directions must be among {', '.join(DIRECTIONS)}, got {self.directions!r}")
+        if min(self.lambda_t2i, self.lambda_i2t, self.lse_t2i, self.lse_i2t) <= 0:
+            raise ValueError("softmax and LogSumExp temperatures must be > 0")
 
 
 def l2norm(x: torch.Tensor, dim: int = -1, eps: float = EPS) -> torch.Tensor:
@@ -42,10 +78,35 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def _clipped_l2(s: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """SCAN's "clipped_l2norm" of the raw similarities: LeakyReLU(0.1), then L2 over `dim`."""
-    s = F.leaky_relu(s, 0.1) * mask.to(s.dtype)
-    return s / s.norm(dim=dim, keepdim=True).clamp(min=EPS)
+def aggregate(r: torch.Tensor, mask: torch.Tensor, agg: str, lam: float, dim: int) -> torch.Tensor:
+    """Per-item cosines `r` -> one score over `dim` (real items where `mask`, broadcastable):
+    "mean", or "lse" = (1 / lam) log sum exp(lam r) (a sum, not a mean, as SCAN's code)."""
+    if agg == "mean":
+        return masked_mean(r, mask, dim)
+    if agg != "lse":
+        raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
+    x = r * lam
+    if not bool(mask.all()):
+        x = x.masked_fill(~mask, float("-inf"))
+    return torch.logsumexp(x, dim) / lam
+
+
+def raw_norm(s: torch.Tensor, mask: torch.Tensor, norm: str, dim: int) -> torch.Tensor:
+    """SCAN's `raw_feature_norm` of region-word cosines along `dim` (the axis the following
+    softmax does not run over); padded entries (mask False, broadcastable) take no part."""
+    if norm == "no_norm":
+        return s
+    if norm == "softmax":  # |s| <= 1 (cosines): exp needs no shift
+        e = s.exp() * mask.to(s.dtype)
+        return e / e.sum(dim, keepdim=True).clamp(min=EPS)
+    if norm in ("clipped", "clipped_l2norm"):
+        s = F.leaky_relu(s, 0.1)
+    if norm in ("l2norm", "clipped_l2norm"):
+        s = s * mask.to(s.dtype)
+        s = s / (s.norm(dim=dim, keepdim=True) + EPS)  # + eps as SCAN's l2norm (one-word captions: s / |s|)
+    elif norm != "clipped":
+        raise ValueError(f"attention norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return s
 
 
 SHIFT_FREE_LAMBDA = 20.0  # up to here exp(lambda * s) of cosines stays well inside float32
@@ -55,9 +116,9 @@ def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int) -> t
     """Softmax weights over `dim` up to a positive factor per row: exp(lambda s), masked.
 
     The cosines and the normalised weights below are invariant to that factor, so the softmax
-    normaliser is never applied to the whole tensor. With |s| <= 1 (unit vectors, or SCAN's
-    clipped normalisation) and lambda <= 20, exp(lambda s) and its square stay far from float32's
-    limits; larger lambdas subtract the row maximum (over real entries) first.
+    normaliser is never applied to the whole tensor. With |s| <= 1 (unit vectors, and every
+    normalisation of NORMS) and lambda <= 20, exp(lambda s) and its square stay far from
+    float32's limits; larger lambdas subtract the row maximum (over real entries) first.
     """
     full = bool(mask.all())
     if lam <= SHIFT_FREE_LAMBDA:
@@ -69,93 +130,88 @@ def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int) -> t
 
 
 def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gram_v: torch.Tensor,
-                words_gram: Callable[[torch.Tensor], torch.Tensor], lambda_i2t: float, lambda_t2i: float,
-                attn_norm: str, weights: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Both attention directions from float32 region-word cosines in the layout (N, K, M, L).
+                words_gram: Callable[[torch.Tensor], torch.Tensor], opts: XAttn,
+                weights: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The attention directions from float32 region-word cosines in the layout (N, K, M, L).
 
     All pairs: N = I images, M = T captions; given pairs: N = B, M = 1. v_mask (N, K, 1, 1) and
     t_mask (N | 1, 1, M, L) bool; gram_v (N, K, K); words_gram(x) contracts x (N, K, M, L) with
-    each caption's word Gram matrix over L. Returns (N, M) "i2t" / "t2i" and, for the names in
-    `weights`, "region_weights" (N, M, K) and "word_weights" (N, M, L).
+    each caption's word Gram matrix over L. Returns (N, M) "t2i" / "i2t" (those of
+    opts.directions, plus the one a weight needs) and, for the names in `weights`,
+    "region_weights" (N, M, K) (from T2I) and "word_weights" (N, M, L) (from I2T).
     """
     n, k, m, l = s.shape
-    if attn_norm == "none":
-        s_i2t = s_t2i = s
-    elif attn_norm == "clipped_l2":
-        pair_mask = v_mask & t_mask  # (N, K, M, L)
-        s_i2t = _clipped_l2(s, pair_mask, dim=1)  # each word normalised over regions
-        s_t2i = _clipped_l2(s, pair_mask, dim=3)  # each region normalised over words
-    else:
-        raise ValueError(f"attn_norm must be 'none' or 'clipped_l2', got {attn_norm!r}")
     words_mask = t_mask.squeeze(1)  # (N | 1, M, L)
     regions_mask = v_mask.squeeze(-1)  # (N, K, 1)
+    pair_mask = v_mask & t_mask if opts.norm != "no_norm" else None  # (N, K, M, L)
     out = {}
     with torch.autocast(s.device.type, enabled=False):  # the small Gram products stay float32
-        # T2I (Eq. 6-7): every word attends over the regions (axis 1).
-        e = _exp_weights(s_t2i, lambda_t2i, v_mask, dim=1)  # (N, K, M, L)
-        dot = (e * s).sum(1)  # (N, M, L): z_l (t_l . a_l), z_l the softmax normaliser
-        ge = torch.bmm(gram_v, e.view(n, k, m * l)).view(n, k, m, l)  # (N, K, M, L)
-        norm2 = (ge * e).sum(1)  # (N, M, L): z_l^2 |a_l|^2
-        out["t2i"] = masked_mean(dot / norm2.clamp(min=EPS * EPS).sqrt(), words_mask, dim=-1)  # (N, M)
+        if "t2i" in opts.directions or "region" in weights:
+            # T2I: every word attends over the regions (axis 1); cosines normalised over the words.
+            n_t2i = s if pair_mask is None else raw_norm(s, pair_mask, opts.norm, dim=3)
+            e = _exp_weights(n_t2i, opts.lambda_t2i, v_mask, dim=1)  # (N, K, M, L)
+            dot = (e * s).sum(1)  # (N, M, L): z_l (t_l . a_l), z_l the softmax normaliser
+            ge = torch.bmm(gram_v, e.view(n, k, m * l)).view(n, k, m, l)  # (N, K, M, L)
+            norm2 = (ge * e).sum(1)  # (N, M, L): z_l^2 |a_l|^2
+            r = dot / norm2.clamp(min=EPS * EPS).sqrt()  # (N, M, L): cos(t_l, a_l)
+            out["t2i"] = aggregate(r, words_mask, opts.agg_t2i, opts.lse_t2i, dim=-1)  # (N, M)
+            if "region" in weights:  # mean over the real words of alpha' = e / z_l
+                per_word = words_mask / words_mask.sum(-1, keepdim=True).clamp(min=1) / e.sum(1)  # (N, M, L)
+                out["region_weights"] = (e * per_word[:, None]).sum(3).transpose(1, 2)  # (N, M, K)
 
-        # I2T (Eq. 4-5): every region attends over the words (axis 3).
-        e_w = _exp_weights(s_i2t, lambda_i2t, t_mask, dim=3)  # (N, K, M, L)
-        dot_w = (e_w * s).sum(3)  # (N, K, M)
-        norm2_w = (words_gram(e_w) * e_w).sum(3)  # (N, K, M)
-        out["i2t"] = masked_mean(dot_w / norm2_w.clamp(min=EPS * EPS).sqrt(), regions_mask, dim=1)  # (N, M)
-
-        if "region" in weights:  # mean over the real words of alpha' = e / z_l
-            per_word = words_mask / words_mask.sum(-1, keepdim=True).clamp(min=1) / e.sum(1)  # (N, M, L)
-            out["region_weights"] = (e * per_word[:, None]).sum(3).transpose(1, 2)  # (N, M, K)
-        if "word" in weights:  # mean over the real regions of alpha = e_w / z_k
-            per_region = regions_mask / regions_mask.sum(1, keepdim=True).clamp(min=1) / e_w.sum(3)  # (N, K, M)
-            out["word_weights"] = (e_w * per_region[..., None]).sum(1)  # (N, M, L)
+        if "i2t" in opts.directions or "word" in weights:
+            # I2T: every region attends over the words (axis 3); cosines normalised over the regions.
+            n_i2t = s if pair_mask is None else raw_norm(s, pair_mask, opts.norm, dim=1)
+            e_w = _exp_weights(n_i2t, opts.lambda_i2t, t_mask, dim=3)  # (N, K, M, L)
+            dot_w = (e_w * s).sum(3)  # (N, K, M)
+            norm2_w = (words_gram(e_w) * e_w).sum(3)  # (N, K, M)
+            r_w = dot_w / norm2_w.clamp(min=EPS * EPS).sqrt()  # (N, K, M): cos(v_k, a_k)
+            out["i2t"] = aggregate(r_w, regions_mask, opts.agg_i2t, opts.lse_i2t, dim=1)  # (N, M)
+            if "word" in weights:  # mean over the real regions of alpha = e_w / z_k
+                per_region = regions_mask / regions_mask.sum(1, keepdim=True).clamp(min=1) / e_w.sum(3)  # (N, K, M)
+                out["word_weights"] = (e_w * per_region[..., None]).sum(1)  # (N, M, L)
     return out
 
 
 def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
-                    lambda_i2t: float, lambda_t2i: float, attn_norm: str = "none",
-                    weights: tuple[str, ...] = (), gram_v: torch.Tensor | None = None,
+                    opts: XAttn = XAttn(), weights: tuple[str, ...] = (), gram_v: torch.Tensor | None = None,
                     gram_t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Cross attention for every pair of I images and T captions.
 
     v: (I, K, D) unit-norm regions, v_mask (I, K); t: (T, L, D) unit-norm words, t_mask (T, L);
     gram_v (I, K, K) = v v^T and gram_t (T, L, L) = t t^T when the encoders cached them.
-    Returns "i2t", "t2i" (I, T) and, for the names in `weights` ("region", "word"),
-    "region_weights" (I, T, K) and "word_weights" (I, T, L). Products run in the autocast dtype when one is active (bf16
-    scoring); everything after them runs in float32.
+    Returns "t2i", "i2t" (I, T) (see `_xattn_core`) and, for the names in `weights` ("region",
+    "word"), "region_weights" (I, T, K) and "word_weights" (I, T, L). Products run in the
+    autocast dtype when one is active (bf16 scoring); everything after them runs in float32.
     """
     n_i, k, d = v.shape
     n_t, l, _ = t.shape
     # One GEMM for every region-word cosine of the block, kept in its natural layout.
     s = (v.reshape(n_i * k, d) @ t.reshape(n_t * l, d).T).float().view(n_i, k, n_t, l)  # (I, K, T, L)
     gram_v = (v @ v.transpose(1, 2) if gram_v is None else gram_v).float()  # (I, K, K)
-    gram_t = (t @ t.transpose(1, 2) if gram_t is None else gram_t).float()  # (T, L, L)
 
     def words_gram(x: torch.Tensor) -> torch.Tensor:
+        g = (t @ t.transpose(1, 2) if gram_t is None else gram_t).float()  # (T, L, L)
         # per caption: (I*K, L) x (L, L); one copy to put the caption axis first
         xt = x.permute(2, 0, 1, 3).reshape(n_t, n_i * k, l)  # (T, I*K, L)
-        return torch.bmm(xt, gram_t).view(n_t, n_i, k, l).permute(1, 2, 0, 3)  # (I, K, T, L)
+        return torch.bmm(xt, g).view(n_t, n_i, k, l).permute(1, 2, 0, 3)  # (I, K, T, L)
 
-    return _xattn_core(s, v_mask[:, :, None, None], t_mask[None, None], gram_v, words_gram,
-                       lambda_i2t, lambda_t2i, attn_norm, weights)
+    return _xattn_core(s, v_mask[:, :, None, None], t_mask[None, None], gram_v, words_gram, opts, weights)
 
 
 def xattn_paired(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
-                 lambda_i2t: float, lambda_t2i: float, attn_norm: str = "none",
-                 weights: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+                 opts: XAttn = XAttn(), weights: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """Cross attention of B given pairs (image b with caption b): outputs of shape (B,) / (B, K|L)."""
     b, k, _ = v.shape
     l = t.shape[1]
     s = (v @ t.transpose(1, 2)).float().view(b, k, 1, l)  # (B, K, 1, L)
     gram_v = (v @ v.transpose(1, 2)).float()  # (B, K, K)
-    gram_t = (t @ t.transpose(1, 2)).float()  # (B, L, L)
 
     def words_gram(x: torch.Tensor) -> torch.Tensor:
+        gram_t = (t @ t.transpose(1, 2)).float()  # (B, L, L)
         return torch.bmm(x.view(b, k, l), gram_t).view(b, k, 1, l)  # (B, K, 1, L)
 
-    out = _xattn_core(s, v_mask[:, :, None, None], t_mask[:, None, None], gram_v, words_gram,
-                      lambda_i2t, lambda_t2i, attn_norm, weights)
+    out = _xattn_core(s, v_mask[:, :, None, None], t_mask[:, None, None], gram_v, words_gram, opts, weights)
     return {name: x.squeeze(1) for name, x in out.items()}  # (B,) / (B, K) / (B, L)
 
 

@@ -1,10 +1,28 @@
-"""`scan`: CASC-base, the local alignment of CASC alone.
+"""`scan`: SCAN's stacked cross attention (Lee et al., ECCV 2018), one direction or both.
 
-Xu et al., "Cross-Modal Attention With Semantic Consistence for Image-Text Matching",
-IEEE TNNLS 2020, Sec. III-A/B: SCAN's stacked cross attention (Lee et al., ECCV 2018) in both
-directions, the image-text score being the average of the I2T and T2I scores, trained with
-the hardest-negative triplet loss. Defaults are the paper's (Flickr30K; COCO via
-DATASET_DEFAULTS).
+The local branch of CASC (Xu et al., IEEE TNNLS 2020, Sec. III-A/B): regions and words attend
+to each other; a direction's image-text score aggregates the cosines between each item and
+what it attended to; the hardest-negative triplet loss trains it. `direction=t2i` (each word
+attends over the regions) or `i2t` (each region over the words) is one SCAN model as SCAN's
+code trains it; `direction=both` averages the two scores: CASC-base.
+
+Defaults are the authors' released code (`recipe=code`): SCAN's `train.py` / README
+(kuanghuei/SCAN) for one direction, CASC's `train.py` (Wangt-CN/Code_CASC, `--cross_attn=all`)
+for both. `recipe=paper` is the CASC paper's text; any field set explicitly wins over either.
+
+| what | paper (CASC text) | released code | lighthead default | switch |
+|---|---|---|---|---|
+| direction | both, averaged (CASC-base) | SCAN: one per model (`--cross_attn`, default t2i); CASC: both (`all`) | t2i | `direction=t2i\|i2t\|both` |
+| softmax temperature, word over regions (T2I) | lambda2 = 4 | 9 (SCAN README, CASC `lambda_softmax_avg`) | 9 | `lambda_t2i` |
+| softmax temperature, region over words (I2T) | lambda1 = 9 | 4 (SCAN README, CASC `lambda_softmax_lse`) | 4 | `lambda_i2t` |
+| cosines normalised before the softmax | none (plain cosine) | `raw_feature_norm=clipped_l2norm` | clipped_l2norm | `attn_norm=clipped_l2norm\|l2norm\|softmax\|clipped\|no_norm` |
+| T2I aggregation | mean | SCAN: LogSumExp (lambda_lse 6); CASC: mean | lse (both: mean) | `agg_t2i=lse\|mean`, `lambda_lse_t2i` |
+| I2T aggregation | mean | LogSumExp (5 Flickr30K, 20 COCO; CASC 5) | lse, 5 (COCO 20) | `agg_i2t=lse\|mean`, `lambda_lse_i2t` |
+| positives in a batch | the pair itself | the pair itself (the diagonal) | the diagonal (demo: same image too) | `same_image_positive` |
+
+SCAN README rows: t-i LSE = defaults; t-i AVG = `agg_t2i=mean`; i-t LSE = `direction=i2t`;
+i-t AVG = `direction=i2t agg_i2t=mean` (COCO: `--dataset coco` gives lr 5e-4, 20 epochs,
+decay after 10, I2T LSE temperature 20).
 
 Image side: K region features (2048) -> Linear(2048, 1024) -> L2 norm.
 Text side: word ids -> embedding 300 -> bidirectional GRU (1024, directions averaged) -> L2
@@ -19,15 +37,19 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lighthead.heads.attention import l2norm, xattn_all_pairs
+from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
 from lighthead.heads.base import HEADS, Head
 from lighthead.heads.losses import positives_from_index, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
 
+RECIPES = ("code", "paper")
+DIRECTIONS = ("t2i", "i2t", "both")
+NORM_ALIASES = {"none": "no_norm", "clipped_l2": "clipped_l2norm"}  # the names of earlier run configs
+
 
 @dataclass
 class SCANConfig:
-    """CASC-base / SCAN hyper-parameters (Xu et al. TNNLS 2020; Lee et al. ECCV 2018)."""
+    """SCAN / CASC-base hyper-parameters. Fields left at None take the value of `recipe`."""
 
     regions: str = "regions/butd-r101-vg-36"  # feature set of the region features
     text: str = "words/vocab"  # "words/..." = word ids for the GRU; "text/..." = frozen token features
@@ -36,34 +58,60 @@ class SCANConfig:
     word_dim: int = 300  # word embedding width
     gru_layers: int = 1  # GRU layers
     bidirectional: bool = True  # bi-GRU with the two directions averaged
-    lambda_i2t: float = 9.0  # lambda1: softmax temperature over words (I2T)
-    lambda_t2i: float = 4.0  # lambda2: softmax temperature over regions (T2I)
-    attn_norm: str = "none"  # "none" = paper's softmax(lambda s); "clipped_l2" = SCAN code's normalisation
+    recipe: str = "code"  # "code": the authors' released code; "paper": CASC's text (see the module's table)
+    direction: str | None = None  # t2i, i2t or both (their mean = CASC-base); None: code t2i, paper both
+    lambda_t2i: float | None = None  # softmax temperature, each word over the regions; None: code 9, paper 4
+    lambda_i2t: float | None = None  # softmax temperature, each region over the words; None: code 4, paper 9
+    attn_norm: str | None = None  # SCAN's raw_feature_norm (clipped_l2norm, l2norm, softmax, clipped, no_norm); None: code clipped_l2norm, paper no_norm
+    agg_t2i: str | None = None  # word cosines -> T2I score: lse or mean; None: code lse (mean when direction=both, as CASC's code), paper mean
+    agg_i2t: str | None = None  # region cosines -> I2T score: lse or mean; None: code lse, paper mean
+    lambda_lse_t2i: float = 6.0  # LogSumExp temperature of T2I (SCAN's README)
+    lambda_lse_i2t: float = 5.0  # LogSumExp temperature of I2T (SCAN's README on Flickr30K, CASC's code; COCO 20)
     margin: float = 0.2  # triplet margin sigma
     max_violation: bool = True  # hardest negative in the batch (else sum over all negatives)
     sum_negatives_epochs: int = 0  # first epochs that sum over all negatives before hardest-negative
+    same_image_positive: bool = False  # True: captions of one image in a batch are never negatives of each other (the released code: only the diagonal is positive)
     lr: float = 2e-4  # Adam learning rate (Flickr30K; 5e-4 on COCO)
     lr_decay_epochs: int = 15  # multiply the lr by 0.1 every this many epochs (0 = never)
     epochs: int = 30  # training epochs
     batch_size: int = 128  # pairs per batch
     grad_clip: float = 2.0  # gradient-norm clipping per optimiser (0 = off)
 
+    # Values of the fields left at None, per recipe.
+    RECIPE_VALUES: ClassVar[dict[str, dict[str, Any]]] = {
+        "code": {"direction": "t2i", "lambda_t2i": 9.0, "lambda_i2t": 4.0, "attn_norm": "clipped_l2norm",
+                 "agg_t2i": "lse", "agg_i2t": "lse"},
+        "paper": {"direction": "both", "lambda_t2i": 4.0, "lambda_i2t": 9.0, "attn_norm": "no_norm",
+                  "agg_t2i": "mean", "agg_i2t": "mean"},
+    }
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "coco": {"lr": 5e-4, "epochs": 20, "lr_decay_epochs": 10},
+        # SCAN's README, MS-COCO rows (i-t LSE: temperature 20).
+        "coco": {"lr": 5e-4, "epochs": 20, "lr_decay_epochs": 10, "lambda_lse_i2t": 20.0},
         # CPU-sized for the ~240 training images of the demo; summing over negatives learns
         # faster from scratch than the hardest negative on so few captions.
         "demo": {"embed_size": 256, "batch_size": 32, "lr": 2e-3, "max_violation": False, "epochs": 8,
-                 "regions": "regions/butd-r101-vg-given"},
+                 "regions": "regions/butd-r101-vg-given", "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        self._fill_from_recipe()
         for name in ("embed_size", "word_dim", "gru_layers", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2 (negatives come from the batch)")
-        if self.attn_norm not in ("none", "clipped_l2"):
-            raise ValueError(f"attn_norm must be 'none' or 'clipped_l2', got {self.attn_norm!r}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}")
+        self.attn_norm = NORM_ALIASES.get(self.attn_norm, self.attn_norm)
+        if self.attn_norm not in NORMS:
+            raise ValueError(f"attn_norm must be one of {', '.join(NORMS)}, got {self.attn_norm!r}")
+        for name in ("agg_t2i", "agg_i2t"):
+            if getattr(self, name) not in AGGREGATIONS:
+                raise ValueError(f"{name} must be one of {', '.join(AGGREGATIONS)}, got {getattr(self, name)!r}")
+        if min(self.lambda_t2i, self.lambda_i2t, self.lambda_lse_t2i, self.lambda_lse_i2t) <= 0:
+            raise ValueError("lambda_t2i, lambda_i2t, lambda_lse_t2i and lambda_lse_i2t must be > 0")
         if not self.text.startswith(("words/", "text/")):
             raise ValueError(f"text must name a words/... or text/... feature set, got {self.text!r}")
         if not self.regions.startswith("regions/"):
@@ -73,9 +121,26 @@ class SCANConfig:
         if self.num_regions < 0 or self.sum_negatives_epochs < 0 or self.lr_decay_epochs < 0:
             raise ValueError("num_regions, sum_negatives_epochs and lr_decay_epochs must be >= 0")
 
+    def _fill_from_recipe(self) -> None:
+        values = dict(self.RECIPE_VALUES[self.recipe])
+        if self.direction is None:
+            self.direction = values["direction"]
+        if self.recipe == "code" and self.direction == "both":
+            values["agg_t2i"] = "mean"  # CASC's code (cross_attn=all): T2I mean, I2T LogSumExp
+        for name, value in values.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     @property
     def uses_tokens(self) -> bool:
         return self.text.startswith("text/")
+
+    def xattn(self, directions: tuple[str, ...] | None = None) -> XAttn:
+        """The attention options; `directions` default: the ones trained and scored."""
+        if directions is None:
+            directions = ("t2i", "i2t") if self.direction == "both" else (self.direction,)
+        return XAttn(self.lambda_t2i, self.lambda_i2t, self.attn_norm, self.agg_t2i, self.agg_i2t,
+                     self.lambda_lse_t2i, self.lambda_lse_i2t, directions)
 
 
 def text_inputs(cfg: SCANConfig) -> tuple[str, ...]:
@@ -125,22 +190,34 @@ class SCAN(Head):
 
     # -- scoring ------------------------------------------------------------------------
     def local_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor],
-                     weights: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-        """I2T / T2I scores (I, T) of every pair; padding beyond the longest caption is dropped."""
-        n = int(txt["mask"].sum(1).max().item()) if txt["mask"].numel() else 1
+                     weights: tuple[str, ...] = (), directions: tuple[str, ...] | None = None
+                     ) -> dict[str, torch.Tensor]:
+        """T2I / I2T scores (I, T) of every pair (the configured directions unless `directions`
+        is given); padding beyond the longest caption is dropped."""
+        n = self.words_used(txt)
         words, mask = txt["words"][:, :n], txt["mask"][:, :n]
-        return xattn_all_pairs(img["regions"], img["mask"], words, mask, self.cfg.lambda_i2t,
-                               self.cfg.lambda_t2i, self.cfg.attn_norm, weights,
+        return xattn_all_pairs(img["regions"], img["mask"], words, mask, self.cfg.xattn(directions), weights,
                                gram_v=img.get("gram"), gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None)
 
+    @staticmethod
+    def words_used(txt: dict[str, torch.Tensor]) -> int:
+        """Length of the longest caption of a block (the words axis beyond it is padding)."""
+        return int(txt["mask"].sum(1).max().item()) if txt["mask"].numel() else 1
+
+    def local_score(self, out: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The trained direction's score, or the mean of the two (CASC-base)."""
+        if self.cfg.direction == "both":
+            return 0.5 * (out["t2i"] + out["i2t"])
+        return out[self.cfg.direction]
+
     def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(I, T) image-caption scores: the mean of the two directions."""
-        out = self.local_scores(img, txt)
-        return 0.5 * (out["i2t"] + out["t2i"])
+        """(I, T) image-caption scores: the configured direction's, or the mean of both."""
+        return self.local_score(self.local_scores(img, txt))
 
     def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
-        """Working memory per scored pair (about eight (K, L) float tensors)."""
-        return 4 * 8 * img["regions"].shape[1] * max(1, txt["words"].shape[1]) + 64
+        """Working memory per scored pair (about eight (K, L) float tensors per direction)."""
+        per_direction = 4 * 8 * img["regions"].shape[1] * max(1, txt["words"].shape[1])
+        return per_direction * (2 if self.cfg.direction == "both" else 1) + 64
 
     # -- training -----------------------------------------------------------------------
     def start_epoch(self, epoch: int) -> None:
@@ -151,7 +228,9 @@ class SCAN(Head):
         return self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
 
     def ranking_loss(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        positives = None  # the diagonal, as the released code
+        if self.cfg.same_image_positive and "image_index" in batch:
+            positives = positives_from_index(batch["image_index"])
         return triplet_loss(scores, positives, self.cfg.margin, self.hardest)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -164,6 +243,7 @@ class SCAN(Head):
         return [(opt, step_lr(opt, self.cfg.lr_decay_epochs))]
 
 
-def step_lr(opt: torch.optim.Optimizer, every: int) -> Any:
-    """x0.1 every `every` epochs (None when every == 0); the loop steps it once per epoch."""
-    return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=0.1) if every > 0 else None
+def step_lr(opt: torch.optim.Optimizer, every: int, gamma: float = 0.1) -> Any:
+    """lr x gamma every `every` epochs, i.e. lr * gamma ** (epoch // every) (None when every == 0);
+    the loop steps it once per epoch."""
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=gamma) if every > 0 else None

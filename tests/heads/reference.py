@@ -1,7 +1,10 @@
-"""The CASC / SCAN cross-attention equations written out with loops (float64), for tests.
+"""The released code's cross-attention formulas written out with loops (float64), for tests.
 
-Xu et al., TNNLS 2020, Eq. 3-7 (I2T / T2I attention), Eq. 10 (global attention vectors) and
-Eq. 13 (test score); SCAN's clipped L2 normalisation of the raw similarities as an option.
+From SCAN's `model.py` (kuanghuei/SCAN: `func_attention`, `xattn_score_t2i`,
+`xattn_score_i2t`, `cosine_similarity`, `l2norm`, the `raw_feature_norm` and `agg_func`
+options) and CASC's (Wangt-CN/Code_CASC: the attended vectors averaged into A^I / A^T, `FC1`,
+and `evaluation.shard_xattn_all`'s test score); the paper's Eq. 13 as the other test score.
+Our own loops over single items: no tensor code of the heads is reused.
 """
 
 from __future__ import annotations
@@ -10,9 +13,12 @@ import math
 
 import numpy as np
 
+EPS = 1e-8
+
 
 def cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+    """SCAN's cosine_similarity: w12 / max(|a| |b|, eps)."""
+    return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), EPS))
 
 
 def softmax(xs: list[float]) -> list[float]:
@@ -25,42 +31,61 @@ def leaky(x: float) -> float:
     return x if x > 0 else 0.1 * x
 
 
-def pair(v: np.ndarray, t: np.ndarray, lam1: float, lam2: float, clipped: bool = False) -> dict:
-    """One image (K, D) and one caption (L, D), real items only."""
+def normalise(row: list[float], norm: str) -> list[float]:
+    """One context item's cosines with every query item, normalised over the queries."""
+    if norm == "softmax":
+        return softmax(row)
+    if norm in ("clipped", "clipped_l2norm"):
+        row = [leaky(x) for x in row]
+    if norm in ("l2norm", "clipped_l2norm"):
+        size = math.sqrt(sum(x * x for x in row)) + EPS  # SCAN's l2norm adds eps
+        row = [x / size for x in row]
+    return row
+
+
+def attend(query: np.ndarray, context: np.ndarray, norm: str, smooth: float) -> list[np.ndarray]:
+    """func_attention: each query item attends over the context items; returns the attended
+    context vector of every query item."""
+    raw = [normalise([float(np.dot(c, q)) for q in query], norm) for c in context]  # [source][query]
+    out = []
+    for j in range(len(query)):
+        w = softmax([smooth * raw[i][j] for i in range(len(context))])
+        out.append(sum(w[i] * context[i] for i in range(len(context))))
+    return out
+
+
+def aggregate(r: list[float], agg: str, lam: float) -> float:
+    if agg == "mean":
+        return sum(r) / len(r)
+    return math.log(sum(math.exp(lam * x) for x in r)) / lam  # LogSumExp: a sum, not a mean
+
+
+def pair(v: np.ndarray, t: np.ndarray, lambda_t2i: float = 9.0, lambda_i2t: float = 4.0,
+         norm: str = "clipped_l2norm", agg_t2i: str = "lse", agg_i2t: str = "lse",
+         lse_t2i: float = 6.0, lse_i2t: float = 5.0) -> dict:
+    """One image (K, D) and one caption (L, D), real items only: both directions' scores and
+    the global vectors A^I (mean of the T2I attended regions), A^T (mean of the I2T attended words)."""
     v, t = v.astype(np.float64), t.astype(np.float64)
-    k_n, l_n = len(v), len(t)
-    s = [[cos(v[k], t[l]) for l in range(l_n)] for k in range(k_n)]  # Eq. 3
-    s_i2t, s_t2i = s, s
-    if clipped:
-        s_i2t = [[leaky(s[k][l]) / math.sqrt(sum(leaky(s[kk][l]) ** 2 for kk in range(k_n)))
-                  for l in range(l_n)] for k in range(k_n)]
-        s_t2i = [[leaky(s[k][l]) / math.sqrt(sum(leaky(s[k][ll]) ** 2 for ll in range(l_n)))
-                  for l in range(l_n)] for k in range(k_n)]
-    # I2T (Eq. 4-5): each region attends over the words.
-    attended_words, i2t = [], 0.0
-    for k in range(k_n):
-        alpha = softmax([lam1 * s_i2t[k][l] for l in range(l_n)])
-        a = sum(alpha[l] * t[l] for l in range(l_n))
-        attended_words.append(a)
-        i2t += cos(v[k], a) / k_n
-    # T2I (Eq. 6-7): each word attends over the regions.
-    attended_regions, t2i = [], 0.0
-    for l in range(l_n):
-        alpha = softmax([lam2 * s_t2i[k][l] for k in range(k_n)])
-        a = sum(alpha[k] * v[k] for k in range(k_n))
-        attended_regions.append(a)
-        t2i += cos(t[l], a) / l_n
-    # Eq. 10: global vectors.
-    a_img = sum(attended_regions) / l_n
-    a_txt = sum(attended_words) / k_n
-    return {"i2t": i2t, "t2i": t2i, "a_img": a_img, "a_txt": a_txt}
+    attended_regions = attend(t, v, norm, lambda_t2i)  # xattn_score_t2i: query = words
+    t2i = aggregate([cos(t[j], a) for j, a in enumerate(attended_regions)], agg_t2i, lse_t2i)
+    attended_words = attend(v, t, norm, lambda_i2t)  # xattn_score_i2t: query = regions
+    i2t = aggregate([cos(v[k], a) for k, a in enumerate(attended_words)], agg_i2t, lse_i2t)
+    return {"t2i": t2i, "i2t": i2t, "a_img": sum(attended_regions) / len(t),
+            "a_txt": sum(attended_words) / len(v)}
 
 
-def label_score(a_img: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray,
-                truth: np.ndarray) -> float:
-    """cos(sigmoid(W2 tanh(W1 A^I + b1) + b2), y) of Eq. 13 (0 when the caption has no label)."""
-    hidden = np.tanh(w1.astype(np.float64) @ a_img + b1)
-    probs = 1 / (1 + np.exp(-(w2.astype(np.float64) @ hidden + b2)))
-    if not truth.any():
-        return 0.0
-    return cos(probs, truth.astype(np.float64))
+def label_probs(a: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """sigmoid(FC1(a)): FC1 = Linear - tanh - Linear."""
+    hidden = np.tanh(w1.astype(np.float64) @ a + b1)
+    return 1 / (1 + np.exp(-(w2.astype(np.float64) @ hidden + b2)))
+
+
+def casc_score(p: dict, fc: tuple, beta: float = 0.8, form: str = "code", truth: np.ndarray | None = None) -> float:
+    """CASC's test score of one pair. "code": shard_xattn_all, beta 0.5 (t2i + i2t) +
+    (1 - beta) cos(sigmoid(FC1(A^I)), sigmoid(FC1(A^T))); "paper": Eq. 13, beta (i2t + t2i) +
+    (1 - beta) cos(sigmoid(FC1(A^I)), the caption's labels) (0 for a caption with none)."""
+    probs = label_probs(p["a_img"], *fc)
+    if form == "code":
+        return beta * 0.5 * (p["t2i"] + p["i2t"]) + (1 - beta) * cos(probs, label_probs(p["a_txt"], *fc))
+    s_g = cos(probs, truth.astype(np.float64)) if truth.any() else 0.0
+    return beta * (p["t2i"] + p["i2t"]) + (1 - beta) * s_g

@@ -1,4 +1,5 @@
-"""`casc`: test score (Eq. 13) and training loss (Eq. 8-12) vs loops, gradients, learning."""
+"""`casc`: test scores (released evaluation; Eq. 13) and training loss (Eq. 8-12) vs loops,
+the released defaults, optimisers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from lighthead.heads.attention import NORMS
 from lighthead.heads.build import build_head
 from lighthead.heads.casc import CASCConfig
 from tests.heads import reference as ref
@@ -19,42 +21,85 @@ def _np(x):
     return x.detach().double().numpy()
 
 
-def test_test_score_equals_eq13_with_loops():
-    torch.manual_seed(0)
-    head = build_head("casc", INFO, CFG).eval()
-    batch = random_batch()
-    batch["labels"][2] = 0  # a caption without any label word: S_G = 0
+def options(cfg) -> dict:
+    return {"lambda_t2i": cfg.lambda_t2i, "lambda_i2t": cfg.lambda_i2t, "norm": cfg.attn_norm,
+            "agg_t2i": cfg.agg_t2i, "agg_i2t": cfg.agg_i2t, "lse_t2i": cfg.lambda_lse_t2i,
+            "lse_i2t": cfg.lambda_lse_i2t}
+
+
+def scored(head, seed: int = 0):
+    """(head scores, encoded image side, text side, batch) of a random batch."""
+    batch = random_batch(seed=seed)
+    batch["labels"][2] = 0  # a caption without any label word
     batch["region_mask"][3, 1:] = False
     with torch.no_grad():
         img, txt = head.encode_image(batch), head.encode_text(batch)
-        got = _np(head.score(img, txt))
+        return _np(head.score(img, txt)), img, txt, batch
+
+
+def ref_casc(head, img, txt, batch, pair_options: dict, form: str, beta: float) -> np.ndarray:
     v, vm, t, tm = _np(img["regions"]), img["mask"].numpy(), _np(txt["words"]), txt["mask"].numpy()
-    w1, b1, w2, b2 = (_np(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias))
-    beta = head.cfg.beta
-    want = np.zeros_like(got)
+    fc = tuple(_np(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias))
+    want = np.zeros((len(v), len(t)))
     for i in range(len(v)):
         for j in range(len(t)):
-            p = ref.pair(v[i][vm[i]], t[j][tm[j]], head.cfg.lambda_i2t, head.cfg.lambda_t2i)
-            s_g = ref.label_score(p["a_img"], w1, b1, w2, b2, batch["labels"][j].numpy())
-            want[i, j] = beta * (p["i2t"] + p["t2i"]) + (1 - beta) * s_g
-    np.testing.assert_allclose(got, want, atol=1e-5)
+            p = ref.pair(v[i][vm[i]], t[j][tm[j]], **pair_options)
+            want[i, j] = ref.casc_score(p, fc, beta, form, batch["labels"][j].numpy())
+    return want
 
 
-def test_beta_one_is_the_local_score():
+@pytest.mark.parametrize("form", ["code", "paper"])
+@pytest.mark.parametrize("norm", NORMS)
+def test_test_score_equals_the_loops(norm, form):
     torch.manual_seed(0)
-    head = build_head("casc", INFO, {**CFG, "beta": "1"}).eval()
-    scan_like = build_head("scan", INFO, TINY).eval()
+    head = build_head("casc", INFO, {**CFG, "attn_norm": norm, "test_score": form}).eval()
+    got, img, txt, batch = scored(head)
+    np.testing.assert_allclose(got, ref_casc(head, img, txt, batch, options(head.cfg), form, 0.8), atol=2e-5)
+
+
+@pytest.mark.parametrize("recipe", ["code", "paper"])
+def test_default_test_score_is_the_released_evaluation(recipe):
+    # The values spelled out, not read from the config: code = shard_xattn_all with T2I mean
+    # (temperature 9), I2T LogSumExp 5 (temperature 4), clipped_l2norm, beta 0.8, labels predicted
+    # from both sides; paper = Eq. 13 with lambda1 = 9 (I2T), lambda2 = 4, plain cosines, mean.
+    torch.manual_seed(0)
+    head = build_head("casc", INFO, {**CFG, "recipe": recipe}).eval()
+    got, img, txt, batch = scored(head, seed=1)
+    if recipe == "code":
+        pair_options = {"lambda_t2i": 9.0, "lambda_i2t": 4.0, "norm": "clipped_l2norm", "agg_t2i": "mean",
+                        "agg_i2t": "lse", "lse_i2t": 5.0}
+    else:
+        pair_options = {"lambda_t2i": 4.0, "lambda_i2t": 9.0, "norm": "no_norm", "agg_t2i": "mean",
+                        "agg_i2t": "mean"}
+    np.testing.assert_allclose(got, ref_casc(head, img, txt, batch, pair_options, recipe, 0.8), atol=2e-5)
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_beta_one_is_the_local_score(form):
+    torch.manual_seed(0)
+    head = build_head("casc", INFO, {**CFG, "beta": "1", "test_score": form}).eval()
+    scan_like = build_head("scan", INFO, {**TINY, "direction": "both"}).eval()
     scan_like.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith(("fc", "pos"))})
     batch = random_batch()
     with torch.no_grad():
         a = head.score(head.encode_image(batch), head.encode_text(batch))
         b = scan_like.score(scan_like.encode_image(batch), scan_like.encode_text(batch))
-    torch.testing.assert_close(a, b)
+    # code: 0.5 (t2i + i2t), as training ranks; paper: Eq. 13's t2i + i2t
+    torch.testing.assert_close(a, b if form == "code" else 2 * b)
 
 
-def test_training_loss_equals_eq8_to_12_with_loops():
+def test_the_paper_score_needs_caption_labels():
+    head = build_head("casc", INFO, {**CFG, "test_score": "paper"}).eval()
+    batch = random_batch()
+    del batch["labels"]
+    with torch.no_grad(), pytest.raises(ValueError, match="labels"):
+        head.score(head.encode_image(batch), head.encode_text(batch))
+
+
+@pytest.mark.parametrize("recipe", ["code", "paper"])
+def test_training_loss_equals_eq8_to_12_with_loops(recipe):
     torch.manual_seed(0)
-    head = build_head("casc", INFO, CFG)
+    head = build_head("casc", INFO, {**CFG, "recipe": recipe})
     batch = random_batch()
     with torch.no_grad():
         out = head.loss(batch)
@@ -65,8 +110,8 @@ def test_training_loss_equals_eq8_to_12_with_loops():
     pairs = {}
     for i in range(b):
         for j in range(b):
-            pairs[i, j] = ref.pair(v[i][vm[i]], t[j][tm[j]], head.cfg.lambda_i2t, head.cfg.lambda_t2i)
-            s[i, j] = 0.5 * (pairs[i, j]["i2t"] + pairs[i, j]["t2i"])
+            pairs[i, j] = ref.pair(v[i][vm[i]], t[j][tm[j]], **options(head.cfg))
+            s[i, j] = 0.5 * (pairs[i, j]["i2t"] + pairs[i, j]["t2i"])  # both recipes train on the mean
     triplet = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if j != i) for i in range(b))
     triplet += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if i != j) for j in range(b))
     w1, b1, w2, b2 = (_np(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias))
@@ -92,14 +137,51 @@ def test_every_parameter_gets_a_gradient():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_two_optimisers_split_the_parameters():
-    head = build_head("casc", INFO, CFG)
+def lr_per_epoch(opt, sched, epochs: int) -> list[float]:
+    """The rate each epoch trains with, the scheduler stepped once per epoch as the loop does."""
+    rates = []
+    for _ in range(epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+@pytest.mark.parametrize("recipe", ["code", "paper"])
+def test_two_optimisers_and_their_schedules(recipe):
+    head = build_head("casc", INFO, {**CFG, "recipe": recipe})
     (local, s1), (glob, s2) = head.optimizers()
     ids_local = {id(p) for g in local.param_groups for p in g["params"]}
     ids_glob = {id(p) for g in glob.param_groups for p in g["params"]}
     assert ids_glob == {id(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)}
     assert not ids_local & ids_glob and len(ids_local | ids_glob) == len(list(head.parameters()))
-    assert glob.param_groups[0]["lr"] == 1e-2 and s2.step_size == 10 and local.param_groups[0]["lr"] == 2e-4
+    # local: SCAN's adjust_learning_rate, 2e-4 * 0.1 ** (epoch // 15)
+    assert lr_per_epoch(local, s1, 31) == pytest.approx([2e-4 * 0.1 ** (e // 15) for e in range(31)])
+    # global: the released adjust_learning_rate1, 0.01 * 0.8 ** (epoch // 3); the paper: x0.1 every 10
+    want = [0.01 * 0.8 ** (e // 3) if recipe == "code" else 0.01 * 0.1 ** (e // 10) for e in range(30)]
+    assert lr_per_epoch(glob, s2, 30) == pytest.approx(want)
+
+
+def test_defaults_are_the_released_codes():
+    code = CASCConfig()
+    assert (code.recipe, code.direction, code.lambda_t2i, code.lambda_i2t, code.attn_norm) == \
+        ("code", "both", 9.0, 4.0, "clipped_l2norm")
+    assert (code.agg_t2i, code.agg_i2t, code.lambda_lse_i2t) == ("mean", "lse", 5.0)
+    assert (code.test_score, code.beta, code.alpha) == ("code", 0.8, 10.0)
+    assert (code.label_hidden, code.num_labels, code.label_type) == (512, 500, "nouns")
+    assert (code.lr_global, code.global_decay_epochs, code.global_decay_gamma) == (1e-2, 3, 0.8)
+    assert (code.lr, code.lr_decay_epochs, code.margin, code.max_violation, code.same_image_positive) == \
+        (2e-4, 15, 0.2, True, False)
+    head = build_head("casc", {**INFO, "region_dim": 2048}, {})
+    assert (head.fc1.in_features, head.fc1.out_features, head.fc2.out_features) == (1024, 512, 7)
+    # CASC's code has no COCO temperature of its own: I2T LogSumExp stays 5 (SCAN's 20 is for scan)
+    coco = build_head("casc", {**INFO, "dataset": "coco"}, CFG).cfg
+    assert (coco.lr, coco.epochs, coco.lambda_lse_i2t) == (5e-4, 20, 5.0)
+    paper = CASCConfig(recipe="paper")
+    assert (paper.lambda_t2i, paper.lambda_i2t, paper.attn_norm, paper.agg_t2i, paper.agg_i2t) == \
+        (4.0, 9.0, "no_norm", "mean", "mean")
+    assert (paper.test_score, paper.global_decay_epochs, paper.global_decay_gamma) == ("paper", 10, 0.1)
+    assert CASCConfig(recipe="paper", test_score="code").test_score == "code"
 
 
 def test_config_validation():
@@ -107,34 +189,9 @@ def test_config_validation():
         CASCConfig(label_type="pronouns")
     with pytest.raises(ValueError, match="beta"):
         CASCConfig(beta=1.5)
-
-
-def steps_on_store(store_path, head_name: str, overrides: dict, steps: int = 12) -> list[float]:
-    """Loss over a few Adam steps on one fixed batch of a store (the data path included)."""
-    from lighthead.heads.build import head_class, make_config
-    from lighthead.pipelines.tasks import TASKS
-    from lighthead.store import open_store
-
-    torch.manual_seed(0)
-    store = open_store(store_path)
-    cfg = make_config(head_class(head_name).config_class, overrides)
-    task = TASKS.get(head_class(head_name).task)(store, cfg, "synthetic")
-    head = build_head(head_name, task.data_info(), overrides)
-    batch = next(iter(task.train_batches(head.inputs, 32, seed=0, epoch=0)))
-    opts = head.optimizers()
-    losses = []
-    for _ in range(steps):
-        for o, _ in opts:
-            o.zero_grad()
-        loss = head.loss(batch)["loss"]
-        loss.backward()
-        for o, _ in opts:
-            o.step()
-        losses.append(loss.item())
-    return losses
-
-
-def test_loss_goes_down_on_store_batches(retrieval_store):
-    losses = steps_on_store(retrieval_store, "casc", {"embed_size": "32", "word_dim": "16", "label_hidden": "16",
-                                                      "lr": "5e-3", "max_violation": "false"})
-    assert losses[-1] < 0.8 * losses[0]
+    with pytest.raises(ValueError, match="test_score"):
+        CASCConfig(test_score="eq13")
+    with pytest.raises(ValueError, match="direction"):
+        CASCConfig(direction="t2i")
+    with pytest.raises(ValueError, match="global_decay_gamma"):
+        CASCConfig(global_decay_gamma=0.0)

@@ -37,7 +37,9 @@ def random_r1(n_images: int, seed: int = 0) -> tuple[float, float]:
     return float(np.mean([m["i2t_r1"] for m in ms])), float(np.mean([m["t2i_r1"] for m in ms]))
 
 
-@pytest.mark.parametrize("head,epochs,extra", [("casc", 4, {"label_hidden": "16"}),
+# casc: plain cosines before the softmax (attn_norm=no_norm) learn from scratch in these 4 epochs;
+# the released clipped_l2norm needs more on 90 images.
+@pytest.mark.parametrize("head,epochs,extra", [("casc", 4, {"label_hidden": "16", "attn_norm": "no_norm"}),
                                                ("vsepp", 8, {"image": "regions/butd-r101-vg-36"})])
 def test_training_beats_random_scores(head, epochs, extra, learning_store, tmp_path):
     metrics = train(head, learning_store, tmp_path / head, epochs=epochs, overrides={**FAST, **extra}, progress=False)
