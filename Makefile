@@ -15,10 +15,11 @@ STORE ?= stores/$(DATASET)
 endif
 RUN ?= runs/$(HEAD)-$(DATASET)
 BENCH_ARGS ?= --quick
+BENCH_GPU_ARGS ?=
 EXTRACT_ARGS ?=
 TRAIN_ARGS ?=
 
-.PHONY: help install demo test bench extract train clean
+.PHONY: help install demo test bench bench-gpu extract train clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -45,6 +46,9 @@ bench: install ## run the benchmarks in their quick mode and print their ratios 
 	$(PY) bench/retrieval_eval.py $(BENCH_ARGS)
 	$(PY) bench/train.py $(BENCH_ARGS)
 	$(PY) bench/sweep.py $(BENCH_ARGS)
+
+bench-gpu: install ## one CUDA device, under 8 minutes: gpu tests, then detector/text/scoring/training speed and memory -> bench/results/<device>.md
+	$(PY) bench/gpu.py $(BENCH_GPU_ARGS)
 
 extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]
 ifeq ($(DATASET),demo)

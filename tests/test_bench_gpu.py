@@ -1,0 +1,177 @@
+"""bench/gpu.py: its dry run on the CPU writes a table with a numeric figure for every planned case
+of every part; without a GPU it fails with one line; its time limits stop a case and list the
+cases left as skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench" / "gpu.py"
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_bench"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("gpu_bench", None)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of the table's body rows (header and rule left out)."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("| ")][1:]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str]:
+    out = tmp_path_factory.mktemp("gpu") / "table.md"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(BENCH), "--dry-run", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=170)
+    assert time.perf_counter() - t0 < 150, "the dry run must stay under two minutes"
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, out.read_text()
+
+
+@pytest.mark.slow
+def test_dry_run_measures_every_part(dry_run):
+    proc, table = dry_run
+    assert table in proc.stdout  # the same table on stdout
+    assert "torch " + torch.__version__ in table and "transformers " in table and "device: CPU" in table
+    rows = table_rows(table)
+    cases: dict[str, list[str]] = {}
+    for part, case, figure, unit, peak, note in rows:
+        assert not note.startswith(("skipped", "stopped", "error", "out of memory")), (part, case, note)
+        assert float(figure.replace(",", "")) >= 0 and unit, (part, case, figure)
+        assert peak == "-"  # no GPU memory on a CPU
+        cases.setdefault(part, []).append(case)
+    assert list(cases) == ["gpu tests", "detector", "text", "scoring", "training"]
+    assert len(cases["gpu tests"]) == 1
+    assert {c for c in cases["detector"] if "boxes, batch" in c} == {
+        f"{p}, {k} boxes, batch {b}" for p in ("fp32", "bf16") for k in (36, 100) for b in (1, 2)}
+    assert any(c.startswith("whole extract loop") for c in cases["detector"])
+    assert sum(c.startswith("encode") for c in cases["text"]) == 4
+    assert sum(c.startswith("forward only") for c in cases["text"]) == 2
+    assert cases["scoring"] == [f"{h}, {n}, {p}" for h in ("casc", "scan", "mmca") for n in ("6 x 30", "12 x 60")
+                                for p in ("fp32", "bf16")]
+    assert cases["training"] == ["casc", "mmca", "itin"]  # on a GPU: every registered head
+    units = {part: {r[3] for r in rows if r[0] == part} for part in cases}
+    assert units == {"gpu tests": {"tests passed"}, "detector": {"images/s"}, "text": {"tokens/s"},
+                     "scoring": {"pairs/s"}, "training": {"samples/s"}}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_without_a_gpu_one_line_error(gpu, capsys, tmp_path):
+    assert gpu.main(["--out", str(tmp_path / "t.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no CUDA device") and err.count("\n") == 1
+    assert not (tmp_path / "t.md").exists()
+
+
+def test_bad_arguments_are_one_line_errors(gpu, capsys):
+    assert gpu.main(["--dry-run", "--parts", "detector,nope"]) == 2
+    assert gpu.main(["--dry-run", "--budget", "-5"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: --parts nope: unknown part; known: tests, detector, text, scoring, training",
+                   "error: --budget -5: must be a positive number of seconds"]
+
+
+def test_a_case_past_its_limit_is_stopped_and_the_cases_left_are_skipped(gpu):
+    part = gpu.Part("demo", seconds=0.5)
+    part.plan(["first", "second", "third"])
+
+    def busy():
+        while True:  # a Python loop: the alarm interrupts it
+            pass
+
+    t0 = time.perf_counter()
+    part.run("first", busy)
+    assert time.perf_counter() - t0 < 2
+    rows = part.finish()
+    assert [r.case for r in rows] == ["first", "second", "third"]
+    assert rows[0].note.startswith("stopped: time limit") and rows[0].figure is None
+    assert all(r.note.startswith("skipped: the time budget of this part") for r in rows[1:])
+    assert part.errors == 0
+
+
+def test_a_case_limit_shorter_than_the_part(gpu):
+    part = gpu.Part("demo", seconds=60)
+    row = part.run("slow", lambda: time.sleep(5) or (1.0, "x/s", ""), limit=0.3)
+    assert row.note.startswith("stopped") and part.left() > 50
+    assert part.run("quick", lambda: (2.5, "x/s", "ok")).figure == 2.5  # the part goes on
+
+
+def test_skips_errors_and_failed_set_up(gpu):
+    part = gpu.Part("demo", seconds=60)
+
+    def too_big():
+        raise gpu.Skip("needs 9 GiB, 2 GiB free")
+
+    class OutOfMemoryError(RuntimeError):  # the name torch.cuda's error has
+        pass
+
+    def oom():
+        raise OutOfMemoryError("CUDA out of memory")
+
+    def broken():
+        raise ValueError("bad shape\nsecond line")
+
+    assert part.run("a", too_big).note == "skipped: needs 9 GiB, 2 GiB free"
+    assert part.run("b", oom).note == "out of memory"
+    assert part.run("c", broken).note == "error: ValueError: bad shape"
+    assert part.errors == 1  # only the real error counts toward the exit status
+    setup = gpu.Part("other", seconds=60)
+    setup.plan(["x", "y"])
+    assert setup.prepare("the model", broken) is None
+    rows = setup.finish()
+    assert [r.note for r in rows] == ["skipped: the model: set-up failed: ValueError: bad shape"] * 2
+    assert setup.errors == 1
+
+
+def test_table_cells_and_figures(gpu):
+    assert [gpu.budget.format_figure(v) for v in (0.04567, 12.345, 1234567.8, None)] == [
+        "0.0457", "12.3", "1,234,568", "-"]
+    rows = [gpu.budget.Row("detector", "fp32 | b1", 12.345, "images/s", 2048.4, "a note")]
+    text = gpu.markdown("GPU benchmark: X", ["device: X"], rows)
+    assert text.startswith("# GPU benchmark: X\n\n- device: X\n")
+    assert table_rows(text) == [["detector", "fp32 / b1", "12.3", "images/s", "2,048", "a note"]]
+    assert gpu.device_slug("NVIDIA H200") == "nvidia-h200"
+    assert gpu.device_slug("NVIDIA GeForce RTX 4090 (24GB)") == "nvidia-geforce-rtx-4090-24gb"
+
+
+def test_gpu_test_files_and_junit_counts(gpu, tmp_path):
+    files = gpu.gpu_test_files(ROOT / "tests")
+    assert "tests/pipelines/sweep/test_gpu.py" in files and "tests/test_bench_gpu.py" not in files
+    xml = tmp_path / "j.xml"
+    xml.write_text('<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
+                   '<testcase classname="tests.a" name="ok"/><testcase classname="tests.a" name="bad"><failure/></testcase>'
+                   '<testcase classname="tests.b" name="s"><skipped/></testcase><testcase classname="tests.b" name="ok"/>'
+                   '</testsuite></testsuites>')
+    counts, failed = gpu.junit_counts(xml)
+    assert counts == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1} and failed == ["tests.a.bad"]
+
+
+def test_real_sizes_are_the_ones_the_table_claims(gpu):
+    from lighthead.extract.regions.config import DetectorConfig
+
+    real = gpu.REAL
+    cfg = DetectorConfig.from_name(real.detector, **real.detector_overrides)
+    assert (cfg.min_size, cfg.max_size, cfg.blocks, cfg.rpn_post_nms_top_n) == (600, 1000, (3, 4, 23, 3), 300)
+    assert real.detector_batches == (1, 4, 8, 16) and real.boxes == (36, 100)
+    assert real.bert == {}  # transformers' BertConfig defaults: BERT-base (768 wide, 12 layers, 12 heads)
+    assert real.score_sizes == ((1000, 5000), (5000, 25000)) and real.score_overrides == {}
+    assert real.train_heads == () and real.train_extra == {} and real.train_batch is None  # every head, paper sizes
+    assert sum(gpu.SHARES.values()) == pytest.approx(1) and sum(gpu.DRY_SHARES.values()) == pytest.approx(1)
+    assert gpu.TOTAL_SECONDS + 30 <= 8 * 60
