@@ -7,7 +7,8 @@ the GPU wait). One bad image never stops a run: it is reported with its reason. 
 unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
 image, no proposals, anything): a batch that raises is run again one image at a time, and the
 image that still raises is skipped with the error as its reason (a rerun tries it again, and
-skips it again). Errors of the sink (the store: disk full, ...) still stop the run.
+skips it again; `lighthead.extract.per_image`, shared with the global-image jobs). Errors of
+the sink (the store: disk full, ...) still stop the run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from lighthead.extract.per_image import batch_or_each, reason
 from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector
@@ -150,13 +152,18 @@ def extract_regions(
             outputs = model(images, sizes, scales, boxes=boxes)
         return model.regions(outputs, selection)
 
+    def detect_alone(batch: Batch, k: int, boxes: list | None) -> dict[str, torch.Tensor]:
+        h, w = batch.image_sizes[k]
+        alone = pad_batch([batch.images[k, :, :h, :w]], model.cfg.size_divisibility)  # (1, 3, H, W)
+        return detect(alone, [(h, w)], [batch.scales[k]], boxes and [boxes[k]])[0]
+
     def write(image_id: str, region: Mapping[str, torch.Tensor], w: int, h: int) -> tuple[str, str] | None:
         # The device-to-host copies and the HDF5 writes both happen on the writer thread; an item
         # that cannot be converted is skipped, a sink (store) error stops the run.
         try:
             item = to_item(region, w, h, selection, dtype)
         except Exception as exc:  # noqa: BLE001 - one image's odd output skips that image
-            return image_id, f"cannot store the detector output ({w}x{h} image): {_reason(exc)}"
+            return image_id, f"cannot store the detector output ({w}x{h} image): {reason(exc)}"
         sink(image_id, item)
         return None
 
@@ -168,20 +175,12 @@ def extract_regions(
                 boxes = None
                 if selection.mode == "given":
                     boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
-                try:
-                    regions = detect(batch.images, batch.image_sizes, batch.scales, boxes)
-                except Exception:  # noqa: BLE001 - find the image(s) that fail: each alone
-                    regions = []
-                    for k, (h, w) in enumerate(batch.image_sizes):
-                        alone = pad_batch([batch.images[k, :, :h, :w]], model.cfg.size_divisibility)  # (1, 3, H, W)
-                        try:
-                            regions.extend(detect(alone, [(h, w)], [batch.scales[k]], boxes and [boxes[k]]))
-                        except Exception as exc:  # noqa: BLE001 - this image fails alone: skip it
-                            w0, h0 = batch.original_sizes[k]
-                            regions.append(f"detector failed on this {w0}x{h0} image: {_reason(exc)}")
+                regions = batch_or_each(
+                    len(batch.ids), lambda: detect(batch.images, batch.image_sizes, batch.scales, boxes),
+                    lambda k: detect_alone(batch, k, boxes))
                 for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes, strict=True):
-                    if isinstance(region, str):
-                        stats.skipped.append((image_id, region))
+                    if isinstance(region, Exception):
+                        stats.skipped.append((image_id, f"detector failed on this {w}x{h} image: {reason(region)}"))
                     else:
                         writer.put(image_id, region, w, h)
             if progress is not None:
@@ -193,9 +192,3 @@ def extract_regions(
     stats.written = len(writer.results) - len(failed)
     stats.images_per_s = stats.written / max(time.perf_counter() - start, 1e-9)
     return stats
-
-
-def _reason(exc: BaseException) -> str:
-    """`Type: first line of the message`, short enough for the skipped list."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

@@ -2,7 +2,9 @@
 
 `resnet18` -> global/resnet18 (features [512], ITIN's visual context), `resnet152` ->
 global/resnet152 (features [2048], mFSR), `thumbs` -> thumbs/64 (thumb [3, 64, 64] uint8,
-mFSR's reconstruction target). Unreadable images are skipped with a reason.
+mFSR's reconstruction target). Unreadable images are skipped with a reason, and so is an image
+the model fails on (the batch is run again one image at a time). The weights file is needed only
+when images are left to extract: a finished set reruns without it.
 
 Settings (`--job-option`): "<job>.weights" (a torchvision state-dict file; else `--weights`,
 else torchvision's cache file), thumbs "size" (64), shard_items.
@@ -21,6 +23,9 @@ if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` st
     import torch
 
 
+Model = Callable[["torch.Tensor"], dict[str, Any]]  # (B, ...) images -> field -> (B, ...) array
+
+
 def run_image_job(
     job: str,
     name: str,
@@ -29,22 +34,33 @@ def run_image_job(
     options: ExtractOptions,
     transform: Callable[[Any], torch.Tensor],
     fields: list[Any],
-    attrs: dict[str, Any],
-    make_model: Callable[[], Callable[[torch.Tensor], dict[str, Any]]],
+    random: bool,
+    setup: Callable[[], tuple[dict[str, Any], Model]],
 ) -> RunSummary:
-    """Decode the images not yet in feature set `name` (DataLoader workers), run `make_model()`
-    on each batch of transformed images and store its per-item fields."""
+    """Decode the images not yet in feature set `name` (DataLoader workers), run the model on each
+    batch of transformed images and store its per-item fields.
+
+    `setup()` -> (the feature set's attrs, the model) runs only when images are left, so a finished
+    set needs no weights file. A batch the model fails on is run again one image at a time; an
+    image that still fails is skipped with the error as its reason (`per_image`).
+    """
     from lighthead.extract.images import image_loader, unique_images
+    from lighthead.extract.per_image import batch_or_each, reason
 
     start = time.perf_counter()
-    summary = RunSummary(job=job, feature_set=name, random_weights=bool(attrs.get("random_weights")))
+    summary = RunSummary(job=job, feature_set=name, random_weights=random)
     done = set(store[name].ids) if name in store else set()
     summary.already_done = len({r.image_id for r in records} & done)
     items = unique_images(records, skip=done)
     if not items:
         summary.seconds = time.perf_counter() - start
         return summary
-    model = make_model()
+    attrs, model = setup()
+
+    def each(images: torch.Tensor) -> list[dict[str, Any]]:
+        out = model(images)  # field -> (B, ...) array
+        return [{f: v[k] for f, v in out.items()} for k in range(len(images))]
+
     shard_items = job_option(options, job, "shard_items", None)
     overrides = {"shard_items": int(shard_items)} if shard_items else {}
     with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:
@@ -52,10 +68,15 @@ def run_image_job(
         with progress_bar(job, len(items), options.progress) as advance:
             for batch in image_loader(items, transform, options.batch_size, options.loader_workers):
                 summary.skipped.extend(batch["skipped"])
-                if batch["ids"]:
-                    out = model(batch["images"])  # field -> (B, ...) array
-                    for k, image_id in enumerate(batch["ids"]):
-                        writer.add(image_id, {f: v[k] for f, v in out.items()})
+                images = batch["images"]
+                results = batch_or_each(len(batch["ids"]), lambda: each(images),
+                                        lambda k: each(images[k:k + 1])[0]) if batch["ids"] else []
+                for image_id, item, size in zip(batch["ids"], results, batch["sizes"], strict=True):
+                    if isinstance(item, Exception):  # the store's own errors (disk full, ...) still stop the job
+                        summary.skipped.append((image_id, f"{job} failed on this {size[0]}x{size[1]} image: "
+                                                          f"{reason(item)}"))
+                    else:
+                        writer.add(image_id, item)
                 advance(len(batch["ids"]) + len(batch["skipped"]))
     summary.written = writer.written  # what this run committed (a concurrent run may store some first)
     summary.seconds = time.perf_counter() - start
@@ -82,12 +103,13 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
 
         config = GlobalCNNConfig(arch=arch)
         random = random_weights(options, arch)
-        weights = None if random else (_weights_path(arch, options) or default_weights(arch))
-        if weights is not None and not weights.is_file():
-            raise FileNotFoundError(missing_weights_message(arch, weights))
         device = torch.device(options.device)
 
-        def make_model() -> Callable[[torch.Tensor], dict[str, Any]]:
+        def setup() -> tuple[dict[str, Any], Model]:
+            # Only when images are left: a finished set needs no weights file.
+            weights = None if random else (_weights_path(arch, options) or default_weights(arch))
+            if weights is not None and not weights.is_file():
+                raise FileNotFoundError(missing_weights_message(arch, weights))
             net = build_global_cnn(arch, weights, random).to(device)
 
             @torch.inference_mode()
@@ -96,22 +118,23 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
                     feats = net(images.to(device, non_blocking=True))  # (B, D)
                 return {"features": feats.float().cpu().numpy()}
 
-            return forward
+            attrs = {
+                "extractor": "global-cnn",
+                "job": arch,
+                "arch": arch,
+                "width": config.width,
+                "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean),
+                               "std": list(config.std)},
+                "weights_file": None if weights is None else weights.name,  # the name only: moving the file keeps resume working
+                "weights_sha256": None if weights is None else sha256_file(weights),
+                "random_weights": random,
+                "dtype": options.dtype,
+            }
+            return attrs, forward
 
-        attrs = {
-            "extractor": "global-cnn",
-            "job": arch,
-            "arch": arch,
-            "width": config.width,
-            "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean), "std": list(config.std)},
-            "weights_file": None if weights is None else weights.name,  # the name only: moving the file keeps resume working
-            "weights_sha256": None if weights is None else sha256_file(weights),
-            "random_weights": random,
-            "dtype": options.dtype,
-        }
         fields = [Field("features", (config.width,), options.dtype)]
         return run_image_job(
-            arch, f"global/{arch}", records, store, options, config.transform(), fields, attrs, make_model
+            arch, f"global/{arch}", records, store, options, config.transform(), fields, random, setup
         )
 
     return run
@@ -124,13 +147,13 @@ def _run_thumbs(records: list[Any], store: Any, options: ExtractOptions) -> RunS
 
     config = ThumbConfig(size=int(job_option(options, "thumbs", "size", 64)))
 
-    def make_model() -> Callable[[torch.Tensor], dict[str, Any]]:
-        return lambda images: {"thumb": images.numpy()}  # (B, 3, S, S) uint8, nothing to compute
+    def setup() -> tuple[dict[str, Any], Model]:
+        attrs = {"extractor": "thumbnails", "job": "thumbs", **describe(config), "random_weights": False}
+        return attrs, lambda images: {"thumb": images.numpy()}  # (B, 3, S, S) uint8, nothing to compute
 
-    attrs = {"extractor": "thumbnails", "job": "thumbs", **describe(config), "random_weights": False}
     fields = [Field("thumb", (3, config.size, config.size), "uint8")]
     return run_image_job(
-        "thumbs", f"thumbs/{config.size}", records, store, options, config.transform(), fields, attrs, make_model
+        "thumbs", f"thumbs/{config.size}", records, store, options, config.transform(), fields, False, setup
     )
 
 
