@@ -1,4 +1,12 @@
-"""Export a feature set back to the formats other code reads (SCAN precomp)."""
+"""Export a feature set to the formats other code reads.
+
+- SCAN precomp (`export_precomp`, below): `{split}_ims.npy` `[N, K, D]` (+ `{split}_caps.txt`,
+  `{split}_ids.txt`), the files SCAN's and VSE++'s `PrecompDataset` read.
+- bottom-up-attention TSV, 10 fields as LXMERT's `load_obj_tsv` reads them (or the 6-field
+  Caffe layout) (`export_tsv`, store/export_regions.py).
+- per-image `.npz` as bottom-up-attention.pytorch writes them (`export_npz`, same file).
+Every file is written under a temporary name and renamed when complete.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,17 @@ import os
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
-from lighthead.store.importers import Progress
+from lighthead.store.export_regions import export_npz, export_tsv, feature_set
+from lighthead.store.import_base import Progress
 from lighthead.store.manifest import atomic_write
 
+__all__ = ["export_npz", "export_precomp", "export_tsv"]
 _SPLIT_ID = re.compile(r"^(?P<split>[^/]+)/(?P<i>\d+)$")
 
 
@@ -33,44 +43,60 @@ def _groups(fs, split: str | None) -> dict[str, list[str]]:
 
 def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name: str = "regions/precomp", *,
                    field: str = "features", captions_field: str = "captions", dtype: str = "float32",
-                   split: str | None = None, progress: Progress | None = None) -> list[Path]:
-    """Write `{split}_ims.npy` `[N, K, D]` (+ `{split}_caps.txt` when the feature set has a
-    captions field) per split. Ids `<split>/<i>` are grouped by split and ordered by i;
-    with `split` given, all items go to that split in storage order. Each file is written
-    under a temporary name and renamed when complete. Returns the files written."""
+                   split: str | None = None, groups: Mapping[str, Sequence[str]] | None = None,
+                   captions: Mapping[str, bytes] | None = None, ids: Mapping[str, str] | None = None,
+                   progress: Progress | None = None) -> list[Path]:
+    """Write `{split}_ims.npy` `[N, K, D]` per split, with `{split}_caps.txt` when captions are
+    known and `{split}_ids.txt` when `ids` is given. Returns the files written.
+
+    groups: split -> item ids in file order (a dataset store's splits); without it, ids
+    `<split>/<i>` are grouped by split and ordered by i, or with `split` every item goes to that
+    split in storage order. captions: item id -> its caption lines (bytes, line ends included);
+    without it the feature set's `captions` field is used when it has one. ids: item id ->
+    the line of `{split}_ids.txt`.
+    """
     store = src if isinstance(src, Store) else open_store(src)
-    try:
-        fs = store[name]
-    except KeyError as exc:
-        raise StoreError(f"{store.path}: {exc.args[0]}") from None
+    fs = feature_set(store, name)
     fld = fs.fields.get(field)
     if fld is None or fld.variable or len(fld.shape) != 2:
         raise StoreError(f"{fs.path}: precomp needs a fixed [K, D] field {field!r}; have "
                          f"{ {n: f.shape for n, f in fs.fields.items()} } (import with a fixed box count)")
-    groups = _groups(fs, split)
+    groups = dict(groups) if groups is not None else _groups(fs, split)
+    for split_name, members in groups.items():
+        lacking = [i for i in members if i not in fs]
+        if lacking:
+            raise StoreError(f"{fs.path}: lacks {len(lacking)} of the {len(members)} images of split {split_name!r} "
+                             f"(e.g. {lacking[0]!r}); extract or import them first")
+        if captions is not None and any(i not in captions for i in members):
+            raise StoreError(f"split {split_name!r}: no captions for {next(i for i in members if i not in captions)!r}")
+    from_field = captions is None and captions_field in fs.fields
     out_dir = Path(dest)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, total, done = [], len(fs), 0
-    for split_name, ids in groups.items():
+    written, total, done = [], sum(len(v) for v in groups.values()), 0
+    for split_name, members in groups.items():
         ims_path = out_dir / f"{split_name}_ims.npy"
         tmp = out_dir / f"{split_name}_ims.npy.tmp"
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(len(ids), *fld.shape))
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(len(members), *fld.shape))
         caps: list[bytes] = []
-        want: list[Any] = [field] + ([captions_field] if captions_field in fs.fields else [])
-        for a in range(0, len(ids), 256):
-            batch = fs.get_batch(ids[a:a + 256], want)
-            arr[a:a + len(batch[field])] = batch[field]
-            if captions_field in batch:
+        for a in range(0, len(members), 256):
+            chunk = list(members[a:a + 256])
+            batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
+            arr[a:a + len(chunk)] = batch[field]
+            if from_field:
                 caps += [np.asarray(c, dtype=np.uint8).tobytes() for c in batch[captions_field]]
-            done += len(batch[field])
+            elif captions is not None:
+                caps += [captions[i] for i in chunk]
+            done += len(chunk)
             if progress:
                 progress(done, total)
         arr.flush()
         del arr
         os.replace(tmp, ims_path)
         written.append(ims_path)
-        if captions_field in fs.fields:
-            caps_path = out_dir / f"{split_name}_caps.txt"
-            atomic_write(caps_path, b"".join(caps))
-            written.append(caps_path)
+        if from_field or captions is not None:
+            atomic_write(out_dir / f"{split_name}_caps.txt", b"".join(caps))
+            written.append(out_dir / f"{split_name}_caps.txt")
+        if ids is not None:
+            atomic_write(out_dir / f"{split_name}_ids.txt", "".join(f"{ids.get(i, i)}\n" for i in members).encode())
+            written.append(out_dir / f"{split_name}_ids.txt")
     return written

@@ -18,15 +18,15 @@ app = typer.Typer(help="Inspect, verify, import and export feature stores (shard
 
 class ImportFormat(str, Enum):
     precomp = "precomp"  # SCAN {split}_ims.npy + {split}_caps.txt
-    tsv = "tsv"  # bottom-up-attention generate_tsv.py output
-    npz = "npz"  # bottom-up-attention.pytorch per-image .npz
+    tsv = "tsv"  # bottom-up-attention TSV, 6 (Caffe) or 10 (py-bottom-up-attention / LXMERT) fields
+    npz = "npz"  # per-image .npz of bottom-up-attention.pytorch or UNITER
+    vinvl = "vinvl"  # VinVL / Oscar+ features.tsv + predictions.tsv (+ .lineidx, .hw.tsv)
 
 
 class ExportFormat(str, Enum):
-    precomp = "precomp"
-
-
-DEFAULT_NAMES = {"precomp": "regions/precomp", "tsv": "regions/butd-tsv", "npz": "regions/butd-npz"}
+    precomp = "precomp"  # {split}_ims.npy + {split}_caps.txt (+ {split}_ids.txt)
+    tsv = "tsv"  # one TSV file, 10 fields (LXMERT's load_obj_tsv) or 6
+    npz = "npz"  # one <id>.npz per image, bottom-up-attention.pytorch's keys
 
 
 @contextmanager
@@ -123,54 +123,73 @@ def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directo
 
 
 @app.command("import")
-def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv or npz"),
-            src: Path = typer.Argument(..., metavar="SRC", help="precomp folder, TSV file or folder, or .npz folder"),
+def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv, npz or vinvl"),
+            src: Path = typer.Argument(..., metavar="SRC", help="precomp folder, TSV file or folder, .npz folder, "
+                                                                 "or VinVL folder / features.tsv"),
             dest: Path = typer.Argument(..., metavar="DEST", help="store directory (created if absent)"),
-            name: Optional[str] = typer.Option(None, metavar="NAME", help="feature-set name (default: regions/precomp, regions/butd-tsv or regions/butd-npz)"),
+            name: Optional[str] = typer.Option(None, metavar="NAME", help="feature-set name (default: precomp "
+                                               "regions/butd-r101-vg-36 for 36 regions, else regions/precomp; "
+                                               "regions/butd-tsv, regions/butd-npz, regions/vinvl)"),
             dtype: str = typer.Option("float16", metavar="float16|float32", help="feature dtype: float16 or float32"),
-            boxes: Optional[int] = typer.Option(None, help="tsv/npz: fixed box count (default variable)"),
+            boxes: Optional[int] = typer.Option(None, help="tsv/npz/vinvl: fixed box count K, fewer padded "
+                                                "(default variable)"),
             caps_per_image: int = typer.Option(5, help="precomp: caption lines per image"),
+            dataset: Optional[str] = typer.Option(None, metavar="NAME", help="precomp: dataset name to record "
+                                                  "(default: the folder's name)"),
             shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
-    """Import existing features into a store; rerun to resume after an interruption."""
+    """Import existing features into a store; rerun to resume after an interruption.
+
+    precomp makes a store the retrieval heads train on (records, vocabulary, word ids).
+    tsv/npz/vinvl into a store holding a dataset's records store each image under the dataset's
+    image id and list the ids that match none."""
+    from lighthead.pipelines.store_io import import_features
     from lighthead.store import StoreError
-    from lighthead.store.importers import import_npz, import_precomp, import_tsv
 
     if dtype not in ("float16", "float32"):
         raise fail(f"--dtype must be float16 or float32, not {dtype!r}")
-    name = name or DEFAULT_NAMES[fmt.value]
-    opts = dict(dtype=dtype, shard_bytes=shard_mb << 20)
     try:
         with _progress(f"import {fmt.value}") as progress:
-            if fmt is ImportFormat.precomp:
-                added = import_precomp(src, dest, name, caps_per_image=caps_per_image, progress=progress, **opts)
-            elif fmt is ImportFormat.tsv:
-                added = import_tsv(src, dest, name, boxes=boxes, progress=progress, **opts)
-            else:
-                added = import_npz(src, dest, name, boxes=boxes, progress=progress, **opts)
+            summary = import_features(fmt.value, src, dest, name, dtype=dtype, boxes=boxes,
+                                      caps_per_image=caps_per_image, dataset=dataset, progress=progress,
+                                      shard_bytes=shard_mb << 20)
     except (StoreError, ValueError) as exc:
         raise fail(str(exc))
-    typer.echo(f"imported {added} new items into {dest}/{name}")
+    typer.echo(f"imported {summary.added} new items into {dest}/{summary.feature_set}")
+    for line in summary.notes:
+        typer.echo(line)
+    if summary.unmatched:
+        shown = ", ".join(f"{i!r} ({where})" for i, where in summary.unmatched[:5])
+        typer.echo(f"{len(summary.unmatched)} ids match no image of the store's dataset (skipped): {shown}", err=True)
+    if summary.missing:
+        typer.echo(f"{len(summary.missing)} images of the dataset have no features in {summary.feature_set}: "
+                   + ", ".join(repr(i) for i in summary.missing[:5]), err=True)
 
 
 @app.command("export")
-def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="precomp"),
+def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv or npz"),
            src: Path = typer.Argument(..., metavar="SRC", help="store directory"),
-           dest: Path = typer.Argument(..., metavar="DEST", help="output folder"),
-           name: str = typer.Option("regions/precomp", metavar="NAME", help="feature set to export"),
-           field: str = typer.Option("features", metavar="NAME", help="[K, D] field to write as {split}_ims.npy"),
-           dtype: str = typer.Option("float32", metavar="DTYPE", help="dtype of the .npy files"),
-           split: Optional[str] = typer.Option(None, metavar="NAME", help="export every item as this split "
-                                                          "(ids need not be <split>/<i>)")) -> None:
-    """Export a feature set as a SCAN precomp folder ({split}_ims.npy, {split}_caps.txt)."""
+           dest: Path = typer.Argument(..., metavar="DEST", help="output folder (tsv: output file)"),
+           name: Optional[str] = typer.Option(None, metavar="NAME", help="feature set to export (default: "
+                                              "regions/precomp or regions/butd-r101-vg-36)"),
+           dtype: str = typer.Option("float32", metavar="DTYPE", help="precomp: dtype of the .npy files"),
+           split: Optional[str] = typer.Option(None, metavar="NAME", help="precomp: export every item as this "
+                                               "split, without captions"),
+           layout: str = typer.Option("auto", metavar="10|6|auto", help="tsv: 10 fields (LXMERT), 6 (Caffe), "
+                                      "or auto: 10 when the set has object ids")) -> None:
+    """Export a feature set: precomp ({split}_ims.npy, {split}_caps.txt per split), tsv, npz."""
+    from lighthead.pipelines.store_io import export_features
     from lighthead.store import StoreError
-    from lighthead.store.exporters import export_precomp
 
     try:
-        with _progress("export precomp") as progress:
-            files = export_precomp(src, dest, name, field=field, dtype=dtype, split=split, progress=progress)
+        with _progress(f"export {fmt.value}") as progress:
+            files = export_features(fmt.value, src, dest, name, dtype=dtype, split=split, layout=layout,
+                                    progress=progress)
     except (StoreError, ValueError, TypeError) as exc:
         raise fail(str(exc))
-    typer.echo("wrote " + ", ".join(p.name for p in files))
+    if len(files) > 8:
+        typer.echo(f"wrote {len(files)} files into {dest}")
+    else:
+        typer.echo("wrote " + ", ".join(p.name for p in files))
 
 
 if __name__ == "__main__":  # `python -m lighthead.pipelines.cli.store_cmd ...` without the root CLI

@@ -59,8 +59,10 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "bad.tsv").write_text("1\t2\t3\n")
     res = runner.invoke(app, ["import", "tsv", str(tmp_path / "bad.tsv"), str(tmp_path / "st")])
     assert res.exit_code == 1
-    assert res.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 'bad.tsv'}:1: 3 tab-separated fields, "
-                                                  "expected 6 (image_id, image_w, image_h, num_boxes, boxes, features)")
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'bad.tsv'}:1: 3 tab-separated fields, expected 6 (image_id, image_w, image_h, num_boxes, "
+        "boxes, features) or 10 (img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf, num_boxes, "
+        "boxes, features)")
     res = runner.invoke(app, ["import", "csv", str(tmp_path), str(tmp_path / "st")])
     assert res.exit_code != 0
     res = runner.invoke(app, ["info", str(tmp_path / "missing")])

@@ -110,9 +110,21 @@ def test_tsv_fixed_boxes_float32(tmp_path):
     fs = open_store(tmp_path / "st")["regions/butd-tsv"]
     assert fs.fields["features"].shape == (3, 8)
     check_regions(fs, rows, np.float32)
-    write_tsv(tmp_path / "x2.tsv", list(tsv_rows(3, fixed=3))[:1] + [list(tsv_rows(2))[1]])
-    with pytest.raises(StoreError, match=r"x2.tsv:2: 2 boxes, but the import fixes boxes=3"):
-        import_tsv(tmp_path / "x2.tsv", tmp_path / "st2", boxes=3)
+    write_tsv(tmp_path / "x2.tsv", list(tsv_rows(2)))  # 1 box, then 2
+    with pytest.raises(StoreError, match=r"x2.tsv:2: 2 boxes, but the import fixes boxes=1"):
+        import_tsv(tmp_path / "x2.tsv", tmp_path / "st2", boxes=1)
+
+
+def test_tsv_fixed_boxes_pads_fewer_as_extraction_does(tmp_path):
+    rows = list(tsv_rows(4))  # 1, 2, 3 and 4 boxes
+    write_tsv(tmp_path / "x.tsv", rows)
+    import_tsv(tmp_path / "x.tsv", tmp_path / "st", dtype="float32", boxes=4)
+    fs = open_store(tmp_path / "st")["regions/butd-tsv"]
+    for r, boxes, feats in rows:
+        item, n = fs[r["image_id"]], len(boxes)
+        assert item["num_boxes"] == n and item["features"].shape == (4, 8)
+        assert np.array_equal(item["boxes"][:n], boxes) and np.array_equal(item["features"][:n], feats)
+        assert not item["boxes"][n:].any() and not item["features"][n:].any()  # zero rows after the real ones
 
 
 @pytest.mark.parametrize("damage, match", [
@@ -160,7 +172,8 @@ def make_npz(folder, n=4, d=8, transpose_last=True):
         x = feats.T if transpose_last and i == n - 1 else feats  # an older [D, K] dump
         np.savez_compressed(folder / f"{r['image_id']}.npz", x=x, bbox=boxes, num_bbox=len(boxes),
                             image_h=r["image_h"], image_w=r["image_w"],
-                            info={"image_id": r["image_id"], "objects_id": np.zeros(len(boxes))})
+                            info={"image_id": r["image_id"], "num_boxes": len(boxes),
+                                  "objects_id": np.arange(len(boxes)), "objects_conf": np.ones(len(boxes), np.float32)})
         out.append((r, boxes, feats))
     return out
 
