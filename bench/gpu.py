@@ -9,10 +9,11 @@ that start-up and writing fit in 8 minutes), and time a part leaves unused goes 
 1. tests: `pytest -m gpu` on the test files that carry the mark, in a subprocess that is
    killed when the part's time is spent; passed / failed / skipped counts.
 2. detector: images/s of the ResNet-101 detector (random weights) at the 600/1000 test scale
-   with 300 ROIs, for batch 1/4/8/16, fp32 and bf16 autocast, 36 and 100 boxes: forward + box
-   selection + the kept features copied to the host, on images decoded and resized beforehand
-   (bench/extract.py's 480x640 JPEGs); then the whole `lighthead extract` loop (JPEG decoding
-   in DataLoader workers, the runner's autocast) at batch 8 through bench/extract.py.
+   with 300 ROIs, for batch 1/4/8/16, fp32 and bf16 autocast (fp16 on a GPU without bf16), 36
+   and 100 boxes: forward + box selection + the kept features copied to the host, on images
+   decoded and resized beforehand (bench/extract.py's 480x640 JPEGs); then the whole
+   `lighthead extract` loop (JPEG decoding in DataLoader workers, the runner's autocast) at
+   batch 8 through bench/extract.py.
 3. text: tokens/s of a BERT-base-size random model (transformers' BertConfig defaults, the
    bundled MiniLM's uncased WordPiece vocabulary) through TextEncoder (tokenising, forward,
    copying out: bench/text.py's `rate`) in fp32 and fp16 autocast, and of its forward pass alone.
@@ -272,7 +273,7 @@ def tests_part(part: Part, dev: Device, sizes: Sizes) -> None:
         part.errors += bad
         return passed, "tests passed", note
 
-    part.run(case, run)
+    part.run(case, run).peak_mib = None  # the tests ran in another process
 
 
 # ---- 2. the region detector ----------------------------------------------------------------
@@ -286,7 +287,9 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
 
     extract_bench = load_bench("extract")
     cfg = DetectorConfig.from_name(sizes.detector, **sizes.detector_overrides)
-    autocast = {"fp32": None, "bf16": torch.bfloat16}
+    # bf16 autocast where the GPU has it (Ampere and later), else the fp16 the runner falls back to
+    low = "fp16" if dev.cuda and not torch.cuda.is_bf16_supported() else "bf16"
+    autocast = {"fp32": None, low: torch.float16 if low == "fp16" else torch.bfloat16}
     cases = [(p, k, b) for p in autocast for k in sizes.boxes for b in sizes.detector_batches]
 
     def name(p: str, k: int, b: int) -> str:
@@ -303,7 +306,7 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
             model = init_random(BottomUpDetector(cfg), seed=0).to(dev.device)
             model = model.optimize_for_inference(channels_last=dev.cuda)
             # decoded and resized once; each batch size regroups the same single images
-            singles = list(batches(items, cfg, 1, workers=min(4, os.cpu_count() or 1)))
+            singles = list(batches(items, cfg, 1, workers=sizes.loop_workers))
             return items, model, singles
 
         ready = part.prepare(f"{cfg.name} ({scale}), {sizes.detector_images} images", setup)
@@ -647,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         title = TITLES.get(part_id, part_id)
         budgets[title] = seconds
         part = Part(title, seconds, peak=dev.peak, reset=dev.reset, log=True)
-        print(f"[{title}] budget {seconds:.0f} s", flush=True)
+        print(f"[{title}] budget {seconds:.0f} s, starting {time.perf_counter() - START:.0f} s in", flush=True)
         PARTS[part_id](part, dev, sizes)
         rows += part.finish()
         errors += part.errors

