@@ -18,7 +18,8 @@ TINY = {
     "casc": {"embed_size": "16", "word_dim": "8", "label_hidden": "8"},
     "vsepp": {"embed_size": "16", "word_dim": "8"},
     "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
-    "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "2", "gen_width": "8", "disc_width": "8"},
+    "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "2", "gen_width": "8", "disc_width": "8",
+             "recon_size": "8"},
 }
 INFO = {"dataset": "demo", "region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12,
         "num_labels": 7, "num_regions": 4, "thumb_size": 16}
