@@ -45,8 +45,8 @@ Python API::
     ds[i] -> {"id": str, "regions": {field: np.ndarray}, "glob": {...}}
     DataLoader(ds, batch_size=..., num_workers=2, collate_fn=ds.collate)
 
-    from lighthead.store.importers import import_precomp, import_tsv, import_npz
-    from lighthead.store.exporters import export_precomp
+    from lighthead.store.importers import import_precomp, import_tsv, import_npz, import_vinvl
+    from lighthead.store.exporters import export_precomp, export_tsv, export_npz
 
 Errors in data (truncated shard, missing file, checksum, malformed import input, a value a
 field cannot hold) raise `StoreError`, whose message names the file (and line or id). Every
