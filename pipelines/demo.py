@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-console = Console(width=max(Console().width, 120))  # tables stay readable when output is piped
+from lighthead.pipelines.console import console as make_console
 
 # The demo store's feature jobs: `lighthead extract --dataset demo`'s defaults, which also set
 # the CPU-sized detector and keep MiniLM's real weights (extract_run.DATASET_JOB_OPTIONS).
@@ -63,6 +63,7 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
     if threads:
         torch.set_num_threads(threads)  # small models: one thread beats several on a shared CPU
     out = Path(out)
+    console = make_console()  # the terminal's own width; in a log, fixed and never wrapped
     data = demo.generate(out / "data", n_images=n_images, seed=seed)
     console.print(f"[bold]demo data[/bold]: {n_images} images of shapes in {data}")
     store_path = out / "store"
@@ -73,7 +74,7 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
     results: dict[str, Any] = {}
     if "train" in stages:
         for head, overrides in DEMO_RUNS.items():
-            results[head] = train_and_report(head, store_path, out / "runs" / head, overrides)
+            results[head] = train_and_report(head, store_path, out / "runs" / head, overrides, console)
     return results
 
 
@@ -83,10 +84,13 @@ def print_store_info(store_path: Path) -> None:
     info(store_path, as_json=False)
 
 
-def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
+                     console: Console | None = None) -> dict[str, Any]:
     """Train `head` on the demo store into a fresh `run_dir`, then evaluate and print its table."""
     from lighthead.pipelines.evaluate import evaluate_run, markdown_table
     from lighthead.pipelines.train import train
+
+    console = console or make_console()
 
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a demo rerun retrains from scratch
