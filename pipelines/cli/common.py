@@ -96,7 +96,9 @@ def run_app(app: typer.Typer, args: list[str] | None = None) -> int:
     """Run the typer app (on `args`, default sys.argv); returns the exit code.
 
     Every failure becomes one line `error: <file or id>: <what happened>` on stderr and exit
-    code 1 (the traceback too with LIGHTHEAD_DEBUG=1); Ctrl-C one line saying how to resume (130).
+    code 1 (the traceback too with LIGHTHEAD_DEBUG=1); a usage error (missing argument, unknown
+    option, bad value) one line `error: <what>; see <command> --help` and exit code 2; Ctrl-C
+    one line saying how to resume (130).
     """
     interrupted: list[bool] = []
 
@@ -125,6 +127,25 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     typer.echo(f"warning: {message}", err=True)
 
 
+def usage_error_line(e: BaseException) -> str:
+    """click's `Usage: ... Error: <what>` box as one line: `error: <what>; see <command> --help`."""
+    message = e.format_message() if hasattr(e, "format_message") else str(e)
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip()).rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]  # "Missing option '--store'" -> "missing option '--store'"
+    ctx = getattr(e, "ctx", None)
+    hint = f"; see {ctx.command_path} --help" if ctx is not None and getattr(ctx, "command_path", "") else ""
+    return f"error: {text}{hint}"
+
+
+def _usage_error(e: typer.TyperException) -> int:
+    if type(e).__name__ == "NoArgsIsHelpError":  # a bare `lighthead` or `lighthead train`: the help, as before
+        e.show()
+    else:
+        typer.echo(usage_error_line(e), err=True)
+    return int(getattr(e, "exit_code", 2))
+
+
 def _run(app: typer.Typer, args: list[str] | None, interrupted: list[bool]) -> int:
     try:
         rv = app(args=args, standalone_mode=False)  # click returns (not raises) the exit code here
@@ -136,11 +157,7 @@ def _run(app: typer.Typer, args: list[str] | None, interrupted: list[bool]) -> i
         interrupted.append(True)
         return 130
     except typer.TyperException as e:  # usage errors, bad parameters (typer's click exceptions)
-        if hasattr(e, "show"):
-            e.show()
-        else:
-            typer.echo(f"error: {e}", err=True)
-        return int(getattr(e, "exit_code", 2))
+        return _usage_error(e)
     except Exception as e:  # noqa: BLE001 - the one top-level handler
         if interrupted:  # Ctrl-C surfaced as another error (a DataLoader worker killed by it, ...)
             return 130
