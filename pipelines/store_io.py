@@ -185,7 +185,8 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
     summary = ImportSummary(name, added)
     if target is not None:
         summary.unmatched = target.unmatched
-        held = set(open_store(dest)[name].ids)
+        store = open_store(dest)
+        held = set(store[name].ids) if name in store else set()
         summary.missing = sorted({r.image_id for r in images} - held)
     unknown = getattr(extra.get("names"), "unknown", None)
     if unknown:

@@ -139,9 +139,9 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
             shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
     """Import existing features into a store; rerun to resume after an interruption.
 
-    precomp makes a store the retrieval heads train on (records, vocabulary, word ids).
-    tsv/npz/vinvl into a store holding a dataset's records store each image under the dataset's
-    image id and list the ids that match none."""
+    precomp: a store the retrieval heads train on (records, vocabulary, word ids).
+
+    tsv, npz, vinvl into a dataset's store: images under the dataset's ids, unmatched ids listed."""
     from lighthead.pipelines.store_io import import_features
     from lighthead.store import StoreError
 
@@ -172,8 +172,8 @@ def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="preco
            name: Optional[str] = typer.Option(None, metavar="NAME", help="feature set to export (default: "
                                               "regions/precomp or regions/butd-r101-vg-36)"),
            dtype: str = typer.Option("float32", metavar="DTYPE", help="precomp: dtype of the .npy files"),
-           split: Optional[str] = typer.Option(None, metavar="NAME", help="precomp: export every item as this "
-                                               "split, without captions"),
+           split: Optional[str] = typer.Option(None, metavar="NAME", help="precomp: every item as this one split, "
+                                               "in storage order (ids need not be <split>/<i>)"),
            layout: str = typer.Option("auto", metavar="10|6|auto", help="tsv: 10 fields (LXMERT), 6 (Caffe), "
                                       "or auto: 10 when the set has object ids")) -> None:
     """Export a feature set: precomp ({split}_ims.npy, {split}_caps.txt per split), tsv, npz."""
