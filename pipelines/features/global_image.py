@@ -125,7 +125,8 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
                 "width": config.width,
                 "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean),
                                "std": list(config.std)},
-                "weights_file": None if weights is None else weights.name,  # the name only: moving the file keeps resume working
+                # the name only: moving the file keeps resume working
+                "weights_file": None if weights is None else weights.name,
                 "weights_sha256": None if weights is None else sha256_file(weights),
                 "random_weights": random,
                 "dtype": options.dtype,
