@@ -145,8 +145,9 @@ def build_global_cnn(arch: str, weights: Path | None, random_weights: bool = Fal
         path = Path(weights) if weights else default_weights(arch)
         if not path.is_file():
             raise FileNotFoundError(missing_weights_message(arch, path))
-    torch.manual_seed(0)  # the same random trunk on every run, so a resumed run matches
-    model = GlobalCNN(arch)
+    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+        torch.manual_seed(0)  # the same random trunk on every run, so a resumed run matches
+        model = GlobalCNN(arch)
     if path is not None:
         model.load_weights(path)
     else:
