@@ -72,6 +72,7 @@ class CASCConfig(SCANConfig):
                   "test_score": "paper", "global_decay_epochs": 10, "global_decay_gamma": 0.1},
     }
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        **SCANConfig.DATASET_DEFAULTS,
         # CASC's code has no COCO values of its own: SCAN's COCO lr and schedule, I2T LSE 5.
         "coco": {k: v for k, v in SCANConfig.DATASET_DEFAULTS["coco"].items() if k != "lambda_lse_i2t"},
         "demo": {**SCANConfig.DATASET_DEFAULTS["demo"], "label_hidden": 256},
