@@ -194,7 +194,8 @@ def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_ma
     """Cross attention for every pair of I images and T captions.
 
     v: (I, K, D) unit-norm regions, v_mask (I, K); t: (T, L, D) unit-norm words, t_mask (T, L);
-    padded regions and words must be zero vectors (the heads' encoders zero them); gram_v (I, K, K) = v v^T and gram_t (T, L, L) = t t^T when the encoders cached them.
+    padded regions and words must be zero vectors (the heads' encoders zero them);
+    gram_v (I, K, K) = v v^T and gram_t (T, L, L) = t t^T when the encoders cached them.
     Returns "t2i", "i2t" (I, T) (see `_xattn_core`) and, for the names in `weights` ("region",
     "word"), "region_weights" (I, T, K) and "word_weights" (I, T, L). Products run in the
     autocast dtype when one is active (bf16 scoring); everything after them runs in float32.

@@ -60,9 +60,12 @@ class CASCConfig(SCANConfig):
     label_hidden: int = 512  # hidden width of the label classifier (the released FC1: 1024 -> 512 -> 500)
     alpha: float = 10.0  # weight of the global BCE loss (Eq. 12)
     beta: float = 0.8  # test-score weight of the local part (Eq. 13); 1 = local only
-    test_score: str | None = None  # "code": beta 0.5 (S_I2T + S_T2I) + (1 - beta) cos(predicted labels of A^I, of A^T); "paper": Eq. 13, beta (S_I2T + S_T2I) + (1 - beta) cos(predicted labels of A^I, the caption's labels); None: the recipe's
+    # "code": beta 0.5 (S_I2T + S_T2I) + (1 - beta) cos(labels predicted from A^I, from A^T);
+    # "paper": Eq. 13, beta (S_I2T + S_T2I) + (1 - beta) cos(labels predicted from A^I, the caption's); None: recipe's
+    test_score: str | None = None
     lr_global: float = 1e-2  # Adam learning rate of the label classifier
-    global_decay_epochs: int | None = None  # multiply lr_global by global_decay_gamma every this many epochs (0 = never); None: code 3, paper 10
+    # multiply lr_global by global_decay_gamma every this many epochs (0 = never); None: code 3, paper 10
+    global_decay_epochs: int | None = None
     global_decay_gamma: float | None = None  # that factor; None: code 0.8, paper 0.1
 
     RECIPE_VALUES: ClassVar[dict[str, dict[str, Any]]] = {

@@ -62,15 +62,18 @@ class SCANConfig:
     direction: str | None = None  # t2i, i2t or both (their mean = CASC-base); None: code t2i, paper both
     lambda_t2i: float | None = None  # softmax temperature, each word over the regions; None: code 9, paper 4
     lambda_i2t: float | None = None  # softmax temperature, each region over the words; None: code 4, paper 9
-    attn_norm: str | None = None  # SCAN's raw_feature_norm (clipped_l2norm, l2norm, softmax, clipped, no_norm); None: code clipped_l2norm, paper no_norm
-    agg_t2i: str | None = None  # word cosines -> T2I score: lse or mean; None: code lse (mean when direction=both, as CASC's code), paper mean
+    # SCAN's raw_feature_norm: clipped_l2norm, l2norm, softmax, clipped, no_norm; None: code clipped_l2norm, paper no_norm
+    attn_norm: str | None = None
+    # word cosines -> T2I score: lse or mean; None: code lse (mean with direction=both, as CASC's code), paper mean
+    agg_t2i: str | None = None
     agg_i2t: str | None = None  # region cosines -> I2T score: lse or mean; None: code lse, paper mean
     lambda_lse_t2i: float = 6.0  # LogSumExp temperature of T2I (SCAN's README)
     lambda_lse_i2t: float = 5.0  # LogSumExp temperature of I2T (SCAN's README on Flickr30K, CASC's code; COCO 20)
     margin: float = 0.2  # triplet margin sigma
     max_violation: bool = True  # hardest negative in the batch (else sum over all negatives)
     sum_negatives_epochs: int = 0  # first epochs that sum over all negatives before hardest-negative
-    same_image_positive: bool = False  # True: captions of one image in a batch are never negatives of each other (the released code: only the diagonal is positive)
+    # True: captions of one image in a batch are never each other's negatives (released: the diagonal only)
+    same_image_positive: bool = False
     lr: float = 2e-4  # Adam learning rate (Flickr30K; 5e-4 on COCO)
     lr_decay_epochs: int = 15  # multiply the lr by 0.1 every this many epochs (0 = never)
     epochs: int = 30  # training epochs
