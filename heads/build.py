@@ -13,7 +13,7 @@ import dataclasses
 import inspect
 import types
 import typing
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lighthead.heads.base import HEADS, Head
 
@@ -85,16 +85,19 @@ def parse_overrides(items: list[str] | Mapping[str, Any] | None) -> dict[str, An
 
 
 def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
-                dataset: str | None = None, what: str = "head") -> Any:
+                dataset: str | None = None, what: str = "head", profiles: Sequence[str] = ()) -> Any:
     """Instantiate `config_class` with dataset defaults and parsed overrides.
 
+    `profiles` are extra DATASET_DEFAULTS keys applied before the dataset's own (e.g. "precomp"
+    for a store imported from a SCAN precomp folder, which holds region features only).
     An unknown key raises KeyError naming the valid ones.
     """
     fields = config_fields(config_class)
     values: dict[str, Any] = {}
     defaults = getattr(config_class, "DATASET_DEFAULTS", {}) or {}
-    if dataset and dataset in defaults:
-        values.update(defaults[dataset])
+    for key in (*profiles, dataset):
+        if key and key in defaults:
+            values.update(defaults[key])
     for key, raw in (overrides or {}).items():
         if key not in fields:
             valid = ", ".join(sorted(fields))

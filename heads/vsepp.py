@@ -60,6 +60,8 @@ class VSEPPConfig:
     image_norm: bool = True  # L2-normalise the image vector before the Linear (the released EncoderImageFull)
 
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        # a store imported from a SCAN precomp folder holds region features only: mean-pool them
+        "precomp": {"image": "regions/butd-r101-vg-36"},
         # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
         "demo": {"image": "global/resnet18", "embed_size": 256, "batch_size": 32, "lr": 2e-3,
                  "max_violation": False, "epochs": 8},

@@ -214,6 +214,18 @@ def precomp_records(parts: list[Any], caps_per_image: int) -> list[Record]:
     return out
 
 
+def precomp_dataset_name(src: Path) -> str:
+    """SCAN's folder names (`f30k_precomp`, `coco_precomp`) name a registered dataset, whose head
+    defaults then apply; any other folder name is kept as it is (made safe)."""
+    from lighthead.pipelines.datasets import DATASETS
+
+    folder = src.resolve().name
+    stem = folder[: -len("_precomp")] if folder.endswith("_precomp") else ""
+    if stem in DATASETS.names():
+        return stem
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", folder) or "precomp"
+
+
 def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None = None, *, dtype: str = "float16",
                            caps_per_image: int = PER_IMAGE, dataset: str | None = None,
                            progress: Callable | None = None, **writer_opts: Any) -> ImportSummary:
@@ -241,7 +253,7 @@ def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None =
     added = import_precomp(src, dest, name, dtype=dtype, caps_per_image=caps_per_image, progress=progress,
                            **writer_opts)
     store = open_store(dest)
-    dataset = dataset or re.sub(r"[^A-Za-z0-9_.+-]", "_", src.resolve().name) or "precomp"
+    dataset = dataset or precomp_dataset_name(src)
     store.write_json("dataset", {"name": dataset, "root": str(src.resolve()), "imported_from": "precomp"})
     store.write_json("records", [r.to_json() for r in records])
     summary = ImportSummary(name, added, records=len(records), dataset=dataset)

@@ -116,6 +116,12 @@ def pick_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def store_profiles(store: Any) -> tuple[str, ...]:
+    """DATASET_DEFAULTS keys that the store's origin selects: "precomp" for a SCAN precomp import."""
+    held = store.read_json("dataset") if store.has_json("dataset") else {}
+    return ("precomp",) if held.get("imported_from") == "precomp" else ()
+
+
 def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
             overrides: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
     """Resolve configs, open the store and build the task (shared with evaluation and sweeps)."""
@@ -125,7 +131,7 @@ def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
     head_over, loop_over = split_overrides(cls.config_class, overrides, head_name)
     store = open_store(store_path)
     dataset = dataset_name(store, dataset)
-    cfg = make_config(cls.config_class, head_over, dataset, what=head_name)
+    cfg = make_config(cls.config_class, head_over, dataset, what=head_name, profiles=store_profiles(store))
     if epochs is not None:
         if not hasattr(cfg, "epochs"):
             raise ValueError(f"{head_name} has no epochs setting")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import base64
 import csv
 import shutil
@@ -76,6 +78,12 @@ def test_precomp_import_trains_as_the_store_it_came_from(synthetic, tmp_path):
     c = train("casc", tmp_path / "imported", tmp_path / "c", epochs=1,
               overrides={**TINY, "label_hidden": "8", "num_labels": "5"}, progress=False)
     assert imported.has_json("labels/nouns-5") and c["test"]["n_images"] == 5  # labels built as for extraction
+    # VSE++ reads global CNN vectors by default; on a precomp store it mean-pools the regions, with no --set.
+    d = train("vsepp", tmp_path / "imported", tmp_path / "d", epochs=1, overrides=TINY, progress=False)
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["config"]["image"] == "regions/butd-r101-vg-36"
+    assert d["test"]["n_images"] == 5
+    train("vsepp", synthetic, tmp_path / "e", epochs=1, overrides=TINY, progress=False)  # an extracted store
+    assert json.loads((tmp_path / "e" / "config.json").read_text())["config"]["image"] == "global/resnet152"
 
 
 def test_precomp_round_trip_keeps_every_file(synthetic, tmp_path):
@@ -103,7 +111,7 @@ def make_folder(folder, splits, k=3, d=4, repeat=False):
 def test_one_row_per_caption_and_cocos_testall(tmp_path):
     make_folder(tmp_path / "coco_precomp", {"train": 3, "dev": 2, "test": 2, "testall": 4}, repeat=True)
     summary = import_features("precomp", tmp_path / "coco_precomp", tmp_path / "st", dtype="float32")
-    assert summary.added == 11 and summary.feature_set == "regions/precomp" and summary.dataset == "coco_precomp"
+    assert summary.added == 11 and summary.feature_set == "regions/precomp" and summary.dataset == "coco"
     store = open_store(tmp_path / "st")
     recs = {r["id"]: r for r in store.read_json("records")}
     assert {r["split"] for r in recs.values() if r["extra"]["precomp_split"] == "testall"} == {"test"}
