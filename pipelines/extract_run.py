@@ -216,7 +216,6 @@ def run_extract(
     from lighthead.store import StoreError, open_store
 
     DATASETS.get(dataset)  # an unknown name lists the valid ones, before anything else
-
     options = options or ExtractOptions()
     console = console or make_console()
     names = check_features(features if features else default_features(dataset))
