@@ -4,39 +4,49 @@ Zhu, Li, Yang, Zhao, Liu, Qian, "Multimodal Sentiment Analysis With Image-Text I
 Network", IEEE Transactions on Multimedia 25, 2023 (seeds/001). Equation numbers below are the
 paper's.
 
-Differences from the paper, on purpose:
-- BERT is frozen and its token features are cached in the store (the paper embeds words with
-  pre-trained BERT too; whether it fine-tunes is not stated). The bidirectional GRU on top is
-  trained.
+The defaults follow the authors' released code (zhutong0219/ITIN: Demo.py and opt.py), an
+inference demo for a trained checkpoint: it has the model but no training loop, so the training
+settings are the paper's. `recipe=paper` gives the paper's text instead; each row below also has
+its own key, which wins over the recipe (None = the recipe's value; config.json records the
+resolved values).
+
+Choices made either way:
+- BERT is frozen and its token features are cached in the store (the release runs BERT under
+  `no_grad`; the paper does not say). The bidirectional GRUs on top are trained.
 - The gate (Eq. 8) is written `sigma(r_i * u_i)` with an elementwise product, but it is used as a
-  scalar per region-word pair (Fig. 7 shows one gate value per pair): we take the dot product
-  `g_i = sigma(r_i . u_i)`.
-- Ablations (Table III): "w/o Align" replaces the attention of Eq. 6 by a uniform one, so every
-  region gets the plain sentence mean (`u_i = S`); "w/o Gating" sets `g_i = 1`; "w/o Context"
-  classifies `MLP(C)`; "only Context" classifies `lambda MLP(V) + (1 - lambda) MLP(S)`.
-- The paper does not give d, k, the MLP sizes or dropout; d = 1024 follows the authors'
-  released options (`embed_size`), the rest are our choices.
+  scalar per region-word pair (Fig. 7 shows one value); the release takes the dot product, and so
+  do we: `g_i = sigma(r_i . u_i)`.
+- Ablations (Table III) work with either recipe: "w/o Align" replaces the attention of Eq. 6 by a
+  uniform one (`u_i` = the word mean); "w/o Gating" sets `g_i = 1`; "w/o Context" classifies
+  `MLP(C)`; "only Context" classifies `lambda MLP(V) + (1 - lambda) MLP(S)`.
+- The release pads BERT ids to 100 and runs BERT on the [PAD] ids without a mask; cached stores
+  have no features for those positions, so `text_positions=padded` feeds zero vectors there.
+- Regions missing from an image (adaptive sets) are masked out of the second attention and the
+  pooling (the release always has a full set).
+- The paper does not give d, k, the MLP sizes or dropout; d = k = 1024 is the release's
+  `embed_size`.
 
-The authors' released code (zhutong0219/ITIN: Demo.py and opt.py) is an inference demo for a
-trained checkpoint: it has the model but no training loop, and its model differs from the
-paper in several places (listed below). The defaults here follow the paper; the released
-model's forms are not implemented.
-
-| what | paper | released code (inference demo) | lighthead default | switch |
+| what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| region features | r_i = W_r f_i + b_r (Eq. 1), top m regions | Linear(2048, 1024), Xavier init, then L2-normalised | Eq. 1, no norm; m = 2 | `m` |
-| word features | BERT-base -> bi-GRU, directions averaged (Eq. 2-4); fine-tuning not stated | frozen BERT -> 2-layer bi-GRU (1024, dropout 0.25) over 100 zero-padded positions, directions averaged | frozen cached tokens -> 1-layer bi-GRU over the real tokens (packed) | - |
-| S (Eq. 15) | mean of the n word features | mean over all 100 padded positions | mean over the real tokens | - |
-| alignment (Eq. 5-7) | softmax(W^_r R (W^_t W)^T / sqrt(k)) W | the same (bias-free d x d projections, k = d), then a second attention among the M attended vectors, L2-normalised | Eq. 5-7, bias-free, k = 1024 | `align=false` |
+| region features | r_i = W_r f_i + b_r (Eq. 1), top m regions | Linear(2048, d), then L2-normalised | released; m = 2 (the paper's best; the demo reads its .npz as given) | `region_norm`, `m` |
+| initialisation | not said | Xavier-uniform, zero bias for W_r, the key projections and W_o | released | `init=xavier\|torch` |
+| word features | BERT-base -> bi-GRU, directions averaged (Eq. 2-4) | frozen BERT -> 2-layer bi-GRU (d, dropout 0.25 between layers), directions averaged | released | `gru_layers`, `gru_dropout` |
+| text positions | the n words | all 100 zero-padded positions, no mask (GRU, attention, S) | released (zeros at the padding) | `text_positions=padded\|real`, `max_len` |
+| S (Eq. 15) | mean of the word features w_i | mean of the outputs of a second, separate BERT-GRU (own weights) | released | `sentence_encoder=separate\|shared` |
+| alignment (Eq. 5-7) | softmax(W^_r R (W^_t W)^T / sqrt(k)) W | the same, bias-free d x d projections (k = d) | the same, k = d | `align=false`, `k` |
+| second attention | - | self-attention among the M attended vectors u_i (bias-free d x d query/key, / sqrt(d)) | released | `second_attention` |
+| attended vector norm | - | u_i L2-normalised before the gate | released | `attended_norm` |
 | gate (Eq. 8) | sigma(r_i * u_i), one value per region (Fig. 7) | sigma(r_i . u_i) | sigma(r_i . u_i) | `gating=false` |
-| fusion (Eq. 10-11) | ReLU(W_o c_i + b_o) + r_i | bias-free Linear, ReLU, + r_i | with b_o | - |
-| pooling (Eq. 12-13) | softmax(Tran_z(Z)), Tran_z "linear layers and a non-linearity" | 4 maps from Linear-ReLU-Linear(d, 4), pooled vectors averaged, L2-normalised | Linear(d, d/2)-tanh-Linear(d/2, 1), one map | - |
-| MLPs (Eq. 16-17), classifier (Eq. 19) | sizes not given | Linear to 64 + ReLU per branch; one Linear(64, 3) after mixing (equal to Eq. 18-19) | Linear-ReLU-Dropout-Linear to d; Linear(d, 3) | `d`, `dropout` |
+| fusion (Eq. 10-11) | ReLU(W_o c_i + b_o) + r_i | bias-free Linear, ReLU, + r_i | released | `fuse_bias` |
+| pooling (Eq. 12-13) | softmax(Tran_z(Z)), Tran_z "linear layers and a non-linearity" | 4 maps from Linear(d, d)-ReLU-Linear(d, 4), pooled vectors averaged | released | `pooling=summary\|tanh` (tanh: Linear(d, d/2)-tanh-Linear(d/2, 1)), `pool_maps` |
+| C norm | - | C L2-normalised | released | `pooled_norm` |
+| MLPs (Eq. 16-17), classifier (Eq. 19) | sizes not given | Linear(., 64) + ReLU per branch, no dropout; one Linear(64, 3) after the mix (equal to Eq. 18-19) | released | `mlp=single\|double` (double: Linear-ReLU-Dropout-Linear to d, Linear(d, 3)), `mlp_hidden`, `dropout` |
 | lambda (Eq. 18) | 0.2 | 0.2 | 0.2 | `lam` |
 | visual context V (Eq. 14) | ImageNet ResNet-18, 224 x 224, 512-d | ResNet-18 in the checkpoint (trained with the model), resize 256 + centre crop 224 | cached, frozen ResNet-18 | `global_features` |
-| optimiser | Adam 1e-3, x0.1 every 10 epochs, decay 1e-5, batch 64 / 128 | lr 1e-3, decay 1e-5 and 200 epochs named, no training loop | the paper's, 30 epochs | `lr`, `lr_step`, `lr_gamma`, `weight_decay`, `batch_size`, `epochs` |
-| reported "F1" | Eq. 21-23 (precision, recall per class); averaging not said; the numbers sit within ~0.5 of accuracy on imbalanced MVSA, as weighted F1 does | accuracy only | `accuracy`, `macro_f1` and `weighted_f1` | - |
-| splits, selection | random 8:1:1; selection not said | - | the store's splits; best validation accuracy on the whole dev split | - |
+| optimiser | Adam 1e-3, x0.1 every 10 epochs, decay 1e-5, batch 64 / 128 | not released (inference only); lr 1e-3, decay 1e-5, 200 epochs named | the paper's, 30 epochs | `lr`, `lr_step`, `lr_gamma`, `weight_decay`, `batch_size`, `epochs` |
+| gradient clipping | not said | not released (inference only); `grad_clip=2` in opt.py | off | `grad_clip` |
+| reported "F1" | Eq. 21-23; averaging not said; the numbers sit within ~0.5 of accuracy on imbalanced MVSA, as weighted F1 does | accuracy only | `accuracy`, `macro_f1` and `weighted_f1` | - |
+| splits, selection | random 8:1:1; selection not said | not released (inference only) | the store's splits; best validation accuracy on the whole dev split | - |
 """
 
 from __future__ import annotations
@@ -52,19 +62,50 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lighthead.heads.base import HEADS, Head
 
+# The two readings; a key left unset (None) takes its recipe's value.
+RECIPES: dict[str, dict[str, Any]] = {
+    "code": {"region_norm": True, "init": "xavier", "gru_layers": 2, "gru_dropout": 0.25,
+             "text_positions": "padded", "sentence_encoder": "separate", "second_attention": True,
+             "attended_norm": True, "fuse_bias": False, "pooling": "summary", "pooled_norm": True,
+             "mlp": "single"},
+    "paper": {"region_norm": False, "init": "torch", "gru_layers": 1, "gru_dropout": 0.0,
+              "text_positions": "real", "sentence_encoder": "shared", "second_attention": False,
+              "attended_norm": False, "fuse_bias": True, "pooling": "tanh", "pooled_norm": False,
+              "mlp": "double"},
+}
+CHOICES = {"init": ("xavier", "torch"), "text_positions": ("padded", "real"),
+           "sentence_encoder": ("separate", "shared"), "pooling": ("summary", "tanh"),
+           "mlp": ("single", "double")}
+
 
 @dataclass
 class ItinConfig:
-    """ITIN hyper-parameters; defaults are the paper's (Sec. III, IV-B, IV-F) where it gives them."""
+    """ITIN hyper-parameters: the released model by default, `recipe=paper` for the paper's text."""
 
     regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (the first m are used)
     text: str = "text/bert-base-uncased"  # feature set of the frozen token features
     global_features: str = "global/resnet18"  # feature set of the visual context V (Eq. 14)
+    recipe: str = "code"  # "code": the authors' released model; "paper": the paper's text (keys left unset)
+    region_norm: bool | None = None  # L2-normalise r_i after Eq. 1 (code)
+    init: str | None = None  # "xavier" (uniform, zero bias on W_r, key projections, W_o) or "torch"
+    gru_layers: int | None = None  # layers of each bi-GRU (code 2, paper 1)
+    gru_dropout: float | None = None  # dropout between GRU layers (code 0.25)
+    text_positions: str | None = None  # "padded": all max_len positions, no mask; "real": the real tokens
+    max_len: int = 100  # token positions with text_positions=padded (the release pads BERT ids to 100)
+    sentence_encoder: str | None = None  # S from a "separate" bi-GRU (code) or the "shared" word GRU (Eq. 15)
+    second_attention: bool | None = None  # self-attention among the M attended vectors (code)
+    attended_norm: bool | None = None  # L2-normalise u_i before the gate (code)
+    fuse_bias: bool | None = None  # bias b_o in Eq. 10 (paper)
+    pooling: str | None = None  # "summary" (pool_maps ReLU maps, averaged; code) or "tanh" (one map)
+    pool_maps: int = 4  # attention maps of the summary pooling (the release's num_attn)
+    pooled_norm: bool | None = None  # L2-normalise C (code)
+    mlp: str | None = None  # "single": Linear-ReLU to mlp_hidden (code); "double": Linear-ReLU-Dropout-Linear to d
+    mlp_hidden: int = 64  # width of the single-layer MLPs (the release's 64)
     d: int = 1024  # width of regions r_i and words w_i (Eq. 1-4)
     k: int = 1024  # width of the affinity projections W^_r, W^_t (Eq. 5)
     m: int = 2  # regions used: the first m of the store's (confidence order); paper's best
     lam: float = 0.2  # lambda of Eq. 18: weight of the visual-context branch F1
-    dropout: float = 0.1  # dropout inside the MLPs (not given in the paper)
+    dropout: float = 0.1  # dropout inside the double MLPs (not given in the paper)
     align: bool = True  # cross-modal alignment, Eq. 5-7 (false: uniform attention, "w/o Align")
     gating: bool = True  # cross-modal gating, Eq. 8-9 (false: g_i = 1, "w/o Gating")
     context: bool = True  # visual/textual context, Eq. 14-18 (false: F = MLP(C), "w/o Context")
@@ -74,7 +115,7 @@ class ItinConfig:
     lr_gamma: float = 0.1  # decay factor
     weight_decay: float = 1e-5  # Adam weight decay
     batch_size: int = 64  # 64 on MVSA-Single, 128 on MVSA-Multiple
-    epochs: int = 30  # not given in the paper; three decay steps
+    epochs: int = 30  # not given in the paper (the release has no training loop); three decay steps
     grad_clip: float = 0.0  # gradient-norm clipping (0 = off; the paper does not clip)
 
     RECORD_KIND: ClassVar[str] = "post"  # trains on image-text posts (MVSA, demo)
@@ -85,13 +126,23 @@ class ItinConfig:
     }
 
     def __post_init__(self) -> None:
-        for name in ("d", "k", "m", "lr_step", "batch_size", "epochs"):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"itin: recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"itin: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        for name in ("d", "k", "m", "lr_step", "batch_size", "epochs", "gru_layers", "max_len", "pool_maps",
+                     "mlp_hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"itin: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.lam <= 1.0:
             raise ValueError(f"itin: lam must be in [0, 1], got {self.lam}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"itin: dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "gru_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"itin: {name} must be in [0, 1), got {getattr(self, name)}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 < self.lr_gamma <= 1:
             raise ValueError("itin: need lr > 0, weight_decay >= 0, 0 < lr_gamma <= 1")
         if self.context_only and not self.context:
@@ -109,9 +160,24 @@ class ItinConfig:
         return self.m
 
 
-def mlp(n_in: int, n_out: int, dropout: float) -> nn.Sequential:
-    """The MLP of Eq. 16-17: two linear layers with a ReLU between."""
-    return nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout), nn.Linear(n_out, n_out))
+def mlp(n_in: int, cfg: ItinConfig) -> nn.Sequential:
+    """The MLP of Eq. 16-17: Linear-ReLU to mlp_hidden (single) or Linear-ReLU-Dropout-Linear to d."""
+    if cfg.mlp == "single":
+        return nn.Sequential(nn.Linear(n_in, cfg.mlp_hidden), nn.ReLU())
+    return nn.Sequential(nn.Linear(n_in, cfg.d), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.d, cfg.d))
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / (||x|| + eps) over the last axis (the release's form of the norm)."""
+    return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+def xavier_(layer: nn.Linear) -> None:
+    """Uniform in +-sqrt(6 / (in + out)), zero bias."""
+    bound = math.sqrt(6.0 / (layer.in_features + layer.out_features))
+    nn.init.uniform_(layer.weight, -bound, bound)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
 
 
 @HEADS.register("itin")
@@ -130,23 +196,39 @@ class Itin(Head):
         super().__init__()
         self.cfg = cfg = cfg or ItinConfig()
         d, k = cfg.d, cfg.k
-        self.gru = nn.GRU(token_dim, d, batch_first=True, bidirectional=True)  # Eq. 2-3
+
+        def gru() -> nn.GRU:  # Eq. 2-3
+            return nn.GRU(token_dim, d, num_layers=cfg.gru_layers, batch_first=True, bidirectional=True,
+                          dropout=cfg.gru_dropout if cfg.gru_layers > 1 else 0.0)
+
+        self.gru = gru()
         if not cfg.context_only:
             self.region_proj = nn.Linear(region_dim, d)  # W_r, b_r (Eq. 1)
             if cfg.align:
                 self.aff_r = nn.Linear(d, k, bias=False)  # W^_r (Eq. 5)
                 self.aff_t = nn.Linear(d, k, bias=False)  # W^_t (Eq. 5)
-            self.fuse = nn.Linear(2 * d, d)  # W_o, b_o (Eq. 10)
-            # Tran_z of Eq. 12; no bias on the score layer (a softmax ignores a shared shift)
-            half = max(d // 2, 1)
-            self.tran_z = nn.Sequential(nn.Linear(d, half), nn.Tanh(), nn.Linear(half, 1, bias=False))
+            self.fuse = nn.Linear(2 * d, d, bias=cfg.fuse_bias)  # W_o, b_o (Eq. 10)
+            if cfg.pooling == "tanh":
+                # Tran_z of Eq. 12; no bias on the score layer (a softmax ignores a shared shift)
+                half = max(d // 2, 1)
+                self.tran_z = nn.Sequential(nn.Linear(d, half), nn.Tanh(), nn.Linear(half, 1, bias=False))
+            else:
+                self.tran_z = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, cfg.pool_maps))
+            if cfg.second_attention:
+                self.second_q = nn.Linear(d, d, bias=False)
+                self.second_k = nn.Linear(d, d, bias=False)
         c_dim = 0 if cfg.context_only else d  # C is absent in the "only Context" ablation
         if cfg.context:
-            self.mlp_v = mlp(global_dim + c_dim, d, cfg.dropout)  # Eq. 16
-            self.mlp_s = mlp(d + c_dim, d, cfg.dropout)  # Eq. 17
+            self.mlp_v = mlp(global_dim + c_dim, cfg)  # Eq. 16
+            self.mlp_s = mlp(d + c_dim, cfg)  # Eq. 17
         else:
-            self.mlp_c = mlp(d, d, cfg.dropout)
-        self.classifier = nn.Linear(d, 3)  # W_f, b_f (Eq. 19)
+            self.mlp_c = mlp(d, cfg)
+        self.classifier = nn.Linear(cfg.mlp_hidden if cfg.mlp == "single" else d, 3)  # W_f, b_f (Eq. 19)
+        if cfg.sentence_encoder == "separate":
+            self.sentence_gru = gru()  # the release's second BERT-GRU, used only for S
+        if cfg.init == "xavier" and not cfg.context_only:
+            for layer in [self.region_proj, self.fuse] + ([self.aff_t] if cfg.align else []):
+                xavier_(layer)  # the release's key projection of the words is Xavier, its query is not
         inputs = ["tokens", "text_mask", "label"]
         inputs += [] if cfg.context_only else ["regions"]
         inputs += ["global"] if cfg.context else []
@@ -154,14 +236,24 @@ class Itin(Head):
 
     # -- pieces (each one equation group, so tests can check them separately) --
 
-    def encode_words(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def text_inputs(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The token positions the model reads: (B, L, T), (B, L) -> the same, or zero-padded to max_len."""
+        if self.cfg.text_positions == "real":
+            return tokens, mask
+        n = self.cfg.max_len
+        tokens = (tokens * mask[..., None])[:, :n]  # (B, <=n, T), padding is zeros
+        tokens = F.pad(tokens, (0, 0, 0, n - tokens.shape[1]))  # (B, n, T)
+        return tokens, torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+
+    def encode_words(self, tokens: torch.Tensor, mask: torch.Tensor, gru: nn.GRU | None = None) -> torch.Tensor:
         """Eq. 2-4: (B, L, token_dim), (B, L) -> w_i = mean of the two GRU directions (B, L, D).
 
         Sequences are packed so the backward direction starts at each text's last real token.
         """
+        gru = gru or self.gru
         lengths = mask.sum(1).clamp(min=1).cpu()
         packed = pack_padded_sequence(tokens, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
+        out, _ = gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])  # (B, L, 2D)
         out = out.view(out.shape[0], out.shape[1], 2, -1)  # (B, L, 2, D)
         return out.mean(2)  # (B, L, D)
@@ -171,31 +263,41 @@ class Itin(Head):
         """Eq. 5-13: regions r (B, M, D), words w (B, L, D) -> C (B, D) and what explains it.
 
         Returns "C", "attn" (B, M, L) word weights per region, "gate" (B, M), "alpha" (B, M)
-        region pooling weights.
+        region pooling weights (averaged over the maps of the summary pooling).
         """
-        if self.cfg.align:
+        cfg = self.cfg
+        if cfg.align:
             a = self.aff_r(r) @ self.aff_t(w).transpose(1, 2)  # (B, M, L), Eq. 5
-            a = a / math.sqrt(self.cfg.k)
+            a = a / math.sqrt(cfg.k)
         else:  # uniform attention over the real words
             a = torch.zeros(r.shape[0], r.shape[1], w.shape[1], dtype=r.dtype, device=r.device)
         a = a.masked_fill(~mask[:, None, :], float("-inf"))
         attn = a.softmax(-1)  # (B, M, L), Eq. 6
         u = attn @ w  # (B, M, D), Eq. 7
-        if self.cfg.gating:
+        if cfg.second_attention:  # the attended vectors attend over each other
+            s2 = self.second_q(u) @ self.second_k(u).transpose(1, 2) / math.sqrt(cfg.d)  # (B, M, M)
+            if region_mask is not None:
+                s2 = s2.masked_fill(~region_mask[:, None, :], float("-inf"))
+            u = s2.softmax(-1) @ u  # (B, M, D)
+        if cfg.attended_norm:
+            u = l2norm(u)
+        if cfg.gating:
             gate = torch.sigmoid((r * u).sum(-1))  # (B, M), Eq. 8 (dot product, see module doc)
         else:
             gate = torch.ones(r.shape[:2], dtype=r.dtype, device=r.device)
         c = gate[..., None] * torch.cat([r, u], -1)  # (B, M, 2D), Eq. 9
         z = F.relu(self.fuse(c)) + r  # (B, M, D), Eq. 10-11
-        scores = self.tran_z(z).squeeze(-1)  # (B, M)
+        scores = self.tran_z(z)  # (B, M, maps)
         if region_mask is not None:  # an image with fewer than m regions (adaptive sets)
-            scores = scores.masked_fill(~region_mask, float("-inf"))
-        alpha = scores.softmax(-1)  # (B, M), Eq. 12
-        big_c = (alpha[..., None] * z).sum(1)  # (B, D), Eq. 13
-        return {"C": big_c, "attn": attn, "gate": gate, "alpha": alpha}
+            scores = scores.masked_fill(~region_mask[..., None], float("-inf"))
+        alpha = scores.softmax(1)  # (B, M, maps), Eq. 12
+        big_c = (alpha.transpose(1, 2) @ z).mean(1)  # (B, D), Eq. 13, maps averaged
+        if cfg.pooled_norm:
+            big_c = l2norm(big_c)
+        return {"C": big_c, "attn": attn, "gate": gate, "alpha": alpha.mean(-1)}
 
     def fuse_context(self, big_c: torch.Tensor | None, v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Eq. 16-18: C (B, D) or None, V (B, global_dim), S (B, D) -> F (B, D)."""
+        """Eq. 16-18: C (B, D) or None, V (B, global_dim), S (B, D) -> F (B, D or mlp_hidden)."""
         if not self.cfg.context:
             return self.mlp_c(big_c)
         parts_v = [v] if big_c is None else [v, big_c]
@@ -206,14 +308,20 @@ class Itin(Head):
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Logits plus the alignment, gates and pooling weights (for figures like the paper's Fig. 7)."""
-        mask = batch["text_mask"].bool()
-        w = self.encode_words(batch["tokens"].float(), mask)  # (B, L, D)
+        tokens, mask = self.text_inputs(batch["tokens"].float(), batch["text_mask"].bool())
+        w = self.encode_words(tokens, mask)  # (B, L, D)
+        if self.cfg.sentence_encoder == "separate":
+            w_s = self.encode_words(tokens, mask, self.sentence_gru)  # (B, L, D)
+        else:
+            w_s = w
         n = mask.sum(1, keepdim=True).clamp(min=1)
-        s = (w * mask[..., None]).sum(1) / n  # (B, D), Eq. 15
+        s = (w_s * mask[..., None]).sum(1) / n  # (B, D), Eq. 15
         out: dict[str, torch.Tensor] = {}
         big_c = None
         if not self.cfg.context_only:
             r = self.region_proj(batch["regions"][:, : self.cfg.m].float())  # (B, M, D), Eq. 1
+            if self.cfg.region_norm:
+                r = l2norm(r)
             rmask = batch.get("region_mask")
             out = self.interact(r, w, mask, None if rmask is None else rmask[:, : self.cfg.m].bool())
             big_c = out["C"]

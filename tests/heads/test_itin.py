@@ -12,9 +12,9 @@ from lighthead.heads.itin import Itin, ItinConfig
 RD, TD, GD, D, K, M = 10, 6, 5, 8, 4, 3  # region, token, global widths; d, k, m
 
 
-def tiny(**kw) -> Itin:
+def tiny(recipe="paper", **kw) -> Itin:
     torch.manual_seed(0)
-    return Itin(ItinConfig(d=D, k=K, m=M, **kw), region_dim=RD, token_dim=TD, global_dim=GD).eval()
+    return Itin(ItinConfig(recipe=recipe, d=D, k=K, m=M, **kw), region_dim=RD, token_dim=TD, global_dim=GD).eval()
 
 
 def make_batch(b: int = 3, regions: int = 5, length: int = 6, seed: int = 1) -> dict[str, torch.Tensor]:
