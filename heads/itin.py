@@ -308,7 +308,8 @@ class Itin(Head):
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Logits plus the alignment, gates and pooling weights (for figures like the paper's Fig. 7)."""
-        tokens, mask = self.text_inputs(batch["tokens"].float(), batch["text_mask"].bool())
+        dtype = self.classifier.weight.dtype  # float32, or float64 for reference checks
+        tokens, mask = self.text_inputs(batch["tokens"].to(dtype), batch["text_mask"].bool())
         w = self.encode_words(tokens, mask)  # (B, L, D)
         if self.cfg.sentence_encoder == "separate":
             w_s = self.encode_words(tokens, mask, self.sentence_gru)  # (B, L, D)
@@ -319,13 +320,13 @@ class Itin(Head):
         out: dict[str, torch.Tensor] = {}
         big_c = None
         if not self.cfg.context_only:
-            r = self.region_proj(batch["regions"][:, : self.cfg.m].float())  # (B, M, D), Eq. 1
+            r = self.region_proj(batch["regions"][:, : self.cfg.m].to(dtype))  # (B, M, D), Eq. 1
             if self.cfg.region_norm:
                 r = l2norm(r)
             rmask = batch.get("region_mask")
             out = self.interact(r, w, mask, None if rmask is None else rmask[:, : self.cfg.m].bool())
             big_c = out["C"]
-        feat = self.fuse_context(big_c, batch["global"].float() if self.cfg.context else None, s)
+        feat = self.fuse_context(big_c, batch["global"].to(dtype) if self.cfg.context else None, s)
         out["logits"] = self.classifier(feat)  # (B, 3), Eq. 19 before the softmax
         return out
 

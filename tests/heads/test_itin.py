@@ -187,3 +187,154 @@ def test_config_validation_and_defaults():
         ItinConfig(text="words/vocab")
     assert tiny(context_only=True).inputs == ("tokens", "text_mask", "label", "global")
     assert tiny(context=False).inputs == ("tokens", "text_mask", "label", "regions")
+
+
+# -- the released model (zhutong0219/ITIN, Demo.py), written out from its forward pass --
+
+PAPER_LOGITS = {  # recipe=paper before the released model became the default (same seed, same batch)
+    "ITIN": [[-0.33196115, -0.25174686, -0.09211051], [-0.36535484, -0.26081932, -0.06997366],
+             [-0.38303381, -0.25060671, -0.06671617]],
+    "w/o Align": [[-0.00259149, -0.05184513, 0.31512606], [0.03136160, -0.10076621, 0.28958717],
+                  [-0.00169601, -0.06575754, 0.31283628]],
+    "w/o Gating": [[-0.33580333, -0.25126988, -0.09033529], [-0.35988745, -0.25574091, -0.07244754],
+                   [-0.37805891, -0.24809463, -0.06993379]],
+    "w/o Context": [[0.19480091, 0.09298632, 0.15438610], [0.16959748, 0.10431595, 0.10345260],
+                    [0.19193348, 0.10605411, 0.15540624]],
+    "only Context": [[0.26747972, 0.05522536, 0.14883453], [0.17760143, 0.11978474, 0.17024899],
+                     [0.22270286, 0.10093467, 0.16896727]],
+}
+
+
+@pytest.mark.parametrize("row", list(ABLATIONS))
+def test_paper_recipe_reproduces_the_previous_logits(row):
+    with torch.no_grad():
+        logits = tiny(**ABLATIONS[row])(make_batch())
+    torch.testing.assert_close(logits, torch.tensor(PAPER_LOGITS[row]), atol=2e-6, rtol=0)
+
+
+def gru_layer(w_ih, w_hh, b_ih, b_hh, xs):
+    """One GRU direction of one layer, step by step (gate order r, z, n)."""
+    h = torch.zeros(w_hh.shape[1], dtype=torch.float64)
+    hd = h.shape[0]
+    out = []
+    for x in xs:
+        gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
+        r = torch.sigmoid(gi[:hd] + gh[:hd])
+        z = torch.sigmoid(gi[hd : 2 * hd] + gh[hd : 2 * hd])
+        n = torch.tanh(gi[2 * hd :] + r * gh[2 * hd :])
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return out
+
+
+def stacked_bigru(gru: torch.nn.GRU, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """BERTGRUSentiment's rnn over every position; the two directions of the top layer averaged."""
+    for layer in range(gru.num_layers):
+        p = {name: getattr(gru, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        q = {name: getattr(gru, f"{name}_l{layer}_reverse") for name in p}
+        fw = gru_layer(p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"], xs)
+        bw = gru_layer(q["weight_ih"], q["weight_hh"], q["bias_ih"], q["bias_hh"], xs[::-1])[::-1]
+        xs = [torch.cat([f, b]) for f, b in zip(fw, bw)]
+    return [(x[: len(x) // 2] + x[len(x) // 2 :]) / 2 for x in xs]
+
+
+def softmax(xs: list[float]) -> list[float]:
+    e = [math.exp(x - max(xs)) for x in xs]
+    return [x / sum(e) for x in e]
+
+
+def l2(x: torch.Tensor) -> torch.Tensor:
+    return x / (math.sqrt(sum(float(c) ** 2 for c in x)) + 1e-8)
+
+
+def released_reference(head: Itin, batch: dict, b: int) -> dict:
+    """catNet.forward for sample b: EncoderImagePrecomp, two BERTGRUSentiment encoders (words; S),
+    GatedFusionNew's image side (qkv attention of regions over words, a second qkv attention among
+    the attended vectors, l2norm, gate, fc_1 + residual, SummaryAttn with 4 maps, l2norm), and the
+    two 64-wide branches through the shared fc2, mixed 0.2 / 0.8. Ablations: uniform attention
+    (w/o Align), g = 1 (w/o Gating)."""
+    cfg = head.cfg
+    n_real, L = int(batch["text_mask"][b].sum()), cfg.max_len
+    xs = [batch["tokens"][b, j] if j < n_real else torch.zeros(TD, dtype=torch.float64) for j in range(L)]
+    w = stacked_bigru(head.gru, xs)  # all L positions, no mask
+    s = sum(stacked_bigru(head.sentence_gru, xs)) / L  # bertmodel's o: mean over all positions
+    r = [l2(head.region_proj.weight @ batch["regions"][b, i] + head.region_proj.bias) for i in range(M)]
+    us, gates, zs = [], [], []
+    for i in range(M):
+        if cfg.align:
+            a = softmax([float((head.aff_r.weight @ r[i]) @ (head.aff_t.weight @ w[j])) / math.sqrt(K) for j in range(L)])
+        else:
+            a = [1.0 / L] * L
+        us.append(sum(a[j] * w[j] for j in range(L)))
+    fused = []
+    for i in range(M):  # weighted_v2 attends over itself
+        a = softmax([float((head.second_q.weight @ us[i]) @ (head.second_k.weight @ us[j])) / math.sqrt(D)
+                     for j in range(M)])
+        fused.append(l2(sum(a[j] * us[j] for j in range(M))))
+    for i in range(M):
+        g = 1 / (1 + math.exp(-float(r[i] @ fused[i]))) if cfg.gating else 1.0
+        co = torch.cat([r[i], fused[i]]) * g
+        zs.append(torch.relu(head.fuse.weight @ co) + r[i])  # fc_1 has no bias
+        gates.append(g)
+    lin1, lin2 = head.tran_z[0], head.tran_z[2]
+    maps = [lin2.weight @ torch.relu(lin1.weight @ z + lin1.bias) + lin2.bias for z in zs]  # (4,) per region
+    pooled = []
+    for h in range(cfg.pool_maps):
+        alpha = softmax([float(maps[i][h]) for i in range(M)])
+        pooled.append(sum(alpha[i] * zs[i] for i in range(M)))
+    big_c = l2(sum(pooled) / cfg.pool_maps)
+    fc4, fc1, fc2 = head.mlp_v[0], head.mlp_s[0], head.classifier
+    h1 = fc2.weight @ torch.relu(fc4.weight @ torch.cat([batch["global"][b], big_c]) + fc4.bias) + fc2.bias
+    h2 = fc2.weight @ torch.relu(fc1.weight @ torch.cat([s, big_c]) + fc1.bias) + fc2.bias
+    return {"logits": 0.2 * h1 + 0.8 * h2, "gate": gates}
+
+
+@pytest.mark.parametrize("row", ["ITIN", "w/o Align", "w/o Gating"])
+def test_code_recipe_matches_the_released_forward(row):
+    torch.manual_seed(0)
+    cfg = ItinConfig(d=D, k=K, m=M, max_len=8, **ABLATIONS[row])  # recipe=code by default
+    head = Itin(cfg, region_dim=RD, token_dim=TD, global_dim=GD).double().eval()
+    batch = {key: (v.double() if v.is_floating_point() else v) for key, v in make_batch().items()}
+    with torch.no_grad():
+        out = head.explain(batch)
+        for b in range(3):
+            ref = released_reference(head, batch, b)
+            torch.testing.assert_close(out["logits"][b], ref["logits"], atol=1e-10, rtol=1e-8)
+            torch.testing.assert_close(out["gate"][b], torch.tensor(ref["gate"], dtype=torch.float64))
+    assert head.gru.num_layers == 2 and head.gru.dropout == 0.25
+
+
+def test_every_default_is_the_released_value_and_paper_is_the_text():
+    released = {"recipe": "code", "region_norm": True, "init": "xavier", "gru_layers": 2, "gru_dropout": 0.25,
+                "text_positions": "padded", "max_len": 100, "sentence_encoder": "separate",
+                "second_attention": True, "attended_norm": True, "fuse_bias": False, "pooling": "summary",
+                "pool_maps": 4, "pooled_norm": True, "mlp": "single", "mlp_hidden": 64, "d": 1024, "k": 1024,
+                "lam": 0.2, "lr": 1e-3, "weight_decay": 1e-5}
+    cfg = ItinConfig()
+    assert {key: getattr(cfg, key) for key in released} == released
+    paper = ItinConfig(recipe="paper")
+    assert (paper.region_norm, paper.init, paper.gru_layers, paper.text_positions, paper.sentence_encoder,
+            paper.second_attention, paper.attended_norm, paper.fuse_bias, paper.pooling, paper.pooled_norm,
+            paper.mlp) == (False, "torch", 1, "real", "shared", False, False, True, "tanh", False, "double")
+    assert ItinConfig(recipe="paper", gru_layers=2).gru_layers == 2  # a key wins over its recipe
+    assert ItinConfig(second_attention=False).second_attention is False
+    with pytest.raises(ValueError, match="recipe"):
+        ItinConfig(recipe="released")
+    with pytest.raises(ValueError, match="pooling"):
+        ItinConfig(pooling="max")
+    head = Itin(ItinConfig(d=D, k=K, m=M), region_dim=RD, token_dim=TD, global_dim=GD)
+    bound = math.sqrt(6 / (RD + D))  # Xavier-uniform, zero bias
+    assert head.region_proj.weight.abs().max() <= bound and not head.region_proj.bias.any()
+    assert head.fuse.bias is None and head.classifier.in_features == 64
+
+
+def test_code_recipe_reads_padding_as_the_release_does():
+    torch.manual_seed(0)
+    head = Itin(ItinConfig(d=D, k=K, m=M, max_len=8), region_dim=RD, token_dim=TD, global_dim=GD).eval()
+    batch = make_batch()
+    with torch.no_grad():
+        base = head(batch)
+        noisy = dict(batch, tokens=torch.where(batch["text_mask"][..., None], batch["tokens"], 9.0))
+        torch.testing.assert_close(head(noisy), base)  # padded positions are zeros, whatever the store holds
+        head.cfg.max_len = 9
+        assert not torch.allclose(head(batch), base)  # one more zero position changes the GRU, S and attention
