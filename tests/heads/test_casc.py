@@ -88,6 +88,23 @@ def test_beta_one_is_the_local_score(form):
     torch.testing.assert_close(a, b if form == "code" else 2 * b)
 
 
+def test_label_probs_from_projections_equal_the_classifier():
+    # Scoring projects regions / words through fc1's weight once per item and folds tanh's
+    # affine part into fc2; on (2, I, T, h) stacked vectors it must equal sigmoid(FC1(A)).
+    torch.manual_seed(0)
+    head = build_head("casc", INFO, CFG).eval()
+    a = torch.randn(2, 3, 4, head.fc1.in_features)  # (2, I, T, h): A^I and A^T of every pair
+    with torch.no_grad():
+        want = torch.sigmoid(head.classify(a))
+        got = head._label_probs(a @ head.fc1.weight.T)  # (2, I, T, C)
+        assert got.dtype == torch.float32 and got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 scoring: probabilities still float32
+            fast = head._label_probs((a @ head.fc1.weight.T).bfloat16())
+        assert fast.dtype == torch.float32
+        torch.testing.assert_close(fast, want, atol=2e-2, rtol=0)
+
+
 def test_the_paper_score_needs_caption_labels():
     head = build_head("casc", INFO, {**CFG, "test_score": "paper"}).eval()
     batch = random_batch()
