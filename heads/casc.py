@@ -144,7 +144,7 @@ class CASC(SCAN):
         w2 = self.fc2.weight
         hidden = torch.add(2.0 * self.fc1.bias, pre, alpha=2.0).sigmoid_()  # (..., H) float32
         logits = nn.functional.linear(hidden, 2.0 * w2, self.fc2.bias - w2.sum(1))  # (..., C)
-        return logits.float().sigmoid_() if logits.dtype != torch.float32 else logits.sigmoid_()
+        return logits.float().sigmoid_()  # (..., C); .float() is a no-op (no copy) in float32
 
     def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
         """(I, T) test scores (`test_score`: the released evaluation's, or Eq. 13)."""
