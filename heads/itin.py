@@ -121,8 +121,10 @@ class ItinConfig:
     RECORD_KIND: ClassVar[str] = "post"  # trains on image-text posts (MVSA, demo)
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "mvsa-multiple": {"batch_size": 128},
-        # the bundled small encoder; CPU-sized
-        "demo": {"text": "text/all-minilm-l6-v2", "d": 128, "k": 128, "epochs": 10, "batch_size": 32},
+        # the bundled small encoder; CPU-sized; demo texts have at most 20 tokens, so 32 positions
+        # keep the released zero padding at a third of the GRU steps
+        "demo": {"text": "text/all-minilm-l6-v2", "d": 128, "k": 128, "epochs": 10, "batch_size": 32,
+                 "max_len": 32},
     }
 
     def __post_init__(self) -> None:
