@@ -226,8 +226,10 @@ class Itin(Head):
         else:
             self.mlp_c = mlp(d, cfg)
         self.classifier = nn.Linear(cfg.mlp_hidden if cfg.mlp == "single" else d, 3)  # W_f, b_f (Eq. 19)
-        if cfg.sentence_encoder == "separate":
-            self.sentence_gru = gru()  # the release's second BERT-GRU, used only for S
+        # the release's second BERT-GRU, used only for S (with context_only the word GRU feeds S alone)
+        self.separate_s = cfg.sentence_encoder == "separate" and cfg.context and not cfg.context_only
+        if self.separate_s:
+            self.sentence_gru = gru()
         if cfg.init == "xavier" and not cfg.context_only:
             for layer in [self.region_proj, self.fuse] + ([self.aff_t] if cfg.align else []):
                 xavier_(layer)  # the release's key projection of the words is Xavier, its query is not
@@ -313,7 +315,7 @@ class Itin(Head):
         dtype = self.classifier.weight.dtype  # float32, or float64 for reference checks
         tokens, mask = self.text_inputs(batch["tokens"].to(dtype), batch["text_mask"].bool())
         w = self.encode_words(tokens, mask)  # (B, L, D)
-        if self.cfg.sentence_encoder == "separate":
+        if self.separate_s:
             w_s = self.encode_words(tokens, mask, self.sentence_gru)  # (B, L, D)
         else:
             w_s = w
