@@ -19,6 +19,8 @@ Choices made either way:
 - Ablations (Table III) work with either recipe: "w/o Align" replaces the attention of Eq. 6 by a
   uniform one (`u_i` = the word mean); "w/o Gating" sets `g_i = 1`; "w/o Context" classifies
   `MLP(C)`; "only Context" classifies `lambda MLP(V) + (1 - lambda) MLP(S)`.
+  With `sentence_encoder=separate`, "w/o Context" has no S and builds no second GRU, and "only
+  Context" takes S from the one GRU it has.
 - The release pads BERT ids to 100 and runs BERT on the [PAD] ids without a mask; cached stores
   have no features for those positions, so `text_positions=padded` feeds zero vectors there.
 - Regions missing from an image (adaptive sets) are masked out of the second attention and the
