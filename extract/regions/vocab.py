@@ -49,17 +49,23 @@ def synonyms(kind: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(s.strip().lower() for s in line.split(",")) for line in lines)
 
 
+@lru_cache(maxsize=None)
+def _display(kind: str) -> tuple[str, ...]:
+    """Display names (first synonyms) of the `kind` list, built once: labels look them up per region."""
+    return tuple(s[0] for s in synonyms(kind))
+
+
 def objects() -> list[str]:
     """The 1600 object display names; index = stored object id."""
-    return [s[0] for s in synonyms("objects")]
+    return list(_display("objects"))
 
 
 def attributes() -> list[str]:
     """The 400 attribute display names; index = stored attribute id."""
-    return [s[0] for s in synonyms("attributes")]
+    return list(_display("attributes"))
 
 
-def _names(ids: Iterable[Any], names: list[str], what: str) -> list[str]:
+def _names(ids: Iterable[Any], names: tuple[str, ...], what: str) -> list[str]:
     out = []
     for i in np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids).reshape(-1).tolist():
         i = int(i)
@@ -74,12 +80,12 @@ def _names(ids: Iterable[Any], names: list[str], what: str) -> list[str]:
 
 def object_names(ids: Iterable[Any]) -> list[str]:
     """Display names of stored object ids ("" for padding, -1); others raise ValueError."""
-    return _names(ids, objects(), "object")
+    return _names(ids, _display("objects"), "object")
 
 
 def attribute_names(ids: Iterable[Any]) -> list[str]:
     """Display names of stored attribute ids ("" for padding, -1); others raise ValueError."""
-    return _names(ids, attributes(), "attribute")
+    return _names(ids, _display("attributes"), "attribute")
 
 
 def uses_vg_vocab(attrs: Mapping[str, Any]) -> bool:
