@@ -15,7 +15,6 @@ The `.md` file holds exactly the table `markdown_table(metrics)` gives (and the 
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from pathlib import Path
@@ -122,7 +121,7 @@ def _draw_curves(run: Path) -> Path | None:
     path = run / "metrics.json"
     if not path.is_file():
         return None
-    summary = json.loads(path.read_text())
+    summary = read_json(path)
     return draw_curves(summary, run / "curves.png") if summary.get("history") else None
 
 

@@ -133,6 +133,12 @@ def test_corrupt_config_json_is_named(run, capsys):
     assert error_line(capsys).startswith(f"error: {run / 'config.json'}: not UTF-8 text")
 
 
+def test_corrupt_metrics_json_is_named(run, capsys):
+    (run / "metrics.json").write_text('{"history": [1,')
+    assert lighthead("evaluate", run, "--device", "cpu") == 1
+    assert error_line(capsys).startswith(f"error: {run / 'metrics.json'}:1: not valid JSON")
+
+
 def test_corrupt_npz_and_npy(tmp_path, capsys):
     import struct
     import zipfile
