@@ -51,10 +51,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_iou
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
 from lighthead.heads.base import HEADS, Head
+from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
 
 # The two readings; a key left unset (None) takes its recipe's value.
@@ -72,37 +72,6 @@ CHOICES = {
     "classifier": ("pooler", "linear"), "att_loss": ("batch", "related"), "optimizer": ("bertadam", "adamw"),
     "schedule": ("warmup_linear_twice", "warmup_linear", "constant"), "init": ("bert", "torch"),
 }
-
-
-def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor,
-                     threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's Fig. 3b: IoU of every region with the annotated box, zero at or below
-    `threshold`, renormalised to sum to 1.
-
-    boxes (B, K, 4), target_box (B, 4), both x1 y1 x2 y2 -> A (B, K) and nonzero (B,) bool.
-    A row with no region above the threshold stays all-zero and is flagged False.
-    """
-    b, k = boxes.shape[:2]
-    iou = box_iou(boxes.reshape(b * k, 4), target_box)  # (B * K, B): every region vs every target box
-    iou = torch.diagonal(iou.view(b, k, b), dim1=0, dim2=2).T  # (B, K): each region vs its own box
-    kept = torch.where(iou > threshold, iou, torch.zeros_like(iou))
-    total = kept.sum(-1, keepdim=True)  # (B, 1)
-    nonzero = total.squeeze(-1) > 0
-    return kept / total.clamp_min(1e-12), nonzero
-
-
-def head_mean_scores(mha: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
-                     kv_mask: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product scores q_h . k_h / sqrt(d_h) averaged over the heads, -inf on padded
-    keys: q (B, Nq, D), kv (B, Nk, D), kv_mask (B, Nk) -> (B, Nq, Nk). The released code's
-    `attn_map`, whose softmax is its alignment distribution."""
-    (b, nq, d), nk, h = q.shape, kv.shape[1], mha.num_heads
-    wq, wk, _ = mha.in_proj_weight.split(d)
-    bq, bk, _ = mha.in_proj_bias.split(d)
-    qh = F.linear(q, wq, bq).view(b, nq, h, d // h).transpose(1, 2)  # (B, H, Nq, D/H)
-    kh = F.linear(kv, wk, bk).view(b, nk, h, d // h).transpose(1, 2)  # (B, H, Nk, D/H)
-    scores = (qh @ kh.transpose(-1, -2)).mean(1) / math.sqrt(d // h)  # (B, Nq, Nk)
-    return scores.masked_fill(~kv_mask[:, None, :], float("-inf"))
 
 
 @dataclass
@@ -259,7 +228,7 @@ class Itm(Head):
             self.pooler_drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(d, 3)  # W_T, b (Eq. 8)
         if cfg.init == "bert":
-            self.apply(_bert_init)
+            self.apply(bert_init)
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Everything the head computes: "logits" (B, 3), "relevance" P(r) (B,) and its logit
@@ -395,18 +364,3 @@ class Itm(Head):
     def optimizer_index(self, batch: dict[str, Any]) -> int:
         """Index into `optimizers()` of the one that steps on this batch (0 main, 1 aux)."""
         return 1 if batch.get("phase", "main") == "aux" else 0
-
-
-def _bert_init(module: nn.Module) -> None:
-    """BERT's initialisation (the released `init_weight`): Linear weights N(0, 0.02), biases 0,
-    LayerNorm 1 and 0; the attention's packed q/k/v projection likewise."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
-        nn.init.normal_(module.in_proj_weight, 0.0, 0.02)
-        nn.init.zeros_(module.in_proj_bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
