@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+
+from lighthead.pipelines.cli import batch_options
 
 
 def parse_job_options(pairs: List[str]) -> dict[str, Any]:
@@ -49,12 +50,12 @@ def extract(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     slurm: bool = typer.Option(False, "--slurm", help="region jobs on SLURM batch jobs, one part per job (dask-jobqueue)"),
     pbs: bool = typer.Option(False, "--pbs", help="region jobs on PBS batch jobs, one part per job (dask-jobqueue)"),
-    cores: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)"),
-    memory: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)"),
-    queue: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition"),
-    account: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project"),
-    walltime: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00"),
-    job_directive: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
+    cores: Optional[int] = batch_options.CORES,
+    memory: Optional[str] = batch_options.MEMORY,
+    queue: Optional[str] = batch_options.QUEUE,
+    account: Optional[str] = batch_options.ACCOUNT,
+    walltime: Optional[str] = batch_options.WALLTIME,
+    job_directive: List[str] = batch_options.JOB_DIRECTIVE,
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
     from lighthead.pipelines.extract_run import run_extract
@@ -63,14 +64,11 @@ def extract(
     if weights is not None and random_weights:
         raise ValueError("--weights and --random-weights exclude each other")
     cluster = None
-    if slurm or pbs:
+    batch = batch_options.batch_kind(slurm, pbs)
+    if batch:
         from lighthead.pipelines.sweep import ClusterOptions
 
-        if slurm and pbs:
-            raise ValueError("--slurm and --pbs exclude each other")
-        if importlib.util.find_spec("dask_jobqueue") is None:
-            raise ValueError(f"--{'slurm' if slurm else 'pbs'} needs dask-jobqueue: pip install 'lighthead[jobqueue]'")
-        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch="slurm" if slurm else "pbs", cores=cores,
+        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, cores=cores,
                                  memory=memory, queue=queue, account=account, walltime=walltime,
                                  job_directives=list(job_directive), dashboard=None)
     job_options = parse_job_options(job_option)

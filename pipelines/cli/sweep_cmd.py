@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from lighthead.pipelines.cli import batch_options
 from lighthead.pipelines.cli.common import fail
 
 
@@ -31,12 +31,12 @@ def sweep(
     retries: int = typer.Option(1, help="extra attempts of a trial that raises or whose worker dies"),
     slurm: bool = typer.Option(False, "--slurm", help="start workers as SLURM jobs (dask-jobqueue)"),
     pbs: bool = typer.Option(False, "--pbs", help="start workers as PBS jobs (dask-jobqueue)"),
-    cores: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)"),
-    memory: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 16GB (default: jobqueue.yaml)"),
-    queue: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition"),
-    account: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project"),
-    walltime: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 04:00:00"),
-    job_directive: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"),
+    cores: Optional[int] = batch_options.CORES,
+    memory: Optional[str] = batch_options.MEMORY,
+    queue: Optional[str] = batch_options.QUEUE,
+    account: Optional[str] = batch_options.ACCOUNT,
+    walltime: Optional[str] = batch_options.WALLTIME,
+    job_directive: List[str] = batch_options.JOB_DIRECTIVE,
     dashboard: str = typer.Option(":8787", metavar="ADDRESS", help="dashboard address of a started cluster ('' for none)"),
     train_fn: str = typer.Option("lighthead.pipelines.train:train", "--train-fn", metavar="MODULE:FUNCTION", hidden=True,
                                  help="module:function each trial calls"),
@@ -52,10 +52,7 @@ def sweep(
     from lighthead.pipelines.sweep import ClusterOptions, from_args, load_sweep_file, print_result, run_sweep
     from lighthead.pipelines.sweep.spec import parse_grid_arg, parse_set_arg
 
-    if slurm and pbs:
-        raise ValueError("--slurm and --pbs exclude each other")
-    if (slurm or pbs) and importlib.util.find_spec("dask_jobqueue") is None:
-        raise ValueError(f"--{'slurm' if slurm else 'pbs'} needs dask-jobqueue: pip install 'lighthead[jobqueue]'")
+    batch = batch_options.batch_kind(slurm, pbs)
     if file is not None:
         spec = load_sweep_file(file)
         if head and head != spec.head:
@@ -76,7 +73,7 @@ def sweep(
                          epochs=epochs, dataset=dataset)
     cluster = ClusterOptions(
         scheduler=scheduler, workers=workers, threads=threads,
-        batch="slurm" if slurm else "pbs" if pbs else None,
+        batch=batch,
         cores=cores, memory=memory, queue=queue, account=account, walltime=walltime,
         job_directives=list(job_directive), dashboard=dashboard or None,
     )

@@ -1,0 +1,26 @@
+"""The batch-job options `extract` and `sweep` share (--slurm/--pbs through dask-jobqueue)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import List, Optional
+
+import typer
+
+# One declaration each, used as the default of both commands' parameters.
+CORES: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)")
+MEMORY: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)")
+QUEUE: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition")
+ACCOUNT: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project")
+WALLTIME: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00")
+JOB_DIRECTIVE: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)")
+
+
+def batch_kind(slurm: bool, pbs: bool) -> str | None:
+    """"slurm", "pbs" or None; both flags, or either without dask-jobqueue installed, is a ValueError."""
+    if slurm and pbs:
+        raise ValueError("--slurm and --pbs exclude each other")
+    kind = "slurm" if slurm else "pbs" if pbs else None
+    if kind and importlib.util.find_spec("dask_jobqueue") is None:
+        raise ValueError(f"--{kind} needs dask-jobqueue: pip install 'lighthead[jobqueue]'")
+    return kind
