@@ -106,6 +106,24 @@ def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
     return config_class(**values)
 
 
+def fill_recipe(cfg: Any, recipes: Mapping[str, Mapping[str, Any]], what: str = "",
+                choices: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Resolve a config's `recipe`: each field still None takes `recipes[cfg.recipe]`'s value,
+    then each field named in `choices` must be one of its allowed values.
+
+    `what` prefixes the errors (e.g. "itm"); an unknown recipe or choice raises ValueError.
+    """
+    prefix = f"{what}: " if what else ""
+    if cfg.recipe not in recipes:
+        raise ValueError(f"{prefix}recipe must be one of {', '.join(recipes)}, got {cfg.recipe!r}")
+    for name, value in recipes[cfg.recipe].items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, value)
+    for name, allowed in (choices or {}).items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{prefix}{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
+
+
 def head_class(name: str) -> type[Head]:
     import lighthead.heads  # noqa: F401  (importing the package registers every head)
 

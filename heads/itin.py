@@ -63,6 +63,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lighthead.heads.base import HEADS, Head
+from lighthead.heads.build import fill_recipe
 
 # The two readings; a key left unset (None) takes its recipe's value.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -130,14 +131,7 @@ class ItinConfig:
     }
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"itin: recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"itin: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        fill_recipe(self, RECIPES, "itin", CHOICES)
         for name in ("d", "k", "m", "lr_step", "batch_size", "epochs", "gru_layers", "max_len", "pool_maps",
                      "mlp_hidden"):
             if int(getattr(self, name)) < 1:

@@ -54,6 +54,7 @@ from torch.nn import functional as F
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
 from lighthead.heads.base import HEADS, Head
+from lighthead.heads.build import fill_recipe
 from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
 
@@ -127,14 +128,7 @@ class ItmConfig:
     }
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"itm: recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"itm: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        fill_recipe(self, RECIPES, "itm", CHOICES)
         for name in ("d", "heads", "ff", "k", "batch_size", "epochs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"itm: {name} must be >= 1, got {getattr(self, name)}")

@@ -39,10 +39,10 @@ from torch import nn
 
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
 from lighthead.heads.base import HEADS, Head
+from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import positives_from_index, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
 
-RECIPES = ("code", "paper")
 DIRECTIONS = ("t2i", "i2t", "both")
 NORM_ALIASES = {"none": "no_norm", "clipped_l2": "clipped_l2norm"}  # the names of earlier run configs
 
@@ -97,9 +97,7 @@ class SCANConfig:
     }
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        self._fill_from_recipe()
+        fill_recipe(self, {name: self._recipe_values(name) for name in self.RECIPE_VALUES})
         for name in ("embed_size", "word_dim", "gru_layers", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -124,15 +122,12 @@ class SCANConfig:
         if self.num_regions < 0 or self.sum_negatives_epochs < 0 or self.lr_decay_epochs < 0:
             raise ValueError("num_regions, sum_negatives_epochs and lr_decay_epochs must be >= 0")
 
-    def _fill_from_recipe(self) -> None:
-        values = dict(self.RECIPE_VALUES[self.recipe])
-        if self.direction is None:
-            self.direction = values["direction"]
-        if self.recipe == "code" and self.direction == "both":
+    def _recipe_values(self, recipe: str) -> dict[str, Any]:
+        """The values `recipe` gives the fields left at None, given the direction it resolves to."""
+        values = dict(self.RECIPE_VALUES[recipe])
+        if recipe == "code" and (self.direction or values["direction"]) == "both":
             values["agg_t2i"] = "mean"  # CASC's code (cross_attn=all): T2I mean, I2T LogSumExp
-        for name, value in values.items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        return values
 
     @property
     def uses_tokens(self) -> bool:
