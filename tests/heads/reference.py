@@ -60,6 +60,13 @@ def aggregate(r: list[float], agg: str, lam: float) -> float:
     return math.log(sum(math.exp(lam * x) for x in r)) / lam  # LogSumExp: a sum, not a mean
 
 
+def options(cfg) -> dict:
+    """`pair`'s keyword options from a SCAN / CASC config."""
+    return {"lambda_t2i": cfg.lambda_t2i, "lambda_i2t": cfg.lambda_i2t, "norm": cfg.attn_norm,
+            "agg_t2i": cfg.agg_t2i, "agg_i2t": cfg.agg_i2t, "lse_t2i": cfg.lambda_lse_t2i,
+            "lse_i2t": cfg.lambda_lse_i2t}
+
+
 def pair(v: np.ndarray, t: np.ndarray, lambda_t2i: float = 9.0, lambda_i2t: float = 4.0,
          norm: str = "clipped_l2norm", agg_t2i: str = "lse", agg_i2t: str = "lse",
          lse_t2i: float = 6.0, lse_i2t: float = 5.0) -> dict:

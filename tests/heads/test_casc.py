@@ -21,12 +21,6 @@ def _np(x):
     return x.detach().double().numpy()
 
 
-def options(cfg) -> dict:
-    return {"lambda_t2i": cfg.lambda_t2i, "lambda_i2t": cfg.lambda_i2t, "norm": cfg.attn_norm,
-            "agg_t2i": cfg.agg_t2i, "agg_i2t": cfg.agg_i2t, "lse_t2i": cfg.lambda_lse_t2i,
-            "lse_i2t": cfg.lambda_lse_i2t}
-
-
 def scored(head, seed: int = 0):
     """(head scores, encoded image side, text side, batch) of a random batch."""
     batch = random_batch(seed=seed)
@@ -54,7 +48,7 @@ def test_test_score_equals_the_loops(norm, form):
     torch.manual_seed(0)
     head = build_head("casc", INFO, {**CFG, "attn_norm": norm, "test_score": form}).eval()
     got, img, txt, batch = scored(head)
-    np.testing.assert_allclose(got, ref_casc(head, img, txt, batch, options(head.cfg), form, 0.8), atol=2e-5)
+    np.testing.assert_allclose(got, ref_casc(head, img, txt, batch, ref.options(head.cfg), form, 0.8), atol=2e-5)
 
 
 @pytest.mark.parametrize("recipe", ["code", "paper"])
@@ -127,7 +121,7 @@ def test_training_loss_equals_eq8_to_12_with_loops(recipe):
     pairs = {}
     for i in range(b):
         for j in range(b):
-            pairs[i, j] = ref.pair(v[i][vm[i]], t[j][tm[j]], **options(head.cfg))
+            pairs[i, j] = ref.pair(v[i][vm[i]], t[j][tm[j]], **ref.options(head.cfg))
             s[i, j] = 0.5 * (pairs[i, j]["i2t"] + pairs[i, j]["t2i"])  # both recipes train on the mean
     triplet = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if j != i) for i in range(b))
     triplet += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if i != j) for j in range(b))

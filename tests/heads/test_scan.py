@@ -20,12 +20,6 @@ def _np(x):
     return x.detach().double().numpy()
 
 
-def ref_options(cfg) -> dict:
-    return {"lambda_t2i": cfg.lambda_t2i, "lambda_i2t": cfg.lambda_i2t, "norm": cfg.attn_norm,
-            "agg_t2i": cfg.agg_t2i, "agg_i2t": cfg.agg_i2t, "lse_t2i": cfg.lambda_lse_t2i,
-            "lse_i2t": cfg.lambda_lse_i2t}
-
-
 def ref_pairs(img, txt, **options) -> dict:
     """(I, T) reference pair results of encoded blocks, real regions and words only."""
     v, vm, t, tm = _np(img["regions"]), img["mask"].numpy(), _np(txt["words"]), txt["mask"].numpy()
@@ -57,7 +51,7 @@ def test_batched_score_equals_released_loops(norm, agg, direction):
     _, img, txt = encoded(head)
     with torch.no_grad():
         got = _np(head.score(img, txt))
-    want = ref_scores(img, txt, direction, **ref_options(head.cfg))
+    want = ref_scores(img, txt, direction, **ref.options(head.cfg))
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
@@ -69,7 +63,7 @@ def test_token_text_and_mixed_aggregations_equal_the_loops():
     _, img, txt = encoded(head, seed=2)
     with torch.no_grad():
         got = _np(head.score(img, txt))
-    np.testing.assert_allclose(got, ref_scores(img, txt, "both", **ref_options(head.cfg)), atol=2e-5)
+    np.testing.assert_allclose(got, ref_scores(img, txt, "both", **ref.options(head.cfg)), atol=2e-5)
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -163,7 +157,7 @@ def test_large_lambdas_and_cached_grams_give_the_same_scores():
         got = _np(head.score(img, txt))
         bare = _np(head.score({k: v for k, v in img.items() if k != "gram"},
                               {k: v for k, v in txt.items() if k != "gram"}))
-    np.testing.assert_allclose(got, ref_scores(img, txt, "both", **ref_options(head.cfg)), atol=2e-5)
+    np.testing.assert_allclose(got, ref_scores(img, txt, "both", **ref.options(head.cfg)), atol=2e-5)
     np.testing.assert_allclose(bare, got, atol=1e-6)
 
 
