@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
@@ -140,7 +141,7 @@ def parse_int(text: bytes | str, what: str, where: str) -> int:
         value = float(raw) if b"." in raw or b"e" in raw.lower() else int(raw)
     except ValueError:
         raise StoreError(f"{where}: {what} {raw[:40]!r} is not a number") from None
-    if value != int(value) or value < 0:
+    if not math.isfinite(value) or value != int(value) or value < 0:  # 1e400 reads as inf
         raise StoreError(f"{where}: {what} {raw[:40]!r} is not a non-negative integer")
     return int(value)
 

@@ -133,6 +133,8 @@ def test_tsv_fixed_boxes_pads_fewer_as_extraction_does(tmp_path):
     (lambda line: b"\t".join(line.split(b"\t")[:3] + [b"x"] + line.split(b"\t")[4:]), r"bad.tsv:3: num_boxes"),
     (lambda line: b"\t".join(line.split(b"\t")[:4] + [base64.b64encode(b"abcdef")] + line.split(b"\t")[5:]),
      r"bad.tsv:3: field boxes holds 6 bytes"),
+    (lambda line: b"\t".join(line.split(b"\t")[:1] + [b"1e400"] + line.split(b"\t")[2:]),
+     r"bad.tsv:3: image_w b'1e400' is not a non-negative integer"),  # float inf, not an OverflowError
 ])
 def test_tsv_errors_name_file_and_line_and_keep_data(tmp_path, damage, match):
     good = list(tsv_rows(6))
