@@ -103,3 +103,21 @@ def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int
                     toks = np.stack([word_vec[x] for x in ids]) + 0.1 * nrng.standard_normal((len(ids), token_dim))
                     wt.add(tid, {"features": toks.astype(np.float32), "length": len(ids)})
     return Path(path)
+
+
+# The smallest vsepp/scan widths the loop tests train with: seconds per epoch on the small store.
+TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0"}
+
+
+def build_small_retrieval_store(path: Path, seed: int) -> Path:
+    """A 30-image store (20/5/5) with narrow features: the store of the loop, checkpoint and CLI tests."""
+    return build_retrieval_store(path, n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
+                                 global_dim=32, token_dim=8, seed=seed)
+
+
+def train_tiny_run(store: Path, out: Path, head: str = "vsepp") -> Path:
+    """One epoch of `head` with the TINY widths into `out`; returns `out`."""
+    from lighthead.pipelines.train import train
+
+    train(head, store, out, epochs=1, overrides=TINY, progress=False)
+    return out

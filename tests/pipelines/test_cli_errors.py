@@ -18,26 +18,20 @@ import pytest
 
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
-from tests.conftest_helpers import build_retrieval_store
+from tests.conftest_helpers import TINY, build_small_retrieval_store, train_tiny_run
 from tests.pipelines.datasets import fixtures
 
-TINY = ["--set", "embed_size=8", "--set", "word_dim=8", "--set", "batch_size=16", "--set", "val_images=0"]
+TINY_SET = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("cli") / "store", n_images=30, splits=(20, 5, 5),
-                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=4)
+    return build_small_retrieval_store(tmp_path_factory.mktemp("cli") / "store", seed=4)
 
 
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory):
-    from lighthead.pipelines.train import train
-
-    run = tmp_path_factory.mktemp("runs") / "vsepp"
-    train("vsepp", store, run, epochs=1, overrides={"embed_size": "8", "word_dim": "8", "batch_size": "16",
-                                                     "val_images": "0"}, progress=False)
-    return run
+    return train_tiny_run(store, tmp_path_factory.mktemp("runs") / "vsepp")
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def error_line(capsys) -> str:
 
 
 def train_args(store, out):
-    return ["train", "heads", "vsepp", "--store", store, "--out", out, "--epochs", "1", "--no-progress", *TINY]
+    return ["train", "heads", "vsepp", "--store", store, "--out", out, "--epochs", "1", "--no-progress", *TINY_SET]
 
 
 def test_disk_full_names_the_file(store, tmp_path, capsys):
@@ -237,7 +231,7 @@ def test_ctrl_c_says_the_rerun_resumes(store, tmp_path, capsys, monkeypatch):
 
 def test_unknown_dataset_names_are_errors_listing_the_valid_ones(store, tmp_path, capsys):
     assert lighthead("train", "heads", "vsepp", "--store", store, "--out", tmp_path / "r", "--dataset", "nosuchds",
-                     "--no-progress", *TINY) == 1
+                     "--no-progress", *TINY_SET) == 1
     line = error_line(capsys)
     assert "unknown dataset 'nosuchds'" in line and "coco" in line and "f30k" in line and "'synthetic'" in line
     assert not (tmp_path / "r").exists()

@@ -15,22 +15,17 @@ from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from lighthead.pipelines.run_checkpoint import RunCheckpointError, load, save
 from lighthead.pipelines.train import train
-from tests.conftest_helpers import build_retrieval_store
-
-TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0"}
+from tests.conftest_helpers import TINY, build_small_retrieval_store, train_tiny_run
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("ckpt") / "store", n_images=30, splits=(20, 5, 5),
-                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=3)
+    return build_small_retrieval_store(tmp_path_factory.mktemp("ckpt") / "store", seed=3)
 
 
 @pytest.fixture(scope="module")
 def trained(store, tmp_path_factory):
-    run = tmp_path_factory.mktemp("runs") / "vsepp"
-    train("vsepp", store, run, epochs=1, overrides=TINY, progress=False)
-    return run
+    return train_tiny_run(store, tmp_path_factory.mktemp("runs") / "vsepp")
 
 
 @pytest.fixture

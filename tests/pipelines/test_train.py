@@ -9,12 +9,11 @@ import pytest
 
 from lighthead.heads.metrics import retrieval_metrics
 from lighthead.pipelines.train import train
-from tests.conftest_helpers import build_retrieval_store
+from tests.conftest_helpers import TINY, build_retrieval_store, build_small_retrieval_store
 
 # Small widths and a sum over negatives (hardest negatives learn slowly from scratch on a few
 # hundred captions): what the demo passes too.
 FAST = {"embed_size": "32", "word_dim": "16", "batch_size": "32", "lr": "2e-3", "max_violation": "false"}
-TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0"}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +25,7 @@ def learning_store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("small") / "store", n_images=30, splits=(20, 5, 5),
-                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=2)
+    return build_small_retrieval_store(tmp_path_factory.mktemp("small") / "store", seed=2)
 
 
 def random_r1(n_images: int, seed: int = 0) -> tuple[float, float]:
