@@ -101,6 +101,8 @@ def _bua_item(m: dict[str, Any], path: Path, w_h: tuple[int, int]) -> tuple[Any,
     n = _int(m["num_bbox"], "num_bbox", path)
     if x.ndim == 2 and x.shape[0] != n and x.shape[1] == n:
         x = x.T  # (D, K) -> (K, D)
+    if bbox.ndim == 2 and len(bbox) != n:  # region_item checks x against bbox, not the stated count
+        raise StoreError(f"{path}: num_bbox is {n}, but bbox has {len(bbox)} rows")
     per_box = _info_arrays(m["info"], n, *w_h, path) if "info" in m else {}
     return x, bbox, per_box
 

@@ -191,6 +191,10 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((2, 8)), num_bbox=2, image_w=1, image_h=1)
     with pytest.raises(StoreError, match=r"1005.npz: missing key 'bbox'"):
         import_npz(tmp_path / "npz", tmp_path / "st")
+    np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((1, 8)), bbox=np.zeros((1, 4)), num_bbox=5, image_w=1,
+             image_h=1)
+    with pytest.raises(StoreError, match=r"1005.npz: num_bbox is 5, but bbox has 1 rows"):
+        import_npz(tmp_path / "npz", tmp_path / "st")
     (tmp_path / "npz" / "1005.npz").write_bytes(b"PK\x03\x04 truncated zip")
     with pytest.raises(StoreError, match=r"1005.npz: not a readable .npz"):
         import_npz(tmp_path / "npz", tmp_path / "st")
