@@ -233,8 +233,11 @@ def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: 
                 if labels is None:
                     if not all("feature" in o for o in objects):
                         raise StoreError(f"{where}: objects without \"feature\" and no features file next to it")
-                    feats = np.stack([b64_array(str(o["feature"]), np.float32, "feature", where)
-                                      for o in objects]) if objects else np.zeros((0, 0), np.float32)
+                    rows = [b64_array(str(o["feature"]), np.float32, "feature", where) for o in objects]
+                    if len({len(r) for r in rows}) > 1:
+                        raise StoreError(f"{where}: the objects' \"feature\" sizes differ "
+                                         f"({', '.join(sorted({str(len(r)) for r in rows}))} values)")
+                    feats = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
                 if len(objects) != len(feats):
                     raise StoreError(f"{where}: {len(feats)} feature rows but {label_where} lists {len(objects)} objects")
                 if size is None and sizes is not None:

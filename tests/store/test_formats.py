@@ -336,3 +336,16 @@ def test_vinvl_needs_sizes_and_a_true_lineidx(tmp_path, vocab):
     with pytest.raises(StoreError, match=r"features.tsv:2: row 1 starts at byte \d+, its .lineidx says 7"):
         import_vinvl(tmp_path / "w", tmp_path / "st", names=to_id)
     assert len(open_store(tmp_path / "st")["regions/vinvl"]) == 1  # the row before stays stored
+
+
+def test_vinvl_inline_features_of_differing_sizes_are_an_error(tmp_path, vocab):
+    names, to_id = vocab
+    write_vinvl(tmp_path / "v", regions(2)[1:], names, inline=True, sizes="labels")  # 2 boxes
+    rows = (tmp_path / "v" / "predictions.tsv").read_text().splitlines()
+    key, label = rows[0].split("\t")
+    label = json.loads(label)
+    label["objects"][0]["feature"] = base64.b64encode(np.ones(3, np.float32)).decode()
+    (tmp_path / "v" / "predictions.tsv").write_text(f"{key}\t{json.dumps(label)}\n")
+    (tmp_path / "v" / "predictions.lineidx").unlink()
+    with pytest.raises(StoreError, match=r"predictions.tsv:1: the objects' \"feature\" sizes differ"):
+        import_vinvl(tmp_path / "v", tmp_path / "st", names=to_id)
