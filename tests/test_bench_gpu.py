@@ -4,7 +4,6 @@ cases left as skipped."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.bench_helpers import load_bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench" / "gpu.py"
@@ -20,11 +20,7 @@ BENCH = ROOT / "bench" / "gpu.py"
 
 @pytest.fixture(scope="module")
 def gpu():
-    spec = importlib.util.spec_from_file_location("gpu_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_bench"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
+    yield load_bench_script("gpu")
     sys.modules.pop("gpu_bench", None)
 
 

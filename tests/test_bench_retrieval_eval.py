@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from lighthead.heads.build import build_head
 from lighthead.pipelines.scoring import cat_padded, encode, score_blocks
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "retrieval_eval.py"
+from tests.bench_helpers import load_bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("retrieval_eval_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("retrieval_eval")
 
 
 OVERRIDES = {"casc": {"text": "text/x", "embed_size": "24", "label_hidden": "12"},

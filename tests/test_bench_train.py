@@ -3,7 +3,6 @@ swaps a feature set a head names but the store lacks for one of the same kind.""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,9 @@ import torch
 
 from lighthead.heads.base import HEADS
 from lighthead.store import open_store
+from tests.bench_helpers import load_bench_script
 from tests.conftest_helpers import build_retrieval_store
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "train.py"
 # tiny widths for a test (keys a head lacks are dropped); the bench's own sizes are far larger
 TINY = {"embed_size": "16", "embed_dim": "24", "label_hidden": "16", "num_labels": "20", "d": "16", "k": "16",
         "heads": "2", "ff": "32", "word_dim": "16", "gru_layers": "1", "gen_width": "4", "disc_width": "4",
@@ -22,10 +21,7 @@ TINY = {"embed_size": "16", "embed_dim": "24", "label_hidden": "16", "num_labels
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("train")
 
 
 @pytest.fixture(scope="module")
