@@ -23,7 +23,8 @@ from typing import Any
 
 from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record, read_text
 from lighthead.pipelines.datasets.pickles import read_plain_pickle
-from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label, warn_missing_images
+from lighthead.pipelines.datasets.twitter import (PLACEHOLDER, image_folder, parse_label, release_image, text_field,
+                                                  warn_missing_images)
 
 _SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
 _LAYOUT = """  VG_train.pkl, VG_dev.pkl, VG_test.pkl   (or VG_<split>.json with the same content)
@@ -56,26 +57,17 @@ def _record(key: str, entry: Any, split: str, where: str, images: Path) -> Recor
     for field in ("iid", "sentence", "aspect", "relation"):
         if field not in entry:
             raise DatasetError(f"{where}: missing field {field!r}")
-    for field in ("iid", "sentence", "aspect"):
-        value = entry[field]
-        if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
-            raise DatasetError(f"{where}: {field!r} is {value!r:.40}; expected a non-empty string")
+    iid, sentence, target = (text_field(entry, k, where) for k in ("iid", "sentence", "aspect"))
     relation = str(entry["relation"]).strip()
     if relation not in ("0", "1", "2"):
         raise DatasetError(f"{where}: unknown relation {relation!r}; expected 0 (unrelated), 1 or 2 (related)")
     relevance = 0 if relation == "0" else 1  # "2" marks a related target too (as the authors' loader reads it)
-    sentence, target = str(entry["sentence"]).strip(), str(entry["aspect"]).strip()
     if PLACEHOLDER not in sentence:
         raise DatasetError(f"{where}: the sentence has no {PLACEHOLDER} placeholder for the target")
-    if not target:
-        raise DatasetError(f"{where}: empty target")
     sentiment = str(entry.get("sentiment") or "").strip()
     boxes = entry.get("boxes") or []
     box = _box(boxes[0], where) if relevance and len(boxes) else None
-    iid = str(entry["iid"]).strip()
-    if Path(iid).name != iid:
-        raise DatasetError(f"{where}: 'iid' {iid!r} is not a file name")
-    image_path = images / (iid if Path(iid).suffix else f"{iid}.jpg")
+    image_path = release_image(images, iid, where)
     return Record(
         id=f"{split}-{key}",
         image_id=Path(iid).stem,

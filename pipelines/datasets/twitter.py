@@ -105,11 +105,19 @@ def read_tsv(path: Path, split: str, images: Path) -> list[Record]:
     return records
 
 
-def _text(entry: dict[str, Any], key: str, where: str) -> str:
+def text_field(entry: dict[str, Any], key: str, where: str) -> str:
+    """A string (or integer) field of an ITM-release entry, stripped; empty or another type names `where`."""
     value = entry[key]
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
         raise DatasetError(f"{where}: {key!r} is {value!r:.40}; expected a non-empty string")
     return str(value).strip()
+
+
+def release_image(images: Path, iid: str, where: str) -> Path:
+    """The image file of an ITM-release `iid` (a file name; `.jpg` added when it has no extension)."""
+    if Path(iid).name != iid:
+        raise DatasetError(f"{where}: 'iid' {iid!r} is not a file name")
+    return images / (iid if Path(iid).suffix else f"{iid}.jpg")
 
 
 def entry_record(key: str, entry: Any, split: str, where: str, images: Path) -> Record:
@@ -120,15 +128,14 @@ def entry_record(key: str, entry: Any, split: str, where: str, images: Path) -> 
     for field in ("iid", "sentence", "aspect", "sentiment"):
         if field not in entry:
             raise DatasetError(f"{where}: missing field {field!r}")
-    iid, sentence, target = (_text(entry, k, where) for k in ("iid", "sentence", "aspect"))
+    iid, sentence, target = (text_field(entry, k, where) for k in ("iid", "sentence", "aspect"))
     if PLACEHOLDER not in sentence:
         raise DatasetError(f"{where}: the sentence has no {PLACEHOLDER} placeholder for the target")
-    if Path(iid).name != iid:
-        raise DatasetError(f"{where}: 'iid' {iid!r} is not a file name")
+    image_path = release_image(images, iid, where)
     return Record(
         id=f"{split}-{key}",
         image_id=Path(iid).stem,
-        image_path=str(images / (iid if Path(iid).suffix else f"{iid}.jpg")),
+        image_path=str(image_path),
         texts=[sentence],
         split=split,
         kind="target",
