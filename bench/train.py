@@ -216,6 +216,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
     args = ap.parse_args()
+    names = args.heads.split(",") if args.heads else HEADS.names()
+    unknown = [n for n in names if n not in HEADS.names()]
+    if unknown:  # before the synthetic store is written, and not a "skipped" with --store
+        sys.exit(f"error: --heads {','.join(unknown)}: unknown head; known: {', '.join(HEADS.names())}")
     device = torch.device(args.device)
     use_threads(args.threads)
     steps = args.steps or (3 if args.quick else 10)
@@ -230,7 +234,6 @@ def main() -> None:
 
             n = 200 if args.quick else 1000
             store = add_sentiment(build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10)))
-        names = args.heads.split(",") if args.heads else HEADS.names()
         # the synthetic store serves every head: there a failure is a bug, not a skip
         results = measure(names, store, device, args.quick, batch_size, steps, skip_unserved=args.store is not None)
     casc = results.get("casc")

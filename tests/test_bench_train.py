@@ -75,3 +75,11 @@ def test_without_skipping_an_unserved_head_is_an_error(bench, bare_store, capsys
     assert bench.measure(["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY,
                          skip_unserved=True) == {}
     assert "itin       skipped" in capsys.readouterr().out
+
+
+def test_unknown_head_one_line_error(bench, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["train.py", "--heads", "casc,nope"])
+    with pytest.raises(SystemExit) as e:
+        bench.main()
+    assert e.value.code == "error: --heads nope: unknown head; known: " + ", ".join(HEADS.names())
+    assert capsys.readouterr().out == ""  # stopped before any store was written or measured
