@@ -8,7 +8,6 @@ swept values, the metrics), `best.json` (the best trial's overrides and metrics)
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from lighthead.pipelines.sweep.spec import Trial
 from lighthead.pipelines.sweep.trial import is_finished, read_trial, trial_dir
-from lighthead.pipelines.train_utils import atomic_json
+from lighthead.pipelines.train_utils import atomic_json, read_json
 
 # Default ranking metric, first found wins: retrieval, then sentiment.
 DEFAULT_METRICS = ("rsum", "macro_f1", "accuracy")
@@ -59,7 +58,7 @@ def collect(out: Path | str, trials: Sequence[Trial]) -> list[Row]:
             rows.append(Row(t, "done", flatten(rec["metrics"]), rec.get("wall_s"),
                             selection=sel if isinstance(sel, str) else None))
         elif failed.is_file():
-            rows.append(Row(t, "failed", {}, error=json.loads(failed.read_text()).get("error", "")))
+            rows.append(Row(t, "failed", {}, error=read_json(failed).get("error", "")))
         else:
             rows.append(Row(t, "pending", {}))
     return rows

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import importlib
-import json
 import os
 import shutil
 import socket
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from lighthead.pipelines.sweep.spec import Trial
-from lighthead.pipelines.train_utils import atomic_json
+from lighthead.pipelines.train_utils import atomic_json, read_json
 
 # The function `lighthead train heads` calls; trials call the same one.
 DEFAULT_TRAIN = "lighthead.pipelines.train:train"
@@ -172,6 +171,6 @@ def run_trial(
 def read_trial(path: Path | str) -> dict[str, Any]:
     """A finished trial's record: trial.json plus its metrics.json under "metrics"."""
     path = Path(path)
-    record = json.loads((path / "trial.json").read_text())
-    record["metrics"] = json.loads((path / "metrics.json").read_text())
+    record = read_json(path / "trial.json")  # a damaged file is named, not a bare JSONDecodeError
+    record["metrics"] = read_json(path / "metrics.json")
     return record

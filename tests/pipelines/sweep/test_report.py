@@ -96,3 +96,15 @@ def test_csv_keeps_exact_floats_and_the_table_rounds_for_people(tmp_path):
     # #, trial, lam, lr, val/rsum, then val/loss and val/r1 (sorted), train s, status
     assert cells == ["1", rows[0].trial.id, "0.2", "1e-3", "412.33", "0.0123", "0.33", "31.4", "done"]
     assert report.fmt_seconds(30.0) == "30.0" and report.fmt_metric(0.0) == "0.00" and report.fmt_metric(None) == ""
+
+
+def test_a_damaged_trial_file_is_named(tmp_path):
+    from lighthead.pipelines.sweep.trial import trial_dir
+
+    t = Trial("itin", (("lam", "0.2"),), swept=("lam",))
+    path = trial_dir(tmp_path, t.id)
+    path.mkdir(parents=True)
+    (path / "trial.json").write_text(json.dumps({"id": t.id}))
+    (path / "metrics.json").write_text('{"val": {"acc": 0.5')  # truncated by a killed disk write
+    with pytest.raises(ValueError, match=r"metrics\.json:1: not valid JSON"):
+        report.collect(tmp_path, [t])
