@@ -40,15 +40,15 @@ test: install ## run the tests (CPU, no network; GPU tests are deselected)
 	$(PY) -m pytest -q -m "not gpu"
 
 bench: install ## run the benchmarks in their quick mode and print their ratios (BENCH_ARGS= for full sizes)
-	$(PY) bench/store.py $(BENCH_ARGS)
-	$(PY) bench/text.py $(BENCH_ARGS)
-	$(PY) bench/extract.py $(BENCH_ARGS)
-	$(PY) bench/retrieval_eval.py $(BENCH_ARGS)
-	$(PY) bench/train.py $(BENCH_ARGS)
-	$(PY) bench/sweep.py $(BENCH_ARGS)
+	$(PY) -m bench.store $(BENCH_ARGS)
+	$(PY) -m bench.text $(BENCH_ARGS)
+	$(PY) -m bench.extract $(BENCH_ARGS)
+	$(PY) -m bench.retrieval_eval $(BENCH_ARGS)
+	$(PY) -m bench.train $(BENCH_ARGS)
+	$(PY) -m bench.sweep $(BENCH_ARGS)
 
 bench-gpu: install ## one CUDA device, under 8 minutes: gpu tests, then detector/text/scoring/training speed and memory -> bench/results/<device>.md
-	$(PY) bench/gpu.py $(BENCH_GPU_ARGS)
+	$(PY) -m bench.gpu $(BENCH_GPU_ARGS)
 
 extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]
 ifeq ($(DATASET),demo)

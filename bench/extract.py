@@ -1,8 +1,8 @@
 """Region-detector benchmark: images/s of the full ResNet-101 model at batch 1, 4 and 8.
 
-    python bench/extract.py                  # 16 images of 480x640 at the 600/1000 test scale, 300 ROIs
-    python bench/extract.py --quick          # 8 small images, 16 ROIs: a CPU finishes in a minute or two
-    python bench/extract.py --device cuda    # on a GPU (bf16 autocast, channels-last)
+    python -m bench.extract                  # 16 images of 480x640 at the 600/1000 test scale, 300 ROIs
+    python -m bench.extract --quick          # 8 small images, 16 ROIs: a CPU finishes in a minute or two
+    python -m bench.extract --device cuda    # on a GPU (bf16 autocast, channels-last)
 
 Random weights (the speed does not depend on them). The same JPEG files go through the whole
 loop of `lighthead extract` (decoding in DataLoader workers, detector, box selection, a sink
@@ -16,14 +16,10 @@ is timed at batch 1 too. The last line is for scripts:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_ROOT)  # run as a script: import the project, not this folder
 
 import numpy as np  # noqa: E402
 

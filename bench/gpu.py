@@ -1,8 +1,8 @@
 """One command for a GPU: the gpu-marked tests, then the throughput and memory peak of each stage.
 
-    make bench-gpu                                   # python bench/gpu.py: one CUDA device, under 8 minutes
-    python bench/gpu.py --device cuda:1 --parts detector,text --budget 200
-    python bench/gpu.py --dry-run --out /tmp/gpu.md  # every part on the CPU at tiny sizes (the tests run this)
+    make bench-gpu                                   # python -m bench.gpu: one CUDA device, under 8 minutes
+    python -m bench.gpu --device cuda:1 --parts detector,text --budget 200
+    python -m bench.gpu --dry-run --out /tmp/gpu.md  # every part on the CPU at tiny sizes (the tests run this)
 
 Each part is one module of bench/gpu_parts/ (common.py: the device, the timer, loading the other
 bench scripts; sizes.py: what is measured on a GPU and in the dry run).
@@ -44,7 +44,6 @@ START = time.perf_counter()  # the budget counts from here: imports and CUDA sta
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import importlib.util  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -55,28 +54,13 @@ from pathlib import Path  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 
 
-def _load_parts() -> None:
-    """Register bench/gpu_parts as the package `lighthead_bench_gpu_parts` (by path: the bench
-    scripts are not a package), so that its modules import each other by that name."""
-    name = "lighthead_bench_gpu_parts"
-    if name in sys.modules:
-        return
-    folder = BENCH / "gpu_parts"
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
-                                                  submodule_search_locations=[str(folder)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-
-
-_load_parts()
-from lighthead_bench_gpu_parts.common import ROOT, Device, Part, Skip, budget, load_bench, timed  # noqa: E402,F401
-from lighthead_bench_gpu_parts.detector import detector_part  # noqa: E402
-from lighthead_bench_gpu_parts.pytest_part import gpu_test_files, junit_counts, tests_part  # noqa: E402,F401
-from lighthead_bench_gpu_parts.scoring import SCORING_HEADS, scoring_part  # noqa: E402,F401
-from lighthead_bench_gpu_parts.sizes import DRY, REAL, Sizes  # noqa: E402,F401
-from lighthead_bench_gpu_parts.text import text_part  # noqa: E402
-from lighthead_bench_gpu_parts.training import training_part  # noqa: E402
+from bench.gpu_parts.common import ROOT, Device, Part, Skip, budget, load_bench, timed  # noqa: E402,F401
+from bench.gpu_parts.detector import detector_part  # noqa: E402
+from bench.gpu_parts.pytest_part import gpu_test_files, junit_counts, tests_part  # noqa: E402,F401
+from bench.gpu_parts.scoring import SCORING_HEADS, scoring_part  # noqa: E402,F401
+from bench.gpu_parts.sizes import DRY, REAL, Sizes  # noqa: E402,F401
+from bench.gpu_parts.text import text_part  # noqa: E402
+from bench.gpu_parts.training import training_part  # noqa: E402
 
 markdown = budget.markdown
 
@@ -123,7 +107,7 @@ def header_lines(dev: Device, args: argparse.Namespace, budgets: dict[str, float
         f"transformers {transformers.__version__}, Python {sys.version.split()[0]}",
         f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN convolutions "
         f"{torch.backends.cudnn.allow_tf32} (torch's defaults, as lighthead runs)",
-        f"code: {commit}; command: python bench/gpu.py {' '.join(args.argv)}".rstrip(),
+        f"code: {commit}; command: python -m bench.gpu {' '.join(args.argv)}".rstrip(),
         f"time: {elapsed:.0f} s of a {args.budget:.0f} s budget ("
         + ", ".join(f"{k} {v:.0f} s" for k, v in budgets.items()) + "), "
         + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -168,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not torch.cuda.is_available():
             return fail(f"no CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'}) "
-                        "sees no GPU; run this on a machine with an NVIDIA GPU, or `python bench/gpu.py --dry-run`")
+                        "sees no GPU; run this on a machine with an NVIDIA GPU, or `python -m bench.gpu --dry-run`")
         try:
             device = torch.device(args.device)
             if device.type != "cuda" or (device.index or 0) >= torch.cuda.device_count():

@@ -1,6 +1,6 @@
 """Time scoring every (image, caption) pair with the cross-attention heads, vs a shard loop.
 
-    python bench/retrieval_eval.py [--quick] [--device cpu|cuda] [--budget-mb N] [--precision fp32|bf16|both]
+    python -m bench.retrieval_eval [--quick] [--device cpu|cuda] [--budget-mb N] [--precision fp32|bf16|both]
 
 Heads at paper sizes (K = 36 regions of 2048, width 1024, GRU captions of 8-20 words, CASC
 with 500 labels; MMCA when `heads/mmca.py` exists), random weights and random features
@@ -29,13 +29,10 @@ natively, else float32; the line before it says which, and the line before that 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lighthead.heads.build import build_head, head_class  # noqa: E402
 from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,  # noqa: E402

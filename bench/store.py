@@ -1,7 +1,7 @@
 """Store read benchmark: random batches through our reader vs a numpy memmap of the same data.
 
-    python bench/store.py            # 20,000 items of [36, 2048] float16 (about 3 GB twice)
-    python bench/store.py --quick    # 2,000 items, well under a minute
+    python -m bench.store            # 20,000 items of [36, 2048] float16 (about 3 GB twice)
+    python -m bench.store --quick    # 2,000 items, well under a minute
 
 Both copies are read once before timing so both are warm in the page cache. Our reader
 checks each chunk's Fletcher-32 checksum the first time a process reads it (through HDF5);
@@ -16,16 +16,10 @@ items>`.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Run as `python bench/store.py`, this file's folder comes first on sys.path and its name
-# would shadow the `store` package; put the repository root there instead.
-_ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_ROOT)
 
 import numpy as np  # noqa: E402
 

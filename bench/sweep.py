@@ -1,9 +1,9 @@
 """Sweep throughput: trials/minute on a LocalCluster with 1 worker vs 2 workers.
 
-    python bench/sweep.py                 # 8 trials of a small vsepp on the demo store
-    python bench/sweep.py --quick         # 4 one-epoch trials on a 100-image store
-    python bench/sweep.py --synthetic     # a synthetic store instead of the demo pipeline's
-    python bench/sweep.py --store PATH    # an existing store
+    python -m bench.sweep                 # 8 trials of a small vsepp on the demo store
+    python -m bench.sweep --quick         # 4 one-epoch trials on a 100-image store
+    python -m bench.sweep --synthetic     # a synthetic store instead of the demo pipeline's
+    python -m bench.sweep --store PATH    # an existing store
 
 Trials call the real trainer (`lighthead.pipelines.train.train`). The demo store is used once the demo
 pipeline writes feature sets; until then the tests' synthetic retrieval store stands in.
@@ -21,16 +21,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-# Run as `python bench/sweep.py`, this file's folder comes first on sys.path; put the
-# repository root there instead so the packages import (worker processes inherit it).
-_ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_ROOT)
 
 
 def _warm() -> None:
@@ -81,8 +75,6 @@ def demo_store(root: Path, n_images: int) -> Path:
 
 def synthetic_store(root: Path, n_images: int) -> Path:
     """A small retrieval store with a learnable signal (the one the tests use)."""
-    if str(_ROOT) not in sys.path:
-        sys.path.insert(0, str(_ROOT))
     from tests.conftest_helpers import build_retrieval_store
 
     n_val = max(10, n_images // 10)

@@ -1,8 +1,8 @@
 """Text extraction benchmark: sentences/s with length-sorted batches vs batches in file order.
 
-    python bench/text.py                      # 2,000 sentences, the bundled MiniLM model, CPU
-    python bench/text.py --quick              # 400 sentences, well under a minute
-    python bench/text.py --model bert-base-uncased --device cuda --batch-size 128 -n 20000
+    python -m bench.text                      # 2,000 sentences, the bundled MiniLM model, CPU
+    python -m bench.text --quick              # 400 sentences, well under a minute
+    python -m bench.text --model bert-base-uncased --device cuda --batch-size 128 -n 20000
 
 Same encoder object, same sentences, same run: each mode is timed `--rounds` times,
 alternating, after one warm-up pass, and the best round counts. The sentences mix caption-like
@@ -13,15 +13,8 @@ line is for scripts: `text_sorted_vs_unsorted: <sorted / unsorted sentences/s>`.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-# Run as `python bench/text.py`, this file's folder comes first on sys.path; put the
-# repository root there instead so the packages import.
-_ROOT = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_ROOT)
 
 import numpy as np  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Training throughput: samples/s of each head's training step and of the data loader.
 
-    python bench/train.py [--quick] [--store PATH] [--heads casc,scan,vsepp] [--device cpu|cuda] [--threads N]
+    python -m bench.train [--quick] [--store PATH] [--heads casc,scan,vsepp] [--device cpu|cuda] [--threads N]
 
 Without `--store`, a synthetic store serving every registered head is written to a temporary
 folder: the retrieval one of the tests (regions 36 x 2048, global 2048, thumbnails, word ids)
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lighthead.heads.base import HEADS  # noqa: E402
 from lighthead.heads.build import construct, head_class, make_config  # noqa: E402

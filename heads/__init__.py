@@ -5,9 +5,6 @@ depends on import order. To add a head: write `heads/<name>.py` with `@HEADS.reg
 and add its import line here.
 """
 
-if __name__ != "lighthead.heads":  # one name only: a second would load a second copy of every registry
-    raise ImportError(f"this folder installs as `lighthead.heads`; import it under that name, not {__name__!r}")
-
 
 from lighthead.heads.base import BATCH_KEYS, HEADS, Head
 

@@ -56,9 +56,6 @@ manifests may only name shard files inside their feature set.
 
 from __future__ import annotations
 
-if __name__ != "lighthead.store":  # one name only: a second would load a second copy of every registry
-    raise ImportError(f"this folder installs as `lighthead.store`; import it under that name, not {__name__!r}")
-
 from typing import Any
 
 from lighthead.store.api import Store, open_store

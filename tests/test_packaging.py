@@ -1,8 +1,9 @@
 """The project installs as one package, `lighthead`, and every module has exactly one name.
 
-The repository's top-level folders (`store/`, `extract/`, `heads/`, `pipelines/`) map to
-`lighthead.store`, ... through setuptools' package-dir. A module loaded under two names would be
-two copies (two registries that silently disagree), so each folder refuses its bare name.
+The repository's top-level folders (`store/`, `extract/`, `heads/`, `pipelines/`) are reached as
+`lighthead.store`, ... through relative symlinks in `lighthead/`, so the import path is on disk and
+static tools (an IDE, jedi, pyright) resolve it. Only `lighthead` is installed: no bare `store`
+is importable after `pip install`, so no module can be loaded under two names.
 """
 
 from __future__ import annotations
@@ -33,18 +34,41 @@ def _project_files() -> list[Path]:
     return [p for p in files if "__pycache__" not in p.parts]
 
 
-def test_every_package_folder_is_listed_under_its_lighthead_name():
-    setup = _pyproject()["tool"]["setuptools"]
-    dirs = setup["package-dir"]
-    assert dirs == {"lighthead": "pipelines/_lighthead", **{f"lighthead.{p}": p for p in PARTS}}
-    expected = {"lighthead"}
+def test_the_import_path_is_on_disk():
+    """`lighthead/<part>` is a relative symlink to the top-level folder, and nothing else maps names."""
     for part in PARTS:
-        for init in (ROOT / part).rglob("__init__.py"):
-            rel = init.parent.relative_to(ROOT)
-            if rel.parts[:2] == ("pipelines", "_lighthead"):
-                continue
-            expected.add("lighthead." + ".".join(rel.parts))
-    assert sorted(setup["packages"]) == sorted(expected)
+        link = ROOT / "lighthead" / part
+        assert link.is_symlink() and os.readlink(link) == f"../{part}", part
+        assert (link / "__init__.py").resolve() == (ROOT / part / "__init__.py").resolve()
+    setup = _pyproject()["tool"]["setuptools"]
+    assert "package-dir" not in setup
+    assert setup["packages"]["find"]["include"] == ["lighthead", "lighthead.*"]
+
+
+# A name in every subpackage, and the file an IDE's go-to-definition must land in.
+STATIC_TARGETS = [
+    ("from lighthead.heads.casc import CASC", "CASC", "heads/casc.py"),
+    ("from lighthead.store.api import open_store", "open_store", "store/api.py"),
+    ("from lighthead.extract.regions.model import BottomUpDetector", "BottomUpDetector", "extract/regions/model.py"),
+    ("from lighthead.pipelines.cli import main", "main", "pipelines/cli/__init__.py"),
+    ("from lighthead import __version__", "__version__", "lighthead/__init__.py"),
+]
+
+
+@pytest.mark.parametrize(("line", "name", "target"), STATIC_TARGETS, ids=[t[2] for t in STATIC_TARGETS])
+def test_an_ide_resolves_lighthead_names_statically(line, name, target, tmp_path):
+    """jedi (the engine behind several editors' go-to-definition) reads the source without running
+    it; from a file outside the checkout, against the installed environment, every name lands in
+    the real file under `lighthead/`."""
+    jedi = pytest.importorskip("jedi")
+    env = jedi.create_environment(sys.prefix, safe=False)
+    source = f"{line}\n{name}\n"
+    script = jedi.Script(source, path=str(tmp_path / "user.py"), environment=env, project=jedi.Project(tmp_path))
+    found = script.goto(2, 1, follow_imports=True)
+    assert found, f"{name} did not resolve"
+    path = Path(found[0].module_path)
+    assert path.resolve() == (ROOT / target).resolve()
+    assert path.relative_to(ROOT).parts[0] == "lighthead"  # reached through the import path, not a mapping
 
 
 def test_project_code_imports_only_lighthead_names():
@@ -66,12 +90,14 @@ def test_project_code_imports_only_lighthead_names():
 
 
 @pytest.mark.parametrize("part", PARTS)
-def test_a_folder_refuses_its_bare_name(part):
-    """With the repository on sys.path (as under `python -m pytest`), `import store` must fail loudly."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); import {part}"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode != 0
-    assert f"installs as `lighthead.{part}`" in proc.stderr
+def test_a_bare_part_name_is_not_importable_after_install(part, tmp_path):
+    """The install adds `lighthead` only: from another folder, `import store` is not ours."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = f"import importlib.util, sys; spec = importlib.util.find_spec({part!r}); print(spec.origin if spec else '')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert str(ROOT) not in proc.stdout
 
 
 def test_no_module_is_loaded_under_two_names():
@@ -103,9 +129,7 @@ print(json.dumps({"names": names, "failed": failed, "files": files}))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(out["names"]) > 60  # every module was walked, not just the packages
-    # An optional backend may be absent; the root package's folder, seen inside an editable
-    # install as `lighthead.pipelines._lighthead`, refuses that second name.
-    allowed = {"lighthead.extract.regions.detectron2_backend", "lighthead.pipelines._lighthead"}
+    allowed = {"lighthead.extract.regions.detectron2_backend"}  # an optional backend may be absent
     assert set(out["failed"]) <= allowed, out["failed"]
     twice = {f: n for f, n in out["files"].items() if len(n) > 1}
     assert twice == {}
@@ -126,8 +150,8 @@ def test_the_wheel_holds_only_lighthead(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for part in PARTS:
-        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in (*PARTS, "lighthead"):
+        shutil.copytree(ROOT / part, src / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                            "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -144,7 +168,9 @@ def test_the_wheel_holds_only_lighthead(tmp_path):
     for data, lines in (("objects_vocab.txt", 1600), ("attributes_vocab.txt", 400)):
         text = wheel_zip.read(f"lighthead/extract/regions/data/{data}").decode()
         assert text == (ROOT / "extract" / "regions" / "data" / data).read_text() and len(text.splitlines()) == lines
-    assert not any(n.startswith("lighthead/pipelines/_lighthead/") for n in names)
+    for part in PARTS:  # the linked folders are copied in, whole
+        ours = {p.relative_to(ROOT).as_posix() for p in (ROOT / part).rglob("*.py") if "__pycache__" not in p.parts}
+        assert {f"lighthead/{p}" for p in ours} <= set(names), part
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "lighthead = lighthead.pipelines.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
 

@@ -1,2 +1,1 @@
-"""The parts of bench/gpu.py, one module each, loaded by it as the package
-`lighthead_bench_gpu_parts` (the bench scripts are not an installed package)."""
+"""The parts of `python -m bench.gpu`, one module each."""

@@ -1,31 +1,20 @@
-"""What every part shares: loading the other bench scripts, the time budget's Part and Skip,
+"""What every part shares: the other bench modules, the time budget's Part and Skip,
 the measured Device and the synchronised timer."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as a script: `tests.conftest_helpers` must import
 
 
 def load_bench(name: str) -> ModuleType:
-    """Another bench script as a module (by path: the scripts are not a package)."""
-    key = f"lighthead_bench_{name}"
-    if key in sys.modules:
-        return sys.modules[key]
-    spec = importlib.util.spec_from_file_location(key, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[key] = module
-    spec.loader.exec_module(module)
-    return module
+    """Another bench module, `bench.<name>`."""
+    return importlib.import_module(f"bench.{name}")
 
 
 budget = load_bench("budget")

@@ -11,8 +11,8 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lighthead_bench_gpu_parts.common import ROOT, Device, Part, Skip
-from lighthead_bench_gpu_parts.sizes import Sizes
+from bench.gpu_parts.common import ROOT, Device, Part, Skip
+from bench.gpu_parts.sizes import Sizes
 
 
 def gpu_test_files(tests: Path) -> list[str]:

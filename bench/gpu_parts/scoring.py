@@ -6,8 +6,8 @@ import math
 import time
 from typing import Any
 
-from lighthead_bench_gpu_parts.common import Device, Part, Skip, load_bench, timed
-from lighthead_bench_gpu_parts.sizes import Sizes
+from bench.gpu_parts.common import Device, Part, Skip, load_bench, timed
+from bench.gpu_parts.sizes import Sizes
 
 
 SCORING_HEADS = ("casc", "scan", "mmca")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from lighthead_bench_gpu_parts.common import Device, Part, load_bench
-from lighthead_bench_gpu_parts.sizes import Sizes
+from bench.gpu_parts.common import Device, Part, load_bench
+from bench.gpu_parts.sizes import Sizes
 
 
 def training_part(part: Part, dev: Device, sizes: Sizes) -> None:
