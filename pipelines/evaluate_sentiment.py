@@ -157,8 +157,12 @@ def _plain(text: str) -> str:
 
 def load_tokenizer(attrs: dict[str, Any]) -> Any:
     """The tokenizer a text feature set records (`tokenizer_path`, else `tokenizer` looked up as
-    at extraction: registered name, cached id or folder); raises ValueError saying why not."""
-    from lighthead.extract.text import resolve_model
+    at extraction: registered name, cached id or folder); raises ValueError saying why not.
+
+    The recorded path is only a hint (a store may come from elsewhere): a folder is used when it
+    holds no code of its own (RemoteCodeError otherwise, never a fallback) and, where the set
+    records `tokenizer_vocab_sha256`, when its vocabulary has that digest."""
+    from lighthead.extract.text import RemoteCodeError, resolve_model, vocab_sha256
 
     if "tokenizer" not in attrs:
         raise ValueError("it records no tokenizer (extracted before feature sets recorded one; "
@@ -166,17 +170,28 @@ def load_tokenizer(attrs: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
     why = []
-    for where in dict.fromkeys(x for x in (attrs.get("tokenizer_path"), attrs["tokenizer"]) if x):
+    want = attrs.get("tokenizer_vocab_sha256")
+    for where in dict.fromkeys(str(x) for x in (attrs.get("tokenizer_path"), attrs["tokenizer"]) if x):
         try:
-            return AutoTokenizer.from_pretrained(resolve_model(where), local_files_only=True)
+            folder = resolve_model(where)
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+        except RemoteCodeError:
+            raise
         except (OSError, ValueError) as e:  # FileNotFoundError is an OSError
             why.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            continue
+        if want and vocab_sha256(tok) != want:
+            why.append(f"{folder}: a different tokenizer (its vocabulary is not the one recorded)")
+            continue
+        return tok
     raise ValueError(f"its tokenizer {attrs['tokenizer']!r} cannot be loaded here: {'; '.join(why)}")
 
 
 def token_strings(task: Any, part: Any, positions: Sequence[int]) -> list[list[str]]:
     """Token strings of records `positions`, decoded with the tokenizer the feature set records;
     without one a warning says why and the tokens are numbered "t0", "t1", ..."""
+    from lighthead.extract.text import RemoteCodeError
+
     name = task.sets["tokens"]
     fs = task.store[name]
     ids = [part.text_ids[p] for p in positions]
@@ -184,6 +199,8 @@ def token_strings(task: Any, part: Any, positions: Sequence[int]) -> list[list[s
         if "input_ids" not in fs.fields:
             raise ValueError("it stores no input_ids")
         tok = load_tokenizer(fs.attrs)
+    except RemoteCodeError:
+        raise  # a folder that would run code is refused outright, not worked around
     except ValueError as e:
         warnings.warn(f"{name}: the examples show token numbers (t0, t1, ...) instead of words: {e}", stacklevel=2)
         lengths = [len(x) for x in fs.get_batch(ids, ["features"])["features"]]

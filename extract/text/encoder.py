@@ -11,6 +11,8 @@ CUDA device the forward pass runs under float16 autocast.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -44,6 +46,13 @@ class TextEncoderConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.sort_window < self.batch_size:
             raise ValueError(f"sort_window ({self.sort_window}) must be >= batch_size ({self.batch_size})")
+
+
+def vocab_sha256(tokenizer: Any) -> str:
+    """A digest of the tokenizer's token <-> id map: equal digests decode ids to equal tokens.
+    A feature set records it, so a tokenizer found later by path can be checked to be the same."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -80,19 +89,24 @@ class TextEncoder:
         self.path: Path = resolve_model(config.model)
         self.random_weights = random_weights
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, use_fast=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, use_fast=True,
+                                                           trust_remote_code=False)
         except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"cannot load the tokenizer from {self.path}: {e}") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__  # transformers' texts span lines
+            raise FileNotFoundError(f"cannot load the tokenizer from {self.path}: {why}") from None
         if not self.tokenizer.is_fast:
             raise ValueError(f"{self.path}: a fast tokenizer (tokenizer.json) is needed for the word-to-token map")
         if random_weights:
             torch.manual_seed(0)  # the same random encoder on every run, so resumed runs agree
-            self.model = AutoModel.from_config(AutoConfig.from_pretrained(self.path, local_files_only=True))
+            self.model = AutoModel.from_config(
+                AutoConfig.from_pretrained(self.path, local_files_only=True, trust_remote_code=False),
+                trust_remote_code=False)
         else:
             try:
-                self.model = AutoModel.from_pretrained(self.path, local_files_only=True)
+                self.model = AutoModel.from_pretrained(self.path, local_files_only=True, trust_remote_code=False)
             except OSError as e:
-                raise FileNotFoundError(f"cannot load the model weights from {self.path}: {e}") from None
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise FileNotFoundError(f"cannot load the model weights from {self.path}: {why}") from None
         self.model.eval().requires_grad_(False).to(self.device)
         n_layers = getattr(self.model.config, "num_hidden_layers", None)
         if n_layers is not None and not -(n_layers + 1) <= config.layer <= n_layers:

@@ -8,8 +8,8 @@ Per text the feature set holds (L tokens, special ones included):
   segment, -1 for special tokens), segment_ids [L] (0 text, 1 paired target, -1 special),
   length (attention length L), target_span [2] ([start, end) of the target's tokens in the
   pair; [0, 0] without a target).
-Its attrs name the encoder and its tokenizer (`tokenizer`, `tokenizer_path`), so figures can
-turn `input_ids` back into words.
+Its attrs name the encoder and its tokenizer (`tokenizer`, `tokenizer_path`,
+`tokenizer_vocab_sha256`), so figures can turn `input_ids` back into words with the same tokenizer.
 Records with a target (twitter, itm, demo "target" records) are encoded as ITM's pair
 (sentence with `$T$`, target); a head gets the target's tokens as features[start:end].
 
@@ -40,18 +40,20 @@ def feature_set_name(model: str, layer: int) -> str:
     return f"text/{model}" + ("" if layer == -1 else f"-layer{layer}")
 
 
-TOKENIZER_KEYS = ("tokenizer", "tokenizer_path")
+TOKENIZER_KEYS = ("tokenizer", "tokenizer_path", "tokenizer_vocab_sha256")
 
 
-def tokenizer_attrs(model: str, path: Any, store: Any, name: str) -> dict[str, str]:
+def tokenizer_attrs(model: str, path: Any, store: Any, name: str, vocab: str | None = None) -> dict[str, str]:
     """The tokenizer of a text feature set, recorded so its token ids can be shown as words:
-    "tokenizer" (the model as given: registered name, cached id or folder) and "tokenizer_path"
-    (the folder it was read from). A set that already exists keeps what it recorded (or that it
-    recorded nothing, if written before these keys), so a moved model folder never blocks a resume."""
+    "tokenizer" (the model as given: registered name, cached id or folder), "tokenizer_path"
+    (the folder it was read from) and "tokenizer_vocab_sha256" (`vocab`, the digest by which a
+    tokenizer found later is checked to be the same). A set that already exists keeps what it
+    recorded (or that it recorded nothing, if written before these keys), so a moved model
+    folder never blocks a resume."""
     if name in store:
         stored = store[name].attrs
         return {k: stored[k] for k in TOKENIZER_KEYS if k in stored}
-    return {"tokenizer": str(model), "tokenizer_path": str(path)}
+    return {"tokenizer": str(model), "tokenizer_path": str(path)} | ({"tokenizer_vocab_sha256": vocab} if vocab else {})
 
 
 def text_items(records: list[Any], done: set[str] | frozenset[str]) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]], int]:
@@ -78,7 +80,7 @@ def text_items(records: list[Any], done: set[str] | frozenset[str]) -> tuple[lis
 
 def run_text_job(job: str, model_name: str, records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
     """Encode every text of `records` not yet in the feature set; see the module docstring."""
-    from lighthead.extract.text import TextEncoder, TextEncoderConfig
+    from lighthead.extract.text import TextEncoder, TextEncoderConfig, vocab_sha256
     from lighthead.store import Field
 
     start = time.perf_counter()
@@ -115,7 +117,7 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
     ]
     # The registered name, not a --text-model path: the weights hash already pins the exact model.
     attrs = {"extractor": "text-encoder", "job": job, "dtype": options.dtype, **encoder.describe(), "model": model_name,
-             **tokenizer_attrs(config.model, encoder.path, store, name)}
+             **tokenizer_attrs(config.model, encoder.path, store, name, vocab_sha256(encoder.tokenizer))}
     shard_items = job_option(options, job, "shard_items", None)
     overrides = {"shard_items": int(shard_items)} if shard_items else {}
     with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:

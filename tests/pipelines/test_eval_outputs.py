@@ -132,16 +132,19 @@ def test_new_float_metrics_get_a_column_in_the_one_format():
 # -- ITIN's examples in words ----------------------------------------------------------------
 
 def test_text_feature_set_records_its_tokenizer(minilm_store):
-    from lighthead.extract.text import resolve_model
+    from lighthead.extract.text import resolve_model, vocab_sha256
+    from lighthead.pipelines.evaluate_sentiment import load_tokenizer
     from lighthead.pipelines.features.text import tokenizer_attrs
 
     store = open_store(minilm_store)
     attrs = store[TEXT].attrs
     assert attrs["tokenizer"] == "all-minilm-l6-v2"
     assert Path(attrs["tokenizer_path"]) == resolve_model("all-minilm-l6-v2")
+    assert attrs["tokenizer_vocab_sha256"] == vocab_sha256(load_tokenizer(attrs))
     # a set that exists keeps what it recorded: a moved model folder does not block a resume
-    assert tokenizer_attrs("all-minilm-l6-v2", "/moved/elsewhere", store, TEXT) == {
-        "tokenizer": attrs["tokenizer"], "tokenizer_path": attrs["tokenizer_path"]}
+    assert tokenizer_attrs("all-minilm-l6-v2", "/moved/elsewhere", store, TEXT, "0" * 64) == {
+        "tokenizer": attrs["tokenizer"], "tokenizer_path": attrs["tokenizer_path"],
+        "tokenizer_vocab_sha256": attrs["tokenizer_vocab_sha256"]}
 
 
 def test_itin_examples_show_words(itin_run):
