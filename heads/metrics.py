@@ -11,6 +11,10 @@ Tie rule (pessimistic): an item's rank is the number of *wrong* items scoring at
 high as it. A tie with a wrong item therefore counts against the query, so a constant score
 matrix gets R@1 = 0 rather than a lucky 100. Ties among correct captions do not matter.
 The computation is vectorised: no Python loop over queries.
+
+Non-finite scores are an error (`NonFiniteScoresError`), never a rank: every comparison with
+NaN is false, so a NaN row would count no wrong item above it and rank first. Callers add the
+run's name to the message.
 """
 
 from __future__ import annotations
@@ -20,11 +24,28 @@ import numpy as np
 RECALL_KS = (1, 5, 10)
 
 
+class NonFiniteScoresError(ValueError):
+    """Scores (or logits) that hold NaN or infinity: the weights or the inputs are not finite."""
+
+
+def check_finite(scores: np.ndarray, what: str = "scores") -> np.ndarray:
+    """`scores` itself when every value is finite; else NonFiniteScoresError counting the bad ones."""
+    finite = np.isfinite(scores)
+    if not finite.all():
+        bad, nan = int((~finite).sum()), int(np.isnan(scores).sum())
+        raise NonFiniteScoresError(
+            f"{bad:,} of {scores.size:,} {what} are not finite ({nan:,} NaN); "
+            f"the head's weights or its input features hold NaN or infinity"
+        )
+    return scores
+
+
 def retrieval_ranks(sims: np.ndarray, per_image: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """0-based ranks of the best correct caption per image and of the image per caption.
 
     `sims` is `(n_images, per_image * n_images)`; returns `(i2t_ranks (n_images,),
-    t2i_ranks (n_captions,))` under the pessimistic tie rule.
+    t2i_ranks (n_captions,))` under the pessimistic tie rule. NonFiniteScoresError when a
+    score is NaN or infinite.
     """
     sims = np.asarray(sims)
     if sims.ndim != 2:
@@ -34,6 +55,7 @@ def retrieval_ranks(sims: np.ndarray, per_image: int = 5) -> tuple[np.ndarray, n
         raise ValueError(f"sims has {n_cap} captions for {n_img} images; expected {per_image} per image")
     if n_img == 0:
         raise ValueError("sims is empty")
+    check_finite(sims)
     rows = np.arange(n_img)
     owner = np.arange(n_cap) // per_image  # image of each caption
     positive = owner[None, :] == rows[:, None]  # (N, 5N)

@@ -11,6 +11,7 @@ files per evaluation:
   (see `pipelines/evaluate_sentiment.py`);
 - both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/curves.py`).
 The `.md` file holds exactly the table `markdown_table(metrics)` gives (and the CLI prints).
+NaN or infinite scores are an error naming the run, and nothing is written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.scoring import PRECISIONS, fast_precision
 from lighthead.pipelines.train_utils import atomic_json, load_checkpoint, read_json
 
@@ -90,7 +92,10 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
                       stacklevel=2)
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split")
-    metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
+    try:
+        metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
+    except NonFiniteScoresError as e:  # never a rank: NaN would otherwise score as a perfect match
+        raise NonFiniteScoresError(f"{run}: {split} split: {e}") from None
     if protocol == "5k" and metrics.get("n_images", FIVE_K) < FIVE_K:
         warnings.warn(f"--protocol 5k: the {split} split of {run} has {metrics['n_images']:,} images, not "
                       f"{FIVE_K:,}; scored all {metrics['n_images']:,} as one set (not comparable to COCO 5K "

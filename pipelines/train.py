@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
+from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
@@ -211,7 +212,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
                 sched.step()
         entry: dict[str, Any] = {"epoch": epoch + 1, **stats}
         if has_val and ((epoch + 1) % loop.val_every == 0 or epoch + 1 == n_epochs):
-            val = task.evaluate(head, "val", dev, limit=loop.val_images)
+            val = _evaluate(task, head, "val", dev, out, f"epoch {epoch + 1}", limit=loop.val_images)
             entry["val"] = val
             improved = val[metric] > state["best"]
         else:
@@ -233,12 +234,21 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
     load_checkpoint(out / CHECKPOINTS / BEST, head, device=dev)
     test = None
     if loop.test and task.has_split("test"):
-        test = task.evaluate(head, "test", dev, protocol=loop.protocol)
+        test = _evaluate(task, head, "test", dev, out, f"best epoch {state['best_epoch']}", protocol=loop.protocol)
     metrics = _summary(run_config, state, metric, test)
     atomic_json(out / "metrics.json", metrics)
     live.test(test, state["best_epoch"])
     live.close()
     return metrics
+
+
+def _evaluate(task: Any, head: Any, split: str, dev: torch.device, out: Path, when: str, **kw: Any) -> dict[str, Any]:
+    """`task.evaluate`, with NaN or infinite scores an error naming the run: such a head must
+    never be selected (NaN would otherwise rank as a perfect match) nor win a sweep."""
+    try:
+        return task.evaluate(head, split, dev, **kw)
+    except NonFiniteScoresError as e:
+        raise NonFiniteScoresError(f"{out}: {when}, {split} split: {e}") from None
 
 
 def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar) -> dict[str, float]:

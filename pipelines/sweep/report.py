@@ -99,11 +99,12 @@ def pick_metric(rows: Sequence[Row], requested: str | None) -> str | None:
 
 
 def rank(rows: Sequence[Row], metric: str | None, maximise: bool = True) -> list[Row]:
-    """Finished trials best first (by `metric`), then failed, then pending."""
+    """Finished trials best first (by `metric`), then failed, then pending. A finished trial
+    whose metric is missing, NaN or infinite ranks after every finished one with a number."""
 
     def key(r: Row) -> tuple[int, float]:
         v = r.metrics.get(metric, math.nan) if metric else math.nan
-        if r.status != "done" or math.isnan(v):
+        if r.status != "done" or not math.isfinite(v):
             return (1 if r.status == "done" else 2 if r.status == "failed" else 3, 0.0)
         return (0, -v if maximise else v)
 
@@ -135,8 +136,9 @@ def write_csv(rows: Sequence[Row], metric: str | None, path: Path) -> None:
 
 
 def write_best(rows: Sequence[Row], metric: str | None, path: Path) -> dict[str, Any] | None:
-    """best.json: the best finished trial's id, overrides and metrics."""
-    best = next((r for r in rows if r.status == "done" and metric in r.metrics), None)
+    """best.json: the best finished trial's id, overrides and metrics; a NaN or infinite
+    metric never wins (`rows` ranked by `rank`)."""
+    best = next((r for r in rows if r.status == "done" and math.isfinite(r.metrics.get(metric, math.nan))), None)
     if best is None:
         return None
     obj = {

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 import torch
 
-from lighthead.heads.metrics import classification_metrics
+from lighthead.heads.metrics import check_finite, classification_metrics
 from lighthead.pipelines.datasets.base import Record
 from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
 from lighthead.pipelines.tasks.sources import IMAGE_KINDS, Table, feature_sets_of, region_batch, text_batch
@@ -296,8 +296,8 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
 
 def sentiment_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro-F1 and weighted F1 over the three sentiments (percent), and the sample
-    count."""
-    out: dict[str, Any] = classification_metrics(labels, logits.argmax(-1), num_classes=3)
+    count. NonFiniteScoresError when a logit is NaN or infinite (argmax would pick a class anyway)."""
+    out: dict[str, Any] = classification_metrics(labels, check_finite(logits, "logits").argmax(-1), num_classes=3)
     out["n"] = int(len(labels))
     return out
 
@@ -311,7 +311,8 @@ def matching_metrics(pred: dict[str, np.ndarray]) -> dict[str, Any]:
     if "relevance_label" in pred:
         known = pred["relevance_label"] >= 0
         if known.any():
-            y, p = pred["relevance_label"][known], (pred["relevance"][known] > 0.5).astype(np.int64)
+            scores = check_finite(pred["relevance"][known], "relevance scores")
+            y, p = pred["relevance_label"][known], (scores > 0.5).astype(np.int64)
             out.update(relevance_metrics(y, p))
     if "align_usable" in pred:
         usable = pred["align_usable"].astype(bool)
