@@ -160,6 +160,10 @@ class ShardReader:
                 ids = [s for s in f["ids"].asstr()[...]]
                 for name, fld in self.fields.items():
                     ds = f["fields"][name]
+                    # the manifest's dtype decides how bytes are read: an edited one must not reinterpret them
+                    if ds.dtype.newbyteorder("<") != fld.np_dtype:
+                        raise StoreError(f"{self.path}: field {name!r} is stored as {ds.dtype.name}, the manifest "
+                                         f"says {fld.dtype} (edited or damaged manifest)")
                     if fld.variable:
                         off = np.asarray(f["offsets"][name][...], dtype=np.int64)
                         if len(off) != self.rows + 1 or off[0] != 0 or np.any(np.diff(off) < 0) \
