@@ -39,7 +39,8 @@ from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
-from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_json, save_checkpoint
+from lighthead.pipelines.train_utils import (EpochProgress, atomic_json, load_checkpoint, read_json, run_lock,
+                                             save_checkpoint)
 
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
@@ -150,9 +151,17 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
 
     threads: torch's CPU threads for this process (None: as already set; the CLI passes
     `lighthead.pipelines.threads.default_threads()`); config.json records the count used.
+    `out` is locked while training (`run_lock`): a second run into it is refused.
     """
+    with run_lock(Path(out)):
+        return _train(head_name, store, Path(out), dataset, epochs, overrides, device, resume, progress, threads)
+
+
+def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | None, epochs: int | None,
+           overrides: Mapping[str, Any] | list[str] | None, device: str | None, resume: bool, progress: bool,
+           threads: int | None) -> dict[str, Any]:
+    """`train` with `out` locked."""
     overrides = parse_overrides(overrides)
-    out = Path(out)
     last_path = out / CHECKPOINTS / LAST
     if last_path.exists() and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

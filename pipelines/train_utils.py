@@ -1,11 +1,16 @@
-"""Helpers of the training loop: checkpoints, atomic JSON, the epoch progress and line."""
+"""Helpers of the training loop: checkpoints, atomic JSON, the run folder's lock, the epoch
+progress and line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import socket
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +34,44 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); the file is damaged or truncated") from None
+
+
+RUN_LOCK = ".lock"  # in a run or sweep folder while one process writes it; deleted when it ends
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path) -> Iterator[Path]:
+    """Hold an exclusive lock on `folder` (created if absent) for the `with` body; a second
+    process gets ValueError `<folder>: in use by ...` at once, before it writes anything.
+
+    The store writers' flock (`store.manifest.try_lock`): the kernel releases it when its
+    process dies, so a killed run never blocks the next one. A folder this call created and
+    nobody wrote into is removed again."""
+    from lighthead.store.manifest import try_lock
+
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / RUN_LOCK
+    fd = try_lock(path)
+    if fd is None:
+        try:
+            holder = path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+        except OSError:
+            holder = "another process"
+        raise ValueError(f"{folder}: in use by {holder}; wait for it to end or choose another folder")
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                  .encode(), 0)
+        yield folder
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still held: `try_lock` retries on a lock file that was replaced
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            for p in created:
+                p.rmdir()  # only succeeds when empty: nothing was written
 
 
 def _jsonable(x: Any) -> Any:

@@ -31,7 +31,7 @@ from lighthead.pipelines.sweep.trial import (
     DEFAULT_TRAIN, TMP_PREFIX, TRIALS, TrainFn, is_finished, resolve_train_fn, run_trial,
     trial_dir,
 )
-from lighthead.pipelines.train_utils import atomic_json
+from lighthead.pipelines.train_utils import atomic_json, run_lock
 
 
 @dataclass
@@ -250,7 +250,8 @@ def run_sweep(
     client: an existing `distributed.Client` to use (tests reuse one cluster); otherwise
     `cluster` says what to start or join. device "cuda" makes every trial ask for a GPU.
     validate: check every trial's overrides against the head's config first (turn off only
-    for a training function that does not build a head).
+    for a training function that does not build a head). `out` is locked while the sweep
+    runs (`run_lock`): a second sweep into it is refused.
     """
     from lighthead.pipelines.console import console as make_console
 
@@ -265,29 +266,32 @@ def run_sweep(
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     trials = check_spec(spec, _store_dataset(store)) if validate else spec.trials()
     resolve_train_fn(train_fn)  # a missing training module fails here, not on every worker
-    (out / TRIALS).mkdir(parents=True, exist_ok=True)
-    atomic_json(out / "sweep.json", spec.to_json() | {"store": str(store), "trials": [t.id for t in trials]})
-    _remove_stale(out)
-
-    pending = [t for t in trials if not is_finished(trial_dir(out, t.id))]
-    result = SweepResult(out, store, [], None, None, skipped=len(trials) - len(pending))
-    if result.skipped:
-        console.print(f"{result.skipped} of {len(trials)} trials already finished in {out / TRIALS}")
-    if pending:
-        local = client is None and not (cluster and (cluster.scheduler or cluster.batch))
-        if device is None and local:
-            import torch  # usually imported already (check_spec builds the head's config)
-
-            device = "cuda" if torch.cuda.is_available() else None  # so trials ask for a GPU each
-        gpu = device is not None and device.startswith("cuda")
-        if client is not None:
-            conn = Connection(client, cluster.threads if cluster else None, {"GPU": 1} if gpu else {}, _dashboard(client))
-            _submit_all(conn, pending, len(trials), store, out, train_fn, device, retries, progress, console, result)
-        else:
-            with connect(cluster or ClusterOptions(), gpu=gpu, retries=retries, console=console) as conn:
-                _submit_all(conn, pending, len(trials), store, out, train_fn, device, retries, progress, console, result)
+    with run_lock(out):  # a second sweep into `out` would run trials twice and miscount them
+        (out / TRIALS).mkdir(parents=True, exist_ok=True)
+        atomic_json(out / "sweep.json", spec.to_json() | {"store": str(store), "trials": [t.id for t in trials]})
         _remove_stale(out)
-    return _finish(spec, trials, out, result, console)
+
+        pending = [t for t in trials if not is_finished(trial_dir(out, t.id))]
+        result = SweepResult(out, store, [], None, None, skipped=len(trials) - len(pending))
+        if result.skipped:
+            console.print(f"{result.skipped} of {len(trials)} trials already finished in {out / TRIALS}")
+        if pending:
+            local = client is None and not (cluster and (cluster.scheduler or cluster.batch))
+            if device is None and local:
+                import torch  # usually imported already (check_spec builds the head's config)
+
+                device = "cuda" if torch.cuda.is_available() else None  # so trials ask for a GPU each
+            gpu = device is not None and device.startswith("cuda")
+            submit = (pending, len(trials), store, out, train_fn, device, retries, progress, console, result)
+            if client is not None:
+                conn = Connection(client, cluster.threads if cluster else None, {"GPU": 1} if gpu else {},
+                                  _dashboard(client))
+                _submit_all(conn, *submit)
+            else:
+                with connect(cluster or ClusterOptions(), gpu=gpu, retries=retries, console=console) as conn:
+                    _submit_all(conn, *submit)
+            _remove_stale(out)
+        return _finish(spec, trials, out, result, console)
 
 
 def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path, out: Path,
