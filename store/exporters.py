@@ -10,6 +10,7 @@ Every file is written under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections import defaultdict
@@ -22,7 +23,7 @@ from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
 from lighthead.store.export_regions import export_npz, export_tsv, feature_set
 from lighthead.store.import_base import Progress
-from lighthead.store.manifest import atomic_write
+from lighthead.store.manifest import atomic_write, reserve_space
 
 __all__ = ["export_npz", "export_precomp", "export_tsv"]
 _SPLIT_ID = re.compile(r"^(?P<split>[^/]+)/(?P<i>\d+)$")
@@ -76,22 +77,34 @@ def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name
     for split_name, members in groups.items():
         ims_path = out_dir / f"{split_name}_ims.npy"
         tmp = out_dir / f"{split_name}_ims.npy.tmp"
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=(len(members), *fld.shape))
         caps: list[bytes] = []
-        for a in range(0, len(members), 256):
-            chunk = list(members[a:a + 256])
-            batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
-            arr[a:a + len(chunk)] = batch[field]
-            if from_field:
-                caps += [np.asarray(c, dtype=np.uint8).tobytes() for c in batch[captions_field]]
-            elif captions is not None:
-                caps += [captions[i] for i in chunk]
-            done += len(chunk)
-            if progress:
-                progress(done, total)
-        arr.flush()
-        del arr
-        os.replace(tmp, ims_path)
+        try:
+            # Plain writes into space reserved up front, not a memmap: a full disk is then an
+            # OSError naming the file, never a SIGBUS on a sparse file.
+            with open(tmp, "wb") as fh:
+                shape = (len(members), *fld.shape)  # (N, K, D)
+                np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                          "fortran_order": False, "shape": shape})
+                reserve_space(fh.fileno(), fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize, ims_path)
+                for a in range(0, len(members), 256):
+                    chunk = list(members[a:a + 256])
+                    batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
+                    fh.write(np.ascontiguousarray(batch[field]).astype(dtype, copy=False).tobytes())
+                    if from_field:
+                        caps += [np.asarray(c, dtype=np.uint8).tobytes() for c in batch[captions_field]]
+                    elif captions is not None:
+                        caps += [captions[i] for i in chunk]
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+            os.replace(tmp, ims_path)
+        except OSError as exc:
+            if exc.filename is None and exc.errno is not None:  # a failed write() names no file
+                raise OSError(exc.errno, exc.strerror, str(ims_path)) from None
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # no partial .tmp left behind
         written.append(ims_path)
         if from_field or captions is not None:
             atomic_write(out_dir / f"{split_name}_caps.txt", b"".join(caps))

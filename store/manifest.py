@@ -1,4 +1,5 @@
-"""The manifest of a feature set, atomic file writes and the fcntl locks writers share.
+"""The manifest of a feature set, atomic file writes, disk reservation and the fcntl locks
+writers share.
 
 `manifest.json` is the single source of truth: a shard file exists for readers only once
 the manifest lists it. The manifest is replaced atomically (tmp + fsync + rename), so a
@@ -13,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -91,7 +93,8 @@ def write_manifest(directory: Path, manifest: Manifest, fsync: bool = True) -> N
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Write `data` to `path` so that a crash leaves either the old or the new content."""
+    """Write `data` to `path` so that a crash leaves either the old or the new content. A failed
+    write (disk full) is an OSError naming `path`, and leaves no temporary file."""
     path = Path(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
@@ -101,6 +104,10 @@ def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # write() and fsync() name no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -129,6 +136,27 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
         while chunk := fh.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+_NO_FALLOCATE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)  # file systems that cannot allocate ahead
+
+
+def reserve_space(fd: int, nbytes: int, path: Path) -> None:
+    """Allocate `nbytes` of disk to the open file `fd` (its size grows to at least that), so
+    that a full disk is OSError(ENOSPC) naming `path` now, before anything is written, rather
+    than part-way through: HDF5 cannot recover from a failed write (closing the file then
+    crashes the process), and a memory-mapped write into a sparse file dies with SIGBUS.
+    Where the file system cannot allocate ahead, its free space is compared instead."""
+    fallocate = getattr(os, "posix_fallocate", None)  # absent on macOS: free space is compared instead
+    if fallocate is not None:
+        try:
+            fallocate(fd, 0, max(1, int(nbytes)))
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_FALLOCATE:
+                raise OSError(exc.errno, exc.strerror, str(path)) from None
+    if shutil.disk_usage(Path(path).parent).free < nbytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 LOCKING_ENV = "LIGHTHEAD_STORE_LOCKING"  # "0": no flock at all (single writer per feature set)

@@ -21,6 +21,8 @@ width ids) are read as before, without the check.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import mmap
 import os
@@ -31,6 +33,7 @@ import h5py
 import numpy as np
 
 from lighthead.store.errors import StoreError
+from lighthead.store.manifest import reserve_space
 from lighthead.store.schema import FORMAT, VERSION, Field
 
 MIN_CHUNK_BYTES = 4096  # items smaller than this share a chunk
@@ -69,37 +72,93 @@ def _dataset(group: h5py.Group, name: str, data: np.ndarray, rows: int) -> None:
     group.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]), fletcher32=True)
 
 
+# A bound on what a shard needs beyond its chunks (superblock, groups, object headers, chunk
+# indexes), so the space reserved before writing always covers the file HDF5 writes.
+SHARD_BASE_BYTES = 64 << 10  # per file
+DATASET_BYTES = 4 << 10  # per dataset
+CHUNK_BYTES = 64  # per chunk: its Fletcher-32 checksum and index entry
+
+
+def shard_layout(ids: list[str], fields: dict[str, Field],
+                 columns: dict[str, list[np.ndarray]]) -> dict[str, tuple[int, int, int]]:
+    """Per dataset of the shard: (rows, bytes per row, rows per chunk), as `write_shard` lays it out."""
+    n = len(ids)
+    width = max([1, *(len(i.encode("utf-8")) for i in ids)])
+    layout = {"ids": (n, width, max(1, min(n, MAX_CHUNK_BYTES // width)))}
+    for name, fld in fields.items():
+        row_bytes = int(np.prod(fld.row_shape, dtype=np.int64)) * fld.np_dtype.itemsize
+        if fld.variable:
+            total = sum(len(v) for v in columns[name])
+            layout[f"fields/{name}"] = (total, row_bytes, flat_rows_per_chunk(row_bytes, total, n))
+            layout[f"offsets/{name}"] = (n + 1, 8, flat_rows_per_chunk(8, n + 1, 1))
+        else:
+            layout[f"fields/{name}"] = (n, row_bytes, rows_per_chunk(fld, n))
+    return layout
+
+
+def shard_bytes_bound(layout: dict[str, tuple[int, int, int]]) -> int:
+    """At least the size of the file `write_shard` writes for `layout` (whole chunks, the last
+    one included, plus metadata)."""
+    total = SHARD_BASE_BYTES
+    for rows, row_bytes, per_chunk in layout.values():
+        chunks = max(1, -(-rows // per_chunk))
+        total += DATASET_BYTES + chunks * (per_chunk * row_bytes + CHUNK_BYTES)
+    return total
+
+
+def _empty_file_image() -> bytes:
+    """The bytes of an empty HDF5 file in the shards' format (built in memory, no disk write)."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", libver=H5_LIBVER):
+        pass
+    return buf.getvalue()
+
+
 def write_shard(path: Path, ids: list[str], fields: dict[str, Field],
                 columns: dict[str, list[np.ndarray]], fsync: bool = True) -> None:
-    """Write a complete shard to `path` (the caller passes a `.tmp` name and renames it)."""
+    """Write a complete shard to `path` (the caller passes a `.tmp` name and renames it).
+
+    The file's space is reserved first (`reserve_space`): a full disk is an OSError naming
+    `path` before HDF5 writes anything, and `path` is removed. HDF5 then writes into the
+    reserved space and trims the file to its real size when it closes it."""
     n = len(ids)
+    layout = shard_layout(ids, fields, columns)
     encoded = [i.encode("utf-8") for i in ids]
-    width = max([1, *map(len, encoded)])
-    # HDF5 locking is pointless here: the file is private to this writer until renamed.
-    with h5py.File(path, "w", libver=H5_LIBVER, locking=False) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["version"] = VERSION
-        f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields.values()])
-        _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", width)),
-                 max(1, min(n, MAX_CHUNK_BYTES // width)))
-        g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
-        for name, fld in fields.items():
-            values = columns[name]
-            if fld.variable:
-                offsets = np.zeros(n + 1, dtype=np.int64)
-                np.cumsum([len(v) for v in values], out=offsets[1:])
-                flat = np.concatenate(values, axis=0)  # (total, *rest)
-                row_bytes = int(np.prod(fld.row_shape, dtype=np.int64)) * fld.np_dtype.itemsize
-                _dataset(g_fields, name, flat, flat_rows_per_chunk(row_bytes, len(flat), n))
-                _dataset(g_offsets, name, offsets, flat_rows_per_chunk(8, n + 1, 1))
-            else:
-                _dataset(g_fields, name, np.stack(values), rows_per_chunk(fld, n))  # (N, *shape)
-    if fsync:
-        fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.fsync(fd)
+            reserve_space(fd, shard_bytes_bound(layout), path)
+            os.pwrite(fd, _empty_file_image(), 0)
         finally:
             os.close(fd)
+        # HDF5 locking is pointless here: the file is private to this writer until renamed.
+        with h5py.File(path, "r+", libver=H5_LIBVER, locking=False) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["version"] = VERSION
+            f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields.values()])
+            _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", layout["ids"][1])),
+                     layout["ids"][2])
+            g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
+            for name, fld in fields.items():
+                values = columns[name]
+                if fld.variable:
+                    offsets = np.zeros(n + 1, dtype=np.int64)
+                    np.cumsum([len(v) for v in values], out=offsets[1:])
+                    flat = np.concatenate(values, axis=0)  # (total, *rest)
+                    _dataset(g_fields, name, flat, layout[f"fields/{name}"][2])
+                    _dataset(g_offsets, name, offsets, layout[f"offsets/{name}"][2])
+                else:
+                    _dataset(g_fields, name, np.stack(values), layout[f"fields/{name}"][2])  # (N, *shape)
+        if fsync:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # no partial `.tmp` left behind
+        raise
 
 
 def open_h5(path: Path) -> h5py.File:
