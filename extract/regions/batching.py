@@ -76,6 +76,24 @@ def plan_resize(height: int, width: int, cfg: DetectorConfig) -> tuple[tuple[int
     return resized_size(height, width, scale), (scale, scale)
 
 
+def resize_like_pillow9(im: Image.Image, out_w: int, out_h: int) -> Image.Image:
+    """`im.resize((out_w, out_h), BILINEAR)` as Pillow 9 computes it, under any Pillow.
+
+    py-bottom-up-attention needs Pillow < 10 (it uses `Image.LINEAR`). Pillow resamples in two
+    8-bit passes; Pillow 9 always runs the horizontal pass first, Pillow >= 10 runs the vertical
+    one first when that is cheaper (downscaled images taller than about 1.9x their width), which
+    moves values by one grey level and then the selected boxes. Two explicit passes, width then
+    height, give Pillow 9's bytes (tests/extract/regions/test_pillow9_resize.py holds digests
+    made with Pillow 9.5.0)."""
+    if im.size == (out_w, out_h):
+        return im
+    if im.width != out_w:
+        im = im.resize((out_w, im.height), Image.BILINEAR)
+    if im.height != out_h:
+        im = im.resize((out_w, out_h), Image.BILINEAR)
+    return im
+
+
 class Prepare:
     """PIL RGB image -> dict(image (3, h, w) float32 mean-subtracted BGR, scale (sy, sx), size (h, w))."""
 
@@ -96,8 +114,7 @@ class Prepare:
 
     def _pil(self, im: Image.Image, out_h: int, out_w: int) -> torch.Tensor:
         # Resampling is per channel, so RGB here equals detectron2 resizing the BGR array.
-        if im.size != (out_w, out_h):
-            im = im.resize((out_w, out_h), Image.BILINEAR)
+        im = resize_like_pillow9(im, out_w, out_h)
         rgb = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())  # (h, w, 3)
         return rgb.permute(2, 0, 1).flip(0).float() - self.mean  # (3, h, w) BGR minus mean
 

@@ -54,7 +54,9 @@ def _empty(path: Path, summary: dict) -> Optional[str]:
 
 @app.command()
 def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
-         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+         stats: bool = typer.Option(False, "--stats", help="also read the `features` field of each set (its first "
+                                    "1,000 items): value range, per-item mean, max and share of zeros")) -> None:
     """Show the feature sets of a store: items, shards, size, fields and attributes.
     Exit 1 if the store is empty."""
     from lighthead.store import StoreError
@@ -70,6 +72,17 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
     from lighthead.pipelines.regions_view import add_object_names
 
     add_object_names(path, summary)  # region sets: their most frequent object names
+    if stats:
+        from lighthead.store import open_store
+        from lighthead.store.stats import field_stats
+
+        store = open_store(path)
+        for name, fs in summary["feature_sets"].items():
+            if fs["items"] and "features" in fs["fields"]:
+                try:
+                    fs["stats"] = {"features": field_stats(store[name], "features")}
+                except StoreError as exc:
+                    raise fail(str(exc))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
@@ -94,6 +107,14 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
         top = fs.get("objects", {}).get("top_objects")
         if top:
             console.print(f"{name}: most frequent objects: " + ", ".join(f"{n} ({c})" for n, c in top),
+                          markup=False, highlight=False)
+    for name, fs in summary["feature_sets"].items():
+        st = fs.get("stats", {}).get("features")
+        if st and st["items"]:
+            console.print(f"{name}: features over {st['items']} items: min {st['min']:.4g}, max {st['max']:.4g}, "
+                          f"mean {st['mean']:.4g}; per item: mean {st['item_mean'][0]:.3g}-{st['item_mean'][1]:.3g}, "
+                          f"max {st['item_max'][0]:.3g}-{st['item_max'][1]:.3g}, "
+                          f"zeros {100 * st['zero_fraction'][0]:.0f}-{100 * st['zero_fraction'][1]:.0f}%",
                           markup=False, highlight=False)
     if summary["json"]:
         console.print("JSON artifacts: " + ", ".join(summary["json"]))

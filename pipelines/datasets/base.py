@@ -8,6 +8,7 @@ function `load(root: Path) -> list[Record]` that validates as it reads and raise
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -104,3 +105,14 @@ def load_records(name: str, root: str | Path | None) -> list[Record]:
     """Run the adapter `name` on its root folder."""
     loader = DATASETS.get(name)
     return check_image_ids(loader(resolve_root(name, root)))
+
+
+def warn_missing_images(records: list[Record], folder: Path) -> None:
+    """One warning when image files are missing: text jobs run, image jobs will list them."""
+    paths = {r.image_path for r in records}
+    missing = sorted(p for p in paths if not Path(p).is_file())
+    if not missing:
+        return
+    what = (f"no image folder {folder}: none of the {len(paths)} images is present" if not folder.is_dir()
+            else f"{len(missing)} of {len(paths)} image files not found (first: {missing[0]})")
+    warnings.warn(f"{what}; text feature jobs run, image feature jobs list the missing files", stacklevel=3)

@@ -21,10 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record, read_text
+from lighthead.pipelines.datasets.base import DATASETS, DatasetError, Record, read_text, warn_missing_images
 from lighthead.pipelines.datasets.pickles import read_plain_pickle
-from lighthead.pipelines.datasets.twitter import (PLACEHOLDER, image_folder, parse_label, release_image, text_field,
-                                                  warn_missing_images)
+from lighthead.pipelines.datasets.twitter import PLACEHOLDER, image_folder, parse_label, release_image, text_field
 
 _SPLITS = {"train": "VG_train", "val": "VG_dev", "test": "VG_test"}
 _LAYOUT = """  VG_train.pkl, VG_dev.pkl, VG_test.pkl   (or VG_<split>.json with the same content)

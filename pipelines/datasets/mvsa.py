@@ -4,7 +4,9 @@ Expected layout under the root::
 
     labelResultAll.txt     header line, then: ID <TAB> text,image  (Single: one annotator column;
                            Multiple: three annotator columns)
-    data/<ID>.jpg          the image of post ID
+    data/<ID>.jpg          the image of post ID (optional for text features: MVSA text circulates
+                           without its images; one warning counts the missing files, text
+                           jobs and the text-only head run, image jobs list them as skipped)
     data/<ID>.txt          its text
 
 Label merging (ITIN, Sec. IV-A, following MultiSentiNet): a pair whose text and image labels
@@ -22,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from lighthead.pipelines.datasets import base
-from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, warn_missing_images
 
 SPLIT_SEED = 0  # seed of the 8:1:1 shuffle
 SPLIT_RATIO = (0.8, 0.1, 0.1)  # train, val, test
@@ -108,14 +110,13 @@ def read_mvsa(root: Path, annotators: int) -> list[Record]:
         if label is None:
             continue
         image, text = data / f"{post}.jpg", data / f"{post}.txt"
-        for path in (image, text):
-            if not path.is_file():
-                raise DatasetError(f"{where}: {path} not found")
+        if not text.is_file():  # images may be absent (text circulates without them): warned below
+            raise DatasetError(f"{where}: {text} not found")
         kept.append((post, SENTIMENTS.index(label), text_label, image_label, str(image), read_text(text)))
     if not kept:
         raise DatasetError(f"{label_file}: no post left after label merging")
     splits = split_ids([k[0] for k in kept])
-    return [
+    records = [
         Record(
             id=post,
             image_id=post,
@@ -128,6 +129,8 @@ def read_mvsa(root: Path, annotators: int) -> list[Record]:
         )
         for post, label, text_label, image_label, image, text in kept
     ]
+    warn_missing_images(records, data)
+    return records
 
 
 @DATASETS.register("mvsa-single")

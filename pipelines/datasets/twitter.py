@@ -26,11 +26,10 @@ list each missing file as a skipped input.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
-from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, read_text
+from lighthead.pipelines.datasets.base import DATASETS, SENTIMENTS, DatasetError, Record, read_text, warn_missing_images
 from lighthead.pipelines.datasets.pickles import read_plain_pickle
 
 _FILES = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
@@ -56,17 +55,6 @@ def image_folder(root: Path, candidates: list[str], layout: str, required: bool 
     if not required:
         return root / candidates[0]
     raise DatasetError(f"no image folder under {root} (looked for {', '.join(candidates)}); expected:\n{layout}")
-
-
-def warn_missing_images(records: list[Record], folder: Path) -> None:
-    """One warning when image files are missing: text jobs run, image jobs will list them."""
-    paths = {r.image_path for r in records}
-    missing = sorted(p for p in paths if not Path(p).is_file())
-    if not missing:
-        return
-    what = (f"no image folder {folder}: none of the {len(paths)} images is present" if not folder.is_dir()
-            else f"{len(missing)} of {len(paths)} image files not found (first: {missing[0]})")
-    warnings.warn(f"{what}; text feature jobs run, image feature jobs list the missing files", stacklevel=3)
 
 
 def read_tsv(path: Path, split: str, images: Path) -> list[Record]:

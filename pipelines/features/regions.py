@@ -3,7 +3,8 @@
 `regions36` -> regions/butd-r101-vg-36 and `regions100` -> regions/butd-r101-vg-100 (the K
 most confident ROIs), `adaptive` -> regions/butd-r101-vg-adaptive (10 to 100 ROIs above 0.2
 confidence), `given-boxes` -> regions/butd-r101-vg-given (features pooled for the boxes in
-`record.extra["boxes"]`, [x1, y1, x2, y2] pixels). Fields: features (K, D) float16 by
+`record.extra["boxes"]`, [x1, y1, x2, y2] pixels, or in another region set of the store with
+`-o given-boxes.boxes_from=regions/...`). Fields: features (K, D) float16 by
 default, boxes (K, 4) float32 in original pixels, object_ids/object_scores/attr_ids/
 attr_scores (K,), num_boxes, image_w, image_h; K is variable (flat + offsets) for adaptive
 and given boxes.
@@ -154,8 +155,33 @@ def describe(job: str, model_info: dict[str, Any], selection: Any, options: Extr
         "box_rule": BOX_RULES[selection.mode],
         "ids": "object_ids index the 1600 VG objects, attr_ids the 400 VG attributes (0-based; -1 = padding)",
         "dtype": options.dtype,
+        **({"boxes_from": str(job_option(options, job, "boxes_from"))}
+           if selection.mode == "given" and job_option(options, job, "boxes_from") else {}),
         **model_info,
     }
+
+
+def boxes_from_set(store: Any, name: str, image_ids: set[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """image_id -> (N, 4) float32 boxes stored in the region set `name` of the same store (its first
+    `num_boxes` rows: e.g. an imported Caffe TSV, to re-extract at its boxes), and the image ids
+    that set does not hold. `-o given-boxes.boxes_from=regions/...`."""
+    import numpy as np
+
+    if name not in store:
+        raise ValueError(f"{store.path}: boxes_from={name}: no such feature set (sets: {', '.join(store.names()) or 'none'})")
+    source = store[name]
+    if "boxes" not in source.fields:
+        raise ValueError(f"{store.path}/{name}: boxes_from: the set has no `boxes` field")
+    boxes: dict[str, Any] = {}
+    bad: list[tuple[str, str]] = []
+    for image_id in sorted(image_ids):
+        if image_id not in source:
+            bad.append((image_id, f"no boxes in {name}"))
+            continue
+        item = source.get(image_id, fields=["boxes", "num_boxes"] if "num_boxes" in source.fields else ["boxes"])
+        n = int(item["num_boxes"]) if "num_boxes" in item else len(item["boxes"])
+        boxes[image_id] = np.asarray(item["boxes"][:n], np.float32).reshape(-1, 4)  # (N, 4)
+    return boxes, bad
 
 
 def given_boxes(records: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -330,7 +356,8 @@ def _run(job: str) -> Any:
         items = unique_images(records, skip=done)
         boxes = None
         if mode == "given":
-            boxes, bad = given_boxes(records)
+            source = job_option(options, job, "boxes_from")
+            boxes, bad = boxes_from_set(store, str(source), all_ids) if source else given_boxes(records)
             summary.skipped.extend((i, why) for i, why in bad if i not in done)
             items = [it for it in items if it[0] in boxes]
         if not random_weights(options, job) and items:

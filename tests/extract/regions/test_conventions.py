@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import nms, roi_pool
 
-from lighthead.extract.regions.batching import Prepare, detectron2_size, image_scale, plan_resize, resized_size
+from lighthead.extract.regions.batching import (Prepare, detectron2_size, image_scale, plan_resize, resize_like_pillow9,
+                                                resized_size)
 from lighthead.extract.regions.box_selection import maxnms_thresholds
 from lighthead.extract.regions.checkpoints import format_config, state_for_export
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
@@ -61,7 +62,9 @@ def _detectron2_prepare(rgb: np.ndarray, new_h: int, new_w: int) -> torch.Tensor
     """What py-bottom-up-attention feeds the network: cv2.imread's BGR array through
     detectron2's ResizeTransform.apply_image (PIL), then `image - pixel_mean`."""
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
-    resized = np.asarray(Image.fromarray(bgr).resize((new_w, new_h), Image.BILINEAR))
+    # Pillow 9's resize (py-bottom-up-attention's Pillow), checked against bytes Pillow 9.5 wrote
+    # in test_pillow9_resize.py; a plain `.resize` under Pillow >= 10 differs on tall shrinks.
+    resized = np.asarray(resize_like_pillow9(Image.fromarray(bgr), new_w, new_h))
     chw = resized.astype("float32").transpose(2, 0, 1)
     return torch.from_numpy(chw) - torch.from_numpy(MEAN).reshape(3, 1, 1)
 

@@ -82,3 +82,40 @@ def test_missing_post_files_and_layout(tmp_path):
     (tmp_path / "data" / "2.txt").unlink()
     with pytest.raises(DatasetError, match=r"labelResultAll.txt:3: .*2.txt not found"):
         load_records("mvsa-single", tmp_path)
+
+
+def test_posts_without_images_load_with_one_warning(tmp_path):
+    """MVSA text circulates without its images: as for twitter15/17, one warning, records kept."""
+    fixtures.mvsa(tmp_path, ["positive,positive", "neutral,neutral", "negative,neutral"])
+    (tmp_path / "data" / "2.jpg").unlink()
+    with pytest.warns(UserWarning, match=r"1 of 3 image files not found \(first: .*data/2.jpg\); text feature jobs run"):
+        records = load_records("mvsa-single", tmp_path)
+    assert [r.id for r in sorted(records, key=lambda r: r.id)] == ["1", "2", "3"]
+    for path in (tmp_path / "data").glob("*.jpg"):
+        path.unlink()
+    with pytest.warns(UserWarning, match=r"3 of 3 image files not found"):
+        assert len(load_records("mvsa-single", tmp_path)) == 3
+
+
+def test_text_jobs_and_the_text_only_head_run_without_images(tmp_path):
+    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features import ExtractOptions
+    from lighthead.pipelines.train import train
+    from lighthead.store import open_store
+
+    root = tmp_path / "data"
+    labels = ["positive,positive", "neutral,neutral", "negative,negative", "positive,neutral"] * 5
+    fixtures.mvsa(root, labels)
+    for path in (root / "data").glob("*.jpg"):
+        path.unlink()
+    opts = ExtractOptions(batch_size=8, loader_workers=0, progress=False, dtype="float32")
+    with pytest.warns(UserWarning, match="20 of 20 image files not found"):
+        summaries = run_extract("mvsa-single", root, tmp_path / "store", ["thumbs", "minilm"], opts)
+    by_job = {s.job: s for s in summaries}
+    assert by_job["thumbs"].written == 0 and len(by_job["thumbs"].skipped) == 20
+    assert by_job["minilm"].written == 20 and not by_job["minilm"].skipped
+    assert open_store(tmp_path / "store").names() == ["text/all-minilm-l6-v2"]
+    metrics = train("text-only", tmp_path / "store", tmp_path / "run", progress=False,
+                    overrides={"text": "text/all-minilm-l6-v2", "d": 32, "heads": 4, "ff": 64, "epochs": 1,
+                               "batch_size": 8, "lr": 1e-3, "dropout": 0.0})
+    assert metrics["test"]["n"] == 2 and metrics["test"]["macro_f1"] is not None
