@@ -165,7 +165,10 @@ def to_original(boxes: torch.Tensor, scale: Any, image_size: tuple[int, int], cf
     if cfg.resize != "pil":
         if sx == sy:
             return boxes / sx
-        return boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+        out = boxes.clone()  # scalar divisions: no constant tensor to copy to the device
+        out[:, 0::2] /= sx
+        out[:, 1::2] /= sy
+        return out
     h, w = image_size
     orig_h, orig_w = round(h / sy), round(w / sx)
     out = boxes.clone()
