@@ -214,13 +214,13 @@ def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int, pin_m
 
 
 def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: int = 8,
-            workers: int = 2, pin_memory: torch.device | None = None) -> Iterator[Batch]:
+            workers: int = 2, device: torch.device | None = None) -> Iterator[Batch]:
     """Padded batches of (image_id, path) items, decoded and resized in `workers` processes,
     grouped by orientation (see `bucketed`).
 
-    pin_memory: the CUDA device the batches go to; they are then regrouped and padded straight
-    into page-locked memory by a prefetch thread, so the main thread only starts one
-    non-blocking copy per batch.
+    device: where the batches go. None: they are regrouped and padded as they are asked for. A
+    device: a prefetch thread regroups and pads them ahead, for a CUDA device straight into
+    page-locked memory, so the main thread only starts one non-blocking copy per batch.
     """
     if not items:
         return iter(())
@@ -233,14 +233,15 @@ def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: i
         prefetch_factor=2 * batch_size if workers > 0 else None,
         persistent_workers=False,
     )
-    if pin_memory is None:
+    if device is None:
         return bucketed(loader, batch_size, cfg.size_divisibility)
     singles = iter(loader)  # the decoding workers start from this thread, not the prefetch thread
+    pin = device.type == "cuda"
 
     def produce() -> Iterator[Batch]:
-        if pin_memory.type == "cuda" and pin_memory.index is not None:
-            torch.cuda.set_device(pin_memory)  # a thread's current device is its own: pin for this one
-        yield from bucketed(singles, batch_size, cfg.size_divisibility, pin_memory=True)
+        if pin and device.index is not None:
+            torch.cuda.set_device(device)  # a thread's current device is its own: pin for this one
+        yield from bucketed(singles, batch_size, cfg.size_divisibility, pin_memory=pin)
 
     return prefetch(produce, depth=2)
 

@@ -146,7 +146,7 @@ def extract_regions(
     stats = RunStats()
     start = time.perf_counter()
     source = batch_source if batch_source is not None else batches(
-        items, model.cfg, batch_size, loader_workers, pin_memory=device if device.type == "cuda" else None)
+        items, model.cfg, batch_size, loader_workers, device if device.type == "cuda" else None)
 
     def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
         images = images.to(device, non_blocking=True)

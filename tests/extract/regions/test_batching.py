@@ -188,17 +188,20 @@ def test_pad_into_overwrites_a_dirty_buffer():
     assert torch.equal(out[0, :, :5, :7], images[0]) and out[0, :, 5:].eq(0).all() and out[0, :, :, 7:].eq(0).all()
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="page-locked memory needs CUDA")
-def test_batches_for_a_gpu_are_padded_into_pinned_memory(image_files, tiny_cfg):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_batches_for_a_device_come_from_a_prefetch_thread(image_files, tiny_cfg, device):
+    """For a device, a prefetch thread regroups and pads the batches (for a GPU into page-locked
+    memory); they equal the batches made on demand."""
     from lighthead.extract.regions.batching import batches
 
-    items = [(k, str(v)) for k, v in image_files.items() if k.startswith("ok")][:3] * 2
-    out = list(batches(items, tiny_cfg, 2, workers=0, pin_memory=torch.device("cuda")))
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("page-locked memory needs CUDA")
+    items = [(k, str(image_files[k])) for k in ("ok", "cmyk", "text", "grey", "alpha", "ok")]
+    out = list(batches(items, tiny_cfg, 2, workers=0, device=torch.device(device)))
     plain = list(batches(items, tiny_cfg, 2, workers=0))
-    assert out and all(b.images.is_pinned() for b in out if b.ids)
-    assert [b.ids for b in out] == [b.ids for b in plain]
+    assert [(b.ids, b.skipped) for b in out] == [(b.ids, b.skipped) for b in plain]
     assert all(torch.equal(a.images, b.images) for a, b in zip(out, plain))
+    assert all(b.images.is_pinned() == (device == "cuda") for b in out if b.ids)
 
 
 def test_prefetch_keeps_order_passes_errors_and_stops_early():
