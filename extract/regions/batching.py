@@ -275,10 +275,10 @@ def prefetch(produce: Callable[[], Iterable[Any]], depth: int = 2) -> Iterator[A
             return
         put((True, _DONE))
 
-    thread = threading.Thread(target=run, name="batch-prefetch", daemon=True)
-    thread.start()
-
     def consume() -> Iterator[Any]:
+        # started with the first item asked for: an iterator never used leaves no thread behind
+        thread = threading.Thread(target=run, name="batch-prefetch", daemon=True)
+        thread.start()
         try:
             while True:
                 ok, item = out.get()
