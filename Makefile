@@ -47,7 +47,7 @@ bench: install ## run the benchmarks in their quick mode and print their ratios 
 	$(PY) -m bench.train $(BENCH_ARGS)
 	$(PY) -m bench.sweep $(BENCH_ARGS)
 
-bench-gpu: install ## one CUDA device, under 8 minutes: gpu tests, then detector/text/scoring/training speed and memory -> bench/results/<device>.md
+bench-gpu: install ## one CUDA device, under 8 minutes: a 30 s self-check, gpu tests, then detector/text/scoring/training speed and memory -> bench/results/<device>.md
 	$(PY) -m bench.gpu $(BENCH_GPU_ARGS)
 
 extract: install ## extract every feature DATASET's heads need: make extract DATASET=coco [DATA=path]

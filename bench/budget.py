@@ -178,12 +178,23 @@ def format_figure(value: float | None) -> str:
     return f"{round(value, digits):,.{digits}f}"
 
 
-def markdown(title: str, header: list[str], rows: list[Row]) -> str:
-    """The results as one markdown document: a title, header bullet lines, one table."""
-    lines = [f"# {title}", ""] + [f"- {h}" for h in header] + [
-        "", "| part | case | figure | unit | peak GPU memory (MiB) | note |", "|---|---|---:|---|---:|---|"]
+def markdown_head(title: str, header: list[str]) -> str:
+    """The start of the results document: a title, header bullet lines, the table's head (rows
+    follow with `markdown_rows`, so a table can be written part by part)."""
+    return "\n".join([f"# {title}", ""] + [f"- {h}" for h in header] + [
+        "", "| part | case | figure | unit | peak GPU memory (MiB) | note |", "|---|---|---:|---|---:|---|"]) + "\n"
+
+
+def markdown_rows(rows: list[Row]) -> str:
+    """Table lines of `rows`, one per row."""
+    lines = []
     for r in rows:
         peak = "-" if r.peak_mib is None else f"{r.peak_mib:,.0f}"
         lines.append(f"| {_cell(r.part)} | {_cell(r.case)} | {format_figure(r.figure)} | {_cell(r.unit)} | "
-                     f"{peak} | {_cell(r.note)} |")
-    return "\n".join(lines) + "\n"
+                     f"{peak} | {_cell(r.note)} |\n")
+    return "".join(lines)
+
+
+def markdown(title: str, header: list[str], rows: list[Row]) -> str:
+    """The results as one markdown document: a title, header bullet lines, one table."""
+    return markdown_head(title, header) + markdown_rows(rows)

@@ -1,4 +1,4 @@
-"""One command for a GPU: the gpu-marked tests, then the throughput and memory peak of each stage.
+"""One command for a GPU: a self-check, the gpu-marked tests, then the throughput and memory peak of each stage.
 
     make bench-gpu                                   # python -m bench.gpu: one CUDA device, under 8 minutes
     python -m bench.gpu --device cuda:1 --parts detector,text --budget 200
@@ -7,8 +7,14 @@
 Each part is one module of bench/gpu_parts/ (common.py: the device, the timer, loading the other
 bench scripts; sizes.py: what is measured on a GPU and in the dry run).
 
-Parts (`--parts` ids), in order; each gets a share of the total time budget (default 450 s, so
-that start-up and writing fit in 8 minutes), and time a part leaves unused goes to the later ones:
+Parts (`--parts` ids), in order; the self-check gets a fixed 30 s, the others a share of the rest
+of the total time budget (default 450 s, so that start-up and writing fit in 8 minutes), and
+time a part leaves unused goes to the later ones:
+0. check: the self-check, whose rows head the table (bench/gpu_parts/check.py): the GRU's
+   dtype under bf16 autocast, per-class NMS per image one image at a time and a batch at once,
+   host syncs per detector forward and batch preparation before and after the host-sync fixes,
+   host syncs while scoring SCAN before and after, and SCAN's score difference between
+   torch's default per-op TF32 settings and IEEE fp32.
 1. tests: `pytest -m gpu` on the test files that carry the mark, in a subprocess that is
    killed when the part's time is spent; passed / failed / skipped counts.
 2. detector: images/s of the ResNet-101 detector (random weights) at the 600/1000 test scale
@@ -21,7 +27,8 @@ that start-up and writing fit in 8 minutes), and time a part leaves unused goes 
    bundled MiniLM's uncased WordPiece vocabulary) through TextEncoder (tokenising, forward,
    copying out: bench/text.py's `rate`) in fp32 and fp16 autocast, and of its forward pass alone.
 4. scoring: pairs/s of `score_blocks` for CASC, SCAN and MMCA at 1,000 x 5,000 and 5,000 x
-   25,000 (bench/retrieval_eval.py's paper-size heads and random data), fp32 and bf16 products.
+   25,000 (bench/retrieval_eval.py's paper-size heads and random data), fp32 and bf16 products;
+   for CASC and SCAN also the earlier scoring loop (bench/gpu_parts/reference.py) at 1,000 x 5,000.
 5. training: samples/s of each head's training step (bench/train.py's `bench_head` on its
    synthetic store, paper sizes, median over steps).
 
@@ -29,11 +36,13 @@ The memory peak of each figure is torch.cuda.max_memory_allocated, reset before 
 that would not fit in the free memory (torch.cuda.mem_get_info, scaled from the smallest size
 measured) or in the time left (scaled likewise) is skipped, a case still running when its
 part's time is spent is stopped, and the cases left are listed as skipped; the table says
-which and why. The table (device, versions, one row per figure) goes to stdout and to
-bench/results/<device>.md. Exit status: 0; 1 when a gpu test failed or a case raised an error;
-2 when there is no CUDA device or an argument is wrong (`error: ...`). `--dry-run` runs the same
-code on the CPU with tiny sizes, one torch thread and a 110 s budget, and writes its table to
-the temp folder unless `--out` says where.
+which and why. The table (device, versions, one row per figure) goes to
+bench/results/<device>.md part by part (its head first, each part's rows as the part ends), so a
+run stopped late keeps what it measured, and in the end to stdout. Exit status: 0; 1 when a gpu
+test failed or a case raised an error; 2 when there is no CUDA device or an argument is wrong
+(`error: ...`). `--dry-run` runs the same code on the CPU with tiny sizes, one torch thread and a
+110 s budget, lists the CUDA-only branches it could not exercise, and writes its table to the
+temp folder unless `--out` says where.
 """
 
 from __future__ import annotations
@@ -54,28 +63,30 @@ from pathlib import Path  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 
 
+from bench.gpu_parts import check, detector, pytest_part, scoring, text, training  # noqa: E402
 from bench.gpu_parts.common import ROOT, Device, Part, Skip, budget, load_bench, timed  # noqa: E402,F401
-from bench.gpu_parts.detector import detector_part  # noqa: E402
-from bench.gpu_parts.pytest_part import gpu_test_files, junit_counts, tests_part  # noqa: E402,F401
-from bench.gpu_parts.scoring import SCORING_HEADS, scoring_part  # noqa: E402,F401
+from bench.gpu_parts.pytest_part import gpu_test_files, junit_counts  # noqa: E402,F401
+from bench.gpu_parts.scoring import SCORING_HEADS  # noqa: E402,F401
 from bench.gpu_parts.sizes import DRY, REAL, Sizes  # noqa: E402,F401
-from bench.gpu_parts.text import text_part  # noqa: E402
-from bench.gpu_parts.training import training_part  # noqa: E402
 
 markdown = budget.markdown
 
 TOTAL_SECONDS = 450  # default budget: 8 minutes less half a minute for start-up and writing
 DRY_SECONDS = 110  # --dry-run: under two minutes whatever the machine
+CHECK_SECONDS = 30  # the self-check's fixed budget, taken first
+DRY_CHECK_SECONDS = 15  # the same in the dry run
 # Share of the budget per part; a part gets its share of the time left over the shares left,
 # so time one part leaves unused goes to the later ones. The dry run's parts are all quick but
 # the pytest run, whose start-up (imports) a busy machine slows most.
 SHARES = {"tests": 0.18, "detector": 0.28, "text": 0.08, "scoring": 0.26, "training": 0.20}
 DRY_SHARES = {"tests": 0.40, "detector": 0.15, "text": 0.10, "scoring": 0.15, "training": 0.20}
-TITLES = {"tests": "gpu tests"}  # a part's name in the table, where it differs from its id
+TITLES = {"tests": "gpu tests", "check": "self-check"}  # a part's name in the table, where it differs from its id
 
-
-PARTS = {"tests": tests_part, "detector": detector_part, "text": text_part, "scoring": scoring_part,
-         "training": training_part}
+# Each part's function (part, device, sizes) and what its dry run cannot exercise, in order.
+PARTS = {"check": check.check_part, "tests": pytest_part.tests_part, "detector": detector.detector_part,
+         "text": text.text_part, "scoring": scoring.scoring_part, "training": training.training_part}
+CUDA_ONLY = {"check": check.CUDA_ONLY, "tests": pytest_part.CUDA_ONLY, "detector": detector.CUDA_ONLY,
+             "text": text.CUDA_ONLY, "scoring": scoring.CUDA_ONLY, "training": training.CUDA_ONLY}
 
 
 # ---- the table -----------------------------------------------------------------------------
@@ -85,7 +96,20 @@ def device_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "device"
 
 
-def header_lines(dev: Device, args: argparse.Namespace, budgets: dict[str, float], elapsed: float) -> list[str]:
+def precision_line() -> str:
+    """The per-op float32 precisions (torch >= 2.9 flags; "tf32" = TensorFloat-32). The legacy
+    `allow_tf32` flags raise once cuDNN's conv and RNN settings differ, so they are not read."""
+    import torch
+
+    try:
+        flags = (f"matmul {torch.backends.cuda.matmul.fp32_precision}, cuDNN conv "
+                 f"{torch.backends.cudnn.conv.fp32_precision}, cuDNN RNN {torch.backends.cudnn.rnn.fp32_precision}")
+    except (AttributeError, RuntimeError) as e:  # an older torch, or flags it refuses to report
+        flags = f"unknown ({type(e).__name__})"
+    return f"fp32 precision: {flags} (torch's defaults, as lighthead runs)"
+
+
+def header_lines(dev: Device, args: argparse.Namespace) -> list[str]:
     import torch
     import transformers
 
@@ -105,13 +129,17 @@ def header_lines(dev: Device, args: argparse.Namespace, budgets: dict[str, float
         device,
         f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, cuDNN {cudnn or 'none'}, "
         f"transformers {transformers.__version__}, Python {sys.version.split()[0]}",
-        f"TF32: matmul {torch.backends.cuda.matmul.allow_tf32}, cuDNN convolutions "
-        f"{torch.backends.cudnn.allow_tf32} (torch's defaults, as lighthead runs)",
+        precision_line(),
         f"code: {commit}; command: python -m bench.gpu {' '.join(args.argv)}".rstrip(),
-        f"time: {elapsed:.0f} s of a {args.budget:.0f} s budget ("
-        + ", ".join(f"{k} {v:.0f} s" for k, v in budgets.items()) + "), "
-        + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    ]
+        f"started: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
+        f"budget {args.budget:.0f} s; the parts' budgets and the time taken follow the table",
+    ] + ([f"not exercised by this dry run (CUDA only): {'; '.join(not_exercised(args.parts))}"]
+         if args.dry_run else [])
+
+
+def not_exercised(parts: list[str]) -> list[str]:
+    """The CUDA-only branches of `parts` that a dry run on the CPU cannot exercise."""
+    return [f"{TITLES.get(p, p)}: {what}" for p in parts for what in CUDA_ONLY[p]]
 
 
 # ---- main ----------------------------------------------------------------------------------
@@ -124,7 +152,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help="where the table goes (default bench/results/<device>.md; --dry-run: the temp folder)")
     ap.add_argument("--budget", type=float, default=None,
                     help=f"total seconds (default {TOTAL_SECONDS}; --dry-run {DRY_SECONDS}); parts share it")
-    ap.add_argument("--parts", default=",".join(SHARES), help="comma-separated subset of: " + ", ".join(SHARES))
+    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
     args = ap.parse_args(argv)
     args.argv = argv
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -139,9 +167,9 @@ def fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    unknown = [p for p in args.parts if p not in SHARES]
+    unknown = [p for p in args.parts if p not in PARTS]
     if unknown or not args.parts:
-        return fail(f"--parts {','.join(unknown)}: unknown part; known: {', '.join(SHARES)}")
+        return fail(f"--parts {','.join(unknown)}: unknown part; known: {', '.join(PARTS)}")
     if args.budget <= 0:
         return fail(f"--budget {args.budget:g}: must be a positive number of seconds")
     import torch
@@ -168,26 +196,45 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (Path(tempfile.gettempdir()) / "lighthead-bench-gpu-dry-run.md" if args.dry_run
                        else BENCH / "results" / f"{device_slug(name)}.md")
     print(f"bench/gpu.py on {name}: {', '.join(args.parts)} in {args.budget:.0f} s at most", flush=True)
+    if args.dry_run:
+        print("not exercised by this dry run (CUDA only):\n" + "".join(f"  - {w}\n" for w in not_exercised(args.parts)),
+              end="", flush=True)
 
-    rows, budgets, errors = [], {}, 0
-    shares = [(DRY_SHARES if args.dry_run else SHARES)[p] for p in args.parts]
-    for i, part_id in enumerate(args.parts):
-        left = args.budget - (time.perf_counter() - START)
-        seconds = max(0.0, left * shares[i] / sum(shares[i:]))
-        title = TITLES.get(part_id, part_id)
-        budgets[title] = seconds
-        part = Part(title, seconds, peak=dev.peak, reset=dev.reset, log=True)
-        print(f"[{title}] budget {seconds:.0f} s, starting {time.perf_counter() - START:.0f} s in", flush=True)
-        PARTS[part_id](part, dev, sizes)
-        rows += part.finish()
-        errors += part.errors
-        dev.clear()
-
-    table = markdown(f"GPU benchmark: {name}", header_lines(dev, args, budgets, time.perf_counter() - START), rows)
+    budgets, errors = {}, 0
+    shared = [p for p in args.parts if p != "check"]
+    shares = [(DRY_SHARES if args.dry_run else SHARES)[p] for p in shared]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The table is written as it grows: its head now, each part's rows when the part ends, so that
+    # a run stopped late (a crash, the machine taken back) keeps what it measured.
+    with out.open("w", encoding="utf-8") as table_file:
+        table_file.write(budget.markdown_head(f"GPU benchmark: {name}", header_lines(dev, args)))
+        table_file.flush()
+        for part_id in args.parts:
+            left = args.budget - (time.perf_counter() - START)
+            if part_id == "check":
+                seconds = max(0.0, min(DRY_CHECK_SECONDS if args.dry_run else CHECK_SECONDS, left))
+            else:
+                i = shared.index(part_id)
+                seconds = max(0.0, left * shares[i] / sum(shares[i:]))
+            title = TITLES.get(part_id, part_id)
+            budgets[title] = seconds
+            part = Part(title, seconds, peak=dev.peak, reset=dev.reset, log=True)
+            print(f"[{title}] budget {seconds:.0f} s, starting {time.perf_counter() - START:.0f} s in", flush=True)
+            try:
+                PARTS[part_id](part, dev, sizes)
+            except Exception as e:  # noqa: BLE001 - a broken part is a row; the other parts still run
+                part.errors += 1
+                part.reason = f"the part failed: {budget._message(e)}"
+                print(f"[{title}] {part.reason}", flush=True)
+            table_file.write(budget.markdown_rows(part.finish()))
+            table_file.flush()
+            errors += part.errors
+            dev.clear()
+        table_file.write(f"\ntime: {time.perf_counter() - START:.0f} s of a {args.budget:.0f} s budget ("
+                         + ", ".join(f"{k} {v:.0f} s" for k, v in budgets.items()) + ")\n")
+    table = out.read_text(encoding="utf-8")
     print()
     print(table, end="", flush=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table, encoding="utf-8")
     print(f"written to {out}")
     return 1 if errors else 0
 

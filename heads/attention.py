@@ -70,23 +70,26 @@ def l2norm(x: torch.Tensor, dim: int = -1, eps: float = EPS) -> torch.Tensor:
     return x / x.norm(dim=dim, keepdim=True).clamp(min=eps)
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """Mean of `x` over `dim` where `mask` (broadcastable to x) is True."""
-    if mask.shape[dim] == x.shape[dim] and bool(mask.all()):
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int, full: bool | None = None) -> torch.Tensor:
+    """Mean of `x` over `dim` where `mask` (broadcastable to x) is True. full: whether mask is
+    all True, when the caller knows (None: asked here, a host sync on a GPU)."""
+    if mask.shape[dim] == x.shape[dim] and (bool(mask.all()) if full is None else full):
         return x.mean(dim)  # no padding: skip the masked product (the common fixed-K case)
     mask = mask.to(x.dtype)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def aggregate(r: torch.Tensor, mask: torch.Tensor, agg: str, lam: float, dim: int) -> torch.Tensor:
+def aggregate(r: torch.Tensor, mask: torch.Tensor, agg: str, lam: float, dim: int,
+              full: bool | None = None) -> torch.Tensor:
     """Per-item cosines `r` -> one score over `dim` (real items where `mask`, broadcastable):
-    "mean", or "lse" = (1 / lam) log sum exp(lam r) (a sum, not a mean, as SCAN's code)."""
+    "mean", or "lse" = (1 / lam) log sum exp(lam r) (a sum, not a mean, as SCAN's code).
+    full: whether mask is all True, when the caller knows (see `masked_mean`)."""
     if agg == "mean":
-        return masked_mean(r, mask, dim)
+        return masked_mean(r, mask, dim, full)
     if agg != "lse":
         raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
     x = r * lam
-    if not bool(mask.all()):
+    if not (bool(mask.all()) if full is None else full):
         x = x.masked_fill(~mask, float("-inf"))
     return torch.logsumexp(x, dim) / lam
 
@@ -112,15 +115,16 @@ def raw_norm(s: torch.Tensor, mask: torch.Tensor, norm: str, dim: int) -> torch.
 SHIFT_FREE_LAMBDA = 20.0  # up to here exp(lambda * s) of cosines stays well inside float32
 
 
-def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int) -> torch.Tensor:
+def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int, full: bool | None = None) -> torch.Tensor:
     """Softmax weights over `dim` up to a positive factor per row: exp(lambda s), masked.
 
     The cosines and the normalised weights below are invariant to that factor, so the softmax
     normaliser is never applied to the whole tensor. With |s| <= 1 (unit vectors, and every
     normalisation of NORMS) and lambda <= 20, exp(lambda s) and its square stay far from
     float32's limits; larger lambdas subtract the row maximum (over real entries) first.
+    full: whether mask is all True, when the caller knows (None: asked here).
     """
-    full = bool(mask.all())
+    full = bool(mask.all()) if full is None else full
     if lam <= SHIFT_FREE_LAMBDA:
         e = torch.mul(s, lam).exp_()
     else:  # shift by the largest real entry (a padded 0 above every real cosine would underflow them)
@@ -130,26 +134,29 @@ def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int) -> t
 
 
 def _attention_weights(s: torch.Tensor, lam: float, norm: str, norm_dim: int, norm_mask: torch.Tensor,
-                       soft_dim: int, soft_mask: torch.Tensor) -> torch.Tensor:
+                       soft_dim: int, soft_mask: torch.Tensor, soft_full: bool | None = None) -> torch.Tensor:
     """exp(lam n) masked along the softmax axis `soft_dim`, n = raw_norm(s) along `norm_dim`.
 
     Padded regions and words are zero vectors (the heads zero them), so their cosines are 0
     and add nothing to an L2 norm: only the softmax normalisation needs `norm_mask`. For the
     L2 variants the scale 1 / (|c| + eps) is folded into the exponent (one pass fewer).
+    soft_full: whether soft_mask is all True, when the caller knows (None: asked here).
     """
+    if soft_full is None:
+        soft_full = bool(soft_mask.all())
     if norm in ("l2norm", "clipped_l2norm") and lam <= SHIFT_FREE_LAMBDA:
         c = F.leaky_relu(s, 0.1) if norm == "clipped_l2norm" else s
         # A sum of squares (torch's vector norm over a strided axis is many times slower), kept
         # off 0 so that padded columns (all zero) get zero gradients, not NaN.
         scale = lam / ((c * c).sum(norm_dim, keepdim=True).clamp(min=EPS * EPS).sqrt() + EPS)
         e = torch.mul(c, scale).exp_() if c is s or c.requires_grad else c.mul_(scale).exp_()
-        return e if bool(soft_mask.all()) else e * soft_mask
-    return _exp_weights(raw_norm(s, norm_mask, norm, norm_dim), lam, soft_mask, soft_dim)
+        return e if soft_full else e * soft_mask
+    return _exp_weights(raw_norm(s, norm_mask, norm, norm_dim), lam, soft_mask, soft_dim, soft_full)
 
 
 def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gram_v: torch.Tensor,
                 words_gram: Callable[[torch.Tensor], torch.Tensor], opts: XAttn,
-                weights: tuple[str, ...]) -> dict[str, torch.Tensor]:
+                weights: tuple[str, ...], full: tuple[bool, bool] | None = None) -> dict[str, torch.Tensor]:
     """The attention directions from float32 region-word cosines in the layout (N, K, M, L).
 
     All pairs: N = I images, M = T captions; given pairs: N = B, M = 1. v_mask (N, K, 1, 1) and
@@ -157,31 +164,34 @@ def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gra
     each caption's word Gram matrix over L. Returns (N, M) "t2i" / "i2t" (those of
     opts.directions, plus the one a weight needs) and, for the names in `weights`,
     "region_weights" (N, M, K) (from T2I) and "word_weights" (N, M, L) (from I2T).
+    full: (every region real, every word real) when the caller knows it on the host; None:
+    asked of the masks (each question waits for the device on a GPU).
     """
     n, k, m, l = s.shape
+    regions_full, words_full = (None, None) if full is None else full
     words_mask = t_mask.squeeze(1)  # (N | 1, M, L)
     regions_mask = v_mask.squeeze(-1)  # (N, K, 1)
     out = {}
     with torch.autocast(s.device.type, enabled=False):  # the small Gram products stay float32
         if "t2i" in opts.directions or "region" in weights:
             # T2I: every word attends over the regions (axis 1); cosines normalised over the words.
-            e = _attention_weights(s, opts.lambda_t2i, opts.norm, 3, t_mask, 1, v_mask)  # (N, K, M, L)
+            e = _attention_weights(s, opts.lambda_t2i, opts.norm, 3, t_mask, 1, v_mask, regions_full)  # (N, K, M, L)
             dot = (e * s).sum(1)  # (N, M, L): z_l (t_l . a_l), z_l the softmax normaliser
             ge = torch.bmm(gram_v, e.view(n, k, m * l)).view(n, k, m, l)  # (N, K, M, L)
             norm2 = (ge * e).sum(1)  # (N, M, L): z_l^2 |a_l|^2
             r = dot / norm2.clamp(min=EPS * EPS).sqrt()  # (N, M, L): cos(t_l, a_l)
-            out["t2i"] = aggregate(r, words_mask, opts.agg_t2i, opts.lse_t2i, dim=-1)  # (N, M)
+            out["t2i"] = aggregate(r, words_mask, opts.agg_t2i, opts.lse_t2i, -1, words_full)  # (N, M)
             if "region" in weights:  # mean over the real words of alpha' = e / z_l
                 per_word = words_mask / words_mask.sum(-1, keepdim=True).clamp(min=1) / e.sum(1)  # (N, M, L)
                 out["region_weights"] = (e * per_word[:, None]).sum(3).transpose(1, 2)  # (N, M, K)
 
         if "i2t" in opts.directions or "word" in weights:
             # I2T: every region attends over the words (axis 3); cosines normalised over the regions.
-            e_w = _attention_weights(s, opts.lambda_i2t, opts.norm, 1, v_mask, 3, t_mask)  # (N, K, M, L)
+            e_w = _attention_weights(s, opts.lambda_i2t, opts.norm, 1, v_mask, 3, t_mask, words_full)  # (N, K, M, L)
             dot_w = (e_w * s).sum(3)  # (N, K, M)
             norm2_w = (words_gram(e_w) * e_w).sum(3)  # (N, K, M)
             r_w = dot_w / norm2_w.clamp(min=EPS * EPS).sqrt()  # (N, K, M): cos(v_k, a_k)
-            out["i2t"] = aggregate(r_w, regions_mask, opts.agg_i2t, opts.lse_i2t, dim=1)  # (N, M)
+            out["i2t"] = aggregate(r_w, regions_mask, opts.agg_i2t, opts.lse_i2t, 1, regions_full)  # (N, M)
             if "word" in weights:  # mean over the real regions of alpha = e_w / z_k
                 per_region = regions_mask / regions_mask.sum(1, keepdim=True).clamp(min=1) / e_w.sum(3)  # (N, K, M)
                 out["word_weights"] = (e_w * per_region[..., None]).sum(1)  # (N, M, L)
@@ -190,7 +200,8 @@ def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gra
 
 def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
                     opts: XAttn = XAttn(), weights: tuple[str, ...] = (), gram_v: torch.Tensor | None = None,
-                    gram_t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    gram_t: torch.Tensor | None = None, full: tuple[bool, bool] | None = None
+                    ) -> dict[str, torch.Tensor]:
     """Cross attention for every pair of I images and T captions.
 
     v: (I, K, D) unit-norm regions, v_mask (I, K); t: (T, L, D) unit-norm words, t_mask (T, L);
@@ -199,6 +210,7 @@ def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_ma
     Returns "t2i", "i2t" (I, T) (see `_xattn_core`) and, for the names in `weights` ("region",
     "word"), "region_weights" (I, T, K) and "word_weights" (I, T, L). Products run in the
     autocast dtype when one is active (bf16 scoring); everything after them runs in float32.
+    full: (v_mask all True, t_mask all True) when the caller knows it (see `_xattn_core`).
     """
     n_i, k, d = v.shape
     n_t, l, _ = t.shape
@@ -212,7 +224,7 @@ def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_ma
         xt = x.permute(2, 0, 1, 3).reshape(n_t, n_i * k, l)  # (T, I*K, L)
         return torch.bmm(xt, g).view(n_t, n_i, k, l).permute(1, 2, 0, 3)  # (I, K, T, L)
 
-    return _xattn_core(s, v_mask[:, :, None, None], t_mask[None, None], gram_v, words_gram, opts, weights)
+    return _xattn_core(s, v_mask[:, :, None, None], t_mask[None, None], gram_v, words_gram, opts, weights, full)
 
 
 def xattn_paired(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,

@@ -174,7 +174,8 @@ class SCAN(Head):
             mask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
         v = l2norm(self.img_fc(regions)) * mask[..., None]  # (B, K, h)
         # The region Gram matrix is pair-independent: computed once here, not in every scored block.
-        return {"regions": v, "mask": mask, "gram": v @ v.transpose(1, 2)}  # gram: (B, K, K)
+        out = {"regions": v, "mask": mask, "gram": v @ v.transpose(1, 2)}  # gram: (B, K, K)
+        return self._with_host_mask(out)
 
     def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"words": (B, L, h) unit-norm, "mask": (B, L) bool, "len": (B,), "gram": (B, L, L)}."""
@@ -184,7 +185,16 @@ class SCAN(Head):
         else:
             states, _ = self.txt_enc(batch["word_ids"], batch["text_len"])
         t = l2norm(states) * mask[..., None]  # (B, L, h)
-        return {"words": t, "mask": mask, "len": batch["text_len"], "gram": t @ t.transpose(1, 2)}  # (B, L, L)
+        out = {"words": t, "mask": mask, "len": batch["text_len"], "gram": t @ t.transpose(1, 2)}  # gram: (B, L, L)
+        return self._with_host_mask(out)
+
+    def _with_host_mask(self, enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """For scoring (eval mode), a host copy of the mask, "host_mask": each scored block then
+        learns its longest caption and whether its masks are full without asking the device
+        (on a GPU every such question makes the host wait): one copy per encoded batch."""
+        if not self.training:
+            enc["host_mask"] = enc["mask"].cpu()
+        return enc
 
     # -- scoring ------------------------------------------------------------------------
     def local_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor],
@@ -194,12 +204,20 @@ class SCAN(Head):
         is given); padding beyond the longest caption is dropped."""
         n = self.words_used(txt)
         words, mask = txt["words"][:, :n], txt["mask"][:, :n]
+        full = None  # whether every region / word of the block is real: known on the host, or asked later
+        if "host_mask" in img and "host_mask" in txt:
+            full = (bool(img["host_mask"].numpy().all()), bool(txt["host_mask"][:, :n].numpy().all()))
         return xattn_all_pairs(img["regions"], img["mask"], words, mask, self.cfg.xattn(directions), weights,
-                               gram_v=img.get("gram"), gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None)
+                               gram_v=img.get("gram"), gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None,
+                               full=full)
 
     @staticmethod
     def words_used(txt: dict[str, torch.Tensor]) -> int:
-        """Length of the longest caption of a block (the words axis beyond it is padding)."""
+        """Length of the longest caption of a block (the words axis beyond it is padding); from
+        the host copy of the mask when the encoding has one."""
+        if "host_mask" in txt:
+            host = txt["host_mask"].numpy()
+            return int(host.sum(1).max()) if host.size else 1
         return int(txt["mask"].sum(1).max().item()) if txt["mask"].numel() else 1
 
     def local_score(self, out: dict[str, torch.Tensor]) -> torch.Tensor:

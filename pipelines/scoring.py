@@ -20,6 +20,10 @@ import torch
 Enc = dict[str, torch.Tensor]
 PRECISIONS = ("fp32", "bf16")
 CPU_BUDGET_MB = 64  # blocks whose (images, regions, captions, words) tensors stay in a CPU's cache
+# Share of a GPU's free memory one block may use: the heads' per-pair estimates are rough and the
+# encodings, the result row and the allocator's cache need room besides.
+CUDA_FREE_FRACTION = 0.25
+CUDA_MIN_BUDGET_MB = 256  # a GPU nearly full (another process) still gets blocks of this size
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -81,8 +85,13 @@ def block_sizes(per_pair: int, n_images: int, n_texts: int, budget_bytes: int) -
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes of working memory per scored block: cache-sized on a CPU, large on a GPU."""
-    return (1 << 30) if device.type == "cuda" else (CPU_BUDGET_MB << 20)
+    """Bytes of working memory per scored block: cache-sized on a CPU; on a GPU a share of its
+    free memory (`torch.cuda.mem_get_info`), so that a few large blocks keep it busy (a fixed
+    1 GiB made about 4,000 small blocks of COCO 5K, each a round of launches and host waits)."""
+    if device.type != "cuda":
+        return CPU_BUDGET_MB << 20
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(CUDA_MIN_BUDGET_MB << 20, int(free * CUDA_FREE_FRACTION))
 
 
 def fast_precision(device: torch.device) -> str:
@@ -115,8 +124,13 @@ def score_blocks(head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int |
     `img` is one encoding of every image (on the scoring device); `txt_chunks` are caption
     encodings in the column order of the result (each chunk keeps its own padding).
     budget_bytes: working memory of one block (None: `default_budget` of the device).
+    The scores of a row of blocks (one caption block against every image block) stay on the
+    device and come to the host in one copy: a copy per block would make the host wait for
+    each block. Heads whose encodings carry host copies of their masks ask the device nothing
+    else (see `SCAN.encode_image`).
     """
-    device = next(iter(img.values())).device
+    # the scoring device: that of the encodings' tensors (host copies of masks aside)
+    device = next((v.device for v in img.values() if v.device.type != "cpu"), torch.device("cpu"))
     budget = default_budget(device) if budget_bytes is None else budget_bytes
     n_img = enc_len(img)
     n_txt = sum(enc_len(c) for c in txt_chunks)
@@ -131,10 +145,13 @@ def score_blocks(head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int |
             per_pair = pair_bytes(img, chunk) if pair_bytes else 64
             bi, bt = block_sizes(per_pair, n_img, n_chunk, budget)
             for t0 in range(0, n_chunk, bt):
-                txt = cast_floats(slice_enc(chunk, t0, min(n_chunk, t0 + bt)), dtype)
+                t1 = min(n_chunk, t0 + bt)
+                txt = cast_floats(slice_enc(chunk, t0, t1), dtype)
+                row = torch.empty((n_img, t1 - t0), dtype=torch.float32, device=device)  # (I, bt)
                 for i0 in range(0, n_img, bi):
                     s = head.score(slice_enc(img, i0, min(n_img, i0 + bi)), txt)  # (bi, bt)
-                    out[i0:i0 + s.shape[0], col + t0:col + t0 + s.shape[1]] = s.float().cpu()
+                    row[i0:i0 + s.shape[0]] = s
+                out[:, col + t0:col + t1] = row.cpu()
             col += n_chunk
     return out
 

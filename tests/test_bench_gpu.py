@@ -1,6 +1,6 @@
 """bench/gpu.py: its dry run on the CPU writes a table with a numeric figure for every planned case
-of every part; without a GPU it fails with one line; its time limits stop a case and list the
-cases left as skipped."""
+of every part and lists what it could not exercise; without a GPU it fails with one line; its
+time limits stop a case and list the cases left as skipped; the table is written part by part."""
 
 from __future__ import annotations
 
@@ -44,6 +44,12 @@ def test_dry_run_measures_every_part(dry_run):
     proc, table = dry_run
     assert table in proc.stdout  # the same table on stdout
     assert "torch " + torch.__version__ in table and "transformers " in table and "device: CPU" in table
+    assert "fp32 precision: matmul " in table and "cuDNN RNN " in table
+    # what the CPU could not exercise, per part, on stdout and in the table's head
+    listed = proc.stdout.split("not exercised by this dry run (CUDA only):\n")[1].split("[self-check]")[0]
+    for part in ("self-check", "gpu tests", "detector", "text", "scoring", "training"):
+        assert f"  - {part}: " in listed, part
+    assert "- not exercised by this dry run (CUDA only): self-check: " in table
     rows = table_rows(table)
     cases: dict[str, list[str]] = {}
     for part, case, figure, unit, peak, note in rows:
@@ -51,19 +57,35 @@ def test_dry_run_measures_every_part(dry_run):
         assert float(figure.replace(",", "")) >= 0 and unit, (part, case, figure)
         assert peak == "-"  # no GPU memory on a CPU
         cases.setdefault(part, []).append(case)
-    assert list(cases) == ["gpu tests", "detector", "text", "scoring", "training"]
+    assert list(cases) == ["self-check", "gpu tests", "detector", "text", "scoring", "training"]
+    assert cases["self-check"] == [
+        "GRU output under bf16 autocast",
+        "per-class NMS, one image at a time (before)", "per-class NMS, 2 images at once (after)",
+        "host syncs per detector forward (before: sizes copied per masked layer)",
+        "host syncs per detector forward (after)",
+        "batch preparation: pad, then pin (before)", "batch preparation: pad into page-locked memory (after)",
+        "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)",
+        "host syncs scoring SCAN (after)", "TF32 score difference, SCAN fp32: torch's defaults vs IEEE"]
+    check = {case: float(figure.replace(",", "")) for part, case, figure, *_ in rows if part == "self-check"}
+    assert check["host syncs per detector forward (after)"] < check[
+        "host syncs per detector forward (before: sizes copied per masked layer)"]
+    assert check["host syncs scoring SCAN (after)"] < check[
+        "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)"]
     assert len(cases["gpu tests"]) == 1
     assert {c for c in cases["detector"] if "boxes, batch" in c} == {
         f"{p}, {k} boxes, batch {b}" for p in ("fp32", "bf16") for k in (36, 100) for b in (1, 2)}
     assert any(c.startswith("whole extract loop") for c in cases["detector"])
     assert sum(c.startswith("encode") for c in cases["text"]) == 4
     assert sum(c.startswith("forward only") for c in cases["text"]) == 2
+    before = "fp32, before: 1 GiB blocks, masks asked and scores copied per block"
     assert cases["scoring"] == [f"{h}, {n}, {p}" for h in ("casc", "scan", "mmca") for n in ("6 x 30", "12 x 60")
-                                for p in ("fp32", "bf16")]
+                                for p in ("fp32", "bf16") + ((before,) if n == "6 x 30" and h != "mmca" else ())]
     assert cases["training"] == ["casc", "mmca", "itin"]  # on a GPU: every registered head
     units = {part: {r[3] for r in rows if r[0] == part} for part in cases}
-    assert units == {"gpu tests": {"tests passed"}, "detector": {"images/s"}, "text": {"tokens/s"},
+    assert units == {"self-check": {"bits", "ms/image", "syncs", "ms/batch", "max abs score difference"},
+                     "gpu tests": {"tests passed"}, "detector": {"images/s"}, "text": {"tokens/s"},
                      "scoring": {"pairs/s"}, "training": {"samples/s"}}
+    assert table.rstrip().splitlines()[-1].startswith("time: ")  # after the rows: the time taken
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -78,7 +100,7 @@ def test_bad_arguments_are_one_line_errors(gpu, capsys):
     assert gpu.main(["--dry-run", "--parts", "detector,nope"]) == 2
     assert gpu.main(["--dry-run", "--budget", "-5"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["error: --parts nope: unknown part; known: tests, detector, text, scoring, training",
+    assert err == ["error: --parts nope: unknown part; known: check, tests, detector, text, scoring, training",
                    "error: --budget -5: must be a positive number of seconds"]
 
 
@@ -164,5 +186,51 @@ def test_real_sizes_are_the_ones_the_table_claims(gpu):
     assert real.bert == {}  # transformers' BertConfig defaults: BERT-base (768 wide, 12 layers, 12 heads)
     assert real.score_sizes == ((1000, 5000), (5000, 25000)) and real.score_overrides == {}
     assert real.train_heads == () and real.train_extra == {} and real.train_batch is None  # every head, paper sizes
+    assert real.check.detector == "r101" and real.check.nms == (8, 300, 1601)  # the real NMS: 300 ROIs, 1601 classes
     assert sum(gpu.SHARES.values()) == pytest.approx(1) and sum(gpu.DRY_SHARES.values()) == pytest.approx(1)
+    assert gpu.CHECK_SECONDS == 30 and gpu.CHECK_SECONDS < gpu.TOTAL_SECONDS
     assert gpu.TOTAL_SECONDS + 30 <= 8 * 60
+    assert set(gpu.CUDA_ONLY) == set(gpu.PARTS) and all(gpu.CUDA_ONLY.values())
+
+
+def test_precision_flags_are_read_per_op_even_when_they_differ(gpu):
+    """torch raises on the legacy `cudnn.allow_tf32` once cuDNN's conv and RNN precisions differ;
+    the table's header reads the per-op flags instead."""
+    rnn, conv = torch.backends.cudnn.rnn.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    other = "ieee" if conv != "ieee" else "tf32"
+    torch.backends.cudnn.rnn.fp32_precision = other
+    try:
+        with pytest.raises(RuntimeError):
+            torch.backends.cudnn.allow_tf32  # noqa: B018 - the legacy flag, as the header read it before
+        line = gpu.precision_line()
+    finally:
+        torch.backends.cudnn.rnn.fp32_precision = rnn
+    assert line.startswith("fp32 precision: matmul ") and f"cuDNN conv {conv}, cuDNN RNN {other}" in line
+
+
+def test_the_table_is_written_part_by_part(gpu, tmp_path, monkeypatch, capsys):
+    """A part that fails becomes a row and the others run; a run stopped late (here: interrupted
+    in its last part) leaves the table's head and every finished part's rows in the file."""
+    def measured(part, dev, sizes):
+        part.run("first figure", lambda: (12.5, "x/s", "measured"))
+
+    def broken(part, dev, sizes):
+        part.plan(["never"])
+        raise ValueError("a bug in the part")
+
+    def interrupted(part, dev, sizes):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(gpu.PARTS, "check", measured)
+    monkeypatch.setitem(gpu.PARTS, "text", broken)
+    monkeypatch.setitem(gpu.PARTS, "training", interrupted)
+    out = tmp_path / "table.md"
+    assert gpu.main(["--dry-run", "--out", str(out), "--parts", "check,text"]) == 1  # the broken part counts
+    rows = table_rows(out.read_text())
+    assert [r[:4] for r in rows] == [["self-check", "first figure", "12.5", "x/s"], ["text", "never", "-", ""]]
+    assert rows[1][5] == "skipped: the part failed: ValueError: a bug in the part"
+    with pytest.raises(KeyboardInterrupt):
+        gpu.main(["--dry-run", "--out", str(out), "--parts", "check,training"])
+    text = out.read_text()
+    assert text.startswith("# GPU benchmark: cpu dry run\n") and "- fp32 precision: " in text
+    assert [r[1] for r in table_rows(text)] == ["first figure"]

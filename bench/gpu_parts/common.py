@@ -83,3 +83,54 @@ def timed(fn, dev: Device) -> float:
     fn()
     dev.sync()
     return time.perf_counter() - t0
+
+
+# Torch ops that make the host wait for a GPU: scalar reads (`.item()`, `bool(t)`), `nonzero`
+# (boolean indexing), and new tensors from host data (`torch.tensor(list, device=...)`).
+SYNC_OPS = ("aten._local_scalar_dense.default", "aten.nonzero.default", "aten.lift_fresh.default")
+
+
+def count_syncs(fn, dev: Device) -> tuple[int, str]:
+    """(host syncs during fn(), how they were counted).
+
+    On a GPU: the warnings of `torch.cuda.set_sync_debug_mode("warn")`, one per synchronising
+    CUDA call. On a CPU nothing waits, so a proxy: the torch ops that would wait on a GPU
+    (SYNC_OPS, seen by a TorchDispatchMode) plus `.cpu()` calls."""
+    import warnings
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    if dev.cuda:
+        dev.sync()
+        before = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                fn()
+            finally:
+                torch.cuda.set_sync_debug_mode(before)
+        return sum("synchroniz" in str(w.message) for w in caught), "torch.cuda sync debug mode"
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func) in SYNC_OPS:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    cpu = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        Count.n += 1
+        return cpu(self, *args, **kwargs)
+
+    torch.Tensor.cpu = counting_cpu
+    try:
+        with Count():
+            fn()
+    finally:
+        torch.Tensor.cpu = cpu
+    return Count.n, "CPU proxy: scalar reads, nonzero, tensors from host data, .cpu() calls"

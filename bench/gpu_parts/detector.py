@@ -8,6 +8,11 @@ from pathlib import Path
 from bench.gpu_parts.common import Device, Part, load_bench, timed
 from bench.gpu_parts.sizes import Sizes
 
+# What a CPU (the dry run) cannot exercise in this part.
+CUDA_ONLY = ("bf16/fp16 autocast of the convolutions (the dry run's bf16 rows use the CPU's autocast)",
+             "channels-last convolutions", "page-locked batches and non-blocking copies",
+             "memory peaks and memory-based skips")
+
 
 def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
     import torch

@@ -14,6 +14,9 @@ from pathlib import Path
 from bench.gpu_parts.common import ROOT, Device, Part, Skip
 from bench.gpu_parts.sizes import Sizes
 
+# What a CPU (the dry run) cannot exercise in this part.
+CUDA_ONLY = ("the gpu-marked tests themselves (each skips without CUDA)",)
+
 
 def gpu_test_files(tests: Path) -> list[str]:
     """Test files (relative to the repository) that carry the gpu mark; a conftest.py that

@@ -7,10 +7,17 @@ import time
 from typing import Any
 
 from bench.gpu_parts.common import Device, Part, Skip, load_bench, timed
+from bench.gpu_parts.reference import score_blocks_before
 from bench.gpu_parts.sizes import Sizes
 
 
 SCORING_HEADS = ("casc", "scan", "mmca")
+BEFORE_HEADS = ("casc", "scan")  # heads whose scoring the host-sync fixes changed: a "before" row each
+BEFORE = "fp32, before: 1 GiB blocks, masks asked and scores copied per block"
+
+# What a CPU (the dry run) cannot exercise in this part.
+CUDA_ONLY = ("blocks sized from the free GPU memory (a CPU's are cache-sized)", "bf16 products on tensor cores",
+             "memory peaks and memory-based skips")
 
 
 def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
@@ -27,7 +34,13 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
             heads.append(name)
         except KeyError:
             part.skip(f"{name}", "head not registered")
-    case_names = {(h, s, p): f"{h}, {s[0]:,} x {s[1]:,}, {p}" for h in heads for s in sizes.score_sizes for p in PRECISIONS}
+    first = sizes.score_sizes[0]
+    case_names = {}
+    for h in heads:
+        for s in sizes.score_sizes:
+            case_names.update({(h, s, p): f"{h}, {s[0]:,} x {s[1]:,}, {p}" for p in PRECISIONS})
+            if s == first and h in BEFORE_HEADS:
+                case_names[(h, s, BEFORE)] = f"{h}, {s[0]:,} x {s[1]:,}, {BEFORE}"
     part.plan(list(case_names.values()))
     info = sizes.score_info
 
@@ -89,6 +102,18 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
                     part.skip(key, f"as {PRECISIONS[0]}: no data for this size")
                     continue
                 part.run(key, case, limit=max(0.0, deadline - time.perf_counter()), on_error=dev.clear)
+            if (name, (n_img, n_txt), BEFORE) in case_names:
+                def before(n_img=n_img, n_txt=n_txt) -> tuple[float, str, str]:
+                    img, chunks = state["enc"]
+                    t = timed(lambda: score_blocks_before(state["head"], img, chunks), dev)
+                    return n_img * n_txt / t, "pairs/s", ("the earlier scoring loop (bench/gpu_parts/reference.py), "
+                                                          f"one run; compare the {PRECISIONS[0]} row above")
+
+                key = case_names[(name, (n_img, n_txt), BEFORE)]
+                if "enc" not in state:
+                    part.skip(key, f"as {PRECISIONS[0]}: no data for this size")
+                else:
+                    part.run(key, before, limit=max(0.0, deadline - time.perf_counter()), on_error=dev.clear)
             if "enc" in state:
                 peaks = [r.peak_mib for r in part.rows if r.case.startswith(f"{name}, {n_img:,} x") and r.peak_mib]
                 peak = max(peaks) * 2**20 if peaks else None

@@ -9,6 +9,9 @@ from pathlib import Path
 from bench.gpu_parts.common import Device, Part, load_bench, timed
 from bench.gpu_parts.sizes import Sizes
 
+# What a CPU (the dry run) cannot exercise in this part.
+CUDA_ONLY = ("fp16 autocast of the text encoder (the dry run's fp16 rows run in fp32)",)
+
 
 def text_part(part: Part, dev: Device, sizes: Sizes) -> None:
     import torch

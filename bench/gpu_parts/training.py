@@ -8,6 +8,9 @@ from pathlib import Path
 from bench.gpu_parts.common import Device, Part, load_bench
 from bench.gpu_parts.sizes import Sizes
 
+# What a CPU (the dry run) cannot exercise in this part.
+CUDA_ONLY = ("CUDA kernels of the heads' training steps (cuDNN GRUs, SDPA) and their memory peaks",)
+
 
 def training_part(part: Part, dev: Device, sizes: Sizes) -> None:
     from lighthead.heads.base import HEADS

@@ -56,23 +56,48 @@ class ConvBN(nn.Conv2d):
 class ValidMask:
     """Per-image valid extent of a padded batch, tracked through the strides of the network.
 
-    heights/widths: the valid size of each image at the current resolution.
+    heights/widths: the valid size of each image at the current resolution (host ints; the
+    RPN cuts its maps with them). `shared` maps an extent to its (2, B, 1, 1) copy on the
+    device; the masks derived from one another by `after` share it, so that `upload` can copy
+    every extent of a forward pass at once: a copy per masked layer would make the host wait
+    each time (66 times per ResNet-101 forward on a GPU).
     """
 
-    def __init__(self, heights: list[int], widths: list[int]):
+    def __init__(self, heights: list[int], widths: list[int],
+                 shared: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] | None = None):
         self.heights = list(heights)
         self.widths = list(widths)
+        self.shared = {} if shared is None else shared
+
+    def key(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return tuple(self.heights), tuple(self.widths)
+
+    def upload(self, masks: list["ValidMask"], device: torch.device) -> None:
+        """Copy the extents of `masks` (sharing this one's table) to `device` in one copy,
+        non-blocking from page-locked memory on a GPU."""
+        todo = {m.key(): m for m in masks if m.key() not in self.shared}
+        if not todo:
+            return
+        host = torch.tensor([[m.heights, m.widths] for m in todo.values()], dtype=torch.int64)  # (M, 2, B)
+        if device.type == "cuda":
+            host = host.pin_memory()
+        on_device = host.to(device, non_blocking=True)
+        for key, hw in zip(todo, on_device):
+            self.shared[key] = hw.reshape(2, -1, 1, 1)  # (2, B, 1, 1)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Zero the padded area of x (B, C, H, W); a no-op when nothing is padded."""
         B, _, H, W = x.shape
         if all(h == H for h in self.heights) and all(w == W for w in self.widths):
             return x
+        hw = self.shared.get(self.key())
+        if hw is None or hw.device != x.device:  # not uploaded with the others: copy it alone
+            self.shared.pop(self.key(), None)
+            self.upload([self], x.device)
+            hw = self.shared[self.key()]
         rows = torch.arange(H, device=x.device).reshape(1, H, 1)
         cols = torch.arange(W, device=x.device).reshape(1, 1, W)
-        hs = torch.tensor(self.heights, device=x.device).reshape(B, 1, 1)
-        ws = torch.tensor(self.widths, device=x.device).reshape(B, 1, 1)
-        mask = ((rows < hs) & (cols < ws)).unsqueeze(1)  # (B, 1, H, W)
+        mask = ((rows < hw[0]) & (cols < hw[1])).unsqueeze(1)  # (B, 1, H, W)
         return x * mask.to(x.dtype)
 
     def after(self, kernel: int, stride: int, padding: int, dilation: int = 1, ceil: bool = False) -> "ValidMask":
@@ -87,7 +112,7 @@ class ValidMask:
                 return o
             return span // stride + 1
 
-        return ValidMask([out(h) for h in self.heights], [out(w) for w in self.widths])
+        return ValidMask([out(h) for h in self.heights], [out(w) for w in self.widths], self.shared)
 
 
 class Bottleneck(nn.Module):
@@ -154,6 +179,7 @@ class ResNetC4(nn.Module):
         """
         valid = ValidMask(heights, widths) if heights is not None else None
         if valid is not None:
+            valid.upload(self.extents(valid), x.device)  # every extent masked below, in one copy
             x = valid.apply(x)  # the 7x7 stem conv must see zeros past the image edge
         x, valid = self.stem(x, valid)
         for stage in (self.res2, self.res3, self.res4):
@@ -164,6 +190,17 @@ class ResNetC4(nn.Module):
         if valid is not None:
             x = valid.apply(x)  # the RPN 3x3 conv and the ROI max-pool then see zeros past the edge
         return x, valid
+
+    def extents(self, valid: ValidMask) -> list[ValidMask]:
+        """The extents `forward` masks at, from the input's: the stem conv's output and each
+        block's first conv's (the last one also masks res4), as `Stem` and `Bottleneck` derive them."""
+        out = [valid, valid.after(7, 2, 3)]
+        v = out[-1].after(3, 2, 0, ceil=True)
+        for stage in (self.res2, self.res3, self.res4):
+            for block in stage:
+                v = v.after(1, block.stride, 0)
+                out.append(v)
+        return out
 
 
 class Res5(nn.Module):

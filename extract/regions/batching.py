@@ -23,8 +23,10 @@ for skipping unreadable files come from `lighthead.extract.images`.
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -150,16 +152,31 @@ class Batch:
         return self
 
 
-def pad_batch(images: Sequence[torch.Tensor], divisibility: int) -> torch.Tensor:
-    """Stack (3, h_i, w_i) images top-left aligned into (B, 3, H, W), H and W multiples of divisibility."""
+def padded_shape(images: Sequence[torch.Tensor], divisibility: int) -> tuple[int, int, int, int]:
+    """(B, 3, H, W) of the padded batch: H and W the largest sides rounded up to multiples of divisibility."""
     H = max(x.shape[1] for x in images)
     W = max(x.shape[2] for x in images)
-    H = -(-H // divisibility) * divisibility
-    W = -(-W // divisibility) * divisibility
-    out = images[0].new_zeros((len(images), 3, H, W))  # zero = the mean colour, as Caffe pads
+    return len(images), 3, -(-H // divisibility) * divisibility, -(-W // divisibility) * divisibility
+
+
+def pad_into(out: torch.Tensor, images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Write (3, h_i, w_i) images top-left aligned into the preallocated (B, 3, H, W) `out`, zero
+    around them (zero = the mean colour, as Caffe pads); whatever `out` held is overwritten."""
     for i, x in enumerate(images):
-        out[i, :, : x.shape[1], : x.shape[2]] = x
+        h, w = x.shape[1], x.shape[2]
+        out[i, :, :h, :w] = x
+        out[i, :, :h, w:] = 0
+        out[i, :, h:] = 0
     return out
+
+
+def pad_batch(images: Sequence[torch.Tensor], divisibility: int, pin_memory: bool = False) -> torch.Tensor:
+    """Stack (3, h_i, w_i) images top-left aligned into (B, 3, H, W), H and W multiples of divisibility.
+
+    pin_memory: pad straight into page-locked memory, which a GPU copies from asynchronously
+    (padding first and pinning after would copy every batch twice on the host)."""
+    out = torch.empty(padded_shape(images, divisibility), dtype=images[0].dtype, pin_memory=pin_memory)
+    return pad_into(out, images)
 
 
 class Collate:
@@ -183,18 +200,20 @@ class Collate:
         )
 
 
-def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int) -> Iterator[Batch]:
+def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int, pin_memory: bool = False) -> Iterator[Batch]:
     """Regroup one-image batches into batches of one orientation (landscape or portrait).
 
     Mixing a 600x1000 and a 1000x600 image would pad both to 1000x1000 (67% more pixels);
     grouping by orientation keeps the padding to the small size differences within a group.
-    Skipped inputs are passed on at once, in batches without images.
+    Skipped inputs are passed on at once, in batches without images. pin_memory: the batches
+    are padded into page-locked memory (see `pad_batch`).
     """
     groups: dict[bool, list[tuple]] = {True: [], False: []}
 
     def emit(group: list[tuple]) -> Batch:
         ids, images, sizes, scales, originals = zip(*group)
-        return Batch(list(ids), pad_batch(images, divisibility), list(sizes), list(scales), list(originals), [])
+        return Batch(list(ids), pad_batch(images, divisibility, pin_memory), list(sizes), list(scales), list(originals),
+                     [])
 
     for b in singles:
         if b.skipped:
@@ -212,9 +231,14 @@ def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int) -> It
 
 
 def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: int = 8,
-            workers: int = 2, pin_memory: bool = False) -> Iterator[Batch]:
+            workers: int = 2, device: torch.device | None = None) -> Iterator[Batch]:
     """Padded batches of (image_id, path) items, decoded and resized in `workers` processes,
-    grouped by orientation (see `bucketed`)."""
+    grouped by orientation (see `bucketed`).
+
+    device: where the batches go. None: they are regrouped and padded as they are asked for. A
+    device: a prefetch thread regroups and pads them ahead, for a CUDA device straight into
+    page-locked memory, so the main thread only starts one non-blocking copy per batch.
+    """
     if not items:
         return iter(())
     loader = torch.utils.data.DataLoader(
@@ -226,5 +250,62 @@ def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: i
         prefetch_factor=2 * batch_size if workers > 0 else None,
         persistent_workers=False,
     )
-    out = bucketed(loader, batch_size, cfg.size_divisibility)
-    return (b.pin_memory() if pin_memory and b.ids else b for b in out)
+    if device is None:
+        return bucketed(loader, batch_size, cfg.size_divisibility)
+    singles = iter(loader)  # the decoding workers start from this thread, not the prefetch thread
+    pin = device.type == "cuda"
+
+    def produce() -> Iterator[Batch]:
+        if pin and device.index is not None:
+            torch.cuda.set_device(device)  # a thread's current device is its own: pin for this one
+        yield from bucketed(singles, batch_size, cfg.size_divisibility, pin_memory=pin)
+
+    return prefetch(produce, depth=2)
+
+
+_DONE = object()  # the end of a prefetched stream
+
+
+def prefetch(produce: Callable[[], Iterable[Any]], depth: int = 2) -> Iterator[Any]:
+    """Iterate `produce()` in a background thread, at most `depth` items ahead; items come in
+    order, an error of the producer is raised here, and closing this iterator early (or an
+    error of the consumer) stops the thread."""
+    out: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in produce():
+                if not put((True, item)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((False, exc))
+            return
+        put((True, _DONE))
+
+    def consume() -> Iterator[Any]:
+        # started with the first item asked for: an iterator never used leaves no thread behind
+        thread = threading.Thread(target=run, name="batch-prefetch", daemon=True)
+        thread.start()
+        try:
+            while True:
+                ok, item = out.get()
+                if not ok:
+                    raise item
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            stop.set()
+            thread.join()
+
+    return consume()

@@ -7,7 +7,7 @@ among the classes where it survived. Then: fixed K keeps the K most confident RO
 keeps those with confidence >= threshold, topped up to `min_boxes` or cut to `max_boxes` by
 confidence (bottom-up-attention.pytorch's extractor). The NMS of all classes runs at once on
 one shared IoU matrix (the ROIs are the same for every class), which equals one torchvision NMS
-per class.
+per class, and the images of a batch run in the same sequential steps.
 
 "d2-maxnms" (py-bottom-up-attention, `demo/detectron2_mscoco_proposal_maxnms.py`, the
 detectron2 36-box extraction written for LXMERT; read in airsplay/py-bottom-up-attention):
@@ -21,56 +21,81 @@ never uses it, so no score threshold applies here either.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from lighthead.extract.regions import boxes as B
 from lighthead.extract.regions.config import SelectionConfig
 
 
 def max_confidence(boxes: torch.Tensor, cls_prob: torch.Tensor, nms_thresh: float, offset: float) -> torch.Tensor:
-    """Per-ROI confidence after per-class NMS.
+    """Per-ROI confidence after per-class NMS of one image (see `batch_max_confidence`).
 
     boxes: (R, 4); cls_prob: (R, C) with background in column 0. Returns (R,) float32.
     """
-    R = boxes.shape[0]
+    return batch_max_confidence([boxes], [cls_prob], nms_thresh, offset)[0]
+
+
+def batch_max_confidence(boxes: Sequence[torch.Tensor], cls_prob: Sequence[torch.Tensor], nms_thresh: float,
+                         offset: float) -> list[torch.Tensor]:
+    """Per-ROI confidence after per-class NMS for every image of a batch at once.
+
+    boxes[i]: (R_i, 4); cls_prob[i]: (R_i, C) with background in column 0. Returns (R_i,)
+    float32 per image. The greedy NMS visits ROIs in score order, so it takes R sequential steps
+    (about 6 kernel launches each on a GPU); the images run in the same steps, padded to
+    R = max R_i: a padded ROI scores -inf, so every class visits it after all real ROIs, when
+    what it suppresses no longer matters. Results equal one image at a time.
+    """
+    counts = [int(b.shape[0]) for b in boxes]
+    R = max(counts, default=0)
     if R == 0:
-        return cls_prob.new_zeros((0,), dtype=torch.float32)
-    scores = cls_prob[:, 1:].float().t().contiguous()  # (C-1, R)
-    over = B.iou_matrix(boxes, offset) > nms_thresh  # (R, R): which ROI suppresses which
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # (C-1, R)
+        return [p.new_zeros((0,), dtype=torch.float32) for p in cls_prob]
+    padded = pad_sequence([b.float() for b in boxes], batch_first=True)  # (N, R, 4)
+    scores = pad_sequence([p[:, 1:].float() for p in cls_prob], batch_first=True,
+                          padding_value=float("-inf")).transpose(1, 2).contiguous()  # (N, C-1, R)
+    over = B.iou_matrices(padded, offset) > nms_thresh  # (N, R, R): which ROI suppresses which
+    order = torch.sort(scores, dim=2, descending=True, stable=True).indices  # (N, C-1, R)
     if scores.device.type == "cpu":
         kept = torch.from_numpy(_lockstep_nms_numpy(over.numpy(), order.numpy()))
     else:
         kept = _lockstep_nms_torch(over, order)
-    return torch.where(kept, scores, torch.zeros_like(scores)).max(dim=0).values  # (R,)
+    conf = torch.where(kept, scores, torch.zeros_like(scores)).amax(dim=1)  # (N, R)
+    return [conf[i, :n] for i, n in enumerate(counts)]
 
 
 def _lockstep_nms_torch(over: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """Greedy NMS of every class at once: step i visits each class's i-th best ROI. (C, R) kept."""
-    n_cls, R = order.shape
-    suppressed = torch.zeros((n_cls, R), dtype=torch.bool, device=order.device)
-    kept = torch.zeros((n_cls, R), dtype=torch.bool, device=order.device)
-    rows = torch.arange(n_cls, device=order.device)
+    """Greedy NMS of every class of every image at once: step i visits each class's i-th best ROI.
+
+    over: (N, R, R) bool; order: (N, C, R) ROI indices, best first. Returns (N, C, R) kept.
+    """
+    n, n_cls, R = order.shape
+    suppressed = torch.zeros((n, n_cls, R), dtype=torch.bool, device=order.device)
+    kept = torch.zeros((n, n_cls, R), dtype=torch.bool, device=order.device)
+    img = torch.arange(n, device=order.device)[:, None]  # (N, 1)
+    cls = torch.arange(n_cls, device=order.device)[None, :]  # (1, C)
     for i in range(R):
-        b = order[:, i]  # (C,)
-        alive = ~suppressed[rows, b]
-        kept[rows, b] = alive
-        suppressed |= over[b] & alive[:, None]
+        b = order[:, :, i]  # (N, C)
+        alive = ~suppressed[img, cls, b]  # (N, C)
+        kept[img, cls, b] = alive
+        suppressed |= over[img, b] & alive[..., None]  # over[img, b]: (N, C, R)
     return kept
 
 
 def _lockstep_nms_numpy(over: np.ndarray, order: np.ndarray) -> np.ndarray:
     """The same on the CPU, where numpy's boolean kernels are much faster than torch's."""
-    n_cls, R = order.shape
-    suppressed = np.zeros((n_cls, R), dtype=bool)
-    kept = np.zeros((n_cls, R), dtype=bool)
-    rows = np.arange(n_cls)
+    n, n_cls, R = order.shape
+    suppressed = np.zeros((n, n_cls, R), dtype=bool)
+    kept = np.zeros((n, n_cls, R), dtype=bool)
+    img = np.arange(n)[:, None]
+    cls = np.arange(n_cls)[None, :]
     for i in range(R):
-        b = order[:, i]
-        alive = ~suppressed[rows, b]
-        kept[rows, b] = alive
-        suppressed |= over[b] & alive[:, None]
+        b = order[:, :, i]
+        alive = ~suppressed[img, cls, b]
+        kept[img, cls, b] = alive
+        suppressed |= over[img, b] & alive[..., None]
     return kept
 
 

@@ -108,9 +108,12 @@ def sizes(boxes: torch.Tensor, offset: float) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _shift(boxes: torch.Tensor, offset: float) -> torch.Tensor:
+    """(..., 4) boxes with x2, y2 moved by `offset` (a scalar add: no constant tensor to copy
+    to the device, which on a GPU would make the host wait at every call)."""
+    b = boxes.float()
     if offset == 0.0:
-        return boxes.float()
-    return boxes.float() + torch.tensor([0.0, 0.0, offset, offset], device=boxes.device)
+        return b
+    return torch.cat([b[..., :2], b[..., 2:] + offset], dim=-1)
 
 
 def nms_keep(boxes: torch.Tensor, scores: torch.Tensor, thresh: float, offset: float) -> torch.Tensor:
@@ -122,3 +125,19 @@ def iou_matrix(boxes: torch.Tensor, offset: float) -> torch.Tensor:
     """(N, N) IoU of boxes with themselves under the given convention."""
     b = _shift(boxes, offset)
     return box_iou(b, b)
+
+
+def iou_matrices(boxes: torch.Tensor, offset: float) -> torch.Tensor:
+    """(N, R, R) IoU of each of N sets of (R, 4) boxes with itself, all sets at once.
+
+    The same float32 operations, in the same order, as torchvision's `box_iou` (which takes one
+    set): the values equal `iou_matrix` of each set bit for bit.
+    """
+    b = _shift(boxes, offset)  # (N, R, 4)
+    area = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # (N, R)
+    lt = torch.max(b[:, :, None, :2], b[:, None, :, :2])  # (N, R, R, 2)
+    rb = torch.min(b[:, :, None, 2:], b[:, None, :, 2:])  # (N, R, R, 2)
+    wh = (rb - lt).clamp(min=0)  # (N, R, R, 2)
+    inter = wh[..., 0] * wh[..., 1]  # (N, R, R)
+    union = area[:, :, None] + area[:, None, :] - inter
+    return inter / union

@@ -27,7 +27,8 @@ from torch import nn
 
 from lighthead.extract.regions import boxes as B
 from lighthead.extract.regions.backbone import ResNetC4, fold_frozen_bn
-from lighthead.extract.regions.box_selection import labels, max_class_boxes, max_confidence, maxnms_keep, select
+from lighthead.extract.regions.box_selection import (batch_max_confidence, labels, max_class_boxes, maxnms_keep,
+                                                     select)
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.roi_heads import ROIHeads
 from lighthead.extract.regions.rpn import ProposalGenerator, RPNHead
@@ -107,7 +108,13 @@ class BottomUpDetector(nn.Module):
         confidence (K,) (the per-class-NMS confidence; the class score for given boxes and d2-maxnms).
         """
         result = []
-        for out in outputs:
+        confidences: list[torch.Tensor | None] = [None] * len(outputs)
+        if selection.mode not in ("given", "d2-maxnms"):
+            # generate_tsv.py and bua run this NMS on the ROIs in original pixels (rois / im_scale);
+            # all images in one go: the NMS's sequential steps then do not multiply by the batch size
+            confidences = batch_max_confidence([o["boxes"] for o in outputs], [o["cls_prob"] for o in outputs],
+                                               selection.nms_thresh, self.cfg.pixel_offset)
+        for out, conf in zip(outputs, confidences):
             lab = labels(out["cls_prob"], out.get("attr_prob"))
             boxes = out["boxes"]
             if selection.mode == "given":
@@ -122,8 +129,6 @@ class BottomUpDetector(nn.Module):
                 keep = maxnms_keep(reg, conf, selection.num_boxes, selection.nms_thresh, cfg.pixel_offset)
                 boxes = to_original(reg, out["scale"], out["image_size"], cfg)
             else:
-                # generate_tsv.py and bua run this NMS on the ROIs in original pixels (rois / im_scale)
-                conf = max_confidence(boxes, out["cls_prob"], selection.nms_thresh, self.cfg.pixel_offset)
                 keep = select(conf, selection)
             item = {"boxes": boxes[keep], "features": out["features"][keep], "confidence": conf[keep]}
             item.update({k: v[keep] for k, v in lab.items()})
@@ -160,7 +165,10 @@ def to_original(boxes: torch.Tensor, scale: Any, image_size: tuple[int, int], cf
     if cfg.resize != "pil":
         if sx == sy:
             return boxes / sx
-        return boxes / torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+        out = boxes.clone()  # scalar divisions: no constant tensor to copy to the device
+        out[:, 0::2] /= sx
+        out[:, 1::2] /= sy
+        return out
     h, w = image_size
     orig_h, orig_w = round(h / sy), round(w / sx)
     out = boxes.clone()

@@ -1,7 +1,9 @@
 """The extraction loop: decoded batches -> detector -> selected regions -> a sink, overlapped.
 
-Images are decoded and resized in DataLoader workers, the detector runs in the main thread
-(GPU: autocast bf16/fp16 for the convolutions, box arithmetic in float32), and the finished
+Images are decoded and resized in DataLoader workers; on a GPU a prefetch thread regroups
+them and pads each batch straight into page-locked memory, so the main thread starts one
+non-blocking copy per batch; the detector runs in the main thread (GPU: autocast bf16/fp16
+for the convolutions, box arithmetic in float32), and the finished
 items go through a bounded queue to a background thread that writes them (HDF5 never makes
 the GPU wait). One bad image never stops a run: it is reported with its reason. That holds for
 unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
@@ -144,7 +146,7 @@ def extract_regions(
     stats = RunStats()
     start = time.perf_counter()
     source = batch_source if batch_source is not None else batches(
-        items, model.cfg, batch_size, loader_workers, pin_memory=device.type == "cuda")
+        items, model.cfg, batch_size, loader_workers, device if device.type == "cuda" else None)
 
     def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
         images = images.to(device, non_blocking=True)

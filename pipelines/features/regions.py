@@ -228,8 +228,10 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
     import torch
 
     from lighthead.extract.regions.runner import extract_regions
+    from lighthead.pipelines.placement import use_device
     from lighthead.store import open_store
 
+    device = use_device(device)  # a dask worker's GPU; "cuda:i" made the current device
     threads = threads or int(job_option(options, job, "threads", 0))
     before = torch.get_num_threads()
     if threads:
@@ -292,7 +294,8 @@ def _local_devices(options: ExtractOptions) -> list[str]:
 
 def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
                   options: ExtractOptions) -> list[dict[str, Any]]:
-    """Split the images over `options.workers` local processes, or over a dask cluster's workers."""
+    """Split the images over `options.workers` local processes (part i on GPU i mod n: the parts
+    all run at once), or over a dask cluster's workers."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -309,7 +312,10 @@ def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes
 def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
                     options: ExtractOptions, cluster: Any) -> list[dict[str, Any]]:
     """One part per worker as one dask task, through the sweep's cluster code (`sweep.connect`):
-    batch jobs ask for one GPU each with --device cuda; a part whose worker dies is retried once."""
+    batch jobs ask for one GPU each with --device cuda; a part whose worker dies is retried once.
+    With a plain "cuda" each worker takes its own GPU when the part starts (`placement`): the
+    scheduler may run any part on any worker, so a GPU chosen by part index could put two
+    running parts on one GPU while another idles."""
     from lighthead.pipelines.sweep import connect
 
     gpu = options.device.startswith("cuda")
@@ -317,10 +323,8 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
         started = cluster.scheduler is None  # a cluster we start: one part per worker (job)
         n = cluster.workers if started or options.workers > 1 else \
             max(1, len(conn.client.scheduler_info().get("workers", {})))
-        # A local cluster with several GPUs spreads the parts over them; a batch job has its own GPU.
-        devices = _local_devices(options) if started and cluster.batch is None else [options.device]
         threads = conn.threads or max(1, (os.cpu_count() or 1) // n)
-        specs = _specs(job, store_path, items, boxes, options, n, devices, threads)
+        specs = _specs(job, store_path, items, boxes, options, n, [options.device], threads)
         resources = conn.resources if started else None  # an existing scheduler's workers may not declare them
         return submit_parts(conn.client, job, specs, resources, options.progress)
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.sweep.spec import Trial
 from lighthead.pipelines.train_utils import atomic_json, read_json
 
@@ -70,24 +71,6 @@ def _limit_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _pick_device(device: str | None) -> str | None:
-    """On a local multi-GPU cluster, worker i of a plain "cuda" sweep takes GPU i mod n."""
-    if device != "cuda" or "CUDA_VISIBLE_DEVICES" in os.environ:
-        return device
-    import torch
-
-    n = torch.cuda.device_count()
-    if n <= 1:
-        return device
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-    except (ImportError, ValueError):
-        return device
-    return f"cuda:{name % n}" if isinstance(name, int) else device
-
-
 def _free_memory() -> None:
     """A long-lived worker keeps CUDA memory cached across tasks unless told to let go."""
     gc.collect()
@@ -135,7 +118,7 @@ def run_trial(
             dataset=t.dataset,
             epochs=t.epochs,
             overrides=dict(t.overrides),
-            device=_pick_device(device),
+            device=use_device(device),
             resume=False,
             progress=False,
         )

@@ -97,6 +97,65 @@ def test_score_all_restores_the_caption_order():
     assert head.training  # evaluation puts the head back in training mode
 
 
+def test_gpu_blocks_are_sized_from_the_free_memory(monkeypatch):
+    from lighthead.pipelines import scoring
+
+    free = {"bytes": 40 << 30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 << 30))
+    assert scoring.default_budget(torch.device("cuda")) == 10 << 30  # a quarter of the free memory
+    free["bytes"] = 100 << 20  # nearly full: still blocks of the floor size
+    assert scoring.default_budget(torch.device("cuda:1")) == scoring.CUDA_MIN_BUDGET_MB << 20
+    assert scoring.default_budget(torch.device("cpu")) == scoring.CPU_BUDGET_MB << 20
+
+
+@pytest.mark.parametrize("name", ["scan", "casc"])
+def test_scoring_asks_the_device_once_per_row_of_blocks(name, monkeypatch):
+    """On a GPU every scalar read (`.item()`, `bool(tensor)`) and every `.cpu()` makes the host
+    wait for the device. Scoring reads no scalar per block and copies each row of blocks (one
+    caption block against every image block) once; the scores equal those of the path that
+    asks the masks on the device."""
+    from lighthead.pipelines import scoring
+    from tests.dispatch_count import OpCounter
+
+    torch.manual_seed(0)
+    info = {"region_dim": 10, "vocab_size": 20, "num_labels": 7}
+    over = {"embed_size": "8", "word_dim": "6"} | ({"direction": "both"} if name == "scan" else {})
+    head = build_head(name, info, over).eval()
+    batch = random_batch(b=16, k=5, max_len=6, seed=2)
+    batch["region_mask"][5, 3:] = False  # one padded image: one image block has padded regions
+    order = torch.argsort(batch["text_len"], stable=True)  # by length, as evaluation encodes captions
+    captions = {k: v[order] for k, v in batch.items()}
+    with torch.no_grad():
+        img = head.encode_image(batch)
+        chunks = [head.encode_text({k: v[s] for k, v in captions.items()}) for s in (slice(0, 8), slice(8, 16))]
+    assert "host_mask" in img and all("host_mask" in c for c in chunks)
+    monkeypatch.setattr(scoring, "block_sizes", lambda *a: (4, 2))  # 4 x 4 blocks per chunk: 32 blocks, 8 rows
+
+    copies = []
+    real_cpu = torch.Tensor.cpu
+
+    def counting_cpu(self, *args, **kwargs):
+        copies.append(self.shape)
+        return real_cpu(self, *args, **kwargs)
+
+    def run(img, chunks):
+        copies.clear()
+        monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+        try:
+            with OpCounter() as ops:
+                scores = score_blocks(head, img, chunks)
+        finally:
+            monkeypatch.setattr(torch.Tensor, "cpu", real_cpu)
+        return scores, ops.counts["aten._local_scalar_dense.default"], len(copies)
+
+    got, reads, n_copies = run(img, chunks)
+    assert reads == 0 and n_copies == 8  # one copy per row of blocks, nothing per block
+    drop = lambda enc: {k: v for k, v in enc.items() if k != "host_mask"}  # noqa: E731
+    asked, asked_reads, _ = run(drop(img), [drop(c) for c in chunks])
+    assert asked_reads >= 32  # without host copies each block asks the device (the earlier path)
+    assert torch.equal(got, asked)
+
+
 def test_block_sizes_respect_the_budget():
     bi, bt = block_sizes(per_pair=1000, n_images=5000, n_texts=256, budget_bytes=1 << 20)
     assert bi * bt * 1000 <= 1 << 20 and (bi, bt) == (16, 64)  # 1,048 pairs: about 4 captions per image

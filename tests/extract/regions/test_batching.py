@@ -173,3 +173,95 @@ def test_bucketing_groups_orientations_and_passes_skips_on():
         for i, image_id in enumerate(b.ids):
             h, w = b.image_sizes[i]
             assert b.images[i, :, :h, :w].eq(float(image_id)).all() and b.images[i, :, h:, :].eq(0).all()
+
+
+# ---- one host copy per batch: padding into a (page-locked) buffer, a prefetch thread ----------
+
+def test_pad_into_overwrites_a_dirty_buffer():
+    from lighthead.extract.regions.batching import pad_into, padded_shape
+
+    images = [torch.full((3, 5, 7), 1.0), torch.full((3, 9, 4), 2.0)]
+    buffer = torch.full(padded_shape(images, 8), float("nan"))  # a reused buffer holds the last batch
+    out = pad_into(buffer, images)
+    assert out.data_ptr() == buffer.data_ptr()  # written in place, no second host copy
+    assert torch.equal(out, pad_batch(images, 8))
+    assert torch.equal(out[0, :, :5, :7], images[0]) and out[0, :, 5:].eq(0).all() and out[0, :, :, 7:].eq(0).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_batches_for_a_device_come_from_a_prefetch_thread(image_files, tiny_cfg, device):
+    """For a device, a prefetch thread regroups and pads the batches (for a GPU into page-locked
+    memory); they equal the batches made on demand."""
+    from lighthead.extract.regions.batching import batches
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("page-locked memory needs CUDA")
+    items = [(k, str(image_files[k])) for k in ("ok", "cmyk", "text", "grey", "alpha", "ok")]
+    out = list(batches(items, tiny_cfg, 2, workers=0, device=torch.device(device)))
+    plain = list(batches(items, tiny_cfg, 2, workers=0))
+    assert [(b.ids, b.skipped) for b in out] == [(b.ids, b.skipped) for b in plain]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(out, plain))
+    assert all(b.images.is_pinned() == (device == "cuda") for b in out if b.ids)
+
+
+def test_prefetch_keeps_order_passes_errors_and_stops_early():
+    import threading
+
+    from lighthead.extract.regions.batching import prefetch
+
+    assert list(prefetch(lambda: iter(range(10)), depth=2)) == list(range(10))
+
+    def broken():
+        yield 1
+        raise OSError("disk gone")
+
+    it = prefetch(broken)
+    assert next(it) == 1
+    with pytest.raises(OSError, match="disk gone"):
+        next(it)
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    it = prefetch(endless, depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # the consumer stops early: the thread ends, having run at most `depth` + 1 ahead
+    assert threading.active_count() == before and len(produced) <= 3 + 3
+
+
+def test_backbone_copies_the_image_sizes_once_per_forward(monkeypatch):
+    """A padded batch masks every layer's padding; the sizes reach the device in one copy per
+    forward whatever the depth (on a GPU each `torch.tensor(list, device=cuda)` blocks the host)."""
+    from lighthead.extract.regions.backbone import ResNetC4
+
+    made = []
+    real = torch.tensor
+
+    def counting(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    x = torch.randn(2, 3, 64, 96)
+    sizes = ([64, 40], [96, 72])  # the second image is padded
+    counts = {}
+    for blocks in ((1, 1, 1), (2, 3, 6)):
+        net = ResNetC4(blocks, width=4, stem_channels=8, res2_out=16).eval()
+        with torch.no_grad():
+            want, _ = net(x, *sizes)  # reference: then compare the masked result with a per-image run
+            monkeypatch.setattr(torch, "tensor", counting)
+            made.clear()
+            out, valid = net(x, *sizes)
+            monkeypatch.setattr(torch, "tensor", real)
+        counts[blocks] = len(made)
+        assert torch.equal(out, want)
+        alone, _ = net(x[1:, :, :40, :72])  # the padded image alone: the padding changes nothing
+        h, w = valid.heights[1], valid.widths[1]
+        torch.testing.assert_close(out[1, :, :h, :w], alone[0], rtol=1e-5, atol=1e-5)
+    assert counts == {(1, 1, 1): 1, (2, 3, 6): 1}

@@ -103,3 +103,105 @@ def test_selection_config_validation():
         SelectionConfig(mode="everything")
     with pytest.raises(ValueError):
         SelectionConfig(mode="adaptive", min_boxes=20, max_boxes=10)
+
+
+# ---- the NMS of a whole batch at once --------------------------------------------------------
+
+def per_image_max_conf(boxes: torch.Tensor, cls_prob: torch.Tensor, thresh: float, offset: float) -> torch.Tensor:
+    """The earlier per-image code: one image's lockstep NMS over a torchvision IoU matrix."""
+    from lighthead.extract.regions import boxes as B
+
+    scores = cls_prob[:, 1:].float().t().contiguous()  # (C-1, R)
+    over = (B.iou_matrix(boxes, offset) > thresh).numpy()  # (R, R)
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices.numpy()  # (C-1, R)
+    n_cls, R = order.shape
+    suppressed = np.zeros((n_cls, R), dtype=bool)
+    kept = np.zeros((n_cls, R), dtype=bool)
+    rows = np.arange(n_cls)
+    for i in range(R):
+        b = order[:, i]
+        alive = ~suppressed[rows, b]
+        kept[rows, b] = alive
+        suppressed |= over[b] & alive[:, None]
+    return torch.where(torch.from_numpy(kept), scores, torch.zeros_like(scores)).max(dim=0).values
+
+
+def random_images(counts: list[int], classes: int, seed: int, ties: bool):
+    """Boxes and class probabilities of images with `counts` ROIs; with `ties`, duplicated boxes
+    and scores rounded to a few values, so that equal scores and equal IoUs abound."""
+    g = torch.Generator().manual_seed(seed)
+    boxes, probs = [], []
+    for r in counts:
+        xy = torch.rand(r, 2, generator=g) * 200
+        wh = torch.rand(r, 2, generator=g) * 100 + 2
+        b = torch.cat([xy, xy + wh], 1)
+        p = torch.softmax(torch.randn(r, classes, generator=g) * 2, dim=1)
+        if ties and r > 3:
+            b = (b / 10).round() * 10  # equal coordinates: IoUs that tie, some exactly at the threshold
+            b[1::3] = b[0::3][: b[1::3].shape[0]]  # identical boxes
+            p = (p * 8).round() / 8  # few distinct scores: ties in every class
+        boxes.append(b)
+        probs.append(p)
+    return boxes, probs
+
+
+def torch_lockstep(monkeypatch) -> None:
+    """Run the GPU's torch lockstep on the CPU (where the numpy one runs by default)."""
+    from lighthead.extract.regions import box_selection as bs
+
+    monkeypatch.setattr(bs, "_lockstep_nms_numpy", lambda over, order: bs._lockstep_nms_torch(
+        torch.from_numpy(over), torch.from_numpy(order)).numpy())
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "torch"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_batched_nms_equals_one_image_at_a_time(monkeypatch, kernel, ties):
+    from lighthead.extract.regions.box_selection import batch_max_confidence
+
+    if kernel == "torch":
+        torch_lockstep(monkeypatch)
+    counts = [60, 0, 17, 60, 1, 45]  # unequal ROI counts: the batch pads them; an image without ROIs
+    boxes, probs = random_images(counts, classes=12, seed=3, ties=ties)
+    for offset in (1.0, 0.0):
+        got = batch_max_confidence(boxes, probs, 0.3, offset)
+        assert [g.shape[0] for g in got] == counts
+        for b, p, g in zip(boxes, probs, got):
+            assert torch.equal(g, per_image_max_conf(b, p, 0.3, offset))  # bit for bit
+    if not ties:  # torchvision's NMS orders tied scores its own way: compare without ties
+        for b, p, g in zip(boxes, probs, batch_max_confidence(boxes, probs, 0.3, 1.0)):
+            assert torch.equal(g, reference_max_conf(b, p))
+
+
+def test_batched_iou_equals_torchvision_bit_for_bit():
+    from lighthead.extract.regions import boxes as B
+
+    boxes, _ = random_images([40, 40, 40], classes=2, seed=5, ties=True)
+    stacked = torch.stack(boxes)  # (3, 40, 4)
+    for offset in (1.0, 0.0):
+        got = B.iou_matrices(stacked, offset)
+        for i, b in enumerate(boxes):
+            # bit for bit (empty boxes under offset 0 give 0 / 0 = NaN in both)
+            torch.testing.assert_close(got[i], B.iou_matrix(b, offset), rtol=0, atol=0, equal_nan=True)
+
+
+def test_nms_launches_do_not_grow_with_the_batch(monkeypatch, tiny_cfg):
+    """The box selection of a batch of 8 dispatches about as many torch ops as that of one image:
+    the NMS steps (R of them, ~6 ops each) run once per batch, not once per image."""
+    from lighthead.extract.regions.model import BottomUpDetector
+    from tests.dispatch_count import OpCounter
+
+    torch_lockstep(monkeypatch)
+    model = BottomUpDetector(tiny_cfg)
+    R, C = 80, 21
+    boxes, probs = random_images([R] * 8, classes=C, seed=7, ties=False)
+    outputs = [{"boxes": b, "cls_prob": p, "features": torch.randn(R, 16)} for b, p in zip(boxes, probs)]
+    selection = SelectionConfig(mode="fixed", num_boxes=10)
+
+    def ops(n: int) -> int:
+        with OpCounter() as counter:
+            model.regions(outputs[:n], selection)
+        return counter.total
+
+    one, eight = ops(1), ops(8)
+    assert one > 6 * R  # the R lockstep steps are there
+    assert eight - one < 7 * 40  # a few ops per image (labels, top-K), nothing per NMS step
