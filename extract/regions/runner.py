@@ -8,7 +8,8 @@ unreadable files (the loader skips them) and for any failure inside the detector
 image, no proposals, anything): a batch that raises is run again one image at a time, and the
 image that still raises is skipped with the error as its reason (a rerun tries it again, and
 skips it again; `lighthead.extract.per_image`, shared with the global-image jobs). Errors of
-the sink (the store: disk full, ...) still stop the run.
+the sink (the store: disk full, ...) still stop the run, and so does a failed device (an illegal
+memory access, a device-side assert: `per_image.is_fatal`), in the detector or in the copy out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lighthead.extract.per_image import batch_or_each, reason
+from lighthead.extract.per_image import batch_or_each, device_error, is_fatal, reason
 from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector
@@ -113,6 +114,11 @@ class RunStats:
     images_per_s: float = 0.0  # over the whole loop
 
 
+def _batch_name(ids: Sequence[str]) -> str:
+    """The images of a batch, for an error: `image ID` or `images ID (+N more)`."""
+    return f"image {ids[0]}" if len(ids) == 1 else f"images {ids[0]} (+{len(ids) - 1} more)"
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it, else fp16; None (full precision) on the CPU."""
     if device.type != "cuda":
@@ -159,10 +165,12 @@ def extract_regions(
 
     def write(image_id: str, region: Mapping[str, torch.Tensor], w: int, h: int) -> tuple[str, str] | None:
         # The device-to-host copies and the HDF5 writes both happen on the writer thread; an item
-        # that cannot be converted is skipped, a sink (store) error stops the run.
+        # that cannot be converted is skipped; a sink (store) error or a failed device stops the run.
         try:
             item = to_item(region, w, h, selection, dtype)
         except Exception as exc:  # noqa: BLE001 - one image's odd output skips that image
+            if is_fatal(exc):  # the copy out is where an asynchronous kernel failure surfaces
+                raise device_error(f"image {image_id}", exc) from exc
             return image_id, f"cannot store the detector output ({w}x{h} image): {reason(exc)}"
         sink(image_id, item)
         return None
@@ -177,7 +185,7 @@ def extract_regions(
                     boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
                 regions = batch_or_each(
                     len(batch.ids), lambda: detect(batch.images, batch.image_sizes, batch.scales, boxes),
-                    lambda k: detect_alone(batch, k, boxes))
+                    lambda k: detect_alone(batch, k, boxes), where=_batch_name(batch.ids))
                 for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes, strict=True):
                     if isinstance(region, Exception):
                         stats.skipped.append((image_id, f"detector failed on this {w}x{h} image: {reason(region)}"))

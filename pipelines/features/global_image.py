@@ -42,7 +42,8 @@ def run_image_job(
 
     `setup()` -> (the feature set's attrs, the model) runs only when images are left, so a finished
     set needs no weights file. A batch the model fails on is run again one image at a time; an
-    image that still fails is skipped with the error as its reason (`per_image`).
+    image that still fails is skipped with the error as its reason; a failed device stops the
+    job (`per_image`).
     """
     from lighthead.extract.images import image_loader, unique_images
     from lighthead.extract.per_image import batch_or_each, reason
@@ -69,8 +70,8 @@ def run_image_job(
             for batch in image_loader(items, transform, options.batch_size, options.loader_workers):
                 summary.skipped.extend(batch["skipped"])
                 images = batch["images"]
-                results = batch_or_each(len(batch["ids"]), lambda: each(images),
-                                        lambda k: each(images[k:k + 1])[0]) if batch["ids"] else []
+                results = batch_or_each(len(batch["ids"]), lambda: each(images), lambda k: each(images[k:k + 1])[0],
+                                        where=f"{job}: image {batch['ids'][0]}") if batch["ids"] else []
                 for image_id, item, size in zip(batch["ids"], results, batch["sizes"], strict=True):
                     if isinstance(item, Exception):  # the store's own errors (disk full, ...) still stop the job
                         summary.skipped.append((image_id, f"{job} failed on this {size[0]}x{size[1]} image: "
