@@ -1,7 +1,8 @@
 """The extraction loop: decoded batches -> detector -> selected regions -> a sink, overlapped.
 
 Images are decoded and resized in DataLoader workers, the detector runs in the main thread
-(GPU: autocast bf16/fp16 for the convolutions, box arithmetic in float32), and the finished
+(GPU: autocast bf16/fp16 for the convolutions by default, box arithmetic in float32; the
+`precision` option picks another), and the finished
 items go through a bounded queue to a background thread that writes them (HDF5 never makes
 the GPU wait). One bad image never stops a run: it is reported with its reason. That holds for
 unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from lighthead.extract.precision import DTYPES, autocast, resolve
 from lighthead.extract.per_image import batch_or_each, device_error, is_fatal, reason
 from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
@@ -119,11 +121,12 @@ def _batch_name(ids: Sequence[str]) -> str:
     return f"image {ids[0]}" if len(ids) == 1 else f"images {ids[0]} (+{len(ids) - 1} more)"
 
 
+GPU_PRECISION = "bf16"  # the detector's "auto" precision on CUDA (fp16 on a GPU without bf16)
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; None (full precision) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """The "auto" precision's dtype: bf16 where the GPU supports it, else fp16; None (float32) on the CPU."""
+    return DTYPES[resolve("auto", device, GPU_PRECISION)]
 
 
 def extract_regions(
@@ -137,16 +140,19 @@ def extract_regions(
     dtype: str = "float16",
     progress: Callable[[int], None] | None = None,
     batch_source: Iterable[Batch] | None = None,
+    precision: str = "auto",
 ) -> RunStats:
     """Run the detector over (image_id, path) items and hand each image's regions to `sink`.
 
     given_boxes: for mode "given", image id -> (N, 4) boxes in original pixels.
     progress: called with the number of inputs finished (written or skipped) per batch.
+    precision: "auto" (bf16 on a GPU, fp16 without bf16; fp32 on a CPU), "fp32", "bf16" or "fp16"
+    (`lighthead.extract.precision`).
     """
     import time
 
     device = next(model.parameters()).device
-    amp = autocast_dtype(device)
+    precision = resolve(precision, device, GPU_PRECISION)
     stats = RunStats()
     start = time.perf_counter()
     source = batch_source if batch_source is not None else batches(
@@ -154,7 +160,7 @@ def extract_regions(
 
     def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
         images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(precision, device):
             outputs = model(images, sizes, scales, boxes=boxes)
         return model.regions(outputs, selection)
 
