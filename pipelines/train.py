@@ -223,7 +223,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
         state["history"].append(entry)
         live.epoch(entry)  # flushed per epoch: an interrupted run keeps what it logged
         state["epoch"] = epoch
-        save_checkpoint(last_path, head, optimizers, scaler, state)
+        save_checkpoint(last_path, head, optimizers, scaler, state, device=dev)
         atomic_json(out / "metrics.json", _summary(run_config, state, metric, None))
         if progress:
             EpochProgress.report(entry, metric)
