@@ -52,3 +52,33 @@ def test_a_batch_of_one_failing_on_the_device_raises():
 
     with pytest.raises(DeviceError, match="image x: the device failed"):
         batch_or_each(1, whole, lambda k: k, where="image x")
+
+
+DEVICE_ASSERT = """
+import torch
+from lighthead.extract.per_image import DeviceError, batch_or_each, is_fatal
+
+def whole():
+    x = torch.zeros(4, device="cuda")
+    return x[torch.tensor([7], device="cuda")].cpu()  # out of bounds: a device-side assert
+
+calls = []
+try:
+    batch_or_each(2, whole, lambda k: calls.append(k), where="images a (+1 more)")
+except DeviceError as e:
+    assert is_fatal(e.__cause__), repr(e.__cause__)
+    assert not calls, calls  # no retry on the poisoned context
+    print("STOPPED", type(e.__cause__).__name__, str(e))
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_real_device_side_assert_stops_the_job():
+    """In a subprocess: a device-side assert leaves the CUDA context unusable for the process."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", DEVICE_ASSERT], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "STOPPED" in proc.stdout and "images a (+1 more): the device failed" in proc.stdout, proc.stdout

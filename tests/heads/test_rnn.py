@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.build import build_head
@@ -62,3 +62,32 @@ def test_mfsr_decoder_gru_is_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         dec(torch.randn(3, 6), torch.randint(1, 11, (3, 5)))
     assert seen == [torch.float32]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["scan", "mfsr", "itin"])
+def test_gru_runs_float32_with_float32_gradients_under_cuda_autocast(name):
+    """CUDA autocast's rule for cuDNN RNNs casts to fp16 whatever the autocast dtype: the heads'
+    GRUs must come out of a bf16-autocast training step in float32, with float32 gradients."""
+    from tests.heads.conftest import random_batch
+
+    torch.manual_seed(0)
+    head = build_head(name, INFO, {**TINY.get(name, {}), **VARIANTS.get(name, [{}])[-1]}).cuda().train()
+    seen = []
+    for _, gru in _rnns(head):
+        gru.register_forward_hook(lambda m, args, out: seen.append(
+            (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype))
+    batch = {k: v.cuda() for k, v in random_batch(b=4, region_dim=INFO["region_dim"]).items()}
+    if head.task == "sentiment":
+        batch.update(tokens=torch.randn(4, 6, INFO["token_dim"], device="cuda"),
+                     text_mask=torch.ones(4, 6, dtype=torch.bool, device="cuda"),
+                     label=torch.randint(0, 3, (4,), device="cuda"),
+                     regions=torch.randn(4, 4, INFO["region_dim"], device="cuda"))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = head.loss(batch)["loss"]
+    loss.backward()
+    assert seen and set(seen) == {torch.float32}
+    for path, gru in _rnns(head):
+        for pname, p in gru.named_parameters():
+            assert p.grad is not None and p.grad.dtype == torch.float32, f"{path}.{pname}"

@@ -127,3 +127,23 @@ def test_the_retrieval_loader_pins_its_batches_when_asked(tmp_path):
     assert task.train_batches(inputs, 4, 0, 0).pin_memory is False
     task.options.pin_memory = True
     assert task.train_batches(inputs, 4, 0, 0).pin_memory is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_batches_are_pinned_and_the_host_reads_once_per_interval(monkeypatch):
+    pinned = []
+    original = torch.Tensor.pin_memory
+
+    def pin(self, *args, **kwargs):
+        pinned.append(self.shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    head = TinyHead().cuda()
+    batches = [{"x": torch.randn(4, 3)} for _ in range(12)]
+    opt = torch.optim.SGD(head.parameters(), lr=0.01)
+    with CountHostReads() as reads:
+        stats = train_mod._run_epoch(head, [(opt, None)], batches, torch.device("cuda"), torch.bfloat16,
+                                     torch.amp.GradScaler("cuda", enabled=False), 0.0, Bar())
+    assert len(pinned) == 12 and reads.calls == ["tolist", "tolist"] and stats["samples"] == 48
