@@ -114,3 +114,15 @@ def test_a_gpu_run_saves_its_own_device_only(tmp_path, fake_gpus):
     assert "cuda" not in extra["rng"] and extra["rng"]["cuda_device"].tolist() == [7] * 8
     load_checkpoint(tmp_path / "last.safetensors", head, optimizers, device="cuda:0")  # fewer GPUs, or another
     assert fake_gpus == [("get", "cuda:1"), ("set", "cuda:0", 7)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_training_gpu_rng_is_restored(tmp_path):
+    head, optimizers = _head_and_optimizer()
+    torch.cuda.manual_seed(5)
+    save_checkpoint(tmp_path / "last.safetensors", head, optimizers, state={}, device="cuda")
+    want = torch.rand(4, device="cuda")
+    torch.cuda.manual_seed(6)
+    load_checkpoint(tmp_path / "last.safetensors", head, optimizers, device="cuda")
+    torch.testing.assert_close(torch.rand(4, device="cuda"), want)
