@@ -253,26 +253,28 @@ class _Running:
     without waiting for the GPU, and `read` copies them to the host in one transfer."""
 
     def __init__(self, dev: torch.device):
-        self.dev = dev
         self.sums: dict[str, torch.Tensor] = {}  # loss part -> sum over samples (float64)
-        self.bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=dev)  # (first bad step, its loss)
+        # the first step whose loss is not finite (-1: none yet) and that loss; `full` and
+        # `where` with Python numbers launch kernels, where `torch.tensor(x, device=cuda)` would
+        # copy from the host and wait for the GPU
+        self.bad_step = torch.full((), -1.0, dtype=torch.float64, device=dev)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=dev)
 
     def add(self, parts: Mapping[str, torch.Tensor], step: int, b: int) -> None:
         loss = parts["loss"].detach().to(torch.float64)
-        first = ~torch.isfinite(loss) & (self.bad[0] < 0)  # no sync: a 0-dim tensor on the device
-        self.bad = torch.where(first, torch.stack([loss.new_tensor(float(step)), loss]), self.bad)
+        first = ~torch.isfinite(loss) & (self.bad_step < 0)  # a 0-dim tensor on the device: no sync
+        self.bad_step = torch.where(first, float(step), self.bad_step)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
         for k, v in parts.items():
             add = v.detach().to(torch.float64) * b
             self.sums[k] = self.sums[k] + add if k in self.sums else add
 
     def read(self) -> dict[str, float]:
         """The sums on the host (one sync); FloatingPointError naming the first non-finite step."""
-        values = torch.cat([self.bad, torch.stack(list(self.sums.values()))]).tolist() if self.sums \
-            else self.bad.tolist()
-        step, loss = values[0], values[1]
+        step, loss, *values = torch.stack([self.bad_step, self.bad_loss, *self.sums.values()]).tolist()
         if step >= 0:
             raise FloatingPointError(f"loss is {loss} at step {int(step)} (lower the lr or check the data)")
-        return dict(zip(self.sums, values[2:]))
+        return dict(zip(self.sums, values))
 
 
 def _to_device(value: Any, dev: torch.device) -> Any:
