@@ -13,6 +13,9 @@ feature set a head names but the store lacks is replaced by one of the same kind
 (`task.train_batches`, features preloaded as in training), then forward + backward +
 optimiser steps on batches already in memory (the loop's work without the loader); each is
 the median over batches. Paper sizes by default; `--quick` uses width 256 and fewer steps.
+The step is timed in fp32 and, on CUDA, also under the autocast `lighthead train` runs there
+(bf16, or fp16 with a GradScaler on a GPU without bf16), each line labelled; `--precision
+fp32,bf16` picks them (bf16 on a CPU: CPU autocast, which `lighthead train` does not use).
 
 The last line is for scripts: `train_loader_vs_step: <loader / step samples/s>` for CASC;
 above 1 the loader keeps up with the training step.
@@ -21,6 +24,7 @@ above 1 the loader keeps up with the training step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -131,13 +135,24 @@ def add_sentiment(store_path: Path, n_images: int = SENTIMENT_IMAGES, token_dim:
     return store_path
 
 
+AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # step precision -> autocast dtype
+
+
+def default_precisions(device: torch.device) -> list[str]:
+    """fp32, and on CUDA the autocast `lighthead train` runs there (bf16, else fp16)."""
+    if device.type != "cuda":
+        return ["fp32"]
+    return ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
+
+
 def _size(batch: dict) -> int:
     return len(next(v for v in batch.values() if torch.is_tensor(v)))
 
 
 def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_size: int | None,
-               steps: int, extra: dict[str, str] | None = None) -> dict[str, float]:
-    """Loader and training-step samples/s of head `name`; `extra` overrides (keys the head lacks are dropped)."""
+               steps: int, extra: dict[str, str] | None = None, precision: str = "fp32") -> dict[str, float]:
+    """Loader and training-step samples/s of head `name`; `extra` overrides (keys the head lacks are
+    dropped); the step in `precision` (fp32, or bf16 / fp16 autocast as the training loop runs it)."""
     from lighthead.heads.build import config_fields
 
     over = overrides_for(name, store, quick, batch_size)
@@ -164,14 +179,19 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     # training step alone
     optimizers = head.optimizers()
     head.train()
+    amp = AMP[precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # as the loop: fp16 only
 
     def step(batch):
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}  # "phase" is a str
         for opt, _ in optimizers:
             opt.zero_grad(set_to_none=True)
-        head.loss(batch)["loss"].backward()
+        with torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext():
+            loss = head.loss(batch)["loss"]
+        scaler.scale(loss).backward()
         for opt, _ in optimizers:
-            opt.step()
+            scaler.step(opt)
+        scaler.update()
         return _size(batch)
 
     step(batches[0])  # warm-up
@@ -185,18 +205,23 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     # medians over batches: robust to other jobs on a shared machine
     res = {"loader": statistics.median(load_rates), "step": statistics.median(step_rates), "setup": t_setup}
     print(f"{name:10s} batch {bs:4d}  loader {res['loader']:9.0f} samples/s (setup {t_setup:.1f}s)  "
-          f"step {res['step']:8.1f} samples/s")
+          f"step {precision} {res['step']:8.1f} samples/s")
     return res
 
 
 def measure(names: list[str], store: Path, device: torch.device, quick: bool, batch_size: int | None,
-            steps: int, extra: dict[str, str] | None = None, skip_unserved: bool = False) -> dict[str, dict]:
-    """`bench_head` for every name; with `skip_unserved`, a head the store cannot serve is listed
-    as skipped instead of raising."""
+            steps: int, extra: dict[str, str] | None = None, skip_unserved: bool = False,
+            precisions: list[str] | None = None) -> dict[str, dict]:
+    """`bench_head` for every name, in each of `precisions` (default: fp32); "step" is the first
+    precision's figure, "step_<p>" each other's. With `skip_unserved`, a head the store cannot
+    serve is listed as skipped instead of raising."""
     results = {}
+    first, *others = precisions or ["fp32"]
     for name in names:
         try:
-            results[name] = bench_head(name, store, device, quick, batch_size, steps, extra)
+            results[name] = bench_head(name, store, device, quick, batch_size, steps, extra, first)
+            for p in others:
+                results[name][f"step_{p}"] = bench_head(name, store, device, quick, batch_size, steps, extra, p)["step"]
         except (KeyError, ValueError) as e:  # the store lacks this head's task or features
             if not skip_unserved:
                 raise
@@ -212,6 +237,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="override every head's batch size")
     ap.add_argument("--steps", type=int, default=None, help="timed training steps per head")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", default=None, metavar="fp32,bf16",
+                    help="training-step precisions (default: fp32, plus on CUDA what `lighthead train` runs there)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
     args = ap.parse_args()
@@ -220,6 +247,9 @@ def main() -> None:
     if unknown:  # before the synthetic store is written, and not a "skipped" with --store
         sys.exit(f"error: --heads {','.join(unknown)}: unknown head; known: {', '.join(HEADS.names())}")
     device = torch.device(args.device)
+    precisions = args.precision.split(",") if args.precision else default_precisions(device)
+    if any(p not in AMP for p in precisions):
+        sys.exit(f"error: --precision {args.precision}: use {', '.join(AMP)} (comma-separated)")
     use_threads(args.threads)
     steps = args.steps or (3 if args.quick else 10)
     batch_size = args.batch_size or (32 if args.quick else None)
@@ -234,7 +264,8 @@ def main() -> None:
             n = 200 if args.quick else 1000
             store = add_sentiment(build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10)))
         # the synthetic store serves every head: there a failure is a bug, not a skip
-        results = measure(names, store, device, args.quick, batch_size, steps, skip_unserved=args.store is not None)
+        results = measure(names, store, device, args.quick, batch_size, steps, skip_unserved=args.store is not None,
+                          precisions=precisions)
     casc = results.get("casc")
     print(f"train_loader_vs_step: {casc['loader'] / casc['step'] if casc else float('nan'):.2f}")
 

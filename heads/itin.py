@@ -64,6 +64,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lighthead.heads.base import HEADS, Head
 from lighthead.heads.build import fill_recipe
+from lighthead.heads.rnn import FP32GRU
 
 # The two readings; a key left unset (None) takes its recipe's value.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -195,8 +196,8 @@ class Itin(Head):
         self.cfg = cfg = cfg or ItinConfig()
         d, k = cfg.d, cfg.k
 
-        def gru() -> nn.GRU:  # Eq. 2-3
-            return nn.GRU(token_dim, d, num_layers=cfg.gru_layers, batch_first=True, bidirectional=True,
+        def gru() -> nn.GRU:  # Eq. 2-3; float32 under autocast (heads/rnn.py)
+            return FP32GRU(token_dim, d, num_layers=cfg.gru_layers, batch_first=True, bidirectional=True,
                           dropout=cfg.gru_dropout if cfg.gru_layers > 1 else 0.0)
 
         self.gru = gru()

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lighthead.heads.rnn import FP32GRU
+
 
 def _stages(size: int) -> int:
     """Stride-2 stages between a 4x4 map and a size x size image (DCGAN layout)."""
@@ -81,7 +83,7 @@ class CaptionDecoder(nn.Module):
         self.layers = layers
         self.init = nn.Linear(code_dim, hidden)
         self.start = nn.Parameter(torch.zeros(embedding.embedding_dim))
-        self.gru = nn.GRU(embedding.embedding_dim, hidden, num_layers=layers, batch_first=True)
+        self.gru = FP32GRU(embedding.embedding_dim, hidden, num_layers=layers, batch_first=True)
         self.out = nn.Linear(hidden, embedding.num_embeddings)  # FC_2
 
     def forward(self, code: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:

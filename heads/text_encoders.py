@@ -12,9 +12,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from lighthead.heads.rnn import FP32GRU
+
 
 class GRUTextEncoder(nn.Module):
-    """Word embedding -> GRU.
+    """Word embedding -> GRU (float32 under autocast: `heads/rnn.py`).
 
     forward(word_ids (B, L) long, lengths (B,) long) -> (states (B, L, H), sentence (B, H)).
     states: per-word outputs, zero on padding; with `bidirectional` the two directions are
@@ -31,7 +33,7 @@ class GRUTextEncoder(nn.Module):
         self.hidden = hidden
         self.bidirectional = bidirectional
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
-        self.gru = nn.GRU(word_dim, hidden, layers, batch_first=True, bidirectional=bidirectional,
+        self.gru = FP32GRU(word_dim, hidden, layers, batch_first=True, bidirectional=bidirectional,
                           dropout=dropout if layers > 1 else 0.0)
         # VSE++ initialises the embedding uniformly in [-0.1, 0.1].
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)

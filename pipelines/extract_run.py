@@ -9,6 +9,8 @@ Helpers for job modules (any job may use them):
 - `progress_bar(description, total, enabled)`: items/s and ETA (a bar, or plain lines in a log); yields `advance(n)`.
 - `job_option(options, job, key, default)`: `options.job_options["<job>.<key>"]`, else `["<key>"]`.
 - `random_weights(options, job)`: `--random-weights`, or its per-job override.
+- `job_precision(options, job, gpu)`: the resolved `precision` option (fp32, bf16, fp16), and
+  `precision_attrs(store, name, precision)`: what the feature set records, refusing another one's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,29 @@ def random_weights(options: ExtractOptions, job: str) -> bool:
     """`--random-weights`, unless `--job-option <job>.random_weights=false` overrides it for one job
     (e.g. the demo keeps the real bundled MiniLM while the detector runs untrained)."""
     return bool(options.job_options.get(f"{job}.random_weights", options.random_weights))
+
+
+def job_precision(options: ExtractOptions, job: str, gpu: str) -> str:
+    """`-o <job>.precision=` / `-o precision=` (fp32, bf16, fp16, or auto: `gpu` on CUDA, fp32 on a
+    CPU) resolved for `options.device` (`lighthead.extract.precision`)."""
+    from lighthead.extract.precision import resolve
+
+    return resolve(str(job_option(options, job, "precision", "auto")), options.device, gpu)
+
+
+def precision_attrs(store: Any, name: str, precision: str) -> dict[str, str]:
+    """{"precision": precision} for feature set `name`'s attrs. A set that holds another precision
+    is refused (a CPU run computes fp32 features, a GPU run bf16 or fp16: one set must not mix
+    them); a set written before precision was recorded resumes as it was (its precision is unknown)."""
+    if name not in store:
+        return {"precision": precision}
+    held = store[name].attrs.get("precision")
+    if held is None:
+        return {}
+    if held != precision:
+        raise ValueError(f"{name}: the feature set holds {held} features and this run computes {precision} ones; "
+                         f"rerun with -o precision={held} (on a device that supports it) or write to another store")
+    return {"precision": precision}
 
 
 @contextlib.contextmanager

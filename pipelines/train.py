@@ -7,7 +7,10 @@
 - data: only from the store, through the head's task (`pipelines/tasks/`);
 - each step: forward `head.loss(batch)` (AMP on GPU: bf16, or fp16 with a GradScaler), backward,
   gradient clipping per optimiser (`grad_clip`), every optimiser of `head.optimizers()` steps;
-  their LR schedulers step once per epoch; `head.start_epoch(e)` is called when defined;
+  their LR schedulers step once per epoch; `head.start_epoch(e)` is called when defined; the
+  loss sums stay on the device and the host reads them (and checks that every loss was finite,
+  naming the first step that was not) after the first step, every `SYNC_EVERY` steps and at the
+  end, so a GPU is not made to wait at every step; on CUDA batches are copied from pinned memory;
 - after each epoch: validation, `checkpoints/last.safetensors` (everything needed to resume,
   RNG states included) and, when the task's selection metric improves,
   `checkpoints/best.safetensors` (tensors + JSON, loaded without unpickling);
@@ -178,6 +181,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
     ctx = prepare(head_name, store, dataset, overrides, epochs)
     cls, cfg, loop, task = ctx["cls"], ctx["cfg"], ctx["loop"], ctx["task"]
     dev = pick_device(device)
+    task.options.pin_memory = dev.type == "cuda"
     if threads is not None:
         use_threads(threads)
     seed_everything(loop.seed)
@@ -233,7 +237,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
         state["history"].append(entry)
         live.epoch(entry)  # flushed per epoch: an interrupted run keeps what it logged
         state["epoch"] = epoch
-        save_checkpoint(last_path, head, optimizers, scaler, state)
+        save_checkpoint(last_path, head, optimizers, scaler, state, device=dev)
         atomic_json(out / "metrics.json", _summary(run_config, state, metric, None))
         if progress:
             EpochProgress.report(entry, metric)
@@ -260,37 +264,85 @@ def _evaluate(task: Any, head: Any, split: str, dev: torch.device, out: Path, wh
         raise NonFiniteScoresError(f"{out}: {when}, {split} split: {e}") from None
 
 
-def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar) -> dict[str, float]:
+SYNC_EVERY = 50  # steps between host reads of the running loss sums (each read waits for the GPU)
+
+
+class _Running:
+    """Loss sums and the first non-finite loss of an epoch, kept on the device: a step adds to them
+    without waiting for the GPU, and `read` copies them to the host in one transfer."""
+
+    def __init__(self, dev: torch.device):
+        self.sums: dict[str, torch.Tensor] = {}  # loss part -> sum over samples (float64)
+        # the first step whose loss is not finite (-1: none yet) and that loss; `full` and
+        # `where` with Python numbers launch kernels, where `torch.tensor(x, device=cuda)` would
+        # copy from the host and wait for the GPU
+        self.bad_step = torch.full((), -1.0, dtype=torch.float64, device=dev)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=dev)
+
+    def add(self, parts: Mapping[str, torch.Tensor], step: int, b: int) -> None:
+        loss = parts["loss"].detach().to(torch.float64)
+        first = ~torch.isfinite(loss) & (self.bad_step < 0)  # a 0-dim tensor on the device: no sync
+        self.bad_step = torch.where(first, float(step), self.bad_step)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+        for k, v in parts.items():
+            add = v.detach().to(torch.float64) * b
+            self.sums[k] = self.sums[k] + add if k in self.sums else add
+
+    def read(self) -> dict[str, float]:
+        """The sums on the host (one sync); FloatingPointError naming the first non-finite step."""
+        step, loss, *values = torch.stack([self.bad_step, self.bad_loss, *self.sums.values()]).tolist()
+        if step >= 0:
+            raise FloatingPointError(f"loss is {loss} at step {int(step)} (lower the lr or check the data)")
+        return dict(zip(self.sums, values))
+
+
+def _to_device(value: Any, dev: torch.device) -> Any:
+    """A batch value on `dev`; on CUDA from page-locked memory, so the copy does not wait for the
+    GPU to finish the previous step (from pageable memory `non_blocking` is synchronous)."""
+    if not torch.is_tensor(value):
+        return value  # non-tensor values (ITM's batch["phase"]) pass through as they are
+    if dev.type == "cuda" and value.device.type == "cpu" and not value.is_pinned():
+        value = value.pin_memory()
+    return value.to(dev, non_blocking=True)
+
+
+def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar,
+               sync_every: int = SYNC_EVERY) -> dict[str, float]:
+    """One epoch. The host reads the loss sums (and checks that every loss was finite) after the
+    first step, every `sync_every` steps and at the end, not at every step."""
+    running = _Running(dev)
     sums: dict[str, float] = {}
-    n_samples, n_steps = 0, 0
+    n_samples, n_steps, read_at = 0, 0, 0  # read_at: samples summed in `sums`, the last host read
     start = time.perf_counter()
     with bar:
         for batch in batches:
-            # non-tensor values (ITM's batch["phase"]) pass through as they are
-            batch = {k: v.to(dev, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = {k: _to_device(v, dev) for k, v in batch.items()}
             # a head trained in alternating phases (ITM) names the one optimiser a batch steps
             stepping = [optimizers[head.optimizer_index(batch)]] if hasattr(head, "optimizer_index") else optimizers
-            for opt, _ in optimizers:
-                opt.zero_grad(set_to_none=True)
-            with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
-                parts = head.loss(batch)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {n_steps} (lower the lr or check the data)")
-            scaler.scale(loss).backward()
-            for opt, _ in stepping:
-                scaler.unscale_(opt)
-                if grad_clip > 0:
-                    params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                scaler.step(opt)
-            scaler.update()
-            b = len(next(v for v in batch.values() if torch.is_tensor(v)))
+            try:
+                for opt, _ in optimizers:
+                    opt.zero_grad(set_to_none=True)
+                with torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext():
+                    parts = head.loss(batch)
+                b = len(next(v for v in batch.values() if torch.is_tensor(v)))
+                running.add(parts, n_steps, b)
+                scaler.scale(parts["loss"]).backward()
+                for opt, _ in stepping:
+                    scaler.unscale_(opt)
+                    if grad_clip > 0:
+                        params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+                        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+                    scaler.step(opt)
+                scaler.update()
+            except Exception:
+                running.read()  # a non-finite loss earlier in the interval is the cause to report
+                raise
             n_samples += b
             n_steps += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * b
-            bar.advance(sums["loss"] / n_samples, n_samples / max(1e-9, time.perf_counter() - start))
+            if n_steps == 1 or n_steps % sync_every == 0:
+                sums, read_at = running.read(), n_samples
+            bar.advance(sums["loss"] / max(1, read_at), n_samples / max(1e-9, time.perf_counter() - start))
+    sums = running.read() if n_steps else {}
     seconds = time.perf_counter() - start
     stats = {k: v / max(1, n_samples) for k, v in sums.items()}
     stats.update(samples=n_samples, seconds=seconds, samples_per_s=n_samples / max(1e-9, seconds))

@@ -82,24 +82,40 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Python's, numpy's and torch's CPU RNG states, and on a CUDA `device` that GPU's state
+    ("cuda_device"; only the training device: a resume may run on a machine with fewer GPUs).
+    A CPU run never touches CUDA."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    """Restore `rng_state`'s record; on a CUDA `device` its saved GPU state, if any. Records of
+    earlier runs hold every GPU's state as "cuda" (a list by device index): the training
+    device's entry is used, and none when that GPU did not exist then."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.device(device)
+    if device.type != "cuda":
+        return  # a CPU run (or a GPU run resumed on a CPU) leaves CUDA alone
+    saved = state.get("cuda_device")
+    if saved is None and state.get("cuda"):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        saved = state["cuda"][index] if index < len(state["cuda"]) else None
+    if saved is not None:
+        torch.cuda.set_rng_state(saved, device)
 
 
 def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
-                    scaler: Any = None, state: dict[str, Any] | None = None) -> None:
-    """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs.
+                    scaler: Any = None, state: dict[str, Any] | None = None,
+                    device: torch.device | str = "cpu") -> None:
+    """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs
+    (the CPU's, and the training `device`'s on a GPU).
 
     Written as safetensors + JSON (`pipelines/run_checkpoint.py`): loading never unpickles.
     """
@@ -112,7 +128,7 @@ def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
             "schedulers": [None if s is None else s.state_dict() for _, s in optimizers],
             "scaler": scaler.state_dict() if scaler is not None else None,
             "state": state,
-            "rng": rng_state(),
+            "rng": rng_state(device),
         }
     run_checkpoint.save(path, head.state_dict(), extra)
 
@@ -135,7 +151,7 @@ def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
                     sched.load_state_dict(s_state)
             if scaler is not None and extra.get("scaler"):
                 scaler.load_state_dict(extra["scaler"])
-            set_rng_state(extra["rng"])
+            set_rng_state(extra["rng"], device)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunCheckpointError(f"{path}: does not match this run's head and optimisers ({first})") from None

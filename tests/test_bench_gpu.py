@@ -80,7 +80,8 @@ def test_dry_run_measures_every_part(dry_run):
     before = "fp32, before: 1 GiB blocks, masks asked and scores copied per block"
     assert cases["scoring"] == [f"{h}, {n}, {p}" for h in ("casc", "scan", "mmca") for n in ("6 x 30", "12 x 60")
                                 for p in ("fp32", "bf16") + ((before,) if n == "6 x 30" and h != "mmca" else ())]
-    assert cases["training"] == ["casc", "mmca", "itin"]  # on a GPU: every registered head
+    # fp32 and what `lighthead train` runs (bf16 autocast; here on the CPU); on a GPU every registered head
+    assert cases["training"] == [f"{h}, {p}" for h in ("casc", "mmca", "itin") for p in ("fp32", "bf16")]
     units = {part: {r[3] for r in rows if r[0] == part} for part in cases}
     assert units == {"self-check": {"bits", "ms/image", "syncs", "ms/batch", "max abs score difference"},
                      "gpu tests": {"tests passed"}, "detector": {"images/s"}, "text": {"tokens/s"},

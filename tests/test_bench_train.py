@@ -83,3 +83,15 @@ def test_unknown_head_one_line_error(bench, monkeypatch, capsys):
         bench.main()
     assert e.value.code == "error: --heads nope: unknown head; known: " + ", ".join(HEADS.names())
     assert capsys.readouterr().out == ""  # stopped before any store was written or measured
+
+
+def test_the_step_is_timed_in_each_precision_labelled(bench, store, capsys, monkeypatch):
+    """`lighthead train` runs bf16 autocast on a GPU: the bench times that as well as fp32."""
+    assert bench.default_precisions(torch.device("cpu")) == ["fp32"]  # what `lighthead train` runs on a CPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert bench.default_precisions(torch.device("cuda")) == ["fp32", "fp16"]
+    results = bench.measure(["casc"], store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY,
+                            precisions=["fp32", "bf16"])
+    assert results["casc"]["step"] > 0 and results["casc"]["step_bf16"] > 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("casc")]
+    assert [" step fp32 " in lines[0], " step bf16 " in lines[1]] == [True, True]

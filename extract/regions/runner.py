@@ -3,14 +3,16 @@
 Images are decoded and resized in DataLoader workers; on a GPU a prefetch thread regroups
 them and pads each batch straight into page-locked memory, so the main thread starts one
 non-blocking copy per batch; the detector runs in the main thread (GPU: autocast bf16/fp16
-for the convolutions, box arithmetic in float32), and the finished
+for the convolutions by default, box arithmetic in float32; the `precision` option picks
+another), and the finished
 items go through a bounded queue to a background thread that writes them (HDF5 never makes
 the GPU wait). One bad image never stops a run: it is reported with its reason. That holds for
 unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
 image, no proposals, anything): a batch that raises is run again one image at a time, and the
 image that still raises is skipped with the error as its reason (a rerun tries it again, and
 skips it again; `lighthead.extract.per_image`, shared with the global-image jobs). Errors of
-the sink (the store: disk full, ...) still stop the run.
+the sink (the store: disk full, ...) still stop the run, and so does a failed device (an illegal
+memory access, a device-side assert: `per_image.is_fatal`), in the detector or in the copy out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lighthead.extract.per_image import batch_or_each, reason
+from lighthead.extract.precision import DTYPES, autocast, resolve
+from lighthead.extract.per_image import batch_or_each, device_error, is_fatal, reason
 from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector
@@ -115,11 +118,17 @@ class RunStats:
     images_per_s: float = 0.0  # over the whole loop
 
 
+def _batch_name(ids: Sequence[str]) -> str:
+    """The images of a batch, for an error: `image ID` or `images ID (+N more)`."""
+    return f"image {ids[0]}" if len(ids) == 1 else f"images {ids[0]} (+{len(ids) - 1} more)"
+
+
+GPU_PRECISION = "bf16"  # the detector's "auto" precision on CUDA (fp16 on a GPU without bf16)
+
+
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16; None (full precision) on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """The "auto" precision's dtype: bf16 where the GPU supports it, else fp16; None (float32) on the CPU."""
+    return DTYPES[resolve("auto", device, GPU_PRECISION)]
 
 
 def extract_regions(
@@ -133,16 +142,19 @@ def extract_regions(
     dtype: str = "float16",
     progress: Callable[[int], None] | None = None,
     batch_source: Iterable[Batch] | None = None,
+    precision: str = "auto",
 ) -> RunStats:
     """Run the detector over (image_id, path) items and hand each image's regions to `sink`.
 
     given_boxes: for mode "given", image id -> (N, 4) boxes in original pixels.
     progress: called with the number of inputs finished (written or skipped) per batch.
+    precision: "auto" (bf16 on a GPU, fp16 without bf16; fp32 on a CPU), "fp32", "bf16" or "fp16"
+    (`lighthead.extract.precision`).
     """
     import time
 
     device = next(model.parameters()).device
-    amp = autocast_dtype(device)
+    precision = resolve(precision, device, GPU_PRECISION)
     stats = RunStats()
     start = time.perf_counter()
     source = batch_source if batch_source is not None else batches(
@@ -150,7 +162,7 @@ def extract_regions(
 
     def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
         images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        with autocast(precision, device):
             outputs = model(images, sizes, scales, boxes=boxes)
         return model.regions(outputs, selection)
 
@@ -161,10 +173,12 @@ def extract_regions(
 
     def write(image_id: str, region: Mapping[str, torch.Tensor], w: int, h: int) -> tuple[str, str] | None:
         # The device-to-host copies and the HDF5 writes both happen on the writer thread; an item
-        # that cannot be converted is skipped, a sink (store) error stops the run.
+        # that cannot be converted is skipped; a sink (store) error or a failed device stops the run.
         try:
             item = to_item(region, w, h, selection, dtype)
         except Exception as exc:  # noqa: BLE001 - one image's odd output skips that image
+            if is_fatal(exc):  # the copy out is where an asynchronous kernel failure surfaces
+                raise device_error(f"image {image_id}", exc) from exc
             return image_id, f"cannot store the detector output ({w}x{h} image): {reason(exc)}"
         sink(image_id, item)
         return None
@@ -179,7 +193,7 @@ def extract_regions(
                     boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
                 regions = batch_or_each(
                     len(batch.ids), lambda: detect(batch.images, batch.image_sizes, batch.scales, boxes),
-                    lambda k: detect_alone(batch, k, boxes))
+                    lambda k: detect_alone(batch, k, boxes), where=_batch_name(batch.ids))
                 for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes, strict=True):
                     if isinstance(region, Exception):
                         stats.skipped.append((image_id, f"detector failed on this {w}x{h} image: {reason(region)}"))

@@ -6,7 +6,7 @@ read the last hidden layer, as the papers do; `layer` picks another one.
 
 Texts are tokenized once, sorted by token count and cut into batches, so each batch pads only
 to its own longest text (`sort_by_length=False` keeps the given order, for comparison). On a
-CUDA device the forward pass runs under float16 autocast.
+CUDA device the forward pass runs under float16 autocast by default (`precision`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from lighthead.extract.precision import PRECISIONS, autocast, resolve
 from lighthead.extract.text.models import resolve_model, weights_file
 from lighthead.store import sha256_file
+
+GPU_PRECISION = "fp16"  # the "auto" precision on CUDA
 
 
 @dataclass
@@ -34,7 +37,7 @@ class TextEncoderConfig:
     batch_size: int = 32  # texts per forward pass
     sort_by_length: bool = True  # batch texts of similar length together (less padding)
     sort_window: int = 50_000  # texts tokenized and sorted together; bounds memory on COCO-sized runs
-    fp16: bool = True  # float16 autocast on CUDA; ignored on CPU
+    precision: str = "auto"  # auto (fp16 autocast on CUDA, fp32 on a CPU), fp32, bf16 or fp16 (extract/precision.py)
     lowercase: bool = False  # lowercase before tokenizing (ITM's code does so for RoBERTa)
 
     def __post_init__(self) -> None:
@@ -44,6 +47,8 @@ class TextEncoderConfig:
             raise ValueError(f"max_length must be >= 4, got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sort_window < self.batch_size:
             raise ValueError(f"sort_window ({self.sort_window}) must be >= batch_size ({self.batch_size})")
 
@@ -86,6 +91,7 @@ class TextEncoder:
 
         self.config = config
         self.device = torch.device(device)
+        self.precision = resolve(config.precision, self.device, GPU_PRECISION)  # what the forward pass runs in
         self.path: Path = resolve_model(config.model)
         self.random_weights = random_weights
         try:
@@ -172,8 +178,7 @@ class TextEncoder:
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in items[0]]
         padded = self.tokenizer.pad([{k: it[k] for k in keys} for it in items], return_tensors="pt")
         inputs = {k: v.to(self.device) for k, v in padded.items()}
-        autocast = self.config.fp16 and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=autocast):
+        with autocast(self.precision, self.device):
             out = self.model(**inputs, output_hidden_states=self.config.layer != -1)
         hidden = out.last_hidden_state if self.config.layer == -1 else out.hidden_states[self.config.layer]  # (B, L, D)
         hidden = hidden.float().cpu().numpy()

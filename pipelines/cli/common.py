@@ -40,7 +40,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
     errors.append(DatasetError)
     for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),
-                         ("lighthead.extract.images", "ImageReadError")):
+                         ("lighthead.extract.images", "ImageReadError"),
+                         ("lighthead.extract.per_image", "DeviceError")):
         try:  # imported only now, after an error, so `--help` stays instant
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except ImportError:

@@ -46,7 +46,7 @@ def extract(
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
     dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
     text_model: Optional[str] = typer.Option(None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
-    job_option: List[str] = typer.Option([], "--job-option", "-o", metavar="KEY=VALUE", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128 (repeatable)"),
+    job_option: List[str] = typer.Option([], "--job-option", "-o", metavar="KEY=VALUE", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128, precision=fp32 (repeatable)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
     slurm: bool = typer.Option(False, "--slurm", help="region jobs on SLURM batch jobs, one part per job (dask-jobqueue)"),
     pbs: bool = typer.Option(False, "--pbs", help="region jobs on PBS batch jobs, one part per job (dask-jobqueue)"),

@@ -7,7 +7,9 @@ the model fails on (the batch is run again one image at a time). The weights fil
 when images are left to extract: a finished set reruns without it.
 
 Settings (`--job-option`): "<job>.weights" (a torchvision state-dict file; else `--weights`,
-else torchvision's cache file), thumbs "size" (64), shard_items.
+else torchvision's cache file), "<job>.precision" / "precision" (auto: fp16 autocast on CUDA,
+fp32 on a CPU; fp32, bf16, fp16; recorded, and a set holding another is refused), thumbs "size"
+(64), shard_items.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
 from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
@@ -42,7 +44,8 @@ def run_image_job(
 
     `setup()` -> (the feature set's attrs, the model) runs only when images are left, so a finished
     set needs no weights file. A batch the model fails on is run again one image at a time; an
-    image that still fails is skipped with the error as its reason (`per_image`).
+    image that still fails is skipped with the error as its reason; a failed device stops the
+    job (`per_image`).
     """
     from lighthead.extract.images import image_loader, unique_images
     from lighthead.extract.per_image import batch_or_each, reason
@@ -69,8 +72,8 @@ def run_image_job(
             for batch in image_loader(items, transform, options.batch_size, options.loader_workers):
                 summary.skipped.extend(batch["skipped"])
                 images = batch["images"]
-                results = batch_or_each(len(batch["ids"]), lambda: each(images),
-                                        lambda k: each(images[k:k + 1])[0]) if batch["ids"] else []
+                results = batch_or_each(len(batch["ids"]), lambda: each(images), lambda k: each(images[k:k + 1])[0],
+                                        where=f"{job}: image {batch['ids'][0]}") if batch["ids"] else []
                 for image_id, item, size in zip(batch["ids"], results, batch["sizes"], strict=True):
                     if isinstance(item, Exception):  # the store's own errors (disk full, ...) still stop the job
                         summary.skipped.append((image_id, f"{job} failed on this {size[0]}x{size[1]} image: "
@@ -101,12 +104,16 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
         from lighthead.store import sha256_file
         from lighthead.store import Field
 
+        from lighthead.extract.precision import autocast
+
         config = GlobalCNNConfig(arch=arch)
         random = random_weights(options, arch)
         device = torch.device(options.device)
+        precision = job_precision(options, arch, gpu="fp16")
 
         def setup() -> tuple[dict[str, Any], Model]:
             # Only when images are left: a finished set needs no weights file.
+            recorded = precision_attrs(store, f"global/{arch}", precision)  # another precision: refused before any work
             weights = None if random else (_weights_path(arch, options) or default_weights(arch))
             if weights is not None and not weights.is_file():
                 raise FileNotFoundError(missing_weights_message(arch, weights))
@@ -114,7 +121,7 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
 
             @torch.inference_mode()
             def forward(images: torch.Tensor) -> dict[str, Any]:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                with autocast(precision, device):
                     feats = net(images.to(device, non_blocking=True))  # (B, D)
                 return {"features": feats.float().cpu().numpy()}
 
@@ -130,6 +137,7 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
                 "weights_sha256": None if weights is None else sha256_file(weights),
                 "random_weights": random,
                 "dtype": options.dtype,
+                **recorded,
             }
             return attrs, forward
 

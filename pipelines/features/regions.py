@@ -18,7 +18,9 @@ key applies to regions36 and regions100 and leaves adaptive and given-boxes on t
 detector (preset: r101, r101-demo, slim, tiny), min_size / max_size (test scale), rois
 (proposals kept after the RPN NMS), seed (random weights), channels_last, shard_items, threads
 (CPU threads of the detector; 1 avoids thread stalls on a busy or small CPU),
-backend (torch, the default, or detectron2 when it is installed; py-bottom-up-attention .pkl only).
+backend (torch, the default, or detectron2 when it is installed; py-bottom-up-attention .pkl only),
+precision (auto: bf16 autocast on CUDA, fp16 on a GPU without bf16, fp32 on a CPU; fp32, bf16,
+fp16; recorded in the set's attrs, and a set holding another precision is refused).
 `--workers N` splits the images over N local processes (GPUs when there are several), each
 writing its own shards into the same feature set. On a dask cluster (`options.cluster`, the
 sweep's ClusterOptions: `extract --slurm/--pbs --workers N` starts N batch jobs through
@@ -36,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
 from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
@@ -227,7 +229,7 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
     """
     import torch
 
-    from lighthead.extract.regions.runner import extract_regions
+    from lighthead.extract.regions.runner import GPU_PRECISION, extract_regions
     from lighthead.pipelines.placement import use_device
     from lighthead.store import open_store
 
@@ -241,15 +243,16 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
         name = feature_set_name(job, selection)
         model, info = build_model(job, options, device)
         fields = _fields(selection, model.cfg.feature_dim, options.dtype)
-        attrs = describe(job, info, selection, options)
+        store = open_store(store_path)
+        precision = job_precision(replace(options, device=device), job, GPU_PRECISION)
+        attrs = {**describe(job, info, selection, options), **precision_attrs(store, name, precision)}
         shard_items = job_option(options, job, "shard_items")
         extra = {"shard_items": int(shard_items)} if shard_items else {}
-        store = open_store(store_path)
         with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
             todo = [it for it in items if not writer.is_done(it[0])]
             with progress_bar(job, len(todo), options.progress) as advance:
                 stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
-                                        options.loader_workers, options.dtype, advance)
+                                        options.loader_workers, options.dtype, advance, precision=precision)
     finally:
         torch.set_num_threads(before)
     # what this worker committed: a concurrent run may have stored some of its images first
@@ -349,6 +352,7 @@ def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str,
 def _run(job: str) -> Any:
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
         from lighthead.extract.images import unique_images
+        from lighthead.extract.regions.runner import GPU_PRECISION
 
         start = time.perf_counter()
         _, mode, _ = JOBS[job]
@@ -364,6 +368,8 @@ def _run(job: str) -> Any:
             boxes, bad = boxes_from_set(store, str(source), all_ids) if source else given_boxes(records)
             summary.skipped.extend((i, why) for i, why in bad if i not in done)
             items = [it for it in items if it[0] in boxes]
+        if items:  # another precision than the set's: refused before any worker starts
+            precision_attrs(store, name, job_precision(options, job, GPU_PRECISION))
         if not random_weights(options, job) and items:
             path = weights_path(job, options)
             if not path.is_file():  # fail before any worker starts

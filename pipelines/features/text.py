@@ -15,7 +15,8 @@ Records with a target (twitter, itm, demo "target" records) are encoded as ITM's
 
 Settings (`--job-option`, as "<job>.<key>" or "text_<key>" for every text job): model (folder
 or cached id; `--text-model` sets text_model), layer (-1 last), max_length, sort_by_length,
-lowercase; "<job>.shard_items" / "shard_items".
+lowercase; "<job>.shard_items" / "shard_items"; "<job>.precision" / "precision" (auto: fp16
+autocast on CUDA, fp32 on a CPU; fp32, bf16, fp16; recorded, and a set holding another is refused).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
+from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
 from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
@@ -97,6 +98,7 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
         batch_size=options.batch_size,
         sort_by_length=bool(_opt(options, job, "sort_by_length", True)),
         lowercase=bool(_opt(options, job, "lowercase", False)),
+        precision=job_precision(options, job, gpu="fp16"),
     )
     name = feature_set_name(model_name, config.layer)
     random = random_weights(options, job)
@@ -106,6 +108,7 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
     if not items:
         summary.seconds = time.perf_counter() - start
         return summary
+    recorded = precision_attrs(store, name, config.precision)  # another precision: refused before the model loads
     encoder = TextEncoder(config, device=options.device, random_weights=random)
     fields = [
         Field("features", (None, encoder.width), options.dtype),
@@ -117,7 +120,7 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
     ]
     # The registered name, not a --text-model path: the weights hash already pins the exact model.
     attrs = {"extractor": "text-encoder", "job": job, "dtype": options.dtype, **encoder.describe(), "model": model_name,
-             **tokenizer_attrs(config.model, encoder.path, store, name, vocab_sha256(encoder.tokenizer))}
+             **tokenizer_attrs(config.model, encoder.path, store, name, vocab_sha256(encoder.tokenizer)), **recorded}
     shard_items = job_option(options, job, "shard_items", None)
     overrides = {"shard_items": int(shard_items)} if shard_items else {}
     with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:

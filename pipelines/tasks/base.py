@@ -37,6 +37,7 @@ class TaskOptions:
     eval_precision: str = "fp32"  # products when scoring pairs: fp32, or bf16 (faster, scores within ~1e-3)
     val_images: int = 1000  # validation on the first N images of the split (0 = all)
     per_image: int = 5  # captions per image in retrieval (COCO, Flickr30K)
+    pin_memory: bool = False  # training batches in page-locked memory (the loop sets it when training on CUDA)
 
     def __post_init__(self) -> None:
         if self.preload_mb < 0 or self.workers < 0 or self.val_images < 0:

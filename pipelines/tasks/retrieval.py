@@ -179,8 +179,9 @@ class RetrievalTask(Task):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         sampler = BatchSampler(RandomSampler(data, generator=gen), batch_size, drop_last=False)
         workers = 0 if all(t.preloaded for (s, _), t in self._tables.items() if s == "train") else self.options.workers
+        # pinned on a thread of the loader when it has workers, so copies to the GPU do not wait
         return DataLoader(data, sampler=sampler, batch_size=None, num_workers=workers,
-                          persistent_workers=False)
+                          persistent_workers=False, pin_memory=self.options.pin_memory)
 
     def _kinds(self, inputs: Iterable[str]) -> list[str]:
         inputs = set(inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -237,10 +238,48 @@ def test_cli_train_then_evaluate(store, tmp_path):
     assert "rsum" in result.output and (run / "eval-val-1k.json").is_file() and (run / "examples-val.png").is_file()
 
 
+@contextlib.contextmanager
+def ieee_rnn_context():
+    """cuDNN RNNs in IEEE float32, restored after. torch >= 2.9 runs fp32 cuDNN RNNs in TF32 by
+    default (`torch.backends.cudnn.rnn.fp32_precision == "tf32"`): SCAN's caption GRU alone then
+    moves scores by up to about 2.3e-4, while the comparison below is about the scoring code at
+    1e-4. torch < 2.9 has one cuDNN flag for convolutions and RNNs."""
+    cudnn = torch.backends.cudnn
+    per_op = hasattr(cudnn, "rnn")  # torch >= 2.9: per-op precision flags
+    before = cudnn.rnn.fp32_precision if per_op else cudnn.allow_tf32
+    if per_op:
+        cudnn.rnn.fp32_precision = "ieee"
+    else:
+        cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if per_op:
+            cudnn.rnn.fp32_precision = before
+        else:
+            cudnn.allow_tf32 = before
+
+
+@pytest.fixture
+def ieee_rnns():
+    with ieee_rnn_context():
+        yield
+
+
+def test_ieee_rnn_context_sets_the_flag_and_restores_it():
+    rnn = torch.backends.cudnn.rnn
+    before = rnn.fp32_precision
+    with pytest.raises(RuntimeError, match="inside"):
+        with ieee_rnn_context():
+            assert rnn.fp32_precision == "ieee"
+            raise RuntimeError("inside")
+    assert rnn.fp32_precision == before
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["casc", "scan", "vsepp"])
-def test_cuda_scores_match_cpu_in_both_precisions(name):
+def test_cuda_scores_match_cpu_in_both_precisions(name, ieee_rnns):
     torch.manual_seed(0)
     info = {"region_dim": 64, "global_dim": 64, "vocab_size": 20, "num_labels": 7}
     head = build_head(name, info, {"embed_size": "64", "word_dim": "16"}).eval()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+import torch
 from PIL import Image
 
 from lighthead.extract.per_image import batch_or_each
@@ -93,3 +96,26 @@ def test_batch_or_each():
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops the job
         batch_or_each(2, whole, interrupted)
 
+
+
+def test_a_failed_device_stops_the_job_instead_of_skipping_the_rest(records, tmp_path, monkeypatch):
+    """After an illegal memory access every later batch fails: the job stops, what it stored stays."""
+    from lighthead.extract.global_cnn.resnet import GlobalCNN
+    from lighthead.extract.per_image import DeviceError
+
+    load_all()
+    forward = GlobalCNN.forward
+    calls = []
+
+    def poisoned(self, images):
+        calls.append(images.shape[0])
+        if len(calls) > 1:
+            raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+        return forward(self, images)
+
+    monkeypatch.setattr(GlobalCNN, "forward", poisoned)
+    store = open_store(tmp_path / "store", create=True)
+    with pytest.raises(DeviceError, match=r"^resnet18: image \S+: the device failed \(AcceleratorError: CUDA error"):
+        FEATURES.get("resnet18").run(records, store, replace(_options(random=True), batch_size=2))
+    assert calls == [2, 2]  # the second batch: no retry image by image, no third batch
+    assert len(store["global/resnet18"].ids) == 2

@@ -271,3 +271,42 @@ def test_given_boxes_are_stored_as_given_and_the_attrs_say_so(demo, tmp_path):
     fs = store["regions/butd-r101-vg-given"]
     assert np.array_equal(fs["out"]["boxes"], np.asarray(outside, np.float32))
     assert "kept as given" in fs.attrs["box_rule"] and "clipped to the image" not in fs.attrs["box_rule"]
+
+
+@pytest.mark.parametrize("where", ["detector", "copy out"])
+def test_a_failed_device_stops_the_run_with_one_line(demo, tmp_path, monkeypatch, capsys, where):
+    """An illegal memory access poisons the CUDA context: every later batch and retry would fail,
+    and the run used to "finish" with the rest of the dataset listed as skipped."""
+    import torch
+
+    import lighthead.extract.regions.runner as runner
+    from lighthead.extract.regions.model import BottomUpDetector
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    calls = []
+
+    def fail_after_first(original):
+        def poisoned(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 1:
+                raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered\n"
+                                             "CUDA kernel errors might be asynchronously reported")
+            return original(*args, **kwargs)
+        return poisoned
+
+    if where == "detector":
+        monkeypatch.setattr(BottomUpDetector, "forward", fail_after_first(BottomUpDetector.forward))
+    else:  # the writer thread's device-to-host copy is where an asynchronous failure surfaces
+        monkeypatch.setattr(runner, "to_item", fail_after_first(runner.to_item))
+    root, records = demo
+    store = tmp_path / "s"
+    code = run_app(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(store),
+                         "--features", "regions36", "--random-weights", "-o", "detector=tiny", "--batch-size", "2",
+                         "--loader-workers", "0", "--no-progress"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    assert "the device failed (AcceleratorError: CUDA error: an illegal memory access" in lines[0]
+    assert len(calls) == 2  # nothing was tried after the failure
+    assert "skipped" not in err
