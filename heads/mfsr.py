@@ -74,7 +74,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
 from lighthead.heads.scan import step_lr
@@ -111,6 +111,8 @@ class MFSRConfig:
     disc_width: int = 64  # DCGAN discriminator base width (ndf)
     margin: float = 0.2  # triplet margin alpha (Eq. 9)
     max_violation: bool = True  # hardest negative (Eq. 8); False sums over negatives
+    # True: captions of one image in a batch are never each other's negatives (Eq. 8: every other pair is)
+    same_image_positive: bool = False
     lr: float = 2e-4  # Adam learning rate of encoders, separation, generator and decoder
     lr_decay_epochs: int = 15  # x0.1 every this many epochs (0 = never)
     epochs: int = 30  # training epochs
@@ -125,7 +127,8 @@ class MFSRConfig:
         # reconstructs 32x32 images (a quarter of the 64x64 pixels) with a narrower GRU: a step
         # takes a third of the CPU time of 64x64 and d=384, and 6 epochs reach a higher rsum.
         "demo": {"image": "global/resnet18", "embed_dim": 192, "gru_layers": 1, "recon_size": 32, "gen_width": 16,
-                 "disc_width": 16, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+                 "disc_width": 16, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
+                 "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -267,7 +270,7 @@ class MFSR(Head):
         v, l = self.image_parts(batch), self.text_parts(batch)
         parts: dict[str, torch.Tensor] = {}
         if cfg.semantic:
-            positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+            positives = in_batch_positives(batch, cfg.same_image_positive)  # None: k in B \ j (Eq. 8)
             scores = v["se"] @ l["se"].t()  # (B, B): row b's caption matches image b
             # Eq. 8 averages over the batch; the shared loss sums (as VSE++'s code does)
             parts["semantic"] = triplet_loss(scores, positives, cfg.margin, cfg.max_violation) / scores.shape[0]

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
 from lighthead.heads.scan import step_lr
 
@@ -85,6 +85,8 @@ class MMCAConfig:
     alpha: float = 0.2  # weight of the cross-attention score i1.c1 (Table 6)
     margin: float = 0.2  # triplet margin m (Eq. 15)
     max_violation: bool = True  # hardest negative only (Eq. 15); False sums over negatives
+    # True: captions of one image in a batch are never each other's negatives (Eq. 15: every other item is)
+    same_image_positive: bool = False
     lr: float = 2e-4  # Adam learning rate
     lr_decay_epochs: int = 10  # multiply the rate by 0.1 every this many epochs (0 = never)
     epochs: int = 20  # training epochs
@@ -95,7 +97,8 @@ class MMCAConfig:
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU-sized for the demo store and its bundled MiniLM token features
         "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "embed_dim": 64,
-                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
+                 "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -346,7 +349,7 @@ class MMCA(Head):
         scores = img["i0"] @ txt["c0"].t()  # (B, B): row b's caption matches image b
         if self.cfg.alpha:
             scores = scores + self.cfg.alpha * self.pair_scores(img, txt)
-        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: every other item (Eq. 15)
         loss = triplet_loss(scores, positives, margin=self.cfg.margin, hardest=self.cfg.max_violation)
         return {"loss": loss, "triplet": loss.detach()}
 

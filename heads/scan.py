@@ -40,7 +40,7 @@ from torch import nn
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
 from lighthead.heads.base import HEADS, Head
 from lighthead.heads.build import fill_recipe
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
 
 DIRECTIONS = ("t2i", "i2t", "both")
@@ -226,9 +226,7 @@ class SCAN(Head):
         return self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
 
     def ranking_loss(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        positives = None  # the diagonal, as the released code
-        if self.cfg.same_image_positive and "image_index" in batch:
-            positives = positives_from_index(batch["image_index"])
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: the diagonal, as released
         return triplet_loss(scores, positives, self.cfg.margin, self.hardest)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.scan import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
@@ -58,13 +58,15 @@ class VSEPPConfig:
     batch_size: int = 128  # pairs per batch
     grad_clip: float = 2.0  # gradient-norm clipping (0 = off)
     image_norm: bool = True  # L2-normalise the image vector before the Linear (the released EncoderImageFull)
+    # True: captions of one image in a batch are never each other's negatives (released: the diagonal only)
+    same_image_positive: bool = False
 
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # a store imported from a SCAN precomp folder holds region features only: mean-pool them
         "precomp": {"image": "regions/butd-r101-vg-36"},
         # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
         "demo": {"image": "global/resnet18", "embed_size": 256, "batch_size": 32, "lr": 2e-3,
-                 "max_violation": False, "epochs": 8},
+                 "max_violation": False, "epochs": 8, "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -143,7 +145,7 @@ class VSEPP(Head):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         scores = self.score(self.encode_image(batch), self.encode_text(batch))  # (B, B)
-        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: the diagonal, as released
         hardest = self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
         loss = triplet_loss(scores, positives, self.cfg.margin, hardest)
         return {"loss": loss, "triplet": loss.detach()}
