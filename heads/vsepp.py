@@ -13,15 +13,16 @@ Checked against the released code (fartashf/vsepp: train.py, model.py, data.py, 
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| loss | hinge, hardest negative per query, summed over the batch | `ContrastiveLoss(max_violation)`, summed; the README trains VSE++ with `--max_violation` (the flag's default, off, is VSE0) | hardest negative, summed | `max_violation=false`, `sum_negatives_epochs=N` |
-| margin | 0.2 | 0.2 | 0.2 | `margin` |
-| optimiser, rate | Adam 2e-4, x0.1 after 15 epochs, 30 epochs | Adam 2e-4, `lr_update` 15, 30 epochs | the same | `lr`, `lr_decay_epochs`, `epochs` |
-| batch, widths | 128, 1024, words 300, one GRU layer | the same | the same | `batch_size`, `embed_size`, `word_dim`, `gru_layers` |
-| gradient clipping | 2 | `clip_grad_norm` 2 over all parameters | 2 | `grad_clip` |
-| image vector before the Linear | not stated | L2-normalised (`EncoderImageFull`; the precomputed-feature loader assumes unit-norm vectors) | L2-normalised | `image_norm=false` |
+| loss | hinge, hardest negative per query, summed over the batch | `ContrastiveLoss(max_violation)`, summed; the README trains VSE++ with `--max_violation` (the flag's default, off, is VSE0) | hardest negative, summed (`max_violation=true` `sum_negatives_epochs=0`) | `max_violation=false`, `sum_negatives_epochs=N` |
+| negatives in a batch | the other captions and images of the mini-batch | `ContrastiveLoss` masks the diagonal only: another caption of a repeated image is a negative | as released (`same_image_positive=false`) | `same_image_positive=true` |
+| margin | 0.2 | 0.2 | `margin=0.2` | `margin` |
+| optimiser, rate | Adam 2e-4, x0.1 after 15 epochs, 30 epochs | Adam 2e-4, `lr_update` 15, 30 epochs | the same (`lr=2e-4` `lr_decay_epochs=15` `epochs=30`) | `lr`, `lr_decay_epochs`, `epochs` |
+| batch, widths | 128, 1024, words 300, one GRU layer | the same | the same (`batch_size=128` `embed_size=1024` `word_dim=300` `gru_layers=1`) | `batch_size`, `embed_size`, `word_dim`, `gru_layers` |
+| gradient clipping | 2 | `clip_grad_norm` 2 over all parameters | `grad_clip=2` | `grad_clip` |
+| image vector before the Linear | not stated | L2-normalised (`EncoderImageFull`; the precomputed-feature loader assumes unit-norm vectors) | L2-normalised (`image_norm=true`) | `image_norm=false` |
 | image Linear init | not stated | Xavier uniform, bias 0 | the same | - |
 | word embedding init | not stated | uniform [-0.1, 0.1] | the same | - |
-| validation | rsum on the dev split | rsum on the first 5,000 dev captions (1,000 images), best epoch kept | rsum on the first `val_images` = 1,000 images | `val_images` |
+| validation | rsum on the dev split | rsum on the first 5,000 dev captions (1,000 images), best epoch kept | rsum on the first 1,000 images (`val_images=1000`) | `val_images` |
 | image encoder | fine-tuned CNN (RN, 1 crop) or precomputed | either | precomputed, frozen | - |
 """
 
