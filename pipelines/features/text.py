@@ -15,7 +15,9 @@ Records with a target (twitter, itm, demo "target" records) are encoded as ITM's
 
 Settings (`--job-option`, as "<job>.<key>" or "text_<key>" for every text job): model (folder
 or cached id; `--text-model` sets text_model), layer (-1 last), max_length, sort_by_length,
-lowercase; "<job>.shard_items" / "shard_items".
+lowercase, ascii_only (drop non-ASCII characters), truncate (longest_first, or head: the first
+max_length tokens, [SEP] cut off a longer text); "<job>.shard_items" / "shard_items". MVSA's
+defaults are ITIN's release (`extract_run.DATASET_JOB_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
         batch_size=options.batch_size,
         sort_by_length=bool(_opt(options, job, "sort_by_length", True)),
         lowercase=bool(_opt(options, job, "lowercase", False)),
+        ascii_only=bool(_opt(options, job, "ascii_only", False)),
+        truncate=str(_opt(options, job, "truncate", "longest_first")),
     )
     name = feature_set_name(model_name, config.layer)
     random = random_weights(options, job)
