@@ -186,10 +186,12 @@ def check_rows(head: str, rows: list[Row]) -> set[str]:
                 job_key = key[3:]
                 for dataset in EXTRACT_DATASETS.get(head, ()):
                     got = DATASET_JOB_OPTIONS.get(dataset, {}).get(job_key)
-                    assert str(got).lower() == text.lower(), f"{row.where}: extract --dataset {dataset} sets {job_key}={got}"
+                    assert str(got).lower() == text.lower(), \
+                        f"{row.where}: extract --dataset {dataset} sets {job_key}={got}"
                 continue
             want = check_value(cls, key, text, row.where)
-            assert default_of(cls, key) == want, f"{row.where}: the default of {key} is {default_of(cls, key)!r}, not {text}"
+            got = default_of(cls, key)
+            assert got == want, f"{row.where}: the default of {key} is {got!r}, not {text}"
         for key, text in stated_paper.items():
             want = check_value(cls, key, text, row.where)
             got = getattr(paper, key) if key in config_fields(cls) else default_of(cls, key)
@@ -223,7 +225,8 @@ def test_readme_names_the_heads_whose_defaults_are_released_code():
 
 
 def test_the_parser_reads_what_it_checks():
-    line = "| loss | a `max_violation=true` | x | hardest (`max_violation=true` `sum_negatives_epochs=0`) | `max_violation=false`, `sum_negatives_epochs=N` |"
+    line = ("| loss | a `max_violation=true` | x | hardest (`max_violation=true` `sum_negatives_epochs=0`) "
+            "| `max_violation=false`, `sum_negatives_epochs=N` |")
     row = as_rows([split_row(line)], "t")[0]
     assert claims(row.cells["lighthead default"]) == {"max_violation": "true", "sum_negatives_epochs": "0"}
     assert switch_keys(row.cells["switch"]) == [("max_violation", ["false"]), ("sum_negatives_epochs", ["N"])]

@@ -48,7 +48,8 @@ def gru_direction(gru: torch.nn.GRU, xs: list[torch.Tensor], suffix: str) -> lis
 def affine(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """W x + b, one output coordinate at a time."""
     b = layer.bias if layer.bias is not None else torch.zeros(layer.out_features, dtype=x.dtype)
-    return torch.stack([sum(layer.weight[o, c] * x[c] for c in range(len(x))) + b[o] for o in range(layer.out_features)])
+    return torch.stack([sum(layer.weight[o, c] * x[c] for c in range(len(x))) + b[o]
+                        for o in range(layer.out_features)])
 
 
 def paper_mlp(seq: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +81,8 @@ def reference(head: Itin, batch: dict, b: int) -> dict:
         attn, gates, zs = [], [], []
         for i in range(M):
             if cfg.align:
-                a = [float(affine(head.aff_r, r[i]) @ affine(head.aff_t, w[j])) / math.sqrt(K) for j in range(n)]  # Eq. 5
+                a = [float(affine(head.aff_r, r[i]) @ affine(head.aff_t, w[j])) / math.sqrt(K)
+                     for j in range(n)]  # Eq. 5
             else:
                 a = [0.0] * n
             e = [math.exp(x - max(a)) for x in a]
