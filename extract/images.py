@@ -69,10 +69,23 @@ def open_image(path: str | Path) -> Image.Image:
     return im
 
 
-def decode_rgb(im: Image.Image, path: str | Path) -> Image.Image:
-    """Decode an image from `open_image` into RGB, upright (raises ImageReadError with a reason)."""
+DECODES = ("upright", "plain")  # how `decode_rgb` turns a file into RGB (see there)
+
+
+def decode_rgb(im: Image.Image, path: str | Path, decode: str = "upright") -> Image.Image:
+    """Decode an image from `open_image` into RGB (raises ImageReadError with a reason).
+
+    "upright": the EXIF orientation applied, alpha composited on white (`to_rgb`); "plain":
+    PIL's `convert("RGB")` of the pixels as stored, as `Image.open(path).convert('RGB')` in
+    ITIN's Demo.py gives them (no EXIF turn, alpha dropped).
+    """
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
     try:
         im.load()  # decode now, so truncation surfaces here and not later in a transform
+        if decode == "plain":
+            with im:
+                return im.convert("RGB")  # a new image: the file's one can close
         # Upright as viewers (and OpenCV's imread, which the reference detector code uses)
         # show it: a camera's EXIF orientation tag is applied, then dropped.
         ImageOps.exif_transpose(im, in_place=True)
@@ -130,10 +143,13 @@ class ImageDataset(Dataset):
     """
 
     def __init__(self, items: Sequence[tuple[str, str]], transform: Callable[[Image.Image], Any] | None = None,
-                 large_lock: Any = None):
+                 large_lock: Any = None, decode: str = "upright"):
         self.items = list(items)  # (image_id, path)
         self.transform = transform  # PIL RGB image -> tensor (or anything); None keeps the PIL image
         self.large_lock = large_lock  # a multiprocessing lock: one image above LARGE_PIXELS at a time
+        if decode not in DECODES:  # here, not per image, where it would skip every one
+            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {decode!r}")
+        self.decode = decode  # `decode_rgb`'s "upright" or "plain"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -144,7 +160,7 @@ class ImageDataset(Dataset):
             im = open_image(path)
             large = im.size[0] * im.size[1] > LARGE_PIXELS and self.large_lock is not None
             with self.large_lock if large else contextlib.nullcontext():
-                im = decode_rgb(im, path)
+                im = decode_rgb(im, path, self.decode)
                 size = im.size
                 image = self.transform(im) if self.transform else im
                 del im  # a large original is freed before the lock is released
@@ -181,12 +197,14 @@ def image_loader(
     transform: Callable[[Image.Image], Any] | None,
     batch_size: int = 8,
     workers: int = 2,
+    decode: str = "upright",
 ) -> Iterator[dict[str, Any]]:
-    """Iterate batches (see `collate_images`) of decoded images, decoding in `workers` processes."""
+    """Iterate batches (see `collate_images`) of decoded images (`decode_rgb`'s `decode`), decoding
+    in `workers` processes."""
     if not items:
         return iter(())
     loader = DataLoader(
-        ImageDataset(items, transform, large_lock(workers)),
+        ImageDataset(items, transform, large_lock(workers), decode),
         batch_size=batch_size,
         shuffle=False,
         num_workers=max(0, workers),

@@ -20,13 +20,13 @@ wins over either. The local-branch rows are those of `scan` (lighthead.heads.sca
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| softmax temperature, word over regions (T2I) | lambda2 = 4 | 9 (`lambda_softmax_avg`) | 9 | `lambda_t2i` |
-| softmax temperature, region over words (I2T) | lambda1 = 9 | 4 (`lambda_softmax_lse`) | 4 | `lambda_i2t` |
-| cosines normalised before the softmax | none | `clipped_l2norm` | clipped_l2norm | `attn_norm` |
-| T2I / I2T aggregation | mean / mean | mean / LogSumExp 5 (`t2i_agg_func`, `i2t_agg_func`, `lambda_lse`) | mean / lse 5 | `agg_t2i`, `agg_i2t`, `lambda_lse_i2t` |
-| test score | Eq. 13: beta (S_I2T + S_T2I) + (1 - beta) cos(sigma(FC(A^I)), labels of the caption) | beta 0.5 (S_I2T + S_T2I) + (1 - beta) cos(sigma(FC(A^I)), sigma(FC(A^T))), beta 0.8 (`shard_xattn_all`) | code | `test_score=code\|paper`, `beta` |
-| label classifier | two FC layers with tanh (width not given) | Linear(1024, 512) - tanh - Linear(512, 500) (`FC1`) | hidden 512 | `label_hidden` |
-| global lr schedule | 1e-2, x0.1 every 10 epochs | 0.01 * 0.8 ** (epoch // 3) (`adjust_learning_rate1`) | x0.8 every 3 | `global_decay_epochs`, `global_decay_gamma` |
+| softmax temperatures, word over regions (T2I) / region over words (I2T) | lambda2 = 4 / lambda1 = 9 (`lambda_t2i=4` `lambda_i2t=9`) | 9 / 4 (`lambda_softmax_avg`, `lambda_softmax_lse`) | `lambda_t2i=9` `lambda_i2t=4` | `lambda_t2i`, `lambda_i2t` |
+| cosines normalised before the softmax | none (`attn_norm=no_norm`) | `clipped_l2norm` | `attn_norm=clipped_l2norm` | `attn_norm` |
+| T2I / I2T aggregation | mean / mean (`agg_t2i=mean` `agg_i2t=mean`) | mean / LogSumExp 5 (`t2i_agg_func`, `i2t_agg_func`, `lambda_lse`) | mean / lse 5 (`agg_t2i=mean` `agg_i2t=lse` `lambda_lse_i2t=5`) | `agg_t2i`, `agg_i2t`, `lambda_lse_i2t` |
+| negatives in a batch (Eq. 8) | the hardest other image and caption of the minibatch (M != I, N != T) | `ContrastiveLoss` masks the diagonal only: another caption of a repeated image is a negative | as released (`same_image_positive=false`; demo: true) | `same_image_positive=true` |
+| test score | Eq. 13: beta (S_I2T + S_T2I) + (1 - beta) cos(sigma(FC(A^I)), labels of the caption) (`test_score=paper`) | beta 0.5 (S_I2T + S_T2I) + (1 - beta) cos(sigma(FC(A^I)), sigma(FC(A^T))), beta 0.8 (`shard_xattn_all`) | code (`test_score=code` `beta=0.8`) | `test_score=code\\|paper`, `beta` |
+| label classifier | two FC layers with tanh (width not given); 500 nouns | Linear(1024, 512) - tanh - Linear(512, 500) (`FC1`) | hidden 512, 500 noun labels (`label_hidden=512` `num_labels=500` `label_type=nouns`) | `label_hidden`, `num_labels`, `label_type` |
+| loss weight, global lr schedule | alpha 10; 1e-2, x0.1 every 10 epochs (`global_decay_epochs=10` `global_decay_gamma=0.1`) | alpha 10; 0.01 * 0.8 ** (epoch // 3) (`adjust_learning_rate1`) | x0.8 every 3 (`alpha=10` `lr_global=0.01` `global_decay_epochs=3` `global_decay_gamma=0.8`) | `alpha`, `lr_global`, `global_decay_epochs`, `global_decay_gamma` |
 
 Training ranks on 0.5 (S_I2T + S_T2I) in both recipes (the released `cross_attn=all` loss,
 and the paper's "we average them"), so the code test score ranks on the same local part.

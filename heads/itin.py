@@ -23,6 +23,10 @@ Choices made either way:
   Context" takes S from the one GRU it has.
 - The release pads BERT ids to 100 and runs BERT on the [PAD] ids without a mask; cached stores
   have no features for those positions, so `text_positions=padded` feeds zero vectors there.
+- The inputs are prepared by `lighthead extract` as the release's Demo.py prepares them (MVSA's
+  job defaults, `extract_run.DATASET_JOB_OPTIONS`): the post's bytes read as ASCII, the others
+  dropped; `[CLS] text [SEP]` for bert-base-uncased cut to its first 100 tokens; the image as
+  PIL's convert("RGB") -> Resize 256 -> CenterCrop 224 -> ImageNet normalisation.
 - Regions missing from an image (adaptive sets) are masked out of the second attention and the
   pooling (the release always has a full set).
 - The paper does not give d, k, the MLP sizes or dropout; d = k = 1024 is the release's
@@ -30,23 +34,25 @@ Choices made either way:
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| region features | r_i = W_r f_i + b_r (Eq. 1), top m regions | Linear(2048, d), then L2-normalised | released; m = 2 (the paper's best; the demo reads its .npz as given) | `region_norm`, `m` |
-| initialisation | not said | Xavier-uniform, zero bias for W_r, the key projections and W_o | released | `init=xavier\|torch` |
-| word features | BERT-base -> bi-GRU, directions averaged (Eq. 2-4) | frozen BERT -> 2-layer bi-GRU (d, dropout 0.25 between layers), directions averaged | released | `gru_layers`, `gru_dropout` |
-| text positions | the n words | all 100 zero-padded positions, no mask (GRU, attention, S) | released (zeros at the padding) | `text_positions=padded\|real`, `max_len` |
-| S (Eq. 15) | mean of the word features w_i | mean of the outputs of a second, separate BERT-GRU (own weights) | released | `sentence_encoder=separate\|shared` |
-| alignment (Eq. 5-7) | softmax(W^_r R (W^_t W)^T / sqrt(k)) W | the same, bias-free d x d projections (k = d) | the same, k = d | `align=false`, `k` |
-| second attention | - | self-attention among the M attended vectors u_i (bias-free d x d query/key, / sqrt(d)) | released | `second_attention` |
-| attended vector norm | - | u_i L2-normalised before the gate | released | `attended_norm` |
-| gate (Eq. 8) | sigma(r_i * u_i), one value per region (Fig. 7) | sigma(r_i . u_i) | sigma(r_i . u_i) | `gating=false` |
-| fusion (Eq. 10-11) | ReLU(W_o c_i + b_o) + r_i | bias-free Linear, ReLU, + r_i | released | `fuse_bias` |
-| pooling (Eq. 12-13) | softmax(Tran_z(Z)), Tran_z "linear layers and a non-linearity" | 4 maps from Linear(d, d)-ReLU-Linear(d, 4), pooled vectors averaged | released | `pooling=summary\|tanh` (tanh: Linear(d, d/2)-tanh-Linear(d/2, 1)), `pool_maps` |
-| C norm | - | C L2-normalised | released | `pooled_norm` |
-| MLPs (Eq. 16-17), classifier (Eq. 19) | sizes not given | Linear(., 64) + ReLU per branch, no dropout; one Linear(64, 3) after the mix (equal to Eq. 18-19) | released | `mlp=single\|double` (double: Linear-ReLU-Dropout-Linear to d, Linear(d, 3)), `mlp_hidden`, `dropout` |
-| lambda (Eq. 18) | 0.2 | 0.2 | 0.2 | `lam` |
-| visual context V (Eq. 14) | ImageNet ResNet-18, 224 x 224, 512-d | ResNet-18 in the checkpoint (trained with the model), resize 256 + centre crop 224 | cached, frozen ResNet-18 | `global_features` |
-| optimiser | Adam 1e-3, x0.1 every 10 epochs, decay 1e-5, batch 64 / 128 | not released (inference only); lr 1e-3, decay 1e-5, 200 epochs named | the paper's, 30 epochs | `lr`, `lr_step`, `lr_gamma`, `weight_decay`, `batch_size`, `epochs` |
-| gradient clipping | not said | not released (inference only); `grad_clip=2` in opt.py | off | `grad_clip` |
+| post text | BERT-base on the post; cleaning not said | the file's bytes decoded as ASCII, errors ignored (`Demo.py`): every non-ASCII byte dropped | as released: `lighthead extract --dataset mvsa-*` drops the non-ASCII characters (`-o bert.ascii_only=true`) | `-o bert.ascii_only=false` |
+| BERT input | not said | `[CLS] text [SEP]` for bert-base-uncased, the first 100 ids (MAX_LEN; a longer post loses its [SEP]) | as released (`-o bert.max_length=100` `-o bert.truncate=head`) | `-o bert.truncate=longest_first`, `-o bert.max_length=N` |
+| region features | r_i = W_r f_i + b_r (Eq. 1), top m regions (`region_norm=false`) | Linear(2048, d), then L2-normalised | released; m = 2, the paper's best (`region_norm=true` `m=2`) | `region_norm`, `m` |
+| initialisation | not said (`init=torch`) | Xavier-uniform, zero bias for W_r, the key projections and W_o | released (`init=xavier`) | `init=xavier\\|torch` |
+| word features | BERT-base -> bi-GRU, directions averaged (Eq. 2-4); layers not said (`gru_layers=1` `gru_dropout=0`) | frozen BERT -> 2-layer bi-GRU (d, dropout 0.25 between layers), directions averaged | released (`gru_layers=2` `gru_dropout=0.25`) | `gru_layers`, `gru_dropout` |
+| text positions | the n words (`text_positions=real`) | all 100 zero-padded positions, no mask (GRU, attention, S) | released, zeros at the padding (`text_positions=padded` `max_len=100`) | `text_positions=padded\\|real`, `max_len` |
+| S (Eq. 15) | mean of the word features w_i (`sentence_encoder=shared`) | mean of the outputs of a second, separate BERT-GRU (own weights) | released (`sentence_encoder=separate`) | `sentence_encoder=separate\\|shared` |
+| alignment (Eq. 5-7) | softmax(W^_r R (W^_t W)^T / sqrt(k)) W | the same, bias-free d x d projections (k = d) | the same, k = d (`align=true` `d=1024` `k=1024`) | `align=false`, `d`, `k` |
+| second attention | none (`second_attention=false`) | self-attention among the M attended vectors u_i (bias-free d x d query/key, / sqrt(d)) | released (`second_attention=true`) | `second_attention` |
+| attended vector norm | none (`attended_norm=false`) | u_i L2-normalised before the gate | released (`attended_norm=true`) | `attended_norm` |
+| gate (Eq. 8) | sigma(r_i * u_i), one value per region (Fig. 7) | sigma(r_i . u_i) | sigma(r_i . u_i) in both recipes (`gating=true`) | `gating=false` |
+| fusion (Eq. 10-11) | ReLU(W_o c_i + b_o) + r_i (`fuse_bias=true`) | bias-free Linear, ReLU, + r_i | released (`fuse_bias=false`) | `fuse_bias` |
+| pooling (Eq. 12-13) | softmax(Tran_z(Z)), Tran_z "linear layers and a non-linearity" (`pooling=tanh`) | 4 maps from Linear(d, d)-ReLU-Linear(d, 4), pooled vectors averaged | released (`pooling=summary` `pool_maps=4`) | `pooling=summary\\|tanh` (tanh: Linear(d, d/2)-tanh-Linear(d/2, 1)), `pool_maps` |
+| C norm | none (`pooled_norm=false`) | C L2-normalised | released (`pooled_norm=true`) | `pooled_norm` |
+| MLPs (Eq. 16-17), classifier (Eq. 19) | sizes not given (`mlp=double`) | Linear(., 64) + ReLU per branch, no dropout; one Linear(64, 3) after the mix (equal to Eq. 18-19) | released (`mlp=single` `mlp_hidden=64`; with double, `dropout=0.1`) | `mlp=single\\|double` (double: Linear-ReLU-Dropout-Linear to d, Linear(d, 3)), `mlp_hidden`, `dropout` |
+| lambda (Eq. 18) | 0.2 (`lam=0.2`) | 0.2 | `lam=0.2` | `lam` |
+| visual context V (Eq. 14) | ImageNet ResNet-18, 224 x 224, 512-d | ResNet-18 in the checkpoint (trained with the model); the image as PIL's convert("RGB"), resize 256, centre crop 224, ImageNet normalisation | cached, frozen ImageNet ResNet-18 on the released preprocessing (`global_features=global/resnet18` `-o resnet18.decode=plain`) | `global_features`, `-o resnet18.decode=upright` |
+| optimiser | Adam 1e-3, x0.1 every 10 epochs, decay 1e-5, batch 64 / 128 (`lr=1e-3` `lr_step=10` `lr_gamma=0.1` `weight_decay=1e-5` `batch_size=64`) | not released (inference only); lr 1e-3, decay 1e-5, 200 epochs named | the paper's, 30 epochs (`lr=1e-3` `lr_step=10` `lr_gamma=0.1` `weight_decay=1e-5` `batch_size=64` `epochs=30`; mvsa-multiple: batch 128) | `lr`, `lr_step`, `lr_gamma`, `weight_decay`, `batch_size`, `epochs` |
+| gradient clipping | not said | not released (inference only); grad_clip 2 in opt.py | off (`grad_clip=0`) | `grad_clip` |
 | reported "F1" | Eq. 21-23; averaging not said; the numbers sit within ~0.5 of accuracy on imbalanced MVSA, as weighted F1 does | accuracy only | `accuracy`, `macro_f1` and `weighted_f1` | - |
 | splits, selection | random 8:1:1; selection not said | not released (inference only) | the store's splits; best validation accuracy on the whole dev split | - |
 """

@@ -10,18 +10,20 @@ the paper's text instead; each row below also has its own key, which wins over t
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| Transformer layers | "Transformer", "CM-Transformer" (activation not stated) | BERT layers: GELU (erf), no dropout between the feed-forward Linears | as code | `layer_type=bert\\|transformer` (ReLU, PyTorch's inner dropout) |
-| relevance head | max-pool H'_V, sigmoid(W_r h + b_r), BCE (Eq. 2-3) | Linear(d, 1) per region -> Linear(K, 2), dropout 0.3 before each; P(r) = softmax[related]; 2-class CE | as code (demo: no dropout) | `relevance_head=per_region\\|max_pool`, `relevance_dropout` |
-| alignment D | mean over heads of the attention weights | softmax of the head-averaged scaled scores | as code | `alignment=mean_scores\\|mean_probs` |
-| fine layer's query | H_T^0, the first token (Eq. 5) | RoBERTa's pooler output tanh(W h_<s> + b) | tanh(Linear(first token)), trained | `fine_query=pooler\\|first` |
-| classifier | softmax(W_T H_0 + b) (Eq. 8) | BertPooler tanh(Linear(H_0)), dropout 0.1, Linear | as code | `classifier=pooler\\|linear` |
-| L_ATT normaliser | 1 / C, C related samples (Eq. 6) | KLDivLoss batchmean: 1 / auxiliary batch size | as code | `att_loss=batch\\|related` |
-| optimiser | AdamW | BertAdam: no bias correction, eps 1e-6, each tensor's gradient clipped to norm 1, decay 0.01 except biases and LayerNorms | as code | `optimizer=bertadam\\|adamw` |
-| learning-rate schedule | not stated | 10% linear warm-up, then 1 - x; set by the loop and applied again by BertAdam: rate = lr * f(x)^2, x = step / T, T = int(max(main, aux samples) / 32 * 9) | as code | `schedule=warmup_linear_twice\\|warmup_linear\\|constant`, `warmup=0.1` |
-| epochs | 10 | 9 | 9 (demo: 25) | `epochs=N` |
-| initialisation | not stated | BERT's: Linear weights N(0, 0.02), biases 0 | as code (demo: torch) | `init=bert\\|torch` |
-| rates, batch, lambdas | 1e-5 / 1e-6, 32, 1 / 0.5 | the same | the same (demo: 3e-4 / 3e-4) | `lr`, `aux_lr`, `batch_size`, `lambda_re`, `lambda_att` |
-| LayerNorm after the input projections | none | none | none (demo: on) | `input_norm=true` |
+| region features | the stored features (no scaling stated: `region_scale=stored`) | each image's (100, 2048) matrix divided by its overall (Frobenius) norm (`DataProcessor.read_npz`) | as code, over the k regions read (`region_scale=matrix_norm`) | `region_scale=matrix_norm\\|stored` |
+| Transformer layers | "Transformer", "CM-Transformer", activation not stated (`layer_type=transformer`) | BERT layers: GELU (erf), no dropout between the feed-forward Linears | as code (`layer_type=bert`) | `layer_type=bert\\|transformer` (ReLU, PyTorch's inner dropout) |
+| relevance head | max-pool H'_V, sigmoid(W_r h + b_r), BCE (Eq. 2-3; `relevance_head=max_pool`) | Linear(d, 1) per region -> Linear(K, 2), dropout 0.3 before each; P(r) = softmax[related]; 2-class CE | as code (`relevance_head=per_region` `relevance_dropout=0.3`; demo: no dropout) | `relevance_head=per_region\\|max_pool`, `relevance_dropout` |
+| alignment D | mean over heads of the attention weights (`alignment=mean_probs`) | softmax of the head-averaged scaled scores | as code (`alignment=mean_scores`) | `alignment=mean_scores\\|mean_probs` |
+| alignment target A (Fig. 3b) | IoU kept when "larger than 0.5" (`iou_inclusive=false`), renormalised | IoU kept when >= 0.5 (`boxes_utils.get_attention_label`), renormalised | as code (`iou_threshold=0.5` `iou_inclusive=true`) | `iou_inclusive=true\\|false`, `iou_threshold` |
+| fine layer's query | H_T^0, the first token (Eq. 5; `fine_query=first`) | RoBERTa's pooler output tanh(W h_<s> + b) | tanh(Linear(first token)), trained (`fine_query=pooler`) | `fine_query=pooler\\|first` |
+| classifier | softmax(W_T H_0 + b) (Eq. 8; `classifier=linear`) | BertPooler tanh(Linear(H_0)), dropout 0.1, Linear | as code (`classifier=pooler` `dropout=0.1`) | `classifier=pooler\\|linear` |
+| L_ATT normaliser | 1 / C, C related samples (Eq. 6; `att_loss=related`) | KLDivLoss batchmean: 1 / auxiliary batch size | as code (`att_loss=batch`) | `att_loss=batch\\|related` |
+| optimiser | AdamW (`optimizer=adamw`) | BertAdam: no bias correction, eps 1e-6, each tensor's gradient clipped to norm 1, decay 0.01 except biases and LayerNorms | as code (`optimizer=bertadam` `weight_decay=0.01`) | `optimizer=bertadam\\|adamw` |
+| learning-rate schedule | not stated (`schedule=constant`) | 10% linear warm-up, then 1 - x; set by the loop and applied again by BertAdam: rate = lr * f(x)^2, x = step / T, T = int(max(main, aux samples) / 32 * 9) | as code (`schedule=warmup_linear_twice` `warmup=0.1`) | `schedule=warmup_linear_twice\\|warmup_linear\\|constant`, `warmup` |
+| epochs | 10 (`epochs=10`) | 9 | `epochs=9` (demo: 25) | `epochs=N` |
+| initialisation | not stated (`init=torch`) | BERT's: Linear weights N(0, 0.02), biases 0 | as code (`init=bert`; demo: torch) | `init=bert\\|torch` |
+| rates, batch, lambdas | 1e-5 / 1e-6, 32, 1 / 0.5 | the same | the same (`lr=1e-5` `aux_lr=1e-6` `batch_size=32` `lambda_re=1` `lambda_att=0.5`; demo: 3e-4 / 3e-4) | `lr`, `aux_lr`, `batch_size`, `lambda_re`, `lambda_att` |
+| LayerNorm after the input projections | none | none | none (`input_norm=false`; demo: on) | `input_norm=true` |
 | text encoder | RoBERTa-base, fine-tuned | fine-tuned | frozen, cached tokens + a trained Linear | - |
 | best epoch | not stated | dev accuracy on the whole dev split, the later epoch on ties | dev accuracy on the whole dev split, the earlier epoch on ties | - |
 | alignment metrics | KL, R@1/3/5 of A's top box among D's top k | dev log: D's top box with IoU >= 0.5 | the paper's | - |
@@ -62,16 +64,19 @@ from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, sc
 RECIPES: dict[str, dict[str, Any]] = {
     "code": {"layer_type": "bert", "relevance_head": "per_region", "alignment": "mean_scores",
              "fine_query": "pooler", "classifier": "pooler", "att_loss": "batch", "optimizer": "bertadam",
-             "schedule": "warmup_linear_twice", "init": "bert", "epochs": 9},
+             "schedule": "warmup_linear_twice", "init": "bert", "epochs": 9, "region_scale": "matrix_norm",
+             "iou_inclusive": True},
     "paper": {"layer_type": "transformer", "relevance_head": "max_pool", "alignment": "mean_probs",
               "fine_query": "first", "classifier": "linear", "att_loss": "related", "optimizer": "adamw",
-              "schedule": "constant", "init": "torch", "epochs": 10},
+              "schedule": "constant", "init": "torch", "epochs": 10, "region_scale": "stored",
+              "iou_inclusive": False},
 }
 CHOICES = {
     "layer_type": ("bert", "transformer"), "relevance_head": ("per_region", "max_pool"),
     "alignment": ("mean_scores", "mean_probs"), "fine_query": ("pooler", "first"),
     "classifier": ("pooler", "linear"), "att_loss": ("batch", "related"), "optimizer": ("bertadam", "adamw"),
     "schedule": ("warmup_linear_twice", "warmup_linear", "constant"), "init": ("bert", "torch"),
+    "region_scale": ("matrix_norm", "stored"), "iou_inclusive": (True, False),
 }
 
 
@@ -92,6 +97,9 @@ class ItmConfig:
     schedule: str | None = None  # "warmup_linear_twice", "warmup_linear" or "constant"
     init: str | None = None  # "bert" (N(0, 0.02) weights, zero biases) or "torch" (PyTorch's defaults)
     epochs: int | None = None  # passes over the main (sentiment) training set (code 9, paper 10)
+    # "matrix_norm": each image's (K, region_dim) region matrix divided by its Frobenius norm before W_R
+    # (the release's read_npz); "stored": the features as stored (the paper says nothing)
+    region_scale: str | None = None
     warmup: float = 0.1  # share of the schedule's steps spent warming up
     d: int = 768  # model width (RoBERTa-base hidden size)
     heads: int = 12  # attention heads of every Transformer layer
@@ -101,7 +109,8 @@ class ItmConfig:
     k: int = 100  # regions used: the first k of the store's (confidence order)
     lambda_re: float = 1.0  # lambda_1 of Eq. 10: relevance (RE) loss weight
     lambda_att: float = 0.5  # lambda_2 of Eq. 10: attention (ATT) loss weight
-    iou_threshold: float = 0.5  # IoU at or below which a region gets no alignment mass
+    iou_threshold: float = 0.5  # IoU below which a region gets no alignment mass (Fig. 3b)
+    iou_inclusive: bool | None = None  # keep IoU == threshold too: code True (boxes_utils: >= 0.5), paper False (> 0.5)
     relevance: bool = True  # RE supervision, Eq. 3 (Table 6 "w/o RE")
     attention: bool = True  # ATT supervision, Eq. 6 (Table 6 "w/o ATT")
     coarse: bool = True  # coarse-grained matching module, Eq. 1-4 (Table 6 "w/o Coarse")
@@ -235,6 +244,9 @@ class Itm(Head):
         if rmask is None:
             rmask = torch.ones(regions.shape[:2], dtype=torch.bool, device=regions.device)
         rmask = rmask[:, : cfg.k].bool()
+        if cfg.region_scale == "matrix_norm":  # the real regions read, as one matrix per image
+            regions = regions * rmask[..., None]
+            regions = regions / regions.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]  # (B, K, region_dim)
         h_t = self.token_norm(self.token_proj(batch["tokens"].float()))  # (B, L, D)
         h_v = self.image_layer(self.region_norm(self.region_proj(regions)), rmask)  # (B, K, D)
         b, k = h_v.shape[:2]
@@ -286,7 +298,8 @@ class Itm(Head):
         """Ground-truth alignment A (B, K) from the IoU with the annotated box, and which rows
         are usable (B,): related samples with a box and at least one region above the threshold."""
         boxes = batch["boxes"][:, : self.cfg.k].float()  # (B, K, 4)
-        a, nonzero = alignment_target(boxes, batch["target_box"].float(), self.cfg.iou_threshold)
+        a, nonzero = alignment_target(boxes, batch["target_box"].float(), self.cfg.iou_threshold,
+                                      self.cfg.iou_inclusive)
         return a, nonzero & batch["has_box"].bool()
 
     def aux_losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,18 +14,20 @@ from torch.nn import functional as F
 from torchvision.ops import box_iou
 
 
-def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor,
-                     threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's Fig. 3b: IoU of every region with the annotated box, zero at or below
-    `threshold`, renormalised to sum to 1.
+def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor, threshold: float = 0.5,
+                     inclusive: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's Fig. 3b: IoU of every region with the annotated box, zero below `threshold`
+    (and at it unless `inclusive`: the release's boxes_utils keeps IoU >= 0.5, the paper's text
+    "larger than 0.5"), renormalised to sum to 1.
 
     boxes (B, K, 4), target_box (B, 4), both x1 y1 x2 y2 -> A (B, K) and nonzero (B,) bool.
-    A row with no region above the threshold stays all-zero and is flagged False.
+    A row with no region kept stays all-zero and is flagged False.
     """
     b, k = boxes.shape[:2]
     iou = box_iou(boxes.reshape(b * k, 4), target_box)  # (B * K, B): every region vs every target box
     iou = torch.diagonal(iou.view(b, k, b), dim1=0, dim2=2).T  # (B, K): each region vs its own box
-    kept = torch.where(iou > threshold, iou, torch.zeros_like(iou))
+    keep = iou >= threshold if inclusive else iou > threshold
+    kept = torch.where(keep, iou, torch.zeros_like(iou))
     total = kept.sum(-1, keepdim=True)  # (B, 1)
     nonzero = total.squeeze(-1) > 0
     return kept / total.clamp_min(1e-12), nonzero

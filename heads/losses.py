@@ -4,7 +4,10 @@
   used by SCAN, CASC, MMCA, mFSR: for every positive pair, the hardest negative caption of
   its image and the hardest negative image of its caption ("max violation"), margin 0.2;
   or, with `hardest=False`, the sum over all negatives (the warm-up some reference code
-  uses for the first epochs).
+  uses for the first epochs). Which pairs of a batch are positives is `in_batch_positives`:
+  the pair itself, as every released ranking loss (VSE++, SCAN, CASC `ContrastiveLoss` mask
+  the diagonal only, so another caption of the same image is a negative), or every caption of
+  the same image (each head's `same_image_positive` switch).
 - `weighted_bce`: CASC's multi-label loss with a positive weight per label
   p_c = #negatives / #positives (Xu et al., TNNLS 2020, Eq. 11).
 """
@@ -44,6 +47,14 @@ def triplet_loss(scores: torch.Tensor, positives: torch.Tensor | None = None,
 def positives_from_index(image_index: torch.Tensor) -> torch.Tensor:
     """(B, B) bool: pair i's image matches pair j's caption (same source image)."""
     return image_index[:, None] == image_index[None, :]
+
+
+def in_batch_positives(batch: dict[str, torch.Tensor], same_image: bool) -> torch.Tensor | None:
+    """`triplet_loss`'s positives for a training batch: None (the diagonal: the released
+    losses) or, with `same_image` and the batch's `image_index`, every caption of the pair's image."""
+    if same_image and "image_index" in batch:
+        return positives_from_index(batch["image_index"])
+    return None
 
 
 def weighted_bce(logits: torch.Tensor, targets: torch.Tensor,

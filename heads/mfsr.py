@@ -43,24 +43,25 @@ none), so the paper is followed and every choice it leaves open is listed:
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| widths | words 300, GRU 4 x 3072, joint d 3072 (Sec. 3.5) | none | the same | `word_dim`, `gru_layers`, `embed_dim` |
-| training | Adam 2e-4 for 15 epochs, 2e-5 for 15, batch 24, best rsum on validation | none | the same | `lr`, `lr_decay_epochs`, `epochs`, `batch_size` |
+| widths | words 300, GRU 4 x 3072, joint d 3072 (Sec. 3.5) | none | the same (`word_dim=300` `gru_layers=4` `embed_dim=3072`) | `word_dim`, `gru_layers`, `embed_dim` |
+| training | Adam 2e-4 for 15 epochs, 2e-5 for 15, batch 24, best rsum on validation | none | the same (`lr=2e-4` `lr_decay_epochs=15` `epochs=30` `batch_size=24`) | `lr`, `lr_decay_epochs`, `epochs`, `batch_size` |
 | word embedding | "a word2vec embedding matrix" (pre-trained or not is not said) | none | trained from scratch, uniform [-0.1, 0.1] (VSE++) | - |
-| MLP_v, MLP_l | "multilayer perceptron layers" / "fully connected layer" | none | one Linear | `mlp_layers` |
-| part width P | "cut" d into three parts, widths not given | none | d / 3 | `part_dim` |
+| MLP_v, MLP_l | "multilayer perceptron layers" / "fully connected layer" | none | one Linear (`mlp_layers=1`) | `mlp_layers` |
+| part width P | "cut" d into three parts, widths not given | none | d / 3 (`part_dim=1024`) | `part_dim` |
 | normalisation (Eq. 3) | the whole MLP output divided by its norm; the text says the three parts are normalised | none | each part on its own | - |
-| modal loss (Eq. 7) | means over the N training pairs; the exp term's placement is garbled | none | batch means; exp(-norm(v_bar - l_bar)) once per batch | `modal_weight` |
-| specific loss (Eq. 10) | mean over N | none | batch mean | `specific_weight` |
-| semantic margin alpha | a margin, value not given | none | 0.2 (VSE++) | `margin` |
-| semantic loss reduction | mean over the batch (Eq. 8) | none | the same | `max_violation` |
-| loss weights (Eq. 6) | unweighted sum | none | 1 each | `*_weight` |
-| image size for the GAN | not given | none | 64 x 64 thumbnails | `thumbs` |
-| G, D1, D2 layouts | DCGAN's G and D; D2 reads [x'; x] | none | DCGAN at 64 x 64, D2 on the channel stack | `gen_width`, `disc_width` |
+| modal loss (Eq. 7) | means over the N training pairs; the exp term's placement is garbled | none | batch means; exp(-norm(v_bar - l_bar)) once per batch (`modal_weight=1`) | `modal_weight` |
+| specific loss (Eq. 10) | mean over N | none | batch mean (`specific_weight=1`) | `specific_weight` |
+| semantic margin alpha | a margin, value not given | none | 0.2, VSE++'s (`margin=0.2`) | `margin` |
+| semantic loss (Eq. 8) | hardest negative, mean over the batch | none | the same (`max_violation=true`) | `max_violation` |
+| negatives in a batch (Eq. 8) | the hardest k in B \\ j: every other pair of the batch | none | the same, a caption of a repeated image included (`same_image_positive=false`; demo: true) | `same_image_positive=true` |
+| loss weights (Eq. 6) | unweighted sum | none | 1 each (`img_weight=1` `cap_weight=1`) | `img_weight`, `cap_weight` |
+| image size for the GAN | not given | none | 64 x 64 thumbnails (`thumbs=thumbs/64` `recon_size=0`: the stored side) | `thumbs`, `recon_size` |
+| G, D1, D2 layouts | DCGAN's G and D; D2 reads [x'; x] | none | DCGAN at 64 x 64, D2 on the channel stack (`gen_width=64` `disc_width=64`) | `gen_width`, `disc_width` |
 | GAN losses | log forms of Eqs. 11-13 | none | BCE on logits; G wants D2 to call (x', x) matched (see above) | - |
-| GAN optimiser and schedule | not given | none | Adam 2e-4, beta1 0.5 (DCGAN), simultaneous updates | `disc_lr`, `disc_beta1` |
+| GAN optimiser and schedule | not given | none | Adam 2e-4, beta1 0.5 (DCGAN), simultaneous updates (`disc_lr=2e-4` `disc_beta1=0.5`) | `disc_lr`, `disc_beta1` |
 | caption decoder input | [l_mo; l_se; l_sp] conditions an RNN (how not said) | none | tanh(Linear(code)) as every layer's initial state, a learned start vector, teacher forcing | - |
-| caption loss reduction | sum over words (Eq. 14) | none | sum per caption, mean over captions | `cap_per_token` |
-| gradient clipping | not stated | none | norm 2 (VSE++'s code) | `grad_clip` |
+| caption loss reduction | sum over words (Eq. 14) | none | sum per caption, mean over captions (`cap_per_token=false`) | `cap_per_token` |
+| gradient clipping | not stated | none | norm 2, VSE++'s code (`grad_clip=2`) | `grad_clip` |
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
 from lighthead.heads.scan import step_lr
@@ -111,6 +112,8 @@ class MFSRConfig:
     disc_width: int = 64  # DCGAN discriminator base width (ndf)
     margin: float = 0.2  # triplet margin alpha (Eq. 9)
     max_violation: bool = True  # hardest negative (Eq. 8); False sums over negatives
+    # True: captions of one image in a batch are never each other's negatives (Eq. 8: every other pair is)
+    same_image_positive: bool = False
     lr: float = 2e-4  # Adam learning rate of encoders, separation, generator and decoder
     lr_decay_epochs: int = 15  # x0.1 every this many epochs (0 = never)
     epochs: int = 30  # training epochs
@@ -125,7 +128,8 @@ class MFSRConfig:
         # reconstructs 32x32 images (a quarter of the 64x64 pixels) with a narrower GRU: a step
         # takes a third of the CPU time of 64x64 and d=384, and 6 epochs reach a higher rsum.
         "demo": {"image": "global/resnet18", "embed_dim": 192, "gru_layers": 1, "recon_size": 32, "gen_width": 16,
-                 "disc_width": 16, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+                 "disc_width": 16, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
+                 "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -267,7 +271,7 @@ class MFSR(Head):
         v, l = self.image_parts(batch), self.text_parts(batch)
         parts: dict[str, torch.Tensor] = {}
         if cfg.semantic:
-            positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+            positives = in_batch_positives(batch, cfg.same_image_positive)  # None: k in B \ j (Eq. 8)
             scores = v["se"] @ l["se"].t()  # (B, B): row b's caption matches image b
             # Eq. 8 averages over the batch; the shared loss sums (as VSE++'s code does)
             parts["semantic"] = triplet_loss(scores, positives, cfg.margin, cfg.max_violation) / scores.shape[0]

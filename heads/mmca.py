@@ -34,24 +34,25 @@ leaves open is listed:
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| widths, heads, filters | d 256 (Tables 4-5), 16 heads, 256 filters per window 1/2/3 | none | the same | `embed_dim`, `heads`, `filters`, `windows` |
-| training | Adam 2e-4, x0.1 after 10 epochs, 20 epochs, batch 64, margin 0.2, hardest negatives | none | the same | `lr`, `lr_decay_epochs`, `epochs`, `batch_size`, `margin`, `max_violation` |
-| alpha | 0.2 (best of Table 6) | none | 0.2 | `alpha` |
-| FFN width | d (Eq. 4: W_1 is d x d) | none | d | `ffn_dim` |
+| widths, heads, filters | d 256 (Tables 4-5), 16 heads, 256 filters per window 1/2/3 | none | the same (`embed_dim=256` `heads=16` `filters=256` `windows=1,2,3`) | `embed_dim`, `heads`, `filters`, `windows` |
+| training | Adam 2e-4, x0.1 after 10 epochs, 20 epochs, batch 64, margin 0.2, hardest negatives | none | the same (`lr=2e-4` `lr_decay_epochs=10` `epochs=20` `batch_size=64` `margin=0.2` `max_violation=true`) | `lr`, `lr_decay_epochs`, `epochs`, `batch_size`, `margin`, `max_violation` |
+| negatives in a batch (Eq. 15) | the hardest x != I and y != T of the mini-batch (VSE++'s notation) | none | every other pair of the batch, a caption of a repeated image included, as VSE++'s code (`same_image_positive=false`; demo: true) | `same_image_positive=true` |
+| alpha | 0.2 (best of Table 6) | none | `alpha=0.2` | `alpha` |
+| FFN width | d (Eq. 4: W_1 is d x d) | none | d (`ffn_dim=256`) | `ffn_dim` |
 | tokens into the joint sequence | Y = (R; E) stacks d-wide regions and 768-d BERT tokens; how E reaches d is not said | none | a Linear(768, d) on the tokens | - |
 | regions in the joint sequence | R, the FC output | none | the self branch's FC, shared | - |
-| number of regions k | bottom-up-attention regions, k not given | none | 36 | `regions` |
-| BERT output | "the output E" of a frozen BERT-base | none | the last layer, cached, with the special tokens the extractor keeps | `text` |
+| number of regions k | bottom-up-attention regions, k not given | none | 36 (`regions=regions/butd-r101-vg-36`) | `regions` |
+| BERT output | "the output E" of a frozen BERT-base | none | the last layer, cached, with the special tokens the extractor keeps (`text=text/bert-base-uncased`) | `text` |
 | padding | not stated | none | padded keys masked in the units; windows past the end read zeros; max over real positions; means over real regions | - |
-| dropout in the units | not stated | none | 0.1 | `dropout` |
+| dropout in the units | not stated | none | `dropout=0.1` | `dropout` |
 | position or modality embeddings | none mentioned | none | none | - |
 | c_0 normalisation | "a fully connected layer followed by L2 normalization", and Eq. 7's LayerNorm | none | Linear -> LayerNorm -> L2 | - |
 | i_0, i_1 normalisation | unit norm (Sec. 3.5) | none | mean over regions -> L2 | - |
 | cross branch's 1-d CNN | "quite similar" to the self branch's | none | its own weights, input width d, Linear -> LayerNorm -> L2 | - |
 | loss reduction | Eq. 15 per pair; sum or mean over the batch not said | none | summed (VSE++'s code) | - |
-| gradient clipping | not stated | none | norm 2 (VSE++'s code) | `grad_clip` |
+| gradient clipping | not stated | none | norm 2, VSE++'s code (`grad_clip=2`) | `grad_clip` |
 | initialisation, Adam betas, weight decay | not stated | none | PyTorch defaults, no decay | - |
-| snapshot selection | "based on the validation set" | none | rsum on the first `val_images` = 1,000 validation images | `val_images` |
+| snapshot selection | "based on the validation set" | none | rsum on the first 1,000 validation images (`val_images=1000`) | `val_images` |
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
 from lighthead.heads.scan import step_lr
 
@@ -85,6 +86,8 @@ class MMCAConfig:
     alpha: float = 0.2  # weight of the cross-attention score i1.c1 (Table 6)
     margin: float = 0.2  # triplet margin m (Eq. 15)
     max_violation: bool = True  # hardest negative only (Eq. 15); False sums over negatives
+    # True: captions of one image in a batch are never each other's negatives (Eq. 15: every other item is)
+    same_image_positive: bool = False
     lr: float = 2e-4  # Adam learning rate
     lr_decay_epochs: int = 10  # multiply the rate by 0.1 every this many epochs (0 = never)
     epochs: int = 20  # training epochs
@@ -95,7 +98,8 @@ class MMCAConfig:
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU-sized for the demo store and its bundled MiniLM token features
         "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "embed_dim": 64,
-                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6},
+                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
+                 "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -346,7 +350,7 @@ class MMCA(Head):
         scores = img["i0"] @ txt["c0"].t()  # (B, B): row b's caption matches image b
         if self.cfg.alpha:
             scores = scores + self.cfg.alpha * self.pair_scores(img, txt)
-        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: every other item (Eq. 15)
         loss = triplet_loss(scores, positives, margin=self.cfg.margin, hardest=self.cfg.max_violation)
         return {"loss": loss, "triplet": loss.detach()}
 

@@ -12,13 +12,14 @@ for both. `recipe=paper` is the CASC paper's text; any field set explicitly wins
 
 | what | paper (CASC text) | released code | lighthead default | switch |
 |---|---|---|---|---|
-| direction | both, averaged (CASC-base) | SCAN: one per model (`--cross_attn`, default t2i); CASC: both (`all`) | t2i | `direction=t2i\|i2t\|both` |
-| softmax temperature, word over regions (T2I) | lambda2 = 4 | 9 (SCAN README, CASC `lambda_softmax_avg`) | 9 | `lambda_t2i` |
-| softmax temperature, region over words (I2T) | lambda1 = 9 | 4 (SCAN README, CASC `lambda_softmax_lse`) | 4 | `lambda_i2t` |
-| cosines normalised before the softmax | none (plain cosine) | `raw_feature_norm=clipped_l2norm` | clipped_l2norm | `attn_norm=clipped_l2norm\|l2norm\|softmax\|clipped\|no_norm` |
-| T2I aggregation | mean | SCAN: LogSumExp (lambda_lse 6); CASC: mean | lse (both: mean) | `agg_t2i=lse\|mean`, `lambda_lse_t2i` |
-| I2T aggregation | mean | LogSumExp (5 Flickr30K, 20 COCO; CASC 5) | lse, 5 (COCO 20) | `agg_i2t=lse\|mean`, `lambda_lse_i2t` |
-| positives in a batch | the pair itself | the pair itself (the diagonal) | the diagonal (demo: same image too) | `same_image_positive` |
+| direction | both, averaged (CASC-base: `direction=both`) | SCAN: one per model (`--cross_attn`, default t2i); CASC: both (`all`) | `direction=t2i` | `direction=t2i\\|i2t\\|both` |
+| softmax temperature, word over regions (T2I) | lambda2 = 4 (`lambda_t2i=4`) | 9 (SCAN README, CASC `lambda_softmax_avg`) | `lambda_t2i=9` | `lambda_t2i` |
+| softmax temperature, region over words (I2T) | lambda1 = 9 (`lambda_i2t=9`) | 4 (SCAN README, CASC `lambda_softmax_lse`) | `lambda_i2t=4` | `lambda_i2t` |
+| cosines normalised before the softmax | none, plain cosine (`attn_norm=no_norm`) | `raw_feature_norm=clipped_l2norm` | `attn_norm=clipped_l2norm` | `attn_norm=clipped_l2norm\\|l2norm\\|softmax\\|clipped\\|no_norm` |
+| T2I aggregation | mean (`agg_t2i=mean`) | SCAN: LogSumExp (lambda_lse 6); CASC: mean | LogSumExp 6 (`agg_t2i=lse` `lambda_lse_t2i=6`; mean when both directions train, as CASC's code) | `agg_t2i=lse\\|mean`, `lambda_lse_t2i` |
+| I2T aggregation | mean (`agg_i2t=mean`) | LogSumExp (5 Flickr30K, 20 COCO; CASC 5) | LogSumExp 5 (`agg_i2t=lse` `lambda_lse_i2t=5`; COCO 20) | `agg_i2t=lse\\|mean`, `lambda_lse_i2t` |
+| negatives in a batch | the hardest other image and caption of the minibatch (M != I, N != T) | `ContrastiveLoss` masks the diagonal only: another caption of a repeated image is a negative | as released (`same_image_positive=false`; demo: true) | `same_image_positive=true` |
+| margin, optimiser, sizes | 0.2; Adam 2e-4 (COCO 5e-4), decay not stated; 1024, words 300 | the same; x0.1 after 15 of 30 epochs (COCO: 10 of 20); batch 128; grad clip 2 | as released (`margin=0.2` `lr=2e-4` `lr_decay_epochs=15` `epochs=30` `batch_size=128` `grad_clip=2` `embed_size=1024` `word_dim=300`) | `margin`, `lr`, `lr_decay_epochs`, `epochs`, `batch_size`, `grad_clip`, `embed_size`, `word_dim` |
 
 SCAN README rows: t-i LSE = defaults; t-i AVG = `agg_t2i=mean`; i-t LSE = `direction=i2t`;
 i-t AVG = `direction=i2t agg_i2t=mean` (COCO: `--dataset coco` gives lr 5e-4, 20 epochs,
@@ -40,7 +41,7 @@ from torch import nn
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
 from lighthead.heads.base import HEADS, Head
 from lighthead.heads.build import fill_recipe
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
 
 DIRECTIONS = ("t2i", "i2t", "both")
@@ -244,9 +245,7 @@ class SCAN(Head):
         return self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
 
     def ranking_loss(self, scores: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        positives = None  # the diagonal, as the released code
-        if self.cfg.same_image_positive and "image_index" in batch:
-            positives = positives_from_index(batch["image_index"])
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: the diagonal, as released
         return triplet_loss(scores, positives, self.cfg.margin, self.hardest)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -12,10 +12,10 @@ the row. The set-up follows ITM's paper:
 
 | what | paper (ITM's Table 3, "RoBERTa") | released code | lighthead default | switch |
 |---|---|---|---|---|
-| encoder | RoBERTa-base on (sentence with $T$, target), fine-tuned | none | frozen cached tokens -> Linear -> one Transformer layer | `layers`, `d`, `heads`, `ff` |
-| pooled vector | not stated (RoBERTa classifies its first token) | none | the first token | `pool=first\\|mean` |
-| classifier | not stated | none | dropout 0.1, Linear(d, 3) | `dropout` |
-| training | not stated (ITM's: AdamW 1e-5, batch 32, 10 epochs) | none | ITM's paper set-up | `lr`, `weight_decay`, `batch_size`, `epochs` |
+| encoder | RoBERTa-base on (sentence with $T$, target), fine-tuned | none | frozen cached tokens -> Linear -> one Transformer layer of RoBERTa-base's sizes (`layers=1` `d=768` `heads=12` `ff=3072`) | `layers`, `d`, `heads`, `ff` |
+| pooled vector | not stated (RoBERTa classifies its first token) | none | the first token (`pool=first`) | `pool=first\\|mean` |
+| classifier | not stated | none | dropout 0.1, Linear(d, 3) (`dropout=0.1`) | `dropout` |
+| training | not stated (ITM's: AdamW 1e-5, batch 32, 10 epochs) | none | ITM's paper set-up (`lr=1e-5` `weight_decay=0.01` `batch_size=32` `epochs=10`) | `lr`, `weight_decay`, `batch_size`, `epochs` |
 | metrics | accuracy, macro-F1 | none | `accuracy`, `macro_f1`, `weighted_f1` | - |
 | selection | not stated | none | best validation accuracy on the whole dev split | - |
 

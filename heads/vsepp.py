@@ -13,15 +13,16 @@ Checked against the released code (fartashf/vsepp: train.py, model.py, data.py, 
 
 | what | paper | released code | lighthead default | switch |
 |---|---|---|---|---|
-| loss | hinge, hardest negative per query, summed over the batch | `ContrastiveLoss(max_violation)`, summed; the README trains VSE++ with `--max_violation` (the flag's default, off, is VSE0) | hardest negative, summed | `max_violation=false`, `sum_negatives_epochs=N` |
-| margin | 0.2 | 0.2 | 0.2 | `margin` |
-| optimiser, rate | Adam 2e-4, x0.1 after 15 epochs, 30 epochs | Adam 2e-4, `lr_update` 15, 30 epochs | the same | `lr`, `lr_decay_epochs`, `epochs` |
-| batch, widths | 128, 1024, words 300, one GRU layer | the same | the same | `batch_size`, `embed_size`, `word_dim`, `gru_layers` |
-| gradient clipping | 2 | `clip_grad_norm` 2 over all parameters | 2 | `grad_clip` |
-| image vector before the Linear | not stated | L2-normalised (`EncoderImageFull`; the precomputed-feature loader assumes unit-norm vectors) | L2-normalised | `image_norm=false` |
+| loss | hinge, hardest negative per query, summed over the batch | `ContrastiveLoss(max_violation)`, summed; the README trains VSE++ with `--max_violation` (the flag's default, off, is VSE0) | hardest negative, summed (`max_violation=true` `sum_negatives_epochs=0`) | `max_violation=false`, `sum_negatives_epochs=N` |
+| negatives in a batch | the other captions and images of the mini-batch | `ContrastiveLoss` masks the diagonal only: another caption of a repeated image is a negative | as released (`same_image_positive=false`) | `same_image_positive=true` |
+| margin | 0.2 | 0.2 | `margin=0.2` | `margin` |
+| optimiser, rate | Adam 2e-4, x0.1 after 15 epochs, 30 epochs | Adam 2e-4, `lr_update` 15, 30 epochs | the same (`lr=2e-4` `lr_decay_epochs=15` `epochs=30`) | `lr`, `lr_decay_epochs`, `epochs` |
+| batch, widths | 128, 1024, words 300, one GRU layer | the same | the same (`batch_size=128` `embed_size=1024` `word_dim=300` `gru_layers=1`) | `batch_size`, `embed_size`, `word_dim`, `gru_layers` |
+| gradient clipping | 2 | `clip_grad_norm` 2 over all parameters | `grad_clip=2` | `grad_clip` |
+| image vector before the Linear | not stated | L2-normalised (`EncoderImageFull`; the precomputed-feature loader assumes unit-norm vectors) | L2-normalised (`image_norm=true`) | `image_norm=false` |
 | image Linear init | not stated | Xavier uniform, bias 0 | the same | - |
 | word embedding init | not stated | uniform [-0.1, 0.1] | the same | - |
-| validation | rsum on the dev split | rsum on the first 5,000 dev captions (1,000 images), best epoch kept | rsum on the first `val_images` = 1,000 images | `val_images` |
+| validation | rsum on the dev split | rsum on the first 5,000 dev captions (1,000 images), best epoch kept | rsum on the first 1,000 images (`val_images=1000`) | `val_images` |
 | image encoder | fine-tuned CNN (RN, 1 crop) or precomputed | either | precomputed, frozen | - |
 """
 
@@ -35,7 +36,7 @@ from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
 from lighthead.heads.base import HEADS, Head
-from lighthead.heads.losses import positives_from_index, triplet_loss
+from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.scan import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
@@ -58,13 +59,15 @@ class VSEPPConfig:
     batch_size: int = 128  # pairs per batch
     grad_clip: float = 2.0  # gradient-norm clipping (0 = off)
     image_norm: bool = True  # L2-normalise the image vector before the Linear (the released EncoderImageFull)
+    # True: captions of one image in a batch are never each other's negatives (released: the diagonal only)
+    same_image_positive: bool = False
 
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # a store imported from a SCAN precomp folder holds region features only: mean-pool them
         "precomp": {"image": "regions/butd-r101-vg-36"},
         # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
         "demo": {"image": "global/resnet18", "embed_size": 256, "batch_size": 32, "lr": 2e-3,
-                 "max_violation": False, "epochs": 8},
+                 "max_violation": False, "epochs": 8, "same_image_positive": True},
     }
 
     def __post_init__(self) -> None:
@@ -143,7 +146,7 @@ class VSEPP(Head):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         scores = self.score(self.encode_image(batch), self.encode_text(batch))  # (B, B)
-        positives = positives_from_index(batch["image_index"]) if "image_index" in batch else None
+        positives = in_batch_positives(batch, self.cfg.same_image_positive)  # None: the diagonal, as released
         hardest = self.cfg.max_violation and self.epoch >= self.cfg.sum_negatives_epochs
         loss = triplet_loss(scores, positives, self.cfg.margin, hardest)
         return {"loss": loss, "triplet": loss.detach()}

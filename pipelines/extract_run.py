@@ -49,6 +49,10 @@ DEFAULT_FEATURES: dict[str, list[str]] = {
 DATASET_JOB_OPTIONS: dict[str, dict[str, Any]] = {
     "demo": {"detector": "slim", "minilm.random_weights": False},
 }
+# MVSA's inputs as ITIN's released Demo.py prepares them: the post's bytes read as ASCII (others
+# dropped), [CLS] text [SEP] cut to its first 100 BERT tokens, the image as PIL's convert("RGB").
+ITIN_RELEASE = {"bert.ascii_only": True, "bert.max_length": 100, "bert.truncate": "head", "resnet18.decode": "plain"}
+DATASET_JOB_OPTIONS.update({"mvsa-single": ITIN_RELEASE, "mvsa-multiple": ITIN_RELEASE})
 
 
 

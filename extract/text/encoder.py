@@ -39,6 +39,10 @@ class TextEncoderConfig:
     sort_window: int = 50_000  # texts tokenized and sorted together; bounds memory on COCO-sized runs
     precision: str = "auto"  # auto (fp16 autocast on CUDA, fp32 on a CPU), fp32, bf16 or fp16 (extract/precision.py)
     lowercase: bool = False  # lowercase before tokenizing (ITM's code does so for RoBERTa)
+    ascii_only: bool = False  # drop every non-ASCII character first (ITIN's Demo.py decodes posts ascii/ignore)
+    # "longest_first": cut the longest segment first, keeping the closing special tokens; "head": keep the
+    # first max_length tokens of the wrapped text, so a longer one loses its [SEP] (ITIN's Demo.py); single texts
+    truncate: str = "longest_first"
 
     def __post_init__(self) -> None:
         if not str(self.model):
@@ -51,6 +55,8 @@ class TextEncoderConfig:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.sort_window < self.batch_size:
             raise ValueError(f"sort_window ({self.sort_window}) must be >= batch_size ({self.batch_size})")
+        if self.truncate not in ("longest_first", "head"):
+            raise ValueError(f"truncate must be longest_first or head, got {self.truncate!r}")
 
 
 def vocab_sha256(tokenizer: Any) -> str:
@@ -134,6 +140,9 @@ class TextEncoder:
             "layer": self.config.layer,
             "max_length": self.max_length,
             "lowercase": self.config.lowercase,
+            # recorded only when on, so the sets written before these settings existed still resume
+            **({"ascii_only": True} if self.config.ascii_only else {}),
+            **({"truncate": self.config.truncate} if self.config.truncate != "longest_first" else {}),
             "weights_sha256": None if self.random_weights or weights is None else sha256_file(weights),
             "random_weights": self.random_weights,
             "transformers": transformers.__version__,
@@ -144,24 +153,35 @@ class TextEncoder:
         pairs = list(pairs) if pairs is not None else [None] * len(texts)
         if len(pairs) != len(texts):
             raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs")
-        prep = (lambda s: s.lower()) if self.config.lowercase else (lambda s: s)
         out: list[dict[str, Any]] = [{} for _ in texts]
+        head = self.config.truncate == "head"
+        if head and any(p is not None for p in pairs):
+            raise ValueError("truncate=head keeps the first tokens of single texts; pairs need longest_first")
+        n = self.max_length if head else None  # head: tokenized whole, then cut
         for paired in (False, True):
             idx = [i for i, p in enumerate(pairs) if (p is not None) == paired]
             if not idx:
                 continue
             enc = self.tokenizer(
-                [prep(texts[i]) for i in idx],
-                text_pair=[prep(pairs[i]) for i in idx] if paired else None,
-                truncation="longest_first",
-                max_length=self.max_length,
+                [self.prepare(texts[i]) for i in idx],
+                text_pair=[self.prepare(pairs[i]) for i in idx] if paired else None,
+                truncation=False if head else "longest_first",
+                max_length=None if head else self.max_length,
+                verbose=not head,  # no warning for a text longer than the model takes: it is cut below
             )
             for k, i in enumerate(idx):
-                item = {key: enc[key][k] for key in enc.keys()}
-                item["word_ids"] = [-1 if w is None else w for w in enc.word_ids(k)]
-                item["segment_ids"] = [-1 if s is None else s for s in enc.sequence_ids(k)]
+                item = {key: enc[key][k][:n] for key in enc.keys()}
+                item["word_ids"] = [-1 if w is None else w for w in enc.word_ids(k)][:n]
+                item["segment_ids"] = [-1 if s is None else s for s in enc.sequence_ids(k)][:n]
                 out[i] = item
         return out
+
+    def prepare(self, text: str) -> str:
+        """The text as tokenized: non-ASCII characters dropped (`ascii_only`; on the decoded text
+        this is what decoding the file's bytes as ASCII, ignoring errors, gives), lowercased."""
+        if self.config.ascii_only:
+            text = text.encode("ascii", "ignore").decode("ascii")
+        return text.lower() if self.config.lowercase else text
 
     def batches(self, lengths: Sequence[int], sort_by_length: bool | None = None) -> list[list[int]]:
         """Indices per forward pass: longest first when sorting (memory peaks show up at once).

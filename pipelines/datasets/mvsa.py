@@ -20,6 +20,7 @@ two agreeing); a modality without a majority removes the pair. The kept posts ar
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -51,13 +52,18 @@ def majority(labels: list[str]) -> str | None:
 
 
 def read_text(path: Path) -> str:
-    """A post's text; the MVSA files mix encodings, so non-UTF-8 bytes are read as Latin-1."""
+    """A post's text; the MVSA files mix encodings, so non-UTF-8 bytes are read as Latin-1.
+
+    Only ASCII whitespace is collapsed: a non-ASCII character (a no-break space too) stays in
+    place, so dropping the non-ASCII characters afterwards (the text job's `ascii_only`, MVSA's
+    default) gives what ITIN's release reads, the file's bytes decoded as ASCII ignoring the rest.
+    """
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    return " ".join(text.split())
+    return re.sub(r"[ \t\n\r\f\v]+", " ", text).strip(" ")
 
 
 def _parse_pair(cell: str, where: str) -> tuple[str, str]:

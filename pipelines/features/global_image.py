@@ -8,8 +8,9 @@ when images are left to extract: a finished set reruns without it.
 
 Settings (`--job-option`): "<job>.weights" (a torchvision state-dict file; else `--weights`,
 else torchvision's cache file), "<job>.precision" / "precision" (auto: fp16 autocast on CUDA,
-fp32 on a CPU; fp32, bf16, fp16; recorded, and a set holding another is refused), thumbs "size"
-(64), shard_items.
+fp32 on a CPU; fp32, bf16, fp16; recorded, and a set holding another is refused), "<job>.decode"
+for the ResNets ("upright": EXIF orientation applied, alpha on white; "plain": PIL's
+convert("RGB") as ITIN's Demo.py, MVSA's default), thumbs "size" (64), shard_items.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def run_image_job(
     fields: list[Any],
     random: bool,
     setup: Callable[[], tuple[dict[str, Any], Model]],
+    decode: str = "upright",
 ) -> RunSummary:
     """Decode the images not yet in feature set `name` (DataLoader workers), run the model on each
     batch of transformed images and store its per-item fields.
@@ -45,7 +47,7 @@ def run_image_job(
     `setup()` -> (the feature set's attrs, the model) runs only when images are left, so a finished
     set needs no weights file. A batch the model fails on is run again one image at a time; an
     image that still fails is skipped with the error as its reason; a failed device stops the
-    job (`per_image`).
+    job (`per_image`). `decode` is `extract.images.decode_rgb`'s.
     """
     from lighthead.extract.images import image_loader, unique_images
     from lighthead.extract.per_image import batch_or_each, reason
@@ -69,7 +71,7 @@ def run_image_job(
     with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:
         items = [it for it in items if not writer.is_done(it[0])]
         with progress_bar(job, len(items), options.progress) as advance:
-            for batch in image_loader(items, transform, options.batch_size, options.loader_workers):
+            for batch in image_loader(items, transform, options.batch_size, options.loader_workers, decode):
                 summary.skipped.extend(batch["skipped"])
                 images = batch["images"]
                 results = batch_or_each(len(batch["ids"]), lambda: each(images), lambda k: each(images[k:k + 1])[0],
@@ -105,9 +107,13 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
         from lighthead.store import Field
 
         from lighthead.extract.precision import autocast
+        from lighthead.extract.images import DECODES
 
         config = GlobalCNNConfig(arch=arch)
         random = random_weights(options, arch)
+        decode = str(job_option(options, arch, "decode", "upright"))
+        if decode not in DECODES:
+            raise ValueError(f"{arch}.decode must be one of {', '.join(DECODES)}, got {decode!r}")
         device = torch.device(options.device)
         precision = job_precision(options, arch, gpu="fp16")
 
@@ -138,12 +144,13 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
                 "random_weights": random,
                 "dtype": options.dtype,
                 **recorded,
+                **({"decode": decode} if decode != "upright" else {}),  # only when set: older sets still resume
             }
             return attrs, forward
 
         fields = [Field("features", (config.width,), options.dtype)]
         return run_image_job(
-            arch, f"global/{arch}", records, store, options, config.transform(), fields, random, setup
+            arch, f"global/{arch}", records, store, options, config.transform(), fields, random, setup, decode
         )
 
     return run

@@ -15,8 +15,11 @@ Records with a target (twitter, itm, demo "target" records) are encoded as ITM's
 
 Settings (`--job-option`, as "<job>.<key>" or "text_<key>" for every text job): model (folder
 or cached id; `--text-model` sets text_model), layer (-1 last), max_length, sort_by_length,
-lowercase; "<job>.shard_items" / "shard_items"; "<job>.precision" / "precision" (auto: fp16
-autocast on CUDA, fp32 on a CPU; fp32, bf16, fp16; recorded, and a set holding another is refused).
+lowercase, ascii_only (drop non-ASCII characters), truncate (longest_first, or head: the first
+max_length tokens, [SEP] cut off a longer text); "<job>.shard_items" / "shard_items";
+"<job>.precision" / "precision" (auto: fp16 autocast on CUDA, fp32 on a CPU; fp32, bf16, fp16;
+recorded, and a set holding another is refused). MVSA's defaults are ITIN's release
+(`extract_run.DATASET_JOB_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
         sort_by_length=bool(_opt(options, job, "sort_by_length", True)),
         lowercase=bool(_opt(options, job, "lowercase", False)),
         precision=job_precision(options, job, gpu="fp16"),
+        ascii_only=bool(_opt(options, job, "ascii_only", False)),
+        truncate=str(_opt(options, job, "truncate", "longest_first")),
     )
     name = feature_set_name(model_name, config.layer)
     random = random_weights(options, job)

@@ -4,7 +4,8 @@ Records of kind "image" with at least `per_image` captions (the first `per_image
 as in the Karpathy splits); caption j of a split belongs to image j // per_image.
 Training iterates over every caption of the train split (one pair per caption, shuffled per
 epoch with a seeded generator); a batch holds the caption's image features (repeated when two
-captions of one image meet in a batch; `image_index` tells the loss they are both positives).
+captions of one image meet in a batch; `image_index` says so, and a head's `same_image_positive`
+switch then keeps them from being each other's negatives, which the released losses do not).
 Semantic labels (CASC) are the union over the image's captions in training and the caption's
 own label words when scoring. Evaluation: see `evaluate` (COCO 1K = mean over five
 1,000-image folds, 5K = all).

@@ -87,6 +87,29 @@ def test_exif_orientation_is_applied(tmp_path):
     assert 0x0112 not in im.getexif()  # the tag is gone, so nothing rotates it twice
 
 
+def test_plain_decode_is_pils_convert_as_itins_demo(tmp_path):
+    """decode="plain" gives what `Image.open(path).convert('RGB')` does (ITIN's Demo.py): the
+    stored pixels, no EXIF turn, alpha dropped rather than composited on white."""
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    sideways = _save(tmp_path / "sideways.jpg", Image.fromarray(a), exif=exif, quality=95)
+    rgba = Image.new("RGBA", (5, 4), (10, 20, 30, 255))
+    rgba.putpixel((0, 0), (10, 20, 30, 0))  # transparent, its colour still stored
+    rgba = _save(tmp_path / "a.png", rgba)
+    for path in (sideways, rgba):
+        with Image.open(path) as im:
+            want = np.asarray(im.convert("RGB"))
+        items = [(path.stem, str(path))]
+        batch = next(image_loader(items, None, workers=0, decode="plain"))
+        np.testing.assert_array_equal(np.asarray(batch["images"][0]), want)
+    assert batch["images"][0].getpixel((0, 0)) == (10, 20, 30)  # upright decoding gives white here
+    assert next(image_loader([("s", str(sideways))], None, workers=0))["sizes"] == [(20, 40)]  # upright: turned
+    with pytest.raises(ValueError, match="decode"):
+        next(image_loader([("s", str(sideways))], None, workers=0, decode="exif"))
+
+
 def png_header(path, width, height):
     """A PNG of a few dozen bytes whose header claims width x height RGB pixels (no pixel data)."""
     import struct

@@ -36,3 +36,16 @@ def random_batch(b: int = 5, k: int = 4, region_dim: int = 10, vocab: int = 20, 
         "labels": (torch.rand(b, num_labels, generator=g) > 0.6).float(),
         "thumb": torch.randint(0, 256, (b, 3, 16, 16), generator=g, dtype=torch.uint8),
     }
+
+
+IMAGE_KEYS = ("regions", "region_mask", "global", "thumb", "labels", "boxes")  # what a repeated image repeats
+
+
+def with_repeated_images(batch: dict[str, torch.Tensor], image_index: list[int]) -> dict[str, torch.Tensor]:
+    """The batch as a caption-sampled loader gives it when pairs share an image: rows with the
+    same `image_index` hold the first such row's image features (and its image-level labels)."""
+    index = torch.tensor(image_index)
+    first = torch.tensor([image_index.index(i) for i in image_index])  # (B,) the row each image first appears in
+    out = {k: (v[first].clone() if k in IMAGE_KEYS else v) for k, v in batch.items()}
+    out["image_index"] = index
+    return out

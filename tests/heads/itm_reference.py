@@ -89,6 +89,8 @@ def forward(head, batch: dict, b: int) -> dict:
     tokens = batch["tokens"][b].double()  # (L, token_dim), padded
     tmask = batch["text_mask"][b].double()  # (L,)
     regions = batch["regions"][b, : cfg.k].double()  # (K, region_dim)
+    if cfg.region_scale == "matrix_norm":  # DataProcessor.read_npz: img_feat / sqrt((img_feat ** 2).sum())
+        regions = regions / math.sqrt(sum(float(x) ** 2 for x in regions.flatten()))
     k = regions.shape[0]
     rmask = torch.ones(k, dtype=torch.float64)
     text = layer_norm(linear(tokens, head.token_proj), head.token_norm)  # sentence_output
@@ -127,6 +129,29 @@ def forward(head, batch: dict, b: int) -> dict:
     if cfg.classifier == "pooler":  # first_pooler, senti_dropout (off in eval)
         first = torch.tanh(linear(first, head.pooler))
     return {"logits": linear(first, head.classifier), "relevance": gate, "align": dist}
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    """torchvision's box_iou for one pair of x1 y1 x2 y2 boxes (no +1 on the sides)."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def box_labels(boxes: torch.Tensor, gt_boxes: list[list[float]], threshold: float = 0.5,
+               inclusive: bool = True) -> torch.Tensor:
+    """boxes_utils.get_attention_label for one sample: per ground-truth box (max_GT_boxes = 1
+    in DataProcessor; an unannotated sample has none), when its best IoU reaches 0.5, the IoUs
+    >= 0.5 kept and renormalised; the rows summed and divided by the number of boxes. The
+    paper's rule ("larger than 0.5") with inclusive=False."""
+    label = [0.0] * len(boxes)
+    for gt in gt_boxes:
+        ious = [box_iou(box.tolist(), gt) for box in boxes]
+        kept = [x if (x >= threshold if inclusive else x > threshold) else 0.0 for x in ious]
+        if sum(kept) > 0:
+            label = [acc + x / sum(kept) for acc, x in zip(label, kept)]
+    return torch.tensor([x / max(len(gt_boxes), 1) for x in label], dtype=torch.float64)
 
 
 def aux_losses(head, batch: dict, outs: list[dict], targets: torch.Tensor) -> dict:

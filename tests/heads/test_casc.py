@@ -11,7 +11,7 @@ from lighthead.heads.attention import NORMS
 from lighthead.heads.build import build_head
 from lighthead.heads.casc import CASCConfig
 from tests.heads import reference as ref
-from tests.heads.conftest import TINY, random_batch
+from tests.heads.conftest import TINY, random_batch, with_repeated_images
 
 INFO = {"region_dim": 10, "vocab_size": 20, "num_labels": 7, "label_pos_weight": [1.0, 2.0, 0.5, 3.0, 1.0, 4.0, 1.5]}
 CFG = {**TINY, "label_hidden": "5"}
@@ -109,9 +109,11 @@ def test_the_paper_score_needs_caption_labels():
 
 @pytest.mark.parametrize("recipe", ["code", "paper"])
 def test_training_loss_equals_eq8_to_12_with_loops(recipe):
+    """Pairs 0 and 3 share an image: Code_CASC model.py ContrastiveLoss masks the diagonal only,
+    so each is the other's negative (Eq. 8's M != I, N != T over the minibatch's items)."""
     torch.manual_seed(0)
     head = build_head("casc", INFO, {**CFG, "recipe": recipe})
-    batch = random_batch()
+    batch = with_repeated_images(random_batch(), [0, 1, 2, 0, 3])
     with torch.no_grad():
         out = head.loss(batch)
         img, txt = head.encode_image(batch), head.encode_text(batch)
@@ -125,6 +127,12 @@ def test_training_loss_equals_eq8_to_12_with_loops(recipe):
             s[i, j] = 0.5 * (pairs[i, j]["i2t"] + pairs[i, j]["t2i"])  # both recipes train on the mean
     triplet = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if j != i) for i in range(b))
     triplet += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if i != j) for j in range(b))
+    image = batch["image_index"].tolist()  # the rule that skips captions of the same image instead
+    other_rule = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if image[j] != image[i])
+                     for i in range(b))
+    other_rule += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if image[i] != image[j])
+                      for j in range(b))
+    assert other_rule != pytest.approx(triplet, rel=1e-3)  # the shared image changes the loss
     w1, b1, w2, b2 = (_np(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias))
     pw, y = np.array(INFO["label_pos_weight"]), batch["labels"].double().numpy()
 

@@ -33,7 +33,7 @@ def gru_direction(gru: torch.nn.GRU, xs: list[torch.Tensor], suffix: str) -> lis
     """One GRU direction step by step (PyTorch's gate order r, z, n)."""
     w_ih, w_hh = getattr(gru, "weight_ih_l0" + suffix), getattr(gru, "weight_hh_l0" + suffix)
     b_ih, b_hh = getattr(gru, "bias_ih_l0" + suffix), getattr(gru, "bias_hh_l0" + suffix)
-    h = torch.zeros(gru.hidden_size)
+    h = torch.zeros(gru.hidden_size, dtype=torch.float64)
     out = []
     for x in xs:
         gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
@@ -45,10 +45,28 @@ def gru_direction(gru: torch.nn.GRU, xs: list[torch.Tensor], suffix: str) -> lis
     return out
 
 
+def affine(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """W x + b, one output coordinate at a time."""
+    b = layer.bias if layer.bias is not None else torch.zeros(layer.out_features, dtype=x.dtype)
+    return torch.stack([sum(layer.weight[o, c] * x[c] for c in range(len(x))) + b[o]
+                        for o in range(layer.out_features)])
+
+
+def paper_mlp(seq: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """recipe=paper's MLP of Eq. 16-17: Linear, ReLU, (dropout: off in eval), Linear."""
+    return affine(seq[3], torch.relu(affine(seq[0], x)))
+
+
 def reference(head: Itin, batch: dict, b: int) -> dict:
-    """Eq. 1-19 for sample b, one region / word / coordinate at a time, with the ablations of
-    Table III: uniform attention (w/o Align), g = 1 (w/o Gating), F = MLP(C) (w/o Context),
-    F from V and S alone (only Context)."""
+    """Eq. 1-19 of the paper for sample b, one region / word / coordinate at a time in float64,
+    from the head's weights only (no module is called): r_i = W_r f_i + b_r (Eq. 1); w = the two
+    GRU directions averaged (Eq. 2-4); a_ij = (W^_r r_i).(W^_t w_j) / sqrt(k), softmax over the
+    words (Eq. 5-6); u_i = sum_j a_ij w_j (Eq. 7); g_i = sigmoid(r_i . u_i) (Eq. 8); c_i = g_i
+    [r_i; u_i] (Eq. 9); z_i = ReLU(W_o c_i + b_o) + r_i (Eq. 10-11); alpha = softmax over the
+    regions of Tran_z(z_i) = linear, tanh, linear (Eq. 12); C = sum_i alpha_i z_i (Eq. 13);
+    S = the mean of w (Eq. 15); F = lambda MLP(V ++ C) + (1 - lambda) MLP(S ++ C) (Eq. 16-18);
+    logits W_f F + b_f (Eq. 19). Ablations of Table III: uniform attention (w/o Align), g = 1
+    (w/o Gating), F = MLP(C) (w/o Context), F from V and S alone (only Context)."""
     cfg = head.cfg
     n = int(batch["text_mask"][b].sum())
     xs = [batch["tokens"][b, j] for j in range(n)]
@@ -59,36 +77,37 @@ def reference(head: Itin, batch: dict, b: int) -> dict:
     out: dict = {}
     big_c = None
     if not cfg.context_only:
-        r = [head.region_proj.weight @ batch["regions"][b, i] + head.region_proj.bias for i in range(M)]  # Eq. 1
+        r = [affine(head.region_proj, batch["regions"][b, i]) for i in range(M)]  # Eq. 1
         attn, gates, zs = [], [], []
         for i in range(M):
             if cfg.align:
-                a = [float(head.aff_r.weight @ r[i] @ (head.aff_t.weight @ w[j])) / math.sqrt(K) for j in range(n)]  # Eq. 5-6
+                a = [float(affine(head.aff_r, r[i]) @ affine(head.aff_t, w[j])) / math.sqrt(K)
+                     for j in range(n)]  # Eq. 5
             else:
                 a = [0.0] * n
             e = [math.exp(x - max(a)) for x in a]
-            abar = [x / sum(e) for x in e]
+            abar = [x / sum(e) for x in e]  # Eq. 6
             u = sum(abar[j] * w[j] for j in range(n))  # Eq. 7
             g = 1 / (1 + math.exp(-sum(float(r[i][c] * u[c]) for c in range(D)))) if cfg.gating else 1.0  # Eq. 8
             c = g * torch.cat([r[i], u])  # Eq. 9
-            o = torch.relu(head.fuse.weight @ c + head.fuse.bias)  # Eq. 10
-            zs.append(o + r[i])  # Eq. 11
+            zs.append(torch.relu(affine(head.fuse, c)) + r[i])  # Eq. 10-11
             attn.append(abar)
             gates.append(g)
-        scores = [float(head.tran_z(z)) for z in zs]
+        lin1, lin2 = head.tran_z[0], head.tran_z[2]
+        scores = [float(affine(lin2, torch.tanh(affine(lin1, z)))[0]) for z in zs]  # Tran_z
         e = [math.exp(x - max(scores)) for x in scores]
         alpha = [x / sum(e) for x in e]  # Eq. 12
         big_c = sum(alpha[i] * zs[i] for i in range(M))  # Eq. 13
         out.update(attn=attn, gate=gates, alpha=alpha)
     if not cfg.context:
-        f = head.mlp_c(big_c)
+        f = paper_mlp(head.mlp_c, big_c)
     else:
         v_in = [batch["global"][b]] + ([] if big_c is None else [big_c])
         s_in = [s] + ([] if big_c is None else [big_c])
-        f1 = head.mlp_v(torch.cat(v_in))  # Eq. 16
-        f2 = head.mlp_s(torch.cat(s_in))  # Eq. 17
+        f1 = paper_mlp(head.mlp_v, torch.cat(v_in))  # Eq. 16
+        f2 = paper_mlp(head.mlp_s, torch.cat(s_in))  # Eq. 17
         f = 0.2 * f1 + 0.8 * f2  # Eq. 18, lambda = 0.2
-    out["logits"] = head.classifier.weight @ f + head.classifier.bias
+    out["logits"] = affine(head.classifier, f)  # Eq. 19, before the softmax
     return out
 
 
@@ -97,21 +116,22 @@ ABLATIONS = {"ITIN": {}, "w/o Align": {"align": False}, "w/o Gating": {"gating":
 
 
 @pytest.mark.parametrize("row", list(ABLATIONS))
-def test_equations_match_loops(row):
-    head, batch = tiny(**ABLATIONS[row]), make_batch()
+def test_paper_recipe_is_the_papers_equations(row):
+    """recipe=paper, every ablation row, against the equations written out (float64)."""
+    head = tiny(**ABLATIONS[row]).double()
+    batch = {key: (v.double() if v.is_floating_point() else v) for key, v in make_batch().items()}
     with torch.no_grad():
         out = head.explain(batch)
         for b in range(3):
             ref = reference(head, batch, b)
-            torch.testing.assert_close(out["logits"][b], ref["logits"], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out["logits"][b], ref["logits"], atol=1e-10, rtol=1e-8)
             if head.cfg.context_only:
                 continue
             n = int(batch["text_mask"][b].sum())
-            torch.testing.assert_close(out["attn"][b, :, :n], torch.tensor(ref["attn"]), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out["attn"][b, :, :n], torch.tensor(ref["attn"], dtype=torch.float64))
             assert out["attn"][b, :, n:].abs().sum() == 0  # padding gets no attention
-            torch.testing.assert_close(out["gate"][b], torch.tensor(ref["gate"], dtype=torch.float32),
-                                       atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(out["alpha"][b], torch.tensor(ref["alpha"]), atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(out["gate"][b], torch.tensor(ref["gate"], dtype=torch.float64))
+            torch.testing.assert_close(out["alpha"][b], torch.tensor(ref["alpha"], dtype=torch.float64))
 
 
 def test_padding_and_extra_regions_do_not_change_logits():
@@ -192,27 +212,6 @@ def test_config_validation_and_defaults():
 
 
 # -- the released model (zhutong0219/ITIN, Demo.py), written out from its forward pass --
-
-PAPER_LOGITS = {  # recipe=paper before the released model became the default (same seed, same batch)
-    "ITIN": [[-0.33196115, -0.25174686, -0.09211051], [-0.36535484, -0.26081932, -0.06997366],
-             [-0.38303381, -0.25060671, -0.06671617]],
-    "w/o Align": [[-0.00259149, -0.05184513, 0.31512606], [0.03136160, -0.10076621, 0.28958717],
-                  [-0.00169601, -0.06575754, 0.31283628]],
-    "w/o Gating": [[-0.33580333, -0.25126988, -0.09033529], [-0.35988745, -0.25574091, -0.07244754],
-                   [-0.37805891, -0.24809463, -0.06993379]],
-    "w/o Context": [[0.19480091, 0.09298632, 0.15438610], [0.16959748, 0.10431595, 0.10345260],
-                    [0.19193348, 0.10605411, 0.15540624]],
-    "only Context": [[0.26747972, 0.05522536, 0.14883453], [0.17760143, 0.11978474, 0.17024899],
-                     [0.22270286, 0.10093467, 0.16896727]],
-}
-
-
-@pytest.mark.parametrize("row", list(ABLATIONS))
-def test_paper_recipe_reproduces_the_previous_logits(row):
-    with torch.no_grad():
-        logits = tiny(**ABLATIONS[row])(make_batch())
-    torch.testing.assert_close(logits, torch.tensor(PAPER_LOGITS[row]), atol=2e-6, rtol=0)
-
 
 def gru_layer(w_ih, w_hh, b_ih, b_hh, xs):
     """One GRU direction of one layer, step by step (gate order r, z, n)."""

@@ -57,37 +57,35 @@ def make_batch(b: int = 5, regions: int = 8, length: int = 5, seed: int = 1) -> 
 
 # -- the alignment target ------------------------------------------------------------------
 
-def iou(a, b) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union
+def at_half(batch: dict) -> dict:
+    """Sample 0 with integer boxes around its target: IoU exactly 1, 0.5 (kept by the release's
+    >= 0.5, dropped by the paper's > 0.5) and 100 / 190."""
+    batch = dict(batch, boxes=batch["boxes"].clone(), target_box=batch["target_box"].clone())
+    batch["target_box"][0] = torch.tensor([0.0, 0.0, 10.0, 10.0])
+    batch["boxes"][0, :3] = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 20.0], [0.0, 0.0, 10.0, 19.0]])
+    return batch
 
 
-def test_alignment_target_matches_loops():
-    batch = make_batch()
-    got, nonzero = alignment_target(batch["boxes"], batch["target_box"], 0.5)
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_alignment_target_matches_the_released_labels(inclusive):
+    batch = at_half(make_batch())
+    got, nonzero = alignment_target(batch["boxes"], batch["target_box"], 0.5, inclusive)
     for b in range(5):
-        ious = [iou(batch["boxes"][b, i].tolist(), batch["target_box"][b].tolist()) for i in range(8)]
-        kept = [x if x > 0.5 else 0.0 for x in ious]
-        total = sum(kept)
-        want = [x / total if total else 0.0 for x in kept]
-        torch.testing.assert_close(got[b], torch.tensor(want), atol=1e-6, rtol=1e-5)
-        assert bool(nonzero[b]) == (total > 0)
+        want = ref.box_labels(batch["boxes"][b].double(), [batch["target_box"][b].tolist()], 0.5, inclusive)
+        torch.testing.assert_close(got[b].double(), want, atol=1e-6, rtol=1e-5)
+        assert bool(nonzero[b]) == bool(want.sum() > 0)
     assert not nonzero[2] and got[2].abs().sum() == 0  # the all-zero row stays zero, flagged
+    s = 1.0 + (0.5 if inclusive else 0.0) + 100 / 190
+    torch.testing.assert_close(got[0, :3], torch.tensor([1.0, 0.5 if inclusive else 0.0, 100 / 190]) / s)
 
 
-def test_alignment_target_threshold_is_strict():
-    target = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
-    boxes = torch.tensor([[[0.0, 0.0, 10.0, 20.0],  # IoU exactly 0.5: dropped
-                           [0.0, 0.0, 10.0, 19.0],  # 100 / 190: kept
-                           [0.0, 0.0, 10.0, 10.0],  # 1.0: kept
-                           [50.0, 50.0, 60.0, 60.0]]])  # 0: dropped
-    a, ok = alignment_target(boxes, target, 0.5)
-    s = 100 / 190 + 1.0
-    torch.testing.assert_close(a[0], torch.tensor([0.0, (100 / 190) / s, 1.0 / s, 0.0]))
-    assert ok.tolist() == [True] and abs(float(a.sum()) - 1) < 1e-6
+def test_released_iou_rule_is_the_default_and_the_papers_is_a_switch():
+    """boxes_utils.get_attention_label keeps IoU >= 0.5; the paper keeps IoU "larger than 0.5"."""
+    batch = at_half(make_batch())
+    assert ItmConfig().iou_inclusive is True and ItmConfig(recipe="paper").iou_inclusive is False
+    released, _ = tiny().alignment_target(batch)
+    paper, _ = tiny(iou_inclusive=False).alignment_target(batch)
+    assert float(released[0, 1]) > 0 and float(paper[0, 1]) == 0.0
 
 
 # -- the forward pass against the released code written out --------------------------------
@@ -101,6 +99,7 @@ OPTIONS = {
     "fine_query=first": {"fine_query": "first"},
     "classifier=linear": {"classifier": "linear"},
     "init=torch": {"init": "torch"},
+    "region_scale=stored": {"region_scale": "stored"},
     "input_norm=true": {"input_norm": True},
     "recipe=paper": {"recipe": "paper"},
     "recipe=paper, layer_type=bert": {"recipe": "paper", "layer_type": "bert"},
@@ -150,15 +149,19 @@ def test_every_ablation_matches_the_reference(row, recipe):
 
 
 def test_released_forms_differ_from_the_paper_forms():
-    """Each switch changes the function (a reference that ignored one would still pass)."""
+    """Each switch changes the function (a reference that ignored one would still pass). The
+    regions keep their stored scale here: scaled to a unit matrix they move D too little to tell
+    the alignment forms apart."""
     batch = make_batch()
     with torch.no_grad():
-        base = shaken().explain(batch)
+        base = shaken(region_scale="stored").explain(batch)
         for name in ("layer_type=transformer", "fine_query=first", "classifier=linear"):
-            other = shaken(**OPTIONS[name]).explain(batch)
+            other = shaken(region_scale="stored", **OPTIONS[name]).explain(batch)
             assert (other["logits"] - base["logits"]).abs().max() > 1e-3, name
-        probs = shaken(alignment="mean_probs").explain(batch)["align"]
+        probs = shaken(region_scale="stored", alignment="mean_probs").explain(batch)["align"]
         assert (probs - base["align"]).abs().max() > 1e-3
+        scaled = shaken().explain(batch)  # the released matrix norm
+        assert (scaled["logits"] - base["logits"]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("option", ["released", "recipe=paper"])
@@ -179,8 +182,9 @@ def test_padded_regions_are_ignored(option):
 # -- losses ----------------------------------------------------------------------------------
 
 def annotated_batch() -> dict:
-    """An auxiliary batch as the released code sees one: every row annotated."""
-    batch = make_batch()
+    """An auxiliary batch as the released code sees one: every row annotated, a region of row 0
+    at IoU exactly 0.5 with its box."""
+    batch = at_half(make_batch())
     batch["relevance"] = torch.tensor([1, 0, 1, 1, 0])
     batch["has_box"] = torch.tensor([True, False, True, True, False])
     return batch
@@ -192,10 +196,12 @@ def test_aux_losses_match_the_reference(option):
     with torch.no_grad():
         out = head.explain(batch)
         got = head.aux_losses(out, batch)
-        targets, usable = head.alignment_target(batch)
-        targets = targets * usable[:, None]  # released box_labels: zero rows for unrelated targets
+        # the released box_labels, from the boxes alone: none for a target without a box
+        targets = torch.stack([ref.box_labels(batch["boxes"][b, :K].double(),
+                                              [batch["target_box"][b].tolist()] if batch["has_box"][b] else [],
+                                              0.5, head.cfg.iou_inclusive) for b in range(5)])
         want = ref.aux_losses(head, batch, [ref.forward(head, batch, b) for b in range(5)], targets)
-    assert int(usable.sum()) == 2  # rows 0 and 3; row 2's box overlaps nothing
+    assert int((targets.sum(1) > 0).sum()) == 2  # rows 0 and 3; row 2's box overlaps nothing
     assert abs(float(got["re"]) - want["re"]) < 1e-5
     assert abs(float(got["att"]) - want["att"]) < 1e-5
     assert float(got["att"]) > 0
@@ -351,11 +357,12 @@ RELEASED = {  # NUSTM/ITM train.py, model.py, modeling_utils.py; TomBERT's BertA
     "schedule": "warmup_linear_twice", "warmup": 0.1, "init": "bert", "epochs": 9, "lr": 1e-5, "aux_lr": 1e-6,
     "weight_decay": 0.01, "batch_size": 32, "lambda_re": 1.0, "lambda_att": 0.5, "k": 100, "d": 768,
     "heads": 12, "ff": 3072, "dropout": 0.1, "relevance_dropout": 0.3, "iou_threshold": 0.5, "aux_every": 1,
+    "region_scale": "matrix_norm", "iou_inclusive": True,
     "grad_clip": 0.0, "input_norm": False, "relevance": True, "attention": True, "coarse": True, "fine": True,
 }
 PAPER = {"layer_type": "transformer", "relevance_head": "max_pool", "alignment": "mean_probs", "fine_query": "first",
          "classifier": "linear", "att_loss": "related", "optimizer": "adamw", "schedule": "constant",
-         "init": "torch", "epochs": 10}
+         "init": "torch", "epochs": 10, "region_scale": "stored", "iou_inclusive": False}
 
 
 def test_defaults_are_the_released_values():

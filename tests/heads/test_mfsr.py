@@ -108,19 +108,34 @@ def test_caption_loss_eq14():
     assert caption_loss(logits, ids, lengths, per_token=True).item() == pytest.approx(total / 7, rel=1e-5)
 
 
-def test_semantic_loss_eqs8_9():
-    model = tiny_model(modal=False, specific=False, img_re=False, cap_re=False).eval()
+@pytest.mark.parametrize("same_image", [False, True])
+def test_semantic_loss_eqs8_9(same_image):
+    """Eqs. 8-9 on a batch whose pairs 0 and 3 share an image: the hardest negative over
+    k in B \\ j (every other pair, a caption of the same image included); `same_image_positive`
+    skips the pairs of the same image instead."""
+    model = tiny_model(modal=False, specific=False, img_re=False, cap_re=False,
+                       same_image_positive=same_image).eval()
     batch = tiny_batch()
+    image = [0, 1, 2, 0, 3, 4]
+    batch["global"][3], batch["thumb"][3] = batch["global"][0], batch["thumb"][0]
+    batch["image_index"] = torch.tensor(image)
     with torch.no_grad():
         got = model.loss(batch)["semantic"].item()
         v, l = model.image_parts(batch)["se"], model.text_parts(batch)["se"]
     b, m = 6, 0.2
-    total = 0.0
-    for j in range(b):
-        pos = float(v[j] @ l[j])
-        total += max(max(m - pos + float(v[j] @ l[k]), 0.0) for k in range(b) if k != j)
-        total += max(max(m - pos + float(l[j] @ v[k]), 0.0) for k in range(b) if k != j)
-    assert got == pytest.approx(total / b, rel=1e-5)
+
+    def eq8(skip_same_image: bool) -> float:
+        total = 0.0
+        for j in range(b):
+            pos = float(v[j] @ l[j])
+            others = [k for k in range(b) if k != j and not (skip_same_image and image[k] == image[j])]
+            total += max(max(m - pos + float(v[j] @ l[k]), 0.0) for k in others)
+            total += max(max(m - pos + float(l[j] @ v[k]), 0.0) for k in others)
+        return total / b
+
+    assert eq8(False) != pytest.approx(eq8(True), rel=1e-3)  # the batch tells the two rules apart
+    assert got == pytest.approx(eq8(same_image), rel=1e-5)
+    assert MFSRConfig().same_image_positive is False
 
 
 def test_decoder_is_teacher_forced():

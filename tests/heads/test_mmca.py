@@ -169,36 +169,49 @@ def test_gradient_reaches_every_parameter():
     assert not missing, missing
 
 
+def eq15(s, max_violation: bool, image_index=None) -> float:
+    """Eq. 15 written out on a score matrix: for each true pair (I, T) the hinge against the
+    hardest (or every) other caption y != T and other image x != I of the mini-batch, summed over
+    the batch (VSE++'s notation, which masks the pair itself only); with `image_index`, items of
+    the same image are skipped instead (our switch)."""
+    n, want = len(s), 0.0
+    for i in range(n):
+        others = [j for j in range(n) if j != i and (image_index is None or image_index[j] != image_index[i])]
+        caps = [max(0.0, 0.2 - float(s[i, i]) + float(s[i, j])) for j in others]
+        imgs = [max(0.0, 0.2 - float(s[i, i]) + float(s[j, i])) for j in others]
+        want += (max(caps) + max(imgs)) if max_violation else (sum(caps) + sum(imgs))
+    return want
+
+
+def repeated_batch() -> dict[str, torch.Tensor]:
+    """Four pairs, two of them captions of one image (as a caption-sampled batch holds them);
+    the two captions say nearly the same, so the other one can be the hardest negative."""
+    batch = tiny_batch(4, [5, 3, 5, 2], seed=7)
+    batch["regions"][2] = batch["regions"][0]
+    batch["tokens"][2] = batch["tokens"][0] + 0.1 * torch.randn(batch["tokens"][0].shape,
+                                                                generator=torch.Generator().manual_seed(5))
+    batch["image_index"] = torch.tensor([0, 1, 0, 2])
+    return batch
+
+
+@pytest.mark.parametrize("same_image", [False, True])
 @pytest.mark.parametrize("max_violation", [True, False])
-def test_loss_is_eq15_on_the_score_matrix(max_violation):
-    """Eq. 15 written out on the evaluation scores S(I, T) = i0.c0 + alpha i1.c1: for each true
-    pair the hinge against the hardest (or every) other caption and other image, summed over
-    the batch; a wrong score combination or reduction breaks it."""
-    model = tiny_model(max_violation=max_violation).eval()  # dropout 0: train and eval forms agree
-    batch = tiny_batch(4, [5, 3, 6, 2])
+def test_loss_is_eq15_on_the_score_matrix(max_violation, same_image):
+    """Eq. 15 on the evaluation scores S(I, T) = i0.c0 + alpha i1.c1, on a batch that repeats an
+    image: a wrong score combination, reduction or negative rule breaks it."""
+    model = tiny_model(max_violation=max_violation, same_image_positive=same_image).eval()  # dropout 0
+    batch = repeated_batch()
     with torch.no_grad():
         got = float(model.loss(batch)["loss"])
         s = model.score(model.encode_image(batch), model.encode_text(batch), budget_mb=1e-4).double()
-    want = 0.0
-    for i in range(4):
-        caps = [max(0.0, 0.2 - float(s[i, i]) + float(s[i, j])) for j in range(4) if j != i]
-        imgs = [max(0.0, 0.2 - float(s[i, i]) + float(s[j, i])) for j in range(4) if j != i]
-        want += (max(caps) + max(imgs)) if max_violation else (sum(caps) + sum(imgs))
+    paper, skipping = eq15(s, max_violation), eq15(s, max_violation, [0, 1, 0, 2])
+    assert paper != pytest.approx(skipping, rel=1e-3)  # the batch tells the two rules apart
+    want = skipping if same_image else paper
     assert want > 0 and got == pytest.approx(want, rel=1e-5, abs=1e-6)
     (opt, sched), = model.optimizers()
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 2e-4
     assert sched.step_size == 10 and sched.gamma == 0.1  # the paper: x0.1 after 10 epochs
-
-
-def test_image_index_marks_shared_images_as_positives():
-    model = tiny_model().eval()
-    batch = tiny_batch(4, [5, 3, 6, 2])
-    batch["regions"][1] = batch["regions"][0]
-    with torch.no_grad():
-        plain = model.loss(batch)["loss"]
-        batch["image_index"] = torch.tensor([0, 0, 1, 2])
-        shared = model.loss(batch)["loss"]
-    assert shared <= plain  # the other caption of image 0 is no longer a negative
+    assert MMCAConfig().same_image_positive is False
 
 
 def test_config_validation_and_variants():

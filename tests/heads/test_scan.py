@@ -11,7 +11,7 @@ from lighthead.heads.build import build_head
 from lighthead.heads.losses import triplet_loss
 from lighthead.heads.scan import SCANConfig
 from tests.heads import reference as ref
-from tests.heads.conftest import TINY, random_batch
+from tests.heads.conftest import TINY, random_batch, with_repeated_images
 
 INFO = {"region_dim": 10, "vocab_size": 20, "token_dim": 12}
 
@@ -185,7 +185,8 @@ def test_every_parameter_gets_a_gradient(direction):
 
 
 def hinge(scores: np.ndarray, positives: np.ndarray, hardest: bool) -> float:
-    """Eq. 8-9 with loops: caption negatives per image (rows), image negatives per caption (columns)."""
+    """Eq. 8-9 with loops: caption negatives per image (rows), image negatives per caption (columns).
+    kuanghuei/SCAN model.py ContrastiveLoss masks the diagonal only: `positives` = the identity."""
     b, total = len(scores), 0.0
     for i in range(b):
         row = [max(0.0, 0.2 - scores[i, i] + scores[i, j]) for j in range(b) if not positives[i, j]]
@@ -198,8 +199,7 @@ def hinge(scores: np.ndarray, positives: np.ndarray, hardest: bool) -> float:
 def test_loss_is_the_triplet_of_the_scores(same_image):
     torch.manual_seed(0)
     head = build_head("scan", INFO, {**TINY, "same_image_positive": str(same_image)})
-    batch = random_batch()
-    batch["image_index"] = torch.tensor([0, 1, 0, 2, 3])  # pairs 0 and 2 share their image
+    batch = with_repeated_images(random_batch(), [0, 1, 0, 2, 3])  # pairs 0 and 2 share their image
     with torch.no_grad():
         scores = _np(head.score(head.encode_image(batch), head.encode_text(batch)))
         loss = head.loss(batch)["loss"].item()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lighthead.heads.build import build_head
-from tests.heads.conftest import TINY, random_batch
+from tests.heads.conftest import TINY, random_batch, with_repeated_images
 
 INFO = {"region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12}
 
@@ -83,23 +83,40 @@ def test_every_parameter_gets_a_gradient():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+REPEATS = [0, 1, 0, 2, 1]  # pairs 0 and 2 share an image, and so do pairs 1 and 4
+
+
+def released_contrastive_loss(s, max_violation: bool, image_index=None) -> float:
+    """fartashf/vsepp model.py ContrastiveLoss written out: for every positive pair i, the hinge
+    against each other caption j of the batch (cost_s, row i) and each other image j (cost_im,
+    column i), the max over them (max_violation) or their sum, summed over the batch. Only the
+    pair itself is masked (`torch.eye`), so another caption of the same image is a negative;
+    with `image_index`, pairs of the same image are skipped instead (our switch)."""
+    n, total = len(s), 0.0
+    for i in range(n):
+        others = [j for j in range(n) if j != i and (image_index is None or image_index[j] != image_index[i])]
+        cost_s = [max(0.0, 0.2 + s[i, j] - s[i, i]) for j in others]
+        cost_im = [max(0.0, 0.2 + s[j, i] - s[i, i]) for j in others]
+        total += (max(cost_s) + max(cost_im)) if max_violation else (sum(cost_s) + sum(cost_im))
+    return total
+
+
+@pytest.mark.parametrize("same_image", [False, True])
 @pytest.mark.parametrize("max_violation", [True, False])
-def test_loss_is_the_released_contrastive_loss(max_violation):
-    """fartashf/vsepp model.py ContrastiveLoss written out: for every positive pair, the hinge
-    against each other caption of its image (cost_s) and each other image of its caption
-    (cost_im), the max over them (max_violation) or their sum, summed over the batch."""
+def test_loss_is_the_released_contrastive_loss(max_violation, same_image):
+    """A batch sampled over captions repeats images: the released loss counts the other caption
+    of a repeated image as a negative (the default); `same_image_positive=true` does not."""
     torch.manual_seed(0)
-    head = build_head("vsepp", INFO, {**TINY, "max_violation": str(max_violation)})
-    batch = random_batch(region_dim=10)
+    head = build_head("vsepp", INFO, {**TINY, "max_violation": str(max_violation),
+                                      "same_image_positive": str(same_image)})
+    batch = with_repeated_images(random_batch(region_dim=10), REPEATS)
     got = float(head.loss(batch)["loss"].detach())
     with torch.no_grad():
         s = head.score(head.encode_image(batch), head.encode_text(batch)).double().numpy()
-    n, total = len(s), 0.0
-    for i in range(n):
-        cost_s = [max(0.0, 0.2 + s[i, j] - s[i, i]) for j in range(n) if j != i]
-        cost_im = [max(0.0, 0.2 + s[j, i] - s[i, i]) for j in range(n) if j != i]
-        total += (max(cost_s) + max(cost_im)) if max_violation else (sum(cost_s) + sum(cost_im))
-    assert got == pytest.approx(total, rel=1e-5) and total > 0
+    released = released_contrastive_loss(s, max_violation)
+    skipping = released_contrastive_loss(s, max_violation, REPEATS)
+    assert released != pytest.approx(skipping, rel=1e-3)  # the batch tells the two rules apart
+    assert got == pytest.approx(skipping if same_image else released, rel=1e-5) and released > 0
 
 
 def test_defaults_are_the_released_values():
@@ -107,8 +124,9 @@ def test_defaults_are_the_released_values():
 
     cfg = VSEPPConfig()  # fartashf/vsepp train.py defaults, with the README's --max_violation for VSE++
     got = (cfg.margin, cfg.epochs, cfg.batch_size, cfg.word_dim, cfg.embed_size, cfg.grad_clip, cfg.gru_layers,
-           cfg.lr, cfg.lr_decay_epochs, cfg.max_violation, cfg.image_norm, cfg.sum_negatives_epochs)
-    assert got == (0.2, 30, 128, 300, 1024, 2.0, 1, 2e-4, 15, True, True, 0)
+           cfg.lr, cfg.lr_decay_epochs, cfg.max_violation, cfg.image_norm, cfg.sum_negatives_epochs,
+           cfg.same_image_positive)
+    assert got == (0.2, 30, 128, 300, 1024, 2.0, 1, 2e-4, 15, True, True, 0, False)
     head = build_head("vsepp", INFO, {})
     (opt, sched), = head.optimizers()
     assert isinstance(opt, torch.optim.Adam) and sched.step_size == 15 and sched.gamma == 0.1

@@ -125,3 +125,42 @@ def test_config_validation():
         TextEncoderConfig(batch_size=0)
     with pytest.raises(ValueError):
         TextEncoderConfig(max_length=2)
+
+
+# A post as MVSA stores some: Latin-1 bytes (not UTF-8), a no-break space, an emoji's UTF-8 bytes.
+POST = b"caf\xe9 au lait \xa1\xad so\xa0good \xf0\x9f\x98\x80 at the ocean's edge"
+
+
+def released_ids(tok, raw: bytes, max_len: int) -> list[int]:
+    """ITIN's Demo.py: the file's bytes decoded ascii/ignore, '[CLS] ' + text + ' [SEP]' through
+    the tokenizer's tokenize and convert_tokens_to_ids, the first MAX_LEN ids kept (no padding
+    here: the cache stores the real positions)."""
+    text = raw.decode("ascii", "ignore")
+    ids = tok.convert_tokens_to_ids(tok.tokenize("[CLS] " + text + " [SEP]"))
+    return ids[:max_len]
+
+
+def test_ascii_only_and_head_truncation_are_itins_demo(tmp_path, reference):
+    from lighthead.pipelines.datasets.mvsa import read_text
+
+    tok, _ = reference
+    path = tmp_path / "1.txt"
+    path.write_bytes(POST)
+    text = read_text(path)  # how the MVSA adapter reads the post (Latin-1: the bytes are not UTF-8)
+    for max_len in (100, 8):  # the release's MAX_LEN; and a cut inside the text, [SEP] lost
+        enc = TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2", ascii_only=True, truncate="head",
+                                            max_length=max_len))
+        got = enc.tokenize([text])[0]
+        assert got["input_ids"] == released_ids(tok, POST, max_len)
+        assert len(got["word_ids"]) == len(got["segment_ids"]) == len(got["input_ids"])
+    assert got["input_ids"][-1] != tok.sep_token_id and len(got["input_ids"]) == 8
+    plain = TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2", max_length=8)).tokenize([text])[0]
+    assert plain["input_ids"][-1] == tok.sep_token_id  # the default keeps [SEP] at the cut
+    kept = TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2")).tokenize([text])[0]["input_ids"]
+    assert kept != released_ids(tok, POST, 100)  # keeping the non-ASCII characters reads another text
+    assert enc.describe()["ascii_only"] is True and enc.describe()["truncate"] == "head"
+    assert "ascii_only" not in TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2")).describe()
+    with pytest.raises(ValueError, match="pairs"):
+        enc.tokenize(["a sentence with $T$"], ["target"])
+    with pytest.raises(ValueError, match="truncate"):
+        TextEncoderConfig(truncate="tail")
