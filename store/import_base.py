@@ -61,6 +61,20 @@ class SameIds:
         return None
 
 
+class SourceIds:
+    """The ids an import has met in its source, to refuse one given twice: keeping either row
+    would drop the other without a word."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}  # id -> where it was first seen (file:line)
+
+    def check(self, source_id: str, where: str) -> None:
+        prev = self.first.setdefault(source_id, where)
+        if prev != where:
+            raise StoreError(f"{where}: id {source_id!r} is given twice (first at {prev}); an id may appear "
+                             "only once in an import's source")
+
+
 def open_dest(dest: Store | str | os.PathLike) -> Store:
     return dest if isinstance(dest, Store) else open_store(dest, create=True)
 

@@ -62,12 +62,29 @@ class PrecompSplit:
     def n_images(self) -> int:
         return len(self.ims) // self.repeat
 
+    def caption(self, j: int) -> str:
+        """Caption line j as text, stripped as SCAN strips it; bytes that are not UTF-8 are an
+        error naming `{split}_caps.txt` and the line (the store keeps the bytes as they are)."""
+        return _text_line(self.lines[j], self.path.with_name(f"{self.split}_caps.txt"), j + 1).strip()
+
+
+def _text_line(line: bytes, path: Path, lineno: int) -> str:
+    """One line as UTF-8 text; other bytes are an error naming the file and line (never U+FFFD)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                         "save the file as UTF-8") from None
+
 
 def _source_ids(path: Path, n_images: int, repeat: int) -> list[str] | None:
     if not path.is_file():
         return None
-    ids = [line.strip().decode("utf-8", "replace") for line in read_lines(path)]
+    ids = [_text_line(line, path, n).strip() for n, line in enumerate(read_lines(path), 1)]
     ids = ids[:-1] if ids and not ids[-1] else ids
+    for n, i in enumerate(ids, 1):
+        if "\x00" in i:
+            raise StoreError(f"{path}:{n}: the id holds a NUL character")
     if len(ids) == n_images * repeat and repeat > 1:
         ids = ids[::repeat]
     if len(ids) != n_images:
@@ -91,8 +108,11 @@ def read_precomp(src: str | os.PathLike, splits: list[str] | None = None, caps_p
         ims_path, caps_path = src / f"{split}_ims.npy", src / f"{split}_caps.txt"
         try:
             ims = np.load(ims_path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{ims_path}: unreadable .npy ({exc})") from None
+        except FileNotFoundError:
+            raise StoreError(f"{ims_path}: missing") from None
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError,
+            # tokenize.TokenError, OverflowError... for a damaged header: all mean an unreadable file
+            raise StoreError(f"{ims_path}: unreadable .npy ({type(exc).__name__}: {exc})") from None
         if ims.ndim != 3 or ims.dtype.kind != "f":
             raise StoreError(f"{ims_path}: shape {ims.shape} dtype {ims.dtype}, expected float [N, K, D]")
         if not caps_path.is_file():

@@ -125,6 +125,16 @@ def test_one_row_per_caption_and_cocos_testall(tmp_path):
         import_features("precomp", tmp_path / "coco_precomp", tmp_path / "st2")
 
 
+def test_precomp_captions_that_are_not_utf8_are_an_error_naming_file_and_line(tmp_path):
+    make_folder(tmp_path / "pre", {"train": 2, "dev": 2})
+    caps = (tmp_path / "pre" / "dev_caps.txt").read_bytes().split(b"\n")
+    caps[6] = b"caf\xe9 latin-1"
+    (tmp_path / "pre" / "dev_caps.txt").write_bytes(b"\n".join(caps))
+    with pytest.raises(StoreError, match=r"dev_caps.txt:7: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        import_features("precomp", tmp_path / "pre", tmp_path / "st")
+    assert not (tmp_path / "st").exists()  # checked before anything is written
+
+
 @pytest.fixture()
 def coco_store(tmp_path):
     """A store holding a small COCO dataset's records (image ids are COCO's integer ids)."""

@@ -206,6 +206,15 @@ def test_npz_errors(tmp_path):
     (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes()[:300]), r"dev_ims.npy: unreadable"),
     (lambda f: (f / "dev_caps.txt").write_bytes(b"one\ntwo\n"), r"dev_caps.txt: 2 lines for 3 images"),
     (lambda f: (f / "dev_caps.txt").unlink(), r"dev_caps.txt: missing"),
+    # damaged .npy headers: numpy raises tokenize.TokenError, OverflowError, ... for these
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(b"}", b" ", 1)),
+     r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
+        b"(3, 5, 16)", b"(9999999999999999999,)", 1)), r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
+        b"(3, 5, 16)", b"(-3, 5, 16)", 1)), r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\xff\nc\n"), r"dev_ids.txt:2: not UTF-8 text \(byte 0xff"),
+    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\x00c\nd\n"), r"dev_ids.txt:2: the id holds a NUL character"),
 ])
 def test_precomp_errors_write_nothing(tmp_path, damage, match):
     make_precomp(tmp_path / "pre")
@@ -248,3 +257,27 @@ def test_failed_import_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "st" / "regions" / "new").exists()
     after = file_digests(tmp_path / "st")
     assert {f: h for f, h in after.items() if ".lock" not in f} == {f: h for f, h in before.items() if ".lock" not in f}
+
+
+def test_an_id_given_twice_is_an_error_naming_both_lines(tmp_path):
+    rows = list(tsv_rows(4))
+    rows[2] = ({**rows[2][0], "image_id": rows[0][0]["image_id"]},) + rows[2][1:]
+    write_tsv(tmp_path / "dup.tsv", rows)
+    with pytest.raises(StoreError, match=r"dup.tsv:3: id '1000' is given twice \(first at .*dup.tsv:1\)"):
+        import_tsv(tmp_path / "dup.tsv", tmp_path / "st")
+    assert open_store(tmp_path / "st")["regions/butd-tsv"].ids == ["1000", "1001"]  # the rows before are kept
+    with pytest.raises(StoreError, match=r"dup.tsv:3: id '1000' is given twice"):  # and a rerun says it again
+        import_tsv(tmp_path / "dup.tsv", tmp_path / "st")
+    (tmp_path / "parts").mkdir()  # across the numbered parts of one source too
+    write_tsv(tmp_path / "parts" / "x.tsv.0", rows[:2])
+    write_tsv(tmp_path / "parts" / "x.tsv.1", rows[:1])
+    with pytest.raises(StoreError, match=r"x.tsv.1:1: id '1000' is given twice \(first at .*x.tsv.0:1\)"):
+        import_tsv(tmp_path / "parts", tmp_path / "st2")
+
+
+def test_a_nul_in_an_id_is_refused_naming_the_line(tmp_path):
+    rows = list(tsv_rows(3))
+    rows[1] = ({**rows[1][0], "image_id": "10\x0001"},) + rows[1][1:]
+    write_tsv(tmp_path / "nul.tsv", rows)
+    with pytest.raises(StoreError, match=r"nul.tsv:2: the image id holds a NUL character"):
+        import_tsv(tmp_path / "nul.tsv", tmp_path / "st")
