@@ -122,7 +122,7 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     seen = SourceIds()
     attrs = {"extractor": "bottom-up-attention", "imported_from": f"tsv ({len(names)} fields)",
              "source": [p.name for p in files]}
-    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts) as sink:
+    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
         for path in files:
             with open(path, "rb") as fh:
                 for lineno, line in enumerate(fh, 1):

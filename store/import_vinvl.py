@@ -220,7 +220,7 @@ def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: 
     attrs = {"extractor": "VinVL (scene_graph_benchmark)", "imported_from": "vinvl tsv",
              "source": [p.name for p in (feats_path, labels_path, hw_path) if p]}
     try:
-        with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts) as sink:
+        with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
             for k, (lineno, offset, parts) in enumerate(_rows(main)):
                 if progress and k % 64 == 0:
                     progress(offset, total)

@@ -29,8 +29,8 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, no_trace_on_failure, open_dest,
-                                         region_fields)
+from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, check_dtype, no_trace_on_failure,
+                                         open_dest, region_fields)
 from lighthead.store.import_npz import NPZ_KEYS, import_npz
 from lighthead.store.import_tsv import TSV10_FIELDS, TSV_FIELDS, import_tsv, tsv_files
 from lighthead.store.import_vinvl import import_vinvl
@@ -173,6 +173,8 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
     total, done = sum(p.n_images for p in parts), 0
     with no_trace_on_failure(dest, name):
         store = open_dest(dest)
+        if name in store:
+            check_dtype(store[name].fields, dtype, store.path / name)
         with store.writer(name, fields, None if name in store else attrs, **writer_opts) as w:
             for part in parts:
                 r = part.repeat

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lighthead.store import StoreError, open_store, verify
-from lighthead.store.exporters import export_precomp
+from lighthead.store.exporters import export_npz, export_precomp, export_tsv
 from lighthead.store.importers import import_npz, import_precomp, import_tsv
 from lighthead.store.writer import KILL_ENV
 from tests.store.helpers import ROOT, file_digests
@@ -19,13 +19,13 @@ CAPTIONS = [b"A man rides a horse .\n", "Un caf\u00e9 \u00e0 Paris\n".encode(), 
             b"  leading spaces and tabs\there\n", b"\xff not utf-8 at all\n"]
 
 
-def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16):
+def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16, captions=CAPTIONS):
     folder.mkdir(parents=True, exist_ok=True)
     data = {}
     for s, n in splits.items():
         ims = np.random.default_rng(n).standard_normal((n, k, d)).astype(np.float32)
         np.save(folder / f"{s}_ims.npy", ims)
-        caps = b"".join(CAPTIONS[(i + j) % 5] for i in range(n) for j in range(5))
+        caps = b"".join(captions[(i + j) % len(captions)] for i in range(n) for j in range(5))
         if s == "dev":
             caps = caps[:-1]  # no newline at the end of the file
         (folder / f"{s}_caps.txt").write_bytes(caps)
@@ -235,6 +235,45 @@ def test_export_errors(tmp_path):
         export_precomp(tmp_path / "st", tmp_path / "out", "regions/two")
     files = export_precomp(tmp_path / "st", tmp_path / "out", "regions/two", split="test")
     assert [p.name for p in files] == ["test_ims.npy"] and np.load(files[0]).shape == (3, 2, 8)
+
+
+def test_export_precomp_refuses_a_dtype_that_would_change_the_values(tmp_path):
+    make_precomp(tmp_path / "pre")
+    ims = np.load(tmp_path / "pre" / "train_ims.npy")
+    ims[2, 0, 0] = 1e5  # fits float32, not float16
+    np.save(tmp_path / "pre" / "train_ims.npy", ims)
+    import_precomp(tmp_path / "pre", tmp_path / "st", dtype="float32")
+    for dtype in ("int8", "uint8", "int64", "bool", "complex64"):  # int8 wrote zeros
+        with pytest.raises(ValueError, match=rf"export dtype '{dtype}' is not supported: .*float16, float32, float64"):
+            export_precomp(tmp_path / "st", tmp_path / "out", dtype=dtype)
+    with pytest.raises(StoreError, match=r"id 'train/2', field 'features': value 100000 overflows float16"):
+        export_precomp(tmp_path / "st", tmp_path / "out", dtype="float16")
+    assert not (tmp_path / "out").exists()  # dev was written first: removed with the folder
+    files = export_precomp(tmp_path / "st", tmp_path / "out", dtype="float64")
+    assert np.array_equal(np.load(tmp_path / "out" / "train_ims.npy"), ims) and len(files) == 4
+
+
+def test_a_failed_export_leaves_no_tmp_and_no_partial_folder(tmp_path):
+    rows = list(tsv_rows(3))
+    rows[2] = ({**rows[2][0], "image_id": "a/b"},) + rows[2][1:]  # cannot be a file name: fails after two files
+    write_tsv(tmp_path / "x.tsv", rows)
+    import_tsv(tmp_path / "x.tsv", tmp_path / "st")
+    with pytest.raises(StoreError, match="'a/b' cannot be a file name"):
+        export_npz(tmp_path / "st", tmp_path / "new" / "npz", "regions/butd-tsv")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "1000.npz").write_bytes(b"an earlier export")
+    with pytest.raises(StoreError):
+        export_npz(tmp_path / "st", tmp_path / "old", "regions/butd-tsv")
+    assert os.listdir(tmp_path / "old") == ["1000.npz"]  # as it was: nothing new, no .tmp
+    assert (tmp_path / "old" / "1000.npz").read_bytes() == b"an earlier export"
+    store = open_store(tmp_path / "st")
+    with store.writer("regions/tab", store["regions/butd-tsv"].fields.values(), fsync=False) as w:
+        w.add("1000", store["regions/butd-tsv"]["1000"])
+        w.add("x\ty", store["regions/butd-tsv"]["1001"])
+    with pytest.raises(StoreError, match="holds a tab"):
+        export_tsv(tmp_path / "st", tmp_path / "t" / "out.tsv", "regions/tab")
+    assert not (tmp_path / "t").exists()
 
 
 def test_failed_import_leaves_nothing_behind(tmp_path):
