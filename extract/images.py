@@ -26,6 +26,8 @@ except to convert its mode.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -45,11 +47,31 @@ class ImageReadError(Exception):
     """An image could not be read; the message is the reason shown in the skipped list."""
 
 
+def file_problem(path: str | Path) -> str | None:
+    """Why `path` is not a readable image file, from its metadata alone, or None: "file not
+    found", "is a directory, not a file", "is not a regular file (...)", ... Checked before
+    opening, since opening a FIFO would wait for a writer forever."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except PermissionError:
+        return "file not readable (permission denied)"
+    except OSError as e:  # a file where a folder of the path should be, a link loop, ...
+        return f"file not readable ({e.strerror or e})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not a file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a FIFO, socket or device)"
+    return None
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Open `path` lazily (header only) and refuse it when it claims more than MAX_PIXELS."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"file not found: {path}")
+    problem = file_problem(path)
+    if problem:
+        raise ImageReadError(f"{problem}: {path}")
     try:
         with warnings.catch_warnings():  # PIL only warns between MAX_IMAGE_PIXELS and twice that: checked below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -59,6 +81,8 @@ def open_image(path: str | Path) -> Image.Image:
     except Image.DecompressionBombError:  # over twice PIL's limit: refused by PIL from the header
         raise ImageReadError(f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
                              f"the limit is {MAX_PIXELS:,}); not decoded") from None
+    except PermissionError:  # not "corrupt": the bytes were never read
+        raise ImageReadError(f"file not readable (permission denied): {path}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"corrupt or truncated image: {path} ({e})") from None
     width, height = im.size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -46,6 +47,23 @@ def test_bad_files_raise_with_reason(tmp_path):
         load_rgb(tmp_path / "junk.jpg")
     with pytest.raises(ImageReadError, match="file not found"):
         load_rgb(tmp_path / "none.jpg")
+
+
+def test_what_is_not_a_readable_file_says_what_it_is(tmp_path, monkeypatch):
+    (tmp_path / "folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would wait for a writer forever
+    with pytest.raises(ImageReadError, match=r"^is a directory, not a file: .*folder.jpg$"):
+        load_rgb(tmp_path / "folder.jpg")
+    with pytest.raises(ImageReadError, match=r"^is not a regular file \(a FIFO, socket or device\): .*pipe.jpg$"):
+        load_rgb(tmp_path / "pipe.jpg")
+    _save(tmp_path / "locked.png", Image.new("L", (5, 4)))
+
+    def denied(path, *args, **kwargs):  # as for a file without read permission (the tests may run as root)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageReadError, match=r"^file not readable \(permission denied\): .*locked.png$"):
+        load_rgb(tmp_path / "locked.png")
 
 
 def _rec(i, image_id, path):
