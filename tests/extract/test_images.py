@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,42 @@ def test_large_images_decode_one_at_a_time(tmp_path, monkeypatch):
     assert ds[0]["size"] == (5, 5) and lock.held == []
     assert ds[1]["size"] == (10, 10) and lock.held == [True]
     assert images.large_lock(0) is None and images.large_lock(2) is not None
+
+
+def _peak_bytes(fn):
+    """Bytes the process's resident memory grew by at its peak while `fn()` ran (Linux VmHWM,
+    reset before), and what `fn` returned."""
+    status = Path("/proc/self/status")
+
+    def read(key):
+        return next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith(key))
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    base = read("VmRSS:")
+    out = fn()
+    return read("VmHWM:") - base, out
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+@pytest.mark.parametrize("mode, bound", [("I;16", 5.5), ("F", 5.5), ("I", 5.5), ("RGBA", 8.5), ("RGB", 4.5)])
+def test_decoding_stays_within_its_bytes_per_pixel(tmp_path, monkeypatch, mode, bound):
+    """The documented bound (README, Reliability): PIL holds RGB in 4 bytes a pixel; converting keeps the
+    original beside it: at most 5 bytes a pixel for greyscale of any depth, 8 with alpha. A 16-bit or float
+    image took about 18 (a float64 copy and its temporaries), one with alpha about 20."""
+    from lighthead.extract import images
+
+    monkeypatch.setattr(images, "BAND_PIXELS", 1 << 14)  # the working memory, small beside the image
+    w, h = 2000, 1500
+    ramp = (np.arange(w * h, dtype=np.uint32) % 65536).reshape(h, w)  # (H, W)
+    if mode == "I;16":
+        im = Image.fromarray(ramp.astype(np.uint16))
+    elif mode in ("F", "I"):
+        im = Image.fromarray(ramp.astype(np.float32 if mode == "F" else np.int32) * 3)
+    else:
+        im = Image.fromarray(np.stack([(ramp >> 8).astype(np.uint8)] * len(mode), -1), mode)
+    path = _save(tmp_path / ("x.tif" if mode in ("F", "I") else "x.png"), im)
+    assert Image.open(path).mode == mode
+    del im
+    grown, rgb = _peak_bytes(lambda: load_rgb(path))
+    assert rgb.mode == "RGB" and rgb.size == (w, h)
+    assert grown / (w * h) < bound, f"{mode}: {grown / (w * h):.1f} bytes a pixel"
