@@ -28,6 +28,7 @@ needs at most 8 bytes a pixel (CMYK, alpha, an EXIF turn), 5 for greyscale of an
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
 import warnings
@@ -114,6 +115,26 @@ def decode_rgb(im: Image.Image, path: str | Path) -> Image.Image:
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode `path` fully into an RGB PIL image (raises ImageReadError with a reason)."""
     return decode_rgb(open_image(path), path)
+
+
+def load_rgb_scaled(path: str | Path, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_rgb` for display: the image upright in RGB, shrunk (aspect kept) to at most
+    `max_pixels` pixels, and its full upright (width, height). A JPEG is decoded at 1/2, 1/4 or
+    1/8 scale directly (libjpeg's scaled decoding, PIL's `draft`), so a huge photo never exists
+    in memory at full size; other formats are decoded whole (within the bound above), then reduced."""
+    im = open_image(path)
+    w, h = im.size
+    scale = math.sqrt(max_pixels / (w * h))
+    if scale < 1:
+        im.draft(None, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))  # at least this size
+    decoded = im.size
+    rgb = decode_rgb(im, path)
+    turned = rgb.size != decoded  # an EXIF orientation swapped width and height
+    full = (h, w) if turned else (w, h)
+    if scale < 1:
+        target = (max(1, int(full[0] * scale)), max(1, int(full[1] * scale)))
+        rgb = rgb.resize(target, Image.Resampling.BOX, reducing_gap=2.0)
+    return rgb, full
 
 
 def to_rgb(im: Image.Image, copy: bool = True, release: bool = False) -> Image.Image:

@@ -106,6 +106,25 @@ def test_exif_orientation_is_applied(tmp_path):
     assert 0x0112 not in im.getexif()  # the tag is gone, so nothing rotates it twice
 
 
+def test_scaled_loading_for_display_keeps_the_upright_full_size(tmp_path):
+    from lighthead.extract.images import load_rgb_scaled
+
+    a = np.zeros((1200, 1600, 3), np.uint8)
+    a[:, :800] = (255, 0, 0)  # left half red, right half blue as stored
+    a[:, 800:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    for name, kw, full in (("plain.jpg", {}, (1600, 1200)), ("turned.jpg", {"exif": exif}, (1200, 1600)),
+                           ("plain.png", {}, (1600, 1200))):
+        path = _save(tmp_path / name, Image.fromarray(a), **kw)
+        im, size = load_rgb_scaled(path, 1600 * 1200 // 16)  # a quarter of each side
+        assert size == full and im.size == (full[0] // 4, full[1] // 4) and im.mode == "RGB"
+        assert load_rgb_scaled(path, 1600 * 1200)[0].size == full  # small enough: as it is
+        if name == "turned.jpg":  # upright: the stored left (red) half is on top
+            top, bottom = np.asarray(im)[5, 10], np.asarray(im)[-5, 10]
+            assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+
+
 def png_header(path, width, height):
     """A PNG of a few dozen bytes whose header claims width x height RGB pixels (no pixel data)."""
     import struct
