@@ -12,7 +12,8 @@
   extracted store.
 - region imports (tsv, npz, vinvl) into a store that holds a dataset's records store each item
   under the dataset's image id (`DatasetImages`), check the stated image size against the image
-  file, and report the source ids that match no image and the images left without features.
+  file, and report the source ids that match no image and the images left without features; a
+  source none of whose ids matches an image is an error.
 - `precomp` exports of a store with records write each split with its captions (SCAN's file
   names: `dev` for val), in the order training uses.
 """
@@ -183,6 +184,10 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
     added = importers[fmt](src, dest, name, dtype=dtype, boxes=boxes, progress=progress, target=target,
                            **extra, **writer_opts)
     summary = ImportSummary(name, added)
+    if target is not None and target.unmatched and not target.claimed:
+        raise StoreError(f"{src}: none of its {len(target.unmatched)} ids matches an image of the dataset in {dest} "
+                         f"({len(target.paths)} images, ids like {next(iter(target.paths))!r}; the source's are like "
+                         f"{target.unmatched[0][0]!r}); nothing imported")
     if target is not None:
         summary.unmatched = target.unmatched
         store = open_store(dest)

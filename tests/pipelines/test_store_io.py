@@ -172,6 +172,17 @@ def test_region_ids_are_matched_to_the_datasets_images(coco_store, tmp_path):
     assert summary.missing == ["1000", "1005"]
 
 
+def test_a_source_matching_no_image_is_an_error(coco_store, tmp_path):
+    from lighthead.pipelines.cli import app
+
+    write_lines(tmp_path / "other.tsv", [lxmert_line(n) for n in ("flickr_a", "flickr_b", "flickr_c")])
+    res = CliRunner().invoke(app, ["store", "import", "tsv", str(tmp_path / "other.tsv"), str(coco_store.path)])
+    assert res.exit_code == 1 and res.stderr.strip() == (
+        f"error: {tmp_path / 'other.tsv'}: none of its 3 ids matches an image of the dataset in {coco_store.path} "
+        "(6 images, ids like '1000'; the source's are like 'flickr_a'); nothing imported")
+    assert coco_store.names() == []
+
+
 def test_two_ids_for_one_image_and_a_swapped_size_are_errors(coco_store, tmp_path):
     write_lines(tmp_path / "two.tsv", [lxmert_line("1002"), lxmert_line("COCO_x_000000000002")])
     with pytest.raises(StoreError, match=r"two.tsv:2: 'COCO_x_000000000002' and '1002' .*both match image '1002'"):

@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 from typer.testing import CliRunner
@@ -56,9 +57,11 @@ def test_import_tsv_and_npz(tmp_path):
     write_tsv(tmp_path / "x.tsv", list(tsv_rows(3)))
     make_npz(tmp_path / "npz", n=2)
     st = tmp_path / "st"
-    assert runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(st)]).exit_code == 0
+    res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(st)])
+    assert res.exit_code == 0 and re.fullmatch(r"import tsv: 1/1 \(100%\), [\d.,]+ MB/s, done in .*", res.stderr.strip())
     res = runner.invoke(app, ["import", "npz", str(tmp_path / "npz"), str(st), "--name", "regions/other"])
     assert res.exit_code == 0, res.output
+    assert re.fullmatch(r"import npz: 2/2 \(100%\), [\d.,]+ files/s, done in .*", res.stderr.strip())
     summary = json.loads(runner.invoke(app, ["info", str(st), "--json"]).stdout)
     assert {k: v["items"] for k, v in summary["feature_sets"].items()} == {"regions/butd-tsv": 3, "regions/other": 2}
 
