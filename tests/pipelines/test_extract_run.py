@@ -244,3 +244,16 @@ def test_an_image_path_that_is_a_folder_is_listed_as_one(tmp_path):
     assert [r.id for r in present] == ["a"]
     assert missing == [("b", f"image is a directory, not a file: {tmp_path / 'b.jpg'}"),
                        ("c", f"image file not found: {tmp_path / 'c.jpg'}")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", "bfloat16"])
+def test_a_feature_dtype_the_store_should_not_hold_is_refused(dtype, capsys, tmp_path):
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    with pytest.raises(ValueError, match=rf"--dtype '{dtype}': feature fields are stored as float16 or float32"):
+        ExtractOptions(dtype=dtype)
+    assert run_app(app, ["extract", "--dataset", "demo", "--store", str(tmp_path / "st"), "--dtype", dtype]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --dtype '{dtype}': feature fields are stored as float16 or float32\n"
+    assert not (tmp_path / "st").exists()
