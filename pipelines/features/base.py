@@ -14,7 +14,6 @@ from typing import Any, Callable
 
 from lighthead.store.registry import Registry
 
-
 FEATURE_DTYPES = ("float16", "float32")  # what a feature field may be stored as
 
 

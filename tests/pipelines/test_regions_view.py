@@ -115,14 +115,13 @@ def test_store_info_names_the_objects(tmp_path):
 def test_an_image_above_the_display_size_is_drawn_shrunk_with_its_boxes(tmp_path, monkeypatch):
     from lighthead.pipelines import regions_view
 
-    store, image = _store(tmp_path / "store")
+    store, _ = _store(tmp_path / "store")
     monkeypatch.setattr(regions_view, "SHOW_PIXELS", W * H // 4)
     info = show_regions(store, "sub dir/photo 1", tmp_path / "r.png", top=2)
     assert info["size"] == (W, H) and info["drawn"] == (W // 2, H // 2)
     png = np.asarray(Image.open(tmp_path / "r.png").convert("RGB"))
     assert png.shape == (H // 2, W // 2, 3)
-    half = lambda box: tuple(v // 2 for v in box)  # noqa: E731
-    assert _edge_share(png, half(REGIONS[1][0]), box_color(0)) > 0.8
+    assert _edge_share(png, tuple(v // 2 for v in REGIONS[1][0]), box_color(0)) > 0.8
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
