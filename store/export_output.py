@@ -46,14 +46,22 @@ class ExportOutput:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         if exc_type is None:
-            for name in self.names:
-                os.replace(self.folder / (name + TMP_SUFFIX), self.folder / name)
+            try:
+                for name in self.names:
+                    os.replace(self.folder / (name + TMP_SUFFIX), self.folder / name)
+            except BaseException:
+                self._discard()
+                raise
             fsync_dir(self.folder)
             return False
+        self._discard()
+        return False
+
+    def _discard(self) -> None:
+        """Delete the temporary files not yet renamed and the folders this export made."""
         for name in self.names:
             with contextlib.suppress(OSError):
                 os.unlink(self.folder / (name + TMP_SUFFIX))
         for folder in self.created:  # innermost first; a folder someone else filled meanwhile stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
-        return False

@@ -77,6 +77,8 @@ def export_tsv(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
     if layout not in ("6", "10"):
         raise ValueError(f"layout must be 6, 10 or auto, not {layout!r}")
     dest = Path(dest)
+    if dest.is_dir():
+        raise StoreError(f"{dest}: is a directory; export tsv writes one file (give its name)")
     with ExportOutput(dest.parent) as out, open(out.tmp(dest.name), "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, delimiter="\t", fieldnames=list(TSV10_FIELDS if layout == "10" else TSV_FIELDS))
         for item_id, item in _regions(fs, progress):

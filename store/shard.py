@@ -110,6 +110,10 @@ def open_h5(path: Path) -> h5py.File:
     """
     try:
         return h5py.File(path, "r", locking=False, **H5_CACHE)
+    except PermissionError:  # h5py raises OSError subclasses by errno: not a damaged file
+        raise StoreError(f"{path}: cannot open shard: permission denied") from None
+    except FileNotFoundError:
+        raise StoreError(f"{path}: cannot open shard: no such file") from None
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path}: cannot open shard (truncated or not HDF5): {exc}") from None
 

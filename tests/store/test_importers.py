@@ -274,6 +274,9 @@ def test_a_failed_export_leaves_no_tmp_and_no_partial_folder(tmp_path):
     with pytest.raises(StoreError, match="holds a tab"):
         export_tsv(tmp_path / "st", tmp_path / "t" / "out.tsv", "regions/tab")
     assert not (tmp_path / "t").exists()
+    with pytest.raises(StoreError, match="old: is a directory; export tsv writes one file"):
+        export_tsv(tmp_path / "st", tmp_path / "old", "regions/butd-tsv")
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_failed_import_leaves_nothing_behind(tmp_path):
