@@ -26,6 +26,7 @@ import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
+from lighthead.store.manifest import read_manifest
 from lighthead.store.schema import FLOAT32_HINT, MANIFEST, Field, check_name
 from lighthead.store.writer import Writer, remove_if_empty
 
@@ -117,9 +118,9 @@ class Sink:
 
     def __init__(self, store: Store, name: str, attrs: dict, writer_opts: dict, dtype: str | None = None):
         self.store, self.name, self.attrs, self.opts = store, name, attrs, writer_opts
+        if name in store and dtype is not None:  # before a writer takes its lock
+            check_dtype(read_manifest(store.path / check_name(name)).fields, dtype, store.path / name)
         self.writer: Writer | None = store.writer(name, None, **writer_opts) if name in store else None
-        if self.writer is not None and dtype is not None:
-            check_dtype(self.writer.fields, dtype, store.path / name)
 
     @property
     def added(self) -> int:

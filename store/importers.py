@@ -34,6 +34,7 @@ from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, c
 from lighthead.store.import_npz import NPZ_KEYS, import_npz
 from lighthead.store.import_tsv import TSV10_FIELDS, TSV_FIELDS, import_tsv, tsv_files
 from lighthead.store.import_vinvl import import_vinvl
+from lighthead.store.manifest import read_manifest
 from lighthead.store.schema import Field, value_problem
 
 __all__ = ["BOX_SLACK", "NPZ_KEYS", "TSV10_FIELDS", "TSV_FIELDS", "PrecompSplit", "Progress", "SameIds", "Target",
@@ -174,7 +175,7 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
     with no_trace_on_failure(dest, name):
         store = open_dest(dest)
         if name in store:
-            check_dtype(store[name].fields, dtype, store.path / name)
+            check_dtype(read_manifest(store.path / name).fields, dtype, store.path / name)
         with store.writer(name, fields, None if name in store else attrs, **writer_opts) as w:
             for part in parts:
                 r = part.repeat
