@@ -199,13 +199,16 @@ def _summary_json(s: RunSummary) -> dict[str, Any]:
 def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
     """The records whose image file exists, and (image id, reason) once per image that does not
     (a dataset read without its images: text jobs run, image jobs list what is missing)."""
+    from lighthead.extract.images import file_problem
+
     exists: dict[str, bool] = {}
     missing: list[tuple[str, str]] = []
     for r in records:
         if r.image_id not in exists:
-            exists[r.image_id] = Path(r.image_path).is_file()
-            if not exists[r.image_id]:
-                missing.append((r.image_id, f"image file not found: {r.image_path}"))
+            problem = file_problem(r.image_path)
+            exists[r.image_id] = problem is None
+            if problem:
+                missing.append((r.image_id, f"image {problem}: {r.image_path}"))
     return [r for r in records if exists[r.image_id]], missing
 
 

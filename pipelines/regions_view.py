@@ -4,8 +4,9 @@ the object names a region feature set holds (for `lighthead show` and `store inf
     from lighthead.pipelines.regions_view import show_regions
     info = show_regions("stores/coco", "391895", "regions.png", image="val2014/....jpg", top=20)
 
-The picture is the image at its own size (one PNG pixel per image pixel) with the `top` most
-confident regions framed, as bottom-up-attention's demo notebooks draw them (matplotlib, Agg).
+The picture is the image at its own size (one PNG pixel per image pixel; an image above
+SHOW_PIXELS is drawn shrunk to that many pixels, boxes with it) with the `top` most confident
+regions framed, as bottom-up-attention's demo notebooks draw them (matplotlib, Agg).
 Boxes are in the original image's pixels, so the image given must be the one the features came
 from: its size is checked against the stored `image_w` / `image_h`. Names come from the Visual
 Genome lists (`lighthead.extract.regions.vocab`) when the set's detector has their 1601 classes
@@ -22,6 +23,7 @@ import numpy as np
 from lighthead.extract.regions import vocab
 
 DPI = 100  # figure dots per inch; the figure is sized so that one PNG pixel is one image pixel
+SHOW_PIXELS = 16_000_000  # a larger image is drawn shrunk to this many pixels (about 130 MB to draw)
 SUMMARY_ITEMS = 10_000  # `store info` counts object names over at most this many images
 TOP_NAMES = 10  # names listed by `store info`
 
@@ -35,18 +37,23 @@ def box_color(i: int) -> tuple[int, int, int]:
 
 
 def draw_regions(image: Any, boxes: np.ndarray, labels: Sequence[str], out: str | Path) -> Path:
-    """Save `image` (PIL RGB, W x H) with `boxes` ((N, 4) x1, y1, x2, y2 pixels) framed and labelled
-    as a W x H PNG at `out`."""
+    """Draw `boxes` ((N, 4) x1, y1, x2, y2 pixels) framed and labelled onto `image` (PIL RGB,
+    W x H, changed in place) and save it as a W x H PNG at `out`.
+
+    matplotlib draws only the boxes and labels, on a transparent canvas that is then laid over
+    the image: given the image itself (`imshow`), it makes float RGBA copies of it, about 120
+    bytes a pixel. So drawing needs about 8 bytes a pixel: the image and the canvas."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
+    from PIL import Image
 
     out = Path(out)
     w, h = image.size
     fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
-    FigureCanvasAgg(fig)
+    fig.patch.set_alpha(0.0)
+    canvas = FigureCanvasAgg(fig)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(np.asarray(image), interpolation="nearest")
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
@@ -60,8 +67,11 @@ def draw_regions(image: Any, boxes: np.ndarray, labels: Sequence[str], out: str 
         ax.text(x1, y1 + (1 if inside else -1) * width, text, fontsize=size, color="white",
                 va="top" if inside else "bottom", ha="left", clip_on=True,
                 bbox={"facecolor": color, "alpha": 0.75, "pad": 1.5, "edgecolor": "none"})
+    canvas.draw()
+    overlay = Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)  # (H, W, 4), shared
+    image.paste(overlay, (0, 0), overlay)  # its alpha as the mask: the overlay laid over the image
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png")
+    image.save(out, format="PNG")
     return out
 
 
@@ -105,7 +115,7 @@ def show_regions(store_path: str | Path, item_id: str, out: str | Path, image: s
     size differs from the stored image_w x image_h. Returns what was drawn: feature_set, image,
     size, labels, out.
     """
-    from lighthead.extract.images import load_rgb
+    from lighthead.extract.images import load_rgb_scaled
     from lighthead.store import open_store
 
     out = Path(out)
@@ -119,11 +129,11 @@ def show_regions(store_path: str | Path, item_id: str, out: str | Path, image: s
         image = recorded_image(store, item_id)
         if image is None:
             raise ValueError(f"{item_id}: the store records no image file for it; pass --image PATH")
-    picture = load_rgb(image)
+    picture, size = load_rgb_scaled(image, SHOW_PIXELS)
     if "image_w" in item and "image_h" in item:
         stored = (int(item["image_w"]), int(item["image_h"]))
-        if picture.size != stored:
-            raise ValueError(f"{image}: the image is {picture.size[0]}x{picture.size[1]} pixels but the regions of "
+        if size != stored:
+            raise ValueError(f"{image}: the image is {size[0]}x{size[1]} pixels but the regions of "
                              f"{item_id} in {name} were extracted from a {stored[0]}x{stored[1]} image; pass the "
                              "image they came from")
     order = vocab.region_order(item, top if top > 0 else None)
@@ -132,8 +142,10 @@ def show_regions(store_path: str | Path, item_id: str, out: str | Path, image: s
                                      attr_threshold=attr_threshold)
     else:  # imported features without class predictions: number the boxes
         labels = [f"#{i}" for i in order]
-    draw_regions(picture, np.asarray(item["boxes"])[order], labels, out)
-    return {"feature_set": name, "image": str(image), "size": picture.size, "labels": labels, "out": str(out)}
+    shrink = np.array([picture.width / size[0], picture.height / size[1]] * 2)  # 1 up to SHOW_PIXELS
+    draw_regions(picture, np.asarray(item["boxes"], np.float64)[order] * shrink, labels, out)
+    return {"feature_set": name, "image": str(image), "size": size, "drawn": picture.size, "labels": labels,
+            "out": str(out)}
 
 
 def object_summary(fs: Any, limit: int = SUMMARY_ITEMS, k: int = TOP_NAMES) -> dict[str, Any] | None:

@@ -12,7 +12,8 @@
   extracted store.
 - region imports (tsv, npz, vinvl) into a store that holds a dataset's records store each item
   under the dataset's image id (`DatasetImages`), check the stated image size against the image
-  file, and report the source ids that match no image and the images left without features.
+  file, and report the source ids that match no image and the images left without features; a
+  source none of whose ids matches an image is an error.
 - `precomp` exports of a store with records write each split with its captions (SCAN's file
   names: `dev` for val), in the order training uses.
 """
@@ -183,6 +184,10 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
     added = importers[fmt](src, dest, name, dtype=dtype, boxes=boxes, progress=progress, target=target,
                            **extra, **writer_opts)
     summary = ImportSummary(name, added)
+    if target is not None and target.unmatched and not target.claimed:
+        raise StoreError(f"{src}: none of its {len(target.unmatched)} ids matches an image of the dataset in {dest} "
+                         f"({len(target.paths)} images, ids like {next(iter(target.paths))!r}; the source's are like "
+                         f"{target.unmatched[0][0]!r}); nothing imported")
     if target is not None:
         summary.unmatched = target.unmatched
         store = open_store(dest)
@@ -198,19 +203,20 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
 
 def precomp_records(parts: list[Any], caps_per_image: int) -> list[Record]:
     """One image record per precomp image: id `{split}/{i}`, its caption lines (stripped, as
-    SCAN strips them) as texts, the record split from PRECOMP_SPLITS (with both `test` and
-    `testall`, the 1K `test` becomes `test1k`: COCO's 5K test is `testall`)."""
+    SCAN strips them; a line that is not UTF-8 is an error naming the file and line) as texts,
+    the record split from PRECOMP_SPLITS (with both `test` and `testall`, the 1K `test` becomes
+    `test1k`: COCO's 5K test is `testall`)."""
     prefixes = {p.split for p in parts}
     out = []
     for p in parts:
         split = "test1k" if p.split == "test" and "testall" in prefixes else PRECOMP_SPLITS.get(p.split, p.split)
         for i in range(p.n_images):
-            lines = p.lines[i * caps_per_image:(i + 1) * caps_per_image]
             extra: dict[str, Any] = {"precomp_split": p.split, "index": i}
             if p.source_ids is not None:
                 extra["source_id"] = p.source_ids[i]
             out.append(Record(id=f"{p.split}/{i}", image_id=f"{p.split}/{i}", image_path="", split=split, kind="image",
-                              texts=[line.strip().decode("utf-8", "replace") for line in lines], extra=extra))
+                              texts=[p.caption(j) for j in range(i * caps_per_image, (i + 1) * caps_per_image)],
+                              extra=extra))
     return out
 
 
@@ -265,10 +271,6 @@ def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None =
                              f"(vocabulary of {len(store.read_json('vocab')['words'])} words)")
     else:
         summary.notes.append("no train split: no vocabulary built (heads can be evaluated here, not trained)")
-    bad = sum("\ufffd" in t for r in records for t in r.texts)
-    if bad:
-        summary.notes.append(f"{bad} captions are not UTF-8 (undecodable bytes read as U+FFFD; the stored "
-                             "caption bytes are unchanged)")
     return summary
 
 

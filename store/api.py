@@ -11,7 +11,7 @@ from lighthead.store.errors import StoreError
 from lighthead.store.manifest import atomic_write
 from lighthead.store.reader import FeatureSet
 from lighthead.store.schema import MANIFEST, Field, check_name
-from lighthead.store.verify import feature_set_dirs, info, verify
+from lighthead.store.verify import feature_set_dirs, info, root_problem, verify
 from lighthead.store.writer import Writer, WriterConfig
 
 
@@ -104,8 +104,10 @@ def open_store(path: str | os.PathLike, create: bool = False, check_reads: bool 
     """Open the store at `path`; `create=True` makes the directory if needed. `check_reads=False`
     reads without checking chunk checksums (default: on unless LIGHTHEAD_STORE_CHECK_READS=0)."""
     p = Path(path)
-    if create:
-        p.mkdir(parents=True, exist_ok=True)
-    elif not p.is_dir():
-        raise StoreError(f"{p}: no such store directory (use create=True to make one)")
+    if create and not p.exists() and not p.is_symlink():
+        p.mkdir(parents=True, exist_ok=True)  # a file above it: NotADirectoryError, naming it
+    problem = root_problem(p)
+    if problem:
+        missing = not create and not p.exists() and not p.is_symlink()
+        raise StoreError(f"{problem} (use create=True to make one)" if missing else problem)
     return Store(p, check_reads)

@@ -29,6 +29,7 @@ import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
+from lighthead.store.export_output import ExportOutput
 from lighthead.store.import_base import Progress
 from lighthead.store.import_tsv import TSV10_FIELDS, TSV_FIELDS
 
@@ -76,9 +77,9 @@ def export_tsv(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
     if layout not in ("6", "10"):
         raise ValueError(f"layout must be 6, 10 or auto, not {layout!r}")
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    if dest.is_dir():
+        raise StoreError(f"{dest}: is a directory; export tsv writes one file (give its name)")
+    with ExportOutput(dest.parent) as out, open(out.tmp(dest.name), "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, delimiter="\t", fieldnames=list(TSV10_FIELDS if layout == "10" else TSV_FIELDS))
         for item_id, item in _regions(fs, progress):
             if any(c in item_id for c in "\t\r\n"):
@@ -94,7 +95,6 @@ def export_tsv(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
             else:
                 row.update(image_id=item_id, image_w=int(item["image_w"]), image_h=int(item["image_h"]))
             writer.writerow(row)
-    os.replace(tmp, dest)
     return dest
 
 
@@ -108,23 +108,21 @@ def export_npz(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
                progress: Progress | None = None) -> list[Path]:
     """Write region feature set `name` as one `<id>.npz` per item into the folder `dest`."""
     fs = feature_set(src, name)
-    out_dir = Path(dest)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for item_id, item in _regions(fs, progress):
-        path = out_dir / _file_name(item_id, fs)
-        n, w, h = int(item["num_boxes"]), int(item["image_w"]), int(item["image_h"])
-        info: dict[str, Any] = {"image_id": item_id, "image_h": h, "image_w": w, "num_boxes": n}
-        if "object_ids" in item:
-            info.update(objects_id=_per_box(item, "object_ids", np.int64),
-                        objects_conf=_per_box(item, "object_scores", np.float32))
-        if "attr_ids" in item:
-            info.update(attrs_id=_per_box(item, "attr_ids", np.int64), attrs_conf=_per_box(item, "attr_scores", np.float32))
-        buf = io.BytesIO()
-        np.savez_compressed(buf, x=np.asarray(item["features"], np.float32), bbox=np.asarray(item["boxes"], np.float32),
-                            num_bbox=n, image_h=h, image_w=w, info=info)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-        written.append(path)
+    with ExportOutput(dest) as out:
+        for item_id, item in _regions(fs, progress):
+            file_name = _file_name(item_id, fs)
+            n, w, h = int(item["num_boxes"]), int(item["image_w"]), int(item["image_h"])
+            info: dict[str, Any] = {"image_id": item_id, "image_h": h, "image_w": w, "num_boxes": n}
+            if "object_ids" in item:
+                info.update(objects_id=_per_box(item, "object_ids", np.int64),
+                            objects_conf=_per_box(item, "object_scores", np.float32))
+            if "attr_ids" in item:
+                info.update(attrs_id=_per_box(item, "attr_ids", np.int64),
+                            attrs_conf=_per_box(item, "attr_scores", np.float32))
+            buf = io.BytesIO()
+            np.savez_compressed(buf, x=np.asarray(item["features"], np.float32),
+                                bbox=np.asarray(item["boxes"], np.float32), num_bbox=n, image_h=h, image_w=w, info=info)
+            out.tmp(file_name).write_bytes(buf.getvalue())
+            written.append(out.final(file_name))
     return written

@@ -5,12 +5,13 @@
 - bottom-up-attention TSV, 10 fields as LXMERT's `load_obj_tsv` reads them (or the 6-field
   Caffe layout) (`export_tsv`, store/export_regions.py).
 - per-image `.npz` as bottom-up-attention.pytorch writes them (`export_npz`, same file).
-Every file is written under a temporary name and renamed when complete.
+Every file is written under a temporary name; all are renamed once the export is complete, and
+a failed export removes them (store/export_output.py). Precomp features are written as float16,
+float32 or float64; a value the dtype asked for cannot hold is an error naming the id.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections import defaultdict
@@ -21,12 +22,15 @@ import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
+from lighthead.store.export_output import ExportOutput
 from lighthead.store.export_regions import export_npz, export_tsv, feature_set
 from lighthead.store.import_base import Progress
-from lighthead.store.manifest import atomic_write, reserve_space
+from lighthead.store.manifest import reserve_space
+from lighthead.store.schema import value_problem
 
 __all__ = ["export_npz", "export_precomp", "export_tsv"]
 _SPLIT_ID = re.compile(r"^(?P<split>[^/]+)/(?P<i>\d+)$")
+EXPORT_DTYPES = ("float16", "float32", "float64")  # what SCAN / VSE++ read; an integer dtype would truncate
 
 
 def _groups(fs, split: str | None) -> dict[str, list[str]]:
@@ -56,6 +60,10 @@ def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name
     without it the feature set's `captions` field is used when it has one. ids: item id ->
     the line of `{split}_ids.txt`.
     """
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"export dtype {dtype!r} is not supported: precomp features are written as "
+                         f"{', '.join(EXPORT_DTYPES)} (an integer dtype would truncate them)")
+    want = np.dtype(dtype)
     store = src if isinstance(src, Store) else open_store(src)
     fs = feature_set(store, name)
     fld = fs.fields.get(field)
@@ -71,45 +79,52 @@ def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name
         if captions is not None and any(i not in captions for i in members):
             raise StoreError(f"split {split_name!r}: no captions for {next(i for i in members if i not in captions)!r}")
     from_field = captions is None and captions_field in fs.fields
-    out_dir = Path(dest)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written, total, done = [], sum(len(v) for v in groups.values()), 0
-    for split_name, members in groups.items():
-        ims_path = out_dir / f"{split_name}_ims.npy"
-        tmp = out_dir / f"{split_name}_ims.npy.tmp"
-        caps: list[bytes] = []
-        try:
-            # Plain writes into space reserved up front, not a memmap: a full disk is then an
-            # OSError naming the file, never a SIGBUS on a sparse file.
-            with open(tmp, "wb") as fh:
-                shape = (len(members), *fld.shape)  # (N, K, D)
-                np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                                          "fortran_order": False, "shape": shape})
-                reserve_space(fh.fileno(), fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize, ims_path)
-                for a in range(0, len(members), 256):
-                    chunk = list(members[a:a + 256])
-                    batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
-                    fh.write(np.ascontiguousarray(batch[field]).astype(dtype, copy=False).tobytes())
-                    if from_field:
-                        caps += [np.asarray(c, dtype=np.uint8).tobytes() for c in batch[captions_field]]
-                    elif captions is not None:
-                        caps += [captions[i] for i in chunk]
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-            os.replace(tmp, ims_path)
-        except OSError as exc:
-            if exc.filename is None and exc.errno is not None:  # a failed write() names no file
-                raise OSError(exc.errno, exc.strerror, str(ims_path)) from None
-            raise
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # no partial .tmp left behind
-        written.append(ims_path)
-        if from_field or captions is not None:
-            atomic_write(out_dir / f"{split_name}_caps.txt", b"".join(caps))
-            written.append(out_dir / f"{split_name}_caps.txt")
-        if ids is not None:
-            atomic_write(out_dir / f"{split_name}_ids.txt", "".join(f"{ids.get(i, i)}\n" for i in members).encode())
-            written.append(out_dir / f"{split_name}_ids.txt")
+    with ExportOutput(dest) as out:
+        for split_name, members in groups.items():
+            ims_name = f"{split_name}_ims.npy"
+            tmp = out.tmp(ims_name)
+            caps: list[bytes] = []
+            try:
+                # Plain writes into space reserved up front, not a memmap: a full disk is then an
+                # OSError naming the file, never a SIGBUS on a sparse file.
+                with open(tmp, "wb") as fh:
+                    shape = (len(members), *fld.shape)  # (N, K, D)
+                    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(want),
+                                                              "fortran_order": False, "shape": shape})
+                    reserve_space(fh.fileno(), fh.tell() + int(np.prod(shape)) * want.itemsize, out.final(ims_name))
+                    for a in range(0, len(members), 256):
+                        chunk = list(members[a:a + 256])
+                        batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
+                        fh.write(np.ascontiguousarray(_cast(batch[field], want, chunk, field, fs.path)).tobytes())
+                        if from_field:
+                            caps += [np.asarray(c, dtype=np.uint8).tobytes() for c in batch[captions_field]]
+                        elif captions is not None:
+                            caps += [captions[i] for i in chunk]
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+            except OSError as exc:
+                if exc.filename is None and exc.errno is not None:  # a failed write() names no file
+                    raise OSError(exc.errno, exc.strerror, str(out.final(ims_name))) from None
+                raise
+            written.append(out.final(ims_name))
+            if from_field or captions is not None:
+                out.tmp(f"{split_name}_caps.txt").write_bytes(b"".join(caps))
+                written.append(out.final(f"{split_name}_caps.txt"))
+            if ids is not None:
+                out.tmp(f"{split_name}_ids.txt").write_bytes("".join(f"{ids.get(i, i)}\n" for i in members).encode())
+                written.append(out.final(f"{split_name}_ids.txt"))
     return written
+
+
+def _cast(values: np.ndarray, want: np.dtype, ids: Sequence[str], field: str, where: Path) -> np.ndarray:
+    """`values` as `want`; a value the narrower dtype cannot hold (float32 beyond float16's
+    65504 would become inf) is an error naming the id, never written changed."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = values.astype(want)
+    bad = ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)  # (B,)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise StoreError(f"{where}: id {ids[j]!r}, field {field!r}: {value_problem(values[j], out[j])}")
+    return out

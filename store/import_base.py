@@ -26,7 +26,8 @@ import numpy as np
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
-from lighthead.store.schema import MANIFEST, Field, check_name
+from lighthead.store.manifest import read_manifest
+from lighthead.store.schema import FLOAT32_HINT, MANIFEST, Field, check_name
 from lighthead.store.writer import Writer, remove_if_empty
 
 Progress = Callable[[int, "int | None"], None]  # (done, total) in the importer's units
@@ -59,6 +60,20 @@ class SameIds:
 
     def size(self, item_id: str) -> tuple[int, int] | None:
         return None
+
+
+class SourceIds:
+    """The ids an import has met in its source, to refuse one given twice: keeping either row
+    would drop the other without a word."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}  # id -> where it was first seen (file:line)
+
+    def check(self, source_id: str, where: str) -> None:
+        prev = self.first.setdefault(source_id, where)
+        if prev != where:
+            raise StoreError(f"{where}: id {source_id!r} is given twice (first at {prev}); an id may appear "
+                             "only once in an import's source")
 
 
 def open_dest(dest: Store | str | os.PathLike) -> Store:
@@ -101,8 +116,10 @@ class Sink:
     """A writer opened on the first item when the feature set does not exist yet (its
     feature size is only known then), with locations added to its errors."""
 
-    def __init__(self, store: Store, name: str, attrs: dict, writer_opts: dict):
+    def __init__(self, store: Store, name: str, attrs: dict, writer_opts: dict, dtype: str | None = None):
         self.store, self.name, self.attrs, self.opts = store, name, attrs, writer_opts
+        if name in store and dtype is not None:  # before a writer takes its lock
+            check_dtype(read_manifest(store.path / check_name(name)).fields, dtype, store.path / name)
         self.writer: Writer | None = store.writer(name, None, **writer_opts) if name in store else None
 
     @property
@@ -124,7 +141,17 @@ class Sink:
         try:
             self.writer.add(item_id, item)
         except StoreError as exc:
-            raise StoreError(f"{where}: {exc}") from None
+            raise StoreError(f"{where}: {exc}{self._float16_note(exc)}") from None
+
+    def _float16_note(self, exc: StoreError) -> str:
+        """After a float16 overflow: the items stored before it stay float16, so a float32
+        rerun must write to a new feature set (with none stored, the set is removed and a
+        rerun of the same name works)."""
+        kept = len(self.writer.done_ids) if self.writer is not None else 0
+        if FLOAT32_HINT not in str(exc) or not kept:
+            return ""
+        return (f" and a new --name: {self.name} keeps the {kept} item(s) imported before it as float16, "
+                "and a feature set keeps its dtype")
 
     def __enter__(self) -> "Sink":
         return self
@@ -132,6 +159,15 @@ class Sink:
     def __exit__(self, *exc: Any) -> None:
         if self.writer is not None:
             self.writer.__exit__(*exc)
+
+
+def check_dtype(fields: Mapping[str, Field], dtype: str, where: Path) -> None:
+    """An import into an existing feature set asks for the dtype its features have: a set keeps
+    the dtype it was created with, so another one would be ignored (or overflow again)."""
+    have = fields["features"].dtype if "features" in fields else dtype
+    if have != dtype:
+        raise StoreError(f"{where}: holds {have} features, not {dtype}; a feature set keeps its dtype, so import "
+                         f"with --dtype {have}, or give a new --name for {dtype} features")
 
 
 def parse_int(text: bytes | str, what: str, where: str) -> int:

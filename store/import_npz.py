@@ -141,7 +141,7 @@ def import_npz(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     layout: str | None = None
     keys: set[str] | None = None
     attrs: dict[str, Any] = {}
-    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts) as sink:
+    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
         for k, path in enumerate(files):
             if progress and k % 64 == 0:
                 progress(k, len(files))

@@ -25,8 +25,8 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (Progress, SameIds, Sink, Target, b64_array, checked_size, no_trace_on_failure,
-                                         open_dest, parse_int, region_fields, region_item)
+from lighthead.store.import_base import (Progress, SameIds, Sink, SourceIds, Target, b64_array, checked_size,
+                                         no_trace_on_failure, open_dest, parse_int, region_fields, region_item)
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")  # Caffe generate_tsv.py
 TSV10_FIELDS = ("img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
@@ -76,6 +76,8 @@ def unquote_id(raw: bytes, where: str) -> str:
         text = text[1:-1].replace('""', '"')
     if not text:
         raise StoreError(f"{where}: empty image id")
+    if "\x00" in text:
+        raise StoreError(f"{where}: the image id holds a NUL character")
     return text
 
 
@@ -117,9 +119,10 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     objects = names == TSV10_FIELDS
     total = sum(p.stat().st_size for p in files)
     done_bytes = 0
+    seen = SourceIds()
     attrs = {"extractor": "bottom-up-attention", "imported_from": f"tsv ({len(names)} fields)",
              "source": [p.name for p in files]}
-    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts) as sink:
+    with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
         for path in files:
             with open(path, "rb") as fh:
                 for lineno, line in enumerate(fh, 1):
@@ -133,7 +136,9 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
                     parts = line.split(b"\t")
                     if len(parts) != len(names):
                         raise _layout_error(len(parts), where)
-                    item_id = target.match(unquote_id(parts[0], where), where)
+                    source_id = unquote_id(parts[0], where)
+                    seen.check(source_id, where)
+                    item_id = target.match(source_id, where)
                     if item_id is None or sink.is_done(item_id):
                         continue
                     v = _decode(parts, names, where)

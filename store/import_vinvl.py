@@ -34,8 +34,8 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (Progress, SameIds, Sink, Target, b64_array, checked_size, no_trace_on_failure,
-                                         open_dest, parse_int, region_fields, region_item)
+from lighthead.store.import_base import (Progress, SameIds, Sink, SourceIds, Target, b64_array, checked_size,
+                                         no_trace_on_failure, open_dest, parse_int, region_fields, region_item)
 from lighthead.store.import_tsv import unquote_id
 
 Names = Callable[[str, str], int]  # ("object" | "attribute", name) -> id, -1 when unknown
@@ -122,7 +122,11 @@ class _Rows:
         for lineno, line in enumerate(self.fh, 1):
             key = line.partition(b"\t")[0].rstrip(b"\r\n")
             if key:
-                self.index.setdefault(unquote_id(key, f"{self.path}:{lineno}"), (offset, lineno))
+                where = f"{self.path}:{lineno}"
+                prev = self.index.setdefault(unquote_id(key, where), (offset, lineno))
+                if prev[1] != lineno:
+                    raise StoreError(f"{where}: id {unquote_id(key, where)!r} is given twice (first at "
+                                     f"{self.path}:{prev[1]}); an id may appear only once in an import's source")
             offset += len(line)
 
     def close(self) -> None:
@@ -212,15 +216,17 @@ def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: 
     labels = _Rows(labels_path) if feats_path else None
     sizes = _Rows(hw_path) if hw_path else None
     total = main.stat().st_size
+    seen = SourceIds()
     attrs = {"extractor": "VinVL (scene_graph_benchmark)", "imported_from": "vinvl tsv",
              "source": [p.name for p in (feats_path, labels_path, hw_path) if p]}
     try:
-        with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts) as sink:
+        with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
             for k, (lineno, offset, parts) in enumerate(_rows(main)):
                 if progress and k % 64 == 0:
                     progress(offset, total)
                 where = f"{main}:{lineno}"
                 key = unquote_id(parts[0], where)
+                seen.check(key, where)
                 item_id = target.match(key, where)
                 if item_id is None or sink.is_done(item_id):
                     continue

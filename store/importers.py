@@ -29,11 +29,12 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, no_trace_on_failure, open_dest,
-                                         region_fields)
+from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, check_dtype, no_trace_on_failure,
+                                         open_dest, region_fields)
 from lighthead.store.import_npz import NPZ_KEYS, import_npz
 from lighthead.store.import_tsv import TSV10_FIELDS, TSV_FIELDS, import_tsv, tsv_files
 from lighthead.store.import_vinvl import import_vinvl
+from lighthead.store.manifest import read_manifest
 from lighthead.store.schema import Field, value_problem
 
 __all__ = ["BOX_SLACK", "NPZ_KEYS", "TSV10_FIELDS", "TSV_FIELDS", "PrecompSplit", "Progress", "SameIds", "Target",
@@ -62,12 +63,29 @@ class PrecompSplit:
     def n_images(self) -> int:
         return len(self.ims) // self.repeat
 
+    def caption(self, j: int) -> str:
+        """Caption line j as text, stripped as SCAN strips it; bytes that are not UTF-8 are an
+        error naming `{split}_caps.txt` and the line (the store keeps the bytes as they are)."""
+        return _text_line(self.lines[j], self.path.with_name(f"{self.split}_caps.txt"), j + 1).strip()
+
+
+def _text_line(line: bytes, path: Path, lineno: int) -> str:
+    """One line as UTF-8 text; other bytes are an error naming the file and line (never U+FFFD)."""
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+                         "save the file as UTF-8") from None
+
 
 def _source_ids(path: Path, n_images: int, repeat: int) -> list[str] | None:
     if not path.is_file():
         return None
-    ids = [line.strip().decode("utf-8", "replace") for line in read_lines(path)]
+    ids = [_text_line(line, path, n).strip() for n, line in enumerate(read_lines(path), 1)]
     ids = ids[:-1] if ids and not ids[-1] else ids
+    for n, i in enumerate(ids, 1):
+        if "\x00" in i:
+            raise StoreError(f"{path}:{n}: the id holds a NUL character")
     if len(ids) == n_images * repeat and repeat > 1:
         ids = ids[::repeat]
     if len(ids) != n_images:
@@ -91,8 +109,11 @@ def read_precomp(src: str | os.PathLike, splits: list[str] | None = None, caps_p
         ims_path, caps_path = src / f"{split}_ims.npy", src / f"{split}_caps.txt"
         try:
             ims = np.load(ims_path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{ims_path}: unreadable .npy ({exc})") from None
+        except FileNotFoundError:
+            raise StoreError(f"{ims_path}: missing") from None
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError,
+            # tokenize.TokenError, OverflowError... for a damaged header: all mean an unreadable file
+            raise StoreError(f"{ims_path}: unreadable .npy ({type(exc).__name__}: {exc})") from None
         if ims.ndim != 3 or ims.dtype.kind != "f":
             raise StoreError(f"{ims_path}: shape {ims.shape} dtype {ims.dtype}, expected float [N, K, D]")
         if not caps_path.is_file():
@@ -153,6 +174,8 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
     total, done = sum(p.n_images for p in parts), 0
     with no_trace_on_failure(dest, name):
         store = open_dest(dest)
+        if name in store:
+            check_dtype(read_manifest(store.path / name).fields, dtype, store.path / name)
         with store.writer(name, fields, None if name in store else attrs, **writer_opts) as w:
             for part in parts:
                 r = part.repeat

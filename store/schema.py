@@ -123,6 +123,9 @@ class Field:
         return arr
 
 
+FLOAT32_HINT = "keep float32 with --dtype float32"  # how to store what float16 cannot hold
+
+
 def value_problem(src: np.ndarray, stored: np.ndarray) -> str | None:
     """Why `stored` (`src` cast to a field's dtype) differs from `src`, or None when it does not.
 
@@ -138,7 +141,7 @@ def value_problem(src: np.ndarray, stored: np.ndarray) -> str | None:
             return "holds NaN or inf"
         big = np.abs(src[~np.isfinite(stored)].astype(np.float64)).max()
         name = stored.dtype.name
-        hint = "; keep float32 with --dtype float32" if name == "float16" else ""
+        hint = f"; {FLOAT32_HINT}" if name == "float16" else ""
         return f"value {big:.6g} overflows {name} (largest {float(np.finfo(stored.dtype).max):.6g}){hint}"
     if kind in "iu" and src.dtype.kind in "iub" and src.size and src.dtype != stored.dtype:
         info = np.iinfo(stored.dtype)

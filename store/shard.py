@@ -169,8 +169,39 @@ def open_h5(path: Path) -> h5py.File:
     """
     try:
         return h5py.File(path, "r", locking=False, **H5_CACHE)
+    except PermissionError:  # h5py raises OSError subclasses by errno: not a damaged file
+        raise StoreError(f"{path}: cannot open shard: permission denied") from None
+    except FileNotFoundError:
+        raise StoreError(f"{path}: cannot open shard: no such file") from None
     except (OSError, ValueError) as exc:
         raise StoreError(f"{path}: cannot open shard (truncated or not HDF5): {exc}") from None
+
+
+def _listed(f: h5py.File, key: str) -> bool:
+    """Whether the shard links a dataset `key` ("ids", "fields/<name>"): the link is readable
+    even when the dataset's own header is damaged, which tells damaged from missing."""
+    try:
+        return key in f
+    except (KeyError, RuntimeError, OSError):
+        return True  # the group holding the link is damaged: then so is what it holds
+
+
+def _damaged_metadata(path: Path, name: str, exc: BaseException) -> StoreError:
+    """One line for a field whose HDF5 metadata (object header, offsets, chunk index) cannot be
+    read: h5py raises KeyError, OSError or RuntimeError for them, none naming the file."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    return StoreError(f"{path}: field {name!r}: unreadable HDF5 metadata (header, offsets or chunk index), "
+                      f"the shard is damaged ({text}); `lighthead store verify` checks the whole store")
+
+
+def _field_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
+    """The dataset of field `name`; a damaged header is a StoreError naming shard and field."""
+    try:
+        return f["fields"][name]
+    except (KeyError, RuntimeError) as exc:
+        if not _listed(f, f"fields/{name}"):
+            raise StoreError(f"{path}: missing dataset for field {name!r}") from None
+        raise _damaged_metadata(path, name, exc) from None
 
 
 @dataclass
@@ -214,6 +245,7 @@ class ShardReader:
     def load_index(self) -> list[str]:
         """Read ids, offsets and the raw-read index; returns the ids. Closes the file after."""
         size = os.path.getsize(self.path)
+        name = None  # the field being read, for the error
         with open_h5(self.path) as f:
             try:
                 ids = [s for s in f["ids"].asstr()[...]]
@@ -236,10 +268,16 @@ class ShardReader:
                     if idx is not None:
                         self.raw[name] = idx
             except KeyError as exc:
+                if name is not None and _listed(f, f"fields/{name}"):
+                    raise _damaged_metadata(self.path, name, exc) from None
+                if name is None and _listed(f, "ids"):
+                    raise StoreError(f"{self.path}: unreadable ids, the shard is damaged: {exc.args[0]}") from None
                 raise StoreError(f"{self.path}: missing dataset {exc}") from None
-            except OSError as exc:  # a chunk of ids or offsets failed its checksum, or I/O error
-                raise StoreError(f"{self.path}: unreadable index (ids or offsets), the shard is "
-                                 f"damaged: {exc}") from None
+            except (OSError, RuntimeError) as exc:  # a chunk of ids or offsets failed its checksum, I/O error,
+                # or a damaged chunk index (h5py's chunk_iter raises RuntimeError)
+                if name is None:
+                    raise StoreError(f"{self.path}: unreadable ids, the shard is damaged: {exc}") from None
+                raise _damaged_metadata(self.path, name, exc) from None
         if len(ids) != self.rows:
             raise StoreError(f"{self.path}: holds {len(ids)} ids, manifest says {self.rows}")
         self.ids = ids
@@ -287,7 +325,7 @@ class ShardReader:
 
     def _damaged(self, name: str, rows, exc: OSError) -> StoreError:
         """The error for a failed HDF5 read: the first of `rows` that cannot be read names the id."""
-        ds = self.h5()["fields"][name]
+        ds = _field_dataset(self.h5(), name, self.path)
         bad = None
         for r in rows:
             try:
@@ -302,7 +340,7 @@ class ShardReader:
     def _h5_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Stored rows `rows` of a field, read through HDF5 one at a time (a fancy-index
         selection over filtered chunks is orders of magnitude slower in HDF5)."""
-        ds = self.h5()["fields"][name]
+        ds = _field_dataset(self.h5(), name, self.path)
         out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
         for j, r in enumerate(rows.tolist()):
             try:
@@ -313,7 +351,7 @@ class ShardReader:
 
     def _h5_slice(self, name: str, a: int, b: int) -> np.ndarray:
         try:
-            return self.h5()["fields"][name][a:b]
+            return _field_dataset(self.h5(), name, self.path)[a:b]
         except OSError as exc:
             raise self._damaged(name, range(a, b), exc) from None
 
@@ -373,7 +411,7 @@ class ShardReader:
 
     def read_all(self, name: str) -> np.ndarray:
         """The whole dataset of a field (fixed [N, ...] or flat [total, ...]), for preload."""
-        ds = self.h5()["fields"][name]
+        ds = _field_dataset(self.h5(), name, self.path)
         try:
             return np.asarray(ds[...])
         except OSError as exc:

@@ -11,8 +11,19 @@ import numpy as np
 
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import read_manifest, sha256_file
-from lighthead.store.schema import MANIFEST, check_shard_file
+from lighthead.store.schema import MANIFEST, SHARD_RE, check_shard_file
 from lighthead.store.shard import open_h5
+
+
+def root_problem(root: Path) -> str | None:
+    """Why `root` is not a store folder (missing, a file, a link to nothing), or None."""
+    if root.is_dir():
+        return None
+    if root.is_symlink() and not root.exists():
+        return f"{root}: no such store directory (a link to {os.readlink(root)}, which does not exist)"
+    if root.exists():
+        return f"{root}: is not a directory (a store is a folder)"
+    return f"{root}: no such store directory"
 
 
 def feature_set_dirs(root: Path, errors: list[str] | None = None) -> list[tuple[str, Path]]:
@@ -20,11 +31,13 @@ def feature_set_dirs(root: Path, errors: list[str] | None = None) -> list[tuple[
 
     Symlinked folders are followed (training reads through them, so they are checked too),
     each real folder once, so a link back up the tree is no loop. Folders that cannot be
-    listed are added to `errors` when given.
+    listed, links that point at nothing and folders holding shards but no manifest (a deleted
+    manifest: nothing there can be read) are added to `errors` when given.
     """
     root = Path(root)
     found: list[tuple[str, Path]] = []
     seen: set[tuple[int, int]] = set()
+    problems = errors if errors is not None else []
 
     def walk(here: Path, name: str) -> None:
         try:
@@ -33,15 +46,20 @@ def feature_set_dirs(root: Path, errors: list[str] | None = None) -> list[tuple[
                 return
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(here) as it:
-                entries = sorted((e.name, e.is_dir()) for e in it)  # is_dir follows symlinks
+                entries = sorted((e.name, e.is_dir(), e.is_symlink()) for e in it)  # is_dir follows symlinks
         except OSError as exc:
-            if errors is not None:
-                errors.append(f"{here}: cannot list folder: {exc}")
+            problems.append(f"{here}: cannot list folder: {exc}")
             return
-        if name and any(n == MANIFEST and not is_dir for n, is_dir in entries):
+        if name and any(n == MANIFEST and not is_dir for n, is_dir, _ in entries):
             found.append((name, here))
-        for n, is_dir in entries:
-            if is_dir and not n.startswith(".") and not (not name and n == "meta"):
+        elif name and any((m := SHARD_RE.match(n)) and not m["tmp"] for n, _, _ in entries):
+            problems.append(f"{here}: holds shards but no {MANIFEST} (deleted?): feature set {name!r} cannot be read")
+        for n, is_dir, link in entries:
+            if n.startswith("."):
+                continue
+            if link and not os.path.exists(here / n):
+                problems.append(f"{here / n}: a link to {os.readlink(here / n)}, which does not exist")
+            elif is_dir and not (not name and n == "meta"):
                 walk(here / n, f"{name}/{n}" if name else n)
 
     walk(root, "")
@@ -123,8 +141,9 @@ def verify(path: str | os.PathLike, checksums: bool = True, strict: bool = False
     them and readers never see them. `strict=True` raises StoreError instead of returning.
     """
     root = Path(path)
-    if not root.is_dir():
-        problems = [f"{root}: no such store directory"]
+    problem = root_problem(root)
+    if problem:
+        problems = [problem]
     else:
         problems = []
         sets = feature_set_dirs(root, problems)
@@ -145,8 +164,9 @@ def verify(path: str | os.PathLike, checksums: bool = True, strict: bool = False
 def info(path: str | os.PathLike) -> dict[str, Any]:
     """A JSON-able summary: feature sets with item counts, fields, shapes, dtypes, attrs."""
     root = Path(path)
-    if not root.is_dir():
-        raise StoreError(f"{root}: no such store directory")
+    problem = root_problem(root)
+    if problem:
+        raise StoreError(problem)
     sets = {}
     for name, directory in feature_set_dirs(root):
         m = read_manifest(directory)

@@ -11,7 +11,7 @@ import typer
 def show(
     store: Path = typer.Argument(..., metavar="STORE", help="store directory"),
     item_id: str = typer.Argument(..., metavar="ID", help="image id in the region feature set"),
-    out: Path = typer.Option(..., metavar="FILE.png", help="PNG to write (the image's size, one pixel per pixel)"),
+    out: Path = typer.Option(..., metavar="FILE.png", help="PNG to write (the image's size, one pixel per pixel; an image above 16 megapixels shrunk to 16)"),
     image: Optional[Path] = typer.Option(None, metavar="PATH", help="the image file (default: the one the store's records name)"),
     top: int = typer.Option(20, metavar="N", help="draw the N most confident regions (0: all)"),
     features: Optional[str] = typer.Option(None, metavar="regions/...", help="region feature set (default: the first holding ID)"),

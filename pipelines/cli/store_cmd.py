@@ -29,15 +29,21 @@ class ExportFormat(str, Enum):
     npz = "npz"  # one <id>.npz per image, bottom-up-attention.pytorch's keys
 
 
+# what an importer's (done, total) counts, and the unit shown: TSV importers count bytes read
+IMPORT_UNITS = {"precomp": ("images", 1), "tsv": ("MB", 10**6), "npz": ("files", 1), "vinvl": ("MB", 10**6)}
+
+
 @contextmanager
-def _progress(label: str) -> Iterator:
-    """Progress on stderr (a bar, or plain lines in a log); yields the (done, total) callback importers take."""
+def _progress(label: str, unit: str = "items", scale: int = 1) -> Iterator:
+    """Progress on stderr (a bar, or plain lines in a log); yields the (done, total) callback importers take.
+    `scale`: what the callback counts per unit shown (10**6 bytes for MB)."""
     from lighthead.pipelines.console import progress
 
-    with progress(label, None) as tracker:
+    with progress(label, None, unit=unit) as tracker:
 
         def update(done: int, total: Optional[int]) -> None:
-            tracker.update(completed=done, total=total)
+            whole = None if total is None else -(-total // scale)  # rounded up: a small file is 1 MB, not 0
+            tracker.update(completed=whole if whole is not None and done >= total else done // scale, total=whole)
 
         yield update
 
@@ -169,7 +175,7 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
     if dtype not in ("float16", "float32"):
         raise fail(f"--dtype must be float16 or float32, not {dtype!r}")
     try:
-        with _progress(f"import {fmt.value}") as progress:
+        with _progress(f"import {fmt.value}", *IMPORT_UNITS[fmt.value]) as progress:
             summary = import_features(fmt.value, src, dest, name, dtype=dtype, boxes=boxes,
                                       caps_per_image=caps_per_image, dataset=dataset, progress=progress,
                                       shard_bytes=shard_mb << 20)

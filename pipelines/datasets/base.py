@@ -96,6 +96,8 @@ def resolve_root(name: str, root: str | Path | None) -> Path:
             )
         root = Path(base) / name
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"data root {root} for dataset {name!r} is not a directory")
     if not root.is_dir():
         raise DatasetError(f"data root {root} for dataset {name!r} does not exist")
     return root.resolve()

@@ -12,7 +12,8 @@ without the extension, with '/' separators: `photos/2019/a b.JPG` under `photos/
 `a.png`) are an error naming both. Files with other extensions are ignored and reported in one
 warning; hidden files and folders (names starting with '.') are skipped, as are symbolic
 links that point outside the root, folder links (not followed), and names that are not valid
-UTF-8 text or hold control characters (reported).
+UTF-8 text or hold control characters (reported). A sub-folder that cannot be read (no
+permission) is left out with a warning naming it; a root that cannot be read is an error.
 
 captions.jsonl: "image" names an image by its path relative to the root (with extension) or
 by its id; an image may have any number of lines (its captions, in file order) and an
@@ -48,15 +49,25 @@ def _odd_name(rel: str) -> str | None:
     return None
 
 
-def scan(root: Path) -> tuple[dict[str, Path], list[str], list[str]]:
-    """Image id -> file under `root` (recursive, sorted), the ignored non-image files and the
-    skipped names with their reason. Raises DatasetError when two files share an id."""
+def scan(root: Path) -> tuple[dict[str, Path], list[str], list[str], list[str]]:
+    """Image id -> file under `root` (recursive, sorted), the ignored non-image files, the
+    skipped names with their reason and the sub-folders that could not be read (with the
+    reason). Raises DatasetError when two files share an id or the root cannot be read."""
     root = Path(root)
     real_root = root.resolve()
     images: dict[str, Path] = {}
     ignored: list[str] = []
     skipped: list[str] = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    unreadable: list[str] = []
+
+    def cannot_list(exc: OSError) -> None:  # os.walk would skip the folder without a word
+        where = Path(exc.filename) if exc.filename else root
+        if where == root:
+            raise DatasetError(f"{root}: cannot list the folder ({exc.strerror or exc})")
+        rel = where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where)
+        unreadable.append(f"{rel}/ ({exc.strerror or exc})")
+
+    for folder, dirs, files in os.walk(root, onerror=cannot_list, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
@@ -80,7 +91,7 @@ def scan(root: Path) -> tuple[dict[str, Path], list[str], list[str]]:
                 raise DatasetError(f"image id {image_id!r} names two files: {images[image_id]} and {path}; image ids "
                                    "are paths without the extension, so rename one")
             images[image_id] = path
-    return images, sorted(ignored), sorted(skipped)
+    return images, sorted(ignored), sorted(skipped), sorted(unreadable)
 
 
 def _line_error(where: str, what: str) -> DatasetError:
@@ -134,7 +145,10 @@ def _listing(names: list[str]) -> str:
 def load(root: Path) -> list[Record]:
     """Every image under the root (recursive), with its captions from captions.jsonl if present."""
     root = Path(root)
-    images, ignored, skipped = scan(root)
+    images, ignored, skipped, unreadable = scan(root)
+    if unreadable:
+        warnings.warn(f"{root}: {len(unreadable)} folder(s) could not be read, their images are left out: "
+                      f"{_listing(unreadable)}", stacklevel=2)
     if ignored:
         warnings.warn(f"{root}: {len(ignored)} file(s) without an image extension ignored: {_listing(ignored)}",
                       stacklevel=2)

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from lighthead.store.registry import Registry
 
+FEATURE_DTYPES = ("float16", "float32")  # what a feature field may be stored as
+
 
 @dataclass
 class ExtractOptions:
@@ -30,6 +32,10 @@ class ExtractOptions:
     scheduler: str | None = None  # dask scheduler address to spread the work on, instead of local processes
     cluster: Any = None  # sweep.ClusterOptions: region jobs run on this dask cluster (SLURM/PBS jobs, a local one)
     job_options: dict[str, Any] = field(default_factory=dict)  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
+
+    def __post_init__(self) -> None:
+        if self.dtype not in FEATURE_DTYPES:  # float64 doubles the store for digits no model gives; ints truncate
+            raise ValueError(f"--dtype {self.dtype!r}: feature fields are stored as {' or '.join(FEATURE_DTYPES)}")
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,6 +48,23 @@ def test_bad_files_raise_with_reason(tmp_path):
         load_rgb(tmp_path / "junk.jpg")
     with pytest.raises(ImageReadError, match="file not found"):
         load_rgb(tmp_path / "none.jpg")
+
+
+def test_what_is_not_a_readable_file_says_what_it_is(tmp_path, monkeypatch):
+    (tmp_path / "folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would wait for a writer forever
+    with pytest.raises(ImageReadError, match=r"^is a directory, not a file: .*folder.jpg$"):
+        load_rgb(tmp_path / "folder.jpg")
+    with pytest.raises(ImageReadError, match=r"^is not a regular file \(a FIFO, socket or device\): .*pipe.jpg$"):
+        load_rgb(tmp_path / "pipe.jpg")
+    _save(tmp_path / "locked.png", Image.new("L", (5, 4)))
+
+    def denied(path, *args, **kwargs):  # as for a file without read permission (the tests may run as root)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", denied)
+    with pytest.raises(ImageReadError, match=r"^file not readable \(permission denied\): .*locked.png$"):
+        load_rgb(tmp_path / "locked.png")
 
 
 def _rec(i, image_id, path):
@@ -108,6 +127,25 @@ def test_plain_decode_is_pils_convert_as_itins_demo(tmp_path):
     assert next(image_loader([("s", str(sideways))], None, workers=0))["sizes"] == [(20, 40)]  # upright: turned
     with pytest.raises(ValueError, match="decode"):
         next(image_loader([("s", str(sideways))], None, workers=0, decode="exif"))
+
+
+def test_scaled_loading_for_display_keeps_the_upright_full_size(tmp_path):
+    from lighthead.extract.images import load_rgb_scaled
+
+    a = np.zeros((1200, 1600, 3), np.uint8)
+    a[:, :800] = (255, 0, 0)  # left half red, right half blue as stored
+    a[:, 800:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    for name, kw, full in (("plain.jpg", {}, (1600, 1200)), ("turned.jpg", {"exif": exif}, (1200, 1600)),
+                           ("plain.png", {}, (1600, 1200))):
+        path = _save(tmp_path / name, Image.fromarray(a), **kw)
+        im, size = load_rgb_scaled(path, 1600 * 1200 // 16)  # a quarter of each side
+        assert size == full and im.size == (full[0] // 4, full[1] // 4) and im.mode == "RGB"
+        assert load_rgb_scaled(path, 1600 * 1200)[0].size == full  # small enough: as it is
+        if name == "turned.jpg":  # upright: the stored left (red) half is on top
+            top, bottom = np.asarray(im)[5, 10], np.asarray(im)[-5, 10]
+            assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 
 
 def png_header(path, width, height):
@@ -180,3 +218,42 @@ def test_large_images_decode_one_at_a_time(tmp_path, monkeypatch):
     assert ds[0]["size"] == (5, 5) and lock.held == []
     assert ds[1]["size"] == (10, 10) and lock.held == [True]
     assert images.large_lock(0) is None and images.large_lock(2) is not None
+
+
+def _peak_bytes(fn):
+    """Bytes the process's resident memory grew by at its peak while `fn()` ran (Linux VmHWM,
+    reset before), and what `fn` returned."""
+    status = Path("/proc/self/status")
+
+    def read(key):
+        return next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith(key))
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
+    base = read("VmRSS:")
+    out = fn()
+    return read("VmHWM:") - base, out
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+@pytest.mark.parametrize("mode, bound", [("I;16", 5.5), ("F", 5.5), ("I", 5.5), ("RGBA", 8.5), ("RGB", 4.5)])
+def test_decoding_stays_within_its_bytes_per_pixel(tmp_path, monkeypatch, mode, bound):
+    """The documented bound (README, Reliability): PIL holds RGB in 4 bytes a pixel; converting keeps the
+    original beside it: at most 5 bytes a pixel for greyscale of any depth, 8 with alpha. A 16-bit or float
+    image took about 18 (a float64 copy and its temporaries), one with alpha about 20."""
+    from lighthead.extract import images
+
+    monkeypatch.setattr(images, "BAND_PIXELS", 1 << 14)  # the working memory, small beside the image
+    w, h = 2000, 1500
+    ramp = (np.arange(w * h, dtype=np.uint32) % 65536).reshape(h, w)  # (H, W)
+    if mode == "I;16":
+        im = Image.fromarray(ramp.astype(np.uint16))
+    elif mode in ("F", "I"):
+        im = Image.fromarray(ramp.astype(np.float32 if mode == "F" else np.int32) * 3)
+    else:
+        im = Image.fromarray(np.stack([(ramp >> 8).astype(np.uint8)] * len(mode), -1), mode)
+    path = _save(tmp_path / ("x.tif" if mode in ("F", "I") else "x.png"), im)
+    assert Image.open(path).mode == mode
+    del im
+    grown, rgb = _peak_bytes(lambda: load_rgb(path))
+    assert rgb.mode == "RGB" and rgb.size == (w, h)
+    assert grown / (w * h) < bound, f"{mode}: {grown / (w * h):.1f} bytes a pixel"

@@ -230,3 +230,30 @@ def test_cli_errors_are_one_line(tmp_path):
     bad = subprocess.run(cmd + ["--root", str(tmp_path / "coco"), "--weights", "w.pth", "--random-weights"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "exclude each other" in bad.stderr
+
+
+def test_an_image_path_that_is_a_folder_is_listed_as_one(tmp_path):
+    from lighthead.pipelines.datasets.base import Record
+    from lighthead.pipelines.extract_run import missing_images
+
+    fixtures.write_image(tmp_path / "a.jpg", 0)
+    (tmp_path / "b.jpg").mkdir()
+    records = [Record(id=i, image_id=i, image_path=str(tmp_path / f"{i}.jpg"), texts=[], split="train")
+               for i in ("a", "b", "c")]
+    present, missing = missing_images(records)
+    assert [r.id for r in present] == ["a"]
+    assert missing == [("b", f"image is a directory, not a file: {tmp_path / 'b.jpg'}"),
+                       ("c", f"image file not found: {tmp_path / 'c.jpg'}")]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", "bfloat16"])
+def test_a_feature_dtype_the_store_should_not_hold_is_refused(dtype, capsys, tmp_path):
+    from lighthead.pipelines.cli import app
+    from lighthead.pipelines.cli.common import run_app
+
+    with pytest.raises(ValueError, match=rf"--dtype '{dtype}': feature fields are stored as float16 or float32"):
+        ExtractOptions(dtype=dtype)
+    assert run_app(app, ["extract", "--dataset", "demo", "--store", str(tmp_path / "st"), "--dtype", dtype]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --dtype '{dtype}': feature fields are stored as float16 or float32\n"
+    assert not (tmp_path / "st").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ REGIONS = [((20, 40, 90, 110), 50, 0.40, 7, 0.05),  # man; attribute below 0.1: 
            ((0, 0, 0, 0), -1, 0.0, -1, 0.0)]
 
 
-def _store(path, classes: int = 1601):
+def _store(path, classes: int = 1601, size=(W, H)):
     store = open_store(path, create=True)
     fields = [Field(n, s, d) for n, s, d in item_fields(SelectionConfig(num_boxes=len(REGIONS)), 8, "float32")]
     attrs = {"config": {"num_classes": classes, "num_attributes": 401}}
@@ -34,11 +35,11 @@ def _store(path, classes: int = 1601):
             "object_scores": np.array([r[2] for r in REGIONS], np.float32),
             "attr_ids": np.array([r[3] for r in REGIONS], np.int32),
             "attr_scores": np.array([r[4] for r in REGIONS], np.float32),
-            "num_boxes": np.int32(3), "image_w": np.int32(W), "image_h": np.int32(H)}
+            "num_boxes": np.int32(3), "image_w": np.int32(size[0]), "image_h": np.int32(size[1])}
     with store.writer(SET, fields, attrs) as w:
         w.add("sub dir/photo 1", item)
     image = path.parent / "photo 1.jpg"
-    Image.new("RGB", (W, H), (128, 128, 128)).save(image, quality=100)
+    Image.new("RGB", size, (128, 128, 128)).save(image, quality=100)
     store.write_json("records", [{"id": "sub dir/photo 1", "image_id": "sub dir/photo 1", "image_path": str(image)}])
     return path, image
 
@@ -109,3 +110,30 @@ def test_store_info_names_the_objects(tmp_path):
                        "names": "visual genome"}
     table = CliRunner().invoke(app, ["store", "info", str(store)])
     assert f"{SET}: most frequent objects: macaroni (1), stop sign (1), man (1)" in table.output
+
+
+def test_an_image_above_the_display_size_is_drawn_shrunk_with_its_boxes(tmp_path, monkeypatch):
+    from lighthead.pipelines import regions_view
+
+    store, _ = _store(tmp_path / "store")
+    monkeypatch.setattr(regions_view, "SHOW_PIXELS", W * H // 4)
+    info = show_regions(store, "sub dir/photo 1", tmp_path / "r.png", top=2)
+    assert info["size"] == (W, H) and info["drawn"] == (W // 2, H // 2)
+    png = np.asarray(Image.open(tmp_path / "r.png").convert("RGB"))
+    assert png.shape == (H // 2, W // 2, 3)
+    assert _edge_share(png, tuple(v // 2 for v in REGIONS[1][0]), box_color(0)) > 0.8
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
+def test_show_needs_about_eight_bytes_a_pixel(tmp_path):
+    """matplotlib given the image itself made float RGBA copies of it: about 125 bytes a pixel."""
+    from tests.extract.test_images import _peak_bytes
+
+    small, _ = _store(tmp_path / "small")
+    show_regions(small, "sub dir/photo 1", tmp_path / "warm.png")  # imports, fonts: outside the measure
+    w, h = 2000, 1500
+    store, image = _store(tmp_path / "store", size=(w, h))
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(image, quality=95)
+    grown, info = _peak_bytes(lambda: show_regions(store, "sub dir/photo 1", tmp_path / "r.png"))
+    assert info["drawn"] == (w, h) and Image.open(tmp_path / "r.png").size == (w, h)
+    assert grown / (w * h) < 12, f"{grown / (w * h):.0f} bytes a pixel"

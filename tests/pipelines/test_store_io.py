@@ -125,6 +125,16 @@ def test_one_row_per_caption_and_cocos_testall(tmp_path):
         import_features("precomp", tmp_path / "coco_precomp", tmp_path / "st2")
 
 
+def test_precomp_captions_that_are_not_utf8_are_an_error_naming_file_and_line(tmp_path):
+    make_folder(tmp_path / "pre", {"train": 2, "dev": 2})
+    caps = (tmp_path / "pre" / "dev_caps.txt").read_bytes().split(b"\n")
+    caps[6] = b"caf\xe9 latin-1"
+    (tmp_path / "pre" / "dev_caps.txt").write_bytes(b"\n".join(caps))
+    with pytest.raises(StoreError, match=r"dev_caps.txt:7: not UTF-8 text \(byte 0xe9 at column 4\)"):
+        import_features("precomp", tmp_path / "pre", tmp_path / "st")
+    assert not (tmp_path / "st").exists()  # checked before anything is written
+
+
 @pytest.fixture()
 def coco_store(tmp_path):
     """A store holding a small COCO dataset's records (image ids are COCO's integer ids)."""
@@ -160,6 +170,17 @@ def test_region_ids_are_matched_to_the_datasets_images(coco_store, tmp_path):
     assert sorted(coco_store["regions/butd-r101-vg-36"].ids) == ["1001", "1002", "1003", "1004"]
     assert summary.unmatched == [("COCO_val2014_000000777777", f"{tmp_path / 'x.tsv'}:5")]
     assert summary.missing == ["1000", "1005"]
+
+
+def test_a_source_matching_no_image_is_an_error(coco_store, tmp_path):
+    from lighthead.pipelines.cli import app
+
+    write_lines(tmp_path / "other.tsv", [lxmert_line(n) for n in ("flickr_a", "flickr_b", "flickr_c")])
+    res = CliRunner().invoke(app, ["store", "import", "tsv", str(tmp_path / "other.tsv"), str(coco_store.path)])
+    assert res.exit_code == 1 and res.stderr.strip() == (
+        f"error: {tmp_path / 'other.tsv'}: none of its 3 ids matches an image of the dataset in {coco_store.path} "
+        "(6 images, ids like '1000'; the source's are like 'flickr_a'); nothing imported")
+    assert coco_store.names() == []
 
 
 def test_two_ids_for_one_image_and_a_swapped_size_are_errors(coco_store, tmp_path):

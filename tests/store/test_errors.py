@@ -170,3 +170,21 @@ def test_verify_reports_unreadable_folders(filled, monkeypatch):
     problems = verify(filled.path)
     assert problems == [f"{filled.path / 'test'}: cannot list folder: [Errno 13] Permission denied: "
                         f"'{filled.path / 'test'}'"]
+
+
+def test_a_shard_without_read_permission_is_not_called_damaged(filled, monkeypatch):
+    import h5py
+
+    path = shard_path(filled)
+    real = h5py.File
+
+    def file(name, *args, **kwargs):  # as h5py reports EACCES (the tests may run as root)
+        if str(name) == str(path):
+            raise PermissionError(13, f"Unable to synchronously open file (unable to open file: name = '{name}', "
+                                      "errno = 13, error message = 'Permission denied')")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", file)
+    with pytest.raises(StoreError) as exc:
+        FeatureSet(filled.path / "test/all")
+    assert str(exc.value) == f"{path}: cannot open shard: permission denied"

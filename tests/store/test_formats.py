@@ -349,3 +349,19 @@ def test_vinvl_inline_features_of_differing_sizes_are_an_error(tmp_path, vocab):
     (tmp_path / "v" / "predictions.lineidx").unlink()
     with pytest.raises(StoreError, match=r"predictions.tsv:1: the objects' \"feature\" sizes differ"):
         import_vinvl(tmp_path / "v", tmp_path / "st", names=to_id)
+
+
+def test_vinvl_ids_given_twice_are_errors(tmp_path, vocab):
+    names, to_id = vocab
+    data = regions(3)
+    write_vinvl(tmp_path / "v", data + data[:1], names)  # features and labels both repeat the first key
+    with pytest.raises(StoreError, match=r"features.tsv:4: id '000000000000' is given twice \(first at "
+                                         r".*features.tsv:1\)"):
+        import_vinvl(tmp_path / "v", tmp_path / "st", names=to_id)
+    write_vinvl(tmp_path / "w", data, names, shuffle_labels=True)  # labels found through an index
+    with open(tmp_path / "w" / "predictions.tsv", "a") as fh:
+        fh.write((tmp_path / "w" / "predictions.tsv").read_text().splitlines()[0] + "\n")
+    (tmp_path / "w" / "predictions.lineidx").unlink()
+    with pytest.raises(StoreError, match=r"predictions.tsv:4: id '000000000002' is given twice \(first at "
+                                         r".*predictions.tsv:1\)"):
+        import_vinvl(tmp_path / "w", tmp_path / "st2", names=to_id)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lighthead.store import StoreError, open_store, verify
-from lighthead.store.exporters import export_precomp
+from lighthead.store.exporters import export_npz, export_precomp, export_tsv
 from lighthead.store.importers import import_npz, import_precomp, import_tsv
 from lighthead.store.writer import KILL_ENV
 from tests.store.helpers import ROOT, file_digests
@@ -19,13 +19,13 @@ CAPTIONS = [b"A man rides a horse .\n", "Un caf\u00e9 \u00e0 Paris\n".encode(), 
             b"  leading spaces and tabs\there\n", b"\xff not utf-8 at all\n"]
 
 
-def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16):
+def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16, captions=CAPTIONS):
     folder.mkdir(parents=True, exist_ok=True)
     data = {}
     for s, n in splits.items():
         ims = np.random.default_rng(n).standard_normal((n, k, d)).astype(np.float32)
         np.save(folder / f"{s}_ims.npy", ims)
-        caps = b"".join(CAPTIONS[(i + j) % 5] for i in range(n) for j in range(5))
+        caps = b"".join(captions[(i + j) % len(captions)] for i in range(n) for j in range(5))
         if s == "dev":
             caps = caps[:-1]  # no newline at the end of the file
         (folder / f"{s}_caps.txt").write_bytes(caps)
@@ -206,6 +206,15 @@ def test_npz_errors(tmp_path):
     (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes()[:300]), r"dev_ims.npy: unreadable"),
     (lambda f: (f / "dev_caps.txt").write_bytes(b"one\ntwo\n"), r"dev_caps.txt: 2 lines for 3 images"),
     (lambda f: (f / "dev_caps.txt").unlink(), r"dev_caps.txt: missing"),
+    # damaged .npy headers: numpy raises tokenize.TokenError, OverflowError, ... for these
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(b"}", b" ", 1)),
+     r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
+        b"(3, 5, 16)", b"(9999999999999999999,)", 1)), r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
+        b"(3, 5, 16)", b"(-3, 5, 16)", 1)), r"dev_ims.npy: unreadable .npy"),
+    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\xff\nc\n"), r"dev_ids.txt:2: not UTF-8 text \(byte 0xff"),
+    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\x00c\nd\n"), r"dev_ids.txt:2: the id holds a NUL character"),
 ])
 def test_precomp_errors_write_nothing(tmp_path, damage, match):
     make_precomp(tmp_path / "pre")
@@ -228,6 +237,48 @@ def test_export_errors(tmp_path):
     assert [p.name for p in files] == ["test_ims.npy"] and np.load(files[0]).shape == (3, 2, 8)
 
 
+def test_export_precomp_refuses_a_dtype_that_would_change_the_values(tmp_path):
+    make_precomp(tmp_path / "pre")
+    ims = np.load(tmp_path / "pre" / "train_ims.npy")
+    ims[2, 0, 0] = 1e5  # fits float32, not float16
+    np.save(tmp_path / "pre" / "train_ims.npy", ims)
+    import_precomp(tmp_path / "pre", tmp_path / "st", dtype="float32")
+    for dtype in ("int8", "uint8", "int64", "bool", "complex64"):  # int8 wrote zeros
+        with pytest.raises(ValueError, match=rf"export dtype '{dtype}' is not supported: .*float16, float32, float64"):
+            export_precomp(tmp_path / "st", tmp_path / "out", dtype=dtype)
+    with pytest.raises(StoreError, match=r"id 'train/2', field 'features': value 100000 overflows float16"):
+        export_precomp(tmp_path / "st", tmp_path / "out", dtype="float16")
+    assert not (tmp_path / "out").exists()  # dev was written first: removed with the folder
+    files = export_precomp(tmp_path / "st", tmp_path / "out", dtype="float64")
+    assert np.array_equal(np.load(tmp_path / "out" / "train_ims.npy"), ims) and len(files) == 4
+
+
+def test_a_failed_export_leaves_no_tmp_and_no_partial_folder(tmp_path):
+    rows = list(tsv_rows(3))
+    rows[2] = ({**rows[2][0], "image_id": "a/b"},) + rows[2][1:]  # cannot be a file name: fails after two files
+    write_tsv(tmp_path / "x.tsv", rows)
+    import_tsv(tmp_path / "x.tsv", tmp_path / "st")
+    with pytest.raises(StoreError, match="'a/b' cannot be a file name"):
+        export_npz(tmp_path / "st", tmp_path / "new" / "npz", "regions/butd-tsv")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "1000.npz").write_bytes(b"an earlier export")
+    with pytest.raises(StoreError):
+        export_npz(tmp_path / "st", tmp_path / "old", "regions/butd-tsv")
+    assert os.listdir(tmp_path / "old") == ["1000.npz"]  # as it was: nothing new, no .tmp
+    assert (tmp_path / "old" / "1000.npz").read_bytes() == b"an earlier export"
+    store = open_store(tmp_path / "st")
+    with store.writer("regions/tab", store["regions/butd-tsv"].fields.values(), fsync=False) as w:
+        w.add("1000", store["regions/butd-tsv"]["1000"])
+        w.add("x\ty", store["regions/butd-tsv"]["1001"])
+    with pytest.raises(StoreError, match="holds a tab"):
+        export_tsv(tmp_path / "st", tmp_path / "t" / "out.tsv", "regions/tab")
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(StoreError, match="old: is a directory; export tsv writes one file"):
+        export_tsv(tmp_path / "st", tmp_path / "old", "regions/butd-tsv")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_failed_import_leaves_nothing_behind(tmp_path):
     (tmp_path / "bad.tsv").write_text("1\t2\t3\n")
     with pytest.raises(StoreError, match="bad.tsv:1"):
@@ -248,3 +299,27 @@ def test_failed_import_leaves_nothing_behind(tmp_path):
     assert not (tmp_path / "st" / "regions" / "new").exists()
     after = file_digests(tmp_path / "st")
     assert {f: h for f, h in after.items() if ".lock" not in f} == {f: h for f, h in before.items() if ".lock" not in f}
+
+
+def test_an_id_given_twice_is_an_error_naming_both_lines(tmp_path):
+    rows = list(tsv_rows(4))
+    rows[2] = ({**rows[2][0], "image_id": rows[0][0]["image_id"]},) + rows[2][1:]
+    write_tsv(tmp_path / "dup.tsv", rows)
+    with pytest.raises(StoreError, match=r"dup.tsv:3: id '1000' is given twice \(first at .*dup.tsv:1\)"):
+        import_tsv(tmp_path / "dup.tsv", tmp_path / "st")
+    assert open_store(tmp_path / "st")["regions/butd-tsv"].ids == ["1000", "1001"]  # the rows before are kept
+    with pytest.raises(StoreError, match=r"dup.tsv:3: id '1000' is given twice"):  # and a rerun says it again
+        import_tsv(tmp_path / "dup.tsv", tmp_path / "st")
+    (tmp_path / "parts").mkdir()  # across the numbered parts of one source too
+    write_tsv(tmp_path / "parts" / "x.tsv.0", rows[:2])
+    write_tsv(tmp_path / "parts" / "x.tsv.1", rows[:1])
+    with pytest.raises(StoreError, match=r"x.tsv.1:1: id '1000' is given twice \(first at .*x.tsv.0:1\)"):
+        import_tsv(tmp_path / "parts", tmp_path / "st2")
+
+
+def test_a_nul_in_an_id_is_refused_naming_the_line(tmp_path):
+    rows = list(tsv_rows(3))
+    rows[1] = ({**rows[1][0], "image_id": "10\x0001"},) + rows[1][1:]
+    write_tsv(tmp_path / "nul.tsv", rows)
+    with pytest.raises(StoreError, match=r"nul.tsv:2: the image id holds a NUL character"):
+        import_tsv(tmp_path / "nul.tsv", tmp_path / "st")

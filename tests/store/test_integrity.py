@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lighthead.store import FeatureSet, StoreError, open_store, sha256_file, verify
+from lighthead.store import FeatureSet, Field, StoreError, open_store, sha256_file, verify
 from lighthead.store.manifest import read_manifest
 from tests.store.helpers import FIELDS, assert_item, item_id, make_item
 
@@ -158,3 +158,18 @@ def test_old_stores_without_checksums_stay_readable_and_resumable(filled):
     fs.preload()
     for i in range(60):
         assert_item(fs[item_id(i)], i)
+
+
+@pytest.mark.parametrize("at", [6, 12, 20])
+def test_damaged_chunk_index_is_one_error_naming_shard_and_field(tmp_path, at):
+    """h5py reports damaged chunk-index metadata as a RuntimeError or KeyError naming nothing."""
+    store = open_store(tmp_path / "st", create=True)
+    with store.writer("big", [Field("features", (8, 512), "float16")], fsync=False) as w:  # 8 KiB: a chunk each
+        for i in range(20):
+            w.add(f"i{i}", {"features": np.full((8, 512), i, np.float16)})
+    path = next((store.path / "big").glob("shard-*.h5"))
+    flip(path, path.read_bytes().index(b"FAHD") + at)  # inside HDF5's fixed-array chunk index header
+    with pytest.raises(StoreError, match=re.escape(path.name) + ": field 'features': .*chunk index"):
+        FeatureSet(store.path / "big")
+    problems = verify(store.path)
+    assert problems and all(path.name in p and "\n" not in p for p in problems)

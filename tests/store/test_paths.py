@@ -68,3 +68,31 @@ def test_manifest_cannot_name_shards_outside_the_feature_set(filled, tmp_path, w
     with pytest.raises(StoreError, match="bad shard file name"):
         open_store(filled.path)["test/all"]
     assert any("bad shard file name" in p for p in verify(filled.path))
+
+
+def test_verify_reports_a_deleted_manifest_and_a_dangling_link(filled, tmp_path):
+    with filled.writer("test/other", FIELDS, fsync=False) as w:  # the store is not empty without test/all
+        w.add(item_id(0), {k: v for k, v in filled["test/all"][item_id(0)].items()})
+    (filled.path / "test/all/manifest.json").unlink()
+    assert verify(filled.path) == [(f"{filled.path / 'test/all'}: holds shards but no manifest.json (deleted?): "
+                                    "feature set 'test/all' cannot be read")]
+    shutil.rmtree(filled.path / "test/all")
+    os.symlink(tmp_path / "gone", filled.path / "test/all")  # a feature set moved away, its link left behind
+    assert verify(filled.path) == [f"{filled.path / 'test/all'}: a link to {tmp_path / 'gone'}, which does not exist"]
+    assert filled.names() == ["test/other"]  # readers list what they can read
+
+
+@pytest.mark.parametrize("kind", ["file", "dangling link"])
+def test_a_store_root_that_is_no_folder_says_what_it_is(tmp_path, kind):
+    root = tmp_path / "st"
+    if kind == "file":
+        root.write_text("not a store")
+        want = f"{root}: is not a directory (a store is a folder)"
+    else:
+        os.symlink(tmp_path / "gone", root)
+        want = f"{root}: no such store directory (a link to {tmp_path / 'gone'}, which does not exist)"
+    for call in (lambda: open_store(root), lambda: open_store(root, create=True), lambda: info(root)):
+        with pytest.raises(StoreError) as exc:
+            call()
+        assert str(exc.value) == want
+    assert verify(root) == [want]

@@ -145,3 +145,26 @@ def test_cli_extracts_regions_of_a_folder(tmp_path):
     assert sorted(fs.ids) == sorted(FILES.values())
     item = fs["ünï cödé/фото 1"]
     assert (int(item["image_w"]), int(item["image_h"])) == (48 + 8 * 3, 40)
+
+
+def test_a_folder_that_cannot_be_read_is_named_in_a_warning(tmp_path, monkeypatch):
+    for name in ("ok.jpg", "locked/a.jpg", "locked/b.jpg", "deep/locked2/c.jpg", "deep/d.jpg"):
+        fixtures.write_image(tmp_path / name, 0)
+    real = os.scandir
+
+    def scandir(path="."):  # as for a folder without read permission (the tests may run as root)
+        if Path(path).name in ("locked", "locked2"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.warns(UserWarning, match=r"2 folder\(s\) could not be read, their images are left out: "
+                                         r"deep/locked2/ \(Permission denied\), locked/ \(Permission denied\)$"):
+        records = load_records("images", tmp_path)
+    assert sorted(r.id for r in records) == ["deep/d", "ok"]
+    def locked_root(path="."):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", locked_root)
+    with pytest.raises(DatasetError, match=rf"{tmp_path}: cannot list the folder \(Permission denied\)"):
+        load_records("images", tmp_path)

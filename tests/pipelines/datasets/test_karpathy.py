@@ -47,6 +47,9 @@ def test_f30k_ids_are_file_stems(tmp_path):
 def test_missing_root_and_file_say_what_is_expected(tmp_path, monkeypatch):
     with pytest.raises(DatasetError, match="does not exist"):
         load_records("coco", tmp_path / "nope")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DatasetError, match=r"a-file for dataset 'coco' is not a directory$"):
+        load_records("coco", tmp_path / "a-file")
     monkeypatch.delenv("LIGHTHEAD_DATA", raising=False)
     with pytest.raises(DatasetError, match="LIGHTHEAD_DATA"):
         load_records("coco", None)
