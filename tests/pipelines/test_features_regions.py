@@ -168,19 +168,30 @@ def _extra_image(records, tmp_path, image_id, size):
     return type(first).from_json({**first.to_json(), "id": image_id, "image_id": image_id, "image_path": str(path)})
 
 
-def test_degenerate_image_is_skipped_with_its_reason_and_a_rerun_finishes(demo, tmp_path):
-    """A 1x5000 image has no proposals after the resize; it used to stop the job on every rerun."""
+@pytest.mark.parametrize("job", ["regions36", "adaptive"])
+def test_extreme_aspect_ratio_images_are_stored_with_no_regions(demo, tmp_path, job):
+    """1x5000 and 5000x1 images have no proposal that passes the 16 px minimum: stored with
+    num_boxes 0 (fixed K: K padding rows, ids -1; variable K: no rows), not skipped, and a rerun
+    finds them done."""
     load_all()
     _, records = demo
-    thin = _extra_image(records, tmp_path, "thin", (1, 5000))
+    thin = [_extra_image(records, tmp_path, name, size) for name, size in (("tall", (1, 5000)), ("wide", (5000, 1)))]
     store = open_store(tmp_path / "store", create=True)
     n = len({r.image_id for r in records})
-    for run in range(2):  # the rerun tries the image again, skips it again, and ends
-        summary = FEATURES.get("regions36").run(records + [thin], store, _options())
-        assert summary.written == (n if run == 0 else 0) and summary.already_done == (0 if run == 0 else n)
-        assert [i for i, _ in summary.skipped] == ["thin"]
-        assert "detector failed on this 1x5000 image" in summary.skipped[0][1]
-    assert "thin" not in store["regions/butd-r101-vg-36"].ids and verify(tmp_path / "store") == []
+    for run in range(2):
+        summary = FEATURES.get(job).run(records + thin, store, _options())
+        assert not summary.skipped
+        assert summary.written == (n + 2 if run == 0 else 0) and summary.already_done == (0 if run == 0 else n + 2)
+    fs = open_store(tmp_path / "store")[JOBS[job][0]]
+    for image_id, (w, h) in (("tall", (1, 5000)), ("wide", (5000, 1))):
+        item = fs[image_id]
+        assert item["num_boxes"] == 0 and (item["image_w"], item["image_h"]) == (w, h)
+        if job == "regions36":
+            assert item["features"].shape == (36, 128) and not item["features"].any()
+            assert (item["object_ids"] == -1).all() and (item["attr_ids"] == -1).all()
+        else:
+            assert item["features"].shape == (0, 128) and item["boxes"].shape == (0, 4)
+    assert verify(tmp_path / "store") == []
 
 
 @pytest.mark.parametrize("where", ["detector", "output"])
