@@ -97,6 +97,55 @@ def check_features(names: Sequence[str]) -> list[str]:
     return out
 
 
+def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
+    """`-o KEY=VALUE` settings, checked and typed before any job runs: KEY is `<job>.<key>` or a
+    shared key some job reads (`FeatureJob.settings`); VALUE parses as that setting's type.
+
+    An unknown key lists the valid ones; a value that does not parse names the key and the type
+    it expects. Values that are not strings (set from Python) are checked the same way.
+    """
+    from lighthead.heads.build import parse_value
+
+    load_all()
+    jobs = {name: FEATURES.get(name) for name in FEATURES.names()}
+    shared: dict[str, list[Any]] = {}  # bare key -> the settings it sets
+    for job in jobs.values():
+        for setting in job.settings.values():
+            if setting.shared:
+                shared.setdefault(setting.shared, []).append(setting)
+    out: dict[str, Any] = {}
+    for key, value in job_options.items():
+        job_name, dot, name = key.partition(".")
+        if dot:
+            if job_name not in jobs:
+                raise KeyError(f"-o {key}: no feature job {job_name!r}; jobs: {', '.join(jobs)}")
+            if name not in jobs[job_name].settings:
+                raise KeyError(f"unknown -o key {key!r}; {job_name} reads: "
+                               f"{', '.join(sorted(jobs[job_name].settings)) or '(nothing)'}")
+            settings = [jobs[job_name].settings[name]]
+        elif key in shared:
+            settings = shared[key]
+        else:
+            raise KeyError(f"unknown -o key {key!r}; valid: {', '.join(sorted(shared))}, or JOB.KEY for one job "
+                           f"({_settings_by_job(jobs)})")
+        text = value if isinstance(value, str) else "none" if value is None else str(value)
+        for setting in settings:
+            value = parse_value(text, setting.type, f"-o {key}")
+            if setting.choices and value not in setting.choices:
+                raise ValueError(f"-o {key}: expected one of {', '.join(setting.choices)}, got {text!r}")
+        out[key] = value
+    return out
+
+
+def _settings_by_job(jobs: dict[str, Any]) -> str:
+    """"a/b: k1, k2; c: k3": each job's keys, jobs with the same keys together."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, job in jobs.items():
+        if job.settings:
+            groups.setdefault(tuple(sorted(job.settings)), []).append(name)
+    return "; ".join(f"{'/'.join(names)}: {', '.join(keys)}" for keys, names in groups.items())
+
+
 def random_weights_banner(console: Console, flag: bool = True) -> None:
     """The warning about untrained models: about the `--random-weights` flag of this command, or
     (flag False) about the stored feature sets the summary marks RANDOM."""
@@ -219,12 +268,18 @@ def run_extract(
     options = options or ExtractOptions()
     console = console or make_console()
     names = check_features(features if features else default_features(dataset))
+    # Every job's settings are checked now: a bad value fails before the first job's work.
+    options = dataclasses.replace(options, job_options=check_job_options(
+        {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options}))
+    for name in names:
+        check = FEATURES.get(name).check
+        if check is not None:
+            check(options)
     records = load_records(dataset, root)
     if not features and not any(r.texts for r in records):  # no captions (a folder of images): no text jobs
         names = [n for n in names if FEATURES.get(n).kind != "text"] or names
     # Jobs read which others run alongside (e.g. `--weights` goes to a ResNet job only when it runs alone).
-    job_options = {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options, "_jobs": names}
-    options = dataclasses.replace(options, job_options=job_options)
+    options = dataclasses.replace(options, job_options={**options.job_options, "_jobs": names})
     store = open_store(store_path, create=True)
     if store.has_json("dataset"):
         held = store.read_json("dataset").get("name")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, JobOption, RunSummary, register
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (
@@ -322,7 +322,7 @@ def _run(job: str) -> Any:
 
         start = time.perf_counter()
         _, mode, _ = JOBS[job]
-        name = feature_set_name(job, selection_for(job, options))  # a bad `selection` fails here, before any work
+        name = feature_set_name(job, selection_for(job, options))
         summary = RunSummary(job=job, feature_set=name, random_weights=random_weights(options, job))
         done = set(store[name].ids) if name in store else set()
         all_ids = {r.image_id for r in records}
@@ -351,6 +351,29 @@ def _run(job: str) -> Any:
     return run
 
 
+def _settings(job: str) -> dict[str, JobOption]:
+    """The `-o` settings of a region job (module docstring); the bare `selection` reaches only the
+    fixed-K jobs."""
+    shared = {key: JobOption(tp, shared=key) for key, tp in (
+        ("weights", str), ("detector", str), ("min_size", int), ("max_size", int), ("rois", int),
+        ("roi_chunk", int), ("seed", int), ("channels_last", bool), ("threads", int), ("shard_items", int))}
+    return {
+        **shared,
+        "backend": JobOption(str, shared="backend", choices=("torch", "detectron2")),
+        # checked by `_check` (SelectionConfig.for_job), which also says whether the rule fits the job
+        "selection": JobOption(str, shared="selection" if JOBS[job][1] == "fixed" else None),
+        "random_weights": JobOption(bool),
+    }
+
+
+def _check(job: str) -> Any:
+    def check(options: ExtractOptions) -> None:
+        selection_for(job, options)  # a rule that does not fit the job
+        detector_config(job, options)  # an unknown preset, min_size > max_size, ...
+
+    return check
+
+
 _HELP = {
     "regions36": "bottom-up-attention regions, the 36 most confident (K=36 x 2048)",
     "regions100": "bottom-up-attention regions, the 100 most confident (K=100 x 2048)",
@@ -358,4 +381,4 @@ _HELP = {
     "given-boxes": "bottom-up-attention features pooled for record.extra['boxes'] (variable K)",
 }
 for _job, (_name, _, _) in JOBS.items():
-    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job]))
+    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job], _settings(_job), _check(_job)))

@@ -24,9 +24,16 @@ import time
 from typing import Any
 
 from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, JobOption, RunSummary, register
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
+# The `-o` settings of a text job (module docstring): `<job>.<key>`, or `text_<key>` for every text job.
+SETTINGS = {
+    **{key: JobOption(tp, shared=f"text_{key}") for key, tp in (
+        ("model", str), ("layer", int), ("max_length", int), ("sort_by_length", bool), ("lowercase", bool))},
+    "shard_items": JobOption(int, shared="shard_items"),
+    "random_weights": JobOption(bool),
+}
 
 
 def _opt(options: ExtractOptions, job: str, key: str, default: Any) -> Any:
@@ -146,7 +153,8 @@ def _make(job: str, model_name: str, help: str) -> FeatureJob:
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
         return run_text_job(job, model_name, records, store, options)
 
-    return register(FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help))
+    return register(FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help,
+                               settings=SETTINGS))
 
 
 BERT = _make("bert", _MODELS["bert"], "BERT-base token features (MMCA, ITIN)")
