@@ -89,7 +89,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
         warnings.warn(f"{ctx['device']} has no native bfloat16 products: bf16 scoring will be slower than fp32",
                       stacklevel=2)
     if not task.has_split(split):
-        raise ValueError(f"the store of {run} has no {split!r} split")
+        raise ValueError(f"the store of {run} has no {split!r} split; splits: {', '.join(task.splits()) or 'none'}")
     metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
     if protocol == "5k" and metrics.get("n_images", FIVE_K) < FIVE_K:
         warnings.warn(f"--protocol 5k: the {split} split of {run} has {metrics['n_images']:,} images, not "

@@ -90,7 +90,10 @@ def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name:
 
 
 def dataset_name(store: Any, dataset: str | None) -> str:
-    """`--dataset` (a registered adapter, or the name the store records), else the store's name."""
+    """`--dataset` (a registered adapter, or the name the store records), else the store's name.
+
+    A `--dataset` other than the one the store records is refused: its records, splits and
+    dataset defaults would not match the features."""
     if dataset:
         from lighthead.pipelines.datasets import DATASETS
 
@@ -98,6 +101,9 @@ def dataset_name(store: Any, dataset: str | None) -> str:
         if dataset not in DATASETS and dataset != held:
             also = f" (this store holds {held!r})" if held else ""
             raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS.names())}{also}")
+        if held is not None and dataset != held:
+            raise ValueError(f"{store.path} holds dataset {held!r}, not {dataset!r}: leave out --dataset, or pass "
+                             "the store of that dataset")
         return dataset
     if store.has_json("dataset"):
         return str(store.read_json("dataset")["name"])

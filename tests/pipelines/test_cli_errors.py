@@ -266,3 +266,88 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(store, tmp_
     assert lighthead(*train_args(store, tmp_path / "run")) == 130
     err = capsys.readouterr().err
     assert "error:" not in err and err.strip().startswith("interrupted: everything committed so far is kept")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from lighthead.pipelines.datasets.demo import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "demo", n_images=2, size=64)
+
+
+@pytest.mark.parametrize("option, words", [
+    ("min_size=abc", ["error: -o min_size: expected an integer, got 'abc'"]),
+    ("minilm.random_weights=maybe", ["error: -o minilm.random_weights: expected a boolean"]),
+    ("backend=gpu", ["error: -o backend: expected one of torch, detectron2, got 'gpu'"]),
+    ("nosuch=1", ["unknown -o key 'nosuch'", "min_size", "text_layer", "vocab_threshold",
+                  "regions36: backend", "bert/minilm/roberta: layer"]),
+    ("regions36.nosuch=1", ["unknown -o key 'regions36.nosuch'; regions36 reads: backend", "selection"]),
+    ("nojob.size=1", ["-o nojob.size: no feature job 'nojob'", "regions36", "thumbs"]),
+    ("regions36.selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
+    ("detector=nosuch", ["unknown detector preset 'nosuch'", "tiny"]),
+])
+def test_job_options_are_checked_before_any_job_runs(demo_root, tmp_path, capsys, option, words):
+    """A `-o` value that does not parse (one line naming the key and the type), an unknown key
+    (the valid ones listed), or a region setting that means nothing (a bad selection, preset)
+    stops the command before its first job: minilm, listed first, has not run."""
+    store = tmp_path / "st"
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", store, "--features",
+                     "minilm,regions36", "--random-weights", "-o", option, "--loader-workers", "0",
+                     "--no-progress") == 1
+    line = error_line(capsys)
+    assert all(w in line for w in words), line
+    assert not store.exists()
+
+
+def test_typed_job_options_reach_the_jobs(demo_root, tmp_path):
+    from lighthead.pipelines.extract_run import check_job_options
+
+    assert check_job_options({"min_size": "96", "channels_last": "no", "text_layer": "-2", "vocab_max_size": "none",
+                              "thumbs.size": 32, "minilm.random_weights": False}) == {
+        "min_size": 96, "channels_last": False, "text_layer": -2, "vocab_max_size": None, "thumbs.size": 32,
+        "minilm.random_weights": False}
+    with pytest.raises(ValueError, match=r"-o thumbs.size: expected an integer, got '2.5'"):
+        check_job_options({"thumbs.size": 2.5})
+
+
+@pytest.mark.parametrize("flag, value, least", [("--loader-workers", "-1", 0), ("--batch-size", "0", 1)])
+def test_negative_loader_workers_are_refused(demo_root, tmp_path, capsys, flag, value, least):
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", tmp_path / "st",
+                     "--features", "thumbs", flag, value) == 2
+    line = error_line(capsys)
+    assert f"invalid value for '{flag}'" in line and f"greater than or equal to {least}" in line, line
+    assert not (tmp_path / "st").exists()
+    from lighthead.pipelines.features import ExtractOptions
+
+    with pytest.raises(ValueError, match="--loader-workers must be >= 0"):
+        ExtractOptions(loader_workers=-1)
+
+
+def test_a_dataset_other_than_the_stores_is_refused(store, tmp_path, capsys):
+    """`--dataset coco` on a store of another dataset: one line naming both and the store."""
+    assert lighthead("train", "heads", "vsepp", "--store", store, "--out", tmp_path / "r", "--dataset", "coco",
+                     "--epochs", "1", "--no-progress", *TINY_SET) == 1
+    assert error_line(capsys) == (f"error: {store} holds dataset 'synthetic', not 'coco': leave out --dataset, or "
+                                  "pass the store of that dataset")
+    assert not (tmp_path / "r").exists()
+    assert lighthead("sweep", "vsepp", "--store", store, "--out", tmp_path / "sw", "--grid", "margin=0.1,0.2",
+                     "--dataset", "f30k", "--no-progress") == 1
+    line = error_line(capsys)
+    assert "holds dataset 'synthetic', not 'f30k'" in line and str(store) in line
+    assert not (tmp_path / "sw").exists()
+
+
+def test_evaluate_unknown_split_lists_the_valid_ones(run, capsys):
+    assert lighthead("evaluate", run, "--split", "nosuch", "--device", "cpu") == 1
+    assert error_line(capsys) == f"error: the store of {run} has no 'nosuch' split; splits: test, train, val"
+
+
+def test_a_run_without_validation_names_no_best_epoch(tmp_path, capsys):
+    from tests.conftest_helpers import build_retrieval_store
+
+    store = build_retrieval_store(tmp_path / "store", n_images=25, splits=(20, 0, 5), region_dim=32, num_regions=6,
+                                  global_dim=32, token_dim=8)
+    assert lighthead(*train_args(store, tmp_path / "run")) == 0
+    out = capsys.readouterr().out
+    assert "best epoch" not in out
+    assert f"no validation (the store has no val split): kept the last epoch, 1; run in {tmp_path / 'run'}" in out
