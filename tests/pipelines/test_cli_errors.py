@@ -351,3 +351,38 @@ def test_a_run_without_validation_names_no_best_epoch(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best epoch" not in out
     assert f"no validation (the store has no val split): kept the last epoch, 1; run in {tmp_path / 'run'}" in out
+
+
+@pytest.mark.parametrize("job", ["regions36", "resnet18"])
+@pytest.mark.parametrize("damage", ["code", "opcode", "truncated"])
+def test_refused_torch_weights_are_one_line_without_torch_advice(demo_root, tmp_path, capsys, job, damage):
+    """torch's weights_only refusal is several lines and recommends `weights_only=False` (which would
+    run the file's code): the user sees one line naming the file, torch's reason, and no advice."""
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "code-ran"),))
+
+    weights = tmp_path / "weights.pth"
+    if damage == "code":
+        torch.save({"model": {"x": Payload()}}, weights)
+    elif damage == "opcode":  # a bare protocol-4 pickle: torch's unpickler stops at an opcode it lacks
+        weights.write_bytes(pickle.dumps({"x": Payload()}, protocol=4))
+    else:
+        torch.save({"x": torch.zeros(3)}, weights)
+        weights.write_bytes(weights.read_bytes()[:200])
+    where = ["--weights", weights, "-o", "detector=tiny"] if job == "regions36" else ["-o", f"resnet18.weights={weights}"]
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", tmp_path / "st", "--features",
+                     job, *where, "--loader-workers", "0", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "weights_only" not in err and "warning" not in err and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {weights}: "), err
+    if damage == "truncated":
+        assert "not a readable torch weights file" in lines[0]
+    else:
+        assert "refused to load" in lines[0] and "could run code" in lines[0]
+    if damage == "code":
+        assert "posix.mkdir" in lines[0], lines[0]  # torch's reason: the function the file asks for
+    assert not (tmp_path / "code-ran").exists()
