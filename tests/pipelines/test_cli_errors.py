@@ -386,3 +386,23 @@ def test_refused_torch_weights_are_one_line_without_torch_advice(demo_root, tmp_
     if damage == "code":
         assert "posix.mkdir" in lines[0], lines[0]  # torch's reason: the function the file asks for
     assert not (tmp_path / "code-ran").exists()
+
+
+@pytest.mark.parametrize("name, data, want", [
+    ("tag.yaml", b"head: vsepp\ngrid: !!python/object/apply:os.system [touch RAN]\n",
+     ":2: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'; a sweep "
+     "file holds plain values only (no YAML tags)"),
+    ("local.yaml", b"head: vsepp\ngrid:\n  margin: !tuple [0.1]\n", ":3: could not determine a constructor for the tag"),
+    ("latin1.yaml", b"head: vsepp\n# marge \xe9tendue\ngrid: {margin: [0.1, 0.2]}\n",
+     ":2: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("syntax.yaml", b"head: vsepp\ngrid: {margin: [0.1\n", ":3: not valid YAML (while parsing a flow sequence; expected"),
+    ("deep.yaml", b"head: vsepp\ngrid: " + b"[" * 20000, ": nested too deeply"),
+    ("syntax.toml", b"head = \n", ": not valid TOML (Invalid value (at line 1, column 8))"),
+])
+def test_bad_sweep_files_are_one_line_naming_the_file_and_line(store, tmp_path, capsys, name, data, want):
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert lighthead("sweep", "--store", store, "--out", tmp_path / "sw", "--file", path, "--no-progress") == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}{want}"), line
+    assert not (tmp_path / "sw").exists() and not (tmp_path / "RAN").exists()
