@@ -38,7 +38,7 @@ from lighthead.heads.build import config_fields, construct, head_class, make_con
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
-from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_json, save_checkpoint
+from lighthead.pipelines.train_utils import EpochProgress, atomic_json, load_checkpoint, read_run_config, save_checkpoint
 
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
@@ -168,7 +168,7 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
             load(last_path)  # a run of the old pickle format: refused, saying why
         raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
     if resume:  # without new settings, continue with the run's own
-        old = read_json(out / "config.json")
+        old = read_run_config(out / "config.json")
         overrides = overrides or parse_overrides(old.get("overrides"))
         epochs = epochs if epochs is not None else old["config"].get("epochs")
     ctx = prepare(head_name, store, dataset, overrides, epochs)
@@ -305,7 +305,7 @@ def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> d
 
 def _check_same_run(out: Path, run_config: dict) -> None:
     """A resumed run must keep its head, data and config (only epochs may grow)."""
-    old = read_json(out / "config.json")
+    old = read_run_config(out / "config.json")
     run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
     diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
     diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]

@@ -406,3 +406,48 @@ def test_bad_sweep_files_are_one_line_naming_the_file_and_line(store, tmp_path, 
     line = error_line(capsys)
     assert line.startswith(f"error: {path}{want}"), line
     assert not (tmp_path / "sw").exists() and not (tmp_path / "RAN").exists()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit when parsed
+
+
+@pytest.mark.parametrize("name, edit, want", [
+    ("config.json", lambda c: DEEP, "nested too deeply for a run file"),
+    ("config.json", lambda c: "[1, 2]", "holds a JSON array, not an object"),
+    ("config.json", lambda c: {**c, "config": [1]}, "'config' is a JSON array, expected an object"),
+    ("config.json", lambda c: {k: v for k, v in c.items() if k != "head"}, "no 'head' entry"),
+    ("config.json", lambda c: {**c, "head": 7}, "'head' is a JSON number, expected a string"),
+    ("config.json", lambda c: {**c, "config": {**c["config"], "embed_size": "big"}},
+     "config.embed_size is a JSON string, which does not fit"),
+    ("config.json", lambda c: {**c, "loop": {**c["loop"], "seed": [0]}}, "loop.seed is a JSON array"),
+    ("config.json", lambda c: {**c, "loop": {**c["loop"], "nosuch": 1}}, "loop.nosuch is not a setting of LoopConfig"),
+    ("data_info.json", lambda c: {**c, "vocab_size": "many"}, "its sizes do not build a vsepp head"),
+    ("data_info.json", lambda c: DEEP, "nested too deeply"),
+    ("metrics.json", lambda c: DEEP, "nested too deeply"),
+    ("metrics.json", lambda c: {**c, "history": {"epoch": 1}}, "'history' is a JSON object, expected an array"),
+    ("metrics.json", lambda c: {**c, "history": [1, 2]}, "history[0] is not an epoch entry"),
+    ("metrics.json", lambda c: {**c, "history": [{"epoch": "one"}]}, "history[0] is not an epoch entry"),
+])
+def test_deep_or_wrong_typed_run_json_names_the_file(run, capsys, name, edit, want):
+    path = run / name
+    new = edit(json.loads(path.read_text()))
+    path.write_text(new if isinstance(new, str) else json.dumps(new))
+    assert lighthead("evaluate", run, "--device", "cpu") == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}: ") and want in line, line
+
+
+def test_resume_and_sweep_reports_read_typed_run_files(store, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "overrides": [3]}))
+    assert lighthead("train", "heads", "vsepp", "--store", store, "--out", run, "--resume", "--no-progress") == 1
+    assert error_line(capsys).startswith(f"error: {run / 'config.json'}: 'overrides' is a JSON array, expected an object")
+    from lighthead.pipelines.sweep.trial import read_trial
+
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    (trial / "trial.json").write_text(json.dumps({"id": "t1", "wall_s": "slow"}))
+    (trial / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"trial.json: 'wall_s' is a JSON string, expected an integer or a number"):
+        read_trial(trial)
