@@ -28,6 +28,7 @@ retry of a part whose job died, resumes by ids.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -193,11 +194,36 @@ def _fields(selection: Any, dim: int, dtype: str) -> list[Any]:
     return [Field(n, s, d) for n, s, d in item_fields(selection, dim, dtype)]
 
 
+class PartProgress:
+    """How many of a part's images are done (already stored, written or skipped), sent from the
+    dask worker running the part as events on `topic` (at most one a second, and a last one), so
+    the command's progress counts images while the parts run."""
+
+    def __init__(self, topic: str, part: int, done: int = 0, every: float = 1.0):
+        from distributed import get_worker
+
+        self.worker = get_worker()
+        self.topic, self.part, self.done, self.every = topic, part, done, every
+        self.sent = -math.inf
+        self.send()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if time.monotonic() - self.sent >= self.every:
+            self.send()
+
+    def send(self) -> None:
+        self.worker.log_event(self.topic, [self.part, self.done])
+        self.sent = time.monotonic()
+
+
 def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-             options: ExtractOptions, device: str, threads: int = 0) -> dict[str, Any]:
+             options: ExtractOptions, device: str, threads: int = 0,
+             report: tuple[str, int] | None = None) -> dict[str, Any]:
     """Extract `items` into the job's feature set; one process's share (also the whole job).
 
-    Module-level so worker processes (local or dask) can run it.
+    Module-level so worker processes (local or dask) can run it. report: (event topic, part
+    index) on a dask worker: the part's progress goes to the command as events (PartProgress).
     """
     import torch
 
@@ -219,9 +245,17 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
         store = open_store(store_path)
         with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
             todo = [it for it in items if not writer.is_done(it[0])]
+            part = PartProgress(report[0], report[1], len(items) - len(todo)) if report else None
             with progress_bar(job, len(todo), options.progress) as advance:
+                def step(n: int) -> None:
+                    advance(n)
+                    if part is not None:
+                        part.advance(n)
+
                 stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
-                                        options.loader_workers, options.dtype, advance)
+                                        options.loader_workers, options.dtype, step)
+            if part is not None:
+                part.send()
     finally:
         torch.set_num_threads(before)
     # what this worker committed: a concurrent run may have stored some of its images first
@@ -301,19 +335,41 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
 
 def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
                  progress: bool) -> list[dict[str, Any]]:
-    """Run each part's `run_part` as one task; results in part order (progress counts parts)."""
-    from distributed import as_completed
+    """Run each part's `run_part` as one task; results in part order. The progress counts the
+    images of every part as the workers report them (`PartProgress` events), so its rate is images/s."""
+    topic = f"lighthead-{job}-progress-{uuid.uuid4().hex[:8]}"
+    sizes = [len(spec[2]) for spec in specs]
+    done = [0] * len(specs)  # images each part reported done (all of them once its task finished)
+    finished: set[int] = set()
 
-    futures = [client.submit(run_part, *spec, key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}", pure=False,
-                             retries=1, resources=resources or None) for i, spec in enumerate(specs)]
+    def on_event(event: tuple[float, Any]) -> None:  # on the client's event loop thread
+        part, n = event[1]
+        if part not in finished:  # a late event of a finished part changes nothing
+            done[part] = n
+
+    client.subscribe_topic(topic, on_event)
+    futures = [client.submit(run_part, *spec, report=(topic, i), key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}",
+                             pure=False, retries=1, resources=resources or None) for i, spec in enumerate(specs)]
     try:
-        with progress_bar(f"{job} (parts)", len(futures), progress) as advance:
-            for _ in as_completed(futures):
-                advance(1)
+        with progress_bar(f"{job} (parts)", sum(sizes), progress) as advance:
+            shown = 0
+            while len(finished) < len(futures):
+                for i, future in enumerate(futures):
+                    if i not in finished and future.done():
+                        finished.add(i)
+                        done[i] = sizes[i]
+                        if future.status != "finished":  # failed for good: gather raises its error
+                            finished.update(range(len(futures)))
+                advance(sum(done) - shown)
+                shown = sum(done)
+                if len(finished) < len(futures):
+                    time.sleep(0.5)
         return client.gather(futures)
     except BaseException:
         client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
         raise
+    finally:
+        client.unsubscribe_topic(topic)
 
 
 def _run(job: str) -> Any:
