@@ -23,7 +23,8 @@ from typing import Any
 
 from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.scoring import PRECISIONS, fast_precision
-from lighthead.pipelines.train_utils import atomic_json, load_checkpoint, read_json
+from lighthead.pipelines.train_utils import atomic_json, config_from_json, load_checkpoint, read_json, read_metrics
+from lighthead.pipelines.train_utils import read_run_config
 
 FIVE_K = 5000  # test images of the COCO 5K protocol
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
@@ -41,34 +42,26 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     config_path = run / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: is {run} a run written by `lighthead train heads`?")
-    run_config = read_json(config_path)
-    data_info = read_json(run / "data_info.json")
+    run_config = read_run_config(config_path)
+    info_path = run / "data_info.json"
+    data_info = read_json(info_path)
     cls = head_class(run_config["head"])
-    cfg = cls.config_class(**_tuples(cls.config_class, run_config["config"]))
-    loop = LoopConfig(**run_config["loop"])
+    cfg = config_from_json(cls.config_class, run_config["config"], config_path, "config")
+    loop = config_from_json(LoopConfig, run_config["loop"], config_path, "loop")
     store = open_store(run_config["store"])
     task = TASKS.get(cls.task)(store, cfg, run_config["dataset"], loop.task_options())
     dev = pick_device(device)
-    head = construct(cls, cfg, data_info).to(dev)
+    try:
+        head = construct(cls, cfg, data_info).to(dev)
+    except (TypeError, ValueError) as e:  # sizes of the wrong type or value
+        raise ValueError(f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is "
+                         "damaged") from None
     ckpt = run / CHECKPOINTS / BEST
     if not ckpt.is_file() and (run / CHECKPOINTS / LAST).is_file():
         ckpt = run / CHECKPOINTS / LAST
     load_checkpoint(ckpt, head, device=dev)
     head.eval()
     return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}
-
-
-def _tuples(config_class: type, values: dict[str, Any]) -> dict[str, Any]:
-    """JSON turned tuples into lists; give tuple-typed fields their tuples back."""
-    from lighthead.heads.build import config_fields
-
-    fields = config_fields(config_class)
-    out = {}
-    for k, v in values.items():
-        if k not in fields:
-            raise ValueError(f"config.json has key {k!r} that {config_class.__name__} lacks (code changed?)")
-        out[k] = tuple(v) if isinstance(v, list) and "tuple" in str(fields[k]) else v
-    return out
 
 
 def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str = "1k", examples: int = 0,
@@ -91,7 +84,7 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
         warnings.warn(f"{ctx['device']} has no native bfloat16 products: bf16 scoring will be slower than fp32",
                       stacklevel=2)
     if not task.has_split(split):
-        raise ValueError(f"the store of {run} has no {split!r} split")
+        raise ValueError(f"the store of {run} has no {split!r} split; splits: {', '.join(task.splits()) or 'none'}")
     try:
         metrics = task.evaluate(head, split, ctx["device"], protocol=protocol)
     except NonFiniteScoresError as e:  # never a rank: NaN would otherwise score as a perfect match
@@ -126,7 +119,7 @@ def _draw_curves(run: Path) -> Path | None:
     path = run / "metrics.json"
     if not path.is_file():
         return None
-    summary = read_json(path)
+    summary = read_metrics(path)
     return draw_curves(summary, run / "curves.png") if summary.get("history") else None
 
 

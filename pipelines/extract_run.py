@@ -54,19 +54,15 @@ DATASET_JOB_OPTIONS: dict[str, dict[str, Any]] = {
 ITIN_RELEASE = {"bert.ascii_only": True, "bert.max_length": 100, "bert.truncate": "head", "resnet18.decode": "plain"}
 DATASET_JOB_OPTIONS.update({"mvsa-single": ITIN_RELEASE, "mvsa-multiple": ITIN_RELEASE})
 
-
-
 def job_option(options: ExtractOptions, job: str, key: str, default: Any = None) -> Any:
     """A per-job setting: `job_options["<job>.<key>"]`, else `job_options["<key>"]`, else default."""
     opts = options.job_options or {}
     return opts.get(f"{job}.{key}", opts.get(key, default))
 
-
 def random_weights(options: ExtractOptions, job: str) -> bool:
     """`--random-weights`, unless `--job-option <job>.random_weights=false` overrides it for one job
     (e.g. the demo keeps the real bundled MiniLM while the detector runs untrained)."""
     return bool(options.job_options.get(f"{job}.random_weights", options.random_weights))
-
 
 def job_precision(options: ExtractOptions, job: str, gpu: str) -> str:
     """`-o <job>.precision=` / `-o precision=` (fp32, bf16, fp16, or auto: `gpu` on CUDA, fp32 on a
@@ -74,7 +70,6 @@ def job_precision(options: ExtractOptions, job: str, gpu: str) -> str:
     from lighthead.extract.precision import resolve
 
     return resolve(str(job_option(options, job, "precision", "auto")), options.device, gpu)
-
 
 def precision_attrs(store: Any, name: str, precision: str) -> dict[str, str]:
     """{"precision": precision} for feature set `name`'s attrs. A set that holds another precision
@@ -90,14 +85,12 @@ def precision_attrs(store: Any, name: str, precision: str) -> dict[str, str]:
                          f"rerun with -o precision={held} (on a device that supports it) or write to another store")
     return {"precision": precision}
 
-
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """Progress of one extractor on stderr (a bar on a terminal, plain lines in a log);
     yields `advance(n)`. Disabled: a no-op."""
     with progress(description, total, enabled) as tracker:
         yield tracker.advance
-
 
 def default_features(dataset: str) -> list[str]:
     """The feature jobs `dataset`'s heads need."""
@@ -107,7 +100,6 @@ def default_features(dataset: str) -> list[str]:
         raise KeyError(
             f"no default features for dataset {dataset!r}; pass --features (jobs: {', '.join(FEATURES.names())})"
         ) from None
-
 
 def check_features(names: Sequence[str]) -> list[str]:
     """The job names, validated (an unknown one names the valid ones), duplicates removed."""
@@ -125,6 +117,52 @@ def check_features(names: Sequence[str]) -> list[str]:
         raise ValueError("no feature job selected")
     return out
 
+def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
+    """`-o KEY=VALUE` settings, checked and typed before any job runs: KEY is `<job>.<key>` or a
+    shared key some job reads (`FeatureJob.settings`); VALUE parses as that setting's type.
+
+    An unknown key lists the valid ones; a value that does not parse names the key and the type
+    it expects. Values that are not strings (set from Python) are checked the same way.
+    """
+    from lighthead.heads.build import parse_value
+
+    load_all()
+    jobs = {name: FEATURES.get(name) for name in FEATURES.names()}
+    shared: dict[str, list[Any]] = {}  # bare key -> the settings it sets
+    for job in jobs.values():
+        for setting in job.settings.values():
+            if setting.shared:
+                shared.setdefault(setting.shared, []).append(setting)
+    out: dict[str, Any] = {}
+    for key, value in job_options.items():
+        job_name, dot, name = key.partition(".")
+        if dot:
+            if job_name not in jobs:
+                raise KeyError(f"-o {key}: no feature job {job_name!r}; jobs: {', '.join(jobs)}")
+            if name not in jobs[job_name].settings:
+                raise KeyError(f"unknown -o key {key!r}; {job_name} reads: "
+                               f"{', '.join(sorted(jobs[job_name].settings)) or '(nothing)'}")
+            settings = [jobs[job_name].settings[name]]
+        elif key in shared:
+            settings = shared[key]
+        else:
+            raise KeyError(f"unknown -o key {key!r}; valid: {', '.join(sorted(shared))}, or JOB.KEY for one job "
+                           f"({_settings_by_job(jobs)})")
+        text = value if isinstance(value, str) else "none" if value is None else str(value)
+        for setting in settings:
+            value = parse_value(text, setting.type, f"-o {key}")
+            if setting.choices and value not in setting.choices:
+                raise ValueError(f"-o {key}: expected one of {', '.join(setting.choices)}, got {text!r}")
+        out[key] = value
+    return out
+
+def _settings_by_job(jobs: dict[str, Any]) -> str:
+    """"a/b: k1, k2; c: k3": each job's keys, jobs with the same keys together."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, job in jobs.items():
+        if job.settings:
+            groups.setdefault(tuple(sorted(job.settings)), []).append(name)
+    return "; ".join(f"{'/'.join(names)}: {', '.join(keys)}" for keys, names in groups.items())
 
 def random_weights_banner(console: Console, flag: bool = True) -> None:
     """The warning about untrained models: about the `--random-weights` flag of this command, or
@@ -137,14 +175,12 @@ def random_weights_banner(console: Console, flag: bool = True) -> None:
                 "--random-weights): for tests and demos only")
     console.print(f"[bold red]{text}[/]")
 
-
 def stored_random_weights(store: Any, name: str, default: bool = False) -> bool:
     """Whether feature set `name` holds features of random weights, as its attributes record
     (a rerun without `--random-weights` on a random set still reports it); `default` if absent."""
     if name not in store:
         return default
     return bool(store[name].attrs.get("random_weights", default))
-
 
 def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summary") -> Table:
     table = Table(title=title)
@@ -165,7 +201,6 @@ def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summ
         )
     return table
 
-
 def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50,
                   banner: bool = True) -> None:
     """The summary table, then every skipped input with its reason (first `max_skipped` per job),
@@ -183,7 +218,6 @@ def print_summary(summaries: Sequence[RunSummary], console: Console | None = Non
     if banner and any(s.random_weights for s in summaries):
         random_weights_banner(console, flag=False)
 
-
 def _summary_json(s: RunSummary) -> dict[str, Any]:
     return {
         "job": s.job,
@@ -194,7 +228,6 @@ def _summary_json(s: RunSummary) -> dict[str, Any]:
         "seconds": round(s.seconds, 3),
         "random_weights": s.random_weights,
     }
-
 
 def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
     """The records whose image file exists, and (image id, reason) once per image that does not
@@ -211,7 +244,6 @@ def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, s
                 missing.append((r.image_id, f"image {problem}: {r.image_path}"))
     return [r for r in records if exists[r.image_id]], missing
 
-
 def _run_job(name: str, job: Any, records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
     """One job; an image job gets only the records whose image exists and lists the others as skipped
     (with no image at all it loads no model)."""
@@ -227,7 +259,6 @@ def _run_job(name: str, job: Any, records: list[Any], store: Any, options: Extra
                              already_done=len(done & {r.image_id for r in records}))
     summary.skipped = missing + list(summary.skipped)
     return summary
-
 
 def run_extract(
     dataset: str,
@@ -251,12 +282,18 @@ def run_extract(
     options = options or ExtractOptions()
     console = console or make_console()
     names = check_features(features if features else default_features(dataset))
+    # Every job's settings are checked now: a bad value fails before the first job's work.
+    options = dataclasses.replace(options, job_options=check_job_options(
+        {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options}))
+    for name in names:
+        check = FEATURES.get(name).check
+        if check is not None:
+            check(options)
     records = load_records(dataset, root)
     if not features and not any(r.texts for r in records):  # no captions (a folder of images): no text jobs
         names = [n for n in names if FEATURES.get(n).kind != "text"] or names
     # Jobs read which others run alongside (e.g. `--weights` goes to a ResNet job only when it runs alone).
-    job_options = {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options, "_jobs": names}
-    options = dataclasses.replace(options, job_options=job_options)
+    options = dataclasses.replace(options, job_options={**options.job_options, "_jobs": names})
     store = open_store(store_path, create=True)
     if store.has_json("dataset"):
         held = store.read_json("dataset").get("name")

@@ -42,7 +42,7 @@ from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
-from lighthead.pipelines.train_utils import (EpochProgress, atomic_json, load_checkpoint, read_json, run_lock,
+from lighthead.pipelines.train_utils import (EpochProgress, atomic_json, load_checkpoint, read_run_config, run_lock,
                                              save_checkpoint)
 
 CHECKPOINTS = "checkpoints"
@@ -95,7 +95,10 @@ def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name:
 
 
 def dataset_name(store: Any, dataset: str | None) -> str:
-    """`--dataset` (a registered adapter, or the name the store records), else the store's name."""
+    """`--dataset` (a registered adapter, or the name the store records), else the store's name.
+
+    A `--dataset` other than the one the store records is refused: its records, splits and
+    dataset defaults would not match the features."""
     if dataset:
         from lighthead.pipelines.datasets import DATASETS
 
@@ -103,6 +106,9 @@ def dataset_name(store: Any, dataset: str | None) -> str:
         if dataset not in DATASETS and dataset != held:
             also = f" (this store holds {held!r})" if held else ""
             raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS.names())}{also}")
+        if held is not None and dataset != held:
+            raise ValueError(f"{store.path} holds dataset {held!r}, not {dataset!r}: leave out --dataset, or pass "
+                             "the store of that dataset")
         return dataset
     if store.has_json("dataset"):
         return str(store.read_json("dataset")["name"])
@@ -175,7 +181,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
             load(last_path)  # a run of the old pickle format: refused, saying why
         raise FileNotFoundError(f"nothing to resume: {last_path} does not exist")
     if resume:  # without new settings, continue with the run's own
-        old = read_json(out / "config.json")
+        old = read_run_config(out / "config.json")
         overrides = overrides or parse_overrides(old.get("overrides"))
         epochs = epochs if epochs is not None else old["config"].get("epochs")
     ctx = prepare(head_name, store, dataset, overrides, epochs)
@@ -370,7 +376,7 @@ def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> d
 
 def _check_same_run(out: Path, run_config: dict) -> None:
     """A resumed run must keep its head, data and config (only epochs may grow)."""
-    old = read_json(out / "config.json")
+    old = read_run_config(out / "config.json")
     run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
     diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
     diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]

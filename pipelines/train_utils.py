@@ -9,8 +9,10 @@ import os
 import random
 import socket
 import time
+import types
+import typing
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -23,17 +25,121 @@ def atomic_json(path: Path, obj: Any) -> None:
     write_file(Path(path), (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode())
 
 
-def read_json(path: Path) -> Any:
-    """A run file (config.json, data_info.json); a missing, non-UTF-8 or broken one names the file."""
+# JSON types of the run files' top-level keys: config.json's (all required) and metrics.json's.
+RUN_CONFIG = {"head": str, "dataset": str, "store": str, "config": dict, "loop": dict}
+METRICS = {"history": list, "best_epoch": int, "epochs_done": int, "selection_metric": str,
+           "val": (dict, type(None)), "test": (dict, type(None))}
+
+
+def read_json(path: Path, required: Mapping[str, Any] | None = None,
+              optional: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A run file (config.json, metrics.json, data_info.json, a sweep's trial.json): a JSON object.
+
+    required / optional: top-level key -> JSON type (dict, list, str, int, float, or a tuple of
+    them) that key must have (optional keys only when present). A missing, non-UTF-8, broken,
+    too deeply nested or wrong-typed file raises an error naming the file (and the key).
+    """
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: not found (is {path.parent} a run folder?)") from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); the file is damaged or truncated") from None
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply for a run file; the file is damaged") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: holds a JSON {_json_type(obj)}, not an object; the file is damaged")
+    for key, kinds in {**(optional or {}), **(required or {})}.items():
+        if key not in obj:
+            if required and key in required:
+                raise ValueError(f"{path}: no {key!r} entry; the file is damaged or not a run file")
+            continue
+        if not _is_json(obj[key], kinds):
+            raise ValueError(f"{path}: {key!r} is a JSON {_json_type(obj[key])}, expected {_type_names(kinds)}; "
+                             "the file is damaged")
+    return obj
+
+
+def read_run_config(path: Path) -> dict[str, Any]:
+    """A run's config.json (RUN_CONFIG's keys with their types; `overrides` an object when present)."""
+    return read_json(path, RUN_CONFIG, {"overrides": dict})
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A run's metrics.json: METRICS's keys typed when present, every history entry an object with a
+    numeric `epoch` (what the curves and sweep reports read)."""
+    summary = read_json(path, optional=METRICS)
+    for i, entry in enumerate(summary.get("history") or []):
+        if not isinstance(entry, dict) or not _is_json(entry.get("epoch"), int):
+            raise ValueError(f"{path}: history[{i}] is not an epoch entry (an object with an integer 'epoch'); "
+                             "the file is damaged")
+    return summary
+
+
+def config_from_json(config_class: type, values: Any, path: Path, what: str) -> Any:
+    """`config_class(**values)` from a run file's `what` entry (e.g. config.json's "config"): every key
+    a field, every value of the field's type (JSON lists back to tuples); else an error naming the file."""
+    from lighthead.heads.build import config_fields
+
+    fields = config_fields(config_class)
+    out = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"{path}: {what}.{key} is not a setting of {config_class.__name__} (written by "
+                             "another version?)")
+        if not _fits(value, fields[key]):
+            raise ValueError(f"{path}: {what}.{key} is a JSON {_json_type(value)}, which does not fit "
+                             f"{config_class.__name__}.{key}; the file is damaged")
+        out[key] = tuple(value) if isinstance(value, list) and "tuple" in str(fields[key]) else value
+    try:
+        return config_class(**out)
+    except (TypeError, ValueError) as e:  # a field missing, or a value its checks refuse
+        raise ValueError(f"{path}: {what}: {e}") from None
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a JSON value can stand for a config field of type `tp`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        return all(_fits(v, args[0]) for v in value) if args else True
+    if tp in (bool, int, float, str, dict):
+        return _is_json(value, tp)
+    return True  # Any, or a type JSON cannot tell apart
+
+
+def _is_json(value: Any, kinds: Any) -> bool:
+    """isinstance for JSON values: a bool is no number, an int is a float."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, int) and float in kinds:
+        return True
+    return isinstance(value, kinds)
+
+
+def _json_type(value: Any) -> str:
+    for tp, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array"),
+                     (dict, "object"), (type(None), "null")):
+        if isinstance(value, tp):
+            return name
+    return type(value).__name__
+
+
+def _type_names(kinds: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
+             bool: "a boolean", type(None): "null"}
+    return " or ".join(names.get(t, t.__name__) for t in (kinds if isinstance(kinds, tuple) else (kinds,)))
 
 
 RUN_LOCK = ".lock"  # in a run or sweep folder while one process writes it; deleted when it ends

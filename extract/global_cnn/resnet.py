@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from lighthead.extract.torch_files import load_tensors
 from lighthead.store.registry import Registry
 
 
@@ -95,10 +96,7 @@ def missing_weights_message(arch: str, path: Path) -> str:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A ResNet state dict from a torchvision-format file (also unwraps {"state_dict": ...} and "module.")."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors of a wrong or damaged file
-        raise ValueError(f"{path}: not a torch state-dict file ({e})") from None
+    obj = load_tensors(path)  # a refused or damaged file: TorchFileError (a ValueError), one line
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):

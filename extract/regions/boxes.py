@@ -92,7 +92,7 @@ def decode(deltas: torch.Tensor, boxes: torch.Tensor, weights: tuple[float, ...]
         [pred_ctr_x - 0.5 * pred_w, pred_ctr_y - 0.5 * pred_h, pred_ctr_x + 0.5 * pred_w, pred_ctr_y + 0.5 * pred_h],
         dim=-1,
     )  # (N, C, 4)
-    return out.reshape(deltas.shape[0], -1)  # (N, 4*C)
+    return out.flatten(1)  # (N, 4*C); N may be 0 (no anchor on a map with no valid cell)
 
 
 def clip(boxes: torch.Tensor, height: float, width: float, offset: float) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 
 from lighthead.extract.regions.config import DetectorConfig
 from lighthead.extract.regions.model import BottomUpDetector
+from lighthead.extract.torch_files import TorchFileError, load_tensors
 from lighthead.store import sha256_file
 
 FORMATS = ("d2-pkl", "bua-pth", "safetensors")
@@ -97,9 +98,9 @@ def read_pickle(path: Path) -> dict[str, np.ndarray]:
 def read_torch(path: Path) -> dict[str, np.ndarray]:
     """The name -> array dict of a `.pth`, read with `torch.load(weights_only=True)`."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: refused or unreadable torch checkpoint ({type(exc).__name__}: {exc})") from None
+        data = load_tensors(path)
+    except TorchFileError as exc:
+        raise CheckpointError(str(exc)) from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     elif isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

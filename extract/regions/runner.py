@@ -7,12 +7,14 @@ for the convolutions by default, box arithmetic in float32; the `precision` opti
 another), and the finished
 items go through a bounded queue to a background thread that writes them (HDF5 never makes
 the GPU wait). One bad image never stops a run: it is reported with its reason. That holds for
-unreadable files (the loader skips them) and for any failure inside the detector (a 1x5000
-image, no proposals, anything): a batch that raises is run again one image at a time, and the
-image that still raises is skipped with the error as its reason (a rerun tries it again, and
-skips it again; `lighthead.extract.per_image`, shared with the global-image jobs). Errors of
-the sink (the store: disk full, ...) still stop the run, and so does a failed device (an illegal
-memory access, a device-side assert: `per_image.is_fatal`), in the detector or in the copy out.
+unreadable files (the loader skips them) and for any failure inside the detector: a batch
+that raises is run again one image at a time, and the image that still raises is skipped with
+the error as its reason (a rerun tries it again, and skips it again;
+`lighthead.extract.per_image`, shared with the global-image jobs). An image with no proposal (a
+side under 16 pixels, e.g. 1x5000: every box is below the RPN's minimum size) is no failure: it
+gets no regions (`num_boxes` 0). Errors of the sink (the store: disk full, ...) still stop the
+run, and so does a failed device (an illegal memory access, a device-side assert:
+`per_image.is_fatal`), in the detector or in the copy out.
 """
 
 from __future__ import annotations

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import typer
 
 from lighthead.pipelines.cli import batch_options
 
 
-def parse_job_options(pairs: List[str]) -> dict[str, Any]:
-    """`key=value` strings -> dict; values "true"/"false", ints and floats are converted."""
-    out: dict[str, Any] = {}
+def parse_job_options(pairs: List[str]) -> dict[str, str]:
+    """`key=value` strings -> dict of strings; each job's settings give their types
+    (`extract_run.check_job_options`)."""
+    out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--job-option expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = _value(value.strip())
+        out[key.strip()] = value.strip()
     return out
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def extract(
@@ -39,10 +29,10 @@ def extract(
     features: Optional[str] = typer.Option(None, metavar="a,b,...", help="comma-separated feature jobs; default: every job the dataset's heads need"),
     weights: Optional[Path] = typer.Option(None, help="checkpoint for the model of the job(s)"),
     random_weights: bool = typer.Option(False, "--random-weights", help="random model weights (tests, demo); recorded in the store"),
-    batch_size: int = typer.Option(8, help="items per forward pass"),
+    batch_size: int = typer.Option(8, min=1, help="items per forward pass"),
     device: str = typer.Option("cpu", metavar="cpu|cuda", help="cpu or cuda"),
     workers: int = typer.Option(1, help="processes/GPUs sharing the work, or batch jobs with --slurm/--pbs"),
-    loader_workers: int = typer.Option(2, help="DataLoader workers decoding images"),
+    loader_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding images (0: in the main process)"),
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
     dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
     text_model: Optional[str] = typer.Option(None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),

@@ -33,7 +33,11 @@ def heads(
 
     metrics = train(head, store, out, dataset=dataset, epochs=epochs, overrides=set_, device=device,
                     resume=resume, progress=progress, threads=threads or default_threads())
-    typer.echo(f"best epoch {metrics['best_epoch']} of {metrics['epochs_done']} "
-               f"({metrics['selection_metric']}); run in {out}")
+    if metrics.get("val") is None:  # an empty validation split: nothing chose an epoch
+        typer.echo(f"no validation (the store has no val split): kept the last epoch, {metrics['epochs_done']}; "
+                   f"run in {out}")
+    else:
+        typer.echo(f"best epoch {metrics['best_epoch']} of {metrics['epochs_done']} "
+                   f"({metrics['selection_metric']}); run in {out}")
     if metrics.get("test"):
         typer.echo(markdown_table({"head": head, "dataset": metrics["dataset"], **metrics["test"]}))

@@ -5,9 +5,9 @@ their CLI name in `FEATURES`; every module defining jobs is imported explicitly 
 registration never depends on import order.
 """
 
-from lighthead.pipelines.features.base import FEATURES, ExtractOptions, FeatureJob, RunSummary
+from lighthead.pipelines.features.base import FEATURES, ExtractOptions, FeatureJob, JobOption, RunSummary
 
-__all__ = ["FEATURES", "ExtractOptions", "FeatureJob", "RunSummary"]
+__all__ = ["FEATURES", "ExtractOptions", "FeatureJob", "JobOption", "RunSummary"]
 
 
 def load_all() -> None:

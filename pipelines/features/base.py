@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from lighthead.store.registry import Registry
 
@@ -36,6 +36,10 @@ class ExtractOptions:
     def __post_init__(self) -> None:
         if self.dtype not in FEATURE_DTYPES:  # float64 doubles the store for digits no model gives; ints truncate
             raise ValueError(f"--dtype {self.dtype!r}: feature fields are stored as {' or '.join(FEATURE_DTYPES)}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.loader_workers < 0:
+            raise ValueError(f"--loader-workers must be >= 0 (0 decodes in the main process), got {self.loader_workers}")
 
 
 @dataclass
@@ -51,6 +55,16 @@ class RunSummary:
     random_weights: bool = False  # the model ran on random weights (flagged in every report)
 
 
+@dataclass(frozen=True)
+class JobOption:
+    """A setting a job reads from `--job-option` (`-o`): as `<job>.<key>`, or for every job that
+    reads it under its shared key. Checked before any job runs (`extract_run.check_job_options`)."""
+
+    type: Any = str  # bool, int, float, str or `int | None`: what a `-o` string is parsed into
+    shared: str | None = None  # the bare key setting it for every job reading it ("text_layer"); None: `<job>.<key>` only
+    choices: tuple[str, ...] = ()  # the values a str setting may take (empty: any)
+
+
 @dataclass
 class FeatureJob:
     """A registered feature job."""
@@ -60,7 +74,15 @@ class FeatureJob:
     kind: str  # "image" (one item per image_id) or "text" (one item per text id f"{record.id}#{j}")
     run: Callable[[list[Any], Any, ExtractOptions], RunSummary]  # (records, store, options) -> summary
     help: str = ""  # one line for `lighthead extract --help`
+    settings: Mapping[str, JobOption] = field(default_factory=dict)  # key -> the `-o` setting the job reads
+    # Checks what the settings mean together (a preset name, a rule that fits the job) before any
+    # job of the command runs; raises ValueError/KeyError. None: the types suffice.
+    check: Callable[[ExtractOptions], None] | None = None
 
+
+# `-o precision=`: lighthead.extract.precision.PRECISIONS, named here so that reading the settings
+# does not import torch (`--help` stays instant).
+PRECISION_OPTION = JobOption(str, shared="precision", choices=("auto", "fp32", "bf16", "fp16"))
 
 FEATURES: Registry[FeatureJob] = Registry("feature")
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
+                                              register)
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
     import torch
@@ -173,6 +174,15 @@ def _run_thumbs(records: list[Any], store: Any, options: ExtractOptions) -> RunS
     )
 
 
-register(FeatureJob("resnet18", "global/resnet18", "image", _resnet_job("resnet18"), "ResNet-18 pooled 512-d (ITIN context)"))
-register(FeatureJob("resnet152", "global/resnet152", "image", _resnet_job("resnet152"), "ResNet-152 pooled 2048-d (mFSR)"))
-register(FeatureJob("thumbs", "thumbs/64", "image", _run_thumbs, "uint8 thumbnails, 64x64 by default (mFSR reconstruction)"))
+# `-o` settings: `<job>.weights` and `<job>.random_weights` for one ResNet; shard_items and the
+# thumbnails' size also as bare keys.
+RESNET_SETTINGS = {"weights": JobOption(str), "random_weights": JobOption(bool),
+                   "shard_items": JobOption(int, shared="shard_items"), "precision": PRECISION_OPTION,
+                   "decode": JobOption(str, choices=("upright", "plain"))}  # extract.images.DECODES
+THUMB_SETTINGS = {"size": JobOption(int, shared="size"), "shard_items": JobOption(int, shared="shard_items")}
+register(FeatureJob("resnet18", "global/resnet18", "image", _resnet_job("resnet18"), "ResNet-18 pooled 512-d (ITIN context)",
+                    RESNET_SETTINGS))
+register(FeatureJob("resnet152", "global/resnet152", "image", _resnet_job("resnet152"), "ResNet-152 pooled 2048-d (mFSR)",
+                    RESNET_SETTINGS))
+register(FeatureJob("thumbs", "thumbs/64", "image", _run_thumbs, "uint8 thumbnails, 64x64 by default (mFSR reconstruction)",
+                    THUMB_SETTINGS))

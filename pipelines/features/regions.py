@@ -31,6 +31,7 @@ retry of a part whose job died, resumes by ids.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -39,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
+                                              register)
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (
@@ -221,11 +223,36 @@ def _fields(selection: Any, dim: int, dtype: str) -> list[Any]:
     return [Field(n, s, d) for n, s, d in item_fields(selection, dim, dtype)]
 
 
+class PartProgress:
+    """How many of a part's images are done (already stored, written or skipped), sent from the
+    dask worker running the part as events on `topic` (at most one a second, and a last one), so
+    the command's progress counts images while the parts run."""
+
+    def __init__(self, topic: str, part: int, done: int = 0, every: float = 1.0):
+        from distributed import get_worker
+
+        self.worker = get_worker()
+        self.topic, self.part, self.done, self.every = topic, part, done, every
+        self.sent = -math.inf
+        self.send()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if time.monotonic() - self.sent >= self.every:
+            self.send()
+
+    def send(self) -> None:
+        self.worker.log_event(self.topic, [self.part, self.done])
+        self.sent = time.monotonic()
+
+
 def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-             options: ExtractOptions, device: str, threads: int = 0) -> dict[str, Any]:
+             options: ExtractOptions, device: str, threads: int = 0,
+             report: tuple[str, int] | None = None) -> dict[str, Any]:
     """Extract `items` into the job's feature set; one process's share (also the whole job).
 
-    Module-level so worker processes (local or dask) can run it.
+    Module-level so worker processes (local or dask) can run it. report: (event topic, part
+    index) on a dask worker: the part's progress goes to the command as events (PartProgress).
     """
     import torch
 
@@ -250,9 +277,17 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
         extra = {"shard_items": int(shard_items)} if shard_items else {}
         with store.writer(name, fields=fields, attrs=attrs, **extra) as writer:
             todo = [it for it in items if not writer.is_done(it[0])]
+            part = PartProgress(report[0], report[1], len(items) - len(todo)) if report else None
             with progress_bar(job, len(todo), options.progress) as advance:
+                def step(n: int) -> None:
+                    advance(n)
+                    if part is not None:
+                        part.advance(n)
+
                 stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
-                                        options.loader_workers, options.dtype, advance, precision=precision)
+                                        options.loader_workers, options.dtype, step, precision=precision)
+            if part is not None:
+                part.send()
     finally:
         torch.set_num_threads(before)
     # what this worker committed: a concurrent run may have stored some of its images first
@@ -334,19 +369,41 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
 
 def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
                  progress: bool) -> list[dict[str, Any]]:
-    """Run each part's `run_part` as one task; results in part order (progress counts parts)."""
-    from distributed import as_completed
+    """Run each part's `run_part` as one task; results in part order. The progress counts the
+    images of every part as the workers report them (`PartProgress` events), so its rate is images/s."""
+    topic = f"lighthead-{job}-progress-{uuid.uuid4().hex[:8]}"
+    sizes = [len(spec[2]) for spec in specs]
+    done = [0] * len(specs)  # images each part reported done (all of them once its task finished)
+    finished: set[int] = set()
 
-    futures = [client.submit(run_part, *spec, key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}", pure=False,
-                             retries=1, resources=resources or None) for i, spec in enumerate(specs)]
+    def on_event(event: tuple[float, Any]) -> None:  # on the client's event loop thread
+        part, n = event[1]
+        if part not in finished:  # a late event of a finished part changes nothing
+            done[part] = n
+
+    client.subscribe_topic(topic, on_event)
+    futures = [client.submit(run_part, *spec, report=(topic, i), key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}",
+                             pure=False, retries=1, resources=resources or None) for i, spec in enumerate(specs)]
     try:
-        with progress_bar(f"{job} (parts)", len(futures), progress) as advance:
-            for _ in as_completed(futures):
-                advance(1)
+        with progress_bar(f"{job} (parts)", sum(sizes), progress) as advance:
+            shown = 0
+            while len(finished) < len(futures):
+                for i, future in enumerate(futures):
+                    if i not in finished and future.done():
+                        finished.add(i)
+                        done[i] = sizes[i]
+                        if future.status != "finished":  # failed for good: gather raises its error
+                            finished.update(range(len(futures)))
+                advance(sum(done) - shown)
+                shown = sum(done)
+                if len(finished) < len(futures):
+                    time.sleep(0.5)
         return client.gather(futures)
     except BaseException:
         client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
         raise
+    finally:
+        client.unsubscribe_topic(topic)
 
 
 def _run(job: str) -> Any:
@@ -356,7 +413,7 @@ def _run(job: str) -> Any:
 
         start = time.perf_counter()
         _, mode, _ = JOBS[job]
-        name = feature_set_name(job, selection_for(job, options))  # a bad `selection` fails here, before any work
+        name = feature_set_name(job, selection_for(job, options))
         summary = RunSummary(job=job, feature_set=name, random_weights=random_weights(options, job))
         done = set(store[name].ids) if name in store else set()
         all_ids = {r.image_id for r in records}
@@ -388,6 +445,31 @@ def _run(job: str) -> Any:
     return run
 
 
+def _settings(job: str) -> dict[str, JobOption]:
+    """The `-o` settings of a region job (module docstring); the bare `selection` reaches only the
+    fixed-K jobs."""
+    shared = {key: JobOption(tp, shared=key) for key, tp in (
+        ("weights", str), ("detector", str), ("min_size", int), ("max_size", int), ("rois", int),
+        ("roi_chunk", int), ("seed", int), ("channels_last", bool), ("threads", int), ("shard_items", int))}
+    return {
+        **shared,
+        "backend": JobOption(str, shared="backend", choices=("torch", "detectron2")),
+        # checked by `_check` (SelectionConfig.for_job), which also says whether the rule fits the job
+        "selection": JobOption(str, shared="selection" if JOBS[job][1] == "fixed" else None),
+        "random_weights": JobOption(bool),
+        "precision": PRECISION_OPTION,
+        **({"boxes_from": JobOption(str)} if JOBS[job][1] == "given" else {}),
+    }
+
+
+def _check(job: str) -> Any:
+    def check(options: ExtractOptions) -> None:
+        selection_for(job, options)  # a rule that does not fit the job
+        detector_config(job, options)  # an unknown preset, min_size > max_size, ...
+
+    return check
+
+
 _HELP = {
     "regions36": "bottom-up-attention regions, the 36 most confident (K=36 x 2048)",
     "regions100": "bottom-up-attention regions, the 100 most confident (K=100 x 2048)",
@@ -395,4 +477,4 @@ _HELP = {
     "given-boxes": "bottom-up-attention features pooled for record.extra['boxes'] (variable K)",
 }
 for _job, (_name, _, _) in JOBS.items():
-    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job]))
+    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job], _settings(_job), _check(_job)))

@@ -28,9 +28,20 @@ import time
 from typing import Any
 
 from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
+                                              register)
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
+# The `-o` settings of a text job (module docstring): `<job>.<key>`, or `text_<key>` for every text job.
+SETTINGS = {
+    **{key: JobOption(tp, shared=f"text_{key}") for key, tp in (
+        ("model", str), ("layer", int), ("max_length", int), ("sort_by_length", bool), ("lowercase", bool),
+        ("ascii_only", bool))},
+    "truncate": JobOption(str, shared="text_truncate", choices=("longest_first", "head")),
+    "shard_items": JobOption(int, shared="shard_items"),
+    "random_weights": JobOption(bool),
+    "precision": PRECISION_OPTION,
+}
 
 
 def _opt(options: ExtractOptions, job: str, key: str, default: Any) -> Any:
@@ -156,7 +167,8 @@ def _make(job: str, model_name: str, help: str) -> FeatureJob:
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
         return run_text_job(job, model_name, records, store, options)
 
-    return register(FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help))
+    return register(FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help,
+                               settings=SETTINGS))
 
 
 BERT = _make("bert", _MODELS["bert"], "BERT-base token features (MMCA, ITIN)")

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from lighthead.pipelines.extract_run import job_option, progress_bar
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
+from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, JobOption, RunSummary, register
 
 FEATURE_SET = "words/vocab"
 VOCAB_ARTIFACT = "vocab"
@@ -102,4 +102,8 @@ def run_words(records: list[Any], store: Any, options: ExtractOptions) -> RunSum
     return summary
 
 
-register(FeatureJob("words", FEATURE_SET, "text", run_words, "word ids + vocabulary from the training split (GRU heads)"))
+SETTINGS = {"vocab_threshold": JobOption(int, shared="vocab_threshold"),
+            "vocab_max_size": JobOption(int | None, shared="vocab_max_size"),
+            "shard_items": JobOption(int, shared="shard_items")}
+register(FeatureJob("words", FEATURE_SET, "text", run_words, "word ids + vocabulary from the training split (GRU heads)",
+                    SETTINGS))

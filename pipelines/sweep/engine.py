@@ -264,6 +264,11 @@ def run_sweep(
         raise ValueError(f"retries must be >= 0, got {retries}")
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if validate and spec.dataset:  # a --dataset the store does not hold fails here, not in every trial
+        from lighthead.pipelines.train import dataset_name
+        from lighthead.store import open_store
+
+        dataset_name(open_store(store), spec.dataset)
     trials = check_spec(spec, _store_dataset(store)) if validate else spec.trials()
     resolve_train_fn(train_fn)  # a missing training module fails here, not on every worker
     with run_lock(out):  # a second sweep into `out` would run trials twice and miscount them

@@ -58,7 +58,7 @@ def collect(out: Path | str, trials: Sequence[Trial]) -> list[Row]:
             rows.append(Row(t, "done", flatten(rec["metrics"]), rec.get("wall_s"),
                             selection=sel if isinstance(sel, str) else None))
         elif failed.is_file():
-            rows.append(Row(t, "failed", {}, error=read_json(failed).get("error", "")))
+            rows.append(Row(t, "failed", {}, error=read_json(failed, optional={"error": str}).get("error", "")))
         else:
             rows.append(Row(t, "pending", {}))
     return rows

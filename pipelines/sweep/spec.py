@@ -286,28 +286,51 @@ def from_args(
 _FILE_KEYS = {"head", "grid", "set", "random", "seed", "metric", "mode", "epochs", "dataset"}
 
 
+def _parse(text: str, suffix: str) -> Any:
+    """TOML or YAML text -> plain values; a syntax error raises ValueError(":<line>: <what>")
+    (one line, for the caller to put after the file name)."""
+    if suffix == ".toml":
+        import tomllib
+
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ValueError(f": not valid TOML ({e})") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        if isinstance(e, yaml.constructor.ConstructorError) and "tag" in str(e.problem):
+            # `!!python/object/apply:...` and friends: refused by safe_load, said in one line
+            raise ValueError(f"{where}: {e.problem}; a sweep file holds plain values only (no YAML tags)") from None
+        what = "; ".join(x.strip() for x in (e.context, e.problem) if x)
+        raise ValueError(f"{where}: not valid YAML ({what})") from None
+    except yaml.YAMLError as e:  # without a position (e.g. a reader error)
+        raise ValueError(f": not valid YAML ({' '.join(str(e).split())})") from None
+
+
 def load_sweep_file(path: Path | str) -> SweepSpec:
     """Read a YAML (.yaml/.yml) or TOML (.toml) sweep file; unknown keys are an error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file not found: {path}")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        import tomllib
-
-        try:
-            obj = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"{path}: {e}") from None
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            obj = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path}: {e}") from None
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml"):
         raise ValueError(f"{path}: a sweep file ends in .yaml, .yml or .toml")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+    try:
+        obj = _parse(text, path.suffix)
+    except RecursionError:
+        raise ValueError(f"{path}: nested too deeply") from None
+    except ValueError as e:
+        raise ValueError(f"{path}{e}") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a mapping with head, grid, ...")
     unknown = sorted(set(obj) - _FILE_KEYS)

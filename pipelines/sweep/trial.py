@@ -23,7 +23,7 @@ from typing import Any, Callable, Union
 
 from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.sweep.spec import Trial
-from lighthead.pipelines.train_utils import atomic_json, read_json
+from lighthead.pipelines.train_utils import atomic_json, read_json, read_metrics
 
 # The function `lighthead train heads` calls; trials call the same one.
 DEFAULT_TRAIN = "lighthead.pipelines.train:train"
@@ -154,6 +154,7 @@ def run_trial(
 def read_trial(path: Path | str) -> dict[str, Any]:
     """A finished trial's record: trial.json plus its metrics.json under "metrics"."""
     path = Path(path)
-    record = read_json(path / "trial.json")  # a damaged file is named, not a bare JSONDecodeError
-    record["metrics"] = read_json(path / "metrics.json")
+    # a damaged or wrong-typed file is named, not a bare JSONDecodeError or TypeError
+    record = read_json(path / "trial.json", optional={"wall_s": (int, float), "id": str})
+    record["metrics"] = read_metrics(path / "metrics.json")
     return record

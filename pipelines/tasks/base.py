@@ -59,6 +59,7 @@ class Task:
         self.cfg = cfg
         self.dataset = dataset
         self.options = options or TaskOptions()
+        self.records: list[Any] = []  # the records the task reads (subclasses fill it)
 
     def data_info(self) -> dict[str, Any]:
         """Sizes from the data that the head's constructor needs (JSON-able)."""
@@ -74,6 +75,10 @@ class Task:
 
     def has_split(self, split: str) -> bool:
         raise NotImplementedError
+
+    def splits(self) -> list[str]:
+        """The splits `has_split` accepts, for messages that list them."""
+        return sorted({r.split for r in self.records if r.split and self.has_split(r.split)})
 
     def evaluate(self, head: Any, split: str, device: torch.device, protocol: str = "1k",
                  limit: int = 0) -> dict[str, Any]:

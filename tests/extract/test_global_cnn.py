@@ -57,7 +57,7 @@ def test_wrapped_state_dicts_and_wrong_files(resnet18_file, tmp_path):
     with pytest.raises(ValueError, match=r"does not hold resnet18 weights: missing \['layer4.1.bn2.weight'\]"):
         build_global_cnn("resnet18", tmp_path / "broken.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a torch state-dict file"):
+    with pytest.raises(ValueError, match="junk.pth: not a torch weights file"):
         build_global_cnn("resnet18", tmp_path / "junk.pth")
 
 

@@ -266,3 +266,188 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(store, tmp_
     assert lighthead(*train_args(store, tmp_path / "run")) == 130
     err = capsys.readouterr().err
     assert "error:" not in err and err.strip().startswith("interrupted: everything committed so far is kept")
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from lighthead.pipelines.datasets.demo import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "demo", n_images=2, size=64)
+
+
+@pytest.mark.parametrize("option, words", [
+    ("min_size=abc", ["error: -o min_size: expected an integer, got 'abc'"]),
+    ("minilm.random_weights=maybe", ["error: -o minilm.random_weights: expected a boolean"]),
+    ("backend=gpu", ["error: -o backend: expected one of torch, detectron2, got 'gpu'"]),
+    ("nosuch=1", ["unknown -o key 'nosuch'", "min_size", "text_layer", "vocab_threshold",
+                  "regions36: backend", "bert/minilm/roberta: layer"]),
+    ("regions36.nosuch=1", ["unknown -o key 'regions36.nosuch'; regions36 reads: backend", "selection"]),
+    ("nojob.size=1", ["-o nojob.size: no feature job 'nojob'", "regions36", "thumbs"]),
+    ("regions36.selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
+    ("detector=nosuch", ["unknown detector preset 'nosuch'", "tiny"]),
+])
+def test_job_options_are_checked_before_any_job_runs(demo_root, tmp_path, capsys, option, words):
+    """A `-o` value that does not parse (one line naming the key and the type), an unknown key
+    (the valid ones listed), or a region setting that means nothing (a bad selection, preset)
+    stops the command before its first job: minilm, listed first, has not run."""
+    store = tmp_path / "st"
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", store, "--features",
+                     "minilm,regions36", "--random-weights", "-o", option, "--loader-workers", "0",
+                     "--no-progress") == 1
+    line = error_line(capsys)
+    assert all(w in line for w in words), line
+    assert not store.exists()
+
+
+def test_typed_job_options_reach_the_jobs(demo_root, tmp_path):
+    from lighthead.pipelines.extract_run import check_job_options
+
+    assert check_job_options({"min_size": "96", "channels_last": "no", "text_layer": "-2", "vocab_max_size": "none",
+                              "thumbs.size": 32, "minilm.random_weights": False}) == {
+        "min_size": 96, "channels_last": False, "text_layer": -2, "vocab_max_size": None, "thumbs.size": 32,
+        "minilm.random_weights": False}
+    with pytest.raises(ValueError, match=r"-o thumbs.size: expected an integer, got '2.5'"):
+        check_job_options({"thumbs.size": 2.5})
+
+
+@pytest.mark.parametrize("flag, value, least", [("--loader-workers", "-1", 0), ("--batch-size", "0", 1)])
+def test_negative_loader_workers_are_refused(demo_root, tmp_path, capsys, flag, value, least):
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", tmp_path / "st",
+                     "--features", "thumbs", flag, value) == 2
+    line = error_line(capsys)
+    assert f"invalid value for '{flag}'" in line and f"greater than or equal to {least}" in line, line
+    assert not (tmp_path / "st").exists()
+    from lighthead.pipelines.features import ExtractOptions
+
+    with pytest.raises(ValueError, match="--loader-workers must be >= 0"):
+        ExtractOptions(loader_workers=-1)
+
+
+def test_a_dataset_other_than_the_stores_is_refused(store, tmp_path, capsys):
+    """`--dataset coco` on a store of another dataset: one line naming both and the store."""
+    assert lighthead("train", "heads", "vsepp", "--store", store, "--out", tmp_path / "r", "--dataset", "coco",
+                     "--epochs", "1", "--no-progress", *TINY_SET) == 1
+    assert error_line(capsys) == (f"error: {store} holds dataset 'synthetic', not 'coco': leave out --dataset, or "
+                                  "pass the store of that dataset")
+    assert not (tmp_path / "r").exists()
+    assert lighthead("sweep", "vsepp", "--store", store, "--out", tmp_path / "sw", "--grid", "margin=0.1,0.2",
+                     "--dataset", "f30k", "--no-progress") == 1
+    line = error_line(capsys)
+    assert "holds dataset 'synthetic', not 'f30k'" in line and str(store) in line
+    assert not (tmp_path / "sw").exists()
+
+
+def test_evaluate_unknown_split_lists_the_valid_ones(run, capsys):
+    assert lighthead("evaluate", run, "--split", "nosuch", "--device", "cpu") == 1
+    assert error_line(capsys) == f"error: the store of {run} has no 'nosuch' split; splits: test, train, val"
+
+
+def test_a_run_without_validation_names_no_best_epoch(tmp_path, capsys):
+    from tests.conftest_helpers import build_retrieval_store
+
+    store = build_retrieval_store(tmp_path / "store", n_images=25, splits=(20, 0, 5), region_dim=32, num_regions=6,
+                                  global_dim=32, token_dim=8)
+    assert lighthead(*train_args(store, tmp_path / "run")) == 0
+    out = capsys.readouterr().out
+    assert "best epoch" not in out
+    assert f"no validation (the store has no val split): kept the last epoch, 1; run in {tmp_path / 'run'}" in out
+
+
+@pytest.mark.parametrize("job", ["regions36", "resnet18"])
+@pytest.mark.parametrize("damage", ["code", "opcode", "truncated"])
+def test_refused_torch_weights_are_one_line_without_torch_advice(demo_root, tmp_path, capsys, job, damage):
+    """torch's weights_only refusal is several lines and recommends `weights_only=False` (which would
+    run the file's code): the user sees one line naming the file, torch's reason, and no advice."""
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "code-ran"),))
+
+    weights = tmp_path / "weights.pth"
+    if damage == "code":
+        torch.save({"model": {"x": Payload()}}, weights)
+    elif damage == "opcode":  # a bare protocol-4 pickle: torch's unpickler stops at an opcode it lacks
+        weights.write_bytes(pickle.dumps({"x": Payload()}, protocol=4))
+    else:
+        torch.save({"x": torch.zeros(3)}, weights)
+        weights.write_bytes(weights.read_bytes()[:200])
+    where = ["--weights", weights, "-o", "detector=tiny"] if job == "regions36" else ["-o", f"resnet18.weights={weights}"]
+    assert lighthead("extract", "--dataset", "demo", "--root", demo_root, "--store", tmp_path / "st", "--features",
+                     job, *where, "--loader-workers", "0", "--no-progress") == 1
+    err = capsys.readouterr().err
+    assert "weights_only" not in err and "warning" not in err and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {weights}: "), err
+    if damage == "truncated":
+        assert "not a readable torch weights file" in lines[0]
+    else:
+        assert "refused to load" in lines[0] and "could run code" in lines[0]
+    if damage == "code":
+        assert "posix.mkdir" in lines[0], lines[0]  # torch's reason: the function the file asks for
+    assert not (tmp_path / "code-ran").exists()
+
+
+@pytest.mark.parametrize("name, data, want", [
+    ("tag.yaml", b"head: vsepp\ngrid: !!python/object/apply:os.system [touch RAN]\n",
+     ":2: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'; a sweep "
+     "file holds plain values only (no YAML tags)"),
+    ("local.yaml", b"head: vsepp\ngrid:\n  margin: !tuple [0.1]\n", ":3: could not determine a constructor for the tag"),
+    ("latin1.yaml", b"head: vsepp\n# marge \xe9tendue\ngrid: {margin: [0.1, 0.2]}\n",
+     ":2: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+    ("syntax.yaml", b"head: vsepp\ngrid: {margin: [0.1\n", ":3: not valid YAML (while parsing a flow sequence; expected"),
+    ("deep.yaml", b"head: vsepp\ngrid: " + b"[" * 20000, ": nested too deeply"),
+    ("syntax.toml", b"head = \n", ": not valid TOML (Invalid value (at line 1, column 8))"),
+])
+def test_bad_sweep_files_are_one_line_naming_the_file_and_line(store, tmp_path, capsys, name, data, want):
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert lighthead("sweep", "--store", store, "--out", tmp_path / "sw", "--file", path, "--no-progress") == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}{want}"), line
+    assert not (tmp_path / "sw").exists() and not (tmp_path / "RAN").exists()
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # beyond Python's recursion limit when parsed
+
+
+@pytest.mark.parametrize("name, edit, want", [
+    ("config.json", lambda c: DEEP, "nested too deeply for a run file"),
+    ("config.json", lambda c: "[1, 2]", "holds a JSON array, not an object"),
+    ("config.json", lambda c: {**c, "config": [1]}, "'config' is a JSON array, expected an object"),
+    ("config.json", lambda c: {k: v for k, v in c.items() if k != "head"}, "no 'head' entry"),
+    ("config.json", lambda c: {**c, "head": 7}, "'head' is a JSON number, expected a string"),
+    ("config.json", lambda c: {**c, "config": {**c["config"], "embed_size": "big"}},
+     "config.embed_size is a JSON string, which does not fit"),
+    ("config.json", lambda c: {**c, "loop": {**c["loop"], "seed": [0]}}, "loop.seed is a JSON array"),
+    ("config.json", lambda c: {**c, "loop": {**c["loop"], "nosuch": 1}}, "loop.nosuch is not a setting of LoopConfig"),
+    ("data_info.json", lambda c: {**c, "vocab_size": "many"}, "its sizes do not build a vsepp head"),
+    ("data_info.json", lambda c: DEEP, "nested too deeply"),
+    ("metrics.json", lambda c: DEEP, "nested too deeply"),
+    ("metrics.json", lambda c: {**c, "history": {"epoch": 1}}, "'history' is a JSON object, expected an array"),
+    ("metrics.json", lambda c: {**c, "history": [1, 2]}, "history[0] is not an epoch entry"),
+    ("metrics.json", lambda c: {**c, "history": [{"epoch": "one"}]}, "history[0] is not an epoch entry"),
+])
+def test_deep_or_wrong_typed_run_json_names_the_file(run, capsys, name, edit, want):
+    path = run / name
+    new = edit(json.loads(path.read_text()))
+    path.write_text(new if isinstance(new, str) else json.dumps(new))
+    assert lighthead("evaluate", run, "--device", "cpu") == 1
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}: ") and want in line, line
+
+
+def test_resume_and_sweep_reports_read_typed_run_files(store, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "config.json").write_text(json.dumps({**json.loads((run / "config.json").read_text()), "overrides": [3]}))
+    assert lighthead("train", "heads", "vsepp", "--store", store, "--out", run, "--resume", "--no-progress") == 1
+    assert error_line(capsys).startswith(f"error: {run / 'config.json'}: 'overrides' is a JSON array, expected an object")
+    from lighthead.pipelines.sweep.trial import read_trial
+
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    (trial / "trial.json").write_text(json.dumps({"id": "t1", "wall_s": "slow"}))
+    (trial / "metrics.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"trial.json: 'wall_s' is a JSON string, expected an integer or a number"):
+        read_trial(trial)

@@ -72,7 +72,11 @@ def test_slurm_and_pbs_exclude_each_other(tmp_path, capsys):
     assert rc == 1 and capsys.readouterr().err.strip() == "error: --slurm and --pbs exclude each other"
 
 
-def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path):
+def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path, capsys):
+    """... and its progress counts the images the parts report, not finished parts: the last line
+    reads `regions36 (parts): 4/4 (100%), X items/s`, a rate of images."""
+    import re
+
     from lighthead.pipelines.sweep import ClusterOptions
 
     load_all()
@@ -82,9 +86,42 @@ def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path)
     base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False,
                 job_options={"detector": "tiny", "shard_items": 1})
     FEATURES.get("regions36").run([r for r in records if r.image_id in images[:2]], store, ExtractOptions(**base))
-    opts = ExtractOptions(**base, cluster=ClusterOptions(workers=2, dashboard=None))
+    opts = ExtractOptions(**{**base, "progress": True}, cluster=ClusterOptions(workers=2, dashboard=None))
+    capsys.readouterr()
     summary = FEATURES.get("regions36").run(records, store, opts)
     assert summary.already_done == 2 and summary.written == len(images) - 2 and not summary.skipped
     fs = open_store(tmp_path / "store")["regions/butd-r101-vg-36"]
     assert sorted(fs.ids) == images  # every id exactly once
     assert verify(tmp_path / "store") == []
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("regions36 (parts)")]
+    last = re.match(r"regions36 \(parts\): (\d+)/(\d+) \(100%\), ([\d.]+) items/s, done in", lines[-1])
+    assert last and last.group(1) == last.group(2) == str(len(images) - 2), lines
+    assert float(last.group(3)) > 0.0
+
+
+def test_a_part_reports_its_progress_as_events(demo, tmp_path):
+    """The worker side: a part sends (part, images done) events, the already stored ones included."""
+    from distributed import Client, LocalCluster
+
+    from lighthead.pipelines.features.regions import run_part
+
+    load_all()
+    _, records = demo
+    items = sorted({(r.image_id, r.image_path) for r in records})
+    opts = ExtractOptions(random_weights=True, batch_size=2, loader_workers=0, progress=False,
+                          job_options={"detector": "tiny"})
+    open_store(tmp_path / "store", create=True)
+    run_part("regions36", str(tmp_path / "store"), items[:2], None, opts, "cpu")  # two already stored
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        seen: list = []
+        client.subscribe_topic("t", lambda event: seen.append(list(event[1])))
+        res = client.submit(run_part, "regions36", str(tmp_path / "store"), items, None, opts, "cpu",
+                            report=("t", 3)).result()
+        import time
+
+        deadline = time.monotonic() + 10
+        while (not seen or seen[-1] != [3, 6]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert res["written"] == 4
+    assert seen[0] == [3, 2] and seen[-1] == [3, 6], seen

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.ops import roi_pool
 
 from lighthead.extract.regions.batching import pad_batch
@@ -69,6 +70,36 @@ def test_padding_invariance(tiny_model):
     assert (h, w) == tuple(res4_plain.shape[2:])
     assert torch.allclose(res4_pad[0, :, :h, :w], res4_plain[0], atol=1e-5)
     assert res4_pad[0, :, h:, :].abs().max() == 0 and res4_pad[0, :, :, w:].abs().max() == 0
+
+
+@pytest.mark.parametrize("mode", ["fixed", "adaptive", "d2-maxnms", "given"])
+def test_extreme_aspect_ratios_give_no_proposal_and_leave_the_batch_alone(tiny_model, mode):
+    """1 x 5000 and 5000 x 1 images resize to 160 x 1 / 1 x 160 (a map with no valid cell at
+    stride 16), and no box of them passes the 16 px minimum: no regions, not an error. Given
+    boxes are pooled as usual; the other image of the batch gets what it gets alone."""
+    from lighthead.extract.regions.batching import Prepare
+
+    prepare = Prepare(tiny_model.cfg)
+    tall, wide = (prepare(Image.new("RGB", size, (200, 30, 30))) for size in ((1, 5000), (5000, 1)))
+    assert tall["size"] == (160, 1) and wide["size"] == (1, 160)
+    normal = noise_images([(96, 128)])[0]
+    if mode == "given":
+        sel = SelectionConfig(mode="given")
+    else:
+        sel = SelectionConfig.for_job("fixed" if mode != "adaptive" else mode, 20, "d2-maxnms" if mode == "d2-maxnms" else None)
+    images = [tall["image"], wide["image"], normal]
+    scales = [tall["scale"], wide["scale"], 1.0]
+    boxes = [torch.tensor([[0.0, 0.0, 0.0, 40.0], [0.0, 0.0, 0.0, 4999.0]])] * 3 if mode == "given" else None
+    out = tiny_model(pad_batch(images, 32), [tuple(x.shape[1:]) for x in images], scales, boxes)
+    regions = tiny_model.regions(out, sel)
+    alone = tiny_model.regions(tiny_model(pad_batch([normal], 32), [(96, 128)], [1.0], boxes and boxes[:1]), sel)[0]
+    for r in regions[:2]:
+        n = 2 if mode == "given" else 0
+        assert r["boxes"].shape == (n, 4) and r["features"].shape == (n, tiny_model.cfg.feature_dim)
+        assert r["object_ids"].shape == r["attr_scores"].shape == (n,)
+        assert torch.isfinite(r["features"]).all()
+    assert torch.allclose(regions[2]["features"], alone["features"], atol=1e-4)
+    assert torch.equal(regions[2]["object_ids"], alone["object_ids"])
 
 
 def test_given_boxes_equal_direct_roi_pool_res5_mean(tiny_model):
