@@ -280,7 +280,7 @@ def demo_root(tmp_path_factory):
     ("minilm.random_weights=maybe", ["error: -o minilm.random_weights: expected a boolean"]),
     ("backend=gpu", ["error: -o backend: expected one of torch, detectron2, got 'gpu'"]),
     ("nosuch=1", ["unknown -o key 'nosuch'", "min_size", "text_layer", "vocab_threshold",
-                  "regions36: backend", "bert/minilm/roberta: layer"]),
+                  "regions36: backend", "bert/minilm/roberta: ascii_only, layer", "given-boxes: backend, boxes_from"]),
     ("regions36.nosuch=1", ["unknown -o key 'regions36.nosuch'; regions36 reads: backend", "selection"]),
     ("nojob.size=1", ["-o nojob.size: no feature job 'nojob'", "regions36", "thumbs"]),
     ("regions36.selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
