@@ -33,7 +33,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lighthead.pipelines.extract_run import job_option, progress_bar, random_weights
 from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, RunSummary, register
@@ -296,21 +296,29 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
         threads = conn.threads or max(1, (os.cpu_count() or 1) // n)
         specs = _specs(job, store_path, items, boxes, options, n, devices, threads)
         resources = conn.resources if started else None  # an existing scheduler's workers may not declare them
-        return submit_parts(conn.client, job, specs, resources, options.progress)
+        return submit_parts(conn.client, job, specs, resources, options.progress, conn.ended)
 
 
 def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
-                 progress: bool) -> list[dict[str, Any]]:
-    """Run each part's `run_part` as one task; results in part order (progress counts parts)."""
-    from distributed import as_completed
+                 progress: bool, ended: Callable[[], str | None] | None = None) -> list[dict[str, Any]]:
+    """Run each part's `run_part` as one task; results in part order (progress counts parts).
+    ended: the batch jobs' watch (`sweep.batch.JobWatch`); None for other clusters."""
+    from distributed import KilledWorker
+
+    from lighthead.pipelines.sweep.batch import BatchError, completed
 
     futures = [client.submit(run_part, *spec, key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}", pure=False,
                              retries=1, resources=resources or None) for i, spec in enumerate(specs)]
     try:
         with progress_bar(f"{job} (parts)", len(futures), progress) as advance:
-            for _ in as_completed(futures):
+            for _ in completed(futures, ended):
                 advance(1)
         return client.gather(futures)
+    except KilledWorker:  # the scheduler's text spans lines and names no way out
+        client.cancel(futures)
+        raise BatchError(f"{job}: a part lost its worker on every attempt (its batch job ended or the worker "
+                         "process died; see the job logs); what finished is kept: rerun the same command "
+                         "to resume") from None
     except BaseException:
         client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
         raise

@@ -7,6 +7,7 @@ import pytest
 from lighthead.pipelines.datasets.demo import generate, load
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
 from lighthead.store import open_store, verify
+from tests.pipelines import fake_batch
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +18,17 @@ def demo(tmp_path_factory):
 
 @pytest.mark.parametrize("flag", ["--slurm", "--pbs"])
 def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp_path, monkeypatch, flag):
-    """The command line's batch options are in the script dask-jobqueue would submit (no job is
-    submitted here: `scale` only records the script), and the parts cover every image once."""
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    """The command line's batch options are in the scripts submitted (to a stand-in sbatch/qsub:
+    no job runs), one per worker, and the parts cover every image once."""
+    pytest.importorskip("dask_jobqueue")
     import lighthead.pipelines.features.regions as regions
     from lighthead.pipelines.cli import app
     from lighthead.pipelines.cli.common import run_app
 
-    cls = dask_jobqueue.SLURMCluster if flag == "--slurm" else dask_jobqueue.PBSCluster
-    seen: dict = {"jobs": []}
+    jobs = fake_batch.install(tmp_path, monkeypatch)
+    seen: dict = {}
 
-    def scale(self, jobs=None, **kw):  # also called with 0 on close
-        seen["jobs"].append(jobs)
-        seen.setdefault("script", self.job_script())
-
-    monkeypatch.setattr(cls, "scale", scale)
-
-    def fake_submit(client, job, specs, resources, progress):
+    def fake_submit(client, job, specs, resources, progress, ended=None):
         seen.update(specs=specs, resources=resources)
         return []
 
@@ -45,8 +40,9 @@ def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp
                        flag, "--workers", "3", "--cores", "4", "--memory", "16GB", "--walltime", "02:00:00",
                        "--queue", "gpu", "--account", "proj", f"--job-directive={directive}", "--device", "cuda"])
     assert rc == 0
-    script = seen["script"]
-    assert 3 in seen["jobs"]  # three batch jobs: --workers 3
+    submitted = fake_batch.scripts(jobs)
+    assert len(submitted) == 3  # three batch jobs: --workers 3
+    script = submitted[0]
     assert "--nthreads 4" in script and "trial=1,GPU=1" in script  # one part at a time per job, one GPU
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
     if flag == "--slurm":
