@@ -351,8 +351,11 @@ def _run(job: str) -> Any:
             results = (_run_parallel(job, str(store.path), items, boxes, options) if parallel
                        else [run_part(job, str(store.path), items, boxes, options, options.device)])
             for res in results:
-                summary.written += res["written"]
                 summary.skipped.extend(res["skipped"])
+            # What the set gained while we ran: a part retried after its batch job ended also
+            # committed ids in the attempt that died, which no result reports.
+            stored = set(store[name].ids) if name in store else set()
+            summary.written = len(stored & {image_id for image_id, _ in items})
         summary.seconds = time.perf_counter() - start
         return summary
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lighthead.pipelines.datasets.demo import generate, load
@@ -84,3 +86,26 @@ def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path)
     fs = open_store(tmp_path / "store")["regions/butd-r101-vg-36"]
     assert sorted(fs.ids) == images  # every id exactly once
     assert verify(tmp_path / "store") == []
+
+
+def test_the_summary_counts_what_a_part_that_lost_its_job_committed(demo, tmp_path, monkeypatch):
+    """A part whose batch job ends mid-way is retried; the retry reports only the ids it wrote
+    itself, so the summary counts what the feature set gained instead."""
+    import lighthead.pipelines.features.regions as regions
+
+    load_all()
+    _, records = demo
+    images = sorted({r.image_id for r in records})
+
+    def parts_with_one_lost_attempt(job, store_path, items, boxes, options):
+        quiet = replace(options, workers=1, cluster=None, progress=False)
+        regions.run_part(job, store_path, items[:2], boxes, quiet, "cpu")  # the attempt whose job ended
+        return [regions.run_part(job, store_path, items, boxes, quiet, "cpu")]  # its retry
+
+    monkeypatch.setattr(regions, "_run_parallel", parts_with_one_lost_attempt)
+    store = open_store(tmp_path / "store", create=True)
+    opts = ExtractOptions(random_weights=True, batch_size=4, loader_workers=0, progress=False, workers=2,
+                          job_options={"detector": "tiny"})
+    summary = FEATURES.get("regions36").run(records, store, opts)
+    assert summary.written == len(images) and summary.already_done == 0
+    assert sorted(open_store(tmp_path / "store")["regions/butd-r101-vg-36"].ids) == images

@@ -175,3 +175,41 @@ def test_a_batch_cluster_without_dashboard_keeps_off_8787(tmp_path, monkeypatch)
 
 def _http_host(dask_scheduler) -> str:
     return dask_scheduler.http_server.address
+
+
+class _Scheduler:
+    """A client whose scheduler reports the worker names of `steps`, one step per look."""
+
+    def __init__(self, *steps: list[str]) -> None:
+        self.steps = list(steps)
+
+    def scheduler_info(self) -> dict:
+        names = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+        return {"workers": {f"tcp://w/{n}": {"name": n} for n in names}}
+
+
+def test_the_jobs_count_as_ended_once_each_joined_and_none_is_left():
+    from lighthead.pipelines.sweep.batch import JobWatch
+
+    # One job still queued (never joined) while the other left: wait for it.
+    watch = JobWatch(_Scheduler(["job-0"], [], []), jobs=2, system="SLURM", grace=0, every=0)
+    assert [watch(), watch(), watch()] == [None, None, None]
+    # Both joined, then both left: no worker will come back.
+    watch = JobWatch(_Scheduler(["job-0"], ["job-0", "job-1"], ["job-1"], []), jobs=2, system="SLURM",
+                     grace=0, every=0)
+    assert [watch(), watch(), watch()] == [None, None, None]
+    assert watch().startswith("all 2 SLURM job(s) ended before the work was done")
+
+
+def test_waiting_on_results_stops_when_the_jobs_have_ended(dask_client):
+    """Without the watch, a task no worker can run is waited for forever."""
+    from lighthead.pipelines.sweep.batch import BatchError, completed
+
+    stuck = dask_client.submit(sum, [1, 2], resources={"no-such-resource": 1}, pure=False)
+    try:
+        with pytest.raises(BatchError, match="^all 1 SLURM job"):
+            list(completed([stuck], lambda: "all 1 SLURM job(s) ended"))
+    finally:
+        stuck.cancel()
+    done = dask_client.submit(sum, [1, 2], pure=False)
+    assert [f.result() for f in completed([done], lambda: None)] == [3]
