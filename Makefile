@@ -36,8 +36,8 @@ $(VENV)/.installed: pyproject.toml constraints/tested.txt
 demo: install ## generate the demo dataset, extract its features, train and evaluate heads (CPU, minutes)
 	$(LH) demo --out $(DEMO_OUT)
 
-test: install ## run the tests (CPU, no network; GPU tests are deselected)
-	$(PY) -m pytest -q -m "not gpu"
+test: install ## run the tests (CPU, no network; GPU and SLURM tests are deselected)
+	$(PY) -m pytest -q -m "not gpu and not slurm"
 
 bench: install ## run the benchmarks in their quick mode and print their ratios (BENCH_ARGS= for full sizes)
 	$(PY) -m bench.store $(BENCH_ARGS)

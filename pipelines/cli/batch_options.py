@@ -1,4 +1,8 @@
-"""The batch-job options `extract` and `sweep` share (--slurm/--pbs through dask-jobqueue)."""
+"""The batch-job options `extract` and `sweep` share (--slurm/--pbs through dask-jobqueue).
+
+Their values are checked before any job script is written (`sweep.batch.check_options`, from
+`ClusterOptions`); given without --slurm/--pbs they are refused.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from typing import List, Optional
 import typer
 
 # One declaration each, used as the default of both commands' parameters.
-CORES: Optional[int] = typer.Option(None, help="cores per batch job (default: jobqueue.yaml)")
+CORES: Optional[int] = typer.Option(None, min=1, help="cores per batch job (default: jobqueue.yaml)")
 MEMORY: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)")
 QUEUE: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition")
 ACCOUNT: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project")
-WALLTIME: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00")
+WALLTIME: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00 (SLURM also D-HH:MM:SS)")
 JOB_DIRECTIVE: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)")
 
 

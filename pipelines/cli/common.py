@@ -37,8 +37,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     from lighthead.pipelines.datasets.base import DatasetError
+    from lighthead.pipelines.sweep.batch import BatchError  # batch jobs refused, or all ended
 
-    errors.append(DatasetError)
+    errors += [DatasetError, BatchError]
     for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),
                          ("lighthead.extract.images", "ImageReadError"),
                          ("lighthead.extract.per_image", "DeviceError")):

@@ -31,7 +31,7 @@ def extract(
     random_weights: bool = typer.Option(False, "--random-weights", help="random model weights (tests, demo); recorded in the store"),
     batch_size: int = typer.Option(8, min=1, help="items per forward pass"),
     device: str = typer.Option("cpu", metavar="cpu|cuda", help="cpu or cuda"),
-    workers: int = typer.Option(1, help="processes/GPUs sharing the work, or batch jobs with --slurm/--pbs"),
+    workers: int = typer.Option(1, min=1, help="processes/GPUs sharing the work, or batch jobs with --slurm/--pbs"),
     loader_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding images (0: in the main process)"),
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
     dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
@@ -55,12 +55,13 @@ def extract(
         raise ValueError("--weights and --random-weights exclude each other")
     cluster = None
     batch = batch_options.batch_kind(slurm, pbs)
-    if batch:
+    job_settings = {"cores": cores, "memory": memory, "queue": queue, "account": account, "walltime": walltime,
+                    "job_directives": list(job_directive)}
+    if batch or any(v not in (None, []) for v in job_settings.values()):
         from lighthead.pipelines.sweep import ClusterOptions
 
-        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, cores=cores,
-                                 memory=memory, queue=queue, account=account, walltime=walltime,
-                                 job_directives=list(job_directive), dashboard=None)
+        # Checks every batch value (and refuses them without --slurm/--pbs) before any work.
+        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, dashboard=None, **job_settings)
     job_options = parse_job_options(job_option)
     if text_model:
         job_options["text_model"] = text_model

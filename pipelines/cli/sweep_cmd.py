@@ -25,7 +25,7 @@ def sweep(
     epochs: Optional[int] = typer.Option(None, help="epochs per trial (default: the head's)"),
     dataset: Optional[str] = typer.Option(None, metavar="NAME", help="dataset name (default: the one recorded in the store)"),
     scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (default: a local cluster)"),
-    workers: int = typer.Option(2, help="local worker processes, or batch jobs with --slurm/--pbs"),
+    workers: int = typer.Option(2, min=1, help="local worker processes, or batch jobs with --slurm/--pbs"),
     threads: Optional[int] = typer.Option(None, help="torch threads per trial (default: cores / workers)"),
     device: Optional[str] = typer.Option(None, metavar="cpu|cuda", help="cpu or cuda (cuda: each trial asks for a GPU)"),
     retries: int = typer.Option(1, help="extra attempts of a trial that raises or whose worker dies"),

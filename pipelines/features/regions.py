@@ -37,7 +37,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
 from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
@@ -364,13 +364,19 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
         threads = conn.threads or max(1, (os.cpu_count() or 1) // n)
         specs = _specs(job, store_path, items, boxes, options, n, [options.device], threads)
         resources = conn.resources if started else None  # an existing scheduler's workers may not declare them
-        return submit_parts(conn.client, job, specs, resources, options.progress)
+        return submit_parts(conn.client, job, specs, resources, options.progress, conn.ended)
 
 
 def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
-                 progress: bool) -> list[dict[str, Any]]:
+                 progress: bool, ended: Callable[[], str | None] | None = None) -> list[dict[str, Any]]:
     """Run each part's `run_part` as one task; results in part order. The progress counts the
-    images of every part as the workers report them (`PartProgress` events), so its rate is images/s."""
+    images of every part as the workers report them (`PartProgress` events), so its rate is images/s.
+    ended: the batch jobs' watch (`sweep.batch.JobWatch`), which says when no worker will come
+    back (the parts would wait forever); None for other clusters."""
+    from distributed import KilledWorker
+
+    from lighthead.pipelines.sweep.batch import BatchError
+
     topic = f"lighthead-{job}-progress-{uuid.uuid4().hex[:8]}"
     sizes = [len(spec[2]) for spec in specs]
     done = [0] * len(specs)  # images each part reported done (all of them once its task finished)
@@ -397,8 +403,16 @@ def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str,
                 advance(sum(done) - shown)
                 shown = sum(done)
                 if len(finished) < len(futures):
+                    reason = ended() if ended is not None else None
+                    if reason:
+                        raise BatchError(reason)
                     time.sleep(0.5)
         return client.gather(futures)
+    except KilledWorker:  # the scheduler's text spans lines and names no way out
+        client.cancel(futures)
+        raise BatchError(f"{job}: a part lost its worker on every attempt (its batch job ended or the worker "
+                         "process died; see the job logs); what finished is kept: rerun the same command "
+                         "to resume") from None
     except BaseException:
         client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
         raise
@@ -437,8 +451,11 @@ def _run(job: str) -> Any:
             results = (_run_parallel(job, str(store.path), items, boxes, options) if parallel
                        else [run_part(job, str(store.path), items, boxes, options, options.device)])
             for res in results:
-                summary.written += res["written"]
                 summary.skipped.extend(res["skipped"])
+            # What the set gained while we ran: a part retried after its batch job ended also
+            # committed ids in the attempt that died, which no result reports.
+            stored = set(store[name].ids) if name in store else set()
+            summary.written = len(stored & {image_id for image_id, _ in items})
         summary.seconds = time.perf_counter() - start
         return summary
 

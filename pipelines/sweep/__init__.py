@@ -1,8 +1,8 @@
 """Sweeps over cached features: a grid or random search over a head's config on dask.
 
 `spec` (what to try), `trial` (one dask task: train one config into its own folder),
-`engine` (clusters, submission, retries, skipping finished trials), `report` (summary.csv,
-best.json, sweep.png).
+`engine` (clusters, submission, retries, skipping finished trials), `batch` (SLURM/PBS jobs:
+option checks, refused submissions, jobs that ended), `report` (summary.csv, best.json, sweep.png).
 """
 
 from lighthead.pipelines.sweep.engine import ClusterOptions, SweepResult, check_spec, connect, print_result, run_sweep

@@ -10,7 +10,10 @@ Dask traps handled here (see the distributed docs on worker processes and the na
 - a long-lived worker keeps CUDA memory cached: each trial empties it when done (trial.py);
 - a worker that dies mid-trial: the scheduler re-runs the task on another worker, up to
   `retries` times (`distributed.scheduler.allowed-failures` on the clusters we start);
-  exceptions inside a trial are retried by `client.submit(..., retries=)`.
+  exceptions inside a trial are retried by `client.submit(..., retries=)`; batch jobs that
+  have all ended stop the wait with one line (batch.py);
+- a cluster we start without a dashboard still serves the scheduler's HTTP routes, by default
+  on :8787: it gets a free local port instead.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
+from lighthead.pipelines.sweep import batch as batch_jobs
 from lighthead.pipelines.sweep import report
 from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial
 from lighthead.pipelines.sweep.trial import (
@@ -60,6 +64,7 @@ class ClusterOptions:
             raise ValueError(f"batch must be slurm or pbs, got {self.batch!r}")
         if self.batch and self.scheduler:
             raise ValueError("--scheduler and --slurm/--pbs exclude each other")
+        batch_jobs.check_options(self)  # before any job script is written
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Connection:
     threads: int | None  # torch threads per trial
     resources: dict[str, float]  # worker resources each trial task asks for
     dashboard: str | None  # dashboard URL, when the scheduler serves one
+    ended: Callable[[], str | None] | None = None  # batch jobs: why no worker will come back, else None
 
 
 @dataclass
@@ -158,7 +164,7 @@ def connect(opts: ClusterOptions, gpu: bool = False, retries: int = 1, console: 
             client.close()
         return
     if opts.batch:
-        cluster, threads = _batch_cluster(opts, gpu, config)
+        cluster, threads = batch_jobs.start_cluster(opts, gpu, config)
         resources["trial"] = 1  # a job's worker has `cores` threads but runs one trial at a time
     else:
         from distributed import LocalCluster
@@ -169,13 +175,15 @@ def connect(opts: ClusterOptions, gpu: bool = False, retries: int = 1, console: 
                 n_workers=opts.workers,
                 threads_per_worker=1,  # one trial per worker process at a time
                 processes=True,
-                dashboard_address=opts.dashboard,
+                dashboard_address=opts.dashboard or "127.0.0.1:0",
+                scheduler_kwargs=None if opts.dashboard else {"dashboard": False},
                 resources=resources or None,
             )
     try:
         client = Client(cluster)
         try:
-            yield Connection(client, threads, resources, _dashboard(client) if opts.dashboard else None)
+            ended = batch_jobs.JobWatch(client, opts.workers, batch_jobs.SYSTEMS[opts.batch][0]) if opts.batch else None
+            yield Connection(client, threads, resources, _dashboard(client) if opts.dashboard else None, ended)
         finally:
             client.close()
     finally:
@@ -188,35 +196,6 @@ def connect(opts: ClusterOptions, gpu: bool = False, retries: int = 1, console: 
             cluster.close()
         finally:
             nanny_log.setLevel(level)
-
-
-def _batch_cluster(opts: ClusterOptions, gpu: bool, config: dict[str, Any]) -> tuple[Any, int]:
-    """A dask-jobqueue SLURM/PBS cluster scaled to `opts.workers` jobs."""
-    import dask
-
-    try:
-        import dask_jobqueue
-    except ImportError:
-        raise ImportError(
-            f"--{opts.batch} needs dask-jobqueue: pip install 'lighthead[jobqueue]'"
-        ) from None
-    cls = dask_jobqueue.SLURMCluster if opts.batch == "slurm" else dask_jobqueue.PBSCluster
-    given = {"cores": opts.cores, "memory": opts.memory, "queue": opts.queue, "account": opts.account,
-             "walltime": opts.walltime}
-    resources = "trial=1,GPU=1" if gpu else "trial=1"
-    with dask.config.set(config):
-        cluster = cls(
-            processes=1,
-            job_extra_directives=list(opts.job_directives),
-            # Batch workers start their own nanny: the flag must be in their environment.
-            job_script_prologue=["export DASK_DISTRIBUTED__WORKER__DAEMON=False"],
-            worker_extra_args=["--resources", resources],
-            scheduler_options={"dashboard_address": opts.dashboard} if opts.dashboard else {},
-            **{k: v for k, v in given.items() if v is not None},
-        )
-    cluster.scale(jobs=opts.workers)
-    cores = opts.cores or dask.config.get(f"jobqueue.{opts.batch}.cores", None)
-    return cluster, opts.threads or cores
 
 
 def _store_dataset(store: Path) -> str | None:
@@ -302,8 +281,6 @@ def run_sweep(
 def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path, out: Path,
                 train_fn: TrainFn, device: str | None, retries: int, progress: bool, console: Any,
                 result: SweepResult) -> None:
-    from distributed import as_completed
-
     from lighthead.pipelines.console import progress as progress_lines
 
     result.dashboard = conn.dashboard
@@ -326,7 +303,7 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
     with progress_lines("sweep", total, progress, unit="trials", completed=total - len(pending),
                         extra="{failed}", out=console) as bar:
         try:
-            for f in as_completed(futures):
+            for f in batch_jobs.completed(list(futures), conn.ended):
                 t = futures[f]
                 try:
                     rec = f.result()

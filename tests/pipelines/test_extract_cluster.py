@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from lighthead.pipelines.datasets.demo import generate, load
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
 from lighthead.store import open_store, verify
+from tests.pipelines import fake_batch
 
 
 @pytest.fixture(scope="module")
@@ -17,23 +20,17 @@ def demo(tmp_path_factory):
 
 @pytest.mark.parametrize("flag", ["--slurm", "--pbs"])
 def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp_path, monkeypatch, flag):
-    """The command line's batch options are in the script dask-jobqueue would submit (no job is
-    submitted here: `scale` only records the script), and the parts cover every image once."""
-    dask_jobqueue = pytest.importorskip("dask_jobqueue")
+    """The command line's batch options are in the scripts submitted (to a stand-in sbatch/qsub:
+    no job runs), one per worker, and the parts cover every image once."""
+    pytest.importorskip("dask_jobqueue")
     import lighthead.pipelines.features.regions as regions
     from lighthead.pipelines.cli import app
     from lighthead.pipelines.cli.common import run_app
 
-    cls = dask_jobqueue.SLURMCluster if flag == "--slurm" else dask_jobqueue.PBSCluster
-    seen: dict = {"jobs": []}
+    jobs = fake_batch.install(tmp_path, monkeypatch)
+    seen: dict = {}
 
-    def scale(self, jobs=None, **kw):  # also called with 0 on close
-        seen["jobs"].append(jobs)
-        seen.setdefault("script", self.job_script())
-
-    monkeypatch.setattr(cls, "scale", scale)
-
-    def fake_submit(client, job, specs, resources, progress):
+    def fake_submit(client, job, specs, resources, progress, ended=None):
         seen.update(specs=specs, resources=resources)
         return []
 
@@ -45,8 +42,9 @@ def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp
                        flag, "--workers", "3", "--cores", "4", "--memory", "16GB", "--walltime", "02:00:00",
                        "--queue", "gpu", "--account", "proj", f"--job-directive={directive}", "--device", "cuda"])
     assert rc == 0
-    script = seen["script"]
-    assert 3 in seen["jobs"]  # three batch jobs: --workers 3
+    submitted = fake_batch.scripts(jobs)
+    assert len(submitted) == 3  # three batch jobs: --workers 3
+    script = submitted[0]
     assert "--nthreads 4" in script and "trial=1,GPU=1" in script  # one part at a time per job, one GPU
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
     if flag == "--slurm":
@@ -125,3 +123,26 @@ def test_a_part_reports_its_progress_as_events(demo, tmp_path):
             time.sleep(0.05)
     assert res["written"] == 4
     assert seen[0] == [3, 2] and seen[-1] == [3, 6], seen
+
+
+def test_the_summary_counts_what_a_part_that_lost_its_job_committed(demo, tmp_path, monkeypatch):
+    """A part whose batch job ends mid-way is retried; the retry reports only the ids it wrote
+    itself, so the summary counts what the feature set gained instead."""
+    import lighthead.pipelines.features.regions as regions
+
+    load_all()
+    _, records = demo
+    images = sorted({r.image_id for r in records})
+
+    def parts_with_one_lost_attempt(job, store_path, items, boxes, options):
+        quiet = replace(options, workers=1, cluster=None, progress=False)
+        regions.run_part(job, store_path, items[:2], boxes, quiet, "cpu")  # the attempt whose job ended
+        return [regions.run_part(job, store_path, items, boxes, quiet, "cpu")]  # its retry
+
+    monkeypatch.setattr(regions, "_run_parallel", parts_with_one_lost_attempt)
+    store = open_store(tmp_path / "store", create=True)
+    opts = ExtractOptions(random_weights=True, batch_size=4, loader_workers=0, progress=False, workers=2,
+                          job_options={"detector": "tiny"})
+    summary = FEATURES.get("regions36").run(records, store, opts)
+    assert summary.written == len(images) and summary.already_done == 0
+    assert sorted(open_store(tmp_path / "store")["regions/butd-r101-vg-36"].ids) == images

@@ -9,6 +9,7 @@ import pytest
 
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
+from tests.pipelines import fake_batch
 from tests.pipelines.sweep import fakes
 
 
@@ -68,22 +69,18 @@ def test_nothing_to_sweep_and_head_mismatch_fail_cleanly(tmp_path, monkeypatch, 
 
 
 @pytest.mark.parametrize("flag", ["--slurm", "--pbs"])
-def test_batch_cluster_writes_a_job_script_with_the_daemon_fix(flag, monkeypatch):
-    """The jobqueue cluster is built (no job is submitted: scale happens in `connect`)."""
+def test_batch_cluster_writes_a_job_script_with_the_daemon_fix(flag, tmp_path, monkeypatch):
+    """The jobqueue cluster is built and its job submitted (to a stand-in sbatch/qsub: no job runs)."""
     pytest.importorskip("dask_jobqueue")
-    from lighthead.pipelines.sweep.engine import ClusterOptions, _batch_cluster
+    from lighthead.pipelines.sweep.batch import start_cluster
+    from lighthead.pipelines.sweep.engine import ClusterOptions
 
+    jobs = fake_batch.install(tmp_path, monkeypatch)
     opts = ClusterOptions(batch=flag[2:], workers=1, cores=3, memory="4GB", queue="gpu", walltime="01:00:00",
                           job_directives=["--gres=gpu:1"] if flag == "--slurm" else [], dashboard=None)
-    import dask_jobqueue
-
-    cls = dask_jobqueue.SLURMCluster if flag == "--slurm" else dask_jobqueue.PBSCluster
-    monkeypatch.setattr(cls, "scale", lambda self, *a, **kw: None)  # no sbatch/qsub on the test machine
-    cluster, threads = _batch_cluster(opts, gpu=True, config={"distributed.worker.daemon": False})
-    try:
-        script = cluster.job_script()
-    finally:
-        cluster.close()
+    cluster, threads = start_cluster(opts, gpu=True, config={"distributed.worker.daemon": False})
+    cluster.close()
+    [script] = fake_batch.scripts(jobs)
     assert threads == 3
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
     assert "trial=1,GPU=1" in script and "--nthreads 3" in script
