@@ -92,6 +92,22 @@ def interleave(sides: Mapping[str, Callable[[], float]], min_rounds: int = MIN_R
             return out
 
 
+def timed_rate(fn: Callable[[], object], count: float | None, seconds: float,
+               clock: Callable[[], float] = time.perf_counter) -> float:
+    """Items per second of calling `fn` once, or again until `seconds` have passed: `count`
+    items per call, or (count None) the number each call returns.
+
+    A side much faster than the others runs repeatedly within its turn, so that every side
+    gets its seconds in about the same number of rounds (pass min_seconds / min_rounds)."""
+    items, t0 = 0.0, clock()
+    while True:
+        done = fn()
+        items += count if count is not None else float(done)
+        elapsed = clock() - t0
+        if elapsed >= seconds:
+            return items / elapsed
+
+
 def report(figures: Mapping[str, Ratio | float], digits: int = 2) -> None:
     """Print the spread block, then `name: median` per figure (the last one last).
 

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from bench.ratio import Ratio, Rounds, add_arguments, interleave, options, report
+from bench.ratio import Ratio, Rounds, add_arguments, interleave, options, report, timed_rate
 
 
 class Clock:
@@ -95,3 +95,12 @@ def test_options_never_go_below_five_rounds():
 def test_no_rounds_is_an_error():
     with pytest.raises(ValueError):
         Rounds({"a": []}).ratio("a", "a")
+
+
+def test_a_fast_side_repeats_within_its_turn():
+    clock, calls = Clock(), []
+    run = side(clock, 0.25, [0.0] * 10, calls, "x")
+    assert timed_rate(run, 100, 1.0, clock=clock) == pytest.approx(400.0)  # 4 calls of 100 items in 1 s
+    assert len(calls) == 4
+    assert timed_rate(run, 100, 0.0, clock=clock) == pytest.approx(400.0) and len(calls) == 5  # once at least
+    assert timed_rate(lambda: (clock.__setattr__("now", clock.now + 0.5), 3)[1], None, 1.0, clock=clock) == 6.0
