@@ -45,6 +45,7 @@ from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.build import build_head, head_class
 from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
                                          score_blocks, slice_enc)
+from lighthead.pipelines.threads import use_threads
 
 VOCAB = 10_000  # about COCO's vocabulary with threshold 4
 SHARD = 128  # SCAN's evaluation shard size
@@ -332,11 +333,14 @@ def main() -> None:
     ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"],
                     help="precision of our scoring products (the loop is always float32)")
     ap.add_argument("--sizes", default="", help="images x captions to time, e.g. 1000x5000 (default: by --quick)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: as `lighthead evaluate`: $OMP_NUM_THREADS, else min(4, half the cores))")
     ap.add_argument("--profile", action="store_true",
                     help="also print torch.profiler's operator table of SCAN and CASC scoring the first size")
     add_arguments(ap)
     args = ap.parse_args()
     device = torch.device(args.device)
+    use_threads(args.threads)  # the scorer and the GEMM it is compared with run on the same threads
     sizes = [(100, 500), (200, 1000)] if args.quick else [(1000, 5000), (5000, 25000)]
     if args.sizes:
         sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]

@@ -48,7 +48,8 @@ class _Scratch(threading.local):
             self.m = m
             self.v = np.zeros(_ROWS * m, np.float32)  # (16 m,) words as float32
             self.cd = np.empty((2, m), np.float32)  # (2, m): C and D
-            self.ar = np.stack([np.ones(m), np.arange(m, dtype=np.float64)], 1)  # (m, 2): 1, a
+            # (m, 2): 1, a; column-major, which BLAS reads fastest for this product
+            self.ar = np.asfortranarray(np.stack([np.ones(m), np.arange(m, dtype=np.float64)], 1))
         return self.v, self.cd, self.ar
 
 
