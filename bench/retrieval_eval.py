@@ -378,9 +378,9 @@ def main() -> None:
         for prec in precisions:
             if f"gemm_{prec}" in r:
                 figures[f"xattn_eval_vs_gemm_peak_{name}_{prec}"] = r[f"gemm_{prec}"]
-    print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
-                                                         if fast == native else ")"))
     if "casc" in results:
+        print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
+                                                             if fast == native else ")"))
         figures["xattn_eval_vs_shard_loop"] = results["casc"][f"ratio_{fast}"]
     report(figures)
 

@@ -1,7 +1,7 @@
 """Store read benchmark: random batches through our reader vs a numpy memmap of the same data.
 
     python -m bench.store            # 20,000 items of [36, 2048] float16 (about 3 GB twice)
-    python -m bench.store --quick    # 2,000 items, well under a minute
+    python -m bench.store --quick    # 2,000 items, a minute or two
 
 Both copies are read before timing so both are warm in the page cache. Our reader checks
 each chunk's Fletcher-32 checksum the first time a process reads it; later reads are direct

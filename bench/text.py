@@ -1,7 +1,7 @@
 """Text extraction benchmark: sentences/s with length-sorted batches vs batches in file order.
 
     python -m bench.text                      # 2,000 sentences, the bundled MiniLM model, CPU
-    python -m bench.text --quick              # 400 sentences, well under a minute
+    python -m bench.text --quick              # 400 sentences, a few minutes on a busy CPU
     python -m bench.text --model bert-base-uncased --device cuda --batch-size 128 -n 20000
 
 Same encoder object, same sentences, same run: after one warm-up pass the two modes are
