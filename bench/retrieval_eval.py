@@ -43,6 +43,7 @@ import torch
 
 from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.build import build_head, head_class
+from lighthead.heads.casc import CASC
 from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
                                          score_blocks, slice_enc)
 from lighthead.pipelines.threads import use_threads
@@ -216,7 +217,7 @@ def score_flops(head, img: dict, txt: dict) -> float:
         macs = macs + k * l * (k + 2)
     if cfg.direction in ("i2t", "both"):
         macs = macs + k * l * (l + 2)
-    if hasattr(head, "fc1") and cfg.beta < 1.0:
+    if isinstance(head, CASC) and cfg.beta < 1.0:
         h, c = head.fc1.out_features, head.fc2.out_features
         macs = macs + 2 * k * l + (k + l) * h + 2 * h * c + 3 * c if cfg.test_score == "code" \
             else macs + k * l + k * h + h * c + 3 * c

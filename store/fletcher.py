@@ -1,4 +1,4 @@
-"""HDF5's Fletcher-32 chunk checksum, computed with numpy at memory speed.
+"""HDF5's Fletcher-32 chunk checksum, computed with numpy in a few vectorised passes.
 
 HDF5's filter (`H5_checksum_fletcher32` in H5checksum.c) reads a chunk as big-endian 16-bit
 words w_0 .. w_{n-1} (an odd last byte b counts as the word b << 8) and keeps, modulo 65535,
@@ -10,7 +10,8 @@ each folded to 16 bits as a ones'-complement sum does (so a nonzero multiple of 
 little-endian uint32 (H5Zfletcher32.c). HDF5 runs a scalar loop over the words; a shard
 reader that checks every chunk it reads the first time (store/shard.py) would spend most of
 its first epoch there, and in h5py's per-call overhead. Here the sums are two small matrix
-products instead:
+products instead (about 3x the time of copying the chunk, several times faster than reading
+it through h5py):
 
 - no byte swap: 2**16 = 1 (mod 65535), so a big-endian word w = 256 * v (mod 65535) where v
   is the little-endian word of the same two bytes;

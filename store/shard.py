@@ -13,8 +13,8 @@ let the reader copy an item straight out of a read-only mmap of the file at the 
 offset instead of going through HDF5's selection machinery (the "raw" path; offsets come
 from HDF5's chunk index and are checked against the file size, so a truncated file is
 refused, not a SIGBUS). The first time a process reads a chunk it checks the chunk's bytes
-against the Fletcher-32 checksum HDF5 stored after them (store/fletcher.py, the same sums
-HDF5 computes, at memory speed); a chunk that fails is read through HDF5, which judges it
+against the Fletcher-32 checksum HDF5 stored after them (store/fletcher.py: the same sums
+HDF5 computes, with numpy); a chunk that fails is read through HDF5, which judges it
 and whose error names the id. Later reads of a checked chunk are direct copies. A shard is
 never modified after it is written, so what was checked stays checked, up to the page
 cache. Shards written before checksums (no filter, contiguous variable fields, variable-
