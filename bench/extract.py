@@ -7,10 +7,12 @@
 Random weights (the speed does not depend on them). The same JPEG files go through the whole
 loop of `lighthead extract` (decoding in DataLoader workers, detector, box selection, a sink
 that drops the result) at each batch size; each size gets an untimed warm-up pass, then the
-best of `--rounds` timed passes counts (rounds interleave the sizes, so a busy machine slows
-all sizes alike). When detectron2 is installed the reference backend
-is timed at batch 1 too. The last line is for scripts:
-`extract_batched_vs_single: <best batched images/s / batch-1 images/s>`.
+sizes are timed in interleaved rounds (bench/ratio.py: at least 5, and 10 s per size, 3 s
+with `--quick`; the order reverses every round, so a busy machine slows all sizes alike).
+Per round the ratio is the best batched rate over the batch-1 rate; the figure is its median
+over the rounds, printed with its min-max. When detectron2 is installed the reference backend
+is timed at batch 1 too, interleaved with ours. The last line is for scripts:
+`extract_batched_vs_single: <median of best batched images/s / batch-1 images/s>`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
-import numpy as np  # noqa: E402
+from bench.ratio import Rounds, add_arguments, interleave, options, report
 
 
 def make_images(folder: Path, n: int, height: int, width: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -57,26 +60,23 @@ def time_pass(model, items, selection, batch_size: int, loader_workers: int) -> 
     return len(items) / (time.perf_counter() - start)
 
 
-def best_rates(model, items, selection, sizes: list[int], loader_workers: int, rounds: int) -> dict[int, float]:
-    """Best images/s per batch size; rounds interleave the sizes so load drifts hit all alike."""
+def timed_sizes(model, items, selection, sizes: list[int], loader_workers: int, opts: dict) -> Rounds:
+    """Images/s per batch size (keyed by str(size)) in interleaved rounds, after a warm-up pass each."""
     for bs in sizes:  # warm-up: kernels, allocator, DataLoader start
         time_pass(model, items, selection, bs, loader_workers)
-    best = {bs: 0.0 for bs in sizes}
-    for _ in range(rounds):
-        for bs in sizes:
-            best[bs] = max(best[bs], time_pass(model, items, selection, bs, loader_workers))
-    return best
+    return interleave({str(bs): lambda bs=bs: time_pass(model, items, selection, bs, loader_workers)
+                       for bs in sizes}, **opts)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few small images and ROIs (CPU-friendly)")
+    parser.add_argument("--quick", action="store_true", help="few small images and ROIs, fewer seconds (CPU-friendly)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--images", type=int, default=None, help="images per pass (default 16, quick 8)")
-    parser.add_argument("--rounds", type=int, default=None, help="timed passes per batch size (default 3)")
     parser.add_argument("--loader-workers", type=int, default=2, help="DataLoader workers decoding images")
     parser.add_argument("--batch-sizes", default="1,4,8", help="comma-separated; the first is the baseline")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
+    add_arguments(parser)
     args = parser.parse_args(argv)
 
     import torch
@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.quick:
         overrides = {"min_size": 160, "max_size": 240, "rpn_post_nms_top_n": 16}
-        n, height, width, rounds = args.images or 8, 180, 240, args.rounds or 3
+        n, height, width = args.images or 8, 180, 240
     else:
         overrides = {}
-        n, height, width, rounds = args.images or 16, 480, 640, args.rounds or 3
+        n, height, width = args.images or 16, 480, 640
     cfg = DetectorConfig.from_name("r101", **overrides)
     device = torch.device(args.device)
     model = init_random(BottomUpDetector(cfg), seed=0)
@@ -109,18 +109,23 @@ def main(argv: list[str] | None = None) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {name}; model: ResNet-101 C4 (random weights), test scale {cfg.min_size}/{cfg.max_size}, "
           f"{cfg.rpn_post_nms_top_n} ROIs; {n} images of about {height}x{width}")
+    figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         items = make_images(Path(tmp), n, height, width)
-        rates = best_rates(model, items, selection, sizes, args.loader_workers, rounds)
+        rounds = timed_sizes(model, items, selection, sizes, args.loader_workers, options(args))
         for bs in sizes:
-            print(f"batch {bs}: {rates[bs]:.2f} images/s")
+            print(f"batch {bs}: {rounds.median(str(bs)):.2f} images/s (median of {len(rounds)} rounds)")
         if reference is not None:
-            ref_rate = best_rates(reference, items, selection, [1], args.loader_workers, rounds)[1]
-            print(f"detectron2 reference (batch 1): {ref_rate:.2f} images/s")
-            print(f"extract_vs_reference: {max(rates.values()) / ref_rate:.3f}")
-    base = rates[sizes[0]]
-    best = max(rates[bs] for bs in sizes[1:]) if len(sizes) > 1 else base
-    print(f"extract_batched_vs_single: {best / base:.3f}")
+            time_pass(reference, items, selection, 1, args.loader_workers)  # warm-up
+            best = max(sizes, key=lambda bs: rounds.median(str(bs)))
+            ref = interleave({"ours": lambda: time_pass(model, items, selection, best, args.loader_workers),
+                              "reference": lambda: time_pass(reference, items, selection, 1, args.loader_workers)},
+                             **options(args))
+            print(f"detectron2 reference (batch 1): {ref.median('reference'):.2f} images/s")
+            figures["extract_vs_reference"] = ref.ratio("ours", "reference")
+    base, batched = str(sizes[0]), [str(bs) for bs in sizes[1:]] or [str(sizes[0])]
+    figures["extract_batched_vs_single"] = rounds.combine(lambda r: max(r[b] for b in batched) / r[base])
+    report(figures, digits=3)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,21 @@ repeated over the images, with the attended vectors built explicitly. For MMCA t
 runs the joint Transformer on each pair one caption at a time, as training does (ours
 shares the first unit's projections between pairs). The loop is slow, so both are timed on the same subset of the first
 size (the first images, captions of every length), where their scores must agree (1e-4 in
-float32, 3e-3 in bfloat16). Timings are the best of two runs (the machine may be shared).
+float32, 3e-3 in bfloat16). There the loop, ours in each precision and a square matrix
+product in each precision (1024^3 on a CPU, 4096^3 on a GPU: this machine's GEMM rate) are
+timed in interleaved rounds (bench/ratio.py: at least 5 rounds and 10 s per side, 3 s with
+`--quick`; a fast side repeats within its turn); each ratio is the median over the rounds with
+its min-max: ours / loop, and for SCAN and CASC ours as a fraction of the GEMM's FLOP/s in the
+same precision (`xattn_eval_vs_gemm_peak_<head>_<precision>`; the scorer's FLOPs are counted
+from the shapes, see `score_flops`). The sizes' pairs/s are single runs. `--profile` adds
+torch.profiler's operator table of SCAN and CASC scoring the first size.
 
 Sizes: 1,000 x 5,000 and 5,000 x 25,000 (`--quick`: 100 x 500 and 200 x 1,000; MMCA 20 x 100
 and 40 x 200).
-The last line is for scripts: `xattn_eval_vs_shard_loop: <ours / loop pairs/s>` (CASC, on the
-loop's subset of the first size, with bfloat16 products where the device multiplies them
-natively, else float32; the line before it says which, and the line before that gives both).
+The last line is for scripts: `xattn_eval_vs_shard_loop: <median ours / loop pairs/s>` (CASC,
+on the loop's subset of the first size, with bfloat16 products where the device multiplies
+them natively, else float32; a line above says which; the lines above the last give every
+head and precision).
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ import time
 
 import torch
 
-
-from lighthead.heads.build import build_head, head_class  # noqa: E402
-from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,  # noqa: E402
-                               score_blocks, slice_enc)
+from bench.ratio import add_arguments, interleave, options, report, timed_rate
+from lighthead.heads.build import build_head, head_class
+from lighthead.heads.casc import CASC
+from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
+                                         score_blocks, slice_enc)
+from lighthead.pipelines.threads import use_threads
 
 VOCAB = 10_000  # about COCO's vocabulary with threshold 4
 SHARD = 128  # SCAN's evaluation shard size
@@ -172,78 +182,166 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def best_of(fn, device: torch.device, rounds: int):
-    """(shortest wall time over `rounds` runs, the result): robust to a busy shared machine."""
-    best, out = float("inf"), None
-    for _ in range(rounds):
-        sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def timed(fn, device: torch.device):
+    """(wall seconds, result) of one call, the device synchronised on both ends."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def score_flops(head, img: dict, txt: dict) -> float:
+    """FLOPs the SCAN / CASC scorer needs for every pair of `img` x `txt`, from the shapes.
+
+    2 FLOPs per multiply-add of every product (matrix products and the sums of products
+    done elementwise); exponentials, normalisations and other elementwise work count 0, so
+    the time they take shows as distance from the GEMM peak. Each image's real regions K and
+    each caption's real words L count (padding is overhead, not work). Per pair, width D,
+    multiply-adds:
+      region-word cosines                       K L D
+      T2I (each word over the regions)          K L (K + 2)   sum_k e s; region Gram G_v e; sum_k (G_v e) e
+      I2T (each region over the words)          K L (L + 2)   sum_l e s; e G_t (word Gram); sum_l (e G_t) e
+      CASC's released test score (beta < 1)     2 K L         attention weights averaged into A^I, A^T weights
+                                                + (K + L) H   fc1 of A^I and A^T (weighted projections)
+                                                + 2 H C       fc2 of both (H hidden, C labels)
+                                                + 3 C         cosine of the two label vectors
+    The encoders' work (projections, Gram matrices) is per item, not per pair: not counted.
+    """
+    cfg = head.cfg
+    k = img["mask"].sum(1).double()[:, None]  # (I, 1) real regions
+    l = txt["mask"].sum(1).double()[None, :]  # (1, T) real words
+    d = img["regions"].shape[-1]
+    macs = k * l * d
+    if cfg.direction in ("t2i", "both"):
+        macs = macs + k * l * (k + 2)
+    if cfg.direction in ("i2t", "both"):
+        macs = macs + k * l * (l + 2)
+    if isinstance(head, CASC) and cfg.beta < 1.0:
+        h, c = head.fc1.out_features, head.fc2.out_features
+        macs = macs + 2 * k * l + (k + l) * h + 2 * h * c + 3 * c if cfg.test_score == "code" \
+            else macs + k * l + k * h + h * c + 3 * c
+    return 2.0 * float(macs.sum())
+
+
+def gemm(n: int, precision: str, device: torch.device):
+    """A square n x n x n matrix product in `precision` (bf16: bfloat16 tensors, as autocast
+    multiplies them) and its FLOPs; this machine's matrix-multiply rate to compare with."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
+    return (lambda: torch.mm(a, b)), 2.0 * n ** 3
 
 
 def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, int], device: torch.device,
                budget: int | None, precisions: list[str], overrides: dict | None = None,
-               rounds: int = 2) -> dict[str, float]:
-    """Pairs/s of ours at each size and precision; "ratio_<precision>": ours / loop on the loop's subset."""
+               opts: dict | None = None, gemm_n: int = 1024) -> dict:
+    """Pairs/s of ours at each size and precision (one run each), then, on the loop's subset of
+    the first size, the loop, ours in each precision and (SCAN / CASC) a square GEMM in each
+    precision timed in interleaved rounds: "ratio_<p>" ours / loop and "gemm_<p>" ours FLOP/s /
+    GEMM FLOP/s (bench.ratio.Ratio each)."""
+    opts = {"min_rounds": 5, "min_seconds": 0.0} if opts is None else opts
+    per_call = opts["min_seconds"] / opts["min_rounds"]  # a fast side repeats for about this long per round
     torch.manual_seed(0)
     info = {"region_dim": 2048, "vocab_size": VOCAB, "token_dim": 768, "num_labels": 500}
     head = build_head(name, info, overrides or {}).to(device).eval()
     results = {}
     for n_img, n_txt in sizes:
         images, texts = random_data(n_img, n_txt, 500, 768)
-        sync(device)
-        t0 = time.perf_counter()
-        img = encode(head.encode_image, batches(images, 256), device)
-        img = cat_padded(img)
-        chunks = encode(head.encode_text, batches(texts, 256), device)
-        sync(device)
-        t_enc = time.perf_counter() - t0
-        first = (n_img, n_txt) == sizes[0]
-        line = f"{name:5s} {n_img:>5} x {n_txt:<6} encode {t_enc:7.2f}s  score"
+        t_enc, img = timed(lambda: cat_padded(encode(head.encode_image, batches(images, 256), device)), device)
+        t_txt, chunks = timed(lambda: encode(head.encode_text, batches(texts, 256), device), device)
+        line = f"{name:5s} {n_img:>5} x {n_txt:<6} encode {t_enc + t_txt:7.2f}s  score"
         scores = {}
         for prec in precisions:
-            t_ours, scores[prec] = best_of(lambda: score_blocks(head, img, chunks, budget, prec), device,
-                                           rounds if first else 1)
+            t_ours, scores[prec] = timed(lambda: score_blocks(head, img, chunks, budget, prec), device)
             results[f"ours_{prec}_{n_img}x{n_txt}"] = n_img * n_txt / t_ours
             line += f"  {prec} {t_ours:7.2f}s ({n_img * n_txt / t_ours:9.0f} pairs/s)"
         print(line)
-        if first:
-            # The loop is slow: time it on a subset with captions of every length (every k-th
-            # of the length-sorted captions), and time ours on the very same pairs.
-            li, lt = min(loop_size[0], n_img), min(loop_size[1], n_txt)
-            cols = torch.linspace(0, n_txt - 1, lt).long()
-            txt_all = cat_padded(chunks)
-            txt_sub = {k: v[cols] for k, v in txt_all.items()}
-            img_sub = slice_enc(img, 0, li)
-            loop = scan_loop if name in ("scan", "casc") else caption_loop
-            t_loop, ref = best_of(lambda: loop(head, img_sub, txt_sub, li, lt), device, rounds)
-            results["loop"] = li * lt / t_loop
-            line = f"{name:5s} same {li} x {lt} pairs: loop (float32) {t_loop:7.2f}s"
+        if (n_img, n_txt) != sizes[0]:
+            continue
+        # The loop is slow: time it on a subset with captions of every length (every k-th of
+        # the length-sorted captions), and ours on the very same pairs.
+        li, lt = min(loop_size[0], n_img), min(loop_size[1], n_txt)
+        cols = torch.linspace(0, n_txt - 1, lt).long()
+        txt_all = cat_padded(chunks)
+        txt_sub = {k: v[cols] for k, v in txt_all.items()}
+        img_sub = slice_enc(img, 0, li)
+        loop = scan_loop if name in ("scan", "casc") else caption_loop
+        t_loop, ref = timed(lambda: loop(head, img_sub, txt_sub, li, lt), device)  # warm-up and reference
+        for prec in precisions:
+            err = (ref - scores[prec][:li, cols]).abs().max().item()
+            if err > TOLERANCE[prec]:
+                raise SystemExit(f"{name}: {prec} scores differ from the loop by {err}")
+            results[f"err_{prec}"] = err
+        sides = {"loop": lambda: li * lt / timed(lambda: loop(head, img_sub, txt_sub, li, lt), device)[0]}
+        for prec in precisions:
+            sides[f"ours_{prec}"] = lambda prec=prec: timed_rate(
+                lambda: (score_blocks(head, img_sub, [txt_sub], budget, prec), sync(device)), li * lt, per_call)
+        flops = score_flops(head, img_sub, txt_sub) if name in ("scan", "casc") else None
+        if flops:
             for prec in precisions:
-                t_same, _ = best_of(lambda: score_blocks(head, img_sub, [txt_sub], budget, prec), device, rounds)
-                err = (ref - scores[prec][:li, cols]).abs().max().item()
-                results[f"ratio_{prec}"] = t_loop / t_same
-                line += f"; ours {prec} {t_same:6.2f}s = {t_loop / t_same:5.1f}x (max |ours - loop| {err:.1e})"
-                if err > TOLERANCE[prec]:
-                    raise SystemExit(f"{name}: {prec} scores differ from the loop by {err}")
-            print(line)
+                run, n_flops = gemm(gemm_n, prec, device)
+                run()  # warm-up (oneDNN picks its kernels)
+                sides[f"gemm_{prec}"] = lambda run=run, n_flops=n_flops: timed_rate(
+                    lambda: (run(), sync(device)), n_flops, per_call)
+        rounds = interleave(sides, **opts)
+        results["rounds"] = rounds
+        line = f"{name:5s} same {li} x {lt} pairs, median of {len(rounds)} rounds: loop (float32) " \
+               f"{li * lt / rounds.median('loop'):6.2f}s"
+        for prec in precisions:
+            results[f"ratio_{prec}"] = rounds.ratio(f"ours_{prec}", "loop")
+            line += f"; ours {prec} {li * lt / rounds.median(f'ours_{prec}'):6.3f}s = {results[f'ratio_{prec}']}x " \
+                    f"(max |ours - loop| {results[f'err_{prec}']:.1e})"
+        print(line)
+        if flops:
+            per_pair = flops / (li * lt)
+            for prec in precisions:
+                results[f"gemm_{prec}"] = rounds.combine(
+                    lambda r, prec=prec: r[f"ours_{prec}"] * per_pair / r[f"gemm_{prec}"])
+                print(f"{name:5s} {prec}: {per_pair / 1e6:.2f} MFLOP per pair; ours "
+                      f"{rounds.median(f'ours_{prec}') * per_pair / 1e9:.1f} GFLOP/s, {gemm_n}^3 GEMM "
+                      f"{rounds.median(f'gemm_{prec}') / 1e9:.1f} GFLOP/s: {results[f'gemm_{prec}']} of the GEMM")
     return results
+
+
+def profile(name: str, size: tuple[int, int], device: torch.device, budget: int | None, precision: str,
+            overrides: dict, rows: int = 12) -> None:
+    """torch.profiler's table of one scoring run: operators by their own time."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    torch.manual_seed(0)
+    info = {"region_dim": 2048, "vocab_size": VOCAB, "token_dim": 768, "num_labels": 500}
+    head = build_head(name, info, overrides).to(device).eval()
+    images, texts = random_data(*size, 500, 768)
+    img = cat_padded(encode(head.encode_image, batches(images, 256), device))
+    chunks = encode(head.encode_text, batches(texts, 256), device)
+    score_blocks(head, img, chunks, budget, precision)  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        score_blocks(head, img, chunks, budget, precision)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"--- {name} {precision}, {size[0]} x {size[1]}: operators by own time")
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="small sizes (under a minute on a laptop CPU)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, fewer seconds (a few minutes on a laptop CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget-mb", type=int, default=0, help="memory of one scored block (0: the device default)")
     ap.add_argument("--heads", default="casc,scan,mmca", help="heads to time (mmca skipped when absent)")
     ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"],
                     help="precision of our scoring products (the loop is always float32)")
     ap.add_argument("--sizes", default="", help="images x captions to time, e.g. 1000x5000 (default: by --quick)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: as `lighthead evaluate`: $OMP_NUM_THREADS, else min(4, half the cores))")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print torch.profiler's operator table of SCAN and CASC scoring the first size")
+    add_arguments(ap)
     args = ap.parse_args()
     device = torch.device(args.device)
+    use_threads(args.threads)  # the scorer and the GEMM it is compared with run on the same threads
     sizes = [(100, 500), (200, 1000)] if args.quick else [(1000, 5000), (5000, 25000)]
     if args.sizes:
         sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
@@ -252,28 +350,40 @@ def main() -> None:
     budget = (args.budget_mb << 20) or None
     native = fast_precision(device)
     fast = native if native in precisions else precisions[0]  # the precision of the last line
+    gemm_n = 4096 if device.type == "cuda" else 1024
     print(f"device {device} ({torch.get_num_threads()} threads), block budget "
           f"{args.budget_mb or default_budget(device) >> 20} MiB, native bf16 products: {native == 'bf16'}")
-    ratios = {}
+    results, figures = {}, {}
     for name in args.heads.split(","):
         try:
             head_class(name)
         except KeyError:
             print(f"{name}: not registered, skipped")
             continue
+        # --quick: cached tokens -> Linear instead of the 1024-wide bi-GRU, whose encoding
+        # would dominate a CPU run; the scored tensors have the same sizes either way.
+        quick = {"text": "text/bert-base-uncased"} if args.quick and name in ("scan", "casc") else {}
         if name == "mmca" and args.quick:  # a joint Transformer per pair: 25x fewer pairs on a CPU
-            ratios[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, budget, precisions)
+            results[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, budget, precisions,
+                                       opts=options(args))
         else:
-            # --quick: cached tokens -> Linear instead of the 1024-wide bi-GRU, whose encoding
-            # would dominate a CPU run; the scored tensors have the same sizes either way.
-            quick = {"text": "text/bert-base-uncased"} if args.quick and name in ("scan", "casc") else {}
-            ratios[name] = bench_head(name, sizes, loop_size, device, budget, precisions, quick)
-    for name, r in ratios.items():
-        print(f"{name}: ours / loop = " + ", ".join(f"{r[f'ratio_{p}']:.1f}x {p}" for p in precisions))
-    casc = ratios.get("casc", {}).get(f"ratio_{fast}", float("nan"))
-    print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
-                                                         if fast == native else ")"))
-    print(f"xattn_eval_vs_shard_loop: {casc:.2f}")
+            results[name] = bench_head(name, sizes, loop_size, device, budget, precisions, quick, options(args),
+                                       gemm_n)
+        if args.profile and name in ("scan", "casc"):
+            for prec in precisions:
+                profile(name, sizes[0], device, budget, prec, quick)
+    for name, r in results.items():
+        for prec in precisions:
+            figures[f"xattn_eval_vs_shard_loop_{name}_{prec}"] = r[f"ratio_{prec}"]
+    for name, r in results.items():
+        for prec in precisions:
+            if f"gemm_{prec}" in r:
+                figures[f"xattn_eval_vs_gemm_peak_{name}_{prec}"] = r[f"gemm_{prec}"]
+    if "casc" in results:
+        print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
+                                                             if fast == native else ")"))
+        figures["xattn_eval_vs_shard_loop"] = results["casc"][f"ratio_{fast}"]
+    report(figures)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,19 @@
 """Store read benchmark: random batches through our reader vs a numpy memmap of the same data.
 
     python -m bench.store            # 20,000 items of [36, 2048] float16 (about 3 GB twice)
-    python -m bench.store --quick    # 2,000 items, well under a minute
+    python -m bench.store --quick    # 2,000 items, a minute or two
 
-Both copies are read once before timing so both are warm in the page cache. Our reader
-checks each chunk's Fletcher-32 checksum the first time a process reads it (through HDF5);
-later reads are direct copies. So two rates matter: random reads once every chunk has been
-checked (`store_read_vs_memmap`, what every epoch after the first sees) and one pass over
-every item in a fresh reader (`store_first_read_vs_memmap`, checks included), beside the
-same pass with the checks switched off (`check_reads=False`) to show what they cost. The
-last lines are for scripts: those ratios and `store_bytes_per_item: <shard bytes on disk /
-items>`.
+Both copies are read before timing so both are warm in the page cache. Our reader checks
+each chunk's Fletcher-32 checksum the first time a process reads it; later reads are direct
+copies. So two rates matter: random reads once every chunk has been checked
+(`store_read_vs_memmap`, what every epoch after the first sees) and one pass over every item
+in a fresh reader (`store_first_read_vs_memmap`, checks included), beside the same pass with
+the checks switched off (`check_reads=False`) to show what they cost, and against a memmap
+mapped anew for the pass (`store_first_read_vs_fresh_memmap`: a fresh reader maps its shards
+anew, and the page mapping costs a first pass about as much as the copy). Each comparison is timed
+in interleaved rounds (bench/ratio.py: at least 5, and 10 s per side, 3 s with `--quick`); a
+ratio is the median over the rounds, printed with its min-max. The last lines are for
+scripts: those medians and `store_bytes_per_item: <shard bytes on disk / items>`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 
-import numpy as np  # noqa: E402
+from bench.ratio import add_arguments, interleave, options, report
 
 K, D = 36, 2048  # boxes x feature size of bottom-up-attention region features
 
@@ -46,17 +50,12 @@ def generate(root: Path, n: int, seed: int = 0):
     return s["regions/bench"], np.load(root / "ref.npy", mmap_mode="r")
 
 
-def rates(fns: dict, batches: np.ndarray, rounds: int) -> dict[str, float]:
-    """Best items/s of each reader over `rounds` passes over every batch of positions.
-    Passes alternate between readers so that both see the same machine load."""
-    best = dict.fromkeys(fns, 0.0)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for p in batches:
-                fn(p)
-            best[name] = max(best[name], batches.size / (time.perf_counter() - t0))
-    return best
+def pass_rate(read, batches: np.ndarray) -> float:
+    """Items/s of `read(positions)` over every batch of positions."""
+    t0 = time.perf_counter()
+    for p in batches:
+        read(p)
+    return batches.size / (time.perf_counter() - t0)
 
 
 def first_read_rate(store_path: Path, name: str, order: np.ndarray, batch: int, check: bool) -> float:
@@ -93,12 +92,12 @@ def loader_rate(fs, store_path: Path, batch: int, n_batches: int, workers: int) 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=20_000, help="items in the generated feature set")
-    ap.add_argument("--quick", action="store_true", help="2,000 items and fewer batches")
+    ap.add_argument("--quick", action="store_true", help="2,000 items, fewer batches and seconds")
     ap.add_argument("--batch", type=int, default=128, help="items per random batch")
-    ap.add_argument("--batches", type=int, default=0, help="batches per timing pass (0: auto)")
+    ap.add_argument("--batches", type=int, default=0, help="batches per timed pass (0: auto)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    ap.add_argument("--rounds", type=int, default=5, help="timing passes; the best one counts")
     ap.add_argument("--dir", default=None, help="where to put the temporary data")
+    add_arguments(ap)
     args = ap.parse_args(argv)
     n = 2_000 if args.quick else args.items
     n_batches = args.batches or (60 if args.quick else 200)
@@ -108,40 +107,47 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         fs, mm = generate(root, n)
         print(f"generated {n} items of [{K}, {D}] float16 in {time.perf_counter() - t0:.1f}s")
-        for a in range(0, n, 512):  # warm both copies in the page cache
-            fs.get_batch(range(a, min(n, a + 512)))
-            np.asarray(mm[a:a + 512]).max()
+        for _ in range(2):  # warm both copies in the page cache; the first pass checks every chunk
+            for a in range(0, n, 512):
+                fs.get_batch(range(a, min(n, a + 512)))
+                np.asarray(mm[a:a + 512]).max()
         rng = np.random.default_rng(1)
         batches = rng.integers(0, n, size=(n_batches, args.batch))
         got = fs.get_batch(batches[0])["features"]
         assert np.array_equal(got, mm[batches[0]]), "store and memmap disagree"
 
-        best = rates({"memmap": lambda p: mm[p], "store": lambda p: fs.get_batch(p, ["features"])},
-                     batches, args.rounds)
-        memmap_rate, store_rate = best["memmap"], best["store"]
+        random = interleave({"memmap": lambda: pass_rate(lambda p: mm[p], batches),
+                             "store": lambda: pass_rate(lambda p: fs.get_batch(p, ["features"]), batches)},
+                            **options(args))
         order = rng.permutation(n)  # one pass over every item, in random batches
-        first = {"memmap": 0.0, "checked": 0.0, "unchecked": 0.0}
-        for _ in range(max(1, args.rounds // 2)):  # alternate, keep the best of each
+        sorted_batches = [np.sort(order[a:a + args.batch]) for a in range(0, n, args.batch)]
+
+        def memmap_pass(fresh: bool) -> float:
             t0 = time.perf_counter()
-            for a in range(0, n, args.batch):
-                mm[np.sort(order[a:a + args.batch])]
-            first["memmap"] = max(first["memmap"], n / (time.perf_counter() - t0))
-            for key, check in (("checked", True), ("unchecked", False)):
-                rate = first_read_rate(root / "store", fs.name, order, args.batch, check)
-                first[key] = max(first[key], rate)
+            m = np.load(root / "ref.npy", mmap_mode="r") if fresh else mm  # fresh: mapped anew, as a reader is
+            for p in sorted_batches:
+                m[p]
+            return n / (time.perf_counter() - t0)
+
+        first = interleave({"memmap": lambda: memmap_pass(False), "fresh memmap": lambda: memmap_pass(True),
+                            "checked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, True),
+                            "unchecked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, False)},
+                           **options(args))
         dl_rate = loader_rate(fs, root / "store", args.batch, n_batches, args.workers)
         per_item = fs.nbytes / len(fs)
-        print(f"memmap           {memmap_rate:10.0f} items/s")
-        print(f"store            {store_rate:10.0f} items/s (every chunk already checked)")
-        print(f"store+DataLoader {dl_rate:10.0f} items/s ({args.workers} workers, batch {args.batch})")
-        print(f"first pass: memmap {first['memmap']:.0f}, store {first['checked']:.0f} with checksums, "
-              f"{first['unchecked']:.0f} without (items/s)")
+        print(f"random reads (median items/s over {len(random)} rounds): memmap {random.median('memmap'):.0f}, "
+              f"store {random.median('store'):.0f} (every chunk already checked)")
+        print(f"store+DataLoader {dl_rate:.0f} items/s ({args.workers} workers, batch {args.batch}; one run)")
+        print(f"first pass (median items/s over {len(first)} rounds): memmap {first.median('memmap'):.0f} "
+              f"({first.median('fresh memmap'):.0f} freshly mapped), store {first.median('checked'):.0f} with "
+              f"checksums, {first.median('unchecked'):.0f} without")
         print(f"item payload {K * D * 2} bytes, on disk {per_item:.0f} bytes")
         fs.close()
-    print(f"store_read_vs_memmap: {store_rate / memmap_rate:.2f}")
-    print(f"store_first_read_vs_memmap: {first['checked'] / first['memmap']:.2f}")
-    print(f"store_first_read_unchecked_vs_memmap: {first['unchecked'] / first['memmap']:.2f}")
-    print(f"store_bytes_per_item: {per_item:.0f}")
+    report({"store_read_vs_memmap": random.ratio("store", "memmap"),
+            "store_first_read_vs_memmap": first.ratio("checked", "memmap"),
+            "store_first_read_unchecked_vs_memmap": first.ratio("unchecked", "memmap"),
+            "store_first_read_vs_fresh_memmap": first.ratio("checked", "fresh memmap"),
+            "store_bytes_per_item": round(per_item)})
 
 
 if __name__ == "__main__":

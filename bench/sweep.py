@@ -14,17 +14,22 @@ scales with workers; `--threads 0` gives each trial cores / workers threads inst
 machine a multi-threaded trial can be much slower). Cluster start-up (including each
 worker's first import of torch and the heads) is timed apart from the trials. On a shared
 machine the ratio cannot beat the parallelism other processes leave free, which is measured
-and printed next to it. The last line is for scripts: `sweep_2_vs_1_workers: <ratio>`.
+and printed next to it. The two sweeps (1 and 2 workers, each into a fresh folder) are run
+in interleaved rounds (bench/ratio.py: at least 5; one sweep already runs longer than the
+seconds asked of a side), and the ratio is the median of the per-round ratios, printed with
+its min-max. The last line is for scripts: `sweep_2_vs_1_workers: <median ratio>`.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from bench.ratio import add_arguments, interleave, options, report
 
 
 def _warm() -> None:
@@ -118,6 +123,7 @@ def main() -> None:
                    help="fixed key=value (repeatable)")
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2, quick 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial (0: cores / workers)")
+    add_arguments(p)
     args = p.parse_args()
     from lighthead.pipelines.sweep import from_args
 
@@ -136,14 +142,19 @@ def main() -> None:
         cores = os.cpu_count() or 1
         _warm_client(spec)
         print(f"{len(spec.trials())} trials of {args.head} per sweep ({what}); {cores} cores")
-        rates = {}
-        for workers in (1, 2):
-            start, rate = run(spec, store, root / f"sweep-{workers}", workers, args.threads)
-            rates[workers] = rate
+        runs = itertools.count()  # a fresh output folder per sweep
+
+        def sweep(workers: int) -> float:
+            start, rate = run(spec, store, root / f"sweep-{workers}-{next(runs)}", workers, args.threads)
             print(f"{workers} worker(s) x {args.threads or max(1, cores // workers)} thread(s): {rate:.1f} trials/min "
                   f"(cluster start {start:.1f} s)")
+            return rate
+
+        rounds = interleave({"1": lambda: sweep(1), "2": lambda: sweep(2)}, **options(args))
+    print(f"median over {len(rounds)} rounds: 1 worker {rounds.median('1'):.1f}, 2 workers "
+          f"{rounds.median('2'):.1f} trials/min")
     print(f"machine parallelism now (2 busy processes vs 1): {machine_parallelism():.2f}")
-    print(f"sweep_2_vs_1_workers: {rates[2] / rates[1]:.2f}")
+    report({"sweep_2_vs_1_workers": rounds.ratio("2", "1")})
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
 """Text extraction benchmark: sentences/s with length-sorted batches vs batches in file order.
 
     python -m bench.text                      # 2,000 sentences, the bundled MiniLM model, CPU
-    python -m bench.text --quick              # 400 sentences, well under a minute
+    python -m bench.text --quick              # 400 sentences, a few minutes on a busy CPU
     python -m bench.text --model bert-base-uncased --device cuda --batch-size 128 -n 20000
 
-Same encoder object, same sentences, same run: each mode is timed `--rounds` times,
-alternating, after one warm-up pass, and the best round counts. The sentences mix caption-like
-lengths (8-20 words) with some tweet-like long ones (30-60 words), as the datasets do. The last
-line is for scripts: `text_sorted_vs_unsorted: <sorted / unsorted sentences/s>`.
+Same encoder object, same sentences, same run: after one warm-up pass the two modes are
+timed in interleaved rounds (bench/ratio.py: at least 5, and 10 s per mode, 3 s with
+`--quick`), and the ratio is the median over the rounds, printed with its min-max. The
+sentences mix caption-like lengths (8-20 words) with some tweet-like long ones (30-60 words),
+as the datasets do. The last line is for scripts: `text_sorted_vs_unsorted: <median of sorted
+/ unsorted sentences/s>`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 
-import numpy as np  # noqa: E402
+from bench.ratio import add_arguments, interleave, options, report
 
 WORDS = ("a man woman dog cat red blue green small large riding sitting next to on top of the street "
          "table grass water wave surfboard plate pizza bus train clock tower standing holding").split()
@@ -46,26 +49,29 @@ def main() -> None:
     parser.add_argument("--model", default="all-minilm-l6-v2", help="registered name, folder or cached id")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--rounds", type=int, default=2, help="timed rounds per mode (best counts)")
-    parser.add_argument("--quick", action="store_true", help="400 sentences, one round")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
+    parser.add_argument("--quick", action="store_true", help="400 sentences, fewer seconds")
+    add_arguments(parser)
     args = parser.parse_args()
-    n, rounds = (400, 1) if args.quick else (args.n, args.rounds)
+    n = 400 if args.quick else args.n
 
     from lighthead.extract.text import TextEncoder, TextEncoderConfig
+    from lighthead.pipelines.threads import use_threads
+
+    threads = use_threads(args.threads) if args.device == "cpu" else None
 
     encoder = TextEncoder(TextEncoderConfig(model=args.model, batch_size=args.batch_size), device=args.device)
     texts = sentences(n)
     tokens = [len(t["input_ids"]) for t in encoder.tokenize(texts)]
-    print(f"model {args.model} on {args.device}; {n} sentences, {np.mean(tokens):.1f} tokens on average "
+    print(f"model {args.model} on {args.device}" + (f" ({threads} threads)" if threads else "") + f"; {n} sentences, {np.mean(tokens):.1f} tokens on average "
           f"(max {max(tokens)}); batch {args.batch_size}")
     rate(encoder, texts[: 4 * args.batch_size], sort=True)  # warm-up: allocator, kernels, caches
-    best = {True: 0.0, False: 0.0}
-    for r in range(rounds):
-        for sort in (True, False) if r % 2 == 0 else (False, True):
-            best[sort] = max(best[sort], rate(encoder, texts, sort))
-    print(f"sorted by length: {best[True]:,.1f} sentences/s")
-    print(f"file order:       {best[False]:,.1f} sentences/s")
-    print(f"text_sorted_vs_unsorted: {best[True] / best[False]:.2f}")
+    rounds = interleave({"sorted": lambda: rate(encoder, texts, True),
+                         "unsorted": lambda: rate(encoder, texts, False)}, **options(args))
+    print(f"sorted by length: {rounds.median('sorted'):,.1f} sentences/s (median of {len(rounds)} rounds)")
+    print(f"file order:       {rounds.median('unsorted'):,.1f} sentences/s")
+    report({"text_sorted_vs_unsorted": rounds.ratio("sorted", "unsorted")})
 
 
 if __name__ == "__main__":

@@ -11,21 +11,23 @@ is an error, so no head goes unmeasured. With `--store` (e.g. the demo's), every
 task and feature sets the store holds is timed and the others are listed as skipped. A
 feature set a head names but the store lacks is replaced by one of the same kind (printed). Per head: the loader alone
 (`task.train_batches`, features preloaded as in training), then forward + backward +
-optimiser steps on batches already in memory (the loop's work without the loader); each is
-the median over batches. Paper sizes by default; `--quick` uses width 256 and fewer steps.
+optimiser steps on batches already in memory (the loop's work without the loader), timed
+in interleaved rounds (bench/ratio.py: at least 5, and 10 s per side, 3 s with `--quick`; a
+fast side repeats within its turn); rates are medians over the rounds, and the ratio loader /
+step is the median of the per-round ratios with its min-max. Paper sizes by default;
+`--quick` uses width 256 and fewer seconds.
 The step is timed in fp32 and, on CUDA, also under the autocast `lighthead train` runs there
 (bf16, or fp16 with a GradScaler on a GPU without bf16), each line labelled; `--precision
 fp32,bf16` picks them (bf16 on a CPU: CPU autocast, which `lighthead train` does not use).
 
-The last line is for scripts: `train_loader_vs_step: <loader / step samples/s>` for CASC;
-above 1 the loader keeps up with the training step.
+The last line is for scripts: `train_loader_vs_step: <median loader / step samples/s>` for
+CASC (the lines above give the other heads); above 1 the loader keeps up with the training step.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
 import tempfile
 import time
@@ -34,10 +36,11 @@ from pathlib import Path
 import torch
 
 
-from lighthead.heads.base import HEADS  # noqa: E402
-from lighthead.heads.build import construct, head_class, make_config  # noqa: E402
-from lighthead.pipelines.threads import use_threads  # noqa: E402
-from lighthead.pipelines.train import prepare  # noqa: E402
+from bench.ratio import add_arguments, interleave, options, report, timed_rate
+from lighthead.heads.base import HEADS
+from lighthead.heads.build import construct, head_class, make_config
+from lighthead.pipelines.threads import use_threads
+from lighthead.pipelines.train import prepare
 
 # Quick widths (keys a head lacks are dropped); 8 attention heads divide 256.
 QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256", "d": "256", "heads": "8", "ff": "1024"}
@@ -135,6 +138,10 @@ def add_sentiment(store_path: Path, n_images: int = SENTIMENT_IMAGES, token_dim:
     return store_path
 
 
+def _size(batch: dict) -> int:
+    return len(next(v for v in batch.values() if torch.is_tensor(v)))
+
+
 AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # step precision -> autocast dtype
 
 
@@ -145,14 +152,13 @@ def default_precisions(device: torch.device) -> list[str]:
     return ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
 
 
-def _size(batch: dict) -> int:
-    return len(next(v for v in batch.values() if torch.is_tensor(v)))
-
-
 def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_size: int | None,
-               steps: int, extra: dict[str, str] | None = None, precision: str = "fp32") -> dict[str, float]:
-    """Loader and training-step samples/s of head `name`; `extra` overrides (keys the head lacks are
-    dropped); the step in `precision` (fp32, or bf16 / fp16 autocast as the training loop runs it)."""
+               steps: int, extra: dict[str, str] | None = None, seconds: float = 0.0,
+               precision: str = "fp32") -> dict:
+    """Loader and training-step samples/s of head `name` (medians), timed in interleaved rounds
+    (at least `steps` of them, and `seconds` per side); "ratio": loader / step (bench.ratio.Ratio).
+    `extra` overrides (keys the head lacks are dropped); the step in `precision` (fp32, or bf16 /
+    fp16 autocast as the training loop runs it)."""
     from lighthead.heads.build import config_fields
 
     over = overrides_for(name, store, quick, batch_size)
@@ -163,26 +169,29 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     torch.manual_seed(0)
     head = construct(ctx["cls"], cfg, task.data_info()).to(device)
     bs = int(getattr(cfg, "batch_size", 128))
-    # loader alone
     t0 = time.perf_counter()
     loader = task.train_batches(tuple(head.inputs), bs, seed=0, epoch=0)  # builds (and preloads) tables
     t_setup = time.perf_counter() - t0
-    batches, load_rates = [], []
-    it = iter(loader)
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        batch = next(it, None)
+    state = {"it": iter(loader), "epoch": 0, "kept": [], "next": 0}
+
+    def load_one() -> int:
+        """Samples of the loader's next batch (a new epoch when one ends); keeps a few for the steps."""
+        batch = next(state["it"], None)
         if batch is None:
-            break
-        load_rates.append(_size(batch) / (time.perf_counter() - t0))
-        batches.append(batch)
-    # training step alone
+            state["epoch"] += 1
+            state["it"] = iter(task.train_batches(tuple(head.inputs), bs, seed=0, epoch=state["epoch"]))
+            batch = next(state["it"])
+        if len(state["kept"]) < 8:
+            state["kept"].append(batch)
+        return _size(batch)
+
+    # training step alone, on batches already in memory
     optimizers = head.optimizers()
     head.train()
     amp = AMP[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)  # as the loop: fp16 only
 
-    def step(batch):
+    def step(batch) -> int:
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}  # "phase" is a str
         for opt, _ in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -192,26 +201,30 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
         for opt, _ in optimizers:
             scaler.step(opt)
         scaler.update()
-        return _size(batch)
-
-    step(batches[0])  # warm-up
-    step_rates = []
-    for b in batches[1:]:
-        t0 = time.perf_counter()
-        n = step(b)
         if device.type == "cuda":
             torch.cuda.synchronize()
-        step_rates.append(n / (time.perf_counter() - t0))
-    # medians over batches: robust to other jobs on a shared machine
-    res = {"loader": statistics.median(load_rates), "step": statistics.median(step_rates), "setup": t_setup}
+        return _size(batch)
+
+    def step_one() -> int:
+        batch = state["kept"][state["next"] % len(state["kept"])]
+        state["next"] += 1
+        return step(batch)
+
+    load_one()
+    step(state["kept"][0])  # warm-up
+    per_call = seconds / max(1, steps)  # a fast side repeats for about this long per round
+    rounds = interleave({"loader": lambda: timed_rate(load_one, None, per_call),
+                         "step": lambda: timed_rate(step_one, None, per_call)}, min_rounds=steps, min_seconds=seconds)
+    res = {"loader": rounds.median("loader"), "step": rounds.median("step"), "setup": t_setup,
+           "ratio": rounds.ratio("loader", "step")}
     print(f"{name:10s} batch {bs:4d}  loader {res['loader']:9.0f} samples/s (setup {t_setup:.1f}s)  "
-          f"step {precision} {res['step']:8.1f} samples/s")
+          f"step {precision} {res['step']:8.1f} samples/s  (medians of {len(rounds)} rounds; loader / step {res['ratio']})")
     return res
 
 
 def measure(names: list[str], store: Path, device: torch.device, quick: bool, batch_size: int | None,
             steps: int, extra: dict[str, str] | None = None, skip_unserved: bool = False,
-            precisions: list[str] | None = None) -> dict[str, dict]:
+            seconds: float = 0.0, precisions: list[str] | None = None) -> dict[str, dict]:
     """`bench_head` for every name, in each of `precisions` (default: fp32); "step" is the first
     precision's figure, "step_<p>" each other's. With `skip_unserved`, a head the store cannot
     serve is listed as skipped instead of raising."""
@@ -219,9 +232,10 @@ def measure(names: list[str], store: Path, device: torch.device, quick: bool, ba
     first, *others = precisions or ["fp32"]
     for name in names:
         try:
-            results[name] = bench_head(name, store, device, quick, batch_size, steps, extra, first)
+            results[name] = bench_head(name, store, device, quick, batch_size, steps, extra, seconds, first)
             for p in others:
-                results[name][f"step_{p}"] = bench_head(name, store, device, quick, batch_size, steps, extra, p)["step"]
+                results[name][f"step_{p}"] = bench_head(name, store, device, quick, batch_size, steps, extra,
+                                                        seconds, p)["step"]
         except (KeyError, ValueError) as e:  # the store lacks this head's task or features
             if not skip_unserved:
                 raise
@@ -231,16 +245,16 @@ def measure(names: list[str], store: Path, device: torch.device, quick: bool, ba
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="width 256, few steps (well under a minute on a CPU)")
+    ap.add_argument("--quick", action="store_true", help="width 256, fewer seconds (a few minutes on a CPU)")
     ap.add_argument("--store", type=Path, default=None, help="store to read (default: a synthetic one)")
     ap.add_argument("--heads", default=None, help="comma-separated heads (default: every head the store serves)")
     ap.add_argument("--batch-size", type=int, default=None, help="override every head's batch size")
-    ap.add_argument("--steps", type=int, default=None, help="timed training steps per head")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", default=None, metavar="fp32,bf16",
-                    help="training-step precisions (default: fp32, plus on CUDA what `lighthead train` runs there)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
+    ap.add_argument("--precision", default=None, metavar="fp32,bf16",
+                    help="training-step precisions (default: fp32, plus on CUDA what `lighthead train` runs there)")
+    add_arguments(ap)
     args = ap.parse_args()
     names = args.heads.split(",") if args.heads else HEADS.names()
     unknown = [n for n in names if n not in HEADS.names()]
@@ -251,7 +265,7 @@ def main() -> None:
     if any(p not in AMP for p in precisions):
         sys.exit(f"error: --precision {args.precision}: use {', '.join(AMP)} (comma-separated)")
     use_threads(args.threads)
-    steps = args.steps or (3 if args.quick else 10)
+    opts = options(args)
     batch_size = args.batch_size or (32 if args.quick else None)
     sizes = "quick (width 256)" if args.quick else ("the heads' defaults for the store's dataset" if args.store
                                                     else "paper sizes")
@@ -264,10 +278,12 @@ def main() -> None:
             n = 200 if args.quick else 1000
             store = add_sentiment(build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10)))
         # the synthetic store serves every head: there a failure is a bug, not a skip
-        results = measure(names, store, device, args.quick, batch_size, steps, skip_unserved=args.store is not None,
-                          precisions=precisions)
-    casc = results.get("casc")
-    print(f"train_loader_vs_step: {casc['loader'] / casc['step'] if casc else float('nan'):.2f}")
+        results = measure(names, store, device, args.quick, batch_size, opts["min_rounds"],
+                          skip_unserved=args.store is not None, seconds=opts["min_seconds"], precisions=precisions)
+    figures = {f"train_loader_vs_step_{name}": r["ratio"] for name, r in results.items() if name != "casc"}
+    if "casc" in results:
+        figures["train_loader_vs_step"] = results["casc"]["ratio"]
+    report(figures)
 
 
 if __name__ == "__main__":

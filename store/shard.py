@@ -12,10 +12,12 @@ of a wrong value. No compression: float16 features hardly compress, and uncompre
 let the reader copy an item straight out of a read-only mmap of the file at the chunk's
 offset instead of going through HDF5's selection machinery (the "raw" path; offsets come
 from HDF5's chunk index and are checked against the file size, so a truncated file is
-refused, not a SIGBUS). The raw path skips the checksum, so each chunk is first read once
-through HDF5 (which checks it) in every process; later reads of it are direct copies. A
-shard is never modified after it is written, so what was checked stays checked, up to the
-page cache. Shards written before checksums (no filter, contiguous variable fields, variable-
+refused, not a SIGBUS). The first time a process reads a chunk it checks the chunk's bytes
+against the Fletcher-32 checksum HDF5 stored after them (store/fletcher.py: the same sums
+HDF5 computes, with numpy); a chunk that fails is read through HDF5, which judges it
+and whose error names the id. Later reads of a checked chunk are direct copies. A shard is
+never modified after it is written, so what was checked stays checked, up to the page
+cache. Shards written before checksums (no filter, contiguous variable fields, variable-
 width ids) are read as before, without the check.
 """
 
@@ -33,6 +35,7 @@ import h5py
 import numpy as np
 
 from lighthead.store.errors import StoreError
+from lighthead.store.fletcher import fletcher32, stored
 from lighthead.store.manifest import reserve_space
 from lighthead.store.schema import FORMAT, VERSION, Field
 
@@ -212,6 +215,7 @@ class _Chunks:
     rows: int  # dataset rows per chunk (items of a fixed field, flat rows of a variable one)
     row_bytes: int  # bytes of one row
     checked: np.ndarray | None  # per chunk: checksum verified in this process; None: nothing to check
+    sums: bool = False  # every filtered chunk is its rows' bytes then their 4-byte checksum
 
 
 @dataclass
@@ -355,6 +359,23 @@ class ShardReader:
         except OSError as exc:
             raise self._damaged(name, range(a, b), exc) from None
 
+    def _check(self, idx: _Chunks, chunks: np.ndarray, copies: list[np.ndarray] | None = None) -> list[int]:
+        """Check `chunks` (not yet checked) against the checksums stored after them in the
+        mapped file; marks those that pass and returns the others, for HDF5 to judge (all of
+        them when the layout keeps no checksum right after its chunk). `copies[i]`, when
+        given, holds the bytes of chunks[i] as just copied out (checked there: what is
+        handed back is what was checked, and it is already in the CPU cache)."""
+        if not idx.sums:
+            return chunks.tolist()
+        mm, nb, bad = self.mapped(), idx.rows * idx.row_bytes, []
+        for i, (k, o) in enumerate(zip(chunks.tolist(), idx.offsets[chunks].tolist())):
+            data = mm[o:o + nb] if copies is None else copies[i]
+            if fletcher32(data) == stored(mm[o + nb:o + nb + 4]):
+                idx.checked[k] = True
+            else:
+                bad.append(k)
+        return bad
+
     # -- reads ---------------------------------------------------------------------------
     def read_fixed(self, name: str, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
         """out[dest[j]] = item rows[j] of field `name`; rows sorted ascending."""
@@ -366,18 +387,20 @@ class ShardReader:
             out[dest] = self._h5_rows(name, rows)
             return
         chunk = rows // idx.rows
-        if idx.checked is not None:
-            new = ~idx.checked[chunk]
-            if new.any():  # first read of these chunks in this process: through HDF5, which checks them
-                out[dest[new]] = self._h5_rows(name, rows[new])
-                idx.checked[chunk[new]] = True
-                old = ~new
-                rows, dest, chunk = rows[old], dest[old], chunk[old]
         flat = out.reshape(out.shape[0], -1).view(np.uint8)  # (B, item_bytes)
         mm, nb = self.mapped(), idx.row_bytes
         starts = idx.offsets[chunk] + (rows - chunk * idx.rows) * nb
         for j, o in zip(dest.tolist(), starts.tolist()):
             flat[j] = mm[o:o + nb]
+        if idx.checked is not None and not idx.checked[chunk].all():  # first reads in this process
+            new = ~idx.checked[chunk]
+            chunks, first = np.unique(chunk[new], return_index=True)
+            # a chunk of one item is checked in its copy, else in the file
+            copies = [flat[j] for j in dest[new][first].tolist()] if idx.rows == 1 else None
+            for k in self._check(idx, chunks, copies):
+                mine = chunk == k  # HDF5 judges: raises naming the first damaged id, or reads it
+                out[dest[mine]] = self._h5_rows(name, rows[mine])
+                idx.checked[k] = True
 
     def read_variable(self, name: str, row: int) -> np.ndarray:
         fld = self.fields[name]
@@ -396,9 +419,11 @@ class ShardReader:
             return raw.view(fld.np_dtype).reshape(b - a, *fld.row_shape).copy()
         ka, kb = a // idx.rows, (b - 1) // idx.rows + 1
         if idx.checked is not None and not idx.checked[ka:kb].all():
-            out = self._h5_slice(name, a, b)
-            idx.checked[ka:kb] = True
-            return out
+            new = np.arange(ka, kb)[~idx.checked[ka:kb]]
+            if self._check(idx, new):
+                out = self._h5_slice(name, a, b)  # HDF5 judges: raises naming the id
+                idx.checked[ka:kb] = True
+                return out
         out = np.empty((b - a, *fld.row_shape), dtype=fld.np_dtype)
         buf, mm = out.reshape(-1).view(np.uint8), self.mapped()
         r = a
@@ -440,6 +465,7 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
     nchunks = -(-ds.shape[0] // rpc)
     offsets = np.full(nchunks, -1, dtype=np.int64)
     unfiltered = np.zeros(nchunks, dtype=bool)  # chunks stored without their checksum
+    sizes = np.zeros(nchunks, dtype=np.int64)  # bytes stored per chunk
     ends = [0]
 
     def visit(info) -> None:
@@ -448,6 +474,7 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
         k = info.chunk_offset[0] // rpc
         offsets[k] = info.byte_offset
         unfiltered[k] = bool(info.filter_mask & 1)
+        sizes[k] = info.size
         ends[0] = max(ends[0], info.byte_offset + info.size)
 
     if hasattr(ds.id, "chunk_iter"):  # one C-level pass (HDF5 >= 1.12.3)
@@ -461,7 +488,9 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
         return None  # unallocated chunks: let HDF5 supply fill values
     if ends[0] > file_size:
         _truncated(ds)
-    return _Chunks(offsets, rpc, row_bytes, unfiltered.copy() if checksummed and check else None)
+    # a filtered chunk holds all its rows (edge chunks too), then Fletcher-32's 4 bytes
+    sums = bool(np.all(sizes[~unfiltered] == rpc * row_bytes + 4))
+    return _Chunks(offsets, rpc, row_bytes, unfiltered.copy() if checksummed and check else None, sums)
 
 
 def _truncated(ds: h5py.Dataset):

@@ -173,3 +173,58 @@ def test_damaged_chunk_index_is_one_error_naming_shard_and_field(tmp_path, at):
         FeatureSet(store.path / "big")
     problems = verify(store.path)
     assert problems and all(path.name in p and "\n" not in p for p in problems)
+
+
+def checksum_offset(path, dataset, row):
+    """File offset of the 4 checksum bytes after the chunk holding stored row `row`."""
+    with h5py.File(path, "r") as f:
+        ds = f[dataset]
+        rpc = ds.chunks[0]
+        info = ds.id.get_chunk_info_by_coord((row // rpc * rpc,) + (0,) * (ds.ndim - 1))
+        return info.byte_offset + info.size - 4
+
+
+def test_first_reads_check_each_chunk_without_reading_rows_through_hdf5(filled, monkeypatch):
+    """A healthy chunk is checked once, from its bytes; HDF5 is asked only about chunks that fail."""
+    from lighthead.store.shard import ShardReader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read through HDF5")
+
+    monkeypatch.setattr(ShardReader, "_h5_rows", refuse)
+    monkeypatch.setattr(ShardReader, "_h5_slice", refuse)
+    fs = FeatureSet(filled.path / "test/all")
+    order = [7, 33, 7, 0, 49, 18, 33, 18]
+    batch = fs.get_batch([item_id(i) for i in order])
+    for j, i in enumerate(order):
+        assert_item({k: v[j] for k, v in batch.items()}, i)
+    for i in range(50):
+        assert_item(fs[item_id(i)], i)
+    assert all(idx.checked.all() for r in fs._readers for idx in r.raw.values())
+
+
+@pytest.mark.parametrize("field", ["features", "boxes"])
+def test_a_damaged_checksum_is_an_error_naming_shard_and_id(filled, field):
+    path = shard_file(filled, 1)
+    row = 1
+    if field == "boxes":
+        with h5py.File(path, "r") as f:
+            row = int(f["offsets"][field][1])
+    flip(path, checksum_offset(path, f"fields/{field}", row))
+    fs = FeatureSet(filled.path / "test/all")
+    with pytest.raises(StoreError, match=re.escape(path.name) + ".*" + re.escape(repr(item_id(17)))
+                       + ".*" + re.escape(repr(field))):
+        fs.get(item_id(17), [field])
+
+
+def test_a_chunk_only_hdf5_accepts_is_read(filled):
+    """HDF5 also accepts the byte-swapped checksum of releases before 1.6.3; our check does
+    not, so HDF5 judges the chunk and its values are read."""
+    path = shard_file(filled, 1)
+    at = checksum_offset(path, "fields/features", 1)
+    data = bytearray(path.read_bytes())
+    data[at:at + 4] = bytes([data[at + 1], data[at], data[at + 3], data[at + 2]])
+    path.write_bytes(bytes(data))
+    assert_item(FeatureSet(filled.path / "test/all")[item_id(17)], 17)
+    batch = FeatureSet(filled.path / "test/all").get_batch([item_id(16), item_id(17)], ["features"])
+    assert np.array_equal(batch["features"][1], make_item(17)["features"])
