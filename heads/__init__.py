@@ -6,7 +6,8 @@ and add its import line here.
 """
 
 
-from lighthead.heads.base import BATCH_KEYS, HEADS, Head
+from lighthead.heads.base import (BATCH_KEYS, HEADS, Head, HeadConfig, RetrievalConfig, RetrievalHead,
+                                  SentimentConfig, SentimentHead)
 
 # Retrieval heads.
 from lighthead.heads import scan  # noqa: F401,E402  (scan = CASC-base)
@@ -18,4 +19,5 @@ from lighthead.heads import mfsr  # noqa: F401,E402
 # Sentiment heads.
 from lighthead.heads import itin, itm, text_only  # noqa: F401,E402
 
-__all__ = ["BATCH_KEYS", "HEADS", "Head"]
+__all__ = ["BATCH_KEYS", "HEADS", "Head", "HeadConfig", "RetrievalConfig", "RetrievalHead", "SentimentConfig",
+           "SentimentHead"]

@@ -1,18 +1,31 @@
-"""What every head is: an `nn.Module` with a config dataclass, registered by name.
+"""What every head is: an `nn.Module` with a config dataclass, registered by name, built from
+its config and the data's sizes. This module is the whole contract between the heads and the
+pipeline (training loop, tasks, scoring): the pipeline calls nothing on a head or a config
+that is not declared here, and every hook has a documented default.
 
-Heads receive tensors only (never images, text models or HDF5). A batch is a dict of
-tensors; the keys a head reads are listed in its `inputs` (see `BATCH_KEYS`), and the task
-layer in `pipelines/tasks/` builds exactly those from the store.
+Heads receive tensors only (never images, text models or HDF5). A batch is a dict of tensors;
+the keys a head reads are listed in its `inputs` (see `BATCH_KEYS`), and the task layer in
+`pipelines/tasks/` builds exactly those from the store.
 
-Retrieval heads implement `encode_image(batch)`, `encode_text(batch)` and
-`score(image_enc, text_enc) -> (n_images, n_texts)`, so evaluation encodes each side once
-and scores blocks of pairs. Sentiment heads implement `forward(batch) -> logits (B, 3)`.
-Every head implements `loss(batch) -> dict` with a scalar "loss" (the sum that is
-back-propagated) plus any named parts to log, and `optimizers()`.
+Configs (dataclasses, one per head):
+- `HeadConfig`: what the loop reads from every head (`epochs`, `batch_size`, `grad_clip`),
+  `num_regions`, and `DATASET_DEFAULTS`;
+- `RetrievalConfig`: adds `semantic_labels()` (the multi-hot labels a head reads, CASC's);
+- `SentimentConfig`: adds `records`, `aux_every` and `aux_store`;
+
+Heads (`nn.Module`s):
+- `Head`: `loss(batch)`, `optimizers()`; hooks `start_epoch(epoch)` and `optimizer_for(batch)`;
+- `RetrievalHead`: `encode_image(batch)`, `encode_text(batch)`, `score(image_enc, text_enc)
+  -> (n_images, n_texts)`, so evaluation encodes each side once and scores blocks of pairs;
+  hook `pair_bytes(image_enc, text_enc)`;
+- `SentimentHead`: `forward(batch) -> logits (B, 3)`; hooks `explain(batch)` and
+  `alignment_target(batch)`.
 """
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -45,17 +58,137 @@ BATCH_KEYS = {
 
 HEADS: Registry[type["Head"]] = Registry("head")
 
+# ---- configs ----------------------------------------------------------------------------------
 
-class Head(nn.Module):
-    """Base class. Subclasses set the class attributes and implement `loss`."""
 
-    task: ClassVar[str] = ""  # "retrieval" or "sentiment"
-    inputs: ClassVar[tuple[str, ...]] = ()  # batch keys the head reads (BATCH_KEYS)
-    config_class: ClassVar[type] = object  # the head's config dataclass
+@dataclass
+class HeadConfig:
+    """What the pipeline reads from every head's config. A head's config subclasses
+    `RetrievalConfig` or `SentimentConfig` and re-declares these fields with its own defaults."""
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    epochs: int = 10  # training epochs (passes over the training set)
+    batch_size: int = 128  # samples per training batch
+    grad_clip: float = 0.0  # the loop clips each optimiser's gradient norm to this (0 = off)
 
+    # dataset name (or store profile, e.g. "precomp") -> field values that replace the defaults
+    DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @property
+    def num_regions(self) -> int:
+        """Regions per image the task reads: the first K of each image's (0 = all).
+        A config that has a setting for it overrides this (a field, or a property)."""
+        return 0
+
+
+@dataclass
+class RetrievalConfig(HeadConfig):
+    """Base of every retrieval head's config."""
+
+    def semantic_labels(self) -> tuple[str, int] | None:
+        """(label type, label count) of the multi-hot semantic labels the head reads as batch key
+        "labels" (the task builds them from the training captions and stores them), or None
+        (default): the head reads none."""
+        return None
+
+
+@dataclass
+class SentimentConfig(HeadConfig):
+    """Base of every sentiment head's config."""
+
+    RECORD_KIND: ClassVar[str] = "auto"  # the records the head trains on, when it has no `records` field
+
+    @property
+    def records(self) -> str:
+        """Which records train the head: "post" (image-text posts), "target" (sentence, target,
+        image) or "auto" (targets when the store has labelled ones). Default: `RECORD_KIND`;
+        a config with a `records` field lets the user choose."""
+        return self.RECORD_KIND
+
+    @property
+    def aux_every(self) -> int:
+        """One auxiliary (annotation) batch before every `aux_every` main batches; 0 (default): none."""
+        return 0
+
+    @property
+    def aux_store(self) -> str:
+        """Store holding the auxiliary annotations; "" (default): the training store."""
+        return ""
+
+
+# ---- heads --------------------------------------------------------------------------------------
+
+class Head(nn.Module, metaclass=ABCMeta):
+    """Base of every head. Subclass `RetrievalHead` or `SentimentHead`, not this."""
+
+    task: ClassVar[str] = ""  # "retrieval" or "sentiment": the task that feeds and scores the head
+    inputs: ClassVar[tuple[str, ...]] = ()  # batch keys the head reads (BATCH_KEYS); may be narrowed per instance
+    config_class: ClassVar[type[HeadConfig]] = HeadConfig  # the head's config dataclass
+
+    @abstractmethod
+    def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """{"loss": the scalar that is back-propagated, plus named parts (detached) to log}."""
+
+    @abstractmethod
     def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
-        """(optimizer, lr scheduler or None) pairs; the loop steps each after backward."""
-        raise NotImplementedError
+        """(optimizer, lr scheduler or None) pairs; the loop steps the optimisers after each
+        backward (see `optimizer_for`) and the schedulers once per epoch."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the loop before each training epoch (0-based); default: nothing.
+        Heads whose loss changes with the epoch (a negatives warm-up) keep it."""
+
+    def optimizer_for(self, batch: dict[str, Any]) -> int | None:
+        """Index into `optimizers()` of the one optimiser this batch steps, for heads trained in
+        alternating phases (ITM's main and auxiliary batches); None (default): every optimiser."""
+        return None
+
+
+class RetrievalHead(Head):
+    """Image-text matching: scores every image against every caption.
+
+    Evaluation encodes each side once (`encode_image`, `encode_text`: dicts of tensors whose
+    first axis is the item) and scores blocks of pairs with `score`."""
+
+    task: ClassVar[str] = "retrieval"
+    config_class: ClassVar[type[HeadConfig]] = RetrievalConfig
+
+    @abstractmethod
+    def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The pair-independent part of each image of the batch: {name: (B, ...)}."""
+
+    @abstractmethod
+    def encode_text(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The pair-independent part of each caption of the batch: {name: (B, ...)}."""
+
+    @abstractmethod
+    def score(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(I, T) scores of every image encoding against every caption encoding (higher = better match)."""
+
+    def pair_bytes(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor]) -> int:
+        """Working memory (bytes) of scoring one pair of these encodings, which sizes the blocks
+        of pairs scored at once. Default 64: a head whose score is a product of pooled vectors
+        needs little per pair; heads that attend across the pair (SCAN, MMCA) say more."""
+        return 64
+
+
+class SentimentHead(Head):
+    """Sentiment of an image-text post or of a target in it: three logits per sample."""
+
+    task: ClassVar[str] = "sentiment"
+    config_class: ClassVar[type[HeadConfig]] = SentimentConfig
+
+    @abstractmethod
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, 3) sentiment logits (0 negative, 1 neutral, 2 positive)."""
+
+    def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What evaluation and the example figures read: "logits" (B, 3) and whatever explains
+        them (e.g. "attn", "gate", or ITM's "relevance" (B,) and "align" (B, K)).
+        Default: {"logits": self(batch)}."""
+        return {"logits": self(batch)}
+
+    def alignment_target(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a head whose `explain` gives "align" (B, K): the ground-truth alignment (B, K)
+        and which rows have one (B,) bool, to score "align" against. None (default): the head
+        has no alignment supervision, and no alignment metrics are reported."""
+        return None

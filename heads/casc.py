@@ -96,6 +96,10 @@ class CASCConfig(SCANConfig):
         if self.alpha < 0 or self.lr_global <= 0 or self.global_decay_epochs < 0 or self.global_decay_gamma <= 0:
             raise ValueError("alpha and global_decay_epochs must be >= 0, lr_global and global_decay_gamma > 0")
 
+    def semantic_labels(self) -> tuple[str, int]:
+        """The task builds the top `num_labels` words of type `label_type` as the images' labels."""
+        return self.label_type, self.num_labels
+
 
 @HEADS.register("casc")
 class CASC(SCAN):

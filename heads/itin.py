@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.rnn import FP32GRU
 
@@ -89,7 +89,7 @@ CHOICES = {"init": ("xavier", "torch"), "text_positions": ("padded", "real"),
 
 
 @dataclass
-class ItinConfig:
+class ItinConfig(SentimentConfig):
     """ITIN hyper-parameters: the released model by default, `recipe=paper` for the paper's text."""
 
     regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (the first m are used)
@@ -186,13 +186,12 @@ def xavier_(layer: nn.Linear) -> None:
 
 
 @HEADS.register("itin")
-class Itin(Head):
+class Itin(SentimentHead):
     """Regions (first m) + cached BERT tokens + a global CNN feature -> 3 sentiment logits.
 
     Shapes: B batch, M regions used, L tokens, D = d.
     """
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("regions", "tokens", "text_mask", "global", "label")  # narrowed per config
     config_class: ClassVar[type] = ItinConfig
 

@@ -55,7 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
@@ -81,7 +81,7 @@ CHOICES = {
 
 
 @dataclass
-class ItmConfig:
+class ItmConfig(SentimentConfig):
     """ITM hyper-parameters: the released code's by default, `recipe=paper` for the paper's."""
 
     regions: str = "regions/butd-r101-vg-100"  # feature set of the region features and boxes
@@ -171,7 +171,7 @@ class ItmConfig:
 
 
 @HEADS.register("itm")
-class Itm(Head):
+class Itm(SentimentHead):
     """Regions + boxes + cached RoBERTa tokens of (sentence with $T$, target) -> 3 logits,
     a relevance probability and an alignment distribution over the regions.
 
@@ -180,7 +180,6 @@ class Itm(Head):
     `train_samples` / `aux_train_samples` (from the task's data_info) size the schedule.
     """
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("regions", "boxes", "tokens", "text_mask", "label", "relevance",
                                           "target_box", "has_box")
     config_class: ClassVar[type] = ItmConfig
@@ -368,6 +367,8 @@ class Itm(Head):
         return [{"params": [p for p in params if id(p) not in exempt], "weight_decay": self.cfg.weight_decay},
                 {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
 
-    def optimizer_index(self, batch: dict[str, Any]) -> int:
+    def optimizer_for(self, batch: dict[str, Any]) -> int:
         """Index into `optimizers()` of the one that steps on this batch (0 main, 1 aux)."""
         return 1 if batch.get("phase", "main") == "aux" else 0
+
+    optimizer_index = optimizer_for  # the name the training loop calls until it calls `optimizer_for`

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
@@ -85,7 +85,7 @@ LOSS_TERMS = ("modal", "semantic", "specific", "img_re", "cap_re")
 
 
 @dataclass
-class MFSRConfig:
+class MFSRConfig(RetrievalConfig):
     """mFSR head (Zhang & Wu, Pattern Recognition 2021); defaults are the paper's values."""
 
     image: str = "global/resnet152"  # feature set of the global image vectors (ResNet-152 pooled)
@@ -193,7 +193,7 @@ def mlp(n_in: int, n_out: int, layers: int) -> nn.Sequential:
 
 
 @HEADS.register("mfsr")
-class MFSR(Head):
+class MFSR(RetrievalHead):
     """Feature separation and reconstruction head (Zhang & Wu, 2021). See the module docstring.
 
     `vocab_size`, `global_dim` and `thumb_size` (side of the square thumbnails) come from the
@@ -201,7 +201,6 @@ class MFSR(Head):
     `cfg.recon_size` (default: `thumb_size`), a power of two >= 8 that divides `thumb_size`.
     """
 
-    task = "retrieval"
     inputs = ("global", "thumb", "word_ids", "text_len", "image_index")
     config_class = MFSRConfig
 

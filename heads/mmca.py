@@ -64,14 +64,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
 from lighthead.heads.scan import step_lr
 
 
 @dataclass
-class MMCAConfig:
+class MMCAConfig(RetrievalConfig):
     """MMCA head (Wei et al., CVPR 2020); defaults are the paper's values."""
 
     regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (K = 36)
@@ -137,13 +137,12 @@ class MMCAConfig:
 
 
 @HEADS.register("mmca")
-class MMCA(Head):
+class MMCA(RetrievalHead):
     """Multi-Modality Cross Attention head (Wei et al., CVPR 2020). See the module docstring.
 
     `region_dim` and `token_dim` come from the data (the store's feature widths).
     """
 
-    task = "retrieval"
     inputs = ("regions", "tokens", "text_mask", "image_index")
     config_class = MMCAConfig
 

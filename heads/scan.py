@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
@@ -49,7 +49,7 @@ NORM_ALIASES = {"none": "no_norm", "clipped_l2": "clipped_l2norm"}  # the names 
 
 
 @dataclass
-class SCANConfig:
+class SCANConfig(RetrievalConfig):
     """SCAN / CASC-base hyper-parameters. Fields left at None take the value of `recipe`."""
 
     regions: str = "regions/butd-r101-vg-36"  # feature set of the region features
@@ -147,10 +147,9 @@ def text_inputs(cfg: SCANConfig) -> tuple[str, ...]:
 
 
 @HEADS.register("scan")
-class SCAN(Head):
+class SCAN(RetrievalHead):
     """Local alignment head. encode_image/encode_text cache each side; score() scores blocks."""
 
-    task = "retrieval"
     config_class = SCANConfig
 
     def __init__(self, cfg: SCANConfig, region_dim: int = 2048, vocab_size: int = 0, token_dim: int = 0):

@@ -32,11 +32,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import TransformerBlock
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
 
 
 @dataclass
-class TextOnlyConfig:
+class TextOnlyConfig(SentimentConfig):
     """Defaults match ITM's (the paper's training set-up for its RoBERTa baseline)."""
 
     text: str = "text/roberta-base"  # feature set of the frozen token features
@@ -77,10 +77,9 @@ class TextOnlyConfig:
 
 
 @HEADS.register("text-only")
-class TextOnly(Head):
+class TextOnly(SentimentHead):
     """Cached tokens (B, L, token_dim) -> 3 sentiment logits; no image input."""
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text_mask", "label")
     config_class: ClassVar[type] = TextOnlyConfig
 
@@ -103,9 +102,6 @@ class TextOnly(Head):
         else:
             pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         return self.classifier(self.drop(pooled))
-
-    def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": self(batch)}
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(self(batch), batch["label"].long())

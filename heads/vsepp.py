@@ -35,14 +35,14 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.scan import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
 
 @dataclass
-class VSEPPConfig:
+class VSEPPConfig(RetrievalConfig):
     """VSE++ hyper-parameters (Faghri et al., BMVC 2018)."""
 
     image: str = "global/resnet152"  # "global/..." CNN vector per image, or "regions/..." mean-pooled
@@ -93,10 +93,9 @@ class VSEPPConfig:
 
 
 @HEADS.register("vsepp")
-class VSEPP(Head):
+class VSEPP(RetrievalHead):
     """Two encoders into one space; score = dot product of unit vectors."""
 
-    task = "retrieval"
     config_class = VSEPPConfig
 
     def __init__(self, cfg: VSEPPConfig, region_dim: int = 2048, global_dim: int = 2048,
