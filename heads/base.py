@@ -14,7 +14,8 @@ Configs (dataclasses, one per head):
 - `SentimentConfig`: adds `records`, `aux_every` and `aux_store`;
 
 Heads (`nn.Module`s):
-- `Head`: `loss(batch)`, `optimizers()`; hooks `start_epoch(epoch)` and `optimizer_for(batch)`;
+- `Head`: `from_config(cfg, data)` (builds the head from its config and a `DataInfo`),
+  `loss(batch)`, `optimizers()`; hooks `start_epoch(epoch)` and `optimizer_for(batch)`;
 - `RetrievalHead`: `encode_image(batch)`, `encode_text(batch)`, `score(image_enc, text_enc)
   -> (n_images, n_texts)`, so evaluation encodes each side once and scores blocks of pairs;
   hook `pair_bytes(image_enc, text_enc)`;
@@ -24,9 +25,12 @@ Heads (`nn.Module`s):
 
 from __future__ import annotations
 
+import dataclasses
+import operator
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from numbers import Real
+from typing import Any, ClassVar, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -115,7 +119,95 @@ class SentimentConfig(HeadConfig):
         return ""
 
 
+# ---- the data's sizes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Sizes measured from the data by the task, which a head's `from_config` passes to its
+    constructor. None: the task did not measure it (the head reads no such source); a head then
+    falls back to its constructor's default. Written to a run's `data_info.json`."""
+
+    dataset: str | None = None  # dataset name (picks the config's DATASET_DEFAULTS)
+    region_dim: int | None = None  # width D of the region features
+    num_regions: int | None = None  # regions per image read (None also: a variable-K set)
+    global_dim: int | None = None  # width of the global image vectors
+    thumb_size: int | None = None  # side of the square thumbnails
+    vocab_size: int | None = None  # word vocabulary size (ids 0..vocab_size-1, 0 = padding)
+    token_dim: int | None = None  # width of the cached token features
+    num_labels: int | None = None  # label classes: semantic label words (retrieval), sentiments (3)
+    label_pos_weight: tuple[float, ...] | None = None  # per semantic label: #negative / #positive images
+    records: str | None = None  # the records a sentiment task trains on: "post" or "target"
+    train_samples: int | None = None  # training samples per epoch (sizes per-step schedules)
+    aux_train_samples: int | None = None  # auxiliary (annotated) training samples (0: none)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)  # each declared field in turn
+            if value is None:
+                continue
+            if f.name in ("dataset", "records"):
+                if not isinstance(value, str):
+                    raise ValueError(f"{f.name} must be a string, got {value!r}")
+            elif f.name == "label_pos_weight":
+                weights = _weights(value)
+                if weights is None:
+                    raise ValueError(f"label_pos_weight must be a list of numbers, got {value!r}")
+                object.__setattr__(self, f.name, weights)  # frozen: set once, as a tuple
+            else:
+                size = _size(value)
+                if size is None:
+                    raise ValueError(f"{f.name} must be a non-negative integer, got {value!r}")
+                object.__setattr__(self, f.name, size)
+
+    @classmethod
+    def of(cls, data: DataInfo | Mapping[str, Any]) -> DataInfo:
+        """`data` itself, or a DataInfo of its mapping (a task's dict, a run's data_info.json);
+        a key that is no field raises ValueError naming it."""
+        if isinstance(data, DataInfo):
+            return data
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown data size {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_json(self) -> dict[str, Any]:
+        """The measured sizes as a JSON object (None left out, weights as a list)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if "label_pos_weight" in out:
+            out["label_pos_weight"] = list(out["label_pos_weight"])
+        return out
+
+
+def _size(value: Any) -> int | None:
+    """A non-negative integer (numpy integers too), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        size = operator.index(value)
+    except TypeError:
+        return None
+    return size if size >= 0 else None
+
+
+def _weights(value: Any) -> tuple[float, ...] | None:
+    """A sequence of real numbers as a tuple of floats, else None."""
+    if isinstance(value, (str, bytes, Mapping)):
+        return None
+    try:
+        items = list(value)
+    except TypeError:
+        return None
+    if not all(isinstance(v, Real) and not isinstance(v, bool) for v in items):
+        return None
+    return tuple(float(v) for v in items)
+
+
 # ---- heads --------------------------------------------------------------------------------------
+
+HeadT = TypeVar("HeadT", bound="Head")
+
 
 class Head(nn.Module, metaclass=ABCMeta):
     """Base of every head. Subclass `RetrievalHead` or `SentimentHead`, not this."""
@@ -123,6 +215,13 @@ class Head(nn.Module, metaclass=ABCMeta):
     task: ClassVar[str] = ""  # "retrieval" or "sentiment": the task that feeds and scores the head
     inputs: ClassVar[tuple[str, ...]] = ()  # batch keys the head reads (BATCH_KEYS); may be narrowed per instance
     config_class: ClassVar[type[HeadConfig]] = HeadConfig  # the head's config dataclass
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls: type[HeadT], cfg: Any, data: DataInfo) -> HeadT:
+        """The head for config `cfg` (a `config_class`) and the data's sizes: calls the
+        constructor with each size it takes, named (as detectron2's `from_config`)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
 
     @abstractmethod
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:

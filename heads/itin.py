@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.rnn import FP32GRU
 
@@ -239,6 +239,12 @@ class Itin(SentimentHead):
         inputs += [] if cfg.context_only else ["regions"]
         inputs += ["global"] if cfg.context else []
         self.inputs = tuple(inputs)
+
+    @classmethod
+    def from_config(cls, cfg: ItinConfig, data: DataInfo) -> Itin:
+        """The region, token and global (visual context) widths."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
+                   global_dim=data.global_dim or 512)
 
     # -- pieces (each one equation group, so tests can check them separately) --
 

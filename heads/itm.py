@@ -55,7 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
-from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
@@ -231,6 +231,12 @@ class Itm(SentimentHead):
         self.classifier = nn.Linear(d, 3)  # W_T, b (Eq. 8)
         if cfg.init == "bert":
             self.apply(bert_init)
+
+    @classmethod
+    def from_config(cls, cfg: ItmConfig, data: DataInfo) -> Itm:
+        """The region and token widths, and the training-set sizes the schedule spans."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
+                   train_samples=data.train_samples or 0, aux_train_samples=data.aux_train_samples or 0)
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Everything the head computes: "logits" (B, 3), "relevance" P(r) (B,) and its logit

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
@@ -229,6 +229,12 @@ class MFSR(RetrievalHead):
             self.d2 = Discriminator(6, side, cfg.disc_width)  # [generated; real]: matched?
         if cfg.cap_re:
             self.decoder = CaptionDecoder(self.text.embed, 3 * p, d, cfg.gru_layers)
+
+    @classmethod
+    def from_config(cls, cfg: MFSRConfig, data: DataInfo) -> MFSR:
+        """The vocabulary, the global vectors' width and the thumbnails' side."""
+        return cls(cfg, vocab_size=data.vocab_size or 0, global_dim=data.global_dim or 2048,
+                   thumb_size=data.thumb_size or 64)
 
     # ---- encoders -------------------------------------------------------------------------
     def split(self, x: torch.Tensor, sep: str) -> dict[str, torch.Tensor]:

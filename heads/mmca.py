@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
 from lighthead.heads.scan import step_lr
@@ -158,6 +158,11 @@ class MMCA(RetrievalHead):
         self.token_proj = nn.Linear(token_dim, d)
         self.cross = nn.ModuleList(transformer_unit(d, cfg.heads, ffn, cfg.dropout) for _ in range(cfg.layers))
         self.text_cross = TextCNN(d, d, cfg.filters, cfg.windows)
+
+    @classmethod
+    def from_config(cls, cfg: MMCAConfig, data: DataInfo) -> MMCA:
+        """The region and token widths."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768)
 
     # ---- pair-independent parts ---------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
-from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
@@ -164,6 +164,12 @@ class SCAN(RetrievalHead):
         self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
                                        word_dim=cfg.word_dim, gru_layers=cfg.gru_layers,
                                        bidirectional=cfg.bidirectional)
+
+    @classmethod
+    def from_config(cls, cfg: SCANConfig, data: DataInfo) -> SCAN:
+        """Region width; the vocabulary (words/...) or the token width (text/...)."""
+        return cls(cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0,
+                   token_dim=data.token_dim or 0)
 
     # -- encoders -----------------------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

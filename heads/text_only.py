@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import TransformerBlock
-from lighthead.heads.base import HEADS, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
 
 
 @dataclass
@@ -90,6 +90,11 @@ class TextOnly(SentimentHead):
         self.encoder = nn.ModuleList(TransformerBlock(cfg.d, cfg.heads, cfg.ff, cfg.dropout) for _ in range(cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d, 3)
+
+    @classmethod
+    def from_config(cls, cfg: TextOnlyConfig, data: DataInfo) -> TextOnly:
+        """The token width."""
+        return cls(cfg, token_dim=data.token_dim or 768)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, 3) sentiment logits (0 negative, 1 neutral, 2 positive)."""

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
-from lighthead.heads.base import HEADS, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.scan import step_lr
 from lighthead.heads.text_encoders import caption_encoder
@@ -111,6 +111,12 @@ class VSEPP(RetrievalHead):
         nn.init.zeros_(self.img_fc.bias)
         self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
                                        word_dim=cfg.word_dim, gru_layers=cfg.gru_layers)
+
+    @classmethod
+    def from_config(cls, cfg: VSEPPConfig, data: DataInfo) -> VSEPP:
+        """The image vector's width (regions/... or global/...); the vocabulary or token width."""
+        return cls(cfg, region_dim=data.region_dim or 2048, global_dim=data.global_dim or 2048,
+                   vocab_size=data.vocab_size or 0, token_dim=data.token_dim or 0)
 
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"emb": (B, h)} unit-norm."""

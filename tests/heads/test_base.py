@@ -88,3 +88,70 @@ def test_a_head_missing_a_method_of_its_kind_cannot_be_built():
 
     with pytest.raises(TypeError, match="score"):
         NoScore()
+
+
+# ---- building from the config and the data's sizes -------------------------------------------
+
+INFO = {"dataset": "demo", "region_dim": 10, "num_regions": 4, "global_dim": 9, "thumb_size": 16, "vocab_size": 20,
+        "token_dim": 12, "num_labels": 7, "label_pos_weight": [0.5] * 7, "records": "target", "train_samples": 30,
+        "aux_train_samples": 10}
+TINY = {"scan": {"embed_size": "16", "word_dim": "8"}, "casc": {"embed_size": "16", "word_dim": "8", "label_hidden": "8"},
+        "vsepp": {"embed_size": "16", "word_dim": "8"}, "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
+        "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "1", "gen_width": "8", "disc_width": "8",
+                 "recon_size": "8"},
+        "itin": {"d": "16", "k": "16"}, "itm": {"d": "16", "heads": "2", "ff": "32", "k": "4"},
+        "text-only": {"d": "16", "heads": "2", "ff": "32"}}
+
+
+def by_signature(cls, cfg, info):
+    """The head built the way the sizes used to be passed: each constructor parameter named in `info`."""
+    import inspect
+
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "cfg")]
+    return cls(cfg, **{p: info[p] for p in params if p in info})
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+@pytest.mark.parametrize("keys", ["all", "few"])
+def test_from_config_passes_every_size_its_constructor_takes(name, keys):
+    from lighthead.heads.build import build_head, make_config
+
+    cls = head_class(name)
+    assert "from_config" in vars(cls), f"{name} inherits from_config: implement it, naming its sizes"
+    info = INFO if keys == "all" else {"vocab_size": 20}  # the others: the constructor's defaults
+    torch.manual_seed(0)
+    head = build_head(name, info, TINY.get(name, {}))
+    torch.manual_seed(0)
+    ref = by_signature(cls, make_config(cls.config_class, TINY.get(name, {}), info.get("dataset")), info)
+    assert type(head) is cls
+    assert {k: v.shape for k, v in head.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    for k, v in ref.state_dict().items():
+        assert torch.equal(head.state_dict()[k], v), (name, k)
+
+
+def test_data_info_reads_a_task_mapping_and_refuses_unknown_or_mistyped_sizes():
+    import numpy as np
+
+    from lighthead.heads.base import DataInfo
+
+    data = DataInfo.of({**INFO, "region_dim": np.int64(10), "num_regions": None})
+    assert (data.region_dim, data.num_regions, data.label_pos_weight) == (10, None, (0.5,) * 7)
+    assert type(data.region_dim) is int and DataInfo.of(data) is data
+    assert DataInfo.of(data.to_json()) == data and data.to_json()["label_pos_weight"] == [0.5] * 7
+    with pytest.raises(ValueError, match="^unknown data size 'vocab'; known: aux_train_samples, dataset, "):
+        DataInfo.of({"vocab": 3})
+    for bad, message in [({"vocab_size": "many"}, "vocab_size must be a non-negative integer, got 'many'"),
+                         ({"token_dim": -1}, "token_dim must be a non-negative integer"),
+                         ({"region_dim": True}, "region_dim must be a non-negative integer"),
+                         ({"dataset": 3}, "dataset must be a string"),
+                         ({"label_pos_weight": ["a"]}, "label_pos_weight must be a list of numbers")]:
+        with pytest.raises(ValueError, match=message):
+            DataInfo.of(bad)
+
+
+def test_build_head_takes_a_data_info():
+    from lighthead.heads.base import DataInfo
+    from lighthead.heads.build import build_head
+
+    head = build_head("casc", DataInfo(dataset="coco", region_dim=6, vocab_size=9, num_labels=3), TINY["casc"])
+    assert head.img_fc.in_features == 6 and head.fc2.out_features == 3 and head.cfg.lr == 5e-4  # coco's rate
