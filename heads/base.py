@@ -12,6 +12,7 @@ Configs (dataclasses, one per head):
   `num_regions`, and `DATASET_DEFAULTS`;
 - `RetrievalConfig`: adds `semantic_labels()` (the multi-hot labels a head reads, CASC's);
 - `SentimentConfig`: adds `records`, `aux_every` and `aux_store`;
+- feature sources: the fields declared with `source(...)`; `feature_sources(cfg)` lists them.
 
 Heads (`nn.Module`s):
 - `Head`: `from_config(cfg, data)` (builds the head from its config and a `DataInfo`),
@@ -61,6 +62,57 @@ BATCH_KEYS = {
 }
 
 HEADS: Registry[type["Head"]] = Registry("head")
+
+# ---- feature sources ------------------------------------------------------------------------
+
+# Kind of feature set -> the prefix of its names in the store. The kinds are what the task reads:
+# "regions" (keyed by image: features, boxes), "global" (by image: one vector), "thumbs" (by
+# image: uint8 thumbnails), "words" (by caption: word ids), "tokens" (by caption: cached token
+# features of a frozen text encoder, in the store's "text/..." sets).
+SOURCE_PREFIXES = {"regions": "regions/", "global": "global/", "thumbs": "thumbs/", "words": "words/",
+                   "tokens": "text/"}
+_SOURCE = "lighthead.source"  # the dataclass field metadata key that marks a feature source
+
+
+def source(*kinds: str, default: str) -> Any:
+    """A config field that names a feature set the head reads: `default`, of one of `kinds`.
+
+    `regions: str = source("regions", default="regions/butd-r101-vg-36")`. A field that may name
+    either of two kinds (VSE++'s image: a global vector or regions) lists both; the value's
+    prefix (`SOURCE_PREFIXES`) says which one a run reads. An empty value reads nothing.
+    """
+    unknown = [k for k in kinds if k not in SOURCE_PREFIXES]
+    if not kinds or unknown:
+        raise ValueError(f"source kinds must be among {', '.join(SOURCE_PREFIXES)}, got {kinds}")
+    return dataclasses.field(default=default, metadata={_SOURCE: kinds})
+
+
+def source_kinds(config_class: type) -> dict[str, tuple[str, ...]]:
+    """Field name -> the kinds it may name, for every field declared with `source`."""
+    return {f.name: f.metadata[_SOURCE] for f in dataclasses.fields(config_class) if _SOURCE in f.metadata}
+
+
+def feature_sources(cfg: Any) -> dict[str, tuple[str, str]]:
+    """Field name -> (kind, feature set name) of every feature set the config reads.
+
+    Only fields declared with `source` count; an empty one reads nothing. A value outside its
+    declared kinds raises ValueError naming the field.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for f in dataclasses.fields(cfg):
+        if _SOURCE not in f.metadata:
+            continue
+        value = getattr(cfg, f.name)  # a declared field of this dataclass
+        if value == "":
+            continue
+        kinds = f.metadata[_SOURCE]
+        kind = next((k for k in kinds if isinstance(value, str) and value.startswith(SOURCE_PREFIXES[k])), None)
+        if kind is None:
+            allowed = " or ".join(f"{SOURCE_PREFIXES[k]}..." for k in kinds)
+            raise ValueError(f"{f.name} must name a {allowed} feature set, got {value!r}")
+        out[f.name] = (kind, value)
+    return out
+
 
 # ---- configs ----------------------------------------------------------------------------------
 

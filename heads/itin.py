@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.rnn import FP32GRU
 
@@ -92,9 +92,10 @@ CHOICES = {"init": ("xavier", "torch"), "text_positions": ("padded", "real"),
 class ItinConfig(SentimentConfig):
     """ITIN hyper-parameters: the released model by default, `recipe=paper` for the paper's text."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (the first m are used)
-    text: str = "text/bert-base-uncased"  # feature set of the frozen token features
-    global_features: str = "global/resnet18"  # feature set of the visual context V (Eq. 14)
+    # feature set of the region features (the first m are used)
+    regions: str = source("regions", default="regions/butd-r101-vg-36")
+    text: str = source("tokens", default="text/bert-base-uncased")  # feature set of the frozen token features
+    global_features: str = source("global", default="global/resnet18")  # feature set of the visual context V (Eq. 14)
     recipe: str = "code"  # "code": the authors' released model; "paper": the paper's text (keys left unset)
     region_norm: bool | None = None  # L2-normalise r_i after Eq. 1 (code)
     init: str | None = None  # "xavier" (uniform, zero bias on W_r, key projections, W_o) or "torch"

@@ -55,7 +55,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
-from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
@@ -84,8 +84,9 @@ CHOICES = {
 class ItmConfig(SentimentConfig):
     """ITM hyper-parameters: the released code's by default, `recipe=paper` for the paper's."""
 
-    regions: str = "regions/butd-r101-vg-100"  # feature set of the region features and boxes
-    text: str = "text/roberta-base"  # feature set of the frozen (sentence with $T$, target) token features
+    regions: str = source("regions", default="regions/butd-r101-vg-100")  # feature set of the region features and boxes
+    # feature set of the frozen (sentence with $T$, target) token features
+    text: str = source("tokens", default="text/roberta-base")
     recipe: str = "code"  # "code": the authors' released code; "paper": the paper's text (keys left unset)
     layer_type: str | None = None  # "bert" (GELU, no inner FFN dropout) or "transformer" (ReLU)
     relevance_head: str | None = None  # "per_region" (Linear(d,1) -> Linear(k,2)) or "max_pool" (Eq. 2)

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
@@ -88,9 +88,11 @@ LOSS_TERMS = ("modal", "semantic", "specific", "img_re", "cap_re")
 class MFSRConfig(RetrievalConfig):
     """mFSR head (Zhang & Wu, Pattern Recognition 2021); defaults are the paper's values."""
 
-    image: str = "global/resnet152"  # feature set of the global image vectors (ResNet-152 pooled)
-    thumbs: str = "thumbs/64"  # feature set of the thumbnails to reconstruct ("" without img_re)
-    text: str = "words/vocab"  # feature set of the caption word ids
+    # feature set of the global image vectors (ResNet-152 pooled)
+    image: str = source("global", default="global/resnet152")
+    # feature set of the thumbnails to reconstruct ("" without img_re)
+    thumbs: str = source("thumbs", default="thumbs/64")
+    text: str = source("words", default="words/vocab")  # feature set of the caption word ids
     word_dim: int = 300  # word embedding width (Sec. 3.5)
     embed_dim: int = 3072  # d: width of v, l and of the GRU hidden states (Sec. 3.5)
     gru_layers: int = 4  # stacked GRU layers of the encoder and of the decoder (Sec. 3.5)

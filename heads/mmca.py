@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
 from lighthead.heads.scan import step_lr
@@ -74,8 +74,8 @@ from lighthead.heads.scan import step_lr
 class MMCAConfig(RetrievalConfig):
     """MMCA head (Wei et al., CVPR 2020); defaults are the paper's values."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (K = 36)
-    text: str = "text/bert-base-uncased"  # feature set of the frozen token features
+    regions: str = source("regions", default="regions/butd-r101-vg-36")  # feature set of the region features (K = 36)
+    text: str = source("tokens", default="text/bert-base-uncased")  # feature set of the frozen token features
     embed_dim: int = 256  # d: width of both branches; 256 is the paper's best (Tables 4-5)
     heads: int = 16  # attention heads of every Transformer unit
     ffn_dim: Optional[int] = None  # feed-forward width; None = d (Eq. 4: W1 is d x d)

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
-from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.text_encoders import caption_encoder
@@ -52,8 +52,9 @@ NORM_ALIASES = {"none": "no_norm", "clipped_l2": "clipped_l2norm"}  # the names 
 class SCANConfig(RetrievalConfig):
     """SCAN / CASC-base hyper-parameters. Fields left at None take the value of `recipe`."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features
-    text: str = "words/vocab"  # "words/..." = word ids for the GRU; "text/..." = frozen token features
+    regions: str = source("regions", default="regions/butd-r101-vg-36")  # feature set of the region features
+    # "words/..." = word ids for the GRU; "text/..." = frozen token features
+    text: str = source("words", "tokens", default="words/vocab")
     num_regions: int = 0  # keep the first K regions (0 = all; variable-K sets are padded + masked)
     embed_size: int = 1024  # joint space width h
     word_dim: int = 300  # word embedding width

@@ -32,14 +32,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import TransformerBlock
-from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 
 
 @dataclass
 class TextOnlyConfig(SentimentConfig):
     """Defaults match ITM's (the paper's training set-up for its RoBERTa baseline)."""
 
-    text: str = "text/roberta-base"  # feature set of the frozen token features
+    text: str = source("tokens", default="text/roberta-base")  # feature set of the frozen token features
     records: str = "auto"  # "target", "post", or "auto" (targets when the store has labelled ones)
     d: int = 768  # model width
     heads: int = 12  # attention heads

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
-from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.scan import step_lr
 from lighthead.heads.text_encoders import caption_encoder
@@ -45,8 +45,10 @@ from lighthead.heads.text_encoders import caption_encoder
 class VSEPPConfig(RetrievalConfig):
     """VSE++ hyper-parameters (Faghri et al., BMVC 2018)."""
 
-    image: str = "global/resnet152"  # "global/..." CNN vector per image, or "regions/..." mean-pooled
-    text: str = "words/vocab"  # "words/..." word ids for the GRU; "text/..." frozen token features
+    # "global/..." CNN vector per image, or "regions/..." mean-pooled
+    image: str = source("global", "regions", default="global/resnet152")
+    # "words/..." word ids for the GRU; "text/..." frozen token features
+    text: str = source("words", "tokens", default="words/vocab")
     embed_size: int = 1024  # joint space width (= GRU hidden size)
     word_dim: int = 300  # word embedding width
     gru_layers: int = 1  # GRU layers

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from lighthead.heads.base import HEADS
+from lighthead.heads.base import HEADS, source_kinds
 from lighthead.heads.build import config_fields, head_class, make_config, parse_value
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-FEATURE_SET_PREFIXES = ("regions/", "global/", "thumbs/", "words/", "text/")
 STATED_ALWAYS = ("epochs", "batch_size", "lr")  # the defaults column names these for every head
 
 
@@ -53,8 +52,7 @@ def test_stated_defaults_are_the_configs(head):
     default = cls()
     for key, value in typed(cls, stated).items():
         assert getattr(default, key) == value, (head, key, getattr(default, key), value)
-    feature_sets = {k for k in config_fields(cls)
-                    if isinstance(getattr(default, k), str) and getattr(default, k).startswith(FEATURE_SET_PREFIXES)}
+    feature_sets = {k for k in source_kinds(cls) if getattr(default, k)}  # the feature sets it reads
     missing = (feature_sets | set(STATED_ALWAYS)) - set(stated)
     assert not missing, f"README's defaults for {head} leave out {missing}"
     # the demo column is the whole of DATASET_DEFAULTS["demo"], nothing more, nothing less

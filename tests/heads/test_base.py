@@ -155,3 +155,76 @@ def test_build_head_takes_a_data_info():
 
     head = build_head("casc", DataInfo(dataset="coco", region_dim=6, vocab_size=9, num_labels=3), TINY["casc"])
     assert head.img_fc.in_features == 6 and head.fc2.out_features == 3 and head.cfg.lr == 5e-4  # coco's rate
+
+
+# ---- feature sources ----------------------------------------------------------------------------
+
+
+def looks_like_a_feature_set(value) -> bool:
+    from lighthead.heads.base import SOURCE_PREFIXES
+
+    return isinstance(value, str) and value.startswith(tuple(SOURCE_PREFIXES.values()))
+
+
+def configs_to_check():
+    """Every head's default config, its demo config, and the variants that switch a source's kind."""
+    from lighthead.heads.build import make_config
+
+    for name in HEADS.names():
+        cls = head_class(name).config_class
+        yield name, cls()
+        yield f"{name} demo", make_config(cls, {}, "demo")
+    yield "vsepp regions", make_config(head_class("vsepp").config_class, {"image": "regions/x", "text": "text/y"})
+    yield "scan tokens", make_config(head_class("scan").config_class, {"text": "text/y"})
+
+
+@pytest.mark.parametrize("name", HEADS.names())
+def test_every_field_that_names_a_feature_set_is_a_declared_source(name):
+    from lighthead.heads.base import source_kinds
+
+    cls = head_class(name).config_class
+    named = {f.name for f in dataclasses.fields(cls) if looks_like_a_feature_set(f.default)}
+    assert named == set(source_kinds(cls)), f"{name}: declare {sorted(named - set(source_kinds(cls)))} " \
+                                            f"with heads.base.source(KIND, default=...)"
+
+
+@pytest.mark.parametrize("label, cfg", list(configs_to_check()), ids=lambda x: x if isinstance(x, str) else "")
+def test_feature_sources_reads_every_declared_source_with_the_kind_of_its_value(label, cfg):
+    from lighthead.heads.base import SOURCE_PREFIXES, feature_sources, source_kinds
+
+    got = feature_sources(cfg)
+    declared = source_kinds(type(cfg))
+    want = {}
+    for name in declared:
+        value = getattr(cfg, name)
+        if value:
+            kind = next(k for k, prefix in SOURCE_PREFIXES.items() if value.startswith(prefix))
+            want[name] = (kind, value)
+            assert kind in declared[name], (label, name)
+    assert got == want, label
+    # ... and nothing else the config holds is a source, whatever its value looks like
+    others = {f.name for f in dataclasses.fields(cfg) if f.name not in declared}
+    assert not {n for n in others if looks_like_a_feature_set(getattr(cfg, n))}, label
+
+
+def test_a_head_without_thumbnails_reads_none_and_an_aux_store_is_no_source():
+    from lighthead.heads.base import feature_sources
+
+    mfsr = head_class("mfsr").config_class(img_re=False)
+    assert "thumbs" not in feature_sources(mfsr) and feature_sources(mfsr)["image"] == ("global", "global/resnet152")
+    itm = head_class("itm").config_class(aux_store="regions/not-a-set")  # a store's path, whatever it looks like
+    assert set(feature_sources(itm)) == {"regions", "text"}
+
+
+def test_a_source_of_another_kind_is_refused_naming_the_field():
+    from lighthead.heads.base import feature_sources, source
+
+    @dataclasses.dataclass
+    class Cfg(RetrievalConfig):
+        image: str = source("global", "regions", default="words/vocab")
+
+    with pytest.raises(ValueError, match=r"^image must name a global/\.\.\. or regions/\.\.\. feature set, "
+                                         r"got 'words/vocab'$"):
+        feature_sources(Cfg())
+    with pytest.raises(ValueError, match="source kinds must be among regions, global, thumbs, words, tokens"):
+        source("text", default="text/x")
