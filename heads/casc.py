@@ -45,7 +45,8 @@ from torch import nn
 from lighthead.heads.attention import xattn_paired
 from lighthead.heads.base import HEADS, DataInfo
 from lighthead.heads.losses import weighted_bce
-from lighthead.heads.scan import SCAN, SCANConfig, step_lr
+from lighthead.heads.optim import step_lr
+from lighthead.heads.scan import SCAN, SCANConfig
 
 LABEL_TYPES = ("nouns", "verbs", "adjectives", "all")
 TEST_SCORES = ("code", "paper")

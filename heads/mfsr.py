@@ -78,7 +78,7 @@ from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mfsr_parts import (CaptionDecoder, Discriminator, Generator, bce, caption_loss, modal_loss,
                               specific_loss, to_image)
-from lighthead.heads.scan import step_lr
+from lighthead.heads.optim import step_lr
 from lighthead.heads.text_encoders import GRUTextEncoder
 
 LOSS_TERMS = ("modal", "semantic", "specific", "img_re", "cap_re")

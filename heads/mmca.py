@@ -67,7 +67,7 @@ from torch import nn
 from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
 from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
-from lighthead.heads.scan import step_lr
+from lighthead.heads.optim import step_lr
 
 
 @dataclass

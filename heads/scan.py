@@ -42,6 +42,7 @@ from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_
 from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import in_batch_positives, triplet_loss
+from lighthead.heads.optim import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
 DIRECTIONS = ("t2i", "i2t", "both")
@@ -262,9 +263,3 @@ class SCAN(RetrievalHead):
     def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
         opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         return [(opt, step_lr(opt, self.cfg.lr_decay_epochs))]
-
-
-def step_lr(opt: torch.optim.Optimizer, every: int, gamma: float = 0.1) -> Any:
-    """lr x gamma every `every` epochs, i.e. lr * gamma ** (epoch // every) (None when every == 0);
-    the loop steps it once per epoch."""
-    return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=gamma) if every > 0 else None

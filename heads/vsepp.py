@@ -37,7 +37,7 @@ from torch import nn
 from lighthead.heads.attention import l2norm, masked_mean
 from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
-from lighthead.heads.scan import step_lr
+from lighthead.heads.optim import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
 
