@@ -228,3 +228,18 @@ def test_a_source_of_another_kind_is_refused_naming_the_field():
         feature_sources(Cfg())
     with pytest.raises(ValueError, match="source kinds must be among regions, global, thumbs, words, tokens"):
         source("text", default="text/x")
+
+
+def test_a_head_keeps_its_building_blocks_in_its_own_module():
+    """Split by concept, not by length: no `*_parts.py` grab-bag re-exported under a second name."""
+    from pathlib import Path
+
+    import lighthead.heads as heads
+    from lighthead.heads import itm, mfsr, mmca
+
+    assert not sorted(p.name for p in Path(heads.__file__).resolve().parent.glob("*_parts.py"))
+    for module, names in [(mmca, ("TextCNN", "pair_cat", "region_mean", "transformer_unit")),
+                          (itm, ("alignment_target", "bert_init", "head_mean_scores")),
+                          (mfsr, ("Generator", "Discriminator", "CaptionDecoder", "caption_loss", "bce"))]:
+        for name in names:
+            assert vars(module)[name].__module__ == module.__name__, name
