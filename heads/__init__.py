@@ -6,8 +6,8 @@ and add its import line here.
 """
 
 
-from lighthead.heads.base import (BATCH_KEYS, HEADS, Head, HeadConfig, RetrievalConfig, RetrievalHead,
-                                  SentimentConfig, SentimentHead)
+from lighthead.heads.base import (BATCH_KEYS, HEADS, DataInfo, Head, HeadConfig, RetrievalConfig, RetrievalHead,
+                                  SentimentConfig, SentimentHead, feature_sources, source)
 
 # Retrieval heads.
 from lighthead.heads import scan  # noqa: F401,E402  (scan = CASC-base)
@@ -19,5 +19,5 @@ from lighthead.heads import mfsr  # noqa: F401,E402
 # Sentiment heads.
 from lighthead.heads import itin, itm, text_only  # noqa: F401,E402
 
-__all__ = ["BATCH_KEYS", "HEADS", "Head", "HeadConfig", "RetrievalConfig", "RetrievalHead", "SentimentConfig",
-           "SentimentHead"]
+__all__ = ["BATCH_KEYS", "HEADS", "DataInfo", "Head", "HeadConfig", "RetrievalConfig", "RetrievalHead",
+           "SentimentConfig", "SentimentHead", "feature_sources", "source"]
