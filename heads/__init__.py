@@ -1,8 +1,10 @@
 """Light heads trained on cached tensors: one module per head, registered by name in HEADS.
 
 Every head module is imported explicitly below (one line each), so registration never
-depends on import order. To add a head: write `heads/<name>.py` with `@HEADS.register(...)`
-and add its import line here.
+depends on import order. To add a head: write `heads/<name>.py` (a config subclassing
+`RetrievalConfig` or `SentimentConfig`, a head subclassing `RetrievalHead` or `SentimentHead`
+with `from_config` and `@HEADS.register(...)`; the contract is `heads/base.py`) and add its
+import line here. CONTRIBUTING.md, "Adding a head", walks through it.
 """
 
 

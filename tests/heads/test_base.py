@@ -11,6 +11,7 @@ import torch
 from lighthead.heads.base import (HEADS, HeadConfig, RetrievalConfig, RetrievalHead, SentimentConfig,
                                   SentimentHead)
 from lighthead.heads.build import head_class
+from tests.heads.test_registry import TINY
 
 KIND = {"retrieval": (RetrievalHead, RetrievalConfig), "sentiment": (SentimentHead, SentimentConfig)}
 
@@ -95,12 +96,7 @@ def test_a_head_missing_a_method_of_its_kind_cannot_be_built():
 INFO = {"dataset": "demo", "region_dim": 10, "num_regions": 4, "global_dim": 9, "thumb_size": 16, "vocab_size": 20,
         "token_dim": 12, "num_labels": 7, "label_pos_weight": [0.5] * 7, "records": "target", "train_samples": 30,
         "aux_train_samples": 10}
-TINY = {"scan": {"embed_size": "16", "word_dim": "8"}, "casc": {"embed_size": "16", "word_dim": "8", "label_hidden": "8"},
-        "vsepp": {"embed_size": "16", "word_dim": "8"}, "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
-        "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "1", "gen_width": "8", "disc_width": "8",
-                 "recon_size": "8"},
-        "itin": {"d": "16", "k": "16"}, "itm": {"d": "16", "heads": "2", "ff": "32", "k": "4"},
-        "text-only": {"d": "16", "heads": "2", "ff": "32"}}
+
 
 
 def by_signature(cls, cfg, info):
