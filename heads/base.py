@@ -1,7 +1,7 @@
 """What every head is: an `nn.Module` with a config dataclass, registered by name, built from
-its config and the data's sizes. This module is the whole contract between the heads and the
-pipeline (training loop, tasks, scoring): the pipeline calls nothing on a head or a config
-that is not declared here, and every hook has a documented default.
+its config and the data's sizes. This module is the contract between the heads and the
+pipeline (training loop, tasks, scoring): it declares every method, hook and setting the
+pipeline may call or read on a head or its config, each hook with a documented default.
 
 Heads receive tensors only (never images, text models or HDF5). A batch is a dict of tensors;
 the keys a head reads are listed in its `inputs` (see `BATCH_KEYS`), and the task layer in
