@@ -1,21 +1,20 @@
 """Build a head from its registered name, the data's sizes and `key=value` overrides.
 
 Sizes that come from the data (vocabulary size, region and token widths, label count, label
-weights) are in `data_info`, computed by the task layer from the store; they are passed to
-the head's constructor by parameter name. Hyper-parameters live in the head's config
-dataclass: paper defaults, then the dataset's defaults (a config class may declare
-`DATASET_DEFAULTS = {"coco": {"lr": 5e-4}}`), then the user's overrides.
+weights) are a `DataInfo`, measured by the task layer from the store; the head's
+`from_config(cfg, data)` passes the ones it needs to its constructor. Hyper-parameters live in
+the head's config dataclass: paper defaults, then the dataset's defaults (a config class may
+declare `DATASET_DEFAULTS = {"coco": {"lr": 5e-4}}`), then the user's overrides.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import types
 import typing
 from typing import Any, Mapping, Sequence
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, Head
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -130,24 +129,19 @@ def head_class(name: str) -> type[Head]:
     return HEADS.get(name)
 
 
-def build_head(name: str, data_info: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Head:
-    """The head `name` with config = paper defaults + dataset defaults + `overrides`.
+def build_head(name: str, data: DataInfo | Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Head:
+    """The head `name` with config = paper defaults + dataset defaults + `overrides`, built by
+    its `from_config` for the data's sizes.
 
-    data_info: sizes from the data (e.g. "dataset", "region_dim", "vocab_size", "token_dim",
-    "global_dim", "num_labels", "label_pos_weight"); the ones the head's constructor names
-    are passed to it.
+    data: a `DataInfo`, or its mapping (a task's `data_info()`, a run's data_info.json, e.g.
+    {"dataset": "coco", "region_dim": 2048, "vocab_size": 10000}); an unknown key raises ValueError.
     """
     cls = head_class(name)
-    cfg = make_config(cls.config_class, overrides, data_info.get("dataset"), what=name)
-    return construct(cls, cfg, data_info)
+    data = DataInfo.of(data)
+    cfg = make_config(cls.config_class, overrides, data.dataset, what=name)
+    return cls.from_config(cfg, data)
 
 
-def construct(cls: type[Head], cfg: Any, data_info: Mapping[str, Any]) -> Head:
-    """Call `cls(cfg, **sizes)` with the data_info entries its constructor takes."""
-    params = inspect.signature(cls.__init__).parameters
-    names = [p for p in params if p not in ("self", "cfg")]
-    missing = [p for p in names if params[p].default is inspect.Parameter.empty and p not in data_info]
-    if missing:
-        raise KeyError(f"head {cls.__name__} needs {', '.join(missing)} from the data; data_info has "
-                       f"{', '.join(sorted(data_info)) or 'nothing'}")
-    return cls(cfg, **{p: data_info[p] for p in names if p in data_info})
+def construct(cls: type[Head], cfg: Any, data: DataInfo | Mapping[str, Any]) -> Head:
+    """`cls.from_config(cfg, data)`, the data's sizes given as a `DataInfo` or its mapping."""
+    return cls.from_config(cfg, DataInfo.of(data))

@@ -43,9 +43,10 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import xattn_paired
-from lighthead.heads.base import HEADS
+from lighthead.heads.base import HEADS, DataInfo
 from lighthead.heads.losses import weighted_bce
-from lighthead.heads.scan import SCAN, SCANConfig, step_lr
+from lighthead.heads.optim import step_lr
+from lighthead.heads.scan import SCAN, SCANConfig
 
 LABEL_TYPES = ("nouns", "verbs", "adjectives", "all")
 TEST_SCORES = ("code", "paper")
@@ -96,6 +97,10 @@ class CASCConfig(SCANConfig):
         if self.alpha < 0 or self.lr_global <= 0 or self.global_decay_epochs < 0 or self.global_decay_gamma <= 0:
             raise ValueError("alpha and global_decay_epochs must be >= 0, lr_global and global_decay_gamma > 0")
 
+    def semantic_labels(self) -> tuple[str, int]:
+        """The task builds the top `num_labels` words of type `label_type` as the images' labels."""
+        return self.label_type, self.num_labels
+
 
 @HEADS.register("casc")
 class CASC(SCAN):
@@ -114,6 +119,13 @@ class CASC(SCAN):
         if weight.shape != (c,):
             raise ValueError(f"label_pos_weight has shape {tuple(weight.shape)}, expected ({c},)")
         self.register_buffer("pos_weight", weight)
+
+    @classmethod
+    def from_config(cls, cfg: CASCConfig, data: DataInfo) -> CASC:
+        """SCAN's sizes, and the label vocabulary the task built with its positive weights."""
+        return cls(cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0,
+                   token_dim=data.token_dim or 0, num_labels=data.num_labels or 0,
+                   label_pos_weight=data.label_pos_weight)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Global vectors (..., h) -> label logits (..., C)."""

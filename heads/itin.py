@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.rnn import FP32GRU
 
@@ -89,12 +89,13 @@ CHOICES = {"init": ("xavier", "torch"), "text_positions": ("padded", "real"),
 
 
 @dataclass
-class ItinConfig:
+class ItinConfig(SentimentConfig):
     """ITIN hyper-parameters: the released model by default, `recipe=paper` for the paper's text."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (the first m are used)
-    text: str = "text/bert-base-uncased"  # feature set of the frozen token features
-    global_features: str = "global/resnet18"  # feature set of the visual context V (Eq. 14)
+    # feature set of the region features (the first m are used)
+    regions: str = source("regions", default="regions/butd-r101-vg-36")
+    text: str = source("tokens", default="text/bert-base-uncased")  # feature set of the frozen token features
+    global_features: str = source("global", default="global/resnet18")  # feature set of the visual context V (Eq. 14)
     recipe: str = "code"  # "code": the authors' released model; "paper": the paper's text (keys left unset)
     region_norm: bool | None = None  # L2-normalise r_i after Eq. 1 (code)
     init: str | None = None  # "xavier" (uniform, zero bias on W_r, key projections, W_o) or "torch"
@@ -186,13 +187,12 @@ def xavier_(layer: nn.Linear) -> None:
 
 
 @HEADS.register("itin")
-class Itin(Head):
+class Itin(SentimentHead):
     """Regions (first m) + cached BERT tokens + a global CNN feature -> 3 sentiment logits.
 
     Shapes: B batch, M regions used, L tokens, D = d.
     """
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("regions", "tokens", "text_mask", "global", "label")  # narrowed per config
     config_class: ClassVar[type] = ItinConfig
 
@@ -240,6 +240,12 @@ class Itin(Head):
         inputs += [] if cfg.context_only else ["regions"]
         inputs += ["global"] if cfg.context else []
         self.inputs = tuple(inputs)
+
+    @classmethod
+    def from_config(cls, cfg: ItinConfig, data: DataInfo) -> Itin:
+        """The region, token and global (visual context) widths."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
+                   global_dim=data.global_dim or 512)
 
     # -- pieces (each one equation group, so tests can check them separately) --
 

@@ -53,11 +53,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops import box_iou
 
 from lighthead.heads.attention import CrossAttentionBlock, TransformerBlock
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 from lighthead.heads.build import fill_recipe
-from lighthead.heads.itm_parts import alignment_target, bert_init, head_mean_scores  # noqa: F401  (public here too)
 from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, schedule_total
 
 # The two readings; a key left unset (None) takes its recipe's value.
@@ -81,11 +81,12 @@ CHOICES = {
 
 
 @dataclass
-class ItmConfig:
+class ItmConfig(SentimentConfig):
     """ITM hyper-parameters: the released code's by default, `recipe=paper` for the paper's."""
 
-    regions: str = "regions/butd-r101-vg-100"  # feature set of the region features and boxes
-    text: str = "text/roberta-base"  # feature set of the frozen (sentence with $T$, target) token features
+    regions: str = source("regions", default="regions/butd-r101-vg-100")  # feature set of the region features and boxes
+    # feature set of the frozen (sentence with $T$, target) token features
+    text: str = source("tokens", default="text/roberta-base")
     recipe: str = "code"  # "code": the authors' released code; "paper": the paper's text (keys left unset)
     layer_type: str | None = None  # "bert" (GELU, no inner FFN dropout) or "transformer" (ReLU)
     relevance_head: str | None = None  # "per_region" (Linear(d,1) -> Linear(k,2)) or "max_pool" (Eq. 2)
@@ -170,8 +171,59 @@ class ItmConfig:
         return self.attention and self.fine and self.lambda_att > 0
 
 
+# ---- building blocks: the IoU alignment target of the paper's Fig. 3b, the released code's
+# head-averaged attention scores, and BERT's initialisation.
+
+def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor, threshold: float = 0.5,
+                     inclusive: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's Fig. 3b: IoU of every region with the annotated box, zero below `threshold`
+    (and at it unless `inclusive`: the release's boxes_utils keeps IoU >= 0.5, the paper's text
+    "larger than 0.5"), renormalised to sum to 1.
+
+    boxes (B, K, 4), target_box (B, 4), both x1 y1 x2 y2 -> A (B, K) and nonzero (B,) bool.
+    A row with no region kept stays all-zero and is flagged False.
+    """
+    b, k = boxes.shape[:2]
+    iou = box_iou(boxes.reshape(b * k, 4), target_box)  # (B * K, B): every region vs every target box
+    iou = torch.diagonal(iou.view(b, k, b), dim1=0, dim2=2).T  # (B, K): each region vs its own box
+    keep = iou >= threshold if inclusive else iou > threshold
+    kept = torch.where(keep, iou, torch.zeros_like(iou))
+    total = kept.sum(-1, keepdim=True)  # (B, 1)
+    nonzero = total.squeeze(-1) > 0
+    return kept / total.clamp_min(1e-12), nonzero
+
+
+def head_mean_scores(mha: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
+                     kv_mask: torch.Tensor) -> torch.Tensor:
+    """Scaled dot-product scores q_h . k_h / sqrt(d_h) averaged over the heads, -inf on padded
+    keys: q (B, Nq, D), kv (B, Nk, D), kv_mask (B, Nk) -> (B, Nq, Nk). The released code's
+    `attn_map`, whose softmax is its alignment distribution."""
+    (b, nq, d), nk, h = q.shape, kv.shape[1], mha.num_heads
+    wq, wk, _ = mha.in_proj_weight.split(d)
+    bq, bk, _ = mha.in_proj_bias.split(d)
+    qh = F.linear(q, wq, bq).view(b, nq, h, d // h).transpose(1, 2)  # (B, H, Nq, D/H)
+    kh = F.linear(kv, wk, bk).view(b, nk, h, d // h).transpose(1, 2)  # (B, H, Nk, D/H)
+    scores = (qh @ kh.transpose(-1, -2)).mean(1) / math.sqrt(d // h)  # (B, Nq, Nk)
+    return scores.masked_fill(~kv_mask[:, None, :], float("-inf"))
+
+
+def bert_init(module: nn.Module) -> None:
+    """BERT's initialisation (the released `init_weight`): Linear weights N(0, 0.02), biases 0,
+    LayerNorm 1 and 0; the attention's packed q/k/v projection likewise."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        nn.init.normal_(module.in_proj_weight, 0.0, 0.02)
+        nn.init.zeros_(module.in_proj_bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
 @HEADS.register("itm")
-class Itm(Head):
+class Itm(SentimentHead):
     """Regions + boxes + cached RoBERTa tokens of (sentence with $T$, target) -> 3 logits,
     a relevance probability and an alignment distribution over the regions.
 
@@ -180,7 +232,6 @@ class Itm(Head):
     `train_samples` / `aux_train_samples` (from the task's data_info) size the schedule.
     """
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("regions", "boxes", "tokens", "text_mask", "label", "relevance",
                                           "target_box", "has_box")
     config_class: ClassVar[type] = ItmConfig
@@ -232,6 +283,12 @@ class Itm(Head):
         self.classifier = nn.Linear(d, 3)  # W_T, b (Eq. 8)
         if cfg.init == "bert":
             self.apply(bert_init)
+
+    @classmethod
+    def from_config(cls, cfg: ItmConfig, data: DataInfo) -> Itm:
+        """The region and token widths, and the training-set sizes the schedule spans."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
+                   train_samples=data.train_samples or 0, aux_train_samples=data.aux_train_samples or 0)
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Everything the head computes: "logits" (B, 3), "relevance" P(r) (B,) and its logit
@@ -368,6 +425,8 @@ class Itm(Head):
         return [{"params": [p for p in params if id(p) not in exempt], "weight_decay": self.cfg.weight_decay},
                 {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
 
-    def optimizer_index(self, batch: dict[str, Any]) -> int:
+    def optimizer_for(self, batch: dict[str, Any]) -> int:
         """Index into `optimizers()` of the one that steps on this batch (0 main, 1 aux)."""
         return 1 if batch.get("phase", "main") == "aux" else 0
+
+    optimizer_index = optimizer_for  # the name the training loop calls until it calls `optimizer_for`

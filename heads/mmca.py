@@ -64,18 +64,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.attention import masked_mean
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
-from lighthead.heads.mmca_parts import TextCNN, pair_cat, region_mean, transformer_unit  # noqa: F401  (public here too)
-from lighthead.heads.scan import step_lr
+from lighthead.heads.optim import step_lr
 
 
 @dataclass
-class MMCAConfig:
+class MMCAConfig(RetrievalConfig):
     """MMCA head (Wei et al., CVPR 2020); defaults are the paper's values."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features (K = 36)
-    text: str = "text/bert-base-uncased"  # feature set of the frozen token features
+    regions: str = source("regions", default="regions/butd-r101-vg-36")  # feature set of the region features (K = 36)
+    text: str = source("tokens", default="text/bert-base-uncased")  # feature set of the frozen token features
     embed_dim: int = 256  # d: width of both branches; 256 is the paper's best (Tables 4-5)
     heads: int = 16  # attention heads of every Transformer unit
     ffn_dim: Optional[int] = None  # feed-forward width; None = d (Eq. 4: W1 is d x d)
@@ -136,14 +136,73 @@ class MMCAConfig:
         return cls(**{**variants[name], **overrides})
 
 
+# ---- building blocks: the paper's Transformer unit, the masked region mean (Eq. 5), the all-pairs
+# concatenation of the cross-modal pass, and the text CNN (Eqs. 6-7). Letters: B batch, K regions,
+# L positions, d width.
+
+def transformer_unit(d: int, heads: int, ffn: int, dropout: float) -> nn.TransformerEncoderLayer:
+    """The paper's Transformer unit (Fig. 3): multi-head attention and a ReLU FFN, each
+    followed by residual + LayerNorm (post-norm)."""
+    return nn.TransformerEncoderLayer(
+        d, heads, dim_feedforward=ffn, dropout=dropout, activation="relu", batch_first=True, norm_first=False
+    )
+
+
+def region_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real regions (Eq. 5): x (B, K, d), mask (B, K) -> (B, d)."""
+    if bool(mask.all()):
+        return x.mean(1)  # fixed K: no masked copy of x
+    return masked_mean(x.masked_fill(~mask[..., None], 0.0), mask[..., None], dim=1)
+
+
+def pair_cat(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """For every pair (i, j), a[i] followed by b[j] along `dim` (negative: counted from the end).
+
+    a (n, ..., K, ...), b (m, ..., L, ...) -> (n*m, ..., K + L, ...), pair (i, j) at row i*m + j;
+    the pairs are written once by the concatenation (the expands are views).
+    """
+    if dim >= 0:
+        raise ValueError(f"pair_cat: dim must count from the end (negative), got {dim}")
+    n, m = a.shape[0], b.shape[0]
+    a = a.unsqueeze(1).expand(n, m, *a.shape[1:])  # (n, m, ..., K, ...)
+    b = b.unsqueeze(0).expand(n, m, *b.shape[1:])  # (n, m, ..., L, ...)
+    return torch.cat([a, b], dim=dim).flatten(0, 1)  # (n*m, ..., K + L, ...)
+
+
+class TextCNN(nn.Module):
+    """1-d convolutions over positions, max-pooled, then Linear -> LayerNorm -> L2 (Eqs. 6-7).
+
+    A window of size w at position k reads e_k .. e_{k+w-1}; positions past the end read zeros,
+    so every real position k = 1..n gives an output and the max runs over exactly those.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, filters: int, windows: tuple[int, ...]):
+        super().__init__()
+        self.windows = tuple(windows)
+        self.convs = nn.ModuleList(nn.Conv1d(in_dim, filters, w) for w in self.windows)
+        self.fc = nn.Linear(filters * len(self.windows), out_dim)
+        self.norm = nn.LayerNorm(out_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, L, C), mask (B, L) True on real positions -> (B, out_dim), unit norm."""
+        x = x.masked_fill(~mask.unsqueeze(-1), 0.0).transpose(1, 2)  # (B, C, L)
+        pooled = []
+        for w, conv in zip(self.windows, self.convs):
+            p = F.relu(conv(F.pad(x, (0, w - 1))))  # (B, F, L)
+            # ReLU output is >= 0, so zeroing padded positions leaves the max over real ones.
+            p = p.masked_fill(~mask.unsqueeze(1), 0.0)
+            pooled.append(p.amax(dim=2))  # (B, F)
+        q = torch.cat(pooled, dim=1)  # (B, F * n_windows)
+        return F.normalize(self.norm(self.fc(q)), dim=-1)
+
+
 @HEADS.register("mmca")
-class MMCA(Head):
+class MMCA(RetrievalHead):
     """Multi-Modality Cross Attention head (Wei et al., CVPR 2020). See the module docstring.
 
     `region_dim` and `token_dim` come from the data (the store's feature widths).
     """
 
-    task = "retrieval"
     inputs = ("regions", "tokens", "text_mask", "image_index")
     config_class = MMCAConfig
 
@@ -159,6 +218,11 @@ class MMCA(Head):
         self.token_proj = nn.Linear(token_dim, d)
         self.cross = nn.ModuleList(transformer_unit(d, cfg.heads, ffn, cfg.dropout) for _ in range(cfg.layers))
         self.text_cross = TextCNN(d, d, cfg.filters, cfg.windows)
+
+    @classmethod
+    def from_config(cls, cfg: MMCAConfig, data: DataInfo) -> MMCA:
+        """The region and token widths."""
+        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768)
 
     # ---- pair-independent parts ---------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

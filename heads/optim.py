@@ -1,4 +1,4 @@
-"""Optimisers and per-step learning-rate schedules that heads declare in `optimizers()`.
+"""Optimisers and learning-rate schedules that heads declare in `optimizers()`.
 
 The training loop steps an optimiser once per batch and a scheduler once per epoch, so a
 schedule that changes the rate every step lives on the optimiser itself: `attach_schedule`
@@ -13,15 +13,23 @@ entries of the param group, so they are saved and restored with the optimiser's 
   its own, and weight decay added to the update (decoupled, scaled by the rate).
 - `warmup_linear(x, warmup)`: that code's schedule of the training progress x = step / total:
   x / warmup while x < warmup, then 1 - x (it does not renormalise the decay to start at 1).
+- `step_lr(opt, every, gamma)`: the rate x gamma every `every` epochs, a torch scheduler the loop
+  steps once per epoch (VSE++, SCAN, CASC, MMCA and mFSR).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 
 SCHEDULES = ("warmup_linear_twice", "warmup_linear", "constant")
+
+
+def step_lr(opt: torch.optim.Optimizer, every: int, gamma: float = 0.1) -> Any:
+    """lr x gamma every `every` epochs, i.e. lr * gamma ** (epoch // every) (None when every == 0);
+    the loop steps it once per epoch."""
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=gamma) if every > 0 else None
 
 
 def warmup_linear(x: float, warmup: float) -> float:

@@ -39,9 +39,10 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import AGGREGATIONS, NORMS, XAttn, l2norm, xattn_all_pairs
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.build import fill_recipe
 from lighthead.heads.losses import in_batch_positives, triplet_loss
+from lighthead.heads.optim import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
 DIRECTIONS = ("t2i", "i2t", "both")
@@ -49,11 +50,12 @@ NORM_ALIASES = {"none": "no_norm", "clipped_l2": "clipped_l2norm"}  # the names 
 
 
 @dataclass
-class SCANConfig:
+class SCANConfig(RetrievalConfig):
     """SCAN / CASC-base hyper-parameters. Fields left at None take the value of `recipe`."""
 
-    regions: str = "regions/butd-r101-vg-36"  # feature set of the region features
-    text: str = "words/vocab"  # "words/..." = word ids for the GRU; "text/..." = frozen token features
+    regions: str = source("regions", default="regions/butd-r101-vg-36")  # feature set of the region features
+    # "words/..." = word ids for the GRU; "text/..." = frozen token features
+    text: str = source("words", "tokens", default="words/vocab")
     num_regions: int = 0  # keep the first K regions (0 = all; variable-K sets are padded + masked)
     embed_size: int = 1024  # joint space width h
     word_dim: int = 300  # word embedding width
@@ -147,10 +149,9 @@ def text_inputs(cfg: SCANConfig) -> tuple[str, ...]:
 
 
 @HEADS.register("scan")
-class SCAN(Head):
+class SCAN(RetrievalHead):
     """Local alignment head. encode_image/encode_text cache each side; score() scores blocks."""
 
-    task = "retrieval"
     config_class = SCANConfig
 
     def __init__(self, cfg: SCANConfig, region_dim: int = 2048, vocab_size: int = 0, token_dim: int = 0):
@@ -165,6 +166,12 @@ class SCAN(Head):
         self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
                                        word_dim=cfg.word_dim, gru_layers=cfg.gru_layers,
                                        bidirectional=cfg.bidirectional)
+
+    @classmethod
+    def from_config(cls, cfg: SCANConfig, data: DataInfo) -> SCAN:
+        """Region width; the vocabulary (words/...) or the token width (text/...)."""
+        return cls(cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0,
+                   token_dim=data.token_dim or 0)
 
     # -- encoders -----------------------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -256,9 +263,3 @@ class SCAN(Head):
     def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
         opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         return [(opt, step_lr(opt, self.cfg.lr_decay_epochs))]
-
-
-def step_lr(opt: torch.optim.Optimizer, every: int, gamma: float = 0.1) -> Any:
-    """lr x gamma every `every` epochs, i.e. lr * gamma ** (epoch // every) (None when every == 0);
-    the loop steps it once per epoch."""
-    return torch.optim.lr_scheduler.StepLR(opt, step_size=every, gamma=gamma) if every > 0 else None

@@ -32,14 +32,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lighthead.heads.attention import TransformerBlock
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, SentimentConfig, SentimentHead, source
 
 
 @dataclass
-class TextOnlyConfig:
+class TextOnlyConfig(SentimentConfig):
     """Defaults match ITM's (the paper's training set-up for its RoBERTa baseline)."""
 
-    text: str = "text/roberta-base"  # feature set of the frozen token features
+    text: str = source("tokens", default="text/roberta-base")  # feature set of the frozen token features
     records: str = "auto"  # "target", "post", or "auto" (targets when the store has labelled ones)
     d: int = 768  # model width
     heads: int = 12  # attention heads
@@ -77,10 +77,9 @@ class TextOnlyConfig:
 
 
 @HEADS.register("text-only")
-class TextOnly(Head):
+class TextOnly(SentimentHead):
     """Cached tokens (B, L, token_dim) -> 3 sentiment logits; no image input."""
 
-    task: ClassVar[str] = "sentiment"
     inputs: ClassVar[tuple[str, ...]] = ("tokens", "text_mask", "label")
     config_class: ClassVar[type] = TextOnlyConfig
 
@@ -91,6 +90,11 @@ class TextOnly(Head):
         self.encoder = nn.ModuleList(TransformerBlock(cfg.d, cfg.heads, cfg.ff, cfg.dropout) for _ in range(cfg.layers))
         self.drop = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.d, 3)
+
+    @classmethod
+    def from_config(cls, cfg: TextOnlyConfig, data: DataInfo) -> TextOnly:
+        """The token width."""
+        return cls(cfg, token_dim=data.token_dim or 768)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, 3) sentiment logits (0 negative, 1 neutral, 2 positive)."""
@@ -103,9 +107,6 @@ class TextOnly(Head):
         else:
             pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         return self.classifier(self.drop(pooled))
-
-    def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {"logits": self(batch)}
 
     def loss(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(self(batch), batch["label"].long())

@@ -35,18 +35,20 @@ import torch
 from torch import nn
 
 from lighthead.heads.attention import l2norm, masked_mean
-from lighthead.heads.base import HEADS, Head
+from lighthead.heads.base import HEADS, DataInfo, RetrievalConfig, RetrievalHead, source
 from lighthead.heads.losses import in_batch_positives, triplet_loss
-from lighthead.heads.scan import step_lr
+from lighthead.heads.optim import step_lr
 from lighthead.heads.text_encoders import caption_encoder
 
 
 @dataclass
-class VSEPPConfig:
+class VSEPPConfig(RetrievalConfig):
     """VSE++ hyper-parameters (Faghri et al., BMVC 2018)."""
 
-    image: str = "global/resnet152"  # "global/..." CNN vector per image, or "regions/..." mean-pooled
-    text: str = "words/vocab"  # "words/..." word ids for the GRU; "text/..." frozen token features
+    # "global/..." CNN vector per image, or "regions/..." mean-pooled
+    image: str = source("global", "regions", default="global/resnet152")
+    # "words/..." word ids for the GRU; "text/..." frozen token features
+    text: str = source("words", "tokens", default="words/vocab")
     embed_size: int = 1024  # joint space width (= GRU hidden size)
     word_dim: int = 300  # word embedding width
     gru_layers: int = 1  # GRU layers
@@ -93,10 +95,9 @@ class VSEPPConfig:
 
 
 @HEADS.register("vsepp")
-class VSEPP(Head):
+class VSEPP(RetrievalHead):
     """Two encoders into one space; score = dot product of unit vectors."""
 
-    task = "retrieval"
     config_class = VSEPPConfig
 
     def __init__(self, cfg: VSEPPConfig, region_dim: int = 2048, global_dim: int = 2048,
@@ -112,6 +113,12 @@ class VSEPP(Head):
         nn.init.zeros_(self.img_fc.bias)
         self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
                                        word_dim=cfg.word_dim, gru_layers=cfg.gru_layers)
+
+    @classmethod
+    def from_config(cls, cfg: VSEPPConfig, data: DataInfo) -> VSEPP:
+        """The image vector's width (regions/... or global/...); the vocabulary or token width."""
+        return cls(cfg, region_dim=data.region_dim or 2048, global_dim=data.global_dim or 2048,
+                   vocab_size=data.vocab_size or 0, token_dim=data.token_dim or 0)
 
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"emb": (B, h)} unit-norm."""

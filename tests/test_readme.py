@@ -9,21 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from lighthead.heads.base import HEADS
+from lighthead.heads.base import HEADS, source_kinds
 from lighthead.heads.build import config_fields, head_class, make_config, parse_value
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-FEATURE_SET_PREFIXES = ("regions/", "global/", "thumbs/", "words/", "text/")
 STATED_ALWAYS = ("epochs", "batch_size", "lr")  # the defaults column names these for every head
 
 
-def defaults_table() -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+TABLE_HEADER = "| head | defaults | `--dataset demo` |"
+TABLE_SECTION = "### Defaults and demo sizes"
+
+
+def defaults_table(readme: str = README) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     """head -> (defaults column, demo column) as {key: value text}."""
-    start = README.index("| head | defaults | `--dataset demo` |")
+    start = readme.index(TABLE_HEADER)
     rows = {}
-    for line in README[start:].splitlines()[2:]:
+    for line in readme[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -42,25 +45,93 @@ def typed(cls: type, stated: dict[str, str]) -> dict:
     return {k: parse_value(v, fields[k], k) for k, v in stated.items()}
 
 
+def as_stated(value) -> str:
+    """A config value as the table writes it: `true`, `2e-4`, `0.2`, `30`, `1,2,3`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value and abs(value) < 1e-2:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(as_stated(v) for v in value)
+    return str(value)
+
+
+def suggested_row(head: str) -> str:
+    """The defaults table's row for `head`, from its config: the feature sets it reads, then
+    `STATED_ALWAYS`; the demo column is its DATASET_DEFAULTS["demo"]."""
+    cls = head_class(head).config_class
+    default = cls()
+    keys = [k for k in source_kinds(cls) if getattr(default, k)]
+    keys += [k for k in STATED_ALWAYS if k in config_fields(cls)]
+    defaults = " ".join(f"`{k}={as_stated(getattr(default, k))}`" for k in keys)
+    demo = " ".join(f"`{k}={as_stated(v)}`" for k, v in cls.DATASET_DEFAULTS.get("demo", {}).items())
+    return f"| `{head}` | {defaults} | {demo} |"
+
+
+def table_problems(heads: list[str], readme: str = README) -> list[str]:
+    """One line per head without a row in the defaults table, saying which row to add, and per
+    row that names no registered head."""
+    rows = defaults_table(readme)
+    missing = [f"README.md: add a row for head {h!r} to the defaults table under {TABLE_SECTION!r}: "
+               f"{suggested_row(h)}" for h in heads if h not in rows]
+    extra = [f"README.md: the defaults table under {TABLE_SECTION!r} has a row for {h!r}, which is no registered "
+             f"head" for h in rows if h not in heads]
+    return missing + extra
+
+
+def check_defaults(head: str, table: dict[str, tuple[dict[str, str], dict[str, str]]]) -> None:
+    """The head's row states its config's defaults (feature sets and STATED_ALWAYS included) and
+    its whole DATASET_DEFAULTS["demo"]."""
+    cls = head_class(head).config_class
+    stated, demo = table[head]
+    default = cls()
+    for key, value in typed(cls, stated).items():
+        assert getattr(default, key) == value, (head, key, getattr(default, key), value)
+    feature_sets = {k for k in source_kinds(cls) if getattr(default, k)}  # the feature sets it reads
+    missing = (feature_sets | set(STATED_ALWAYS)) - set(stated)
+    assert not missing, f"README's defaults for {head} leave out {missing}"
+    # the demo column is the whole of DATASET_DEFAULTS["demo"], nothing more, nothing less
+    want = dict(cls.DATASET_DEFAULTS.get("demo", {}))
+    assert typed(cls, demo) == want, (head, demo, want)
+    make_config(cls, {}, "demo")  # and it builds
+
+
 def test_the_table_lists_every_head():
-    assert set(defaults_table()) == set(HEADS.names())
+    problems = table_problems(HEADS.names())
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("head", HEADS.names())
 def test_stated_defaults_are_the_configs(head):
-    cls = head_class(head).config_class
+    check_defaults(head, defaults_table())
+
+
+@pytest.mark.parametrize("head", HEADS.names())
+def test_the_suggested_row_is_the_row_the_table_holds(head):
     stated, demo = defaults_table()[head]
-    default = cls()
-    for key, value in typed(cls, stated).items():
-        assert getattr(default, key) == value, (head, key, getattr(default, key), value)
-    feature_sets = {k for k in config_fields(cls)
-                    if isinstance(getattr(default, k), str) and getattr(default, k).startswith(FEATURE_SET_PREFIXES)}
-    missing = (feature_sets | set(STATED_ALWAYS)) - set(stated)
-    assert not missing, f"README's defaults for {head} leave out {missing}"
-    # the demo column is the whole of DATASET_DEFAULTS["demo"], nothing more, nothing less
-    want = dict(getattr(cls, "DATASET_DEFAULTS", {}).get("demo", {}))
-    assert typed(cls, demo) == want, (head, demo, want)
-    make_config(cls, {}, "demo")  # and it builds
+    row = suggested_row(head)
+    assert defaults_table(f"{TABLE_HEADER}\n|---|---|---|\n{row}\n")[head] == (stated, demo), row
+
+
+def test_a_head_without_a_row_is_told_the_row_to_add():
+    from tests.heads.toy_fixture import toy_head_registered
+
+    with toy_head_registered():
+        row = ("| `toy` | `regions=regions/butd-r101-vg-36` `text=words/vocab` `epochs=2` `batch_size=16` `lr=2e-3` "
+               "| `regions=regions/butd-r101-vg-given` |")
+        assert table_problems(HEADS.names()) == [
+            "README.md: add a row for head 'toy' to the defaults table under '### Defaults and demo sizes': " + row]
+        # the row it suggests is one the checks accept
+        table = README.index(TABLE_HEADER)
+        with_row = README[:table] + README[table:].replace("\n\n", f"\n{row}\n\n", 1)
+        assert not table_problems(HEADS.names(), with_row)
+        check_defaults("toy", defaults_table(with_row))
+    assert table_problems(HEADS.names(), with_row) == [
+        "README.md: the defaults table under '### Defaults and demo sizes' has a row for 'toy', which is no "
+        "registered head"]
 
 
 def test_demo_feature_sets_the_prose_names():

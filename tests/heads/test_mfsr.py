@@ -10,8 +10,7 @@ import torch
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.build import build_head
-from lighthead.heads.mfsr import LOSS_TERMS, MFSR, MFSRConfig
-from lighthead.heads.mfsr_parts import caption_loss, modal_loss, specific_loss
+from lighthead.heads.mfsr import LOSS_TERMS, MFSR, MFSRConfig, caption_loss, modal_loss, specific_loss
 
 VOCAB, GLOBAL_DIM = 30, 40
 TINY = dict(word_dim=16, embed_dim=48, gru_layers=2, part_dim=16, gen_width=8, disc_width=8)

@@ -20,6 +20,9 @@ TINY = {
     "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
     "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "2", "gen_width": "8", "disc_width": "8",
              "recon_size": "8"},
+    "itin": {"d": "16", "k": "16"},
+    "itm": {"d": "16", "heads": "2", "ff": "32", "k": "4"},
+    "text-only": {"d": "16", "heads": "2", "ff": "32"},
 }
 INFO = {"dataset": "demo", "region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12,
         "num_labels": 7, "num_regions": 4, "thumb_size": 16}

@@ -10,7 +10,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.build import build_head
-from lighthead.heads.mfsr_parts import CaptionDecoder
+from lighthead.heads.mfsr import CaptionDecoder
 from lighthead.heads.rnn import FP32GRU
 from tests.heads.test_registry import INFO, TINY
 
