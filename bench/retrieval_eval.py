@@ -133,7 +133,7 @@ def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tenso
     """SCAN's evaluation structure for scan/casc: shards of 128 x 128, and per direction a loop
     over the shard's captions (each repeated over the images), attended vectors built."""
     cfg = head.cfg
-    casc = hasattr(head, "fc1")
+    casc = isinstance(head, CASC)
     directions = ("t2i", "i2t") if cfg.direction == "both" else (cfg.direction,)
     out = torch.empty(n_img, n_txt)
     for i0 in range(0, n_img, SHARD):

@@ -37,14 +37,13 @@ import torch
 
 
 from bench.ratio import add_arguments, interleave, options, report, timed_rate
-from lighthead.heads.base import HEADS
-from lighthead.heads.build import construct, head_class, make_config
+from lighthead.heads.base import HEADS, SOURCE_PREFIXES, DataInfo, feature_sources
+from lighthead.heads.build import head_class, make_config
 from lighthead.pipelines.threads import use_threads
 from lighthead.pipelines.train import prepare
 
 # Quick widths (keys a head lacks are dropped); 8 attention heads divide 256.
 QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256", "d": "256", "heads": "8", "ff": "1024"}
-KINDS = ("regions/", "global/", "thumbs/", "words/", "text/")  # feature-set name prefixes
 SENTIMENT_IMAGES = 200  # images that get a post and a target (bounds the 100-region set's size)
 TOKEN_DIM = 768  # BERT-base / RoBERTa-base hidden size
 
@@ -61,11 +60,9 @@ def overrides_for(name: str, store: Path, quick: bool, batch_size: int | None) -
     names = open_store(store).names()
     # the names the head reads on this store (its dataset defaults included)
     cfg = make_config(cls.config_class, {}, _dataset(store))
-    for key in keys:
-        value = getattr(cfg, key)
-        kind = next((k for k in KINDS if isinstance(value, str) and value.startswith(k)), None)
-        if kind and value not in names:
-            other = next((n for n in names if n.startswith(kind)), None)
+    for key, (kind, value) in feature_sources(cfg).items():
+        if value not in names:
+            other = next((n for n in names if n.startswith(SOURCE_PREFIXES[kind])), None)
             if other:
                 out[key] = other
                 print(f"{name:10s} reads {other} for {key} (the store has no {value})")
@@ -167,7 +164,7 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     ctx = prepare(name, store, None, over)
     cfg, task = ctx["cfg"], ctx["task"]
     torch.manual_seed(0)
-    head = construct(ctx["cls"], cfg, task.data_info()).to(device)
+    head = ctx["cls"].from_config(cfg, DataInfo.of(task.data_info())).to(device)
     bs = int(getattr(cfg, "batch_size", 128))
     t0 = time.perf_counter()
     loader = task.train_batches(tuple(head.inputs), bs, seed=0, epoch=0)  # builds (and preloads) tables

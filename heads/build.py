@@ -140,8 +140,3 @@ def build_head(name: str, data: DataInfo | Mapping[str, Any], overrides: Mapping
     data = DataInfo.of(data)
     cfg = make_config(cls.config_class, overrides, data.dataset, what=name)
     return cls.from_config(cfg, data)
-
-
-def construct(cls: type[Head], cfg: Any, data: DataInfo | Mapping[str, Any]) -> Head:
-    """`cls.from_config(cfg, data)`, the data's sizes given as a `DataInfo` or its mapping."""
-    return cls.from_config(cfg, DataInfo.of(data))

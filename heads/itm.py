@@ -402,7 +402,7 @@ class Itm(SentimentHead):
         return main, max(1, math.ceil(main / max(1, cfg.aux_every)))
 
     def optimizers(self) -> list[tuple[torch.optim.Optimizer, Any]]:
-        """[main, auxiliary] optimisers over the same parameters; `optimizer_index(batch)` says
+        """[main, auxiliary] optimisers over the same parameters; `optimizer_for(batch)` says
         which one a batch steps. The schedule is applied by the optimiser, every step."""
         cfg = self.cfg
         totals = self.schedule_steps() if cfg.schedule != "constant" else (1, 1)
@@ -429,4 +429,3 @@ class Itm(SentimentHead):
         """Index into `optimizers()` of the one that steps on this batch (0 main, 1 aux)."""
         return 1 if batch.get("phase", "main") == "aux" else 0
 
-    optimizer_index = optimizer_for  # the name the training loop calls until it calls `optimizer_for`

@@ -33,7 +33,8 @@ RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10
 
 def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
     """The head of a run (best checkpoint, eval mode) with its task, configs and device."""
-    from lighthead.heads.build import construct, head_class
+    from lighthead.heads.base import DataInfo
+    from lighthead.heads.build import head_class
     from lighthead.pipelines.tasks import TASKS
     from lighthead.pipelines.train import BEST, CHECKPOINTS, LAST, LoopConfig, pick_device
     from lighthead.store import open_store
@@ -52,7 +53,7 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     task = TASKS.get(cls.task)(store, cfg, run_config["dataset"], loop.task_options())
     dev = pick_device(device)
     try:
-        head = construct(cls, cfg, data_info).to(dev)
+        head = cls.from_config(cfg, DataInfo.of(data_info)).to(dev)
     except (TypeError, ValueError) as e:  # sizes of the wrong type or value
         raise ValueError(f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is "
                          "damaged") from None

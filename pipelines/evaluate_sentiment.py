@@ -219,7 +219,7 @@ def example_panels(task: Any, head: Any, split: str, device: torch.device, n: in
     was_training = head.training
     head.eval()
     with torch.no_grad():
-        out = head.explain(batch) if hasattr(head, "explain") else {"logits": head(batch)}
+        out = head.explain(batch)
     head.train(was_training)
     out = {k: v.float().cpu().numpy() for k, v in out.items()}
     boxes = None

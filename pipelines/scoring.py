@@ -135,14 +135,13 @@ def score_blocks(head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int |
     n_img = enc_len(img)
     n_txt = sum(enc_len(c) for c in txt_chunks)
     out = torch.empty(n_img, n_txt, dtype=torch.float32)
-    pair_bytes = getattr(head, "pair_bytes", None)
     col = 0
     dtype = torch.bfloat16 if precision == "bf16" else None
     img = cast_floats(img, dtype)  # cast once here, not in every product of every block
     with precision_context(device, precision):
         for chunk in txt_chunks:
             n_chunk = enc_len(chunk)
-            per_pair = pair_bytes(img, chunk) if pair_bytes else 64
+            per_pair = head.pair_bytes(img, chunk)  # RetrievalHead: 64 bytes unless the head says
             bi, bt = block_sizes(per_pair, n_img, n_chunk, budget)
             for t0 in range(0, n_chunk, bt):
                 t1 = min(n_chunk, t0 + bt)

@@ -37,7 +37,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from lighthead.heads.build import config_fields, construct, head_class, make_config, parse_overrides
+from lighthead.heads.base import DataInfo
+from lighthead.heads.build import config_fields, head_class, make_config, parse_overrides
 from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
@@ -143,9 +144,7 @@ def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
     store = open_store(store_path)
     dataset = dataset_name(store, dataset)
     cfg = make_config(cls.config_class, head_over, dataset, what=head_name, profiles=store_profiles(store))
-    if epochs is not None:
-        if not hasattr(cfg, "epochs"):
-            raise ValueError(f"{head_name} has no epochs setting")
+    if epochs is not None:  # every head config has epochs (HeadConfig)
         cfg = dataclasses.replace(cfg, epochs=int(epochs))
     loop = make_config(LoopConfig, loop_over, what="loop")
     task = TASKS.get(cls.task)(store, cfg, dataset, loop.task_options())
@@ -192,7 +191,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
         use_threads(threads)
     seed_everything(loop.seed)
     data_info = task.data_info()
-    head = construct(cls, cfg, data_info).to(dev)
+    head = cls.from_config(cfg, DataInfo.of(data_info)).to(dev)
     optimizers = head.optimizers()
     run_config = {
         "head": head_name, "task": cls.task, "dataset": ctx["dataset"], "store": str(Path(store).resolve()),
@@ -213,16 +212,13 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
     state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "history": []}
     if resume:
         state = load_checkpoint(last_path, head, optimizers, scaler, dev)
-    n_epochs = int(getattr(cfg, "epochs", 10))
-    batch_size = int(getattr(cfg, "batch_size", 128))
-    grad_clip = float(getattr(cfg, "grad_clip", 0.0) or 0.0)
+    n_epochs, batch_size, grad_clip = int(cfg.epochs), int(cfg.batch_size), float(cfg.grad_clip or 0.0)
     has_val = task.has_split("val")
     metric = task.selection_metric
 
     for epoch in range(state["epoch"] + 1, n_epochs):
         head.train()
-        if hasattr(head, "start_epoch"):
-            head.start_epoch(epoch)
+        head.start_epoch(epoch)
         batches = task.train_batches(tuple(head.inputs), batch_size, loop.seed, epoch)
         stats = _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip,
                            EpochProgress(f"{head_name} epoch {epoch + 1}/{n_epochs}", len(batches), progress))
@@ -324,7 +320,8 @@ def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar
         for batch in batches:
             batch = {k: _to_device(v, dev) for k, v in batch.items()}
             # a head trained in alternating phases (ITM) names the one optimiser a batch steps
-            stepping = [optimizers[head.optimizer_index(batch)]] if hasattr(head, "optimizer_index") else optimizers
+            index = head.optimizer_for(batch)
+            stepping = optimizers if index is None else [optimizers[index]]
             try:
                 for opt, _ in optimizers:
                     opt.zero_grad(set_to_none=True)

@@ -64,9 +64,10 @@ class RetrievalTask(Task):
                 raise KeyError(f"feature set {name!r} ({kind}) is not in {store.path}; it has "
                                f"{', '.join(store.names()) or 'none'} (run `lighthead extract` or --set another)")
         self.labels = None
-        if hasattr(cfg, "label_type") and hasattr(cfg, "num_labels"):
-            self.labels = load_or_build(store, self.records, cfg.label_type, cfg.num_labels)
-        self.num_regions = int(getattr(cfg, "num_regions", 0) or 0)
+        wanted = cfg.semantic_labels()  # (label type, count) for heads trained with labels (CASC)
+        if wanted is not None:
+            self.labels = load_or_build(store, self.records, *wanted)
+        self.num_regions = int(cfg.num_regions or 0)
         self._splits: dict[str, SplitData] = {}
         self._tables: dict[tuple[str, str], Table] = {}
         self._image_labels: dict[str, list[list[int]]] = {}

@@ -50,9 +50,9 @@ def load_records(store: Any) -> list[Record]:
 
 
 def record_kind(cfg: Any, records: list[Record]) -> str:
-    """"post" or "target": the config's `records` field or its class's RECORD_KIND ("auto" picks
-    targets when the store has labelled ones)."""
-    kind = getattr(cfg, "records", None) or getattr(type(cfg), "RECORD_KIND", "auto")
+    """"post" or "target": the config's `records` (SentimentConfig; "auto" picks targets when the
+    store has labelled ones)."""
+    kind = cfg.records or "auto"
     if kind == "auto":
         kind = "target" if any(r.kind == "target" and r.label is not None for r in records) else "post"
     if kind not in DATASETS_OF_KIND:
@@ -139,10 +139,10 @@ class SentimentTask(Task):
         self.sets = feature_sets_of(cfg)
         if "tokens" not in self.sets:
             raise ValueError("a sentiment head needs a text/... feature set in its config")
-        self.num_regions = int(getattr(cfg, "num_regions", 0) or 0)
-        self.aux_every = int(getattr(cfg, "aux_every", 0) or 0)
+        self.num_regions = int(cfg.num_regions or 0)
+        self.aux_every = int(cfg.aux_every or 0)
         self.aux_store, self.aux_records = store, [r for r in self.records if annotated(r)]
-        if getattr(cfg, "aux_store", ""):
+        if cfg.aux_store:
             from lighthead.store import open_store
 
             self.aux_store = open_store(cfg.aux_store)
@@ -217,7 +217,6 @@ class SentimentTask(Task):
         part = self.part(split, aux) if aux else self._require(split)
         n = min(len(part), limit) if limit else len(part)
         inputs = tuple(head.inputs)
-        explain = getattr(head, "explain", None)
         chunks: dict[str, list[np.ndarray]] = {}
         was_training = head.training
         head.eval()
@@ -225,12 +224,13 @@ class SentimentTask(Task):
             for a in range(0, n, self.options.eval_batch):
                 batch = part.batch(np.arange(a, min(n, a + self.options.eval_batch)), inputs)
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                out = explain(batch) if explain else {"logits": head(batch)}
+                out = head.explain(batch)  # {"logits"} and what else the head gives (SentimentHead)
                 got = {"logits": out["logits"], "label": batch["label"]}
                 if "relevance" in out and "relevance" in batch:
                     got.update(relevance=out["relevance"], relevance_label=batch["relevance"])
-                if "align" in out and hasattr(head, "alignment_target"):
-                    target, usable = head.alignment_target(batch)
+                aligned = head.alignment_target(batch) if "align" in out else None  # None: no alignment labels
+                if aligned is not None:
+                    target, usable = aligned
                     got.update(align=out["align"], align_target=target, align_usable=usable)
                 for k, v in got.items():
                     v = v.float() if v.is_floating_point() else v

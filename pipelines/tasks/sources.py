@@ -1,6 +1,7 @@
 """Feature sources: which feature sets a head's config names, and fast batched reads of them.
 
-A config field whose value starts with one of `KIND_OF_PREFIX` names a source. A `Table` is
+A head's config declares the feature sets it reads (`lighthead.heads.base.source` fields); a
+run reads one set per kind. A `Table` is
 one feature set restricted to an ordered list of ids (a split's images or captions); it is
 read into RAM once when it fits the preload budget (the demo and Flickr30K do), otherwise
 read per batch through the store's grouped, sorted `get_batch` (one file handle per process,
@@ -9,30 +10,24 @@ so DataLoader workers are safe).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-KIND_OF_PREFIX = {"regions/": "regions", "global/": "global", "thumbs/": "thumbs",
-                  "words/": "words", "text/": "tokens"}
+from lighthead.heads.base import feature_sources
+
 IMAGE_KINDS = ("regions", "global", "thumbs")  # keyed by record.image_id
 TEXT_KINDS = ("words", "tokens")  # keyed by text id f"{record.id}#{j}"
 
 
 def feature_sets_of(cfg: Any) -> dict[str, str]:
-    """Source kind -> feature set name, from the string fields of a config dataclass."""
+    """Source kind -> feature set name, from the config's declared sources (`feature_sources`)."""
     out: dict[str, str] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not isinstance(value, str):
-            continue
-        for prefix, kind in KIND_OF_PREFIX.items():
-            if value.startswith(prefix):
-                if kind in out and out[kind] != value:
-                    raise ValueError(f"config names two {kind} feature sets: {out[kind]!r} and {value!r}")
-                out[kind] = value
+    for kind, value in feature_sources(cfg).values():
+        if kind in out and out[kind] != value:
+            raise ValueError(f"config names two {kind} feature sets: {out[kind]!r} and {value!r}")
+        out[kind] = value
     return out
 
 

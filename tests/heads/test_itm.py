@@ -217,14 +217,14 @@ def test_unannotated_rows_count_in_no_loss():
     assert abs(float(part["att"]) - float(full["att"]) * 5 / 4) < 1e-6
 
 
-def test_loss_phases_and_optimizer_index():
+def test_loss_phases_and_optimizer_for():
     head, batch = tiny(), make_batch()
     with torch.no_grad():
         main = head.loss(batch)
         aux = head.loss(dict(batch, phase="aux"))
     assert set(main) == {"loss", "ce"} and set(aux) == {"loss", "re", "att"}
     assert abs(aux["loss"].item() - (1.0 * aux["re"].item() + 0.5 * aux["att"].item())) < 1e-6
-    assert head.optimizer_index(batch) == 0 and head.optimizer_index(dict(batch, phase="aux")) == 1
+    assert head.optimizer_for(batch) == 0 and head.optimizer_for(dict(batch, phase="aux")) == 1
 
 
 def test_aux_batch_without_annotations_is_zero_not_nan():

@@ -1,5 +1,6 @@
 """A new head written outside `heads/` (tests/heads/toy_head.py) with the public contract only:
-registered by name, built through `build_head`, its hooks left at their documented defaults."""
+registered by name, built through `build_head`, its hooks left at their documented defaults,
+trained one epoch and evaluated through the same functions `lighthead train` and `evaluate` call."""
 
 from __future__ import annotations
 
@@ -76,3 +77,21 @@ def test_the_toy_head_trains_a_step(toy):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
     opt.step()
     assert head.loss(batch)["loss"] < before
+
+
+def test_the_toy_head_trains_an_epoch_and_evaluates_through_the_pipeline(toy, tmp_path):
+    """The whole contract in use: `lighthead train` / `evaluate`'s functions find the toy by name,
+    read its declared sources from the store, call its hooks, and score it like any retrieval head."""
+    from lighthead.pipelines.evaluate import evaluate_run
+    from lighthead.pipelines.train import train
+    from tests.conftest_helpers import build_small_retrieval_store
+
+    store = build_small_retrieval_store(tmp_path / "store", seed=0)
+    out = tmp_path / "run"
+    metrics = train("toy", store, out, epochs=1, overrides={"embed_size": "8"}, progress=False)
+    assert len(metrics["history"]) == 1  # one epoch
+    test = metrics["test"]
+    assert 0 <= test["i2t_r1"] <= 100 and test["rsum"] == pytest.approx(
+        sum(test[f"{d}_r{k}"] for k in (1, 5, 10) for d in ("i2t", "t2i")))
+    again = evaluate_run(out, split="test")
+    assert again["rsum"] == pytest.approx(test["rsum"])  # the saved checkpoint scores what training scored

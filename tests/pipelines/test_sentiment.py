@@ -231,13 +231,13 @@ def test_every_switch_trains_through_the_loop(store_path, tmp_path, head, switch
 
 
 def test_report_writes_json_table_and_figures(store_path, tmp_path):
-    from lighthead.heads.build import construct
+    from lighthead.heads.base import DataInfo
     from lighthead.pipelines.evaluate_sentiment import report
 
     for head_name in ("itm", "itin", "text-only"):
         task, cls = make_task(store_path, head_name)
         torch.manual_seed(0)
-        head = construct(cls, task.cfg, task.data_info())
+        head = cls.from_config(task.cfg, DataInfo.of(task.data_info()))
         out = tmp_path / head_name
         with pytest.warns(UserWarning, match="stores no input_ids") if head_name == "itin" else nullcontext():
             metrics, files = report(task, head, "test", torch.device("cpu"), out, examples=2)

@@ -61,13 +61,14 @@ def test_the_whole_dev_split_is_scored(big_dev_store, tmp_path):
 
 
 def test_evaluate_ignores_the_retrieval_image_cap(big_dev_store):
-    from lighthead.heads.build import construct, head_class, make_config
+    from lighthead.heads.base import DataInfo
+    from lighthead.heads.build import head_class, make_config
 
     cls = head_class("text-only")
     cfg = make_config(cls.config_class, {**TINY["text-only"], "records": "post"}, "demo")
     task = SentimentTask(open_store(big_dev_store), cfg, "demo")
     torch.manual_seed(0)
-    head = construct(cls, cfg, task.data_info())
+    head = cls.from_config(cfg, DataInfo.of(task.data_info()))
     got = task.evaluate(head, "val", torch.device("cpu"), limit=1000)
     whole = task.evaluate(head, "val", torch.device("cpu"))
     assert got["n"] == whole["n"] == 1200 and got == whole

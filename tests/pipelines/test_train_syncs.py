@@ -43,6 +43,9 @@ class TinyHead(torch.nn.Module):
         self.step += 1
         return {"loss": out, "aux": out.detach() * 2}
 
+    def optimizer_for(self, batch):  # the Head hook the loop calls: None = step every optimiser
+        return None
+
 
 class Bar:
     def __init__(self):
@@ -118,12 +121,12 @@ def test_an_error_after_a_non_finite_loss_reports_the_loss():
 
 def test_the_retrieval_loader_pins_its_batches_when_asked(tmp_path):
     """Training on CUDA sets TaskOptions.pin_memory: batches come page-locked from the loader."""
-    from lighthead.heads.build import construct
+    from lighthead.heads.base import DataInfo
     from tests.conftest_helpers import TINY, build_small_retrieval_store
 
     ctx = train_mod.prepare("vsepp", build_small_retrieval_store(tmp_path / "store", seed=1), None, dict(TINY))
     task = ctx["task"]
-    inputs = tuple(construct(ctx["cls"], ctx["cfg"], task.data_info()).inputs)
+    inputs = tuple(ctx["cls"].from_config(ctx["cfg"], DataInfo.of(task.data_info())).inputs)
     assert task.train_batches(inputs, 4, 0, 0).pin_memory is False
     task.options.pin_memory = True
     assert task.train_batches(inputs, 4, 0, 0).pin_memory is True
