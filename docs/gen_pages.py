@@ -75,13 +75,13 @@ def value_text(value: Any) -> str:
 
 
 def code(value: Any) -> str:
-    return "`" + value_text(value).replace("|", "\\|") + "`"
+    return "`" + value_text(value) + "`"  # a `|` inside a code span does not split a table cell
 
 
 def cell(text: str) -> str:
-    """Text for a table cell: `|` escaped, and `<` outside code spans (it would open an HTML tag)."""
-    parts = text.replace("|", "\\|").split("`")
-    return "`".join(p if i % 2 else p.replace("<", "&lt;") for i, p in enumerate(parts))
+    """Text for a table cell: `|` and `<` (which would open an HTML tag) escaped outside code spans."""
+    parts = text.split("`")
+    return "`".join(p if i % 2 else p.replace("|", "\\|").replace("<", "&lt;") for i, p in enumerate(parts))
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -285,7 +285,7 @@ MADE = re.compile(r"^# made (?P<date>\S+) by \S+ on (?P<machine>.*); code (?P<co
 
 
 def bench_figures() -> str:
-    """One row per figure a `bench-*` transcript ends with: its value, command, date and code."""
+    """One row per figure a `bench-*` transcript ends with: its value, command, date, load and code."""
     rows, machines = [], {}
     for path in sorted((DOCS / "transcripts").glob("bench-*.txt")):
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -293,15 +293,17 @@ def bench_figures() -> str:
         if not made:
             raise ValueError(f"{path.relative_to(DOCS.parent)}: the first line does not say when and where it was made")
         command = next(line[2:] for line in lines if line.startswith("$ "))
-        machines.setdefault(made["machine"], []).append(path.stem)
+        load = re.search(r", load average ([0-9.]+)", made["machine"])
+        machine = made["machine"].replace(load.group(0), "") if load else made["machine"]
+        machines.setdefault(machine, []).append(path.stem)
         for line in lines:
             m = FIGURE.match(line)
             if m:
-                rows.append([f"`{m[1]}`", m[2], f"`{command}`", made["date"], f"`{made['code']}`",
-                             f"[{path.stem}](#{path.stem})"])
-    out = table(["figure", "value", "command", "date", "code", "transcript"], rows)
+                rows.append([f"`{m[1]}`", m[2], f"`{command}`", made["date"], load.group(1) if load else "",
+                             f"`{made['code']}`", f"[{path.stem}](#{path.stem})"])
+    out = table(["figure", "value", "command", "date", "load", "code", "transcript"], rows)
     for machine, names in machines.items():
-        out += f"\nMachine of {', '.join(names)}: {cell(machine)}.\n"
+        out += f"\nMachine ({', '.join(names)}): {cell(machine)}. *load*: its load average when the run began.\n"
     return out
 
 

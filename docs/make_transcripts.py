@@ -35,6 +35,7 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 OUT = DOCS / "transcripts"
 DEMO = "demo-out"  # the demo folder inside the working folder
+CODE = ("lighthead", "store", "extract", "heads", "pipelines", "bench", "pyproject.toml")  # what the commands run
 HEADS = ("vsepp", "scan", "casc", "mmca", "mfsr", "itin", "itm", "text-only")
 
 
@@ -122,12 +123,12 @@ def machine() -> str:
 
 
 def commit() -> str:
-    """The code's commit, marked `+changes` when code outside docs/ differs from it."""
+    """The code's commit, marked `+changes` when the code that runs (the packages, bench/) differs from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--", ".", ":!docs") else "")
+    return head + ("+changes" if git("status", "--porcelain", "--", *CODE) else "")
 
 
 def run(t: Transcript, workdir: Path) -> str:

@@ -42,3 +42,20 @@ def prose(text: str) -> str:
 def inline_spans(text: str) -> list[str]:
     """Inline code spans outside fenced blocks (single backticks)."""
     return re.findall(r"(?<!`)`([^`\n]+)`(?!`)", prose(text))
+
+
+def split_row(line: str) -> list[str]:
+    """A table row's cells: `|` separates them except escaped or inside a code span."""
+    cells, current, in_code = [], "", False
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    for i, char in enumerate(body):
+        if char == "`":
+            in_code = not in_code
+        if char == "|" and not in_code and (i == 0 or body[i - 1] != "\\"):
+            cells.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return cells + [current.strip()]

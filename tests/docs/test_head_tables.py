@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.docs.pages import DOCS, hand_written, prose, script
+from tests.docs.pages import DOCS, hand_written, prose, script, split_row
 
 gen = script("gen_pages")
 NUMBER = r"[-+]?\d[\d.]*(?:e[-+]?\d+)?"
@@ -22,14 +22,14 @@ def rows(text: str) -> list[tuple[str, str, list[str]]]:
     for i, line in enumerate(lines[:-1]):
         if not (line.startswith("|") and re.match(r"^\|[-:| ]+\|$", lines[i + 1])):
             continue
-        header = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        header = split_row(line)
         if "switch" not in header or "lighthead default" not in header:
             continue
         d, s = header.index("lighthead default"), header.index("switch")
         for row in lines[i + 2:]:
             if not row.startswith("|"):
                 break
-            cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
+            cells = split_row(row)
             keys = [span.split("=")[0] for span in re.findall(r"`([^`]+)`", cells[s])]
             found.append((row, cells[d], keys))
     return found

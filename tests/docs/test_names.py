@@ -12,7 +12,7 @@ import pytest
 
 from lighthead.heads.build import config_fields
 from lighthead.pipelines.train import LoopConfig
-from tests.docs.pages import DOCS, PAGES, ROOT, fenced_blocks, hand_written, inline_spans, prose, script
+from tests.docs.pages import DOCS, PAGES, ROOT, fenced_blocks, hand_written, inline_spans, prose, script, split_row
 
 gen = script("gen_pages")
 COMMANDS = {path: gen.cli_options(command) for path, command in gen.cli_commands().items()}
@@ -121,12 +121,12 @@ def table_key_columns(text: str) -> list[tuple[str, str]]:
     for i, line in enumerate(lines[:-1]):
         if not (line.startswith("|") and re.match(r"^\|[-:| ]+\|$", lines[i + 1])):
             continue
-        header = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        header = split_row(line)
         columns = [j for j, c in enumerate(header) if c in ("switch", "`--set`")]
         for row in lines[i + 2:]:
             if not row.startswith("|"):
                 break
-            values = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
+            values = split_row(row)
             cells += [(row, values[j]) for j in columns if j < len(values)]
     return cells
 
@@ -147,7 +147,7 @@ def check_page(text: str, head: str | None) -> list[str]:
                          if o not in ALL_OPTIONS | FOREIGN_OPTIONS and not any(o in opts for opts in BENCH_OPTIONS.values())]
     for row, value in table_key_columns(prose(text)):
         for span in re.findall(r"`([^`]+)`", value):
-            for piece in span.replace("\\|", "|").split():
+            for piece in span.split():
                 m = KEY.match(piece)
                 if m and m.group(1) not in keys_for(head) and piece not in ("-",):
                     problems.append(f"{row[:60]}...: no config key {m.group(1)!r} for {head or 'any head'}")
@@ -180,7 +180,7 @@ def test_the_pages_show_commands_at_all():
     ("Try `--set m=4 lam=0.5`.", "lam=0.5 needs its own --set"),
     ("```\npython -m bench.store --quik\n```\n", "takes no --quik"),
     ("| what | paper | released code | lighthead default | switch |\n|---|---|---|---|---|\n"
-     "| x | a | b | c | `lambda_t2i`, `agg=a\\|b` |\n", "no config key 'agg'"),
+     "| x | a | b | c | `lambda_t2i`, `agg=a|b` |\n", "no config key 'agg'"),
 ])
 def test_a_wrong_name_is_found(text, problem):
     problems = check_page(text, "scan")
@@ -191,5 +191,5 @@ def test_right_names_pass():
     text = ("```\nlighthead train heads itm --store S --out R --set recipe=paper --set lr=1e-4 --set seed=1\n"
             "lighthead store info|verify PATH\nlighthead extract --dataset d --store s --slurm/--pbs "
             "--job-directive=--gres=gpu:1 -o bert.layer=-2\n```\n"
-            "| what | switch |\n|---|---|\n| x | `direction=t2i\\|i2t\\|both`, `lambda_lse_t2i` |\n")
+            "| what | switch |\n|---|---|\n| x | `direction=t2i|i2t|both`, `lambda_lse_t2i` |\n")
     assert check_page(text, "scan") == []
