@@ -19,7 +19,7 @@ BENCH_GPU_ARGS ?=
 EXTRACT_ARGS ?=
 TRAIN_ARGS ?=
 
-.PHONY: help install demo test bench bench-gpu extract train clean
+.PHONY: help install demo test bench bench-gpu extract train docs docs-pages docs-transcripts clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,16 @@ endif
 	$(LH) train heads $(HEAD) --store $(STORE) --dataset $(DATASET) --out $(RUN) $(TRAIN_ARGS) \
 		$(if $(wildcard $(RUN)/checkpoints/last.safetensors),--resume)
 	$(LH) evaluate $(RUN)
+
+docs: install ## build the documentation site into site/ (strict: a broken link or anchor fails); open site/index.html
+	$(PY) docs/gen_pages.py --check
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+docs-pages: install ## rewrite the generated tables in docs/ from the code (head settings, registries, CLI, bench figures)
+	$(PY) docs/gen_pages.py
+
+docs-transcripts: install ## rerun the commands whose output docs/ shows (all, or NAMES="demo train-casc"; slow)
+	$(PY) docs/make_transcripts.py $(NAMES)
 
 clean: ## remove generated demo outputs (keeps .venv)
 	rm -rf $(DEMO_OUT) runs
