@@ -26,7 +26,7 @@ import pytest
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.build import config_fields, head_class, parse_value
-from lighthead.pipelines.extract_run import DATASET_JOB_OPTIONS
+from lighthead.pipelines.features.runner import DATASET_JOB_OPTIONS
 from lighthead.pipelines.features import FEATURES, load_all
 from lighthead.pipelines.train import LoopConfig
 

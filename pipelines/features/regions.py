@@ -39,9 +39,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
-                                              register)
+from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
+from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
+                                                  precision_attrs, progress_bar, random_weights)
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (

@@ -300,7 +300,7 @@ def test_job_options_are_checked_before_any_job_runs(demo_root, tmp_path, capsys
 
 
 def test_typed_job_options_reach_the_jobs(demo_root, tmp_path):
-    from lighthead.pipelines.extract_run import check_job_options
+    from lighthead.pipelines.features.runner import check_job_options
 
     assert check_job_options({"min_size": "96", "channels_last": "no", "text_layer": "-2", "vocab_max_size": "none",
                               "thumbs.size": 32, "minilm.random_weights": False}) == {
