@@ -37,7 +37,7 @@ import torch
 from lighthead.heads.base import HEADS  # noqa: E402
 from lighthead.heads.build import construct, head_class, make_config  # noqa: E402
 from lighthead.pipelines.threads import use_threads  # noqa: E402
-from lighthead.pipelines.train import prepare  # noqa: E402
+from lighthead.pipelines.training.loop import prepare  # noqa: E402
 
 # Quick widths (keys a head lacks are dropped); 8 attention heads divide 256.
 QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256", "d": "256", "heads": "8", "ff": "1024"}

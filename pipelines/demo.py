@@ -87,8 +87,8 @@ def print_store_info(store_path: Path) -> None:
 def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
                      console: Console | None = None) -> dict[str, Any]:
     """Train `head` on the demo store into a fresh `run_dir`, then evaluate and print its table."""
-    from lighthead.pipelines.evaluate import evaluate_run, markdown_table
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.evaluate import evaluate_run, markdown_table
+    from lighthead.pipelines.training.loop import train
 
     console = console or make_console()
 

@@ -58,7 +58,7 @@ def test_old_run_evaluates_to_the_same_numbers(compat, split):
 
 def test_old_run_resumes(compat):
     """The last checkpoint (weights, optimiser and RNG states) of an old run continues training."""
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     store, run = compat
     metrics = train("vsepp", store, run, epochs=2, resume=True, progress=False)

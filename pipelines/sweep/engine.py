@@ -35,7 +35,7 @@ from lighthead.pipelines.sweep.trial import (
     DEFAULT_TRAIN, TMP_PREFIX, TRIALS, TrainFn, is_finished, resolve_train_fn, run_trial,
     trial_dir,
 )
-from lighthead.pipelines.train_utils import atomic_json, run_lock
+from lighthead.pipelines.training.run_folder import atomic_json, run_lock
 
 
 @dataclass
@@ -96,12 +96,12 @@ class SweepResult:
 def check_spec(spec: SweepSpec, dataset: str | None = None) -> list[Trial]:
     """Every trial's overrides checked the way the trainer checks them, before anything runs.
 
-    Keys go to the head's config or the training loop's (`lighthead.pipelines.train.split_overrides`);
+    Keys go to the head's config or the training loop's (`lighthead.pipelines.training.loop.split_overrides`);
     an unknown head or key raises KeyError naming the valid ones, a value the config rejects
     raises ValueError naming the trial.
     """
     from lighthead.heads.build import head_class, make_config
-    from lighthead.pipelines.train import LoopConfig, split_overrides
+    from lighthead.pipelines.training.loop import LoopConfig, split_overrides
 
     cls = head_class(spec.head)
     trials = spec.trials()
@@ -244,7 +244,7 @@ def run_sweep(
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     if validate and spec.dataset:  # a --dataset the store does not hold fails here, not in every trial
-        from lighthead.pipelines.train import dataset_name
+        from lighthead.pipelines.training.loop import dataset_name
         from lighthead.store import open_store
 
         dataset_name(open_store(store), spec.dataset)

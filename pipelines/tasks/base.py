@@ -1,7 +1,7 @@
 """What a task is: the bridge between a store and a head, for training and for evaluation.
 
 A head declares its task (`Head.task`: "retrieval", "sentiment"); `TASKS` maps that name to a
-`Task` class. The training loop (`pipelines/train.py`) and `evaluate_run` only talk to this
+`Task` class. The training loop (`pipelines/training/loop.py`) and `evaluate_run` only talk to this
 interface, so one loop serves every head:
 
     task = TASKS.get(head_class.task)(store, cfg, dataset, options)

@@ -197,7 +197,7 @@ def test_non_utf8_input_names_file_and_line(tmp_path, capsys):
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(store, tmp_path, capsys, monkeypatch):
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
@@ -213,7 +213,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(store, tmp
 
 
 def test_ctrl_c_says_the_rerun_resumes(store, tmp_path, capsys, monkeypatch):
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def interrupted(*args, **kwargs):
         import signal
@@ -254,7 +254,7 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(store, tmp_
     """A DataLoader whose workers died of the same Ctrl-C raises RuntimeError, not KeyboardInterrupt."""
     import signal
 
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def interrupted(*args, **kwargs):
         try:

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
-from lighthead.pipelines.curves import curve_series, curves_figure
-from lighthead.pipelines.evaluate import evaluate_run, load_run, markdown_table
-from lighthead.pipelines.train import train
+from lighthead.pipelines.training.curves import curve_series, curves_figure
+from lighthead.pipelines.training.evaluate import evaluate_run, load_run, markdown_table
+from lighthead.pipelines.training.loop import train
 from lighthead.store import open_store
 from tests.conftest_helpers import build_retrieval_store
 from tests.pipelines.test_sentiment import TEXT, TINY, build_store
@@ -298,7 +298,7 @@ def test_tensorboard_missing_is_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_states_the_files_and_the_tensorboard_error():
-    from lighthead.pipelines.live_log import MISSING
+    from lighthead.pipelines.training.live_log import MISSING
 
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert f"error: {MISSING}" in readme

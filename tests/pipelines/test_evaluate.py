@@ -196,8 +196,8 @@ def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
 
 
 def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypatch):
-    from lighthead.pipelines.evaluate import evaluate_run
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.evaluate import evaluate_run
+    from lighthead.pipelines.training.loop import train
 
     run = tmp_path / "run"
     trained = train("casc", store, run, epochs=1, overrides={**TINY, "label_hidden": "8"}, progress=False)
@@ -215,7 +215,7 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypat
     assert "bf16 scoring" in (run / "eval-test-1k.md").read_text() and "bf16" not in table
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(run, precision="fp16")
-    monkeypatch.setattr("lighthead.pipelines.evaluate.fast_precision", lambda device: "fp32")
+    monkeypatch.setattr("lighthead.pipelines.training.evaluate.fast_precision", lambda device: "fp32")
     with pytest.warns(UserWarning, match="no native bfloat16"):
         evaluate_run(run, split="test", precision="bf16")
 

@@ -190,7 +190,7 @@ def test_relevance_metrics_match_counts():
 # -- training through the shared loop ----------------------------------------------------------
 
 def _train(store_path: Path, out: Path, head: str, **over) -> dict:
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     return train(head, store_path, out, overrides={**TINY[head], **over}, progress=False)
 

@@ -9,7 +9,7 @@ files per evaluation:
 - sentiment (no protocol): `eval-<split>.json` (with the confusion matrix), `eval-<split>.md`,
   `confusion-<split>.png`, and with `examples > 0` `examples-<split>.png`
   (see `pipelines/evaluate_sentiment.py`);
-- both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/curves.py`).
+- both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/training/curves.py`).
 The `.md` file holds exactly the table `markdown_table(metrics)` gives (and the CLI prints).
 NaN or infinite scores are an error naming the run, and nothing is written.
 """
@@ -23,8 +23,9 @@ from typing import Any
 
 from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.scoring import PRECISIONS, fast_precision
-from lighthead.pipelines.train_utils import atomic_json, config_from_json, load_checkpoint, read_json, read_metrics
-from lighthead.pipelines.train_utils import read_run_config
+from lighthead.pipelines.training.run_folder import (CONFIG, DATA_INFO, METRICS_FILE, atomic_json, config_from_json,
+                                                     load_checkpoint, read_json, read_metrics, read_run_config,
+                                                     weights_to_load)
 
 FIVE_K = 5000  # test images of the COCO 5K protocol
 RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
@@ -35,15 +36,15 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     """The head of a run (best checkpoint, eval mode) with its task, configs and device."""
     from lighthead.heads.build import construct, head_class
     from lighthead.pipelines.tasks import TASKS
-    from lighthead.pipelines.train import BEST, CHECKPOINTS, LAST, LoopConfig, pick_device
+    from lighthead.pipelines.training.loop import LoopConfig, pick_device
     from lighthead.store import open_store
 
     run = Path(run_dir)
-    config_path = run / "config.json"
+    config_path = run / CONFIG
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: is {run} a run written by `lighthead train heads`?")
     run_config = read_run_config(config_path)
-    info_path = run / "data_info.json"
+    info_path = run / DATA_INFO
     data_info = read_json(info_path)
     cls = head_class(run_config["head"])
     cfg = config_from_json(cls.config_class, run_config["config"], config_path, "config")
@@ -56,10 +57,7 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     except (TypeError, ValueError) as e:  # sizes of the wrong type or value
         raise ValueError(f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is "
                          "damaged") from None
-    ckpt = run / CHECKPOINTS / BEST
-    if not ckpt.is_file() and (run / CHECKPOINTS / LAST).is_file():
-        ckpt = run / CHECKPOINTS / LAST
-    load_checkpoint(ckpt, head, device=dev)
+    load_checkpoint(weights_to_load(run), head, device=dev)
     head.eval()
     return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}
 
@@ -114,9 +112,9 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
 
 def _draw_curves(run: Path) -> Path | None:
     """`curves.png` from the run's metrics.json (None when the run has no epoch history)."""
-    from lighthead.pipelines.curves import draw_curves
+    from lighthead.pipelines.training.curves import draw_curves
 
-    path = run / "metrics.json"
+    path = run / METRICS_FILE
     if not path.is_file():
         return None
     summary = read_metrics(path)
