@@ -133,7 +133,7 @@ def test_new_float_metrics_get_a_column_in_the_one_format():
 
 def test_text_feature_set_records_its_tokenizer(minilm_store):
     from lighthead.extract.text import resolve_model, vocab_sha256
-    from lighthead.pipelines.evaluate_sentiment import load_tokenizer
+    from lighthead.pipelines.tasks.sentiment_report import load_tokenizer
     from lighthead.pipelines.features.text import tokenizer_attrs
 
     store = open_store(minilm_store)
@@ -148,7 +148,7 @@ def test_text_feature_set_records_its_tokenizer(minilm_store):
 
 
 def test_itin_examples_show_words(itin_run):
-    from lighthead.pipelines.evaluate_sentiment import example_panels, token_strings
+    from lighthead.pipelines.tasks.sentiment_report import example_panels, token_strings
 
     ctx = load_run(itin_run)
     task = ctx["task"]
@@ -175,7 +175,7 @@ def test_a_store_without_the_tokenizer_warns_why(minilm_store, itin_run, tmp_pat
     import shutil
 
     from lighthead.pipelines.datasets.base import Record
-    from lighthead.pipelines.evaluate_sentiment import token_strings
+    from lighthead.pipelines.tasks.sentiment_report import token_strings
     from lighthead.pipelines.features import ExtractOptions
     from lighthead.pipelines.features.text import run_text_job
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lighthead.heads.build import build_head
-from lighthead.pipelines.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
+from lighthead.pipelines.tasks.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
                                score_blocks)
 from tests.conftest_helpers import build_retrieval_store
 from tests.heads.conftest import random_batch
@@ -99,7 +99,7 @@ def test_score_all_restores_the_caption_order():
 
 
 def test_gpu_blocks_are_sized_from_the_free_memory(monkeypatch):
-    from lighthead.pipelines import scoring
+    from lighthead.pipelines.tasks import scoring
 
     free = {"bytes": 40 << 30}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 << 30))
@@ -115,7 +115,7 @@ def test_scoring_asks_the_device_once_per_row_of_blocks(name, monkeypatch):
     wait for the device. Scoring reads no scalar per block and copies each row of blocks (one
     caption block against every image block) once; the scores equal those of the path that
     asks the masks on the device."""
-    from lighthead.pipelines import scoring
+    from lighthead.pipelines.tasks import scoring
     from tests.dispatch_count import OpCounter
 
     torch.manual_seed(0)
