@@ -6,7 +6,7 @@ Stages, in order:
    and the 36 most confident ROIs (random detector weights, flagged as such), MiniLM token
    features (the real bundled model), word ids, ResNet-18 global features (random weights)
    and thumbnails;
-3. print what the store holds (`store info`);
+3. print what the store holds (the `store info` report, `lighthead.pipelines.store_report`);
 4. train CASC and evaluate it, printing R@1/5/10 both ways beside a random-score baseline;
 5. train ITIN (posts) and ITM (targets) and print their sentiment tables.
 
@@ -79,9 +79,10 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
 
 
 def print_store_info(store_path: Path) -> None:
-    from lighthead.pipelines.cli.store_cmd import info
+    """The store report `lighthead store info` prints."""
+    from lighthead.pipelines.store_report import print_report, store_summary
 
-    info(store_path, as_json=False)
+    print_report(store_summary(store_path))
 
 
 def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
