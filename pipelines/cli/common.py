@@ -11,16 +11,6 @@ import warnings
 import typer
 
 
-class NotBuiltError(Exception):
-    """A command of the SPEC's CLI that is not implemented yet."""
-
-
-def not_built(command: str) -> typer.Exit:
-    """Print that `command` is not built yet and return the Exit to raise."""
-    typer.echo(f"error: `lighthead {command}` is not built yet", err=True)
-    return typer.Exit(2)
-
-
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
