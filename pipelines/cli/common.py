@@ -27,7 +27,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     from lighthead.pipelines.datasets.base import DatasetError
-    from lighthead.pipelines.sweep.batch import BatchError  # batch jobs refused, or all ended
+    from lighthead.pipelines.cluster.batch import BatchError  # batch jobs refused, or all ended
 
     errors += [DatasetError, BatchError]
     for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),

@@ -58,7 +58,7 @@ def extract(
     job_settings = {"cores": cores, "memory": memory, "queue": queue, "account": account, "walltime": walltime,
                     "job_directives": list(job_directive)}
     if batch or any(v not in (None, []) for v in job_settings.values()):
-        from lighthead.pipelines.sweep import ClusterOptions
+        from lighthead.pipelines.cluster import ClusterOptions
 
         # Checks every batch value (and refuses them without --slurm/--pbs) before any work.
         cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, dashboard=None, **job_settings)
