@@ -79,10 +79,10 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
 
 
 def print_store_info(store_path: Path) -> None:
-    """The store report `lighthead store info` prints."""
+    """The report `lighthead store info --stats` prints: the sets, their fields and value ranges."""
     from lighthead.pipelines.store_report import print_report, store_summary
 
-    print_report(store_summary(store_path))
+    print_report(store_summary(store_path, stats=True))
 
 
 def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
