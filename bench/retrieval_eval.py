@@ -6,7 +6,7 @@ Heads at paper sizes (K = 36 regions of 2048, width 1024, GRU captions of 8-20 w
 with 500 labels; MMCA when `heads/mmca.py` exists), random weights and random features
 (`--quick` encodes captions from cached tokens instead of the GRU: same scored sizes).
 "ours": encode each side once (region and word Gram matrices included), then
-`lighthead.pipelines.scoring.score_blocks` (cache-sized blocks of images x captions on a CPU, large ones
+`lighthead.pipelines.tasks.scoring.score_blocks` (cache-sized blocks of images x captions on a CPU, large ones
 on a GPU; one GEMM for all region-word cosines of a block; the Gram trick of
 `heads/attention.py`), with float32 products and with bfloat16 products (`--precision bf16`
 of `lighthead evaluate`). "loop": what SCAN's reference evaluation does, in float32 as that
@@ -44,8 +44,8 @@ import torch
 from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.build import build_head, head_class
 from lighthead.heads.casc import CASC
-from lighthead.pipelines.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
-                                         score_blocks, slice_enc)
+from lighthead.pipelines.tasks.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
+                                               score_blocks, slice_enc)
 from lighthead.pipelines.threads import use_threads
 
 VOCAB = 10_000  # about COCO's vocabulary with threshold 4

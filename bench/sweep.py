@@ -5,7 +5,7 @@
     python -m bench.sweep --synthetic     # a synthetic store instead of the demo pipeline's
     python -m bench.sweep --store PATH    # an existing store
 
-Trials call the real trainer (`lighthead.pipelines.train.train`). The demo store is used once the demo
+Trials call the real trainer (`lighthead.pipelines.training.loop.train`). The demo store is used once the demo
 pipeline writes feature sets; until then the tests' synthetic retrieval store stands in.
 
 Each trial trains with one torch thread (`--threads`), so the ratio shows how the sweep
@@ -33,7 +33,7 @@ from bench.ratio import add_arguments, interleave, options, report
 
 
 def _warm() -> None:
-    import lighthead.pipelines.train  # noqa: F401
+    import lighthead.pipelines.training.loop  # noqa: F401
 
 
 def _spin(_: int) -> float:

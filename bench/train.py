@@ -40,7 +40,7 @@ from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.base import HEADS, SOURCE_PREFIXES, DataInfo, feature_sources
 from lighthead.heads.build import head_class, make_config
 from lighthead.pipelines.threads import use_threads
-from lighthead.pipelines.train import prepare
+from lighthead.pipelines.training.loop import prepare
 
 # Quick widths (keys a head lacks are dropped); 8 attention heads divide 256.
 QUICK = {"embed_size": "256", "embed_dim": "256", "label_hidden": "256", "d": "256", "heads": "8", "ff": "1024"}

@@ -2,11 +2,11 @@
 
 Stages, in order:
 1. generate the demo images and annotations (`lighthead.pipelines.datasets.demo`);
-2. extract features into the store (`lighthead.pipelines.extract_run`): regions for the shapes' boxes
+2. extract features into the store (`lighthead.pipelines.features.runner`): regions for the shapes' boxes
    and the 36 most confident ROIs (random detector weights, flagged as such), MiniLM token
    features (the real bundled model), word ids, ResNet-18 global features (random weights)
    and thumbnails;
-3. print what the store holds (`store info`);
+3. print what the store holds (the `store info` report, `lighthead.pipelines.store_report`);
 4. train CASC and evaluate it, printing R@1/5/10 both ways beside a random-score baseline;
 5. train ITIN (posts) and ITM (targets) and print their sentiment tables.
 
@@ -26,7 +26,7 @@ from rich.console import Console
 from lighthead.pipelines.console import console as make_console
 
 # The demo store's feature jobs: `lighthead extract --dataset demo`'s defaults, which also set
-# the CPU-sized detector and keep MiniLM's real weights (extract_run.DATASET_JOB_OPTIONS).
+# the CPU-sized detector and keep MiniLM's real weights (features.runner.DATASET_JOB_OPTIONS).
 # Heads the demo trains (with overrides; their configs' "demo" defaults are already CPU-sized).
 DEMO_RUNS: dict[str, dict[str, Any]] = {"casc": {}, "itin": {}, "itm": {}}
 SENTIMENT_KIND = {"itin": "post", "itm": "target"}  # which records a sentiment head is scored on
@@ -55,7 +55,7 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
     import torch
 
     from lighthead.pipelines.datasets import demo
-    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
 
     if "extract" in stages:
@@ -79,16 +79,17 @@ def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, .
 
 
 def print_store_info(store_path: Path) -> None:
-    from lighthead.pipelines.cli.store_cmd import info
+    """The report `lighthead store info --stats` prints: the sets, their fields and value ranges."""
+    from lighthead.pipelines.store_report import print_report, store_summary
 
-    info(store_path, as_json=False)
+    print_report(store_summary(store_path, stats=True))
 
 
 def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
                      console: Console | None = None) -> dict[str, Any]:
     """Train `head` on the demo store into a fresh `run_dir`, then evaluate and print its table."""
-    from lighthead.pipelines.evaluate import evaluate_run, markdown_table
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.evaluate import evaluate_run, markdown_table
+    from lighthead.pipelines.training.loop import train
 
     console = console or make_console()
 

@@ -117,7 +117,7 @@ def build_small_retrieval_store(path: Path, seed: int) -> Path:
 
 def train_tiny_run(store: Path, out: Path, head: str = "vsepp") -> Path:
     """One epoch of `head` with the TINY widths into `out`; returns `out`."""
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     train(head, store, out, epochs=1, overrides=TINY, progress=False)
     return out

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lighthead.heads.build import build_head
-from lighthead.pipelines.scoring import cat_padded, encode, score_blocks
+from lighthead.pipelines.tasks.scoring import cat_padded, encode, score_blocks
 from tests.bench_helpers import load_bench_script
 
 

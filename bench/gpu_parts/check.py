@@ -151,7 +151,7 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
 
     def encoded(n_i: int, n_t: int) -> tuple[Any, Any, Any]:
         from lighthead.heads.build import build_head
-        from lighthead.pipelines.scoring import cat_padded, encode
+        from lighthead.pipelines.tasks.scoring import cat_padded, encode
 
         torch.manual_seed(0)
         over = {**sizes.score_overrides.get("scan", {}), "direction": "both"}
@@ -164,7 +164,7 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
         return head, img, chunks
 
     def scoring_syncs(before: bool) -> tuple[float, str, str]:
-        from lighthead.pipelines.scoring import score_blocks
+        from lighthead.pipelines.tasks.scoring import score_blocks
 
         head, img, chunks = encoded(*c.score_size)
         if before:
@@ -177,7 +177,7 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
     part.run(cases[8], lambda: scoring_syncs(False), on_error=dev.clear)
 
     def tf32() -> tuple[float, str, str]:
-        from lighthead.pipelines.scoring import score_blocks
+        from lighthead.pipelines.tasks.scoring import score_blocks
 
         flags = {"matmul": torch.backends.cuda.matmul, "conv": torch.backends.cudnn.conv,
                  "rnn": torch.backends.cudnn.rnn}

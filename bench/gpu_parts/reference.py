@@ -63,7 +63,7 @@ def score_blocks_before(head: Any, img: dict[str, torch.Tensor], txt_chunks: lis
                         precision: str = "fp32") -> torch.Tensor:
     """`score_blocks` as it was: 1 GiB blocks on a GPU, each block's masks asked of the device
     (the encodings' host copies dropped) and its scores copied to the host on their own."""
-    from lighthead.pipelines.scoring import (CPU_BUDGET_MB, block_sizes, cast_floats, enc_len, precision_context,
+    from lighthead.pipelines.tasks.scoring import (CPU_BUDGET_MB, block_sizes, cast_floats, enc_len, precision_context,
                                              slice_enc)
 
     def drop(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

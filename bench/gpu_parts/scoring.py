@@ -24,7 +24,7 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
     import torch
 
     from lighthead.heads.build import build_head, head_class
-    from lighthead.pipelines.scoring import PRECISIONS, cat_padded, encode, score_blocks
+    from lighthead.pipelines.tasks.scoring import PRECISIONS, cat_padded, encode, score_blocks
 
     rev = load_bench("retrieval_eval")
     heads = []

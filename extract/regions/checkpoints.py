@@ -19,7 +19,7 @@ import json
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from lighthead.extract.regions.config import DetectorConfig
 from lighthead.extract.regions.model import BottomUpDetector
 from lighthead.extract.torch_files import TorchFileError, load_tensors
 from lighthead.store import sha256_file
+from lighthead.store.safe_pickle import CHECKPOINT_ARRAYS, UnsafePickle, restricted_load
 
 FORMATS = ("d2-pkl", "bua-pth", "safetensors")
 # Entries that carry no weights: BatchNorm step counters of a trained-then-frozen model.
@@ -53,37 +54,17 @@ class LoadReport:
 # ---------------------------------------------------------------------------------------------
 # Reading files safely
 
-class _ArraysOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that builds numpy arrays, dtypes and plain containers, and nothing else."""
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("collections", "OrderedDict"),
-        ("_codecs", "encode"),  # protocol-2 pickles rebuild array bytes from latin-1 text with it
-    }
-
-    def __init__(self, fh: Any, path: Path):
-        super().__init__(fh, encoding="latin1")  # Python 2 pickles of numpy arrays need latin1
-        self.path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise CheckpointError(
-            f"{self.path}: refused to load: the pickle asks for {module}.{name}; a checkpoint pickle "
-            "may hold only numpy arrays, dtypes and plain containers (is this file what you think it is?)")
-
-
 def read_pickle(path: Path) -> dict[str, np.ndarray]:
     """The name -> array dict of a detectron2-style pickle, read without running any code."""
     try:
         with open(path, "rb") as fh:
-            data = _ArraysOnlyUnpickler(fh, path).load()
-    except CheckpointError:
-        raise
+            # Python 2 pickles of numpy arrays need latin1
+            data = restricted_load(fh, CHECKPOINT_ARRAYS, encoding="latin1")
+    except UnsafePickle as exc:
+        what = f"asks for {exc.module}.{exc.name}" if exc.module else "uses persistent ids"
+        raise CheckpointError(
+            f"{path}: refused to load: the pickle {what}; a checkpoint pickle "
+            "may hold only numpy arrays, dtypes and plain containers (is this file what you think it is?)") from None
     except Exception as exc:  # truncated or not a pickle at all
         raise CheckpointError(f"{path}: not a readable checkpoint pickle ({type(exc).__name__}: {exc})") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):

@@ -1,6 +1,6 @@
 """The batch-job options `extract` and `sweep` share (--slurm/--pbs through dask-jobqueue).
 
-Their values are checked before any job script is written (`sweep.batch.check_options`, from
+Their values are checked before any job script is written (`cluster.batch.check_options`, from
 `ClusterOptions`); given without --slurm/--pbs they are refused.
 """
 

@@ -11,16 +11,6 @@ import warnings
 import typer
 
 
-class NotBuiltError(Exception):
-    """A command of the SPEC's CLI that is not implemented yet."""
-
-
-def not_built(command: str) -> typer.Exit:
-    """Print that `command` is not built yet and return the Exit to raise."""
-    typer.echo(f"error: `lighthead {command}` is not built yet", err=True)
-    return typer.Exit(2)
-
-
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
@@ -37,7 +27,7 @@ def known_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     from lighthead.pipelines.datasets.base import DatasetError
-    from lighthead.pipelines.sweep.batch import BatchError  # batch jobs refused, or all ended
+    from lighthead.pipelines.cluster.batch import BatchError  # batch jobs refused, or all ended
 
     errors += [DatasetError, BatchError]
     for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),

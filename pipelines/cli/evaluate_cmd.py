@@ -22,7 +22,7 @@ def evaluate(
                                        "the physical cores))"),
 ) -> None:
     """Evaluate a trained run; writes JSON, a markdown table and figures into the run directory."""
-    from lighthead.pipelines.evaluate import evaluate_run, markdown_table, wrote_line
+    from lighthead.pipelines.training.evaluate import evaluate_run, markdown_table, wrote_line
     from lighthead.pipelines.threads import use_threads
 
     use_threads(threads)

@@ -12,7 +12,7 @@ from lighthead.pipelines.cli import batch_options
 
 def parse_job_options(pairs: List[str]) -> dict[str, str]:
     """`key=value` strings -> dict of strings; each job's settings give their types
-    (`extract_run.check_job_options`)."""
+    (`features.runner.check_job_options`)."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -48,7 +48,7 @@ def extract(
     job_directive: List[str] = batch_options.JOB_DIRECTIVE,
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
-    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
 
     if weights is not None and random_weights:
@@ -58,7 +58,7 @@ def extract(
     job_settings = {"cores": cores, "memory": memory, "queue": queue, "account": account, "walltime": walltime,
                     "job_directives": list(job_directive)}
     if batch or any(v not in (None, []) for v in job_settings.values()):
-        from lighthead.pipelines.sweep import ClusterOptions
+        from lighthead.pipelines.cluster import ClusterOptions
 
         # Checks every batch value (and refuses them without --slurm/--pbs) before any work.
         cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, dashboard=None, **job_settings)

@@ -48,16 +48,6 @@ def _progress(label: str, unit: str = "items", scale: int = 1) -> Iterator:
         yield update
 
 
-def _empty(path: Path, summary: dict) -> Optional[str]:
-    """Why a store is empty (nothing to read), or None: a failed import or extraction must not
-    pass for a store."""
-    if summary["json"] or any(fs["items"] for fs in summary["feature_sets"].values()):
-        return None
-    if not summary["feature_sets"]:
-        return f"{path}: empty store (no feature sets, no JSON artifacts)"
-    return f"{path}: empty store (feature sets {', '.join(summary['feature_sets'])} hold no items)"
-
-
 @app.command()
 def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
          as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
@@ -65,65 +55,17 @@ def info(path: Path = typer.Argument(..., metavar="STORE", help="store directory
                                     "1,000 items): value range, per-item mean, max and share of zeros")) -> None:
     """Show the feature sets of a store: items, shards, size, fields and attributes.
     Exit 1 if the store is empty."""
+    from lighthead.pipelines.store_report import print_report, store_summary
     from lighthead.store import StoreError
-    from lighthead.store import info as store_info
 
     try:
-        summary = store_info(path)
+        summary = store_summary(path, stats=stats)
     except StoreError as exc:
         raise fail(str(exc))
-    empty = _empty(path, summary)
-    if empty:
-        raise fail(empty)
-    from lighthead.pipelines.regions_view import add_object_names
-
-    add_object_names(path, summary)  # region sets: their most frequent object names
-    if stats:
-        from lighthead.store import open_store
-        from lighthead.store.stats import field_stats
-
-        store = open_store(path)
-        for name, fs in summary["feature_sets"].items():
-            if fs["items"] and "features" in fs["fields"]:
-                try:
-                    fs["stats"] = {"features": field_stats(store[name], "features")}
-                except StoreError as exc:
-                    raise fail(str(exc))
     if as_json:
         typer.echo(json.dumps(summary, indent=1))
         return
-    from rich.table import Table
-
-    from lighthead.pipelines.console import console as make_console
-
-    table = Table(title=f"store {summary['path']}")
-    for col in ("feature set", "items", "shards", "MiB", "field", "shape", "dtype", "weights"):
-        table.add_column(col, overflow="fold")
-    for name, fs in summary["feature_sets"].items():
-        attrs = fs["attrs"]
-        weights = "[red]random[/red]" if attrs.get("random_weights") else ""
-        for i, (field, spec) in enumerate(fs["fields"].items()):
-            shape = "(" + ", ".join("*" if d is None else str(d) for d in spec["shape"]) + ")"
-            head = (name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}") if i == 0 else ("",) * 4
-            table.add_row(*head, field, shape, spec["dtype"], weights if i == 0 else "",
-                          end_section=i == len(fs["fields"]) - 1)
-    console = make_console()
-    console.print(table)
-    for name, fs in summary["feature_sets"].items():
-        top = fs.get("objects", {}).get("top_objects")
-        if top:
-            console.print(f"{name}: most frequent objects: " + ", ".join(f"{n} ({c})" for n, c in top),
-                          markup=False, highlight=False)
-    for name, fs in summary["feature_sets"].items():
-        st = fs.get("stats", {}).get("features")
-        if st and st["items"]:
-            console.print(f"{name}: features over {st['items']} items: min {st['min']:.4g}, max {st['max']:.4g}, "
-                          f"mean {st['mean']:.4g}; per item: mean {st['item_mean'][0]:.3g}-{st['item_mean'][1]:.3g}, "
-                          f"max {st['item_max'][0]:.3g}-{st['item_max'][1]:.3g}, "
-                          f"zeros {100 * st['zero_fraction'][0]:.0f}-{100 * st['zero_fraction'][1]:.0f}%",
-                          markup=False, highlight=False)
-    if summary["json"]:
-        console.print("JSON artifacts: " + ", ".join(summary["json"]))
+    print_report(summary)
 
 
 @app.command()
@@ -131,6 +73,7 @@ def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directo
            checksums: bool = typer.Option(True, help="re-hash every shard (slow on big stores)")) -> None:
     """Re-check checksums, shapes and ids of every shard; one line per problem on stderr (all
     of them), exit 1 if any or if the store is empty."""
+    from lighthead.pipelines.store_report import empty_reason
     from lighthead.store import StoreError
     from lighthead.store import info as store_info
     from lighthead.store import verify as store_verify
@@ -138,7 +81,7 @@ def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directo
     problems = store_verify(path, checksums=checksums)
     if not problems:
         try:
-            empty = _empty(path, store_info(path))
+            empty = empty_reason(path, store_info(path))
         except StoreError as exc:
             empty = str(exc)
         problems = [empty] if empty else []

@@ -38,7 +38,7 @@ def sweep(
     walltime: Optional[str] = batch_options.WALLTIME,
     job_directive: List[str] = batch_options.JOB_DIRECTIVE,
     dashboard: str = typer.Option(":8787", metavar="ADDRESS", help="dashboard address of a started cluster ('' for none)"),
-    train_fn: str = typer.Option("lighthead.pipelines.train:train", "--train-fn", metavar="MODULE:FUNCTION", hidden=True,
+    train_fn: str = typer.Option("lighthead.pipelines.training.loop:train", "--train-fn", metavar="MODULE:FUNCTION", hidden=True,
                                  help="module:function each trial calls"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar"),
 ) -> None:

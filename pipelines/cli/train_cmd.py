@@ -27,9 +27,9 @@ def heads(
                                        "the physical cores): more stall small heads on a busy machine)"),
 ) -> None:
     """Train HEAD on cached features; writes config.json, metrics.json and checkpoints to --out."""
-    from lighthead.pipelines.evaluate import markdown_table
+    from lighthead.pipelines.training.evaluate import markdown_table
     from lighthead.pipelines.threads import default_threads
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     metrics = train(head, store, out, dataset=dataset, epochs=epochs, overrides=set_, device=device,
                     resume=resume, progress=progress, threads=threads or default_threads())

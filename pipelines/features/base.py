@@ -9,37 +9,10 @@ wrote and what it skipped, with a reason per skipped input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from lighthead.pipelines.features.options import ExtractOptions, JobOption
 from lighthead.store.registry import Registry
-
-FEATURE_DTYPES = ("float16", "float32")  # what a feature field may be stored as
-
-
-@dataclass
-class ExtractOptions:
-    """Options shared by every feature job (the `lighthead extract` flags)."""
-
-    weights: Path | None = None  # checkpoint for the job's model; None = the job's default location
-    random_weights: bool = False  # random model weights (tests, demo); recorded in the store
-    batch_size: int = 8  # items per forward pass
-    device: str = "cpu"  # "cpu" or "cuda[:i]"
-    workers: int = 1  # processes (or GPUs) sharing the work, each writing its own shards
-    loader_workers: int = 2  # DataLoader workers decoding images
-    dtype: str = "float16"  # storage dtype of feature fields
-    progress: bool = True  # show rich progress bars
-    scheduler: str | None = None  # dask scheduler address to spread the work on, instead of local processes
-    cluster: Any = None  # sweep.ClusterOptions: region jobs run on this dask cluster (SLURM/PBS jobs, a local one)
-    job_options: dict[str, Any] = field(default_factory=dict)  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
-
-    def __post_init__(self) -> None:
-        if self.dtype not in FEATURE_DTYPES:  # float64 doubles the store for digits no model gives; ints truncate
-            raise ValueError(f"--dtype {self.dtype!r}: feature fields are stored as {' or '.join(FEATURE_DTYPES)}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.loader_workers < 0:
-            raise ValueError(f"--loader-workers must be >= 0 (0 decodes in the main process), got {self.loader_workers}")
 
 
 @dataclass
@@ -53,16 +26,6 @@ class RunSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (item id, reason) of bad inputs
     seconds: float = 0.0  # wall time of the run
     random_weights: bool = False  # the model ran on random weights (flagged in every report)
-
-
-@dataclass(frozen=True)
-class JobOption:
-    """A setting a job reads from `--job-option` (`-o`): as `<job>.<key>`, or for every job that
-    reads it under its shared key. Checked before any job runs (`extract_run.check_job_options`)."""
-
-    type: Any = str  # bool, int, float, str or `int | None`: what a `-o` string is parsed into
-    shared: str | None = None  # the bare key setting it for every job reading it ("text_layer"); None: `<job>.<key>` only
-    choices: tuple[str, ...] = ()  # the values a str setting may take (empty: any)
 
 
 @dataclass
@@ -79,10 +42,6 @@ class FeatureJob:
     # job of the command runs; raises ValueError/KeyError. None: the types suffice.
     check: Callable[[ExtractOptions], None] | None = None
 
-
-# `-o precision=`: lighthead.extract.precision.PRECISIONS, named here so that reading the settings
-# does not import torch (`--help` stays instant).
-PRECISION_OPTION = JobOption(str, shared="precision", choices=("auto", "fp32", "bf16", "fp16"))
 
 FEATURES: Registry[FeatureJob] = Registry("feature")
 

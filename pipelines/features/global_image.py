@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
-                                              register)
+from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
+from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
+                                                  precision_attrs, progress_bar, random_weights)
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
     import torch

@@ -39,9 +39,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
-                                              register)
+from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
+from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
+                                                  precision_attrs, progress_bar, random_weights)
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (
@@ -305,7 +305,7 @@ def cluster_options(options: ExtractOptions) -> Any:
     if options.cluster is not None:
         return options.cluster
     if options.scheduler:
-        from lighthead.pipelines.sweep import ClusterOptions
+        from lighthead.pipelines.cluster import ClusterOptions
 
         return ClusterOptions(scheduler=options.scheduler, workers=max(1, options.workers), dashboard=None)
     return None
@@ -349,12 +349,12 @@ def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes
 
 def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
                     options: ExtractOptions, cluster: Any) -> list[dict[str, Any]]:
-    """One part per worker as one dask task, through the sweep's cluster code (`sweep.connect`):
+    """One part per worker as one dask task, through the sweep's cluster code (`cluster.connect`):
     batch jobs ask for one GPU each with --device cuda; a part whose worker dies is retried once.
     With a plain "cuda" each worker takes its own GPU when the part starts (`placement`): the
     scheduler may run any part on any worker, so a GPU chosen by part index could put two
     running parts on one GPU while another idles."""
-    from lighthead.pipelines.sweep import connect
+    from lighthead.pipelines.cluster import connect
 
     gpu = options.device.startswith("cuda")
     with connect(cluster, gpu=gpu, retries=1) as conn:
@@ -371,11 +371,11 @@ def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str,
                  progress: bool, ended: Callable[[], str | None] | None = None) -> list[dict[str, Any]]:
     """Run each part's `run_part` as one task; results in part order. The progress counts the
     images of every part as the workers report them (`PartProgress` events), so its rate is images/s.
-    ended: the batch jobs' watch (`sweep.batch.JobWatch`), which says when no worker will come
+    ended: the batch jobs' watch (`cluster.batch.JobWatch`), which says when no worker will come
     back (the parts would wait forever); None for other clusters."""
     from distributed import KilledWorker
 
-    from lighthead.pipelines.sweep.batch import BatchError
+    from lighthead.pipelines.cluster.batch import BatchError
 
     topic = f"lighthead-{job}-progress-{uuid.uuid4().hex[:8]}"
     sizes = [len(spec[2]) for spec in specs]

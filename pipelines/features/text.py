@@ -19,7 +19,7 @@ lowercase, ascii_only (drop non-ASCII characters), truncate (longest_first, or h
 max_length tokens, [SEP] cut off a longer text); "<job>.shard_items" / "shard_items";
 "<job>.precision" / "precision" (auto: fp16 autocast on CUDA, fp32 on a CPU; fp32, bf16, fp16;
 recorded, and a set holding another is refused). MVSA's defaults are ITIN's release
-(`extract_run.DATASET_JOB_OPTIONS`).
+(`runner.DATASET_JOB_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lighthead.pipelines.extract_run import job_option, job_precision, precision_attrs, progress_bar, random_weights
-from lighthead.pipelines.features.base import (PRECISION_OPTION, ExtractOptions, FeatureJob, JobOption, RunSummary,
-                                              register)
+from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
+from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
+                                                  precision_attrs, progress_bar, random_weights)
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
 # The `-o` settings of a text job (module docstring): `<job>.<key>`, or `text_<key>` for every text job.

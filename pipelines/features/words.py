@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lighthead.pipelines.extract_run import job_option, progress_bar
-from lighthead.pipelines.features.base import ExtractOptions, FeatureJob, JobOption, RunSummary, register
+from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
+from lighthead.pipelines.features.options import ExtractOptions, JobOption, job_option, progress_bar
 
 FEATURE_SET = "words/vocab"
 VOCAB_ARTIFACT = "vocab"

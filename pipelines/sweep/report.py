@@ -15,7 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from lighthead.pipelines.sweep.spec import Trial
 from lighthead.pipelines.sweep.trial import is_finished, read_trial, trial_dir
-from lighthead.pipelines.train_utils import atomic_json, read_json
+from lighthead.pipelines.training.run_folder import atomic_json, read_json
 
 # Default ranking metric, first found wins: retrieval, then sentiment.
 DEFAULT_METRICS = ("rsum", "macro_f1", "accuracy")

@@ -14,7 +14,7 @@ or from a sweep file (YAML or TOML):
     set:                    # fixed overrides shared by every trial
       batch_size: 64
 
-Override values travel as strings (what `lighthead.pipelines.train.train` takes), so a trial's id is a
+Override values travel as strings (what `lighthead.pipelines.training.loop.train` takes), so a trial's id is a
 hash of exactly what the training function receives.
 """
 

@@ -23,10 +23,10 @@ from typing import Any, Callable, Union
 
 from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.sweep.spec import Trial
-from lighthead.pipelines.train_utils import atomic_json, read_json, read_metrics
+from lighthead.pipelines.training.run_folder import atomic_json, read_json, read_metrics
 
 # The function `lighthead train heads` calls; trials call the same one.
-DEFAULT_TRAIN = "lighthead.pipelines.train:train"
+DEFAULT_TRAIN = "lighthead.pipelines.training.loop:train"
 
 TrainFn = Union[str, Callable[..., dict]]
 

@@ -1,7 +1,7 @@
 """What a task is: the bridge between a store and a head, for training and for evaluation.
 
 A head declares its task (`Head.task`: "retrieval", "sentiment"); `TASKS` maps that name to a
-`Task` class. The training loop (`pipelines/train.py`) and `evaluate_run` only talk to this
+`Task` class. The training loop (`pipelines/training/loop.py`) and `evaluate_run` only talk to this
 interface, so one loop serves every head:
 
     task = TASKS.get(head_class.task)(store, cfg, dataset, options)
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Iterable
 
 import torch
 
-from lighthead.pipelines.scoring import PRECISIONS
+from lighthead.pipelines.tasks.scoring import PRECISIONS
 from lighthead.store.registry import Registry
 
 
@@ -88,6 +88,17 @@ class Task:
     def examples(self, head: Any, split: str, device: torch.device, n: int, path: Path) -> Path:
         """Save a figure of `n` qualitative examples to `path`."""
         raise NotImplementedError(f"task {self.name!r} draws no examples")
+
+    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
+               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+        """Write `metrics` of `split` (and, with `examples`, a figure) into the run folder `run`;
+        returns the metrics as written and the files, in order (`lighthead evaluate`)."""
+        raise NotImplementedError
+
+
+def run_title(metrics: dict[str, Any]) -> str:
+    """"<head> on <dataset> <split>": the title of a run's tables."""
+    return f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}".strip()
 
 
 TASKS: Registry[type[Task]] = Registry("task")

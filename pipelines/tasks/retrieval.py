@@ -23,16 +23,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from lighthead.heads.metrics import mean_metrics, retrieval_metrics
 from lighthead.pipelines.datasets.base import Record
-from lighthead.pipelines.scoring import score_all
 from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
+from lighthead.pipelines.tasks.scoring import score_all
 from lighthead.pipelines.tasks.semantic_labels import load_or_build
 from lighthead.pipelines.tasks.sources import (IMAGE_KINDS, Table, feature_sets_of, multi_hot, region_batch,
                                      text_batch)
 
 FOLD = 1000  # images per COCO 1K fold
-# Settings for `lighthead demo` (about 240 training images on a 2-core CPU, seconds per epoch):
-# narrower than the papers, and a sum over negatives, which learns far faster than hardest
-# negatives from scratch on a few hundred captions.
 
 
 @dataclass
@@ -243,12 +240,18 @@ class RetrievalTask(Task):
         return out
 
     def examples(self, head: Any, split: str, device: torch.device, n: int, path: Path) -> Path:
-        from lighthead.pipelines.tasks.retrieval_figure import draw_examples
+        from lighthead.pipelines.tasks.retrieval_report import draw_examples
 
         data = self._require(split)
         stop = min(len(data.image_ids), FOLD)
         sims = self.scores(head, split, device, 0, stop)
         return draw_examples(self, split, sims, n, Path(path))
+
+    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
+               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+        from lighthead.pipelines.tasks.retrieval_report import report
+
+        return report(self, head, split, device, run, metrics, protocol, examples=examples)
 
 
 class _PairBatches(Dataset):

@@ -37,9 +37,7 @@ from lighthead.pipelines.tasks.sources import IMAGE_KINDS, Table, feature_sets_o
 
 DATASETS_OF_KIND = {"post": "mvsa-single, mvsa-multiple, demo", "target": "twitter15, twitter17, itm, demo"}
 ALIGN_KS = (1, 3, 5)
-# Small sizes for `lighthead demo` (300 images, a 2-core CPU: seconds per head); the learning
-# rates are raised because the encoders are frozen (see the ITM head's docstring).
-NO_BOX = [0.0, 0.0, 0.0, 0.0]
+NO_BOX = [0.0, 0.0, 0.0, 0.0]  # the target box of a record without one
 
 
 def load_records(store: Any) -> list[Record]:
@@ -252,9 +250,16 @@ class SentimentTask(Task):
         return out
 
     def examples(self, head: Any, split: str, device: torch.device, n: int, path: Path) -> Path:
-        from lighthead.pipelines.evaluate_sentiment import draw_examples
+        from lighthead.pipelines.tasks.sentiment_report import draw_examples
 
         return draw_examples(self, head, split, device, n, Path(path))
+
+    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
+               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+        from lighthead.pipelines.tasks.base import run_title
+        from lighthead.pipelines.tasks.sentiment_report import report
+
+        return report(self, head, split, device, run, examples=examples, metrics=metrics, title=run_title(metrics))
 
 
 class EpochBatches:

@@ -197,7 +197,7 @@ def test_non_utf8_input_names_file_and_line(tmp_path, capsys):
 
 
 def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(store, tmp_path, capsys, monkeypatch):
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("division by zero")
@@ -213,7 +213,7 @@ def test_unexpected_errors_are_one_line_and_debug_shows_the_traceback(store, tmp
 
 
 def test_ctrl_c_says_the_rerun_resumes(store, tmp_path, capsys, monkeypatch):
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def interrupted(*args, **kwargs):
         import signal
@@ -254,7 +254,7 @@ def test_ctrl_c_that_surfaces_as_another_error_is_still_an_interrupt(store, tmp_
     """A DataLoader whose workers died of the same Ctrl-C raises RuntimeError, not KeyboardInterrupt."""
     import signal
 
-    import lighthead.pipelines.train as train_module
+    import lighthead.pipelines.training.loop as train_module
 
     def interrupted(*args, **kwargs):
         try:
@@ -300,7 +300,7 @@ def test_job_options_are_checked_before_any_job_runs(demo_root, tmp_path, capsys
 
 
 def test_typed_job_options_reach_the_jobs(demo_root, tmp_path):
-    from lighthead.pipelines.extract_run import check_job_options
+    from lighthead.pipelines.features.runner import check_job_options
 
     assert check_job_options({"min_size": "96", "channels_last": "no", "text_layer": "-2", "vocab_max_size": "none",
                               "thumbs.size": 32, "minilm.random_weights": False}) == {

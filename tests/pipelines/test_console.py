@@ -11,7 +11,7 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from lighthead.pipelines.console import LOG_WIDTH, console, progress
-from lighthead.pipelines.extract_run import print_summary
+from lighthead.pipelines.features.runner import print_summary
 from lighthead.pipelines.features import RunSummary
 from tests.conftest_helpers import build_retrieval_store
 

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
-from lighthead.pipelines.curves import curve_series, curves_figure
-from lighthead.pipelines.evaluate import evaluate_run, load_run, markdown_table
-from lighthead.pipelines.train import train
+from lighthead.pipelines.training.curves import curve_series, curves_figure
+from lighthead.pipelines.training.evaluate import evaluate_run, load_run, markdown_table
+from lighthead.pipelines.training.loop import train
 from lighthead.store import open_store
 from tests.conftest_helpers import build_retrieval_store
 from tests.pipelines.test_sentiment import TEXT, TINY, build_store
@@ -133,7 +133,7 @@ def test_new_float_metrics_get_a_column_in_the_one_format():
 
 def test_text_feature_set_records_its_tokenizer(minilm_store):
     from lighthead.extract.text import resolve_model, vocab_sha256
-    from lighthead.pipelines.evaluate_sentiment import load_tokenizer
+    from lighthead.pipelines.tasks.sentiment_report import load_tokenizer
     from lighthead.pipelines.features.text import tokenizer_attrs
 
     store = open_store(minilm_store)
@@ -148,7 +148,7 @@ def test_text_feature_set_records_its_tokenizer(minilm_store):
 
 
 def test_itin_examples_show_words(itin_run):
-    from lighthead.pipelines.evaluate_sentiment import example_panels, token_strings
+    from lighthead.pipelines.tasks.sentiment_report import example_panels, token_strings
 
     ctx = load_run(itin_run)
     task = ctx["task"]
@@ -175,7 +175,7 @@ def test_a_store_without_the_tokenizer_warns_why(minilm_store, itin_run, tmp_pat
     import shutil
 
     from lighthead.pipelines.datasets.base import Record
-    from lighthead.pipelines.evaluate_sentiment import token_strings
+    from lighthead.pipelines.tasks.sentiment_report import token_strings
     from lighthead.pipelines.features import ExtractOptions
     from lighthead.pipelines.features.text import run_text_job
 
@@ -298,7 +298,7 @@ def test_tensorboard_missing_is_one_clear_line(tmp_path, monkeypatch, capsys):
 
 
 def test_readme_states_the_files_and_the_tensorboard_error():
-    from lighthead.pipelines.live_log import MISSING
+    from lighthead.pipelines.training.live_log import MISSING
 
     readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
     assert f"error: {MISSING}" in readme

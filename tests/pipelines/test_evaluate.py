@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lighthead.heads.build import build_head
-from lighthead.pipelines.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
+from lighthead.pipelines.tasks.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
                                score_blocks)
 from tests.conftest_helpers import build_retrieval_store
 from tests.heads.conftest import random_batch
@@ -99,7 +99,7 @@ def test_score_all_restores_the_caption_order():
 
 
 def test_gpu_blocks_are_sized_from_the_free_memory(monkeypatch):
-    from lighthead.pipelines import scoring
+    from lighthead.pipelines.tasks import scoring
 
     free = {"bytes": 40 << 30}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 << 30))
@@ -115,7 +115,7 @@ def test_scoring_asks_the_device_once_per_row_of_blocks(name, monkeypatch):
     wait for the device. Scoring reads no scalar per block and copies each row of blocks (one
     caption block against every image block) once; the scores equal those of the path that
     asks the masks on the device."""
-    from lighthead.pipelines import scoring
+    from lighthead.pipelines.tasks import scoring
     from tests.dispatch_count import OpCounter
 
     torch.manual_seed(0)
@@ -196,8 +196,8 @@ def test_coco_1k_is_the_mean_of_five_folds(store, monkeypatch):
 
 
 def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypatch):
-    from lighthead.pipelines.evaluate import evaluate_run
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.evaluate import evaluate_run
+    from lighthead.pipelines.training.loop import train
 
     run = tmp_path / "run"
     trained = train("casc", store, run, epochs=1, overrides={**TINY, "label_hidden": "8"}, progress=False)
@@ -215,7 +215,7 @@ def test_evaluate_run_writes_json_markdown_and_figure(store, tmp_path, monkeypat
     assert "bf16 scoring" in (run / "eval-test-1k.md").read_text() and "bf16" not in table
     with pytest.raises(ValueError, match="precision"):
         evaluate_run(run, precision="fp16")
-    monkeypatch.setattr("lighthead.pipelines.evaluate.fast_precision", lambda device: "fp32")
+    monkeypatch.setattr("lighthead.pipelines.training.evaluate.fast_precision", lambda device: "fp32")
     with pytest.warns(UserWarning, match="no native bfloat16"):
         evaluate_run(run, split="test", precision="bf16")
 

@@ -18,7 +18,7 @@ from PIL import Image
 from lighthead.extract.global_cnn import ThumbConfig
 from lighthead.extract.vocab import Vocabulary
 from lighthead.pipelines.datasets import load_records
-from lighthead.pipelines.extract_run import DEFAULT_FEATURES, run_extract
+from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
@@ -150,7 +150,7 @@ _KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from lighthead.extract.text import encoder
-    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
 
     calls = {"n": 0}
@@ -234,7 +234,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_an_image_path_that_is_a_folder_is_listed_as_one(tmp_path):
     from lighthead.pipelines.datasets.base import Record
-    from lighthead.pipelines.extract_run import missing_images
+    from lighthead.pipelines.features.runner import missing_images
 
     fixtures.write_image(tmp_path / "a.jpg", 0)
     (tmp_path / "b.jpg").mkdir()

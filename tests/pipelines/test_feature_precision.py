@@ -12,7 +12,7 @@ from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from lighthead.pipelines.datasets import load_records
 from lighthead.pipelines.datasets.demo import generate, load
-from lighthead.pipelines.extract_run import precision_attrs
+from lighthead.pipelines.features.options import precision_attrs
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
 from lighthead.store import Field, open_store
 from tests.pipelines.datasets import fixtures

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lighthead.extract.global_cnn import GlobalCNNConfig
 from lighthead.extract.text import resolve_model
-from lighthead.pipelines.extract_run import run_extract
+from lighthead.pipelines.features.runner import run_extract
 from lighthead.pipelines.features import ExtractOptions
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures

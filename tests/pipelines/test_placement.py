@@ -68,7 +68,7 @@ def test_cluster_extraction_leaves_the_gpu_to_the_worker(monkeypatch):
     """Parts on a dask cluster get the plain "cuda": each worker takes its GPU when a part starts
     there; a GPU fixed per part index put two running parts on cuda:0 while cuda:1 idled."""
     import lighthead.pipelines.features.regions as regions
-    import lighthead.pipelines.sweep as sweep
+    import lighthead.pipelines.cluster as cluster
     from lighthead.pipelines.features import ExtractOptions
 
     seen = {}
@@ -78,13 +78,13 @@ def test_cluster_extraction_leaves_the_gpu_to_the_worker(monkeypatch):
         client = SimpleNamespace(scheduler_info=lambda: {"workers": {}})
         yield SimpleNamespace(client=client, threads=1, resources={"GPU": 1}, ended=None)
 
-    monkeypatch.setattr(sweep, "connect", fake_connect)
+    monkeypatch.setattr(cluster, "connect", fake_connect)
     monkeypatch.setattr(regions, "_local_devices", lambda options: ["cuda:0", "cuda:1"])  # two GPUs here
     monkeypatch.setattr(regions, "submit_parts",
                         lambda client, job, specs, res, progress, ended: seen.update(specs=specs))
     options = ExtractOptions(device="cuda", workers=3, progress=False)
     items = [(f"im{i}", f"/x/{i}.jpg") for i in range(6)]
-    regions._run_on_cluster("regions36", "/store", items, None, options, sweep.ClusterOptions(workers=3, dashboard=None))
+    regions._run_on_cluster("regions36", "/store", items, None, options, cluster.ClusterOptions(workers=3, dashboard=None))
     assert [spec[5] for spec in seen["specs"]] == ["cuda", "cuda", "cuda"]
 
 

@@ -13,8 +13,8 @@ import torch
 
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
-from lighthead.pipelines.run_checkpoint import RunCheckpointError, load, save
-from lighthead.pipelines.train import train
+from lighthead.pipelines.training.checkpoint import RunCheckpointError, load, save
+from lighthead.pipelines.training.loop import train
 from tests.conftest_helpers import TINY, build_small_retrieval_store, train_tiny_run
 
 
@@ -133,7 +133,7 @@ def test_truncated_checkpoint_is_one_line(run, store, capsys):
 def test_foreign_safetensors_and_mismatched_weights_are_refused(run, tmp_path):
     from safetensors.torch import save_file
 
-    from lighthead.pipelines.evaluate import load_run
+    from lighthead.pipelines.training.evaluate import load_run
 
     best = run / "checkpoints" / "best.safetensors"
     save_file({"x": torch.zeros(2)}, str(best))  # valid safetensors, not ours

@@ -31,7 +31,7 @@ def hold_lock(folder) -> subprocess.Popen:
     """A child process that takes the folder's lock, says "ready" and waits to be killed."""
     code = textwrap.dedent(f"""
         import time
-        from lighthead.pipelines.train_utils import run_lock
+        from lighthead.pipelines.training.run_folder import run_lock
         with run_lock({str(folder)!r}):
             print("ready", flush=True)
             time.sleep(120)

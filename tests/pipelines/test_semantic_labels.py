@@ -77,7 +77,7 @@ def test_training_casc_on_a_read_only_store_keeps_its_labels_in_memory(tmp_path,
     import lighthead.store.api
     import lighthead.store.manifest as manifest
     from lighthead.pipelines.datasets import Record
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
     from lighthead.store import open_store
     from tests.conftest_helpers import build_retrieval_store
 

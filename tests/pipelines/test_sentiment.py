@@ -190,7 +190,7 @@ def test_relevance_metrics_match_counts():
 # -- training through the shared loop ----------------------------------------------------------
 
 def _train(store_path: Path, out: Path, head: str, **over) -> dict:
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     return train(head, store_path, out, overrides={**TINY[head], **over}, progress=False)
 
@@ -232,7 +232,7 @@ def test_every_switch_trains_through_the_loop(store_path, tmp_path, head, switch
 
 def test_report_writes_json_table_and_figures(store_path, tmp_path):
     from lighthead.heads.base import DataInfo
-    from lighthead.pipelines.evaluate_sentiment import report
+    from lighthead.pipelines.tasks.sentiment_report import report
 
     for head_name in ("itm", "itin", "text-only"):
         task, cls = make_task(store_path, head_name)

@@ -44,7 +44,7 @@ def big_dev_store(tmp_path_factory) -> Path:
 
 
 def test_the_whole_dev_split_is_scored(big_dev_store, tmp_path):
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     metrics = train("text-only", big_dev_store, tmp_path / "run", epochs=2,
                     overrides={**TINY["text-only"], "records": "post"}, progress=False)
@@ -87,7 +87,7 @@ def itm_store(tmp_path_factory) -> Path:
                            "optimizer": "adamw", "schedule": "constant", "epochs": 1}),
 ])
 def test_config_json_records_the_reading(itm_store, tmp_path, sets, want):
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     train("itm", itm_store, tmp_path / "run", epochs=1, overrides={**TINY["itm"], **sets}, progress=False)
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]

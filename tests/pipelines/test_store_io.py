@@ -18,7 +18,7 @@ from lighthead.pipelines.datasets.base import Record
 from lighthead.pipelines.features import ExtractOptions
 from lighthead.pipelines.features.words import run_words
 from lighthead.pipelines.store_io import export_features, import_features, vg_names
-from lighthead.pipelines.train import train
+from lighthead.pipelines.training.loop import train
 from lighthead.store import StoreError, open_store
 from tests.conftest_helpers import build_retrieval_store
 from tests.pipelines.datasets.fixtures import karpathy

@@ -89,7 +89,7 @@ def test_train_without_option_takes_omp_num_threads_then_the_default(store, tmp_
 
 
 def test_train_as_a_function_leaves_the_count_alone(store, tmp_path):
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
 
     torch.set_num_threads(1)
     train("vsepp", store, tmp_path / "f", epochs=1, progress=False,
@@ -104,7 +104,7 @@ def test_zero_threads_is_a_usage_error(store, tmp_path, capsys):
 
 def test_evaluate_and_demo_apply_threads(monkeypatch, tmp_path, capsys):
     import lighthead.pipelines.demo as demo
-    import lighthead.pipelines.evaluate as evaluate
+    import lighthead.pipelines.training.evaluate as evaluate
 
     def fake_eval(*args, **kwargs):
         raise ValueError(f"evaluated with {torch.get_num_threads()} threads")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lighthead.heads.metrics import retrieval_metrics
-from lighthead.pipelines.train import train
+from lighthead.pipelines.training.loop import train
 from tests.conftest_helpers import TINY, build_retrieval_store, build_small_retrieval_store
 
 # Small widths and a sum over negatives (hardest negatives learn slowly from scratch on a few

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lighthead.pipelines import run_checkpoint
-from lighthead.pipelines.train_utils import load_checkpoint, rng_state, save_checkpoint
+from lighthead.pipelines.training import checkpoint as run_checkpoint
+from lighthead.pipelines.training.run_folder import load_checkpoint, rng_state, save_checkpoint
 
 # What would start CUDA or read a GPU's state (torch.manual_seed's call of cuda.manual_seed_all is
 # lazy: queued until CUDA starts, if ever).

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from lighthead.pipelines import train as train_mod
+from lighthead.pipelines.training import loop as train_mod
 
 # Tensor methods that copy a value to the host (on CUDA: wait for the GPU).
 HOST_READS = {"item", "tolist", "__float__", "__int__", "__bool__", "numpy", "cpu"}

@@ -75,7 +75,7 @@ def test_text_model_with_its_own_code_is_one_line_and_runs_nothing(tmp_path, cap
 def test_a_recorded_tokenizer_path_is_a_hint_checked_before_use(tmp_path, yes_on_stdin):
     from transformers import AutoTokenizer
 
-    from lighthead.pipelines.evaluate_sentiment import load_tokenizer
+    from lighthead.pipelines.tasks.sentiment_report import load_tokenizer
 
     minilm = resolve_model("all-minilm-l6-v2")
     digest = vocab_sha256(AutoTokenizer.from_pretrained(minilm, local_files_only=True, trust_remote_code=False))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lighthead.pipelines.datasets import DatasetError, load_records
-from lighthead.pipelines.extract_run import DEFAULT_FEATURES, run_extract
+from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.pipelines.features import ExtractOptions
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures

@@ -98,9 +98,9 @@ def test_posts_without_images_load_with_one_warning(tmp_path):
 
 
 def test_text_jobs_and_the_text_only_head_run_without_images(tmp_path):
-    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
     from lighthead.store import open_store
 
     root = tmp_path / "data"

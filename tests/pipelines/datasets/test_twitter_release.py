@@ -91,9 +91,9 @@ def test_a_missing_split_file_is_named(tmp_path):
 
 
 def test_text_only_trains_on_the_release_text_without_images(tmp_path):
-    from lighthead.pipelines.extract_run import run_extract
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.loop import train
     from lighthead.store import open_store
 
     fixtures.itm_release(tmp_path / "data" / "twitter2015", SIZES)

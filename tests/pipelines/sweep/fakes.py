@@ -1,4 +1,4 @@
-"""Tiny pure-python training functions with the signature of `lighthead.pipelines.train.train`.
+"""Tiny pure-python training functions with the signature of `lighthead.pipelines.training.loop.train`.
 
 They let the engine tests (retries, skipping, kills) run in milliseconds per trial. Each call
 appends one line to `<store>/calls.log`, so a test can count how often a trial ran.

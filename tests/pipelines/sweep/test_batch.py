@@ -131,8 +131,8 @@ def test_a_refused_submission_is_one_line_not_a_hang(tmp_path, monkeypatch, caps
 
 
 def test_no_sbatch_is_one_line(tmp_path, monkeypatch, capsys):
-    from lighthead.pipelines.sweep.batch import BatchError, start_cluster
-    from lighthead.pipelines.sweep.engine import ClusterOptions
+    from lighthead.pipelines.cluster.batch import BatchError, start_cluster
+    from lighthead.pipelines.cluster.client import ClusterOptions
 
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BatchError, match=r"^--slurm: sbatch not found: run on a machine that submits SLURM jobs$"):
@@ -158,8 +158,8 @@ def test_a_local_cluster_without_dashboard_keeps_off_8787(monkeypatch):
 
 
 def test_a_batch_cluster_without_dashboard_keeps_off_8787(tmp_path, monkeypatch):
-    from lighthead.pipelines.sweep.batch import start_cluster
-    from lighthead.pipelines.sweep.engine import ClusterOptions
+    from lighthead.pipelines.cluster.batch import start_cluster
+    from lighthead.pipelines.cluster.client import ClusterOptions
 
     fake_batch.install(tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as record:
@@ -189,7 +189,7 @@ class _Scheduler:
 
 
 def test_the_jobs_count_as_ended_once_each_joined_and_none_is_left():
-    from lighthead.pipelines.sweep.batch import JobWatch
+    from lighthead.pipelines.cluster.batch import JobWatch
 
     # One job still queued (never joined) while the other left: wait for it.
     watch = JobWatch(_Scheduler(["job-0"], [], []), jobs=2, system="SLURM", grace=0, every=0)
@@ -203,7 +203,7 @@ def test_the_jobs_count_as_ended_once_each_joined_and_none_is_left():
 
 def test_waiting_on_results_stops_when_the_jobs_have_ended(dask_client):
     """Without the watch, a task no worker can run is waited for forever."""
-    from lighthead.pipelines.sweep.batch import BatchError, completed
+    from lighthead.pipelines.cluster.batch import BatchError, completed
 
     stuck = dask_client.submit(sum, [1, 2], resources={"no-such-resource": 1}, pure=False)
     try:

@@ -72,8 +72,8 @@ def test_nothing_to_sweep_and_head_mismatch_fail_cleanly(tmp_path, monkeypatch, 
 def test_batch_cluster_writes_a_job_script_with_the_daemon_fix(flag, tmp_path, monkeypatch):
     """The jobqueue cluster is built and its job submitted (to a stand-in sbatch/qsub: no job runs)."""
     pytest.importorskip("dask_jobqueue")
-    from lighthead.pipelines.sweep.batch import start_cluster
-    from lighthead.pipelines.sweep.engine import ClusterOptions
+    from lighthead.pipelines.cluster.batch import start_cluster
+    from lighthead.pipelines.cluster.client import ClusterOptions
 
     jobs = fake_batch.install(tmp_path, monkeypatch)
     opts = ClusterOptions(batch=flag[2:], workers=1, cores=3, memory="4GB", queue="gpu", walltime="01:00:00",

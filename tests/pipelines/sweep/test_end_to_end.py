@@ -1,4 +1,4 @@
-"""A real sweep: `lighthead sweep` -> dask workers -> `lighthead.pipelines.train.train` on a tiny store."""
+"""A real sweep: `lighthead sweep` -> dask workers -> `lighthead.pipelines.training.loop.train` on a tiny store."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def test_a_bad_grid_key_names_the_key_and_the_valid_ones_before_anything_runs(st
 def test_dashboard_address_is_reported_only_when_the_scheduler_serves_it(dask_client):
     import importlib.util
 
-    from lighthead.pipelines.sweep.engine import _dashboard
+    from lighthead.pipelines.cluster.client import dashboard_url as _dashboard
 
     served = importlib.util.find_spec("bokeh") is not None  # the dashboard pages need bokeh
     assert _dashboard(dask_client) == (dask_client.dashboard_link if served else None)

@@ -1,6 +1,8 @@
-"""Qualitative retrieval examples as one matplotlib figure.
+"""Reports of retrieval runs: the JSON, the markdown table and the examples figure.
 
-Left half: n image queries, each with its top-5 retrieved captions (correct ones marked).
+`report(...)` writes `eval-<split>-<protocol>.json` and `.md` (the table `markdown_table`
+gives, which `lighthead evaluate` prints) and, with `examples > 0`, `examples-<split>.png`:
+left half: n image queries, each with its top-5 retrieved captions (correct ones marked).
 Right half: n caption queries, each with its top-5 retrieved images (the correct one framed).
 Images come from the store's thumbnails (any `thumbs/...` feature set), else from the image
 files of the records, else a grey placeholder.
@@ -14,7 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from lighthead.pipelines.tasks.base import run_title
+
 TOP = 5
+RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
+                     ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
 
 
 def _thumbnail(task: Any, split: str, position: int) -> np.ndarray:
@@ -74,3 +80,34 @@ def draw_examples(task: Any, split: str, sims: np.ndarray, n: int, path: Path) -
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def table_title(metrics: dict[str, Any]) -> str:
+    """"<head> on <dataset> <split> (<protocol>, <n> images[, bf16 scoring])"."""
+    bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
+    return f"{run_title(metrics)} ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
+
+
+def markdown_table(metrics: dict[str, Any]) -> str:
+    """One run's retrieval metrics as a titled markdown table (R@1/5/10 both ways, rsum, mR)."""
+    cols = RETRIEVAL_COLUMNS
+    head = "| " + " | ".join(name for _, name in cols) + " |"
+    rule = "|" + "|".join("---:" for _ in cols) + "|"
+    row = "| " + " | ".join(f"{metrics[k]:.1f}" for k, _ in cols) + " |"
+    return f"**{table_title(metrics)}**\n\n{head}\n{rule}\n{row}"
+
+
+def report(task: Any, head: Any, split: str, device: Any, run: Path, metrics: dict[str, Any], protocol: str,
+           examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    """Write the metrics (with the scoring precision) as JSON and as the table, and the examples
+    figure when asked; returns the metrics as written and the files, in order."""
+    from lighthead.pipelines.training.run_folder import atomic_json
+
+    metrics = {**metrics, "precision": task.options.eval_precision}
+    stem = f"eval-{split}-{protocol}"
+    files = [run / f"{stem}.json", run / f"{stem}.md"]
+    atomic_json(files[0], metrics)
+    files[1].write_text(markdown_table(metrics) + "\n")
+    if examples > 0:
+        files.append(Path(task.examples(head, split, device, examples, run / f"examples-{split}.png")))
+    return metrics, files

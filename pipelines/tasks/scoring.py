@@ -4,7 +4,7 @@ Retrieval heads expose `encode_image(batch)`, `encode_text(batch)` (dicts of ten
 leading item axis) and `score(img, txt) -> (I, T)`. The pair-independent parts are encoded
 once; then blocks of images x captions are scored with batched matrix products (on the GPU
 when there is one). The block size comes from a memory budget and the head's
-`pair_bytes(img, txt)` (working bytes per scored pair; heads without it count 64 bytes).
+`pair_bytes(img, txt)` (working bytes per scored pair; `RetrievalHead` counts 64 unless a head says).
 Captions are encoded in order of length, so each block carries little padding.
 """
 

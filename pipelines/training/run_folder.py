@@ -1,5 +1,19 @@
-"""Helpers of the training loop: checkpoints, atomic JSON, the run folder's lock, the epoch
-progress and line."""
+"""The run folder: its layout, its files and who may write it.
+
+A run folder (`lighthead train heads ... --out RUN`) holds::
+
+    RUN/
+      config.json        head, dataset, store, the resolved head and loop configs, overrides (RUN_CONFIG)
+      data_info.json     the data's sizes the head was built with
+      metrics.json       per-epoch history, the selected epoch, validation and test metrics (METRICS)
+      checkpoints/best.safetensors   the selected epoch's weights
+      checkpoints/last.safetensors   everything to resume: weights, optimisers, schedulers, loop
+                                     state and RNG states (file format: `training/checkpoint.py`)
+      .lock              while one process writes the folder (`run_lock`)
+
+Every file is written atomically and read with checks that name the file and the key; sweeps
+read their trials' folders through the same functions.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +32,14 @@ import numpy as np
 import torch
 
 
+CONFIG, DATA_INFO, METRICS_FILE = "config.json", "data_info.json", "metrics.json"
+CHECKPOINTS = "checkpoints"
+BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
+
+
 def atomic_json(path: Path, obj: Any) -> None:
     """Write JSON to `path` with the store's atomic write (a crash never leaves half a file)."""
-    from lighthead.pipelines.run_checkpoint import write_file
+    from lighthead.pipelines.training.checkpoint import write_file
 
     write_file(Path(path), (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode())
 
@@ -223,9 +242,9 @@ def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
     """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs
     (the CPU's, and the training `device`'s on a GPU).
 
-    Written as safetensors + JSON (`pipelines/run_checkpoint.py`): loading never unpickles.
+    Written as safetensors + JSON (`training/checkpoint.py`): loading never unpickles.
     """
-    from lighthead.pipelines import run_checkpoint
+    from lighthead.pipelines.training import checkpoint
 
     extra = None
     if optimizers is not None:
@@ -236,7 +255,7 @@ def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
             "state": state,
             "rng": rng_state(device),
         }
-    run_checkpoint.save(path, head.state_dict(), extra)
+    checkpoint.save(path, head.state_dict(), extra)
 
 
 def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
@@ -245,7 +264,7 @@ def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
 
     A missing, truncated, doctored or mismatched file raises RunCheckpointError naming it.
     """
-    from lighthead.pipelines.run_checkpoint import RunCheckpointError, load
+    from lighthead.pipelines.training.checkpoint import RunCheckpointError, load
 
     weights, extra = load(path)
     try:
@@ -264,41 +283,22 @@ def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
     return (extra or {}).get("state") or {}
 
 
-class EpochProgress:
-    """Progress over one epoch's batches with the running loss and samples/s, on stderr: a rich bar
-    on a terminal (gone when the epoch ends), in a log a plain line at most once a minute."""
+def check_same_run(out: Path, run_config: dict) -> None:
+    """A resumed run must keep its head, data and config (only epochs may grow)."""
+    old = read_run_config(out / "config.json")
+    run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
+    diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
+    diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]
+    # the live log changes nothing in the results: a resume may switch it
+    diffs += [f"loop.{k}" for k, v in run_config["loop"].items() if k != "log" and old["loop"].get(k) != v]
+    if diffs:
+        raise ValueError(f"--resume with a different setup than {out}/config.json: {', '.join(diffs)}")
 
-    def __init__(self, description: str, total: int, enabled: bool = True):
-        self.description, self.total, self.enabled = description, total, enabled
-        self._context = None
-        self._tracker = None
 
-    def __enter__(self) -> "EpochProgress":
-        if self.enabled:
-            from lighthead.pipelines.console import progress
-
-            # The epoch line (`report`) follows every epoch, so no step or final lines here.
-            self._context = progress(self.description, self.total, unit=None, transient=True, final=False,
-                                     steps=0, extra=" | loss {loss:.4f} | {rate:.0f} samples/s")
-            self._tracker = self._context.__enter__()
-        return self
-
-    def advance(self, loss: float, rate: float) -> None:
-        if self._tracker is not None:
-            self._tracker.advance(1, loss=loss, rate=rate)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._context is not None:
-            self._context.__exit__(*exc)
-
-    @staticmethod
-    def report(entry: dict[str, Any], metric: str) -> None:
-        """One line per epoch on stderr: loss parts, throughput and the validation metric."""
-        from lighthead.pipelines.console import console
-
-        parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items()
-                         if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float))
-        val = entry.get("val")
-        tail = f" | val {metric} {val[metric]:.2f}" if val and metric in val else ""
-        console(stderr=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}",
-                                   markup=False, highlight=False, soft_wrap=True)
+def weights_to_load(run: Path) -> Path:
+    """The checkpoint an evaluation loads: the best epoch's, else (a run stopped before one was
+    selected) the last one."""
+    ckpt = run / CHECKPOINTS / BEST
+    if not ckpt.is_file() and (run / CHECKPOINTS / LAST).is_file():
+        ckpt = run / CHECKPOINTS / LAST
+    return ckpt

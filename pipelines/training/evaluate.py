@@ -7,9 +7,9 @@ files per evaluation:
   with `examples > 0` also `examples-<split>.png` (top retrieved captions per image query and
   top images per caption query);
 - sentiment (no protocol): `eval-<split>.json` (with the confusion matrix), `eval-<split>.md`,
-  `confusion-<split>.png`, and with `examples > 0` `examples-<split>.png`
-  (see `pipelines/evaluate_sentiment.py`);
-- both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/curves.py`).
+  `confusion-<split>.png`, and with `examples > 0` `examples-<split>.png`;
+each task writes its own (`Task.report`: `tasks/retrieval_report.py`, `tasks/sentiment_report.py`);
+- both: `curves.png`, the per-epoch history of `metrics.json` (`pipelines/training/curves.py`).
 The `.md` file holds exactly the table `markdown_table(metrics)` gives (and the CLI prints).
 NaN or infinite scores are an error naming the run, and nothing is written.
 """
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from lighthead.heads.metrics import NonFiniteScoresError
-from lighthead.pipelines.scoring import PRECISIONS, fast_precision
-from lighthead.pipelines.train_utils import atomic_json, config_from_json, load_checkpoint, read_json, read_metrics
-from lighthead.pipelines.train_utils import read_run_config
+from lighthead.pipelines.tasks.base import run_title
+from lighthead.pipelines.tasks.scoring import PRECISIONS, fast_precision
+from lighthead.pipelines.training.run_folder import (CONFIG, DATA_INFO, METRICS_FILE, config_from_json,
+                                                     load_checkpoint, read_json, read_metrics, read_run_config,
+                                                     weights_to_load)
 
 FIVE_K = 5000  # test images of the COCO 5K protocol
-RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
-                     ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
+
 
 
 def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
@@ -36,15 +37,15 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     from lighthead.heads.base import DataInfo
     from lighthead.heads.build import head_class
     from lighthead.pipelines.tasks import TASKS
-    from lighthead.pipelines.train import BEST, CHECKPOINTS, LAST, LoopConfig, pick_device
+    from lighthead.pipelines.training.loop import LoopConfig, pick_device
     from lighthead.store import open_store
 
     run = Path(run_dir)
-    config_path = run / "config.json"
+    config_path = run / CONFIG
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: is {run} a run written by `lighthead train heads`?")
     run_config = read_run_config(config_path)
-    info_path = run / "data_info.json"
+    info_path = run / DATA_INFO
     data_info = read_json(info_path)
     cls = head_class(run_config["head"])
     cfg = config_from_json(cls.config_class, run_config["config"], config_path, "config")
@@ -57,10 +58,7 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     except (TypeError, ValueError) as e:  # sizes of the wrong type or value
         raise ValueError(f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is "
                          "damaged") from None
-    ckpt = run / CHECKPOINTS / BEST
-    if not ckpt.is_file() and (run / CHECKPOINTS / LAST).is_file():
-        ckpt = run / CHECKPOINTS / LAST
-    load_checkpoint(ckpt, head, device=dev)
+    load_checkpoint(weights_to_load(run), head, device=dev)
     head.eval()
     return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}
 
@@ -95,56 +93,31 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
                       f"{FIVE_K:,}; scored all {metrics['n_images']:,} as one set (not comparable to COCO 5K "
                       "results)", stacklevel=2)
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
-    if task.name == "sentiment":
-        from lighthead.pipelines.evaluate_sentiment import report
-
-        metrics, files = report(task, head, split, ctx["device"], run, examples=examples, metrics=metrics,
-                                title=table_title(metrics))
-    else:
-        if task.name == "retrieval":
-            metrics["precision"] = task.options.eval_precision
-        stem = f"eval-{split}-{protocol}"
-        files = [run / f"{stem}.json", run / f"{stem}.md"]
-        atomic_json(files[0], metrics)
-        files[1].write_text(markdown_table(metrics) + "\n")
-        if examples > 0:
-            files.append(Path(task.examples(head, split, ctx["device"], examples, run / f"examples-{split}.png")))
+    metrics, files = task.report(head, split, ctx["device"], run, metrics, protocol=protocol, examples=examples)
     curves = _draw_curves(run)
     return {**metrics, "files": [str(f) for f in files + ([curves] if curves else [])]}
 
 
 def _draw_curves(run: Path) -> Path | None:
     """`curves.png` from the run's metrics.json (None when the run has no epoch history)."""
-    from lighthead.pipelines.curves import draw_curves
+    from lighthead.pipelines.training.curves import draw_curves
 
-    path = run / "metrics.json"
+    path = run / METRICS_FILE
     if not path.is_file():
         return None
     summary = read_metrics(path)
     return draw_curves(summary, run / "curves.png") if summary.get("history") else None
 
 
-def table_title(metrics: dict[str, Any]) -> str:
-    """"<head> on <dataset> <split>", with the protocol, size and precision of a retrieval score."""
-    title = f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}".strip()
-    if "rsum" in metrics:
-        bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
-        title += f" ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
-    return title
-
-
 def markdown_table(metrics: dict[str, Any]) -> str:
-    """The one-run markdown table `lighthead evaluate` prints and writes: the retrieval columns
-    when present, else the sentiment table (`evaluate_sentiment.markdown_table`)."""
-    if "rsum" not in metrics:
-        from lighthead.pipelines.evaluate_sentiment import markdown_table as sentiment_table
+    """The one-run markdown table `lighthead evaluate` prints and writes: its task's table (the
+    retrieval columns when present, else the sentiment table)."""
+    from lighthead.pipelines.tasks.retrieval_report import markdown_table as retrieval_table
+    from lighthead.pipelines.tasks.sentiment_report import markdown_table as sentiment_table
 
-        return sentiment_table([metrics], title=table_title(metrics)).rstrip("\n")
-    cols = RETRIEVAL_COLUMNS
-    head = "| " + " | ".join(name for _, name in cols) + " |"
-    rule = "|" + "|".join("---:" for _ in cols) + "|"
-    row = "| " + " | ".join(f"{metrics[k]:.1f}" for k, _ in cols) + " |"
-    return f"**{table_title(metrics)}**\n\n{head}\n{rule}\n{row}"
+    if "rsum" not in metrics:
+        return sentiment_table([metrics], title=run_title(metrics)).rstrip("\n")
+    return retrieval_table(metrics)
 
 
 def wrote_line(files: list[str], run: str | os.PathLike) -> str:

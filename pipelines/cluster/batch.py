@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from lighthead.pipelines.sweep.engine import ClusterOptions
+    from lighthead.pipelines.cluster.client import ClusterOptions
 
 SYSTEMS = {"slurm": ("SLURM", "sbatch"), "pbs": ("PBS", "qsub")}  # batch -> (name, submit command)
 # [D-]HH:MM:SS: one format for both systems (a bare number is minutes to SLURM, seconds to PBS).

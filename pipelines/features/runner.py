@@ -5,30 +5,24 @@ as JSON artifacts "records" and "dataset"), runs each feature job into its own f
 and prints a summary with every skipped input and its reason. Jobs are resumable: a rerun
 skips the ids a feature set already holds.
 
-Helpers for job modules (any job may use them):
-- `progress_bar(description, total, enabled)`: items/s and ETA (a bar, or plain lines in a log); yields `advance(n)`.
-- `job_option(options, job, key, default)`: `options.job_options["<job>.<key>"]`, else `["<key>"]`.
-- `random_weights(options, job)`: `--random-weights`, or its per-job override.
-- `job_precision(options, job, gpu)`: the resolved `precision` option (fp32, bf16, fp16), and
-  `precision_attrs(store, name, precision)`: what the feature set records, refusing another one's.
+The helpers job modules read their settings with are in `features/options.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.table import Table
 
 from lighthead.pipelines.console import console as make_console
-from lighthead.pipelines.console import progress
 from lighthead.pipelines.features import FEATURES, ExtractOptions, RunSummary, load_all
+from lighthead.pipelines.features.options import random_weights
 
-# What each dataset's heads read (SPEC-heads.md): retrieval heads want 36 regions, BERT tokens,
+# What each dataset's heads read (their README rows): retrieval heads want 36 regions, BERT tokens,
 # GRU word ids, ResNet-152 and thumbnails (mFSR); ITM wants 100 regions and RoBERTa pairs;
 # ITIN wants regions, BERT tokens and the ResNet-18 context.
 DEFAULT_FEATURES: dict[str, list[str]] = {
@@ -54,43 +48,6 @@ DATASET_JOB_OPTIONS: dict[str, dict[str, Any]] = {
 ITIN_RELEASE = {"bert.ascii_only": True, "bert.max_length": 100, "bert.truncate": "head", "resnet18.decode": "plain"}
 DATASET_JOB_OPTIONS.update({"mvsa-single": ITIN_RELEASE, "mvsa-multiple": ITIN_RELEASE})
 
-def job_option(options: ExtractOptions, job: str, key: str, default: Any = None) -> Any:
-    """A per-job setting: `job_options["<job>.<key>"]`, else `job_options["<key>"]`, else default."""
-    opts = options.job_options or {}
-    return opts.get(f"{job}.{key}", opts.get(key, default))
-
-def random_weights(options: ExtractOptions, job: str) -> bool:
-    """`--random-weights`, unless `--job-option <job>.random_weights=false` overrides it for one job
-    (e.g. the demo keeps the real bundled MiniLM while the detector runs untrained)."""
-    return bool(options.job_options.get(f"{job}.random_weights", options.random_weights))
-
-def job_precision(options: ExtractOptions, job: str, gpu: str) -> str:
-    """`-o <job>.precision=` / `-o precision=` (fp32, bf16, fp16, or auto: `gpu` on CUDA, fp32 on a
-    CPU) resolved for `options.device` (`lighthead.extract.precision`)."""
-    from lighthead.extract.precision import resolve
-
-    return resolve(str(job_option(options, job, "precision", "auto")), options.device, gpu)
-
-def precision_attrs(store: Any, name: str, precision: str) -> dict[str, str]:
-    """{"precision": precision} for feature set `name`'s attrs. A set that holds another precision
-    is refused (a CPU run computes fp32 features, a GPU run bf16 or fp16: one set must not mix
-    them); a set written before precision was recorded resumes as it was (its precision is unknown)."""
-    if name not in store:
-        return {"precision": precision}
-    held = store[name].attrs.get("precision")
-    if held is None:
-        return {}
-    if held != precision:
-        raise ValueError(f"{name}: the feature set holds {held} features and this run computes {precision} ones; "
-                         f"rerun with -o precision={held} (on a device that supports it) or write to another store")
-    return {"precision": precision}
-
-@contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Progress of one extractor on stderr (a bar on a terminal, plain lines in a log);
-    yields `advance(n)`. Disabled: a no-op."""
-    with progress(description, total, enabled) as tracker:
-        yield tracker.advance
 
 def default_features(dataset: str) -> list[str]:
     """The feature jobs `dataset`'s heads need."""
@@ -100,6 +57,7 @@ def default_features(dataset: str) -> list[str]:
         raise KeyError(
             f"no default features for dataset {dataset!r}; pass --features (jobs: {', '.join(FEATURES.names())})"
         ) from None
+
 
 def check_features(names: Sequence[str]) -> list[str]:
     """The job names, validated (an unknown one names the valid ones), duplicates removed."""
@@ -116,6 +74,7 @@ def check_features(names: Sequence[str]) -> list[str]:
     if not out:
         raise ValueError("no feature job selected")
     return out
+
 
 def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
     """`-o KEY=VALUE` settings, checked and typed before any job runs: KEY is `<job>.<key>` or a
@@ -156,6 +115,7 @@ def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
         out[key] = value
     return out
 
+
 def _settings_by_job(jobs: dict[str, Any]) -> str:
     """"a/b: k1, k2; c: k3": each job's keys, jobs with the same keys together."""
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -163,6 +123,7 @@ def _settings_by_job(jobs: dict[str, Any]) -> str:
         if job.settings:
             groups.setdefault(tuple(sorted(job.settings)), []).append(name)
     return "; ".join(f"{'/'.join(names)}: {', '.join(keys)}" for keys, names in groups.items())
+
 
 def random_weights_banner(console: Console, flag: bool = True) -> None:
     """The warning about untrained models: about the `--random-weights` flag of this command, or
@@ -175,12 +136,14 @@ def random_weights_banner(console: Console, flag: bool = True) -> None:
                 "--random-weights): for tests and demos only")
     console.print(f"[bold red]{text}[/]")
 
+
 def stored_random_weights(store: Any, name: str, default: bool = False) -> bool:
     """Whether feature set `name` holds features of random weights, as its attributes record
     (a rerun without `--random-weights` on a random set still reports it); `default` if absent."""
     if name not in store:
         return default
     return bool(store[name].attrs.get("random_weights", default))
+
 
 def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summary") -> Table:
     table = Table(title=title)
@@ -201,6 +164,7 @@ def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summ
         )
     return table
 
+
 def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50,
                   banner: bool = True) -> None:
     """The summary table, then every skipped input with its reason (first `max_skipped` per job),
@@ -218,6 +182,7 @@ def print_summary(summaries: Sequence[RunSummary], console: Console | None = Non
     if banner and any(s.random_weights for s in summaries):
         random_weights_banner(console, flag=False)
 
+
 def _summary_json(s: RunSummary) -> dict[str, Any]:
     return {
         "job": s.job,
@@ -228,6 +193,7 @@ def _summary_json(s: RunSummary) -> dict[str, Any]:
         "seconds": round(s.seconds, 3),
         "random_weights": s.random_weights,
     }
+
 
 def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
     """The records whose image file exists, and (image id, reason) once per image that does not
@@ -244,6 +210,7 @@ def missing_images(records: Sequence[Any]) -> tuple[list[Any], list[tuple[str, s
                 missing.append((r.image_id, f"image {problem}: {r.image_path}"))
     return [r for r in records if exists[r.image_id]], missing
 
+
 def _run_job(name: str, job: Any, records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
     """One job; an image job gets only the records whose image exists and lists the others as skipped
     (with no image at all it loads no model)."""
@@ -259,6 +226,7 @@ def _run_job(name: str, job: Any, records: list[Any], store: Any, options: Extra
                              already_done=len(done & {r.image_id for r in records}))
     summary.skipped = missing + list(summary.skipped)
     return summary
+
 
 def run_extract(
     dataset: str,

@@ -7,7 +7,7 @@
 - data: only from the store, through the head's task (`pipelines/tasks/`);
 - each step: forward `head.loss(batch)` (AMP on GPU: bf16, or fp16 with a GradScaler), backward,
   gradient clipping per optimiser (`grad_clip`), every optimiser of `head.optimizers()` steps;
-  their LR schedulers step once per epoch; `head.start_epoch(e)` is called when defined; the
+  their LR schedulers step once per epoch; `head.start_epoch(e)` is called every epoch (a no-op unless the head needs it); the
   loss sums stay on the device and the host reads them (and checks that every loss was finite,
   naming the first step that was not) after the first step, every `SYNC_EVERY` steps and at the
   end, so a GPU is not made to wait at every step; on CUDA batches are copied from pinned memory;
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -40,14 +39,11 @@ import torch
 from lighthead.heads.base import DataInfo
 from lighthead.heads.build import config_fields, head_class, make_config, parse_overrides
 from lighthead.heads.metrics import NonFiniteScoresError
-from lighthead.pipelines.live_log import check_log, open_log
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
-from lighthead.pipelines.train_utils import (EpochProgress, atomic_json, load_checkpoint, read_run_config, run_lock,
-                                             save_checkpoint)
-
-CHECKPOINTS = "checkpoints"
-BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
+from lighthead.pipelines.training.live_log import check_log, open_log
+from lighthead.pipelines.training.run_folder import (BEST, CHECKPOINTS, LAST, atomic_json, check_same_run,
+                                                     load_checkpoint, read_run_config, run_lock, save_checkpoint)
 
 
 @dataclass
@@ -174,7 +170,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
     if last_path.exists() and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not last_path.exists():
-        from lighthead.pipelines.run_checkpoint import load
+        from lighthead.pipelines.training.checkpoint import load
 
         if last_path.with_suffix(".pt").exists():
             load(last_path)  # a run of the old pickle format: refused, saying why
@@ -201,7 +197,7 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     if resume:
-        _check_same_run(out, run_config)
+        check_same_run(out, run_config)
     live = open_log(loop.log, out)  # before any file is written: a missing package fails here
     out.mkdir(parents=True, exist_ok=True)
     atomic_json(out / "config.json", run_config)
@@ -371,13 +367,41 @@ def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> d
     }
 
 
-def _check_same_run(out: Path, run_config: dict) -> None:
-    """A resumed run must keep its head, data and config (only epochs may grow)."""
-    old = read_run_config(out / "config.json")
-    run_config = json.loads(json.dumps(run_config, default=list))  # tuples -> lists, as stored
-    diffs = [k for k in ("head", "dataset") if old.get(k) != run_config[k]]
-    diffs += [f"config.{k}" for k, v in run_config["config"].items() if k != "epochs" and old["config"].get(k) != v]
-    # the live log changes nothing in the results: a resume may switch it
-    diffs += [f"loop.{k}" for k, v in run_config["loop"].items() if k != "log" and old["loop"].get(k) != v]
-    if diffs:
-        raise ValueError(f"--resume with a different setup than {out}/config.json: {', '.join(diffs)}")
+class EpochProgress:
+    """Progress over one epoch's batches with the running loss and samples/s, on stderr: a rich bar
+    on a terminal (gone when the epoch ends), in a log a plain line at most once a minute."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True):
+        self.description, self.total, self.enabled = description, total, enabled
+        self._context = None
+        self._tracker = None
+
+    def __enter__(self) -> "EpochProgress":
+        if self.enabled:
+            from lighthead.pipelines.console import progress
+
+            # The epoch line (`report`) follows every epoch, so no step or final lines here.
+            self._context = progress(self.description, self.total, unit=None, transient=True, final=False,
+                                     steps=0, extra=" | loss {loss:.4f} | {rate:.0f} samples/s")
+            self._tracker = self._context.__enter__()
+        return self
+
+    def advance(self, loss: float, rate: float) -> None:
+        if self._tracker is not None:
+            self._tracker.advance(1, loss=loss, rate=rate)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._context is not None:
+            self._context.__exit__(*exc)
+
+    @staticmethod
+    def report(entry: dict[str, Any], metric: str) -> None:
+        """One line per epoch on stderr: loss parts, throughput and the validation metric."""
+        from lighthead.pipelines.console import console
+
+        parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items()
+                         if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float))
+        val = entry.get("val")
+        tail = f" | val {metric} {val[metric]:.2f}" if val and metric in val else ""
+        console(stderr=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}",
+                                   markup=False, highlight=False, soft_wrap=True)
