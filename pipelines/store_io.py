@@ -167,22 +167,23 @@ def _records(store: Any) -> list[Record]:
 def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | None = None, *, dtype: str = "float16",
                     boxes: int | None = None, caps_per_image: int = PER_IMAGE, dataset: str | None = None,
                     progress: Callable | None = None, **writer_opts: Any) -> ImportSummary:
-    """Import `src` (format precomp, tsv, npz or vinvl) into the store `dest`; see the module doc."""
-    from lighthead.store.importers import import_npz, import_tsv, import_vinvl
+    """Import `src` (a format of `lighthead.store.formats.IMPORT_FORMATS`) into the store `dest`;
+    see the module doc."""
+    from lighthead.store.formats import IMPORT_FORMATS
 
-    if fmt == "precomp":
+    if fmt not in IMPORT_FORMATS:
+        raise ValueError(f"unknown import format {fmt!r}; use {', '.join(IMPORT_FORMATS.names())}")
+    spec = IMPORT_FORMATS.get(fmt)
+    if not spec.regions:  # precomp: a whole trainable dataset store, not features for one
         return import_precomp_dataset(src, dest, name, dtype=dtype, caps_per_image=caps_per_image, dataset=dataset,
                                       progress=progress, **writer_opts)
-    importers = {"tsv": import_tsv, "npz": import_npz, "vinvl": import_vinvl}
-    if fmt not in importers:
-        raise ValueError(f"unknown import format {fmt!r}; use precomp, {', '.join(importers)}")
-    name = name or {"tsv": "regions/butd-tsv", "npz": "regions/butd-npz", "vinvl": "regions/vinvl"}[fmt]
+    name = name or spec.default_set
     records = _records(open_store(dest)) if Path(dest).is_dir() else []
     images = [r for r in records if r.image_id]
     target = DatasetImages(images) if images else None
-    extra: dict[str, Any] = {"names": vg_names()} if fmt == "vinvl" else {}
-    added = importers[fmt](src, dest, name, dtype=dtype, boxes=boxes, progress=progress, target=target,
-                           **extra, **writer_opts)
+    names = vg_names() if spec.vg_names else None
+    added = spec.read(src, dest, name, dtype=dtype, boxes=boxes, progress=progress, target=target,
+                      **({"names": names} if names else {}), **writer_opts)
     summary = ImportSummary(name, added)
     if target is not None and target.unmatched and not target.claimed:
         raise StoreError(f"{src}: none of its {len(target.unmatched)} ids matches an image of the dataset in {dest} "
@@ -193,7 +194,7 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
         store = open_store(dest)
         held = set(store[name].ids) if name in store else set()
         summary.missing = sorted({r.image_id for r in images} - held)
-    unknown = getattr(extra.get("names"), "unknown", None)
+    unknown = names.unknown if names else None
     if unknown:
         top = ", ".join(f"{n!r} ({c})" for n, c in unknown.most_common(5))
         summary.notes.append(f"{sum(unknown.values())} boxes name a class or attribute outside the Visual Genome "
@@ -311,16 +312,20 @@ def precomp_groups(records: list[Record]) -> tuple[dict[str, list[str]], dict[st
 def export_features(fmt: str, src: str | Path, dest: str | Path, name: str | None = None, *,
                     dtype: str = "float32", split: str | None = None, layout: str = "auto",
                     progress: Callable | None = None) -> list[Path]:
-    """Export a feature set of the store `src` as precomp (a folder), tsv (a file) or npz (a folder)."""
-    from lighthead.store.exporters import export_npz, export_precomp, export_tsv
+    """Export a feature set of the store `src` in a format of `lighthead.store.formats.EXPORT_FORMATS`:
+    precomp (a folder, by the store's splits and captions), tsv (a file) or npz (a folder)."""
+    from lighthead.store.exporters import export_precomp
+    from lighthead.store.formats import EXPORT_FORMATS
 
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; use {', '.join(EXPORT_FORMATS.names())}")
+    spec = EXPORT_FORMATS.get(fmt)
     store = open_store(src)
     if fmt == "tsv":
-        return [export_tsv(store, dest, name or "regions/butd-r101-vg-36", layout=layout, progress=progress)]
-    if fmt == "npz":
-        return export_npz(store, dest, name or "regions/butd-r101-vg-36", progress=progress)
+        return [spec.write(store, dest, name or spec.default_set, layout=layout, progress=progress)]
     if fmt != "precomp":
-        raise ValueError(f"unknown export format {fmt!r}; use precomp, tsv or npz")
+        written = spec.write(store, dest, name or spec.default_set, progress=progress)
+        return written if isinstance(written, list) else [written]
     name = name or _default_export_set(store)
     records = _records(store)
     if split is None and any(r.kind == "image" for r in records):

@@ -45,8 +45,11 @@ Python API::
     ds[i] -> {"id": str, "regions": {field: np.ndarray}, "glob": {...}}
     DataLoader(ds, batch_size=..., num_workers=2, collate_fn=ds.collate)
 
-    from lighthead.store.importers import import_precomp, import_tsv, import_npz, import_vinvl
-    from lighthead.store.exporters import export_precomp, export_tsv, export_npz
+    from lighthead.store import IMPORT_FORMATS, EXPORT_FORMATS   # the formats, by name:
+    IMPORT_FORMATS.get("tsv").read(src, s, "regions/x")  # import_precomp/_tsv/_npz/_vinvl
+    EXPORT_FORMATS.get("npz").write(s, dest, "regions/x")  # export_precomp/_tsv/_npz
+    IMPORT_FORMATS.names() -> ["npz", "precomp", "tsv", "vinvl"]   # (store/formats.py: a new
+                                                                   # format is one entry there)
 
 Errors in data (truncated shard, missing file, checksum, malformed import input, a value a
 field cannot hold) raise `StoreError`, whose message names the file (and line or id). Every
@@ -60,6 +63,7 @@ from typing import Any
 
 from lighthead.store.api import Store, open_store
 from lighthead.store.errors import StoreError
+from lighthead.store.formats import EXPORT_FORMATS, IMPORT_FORMATS
 from lighthead.store.manifest import sha256_file
 from lighthead.store.reader import FeatureSet
 from lighthead.store.schema import Field
@@ -67,8 +71,8 @@ from lighthead.store.verify import info, verify
 from lighthead.store.writer import Writer, WriterConfig
 
 __all__ = [
-    "FeatureSet", "Field", "Store", "StoreDataset", "StoreError", "Writer", "WriterConfig",
-    "info", "open_store", "sha256_file", "verify",
+    "EXPORT_FORMATS", "FeatureSet", "Field", "IMPORT_FORMATS", "Store", "StoreDataset", "StoreError", "Writer",
+    "WriterConfig", "info", "open_store", "sha256_file", "verify",
 ]
 
 

@@ -11,26 +11,23 @@ from typing import Iterator, Optional
 import typer
 
 from lighthead.pipelines.cli.common import fail
+from lighthead.store.formats import EXPORT_FORMATS, IMPORT_FORMATS
 
 app = typer.Typer(help="Inspect, verify, import and export feature stores (sharded HDF5).",
                   no_args_is_help=True, add_completion=False)
 
 
-class ImportFormat(str, Enum):
-    precomp = "precomp"  # SCAN {split}_ims.npy + {split}_caps.txt
-    tsv = "tsv"  # bottom-up-attention TSV, 6 (Caffe) or 10 (py-bottom-up-attention / LXMERT) fields
-    npz = "npz"  # per-image .npz of bottom-up-attention.pytorch or UNITER
-    vinvl = "vinvl"  # VinVL / Oscar+ features.tsv + predictions.tsv (+ .lineidx, .hw.tsv)
+# The choices come from the format registries (lighthead.store.formats): a new format needs no edit here.
+ImportFormat = Enum("ImportFormat", {n: n for n in IMPORT_FORMATS.names()}, type=str)
+ExportFormat = Enum("ExportFormat", {n: n for n in EXPORT_FORMATS.names()}, type=str)
 
 
-class ExportFormat(str, Enum):
-    precomp = "precomp"  # {split}_ims.npy + {split}_caps.txt (+ {split}_ids.txt)
-    tsv = "tsv"  # one TSV file, 10 fields (LXMERT's load_obj_tsv) or 6
-    npz = "npz"  # one <id>.npz per image, bottom-up-attention.pytorch's keys
-
-
-# what an importer's (done, total) counts, and the unit shown: TSV importers count bytes read
-IMPORT_UNITS = {"precomp": ("images", 1), "tsv": ("MB", 10**6), "npz": ("files", 1), "vinvl": ("MB", 10**6)}
+def _with_formats(lines: dict[str, str]):
+    """Append one line per format (`name: what SRC/DEST is`) to a command's help."""
+    def add(command):
+        command.__doc__ = (command.__doc__ or "") + "".join(f"\n\n{n}: {line}" for n, line in lines.items())
+        return command
+    return add
 
 
 @contextmanager
@@ -93,13 +90,14 @@ def verify(path: Path = typer.Argument(..., metavar="STORE", help="store directo
 
 
 @app.command("import")
-def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv, npz or vinvl"),
-            src: Path = typer.Argument(..., metavar="SRC", help="precomp folder, TSV file or folder, .npz folder, "
-                                                                 "or VinVL folder / features.tsv"),
+@_with_formats({n: IMPORT_FORMATS.get(n).source for n in IMPORT_FORMATS.names()})
+def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help=", ".join(IMPORT_FORMATS.names())),
+            src: Path = typer.Argument(..., metavar="SRC", help="what FORMAT reads (below)"),
             dest: Path = typer.Argument(..., metavar="DEST", help="store directory (created if absent)"),
             name: Optional[str] = typer.Option(None, metavar="NAME", help="feature-set name (default: precomp "
                                                "regions/butd-r101-vg-36 for 36 regions, else regions/precomp; "
-                                               "regions/butd-tsv, regions/butd-npz, regions/vinvl)"),
+                                               + ", ".join(f"{n} {IMPORT_FORMATS.get(n).default_set}"
+                                                           for n in IMPORT_FORMATS.names() if n != "precomp") + ")"),
             dtype: str = typer.Option("float16", metavar="float16|float32", help="feature dtype: float16 or float32"),
             boxes: Optional[int] = typer.Option(None, help="tsv/npz/vinvl: fixed box count K, fewer padded "
                                                 "(default variable)"),
@@ -109,16 +107,14 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
             shard_mb: int = typer.Option(256, help="shard size in MiB")) -> None:
     """Import existing features into a store; rerun to resume after an interruption.
 
-    precomp: a store the retrieval heads train on (records, vocabulary, word ids).
-
-    tsv, npz, vinvl into a dataset's store: images under the dataset's ids, unmatched ids listed."""
+    precomp makes a store the retrieval heads train on (records, vocabulary, word ids); the region formats go into a dataset's store under the dataset's image ids, unmatched ids listed."""
     from lighthead.pipelines.store_io import import_features
     from lighthead.store import StoreError
 
     if dtype not in ("float16", "float32"):
         raise fail(f"--dtype must be float16 or float32, not {dtype!r}")
     try:
-        with _progress(f"import {fmt.value}", *IMPORT_UNITS[fmt.value]) as progress:
+        with _progress(f"import {fmt.value}", *IMPORT_FORMATS.get(fmt.value).unit) as progress:
             summary = import_features(fmt.value, src, dest, name, dtype=dtype, boxes=boxes,
                                       caps_per_image=caps_per_image, dataset=dataset, progress=progress,
                                       shard_bytes=shard_mb << 20)
@@ -136,9 +132,10 @@ def import_(fmt: ImportFormat = typer.Argument(..., metavar="FORMAT", help="prec
 
 
 @app.command("export")
-def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="precomp, tsv or npz"),
+@_with_formats({n: EXPORT_FORMATS.get(n).dest for n in EXPORT_FORMATS.names()})
+def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help=", ".join(EXPORT_FORMATS.names())),
            src: Path = typer.Argument(..., metavar="SRC", help="store directory"),
-           dest: Path = typer.Argument(..., metavar="DEST", help="output folder (tsv: output file)"),
+           dest: Path = typer.Argument(..., metavar="DEST", help="what FORMAT writes (below)"),
            name: Optional[str] = typer.Option(None, metavar="NAME", help="feature set to export (default: "
                                               "regions/precomp or regions/butd-r101-vg-36)"),
            dtype: str = typer.Option("float32", metavar="DTYPE", help="precomp: dtype of the .npy files"),
@@ -146,7 +143,7 @@ def export(fmt: ExportFormat = typer.Argument(..., metavar="FORMAT", help="preco
                                                "in storage order (ids need not be <split>/<i>)"),
            layout: str = typer.Option("auto", metavar="10|6|auto", help="tsv: 10 fields (LXMERT), 6 (Caffe), "
                                       "or auto: 10 when the set has object ids")) -> None:
-    """Export a feature set: precomp ({split}_ims.npy, {split}_caps.txt per split), tsv, npz."""
+    """Export a feature set in one of the formats below."""
     from lighthead.pipelines.store_io import export_features
     from lighthead.store import StoreError
 
