@@ -19,7 +19,7 @@ BENCH_GPU_ARGS ?=
 EXTRACT_ARGS ?=
 TRAIN_ARGS ?=
 
-.PHONY: help install demo test bench bench-gpu extract train docs docs-pages docs-transcripts clean
+.PHONY: help install demo test lint format bench bench-gpu extract train docs docs-pages docs-transcripts clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
@@ -36,8 +36,16 @@ $(VENV)/.installed: pyproject.toml constraints/tested.txt
 demo: install ## generate the demo dataset, extract its features, train and evaluate heads (CPU, minutes)
 	$(LH) demo --out $(DEMO_OUT)
 
-test: install ## run the tests (CPU, no network; GPU and SLURM tests are deselected)
+test: lint ## lint, then run the tests (CPU, no network; GPU and SLURM tests are deselected)
 	$(PY) -m pytest -q -m "not gpu and not slurm"
+
+lint: install ## ruff: lint and format check (`make format` rewrites the files)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install ## ruff: fix what can be fixed and format the code
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench: install ## run the benchmarks in their quick mode and print their ratios (BENCH_ARGS= for full sizes)
 	$(PY) -m bench.store $(BENCH_ARGS)

@@ -168,7 +168,7 @@ def head_settings(head: str) -> str:
 
 
 def loop_settings() -> str:
-    from lighthead.pipelines.train import LoopConfig
+    from lighthead.pipelines.training.loop import LoopConfig
 
     comments = field_comments(LoopConfig)
     rows = [[f"`{f.name}`", code(getattr(LoopConfig(), f.name)), cell(comments.get(f.name, ""))]

@@ -24,7 +24,7 @@ Choices made either way:
 - The release pads BERT ids to 100 and runs BERT on the [PAD] ids without a mask; cached stores
   have no features for those positions, so `text_positions=padded` feeds zero vectors there.
 - The inputs are prepared by `lighthead extract` as the release's Demo.py prepares them (MVSA's
-  job defaults, `extract_run.DATASET_JOB_OPTIONS`): the post's bytes read as ASCII, the others
+  job defaults, `features.runner.DATASET_JOB_OPTIONS`): the post's bytes read as ASCII, the others
   dropped; `[CLS] text [SEP]` for bert-base-uncased cut to its first 100 tokens; the image as
   PIL's convert("RGB") -> Resize 256 -> CenterCrop 224 -> ImageNet normalisation.
 - Regions missing from an image (adaptive sets) are masked out of the second attention and the

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lighthead.heads.build import config_fields
-from lighthead.pipelines.train import LoopConfig
+from lighthead.pipelines.training.loop import LoopConfig
 from tests.docs.pages import DOCS, PAGES, ROOT, fenced_blocks, hand_written, inline_spans, prose, script, split_row
 
 gen = script("gen_pages")

@@ -82,8 +82,8 @@ def test_the_toy_head_trains_a_step(toy):
 def test_the_toy_head_trains_an_epoch_and_evaluates_through_the_pipeline(toy, tmp_path):
     """The whole contract in use: `lighthead train` / `evaluate`'s functions find the toy by name,
     read its declared sources from the store, call its hooks, and score it like any retrieval head."""
-    from lighthead.pipelines.evaluate import evaluate_run
-    from lighthead.pipelines.train import train
+    from lighthead.pipelines.training.evaluate import evaluate_run
+    from lighthead.pipelines.training.loop import train
     from tests.conftest_helpers import build_small_retrieval_store
 
     store = build_small_retrieval_store(tmp_path / "store", seed=0)
