@@ -54,7 +54,7 @@ def test_every_help_shows_value_names_not_python_types(monkeypatch):
     assert "--random-weights random model weights" in extract
     assert "--set KEY=VALUE" in _squash(runner.invoke(app, ["train", "heads", "--help"]).output)
     assert "--grid KEY=V1,V2" in _squash(runner.invoke(app, ["sweep", "--help"]).output)
-    assert "FORMAT precomp|tsv|npz" in _squash(runner.invoke(app, ["store", "import", "--help"]).output)
+    assert "FORMAT npz|precomp|tsv" in _squash(runner.invoke(app, ["store", "import", "--help"]).output)
 
 
 @pytest.fixture()
