@@ -280,12 +280,14 @@ def cli() -> str:
 # ---------------------------------------------------------------------------------------------
 # Benchmark figures, read from the benchmark transcripts
 
-FIGURE = re.compile(r"^([a-z0-9]+(?:_[a-z0-9]+)+): ([-+]?[0-9][0-9,]*(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?|nan)$")
+FIGURE = re.compile(r"^([a-z0-9]+(?:_[a-z0-9-]+)+): ([-+]?[0-9][0-9,]*(?:\.[0-9]+)?(?:e[-+]?[0-9]+)?|nan)$")
+SPREAD = re.compile(r"^\s+([a-z0-9_-]+)\s+\S+ \((\S+-\S+), (\d+) pairs\)$")  # `  name  0.79 (0.54-1.01, 38 pairs)`
 MADE = re.compile(r"^# made (?P<date>\S+) by \S+ on (?P<machine>.*); code (?P<code>\S+)$")
 
 
 def bench_figures() -> str:
-    """One row per figure a `bench-*` transcript ends with: its value, command, date, load and code."""
+    """One row per figure a `bench-*` transcript ends with: its value, its spread over the interleaved
+    rounds (when the script prints one), command, date, load and code."""
     rows, machines = [], {}
     for path in sorted((DOCS / "transcripts").glob("bench-*.txt")):
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -296,12 +298,13 @@ def bench_figures() -> str:
         load = re.search(r", load average ([0-9.]+)", made["machine"])
         machine = made["machine"].replace(load.group(0), "") if load else made["machine"]
         machines.setdefault(machine, []).append(path.stem)
+        spread = {m[1]: f"{m[2]} ({m[3]} pairs)" for m in map(SPREAD.match, lines) if m}
         for line in lines:
             m = FIGURE.match(line)
             if m:
-                rows.append([f"`{m[1]}`", m[2], f"`{command}`", made["date"], load.group(1) if load else "",
-                             f"`{made['code']}`", f"[{path.stem}](#{path.stem})"])
-    out = table(["figure", "value", "command", "date", "load", "code", "transcript"], rows)
+                rows.append([f"`{m[1]}`", m[2], spread.get(m[1], ""), f"`{command}`", made["date"],
+                             load.group(1) if load else "", f"`{made['code']}`", f"[{path.stem}](#{path.stem})"])
+    out = table(["figure", "median", "min-max", "command", "date", "load", "code", "transcript"], rows)
     for machine, names in machines.items():
         out += f"\nMachine ({', '.join(names)}): {cell(machine)}. *load*: its load average when the run began.\n"
     return out

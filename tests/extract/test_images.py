@@ -237,7 +237,7 @@ def _peak_bytes(fn):
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's peak-RSS reset")
 @pytest.mark.parametrize("mode, bound", [("I;16", 5.5), ("F", 5.5), ("I", 5.5), ("RGBA", 8.5), ("RGB", 4.5)])
 def test_decoding_stays_within_its_bytes_per_pixel(tmp_path, monkeypatch, mode, bound):
-    """The documented bound (README, Reliability): PIL holds RGB in 4 bytes a pixel; converting keeps the
+    """The documented bound (docs/reliability.md): PIL holds RGB in 4 bytes a pixel; converting keeps the
     original beside it: at most 5 bytes a pixel for greyscale of any depth, 8 with alpha. A 16-bit or float
     image took about 18 (a float64 copy and its temporaries), one with alpha about 20."""
     from lighthead.extract import images

@@ -297,10 +297,12 @@ def test_tensorboard_missing_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert "log must be one of none, tensorboard" in capsys.readouterr().err
 
 
-def test_readme_states_the_files_and_the_tensorboard_error():
+def test_the_docs_state_the_files_and_the_tensorboard_error():
     from lighthead.pipelines.training.live_log import MISSING
 
-    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
-    assert f"error: {MISSING}" in readme
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    training = " ".join((docs / "heads" / "index.md").read_text(encoding="utf-8").split())
+    evaluation = " ".join((docs / "evaluation.md").read_text(encoding="utf-8").split())
+    assert f"error: {MISSING}" in training
     for name in ("`eval-<split>-<protocol>.json`", "`eval-<split>.json`", "`confusion-<split>.png`", "`curves.png`"):
-        assert name in readme
+        assert name in evaluation

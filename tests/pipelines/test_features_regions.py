@@ -324,7 +324,7 @@ def test_a_failed_device_stops_the_run_with_one_line(demo, tmp_path, monkeypatch
 
 
 def test_what_a_resumed_extraction_keeps_bit_for_bit(demo, tmp_path):
-    """README, Reliability: the same command from scratch stores the same bits, and so does a
+    """docs/reliability.md: the same command from scratch stores the same bits, and so does a
     resumed run with `--batch-size 1`; a resumed run with other batches stores values within
     float32 rounding of a single run: float16 features at most one float16 step apart, scores
     within 1e-5, the same boxes and labels."""
@@ -354,5 +354,5 @@ def test_what_a_resumed_extraction_keeps_bit_for_bit(demo, tmp_path):
         assert np.all(np.abs(a - b) <= step)
         for field in ("object_scores", "attr_scores"):
             np.testing.assert_allclose(single[field], resumed[field], rtol=1e-5, atol=1e-7)
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert "test_what_a_resumed_extraction_keeps_bit_for_bit" in readme  # the guarantee is stated there
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text(encoding="utf-8")
+    assert "test_what_a_resumed_extraction_keeps_bit_for_bit" in page  # the guarantee is stated there

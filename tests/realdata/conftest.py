@@ -47,5 +47,5 @@ def read_caffe_tsv(path: Path) -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def caffe() -> dict[str, dict]:
     if not TSV.is_file():
-        pytest.skip(f"{REALDATA} is absent (real files for tests; see the README's Tests section)")
+        pytest.skip(f"{REALDATA} is absent (real files for tests; see docs/contributing.md, Tests)")
     return read_caffe_tsv(TSV)
