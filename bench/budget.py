@@ -119,8 +119,13 @@ class Part:
             print(f"[{self.name}] {self.reason}", flush=True)
         return None
 
-    def run(self, case: str, fn: Callable[[], tuple[float, str, str]], limit: float = math.inf,
-            on_error: Callable[[], None] = lambda: None) -> Row:
+    def run(
+        self,
+        case: str,
+        fn: Callable[[], tuple[float, str, str]],
+        limit: float = math.inf,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> Row:
         """Run `fn` (-> figure, unit, note) under min(limit, the part's time left); returns its row.
 
         Time, memory and Skip become a row's note; other errors also count in `errors`.
@@ -181,8 +186,14 @@ def format_figure(value: float | None) -> str:
 def markdown_head(title: str, header: list[str]) -> str:
     """The start of the results document: a title, header bullet lines, the table's head (rows
     follow with `markdown_rows`, so a table can be written part by part)."""
-    return "\n".join([f"# {title}", ""] + [f"- {h}" for h in header] + [
-        "", "| part | case | figure | unit | peak GPU memory (MiB) | note |", "|---|---|---:|---|---:|---|"]) + "\n"
+    return (
+        "\n".join(
+            [f"# {title}", ""]
+            + [f"- {h}" for h in header]
+            + ["", "| part | case | figure | unit | peak GPU memory (MiB) | note |", "|---|---|---:|---|---:|---|"]
+        )
+        + "\n"
+    )
 
 
 def markdown_rows(rows: list[Row]) -> str:
@@ -190,8 +201,10 @@ def markdown_rows(rows: list[Row]) -> str:
     lines = []
     for r in rows:
         peak = "-" if r.peak_mib is None else f"{r.peak_mib:,.0f}"
-        lines.append(f"| {_cell(r.part)} | {_cell(r.case)} | {format_figure(r.figure)} | {_cell(r.unit)} | "
-                     f"{peak} | {_cell(r.note)} |\n")
+        lines.append(
+            f"| {_cell(r.part)} | {_cell(r.case)} | {format_figure(r.figure)} | {_cell(r.unit)} | "
+            f"{peak} | {_cell(r.note)} |\n"
+        )
     return "".join(lines)
 
 

@@ -34,7 +34,10 @@ def make_images(folder: Path, n: int, height: int, width: int, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
-        h, w = height + int(rng.integers(-height // 8, height // 8 + 1)), width + int(rng.integers(-width // 8, width // 8 + 1))
+        h, w = (
+            height + int(rng.integers(-height // 8, height // 8 + 1)),
+            width + int(rng.integers(-width // 8, width // 8 + 1)),
+        )
         coarse = rng.uniform(0, 255, (h // 16 + 1, w // 16 + 1, 3)).astype(np.uint8)
         im = Image.fromarray(coarse).resize((w, h), Image.BILINEAR)
         path = folder / f"{i:03d}.jpg"
@@ -52,8 +55,9 @@ def time_pass(model, items, selection, batch_size: int, loader_workers: int) -> 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     start = time.perf_counter()
-    stats = extract_regions(model, items, lambda *_: None, selection, batch_size=batch_size,
-                            loader_workers=loader_workers)
+    stats = extract_regions(
+        model, items, lambda *_: None, selection, batch_size=batch_size, loader_workers=loader_workers
+    )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     assert stats.written == len(items) and not stats.skipped
@@ -64,8 +68,9 @@ def timed_sizes(model, items, selection, sizes: list[int], loader_workers: int, 
     """Images/s per batch size (keyed by str(size)) in interleaved rounds, after a warm-up pass each."""
     for bs in sizes:  # warm-up: kernels, allocator, DataLoader start
         time_pass(model, items, selection, bs, loader_workers)
-    return interleave({str(bs): lambda bs=bs: time_pass(model, items, selection, bs, loader_workers)
-                       for bs in sizes}, **opts)
+    return interleave(
+        {str(bs): lambda bs=bs: time_pass(model, items, selection, bs, loader_workers) for bs in sizes}, **opts
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,8 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     selection = SelectionConfig(mode="fixed", num_boxes=min(36, cfg.rpn_post_nms_top_n))
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"device: {name}; model: ResNet-101 C4 (random weights), test scale {cfg.min_size}/{cfg.max_size}, "
-          f"{cfg.rpn_post_nms_top_n} ROIs; {n} images of about {height}x{width}")
+    print(
+        f"device: {name}; model: ResNet-101 C4 (random weights), test scale {cfg.min_size}/{cfg.max_size}, "
+        f"{cfg.rpn_post_nms_top_n} ROIs; {n} images of about {height}x{width}"
+    )
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         items = make_images(Path(tmp), n, height, width)
@@ -118,9 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         if reference is not None:
             time_pass(reference, items, selection, 1, args.loader_workers)  # warm-up
             best = max(sizes, key=lambda bs: rounds.median(str(bs)))
-            ref = interleave({"ours": lambda: time_pass(model, items, selection, best, args.loader_workers),
-                              "reference": lambda: time_pass(reference, items, selection, 1, args.loader_workers)},
-                             **options(args))
+            ref = interleave(
+                {
+                    "ours": lambda: time_pass(model, items, selection, best, args.loader_workers),
+                    "reference": lambda: time_pass(reference, items, selection, 1, args.loader_workers),
+                },
+                **options(args),
+            )
             print(f"detectron2 reference (batch 1): {ref.median('reference'):.2f} images/s")
             figures["extract_vs_reference"] = ref.ratio("ours", "reference")
     base, batched = str(sizes[0]), [str(bs) for bs in sizes[1:]] or [str(sizes[0])]

@@ -59,7 +59,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-
 BENCH = Path(__file__).resolve().parent
 
 
@@ -83,13 +82,26 @@ DRY_SHARES = {"tests": 0.40, "detector": 0.15, "text": 0.10, "scoring": 0.15, "t
 TITLES = {"tests": "gpu tests", "check": "self-check"}  # a part's name in the table, where it differs from its id
 
 # Each part's function (part, device, sizes) and what its dry run cannot exercise, in order.
-PARTS = {"check": check.check_part, "tests": pytest_part.tests_part, "detector": detector.detector_part,
-         "text": text.text_part, "scoring": scoring.scoring_part, "training": training.training_part}
-CUDA_ONLY = {"check": check.CUDA_ONLY, "tests": pytest_part.CUDA_ONLY, "detector": detector.CUDA_ONLY,
-             "text": text.CUDA_ONLY, "scoring": scoring.CUDA_ONLY, "training": training.CUDA_ONLY}
+PARTS = {
+    "check": check.check_part,
+    "tests": pytest_part.tests_part,
+    "detector": detector.detector_part,
+    "text": text.text_part,
+    "scoring": scoring.scoring_part,
+    "training": training.training_part,
+}
+CUDA_ONLY = {
+    "check": check.CUDA_ONLY,
+    "tests": pytest_part.CUDA_ONLY,
+    "detector": detector.CUDA_ONLY,
+    "text": text.CUDA_ONLY,
+    "scoring": scoring.CUDA_ONLY,
+    "training": training.CUDA_ONLY,
+}
 
 
 # ---- the table -----------------------------------------------------------------------------
+
 
 def device_slug(name: str) -> str:
     """File name of a device: "NVIDIA H200" -> "nvidia-h200"."""
@@ -102,8 +114,10 @@ def precision_line() -> str:
     import torch
 
     try:
-        flags = (f"matmul {torch.backends.cuda.matmul.fp32_precision}, cuDNN conv "
-                 f"{torch.backends.cudnn.conv.fp32_precision}, cuDNN RNN {torch.backends.cudnn.rnn.fp32_precision}")
+        flags = (
+            f"matmul {torch.backends.cuda.matmul.fp32_precision}, cuDNN conv "
+            f"{torch.backends.cudnn.conv.fp32_precision}, cuDNN RNN {torch.backends.cudnn.rnn.fp32_precision}"
+        )
     except (AttributeError, RuntimeError) as e:  # an older torch, or flags it refuses to report
         flags = f"unknown ({type(e).__name__})"
     return f"fp32 precision: {flags} (torch's defaults, as lighthead runs)"
@@ -115,14 +129,20 @@ def header_lines(dev: Device, args: argparse.Namespace) -> list[str]:
 
     if dev.cuda:
         props = torch.cuda.get_device_properties(dev.device)
-        device = (f"device: {props.name} ({dev.device}), {props.total_memory / 2**30:.1f} GiB, "
-                  f"compute capability {props.major}.{props.minor}, {props.multi_processor_count} SMs")
+        device = (
+            f"device: {props.name} ({dev.device}), {props.total_memory / 2**30:.1f} GiB, "
+            f"compute capability {props.major}.{props.minor}, {props.multi_processor_count} SMs"
+        )
     else:
         device = f"device: CPU, {torch.get_num_threads()} threads (--dry-run: tiny sizes, the figures mean nothing)"
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     return [
@@ -133,8 +153,7 @@ def header_lines(dev: Device, args: argparse.Namespace) -> list[str]:
         f"code: {commit}; command: python -m bench.gpu {' '.join(args.argv)}".rstrip(),
         f"started: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
         f"budget {args.budget:.0f} s; the parts' budgets and the time taken follow the table",
-    ] + ([f"not exercised by this dry run (CUDA only): {'; '.join(not_exercised(args.parts))}"]
-         if args.dry_run else [])
+    ] + ([f"not exercised by this dry run (CUDA only): {'; '.join(not_exercised(args.parts))}"] if args.dry_run else [])
 
 
 def not_exercised(parts: list[str]) -> list[str]:
@@ -144,14 +163,23 @@ def not_exercised(parts: list[str]) -> list[str]:
 
 # ---- main ----------------------------------------------------------------------------------
 
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="every part on the CPU at tiny sizes (under two minutes)")
     ap.add_argument("--device", default="cuda", help="the CUDA device to measure (cuda, cuda:1, ...)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="where the table goes (default bench/results/<device>.md; --dry-run: the temp folder)")
-    ap.add_argument("--budget", type=float, default=None,
-                    help=f"total seconds (default {TOTAL_SECONDS}; --dry-run {DRY_SECONDS}); parts share it")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where the table goes (default bench/results/<device>.md; --dry-run: the temp folder)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help=f"total seconds (default {TOTAL_SECONDS}; --dry-run {DRY_SECONDS}); parts share it",
+    )
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated subset of: " + ", ".join(PARTS))
     args = ap.parse_args(argv)
     args.argv = argv
@@ -179,26 +207,36 @@ def main(argv: list[str] | None = None) -> int:
         dev, sizes, name = Device(torch.device("cpu")), DRY, "cpu dry run"
     else:
         if not torch.cuda.is_available():
-            return fail(f"no CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'}) "
-                        "sees no GPU; run this on a machine with an NVIDIA GPU, or `python -m bench.gpu --dry-run`")
+            return fail(
+                f"no CUDA device: torch {torch.__version__} (built for CUDA {torch.version.cuda or 'none'}) "
+                "sees no GPU; run this on a machine with an NVIDIA GPU, or `python -m bench.gpu --dry-run`"
+            )
         try:
             device = torch.device(args.device)
             if device.type != "cuda" or (device.index or 0) >= torch.cuda.device_count():
                 raise ValueError
         except (RuntimeError, ValueError):
-            return fail(f"--device {args.device}: not one of the {torch.cuda.device_count()} CUDA device(s) "
-                        "(cuda, cuda:0, cuda:1, ...)")
+            return fail(
+                f"--device {args.device}: not one of the {torch.cuda.device_count()} CUDA device(s) "
+                "(cuda, cuda:0, cuda:1, ...)"
+            )
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.zeros(1, device=device)  # CUDA start-up, so that it counts before the first part
         dev, sizes, name = Device(device), REAL, torch.cuda.get_device_name(device)
-    out = args.out or (Path(tempfile.gettempdir()) / "lighthead-bench-gpu-dry-run.md" if args.dry_run
-                       else BENCH / "results" / f"{device_slug(name)}.md")
+    out = args.out or (
+        Path(tempfile.gettempdir()) / "lighthead-bench-gpu-dry-run.md"
+        if args.dry_run
+        else BENCH / "results" / f"{device_slug(name)}.md"
+    )
     print(f"bench/gpu.py on {name}: {', '.join(args.parts)} in {args.budget:.0f} s at most", flush=True)
     if args.dry_run:
-        print("not exercised by this dry run (CUDA only):\n" + "".join(f"  - {w}\n" for w in not_exercised(args.parts)),
-              end="", flush=True)
+        print(
+            "not exercised by this dry run (CUDA only):\n" + "".join(f"  - {w}\n" for w in not_exercised(args.parts)),
+            end="",
+            flush=True,
+        )
 
     budgets, errors = {}, 0
     shared = [p for p in args.parts if p != "check"]
@@ -230,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
             table_file.flush()
             errors += part.errors
             dev.clear()
-        table_file.write(f"\ntime: {time.perf_counter() - START:.0f} s of a {args.budget:.0f} s budget ("
-                         + ", ".join(f"{k} {v:.0f} s" for k, v in budgets.items()) + ")\n")
+        table_file.write(
+            f"\ntime: {time.perf_counter() - START:.0f} s of a {args.budget:.0f} s budget ("
+            + ", ".join(f"{k} {v:.0f} s" for k, v in budgets.items())
+            + ")\n"
+        )
     table = out.read_text(encoding="utf-8")
     print()
     print(table, end="", flush=True)

@@ -38,7 +38,7 @@ class Ratio:
     pairs: int  # rounds the ratio was taken in
 
     @classmethod
-    def of(cls, values: list[float]) -> "Ratio":
+    def of(cls, values: list[float]) -> Ratio:
         if not values:
             raise ValueError("no rounds to take a ratio over")
         return cls(statistics.median(values), min(values), max(values), len(values))
@@ -71,9 +71,13 @@ class Rounds:
         return self.combine(lambda r: r[side] / r[base])
 
 
-def interleave(sides: Mapping[str, Callable[[], float]], min_rounds: int = MIN_ROUNDS,
-               min_seconds: float = MIN_SECONDS, max_seconds: float = math.inf,
-               clock: Callable[[], float] = time.perf_counter) -> Rounds:
+def interleave(
+    sides: Mapping[str, Callable[[], float]],
+    min_rounds: int = MIN_ROUNDS,
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = math.inf,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Rounds:
     """Time `sides` (name -> a callable doing one measured run and returning its rate, higher
     is faster) in rounds, the order reversed every other round; see the module docstring for
     when it stops. `max_seconds` bounds the whole (never below `min_rounds`)."""
@@ -87,13 +91,13 @@ def interleave(sides: Mapping[str, Callable[[], float]], min_rounds: int = MIN_R
             out.seconds[name] += clock() - t0
             out.rates[name].append(rate)
             out.order.append(name)
-        if len(out) >= min_rounds and (min(out.seconds.values()) >= min_seconds
-                                       or clock() - start >= max_seconds):
+        if len(out) >= min_rounds and (min(out.seconds.values()) >= min_seconds or clock() - start >= max_seconds):
             return out
 
 
-def timed_rate(fn: Callable[[], object], count: float | None, seconds: float,
-               clock: Callable[[], float] = time.perf_counter) -> float:
+def timed_rate(
+    fn: Callable[[], object], count: float | None, seconds: float, clock: Callable[[], float] = time.perf_counter
+) -> float:
     """Items per second of calling `fn` once, or again until `seconds` have passed: `count`
     items per call, or (count None) the number each call returns.
 
@@ -120,17 +124,22 @@ def report(figures: Mapping[str, Ratio | float], digits: int = 2) -> None:
             print(f"  {name:<{width}}  {r}")
     for name, v in figures.items():
         value = v.median if isinstance(v, Ratio) else v
-        print(f"{name}: {value:.{digits}f}" if isinstance(v, Ratio) or not float(v).is_integer()
-              else f"{name}: {int(v)}")
+        print(
+            f"{name}: {value:.{digits}f}" if isinstance(v, Ratio) or not float(v).is_integer() else f"{name}: {int(v)}"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`--rounds` and `--seconds`, the options every ratio bench takes."""
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS,
-                        help=f"fewest interleaved rounds per ratio (at least {MIN_ROUNDS})")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help=f"fewest seconds each side runs in all (default {MIN_SECONDS:g}, "
-                             f"--quick {QUICK_SECONDS:g})")
+    parser.add_argument(
+        "--rounds", type=int, default=MIN_ROUNDS, help=f"fewest interleaved rounds per ratio (at least {MIN_ROUNDS})"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help=f"fewest seconds each side runs in all (default {MIN_SECONDS:g}, --quick {QUICK_SECONDS:g})",
+    )
 
 
 def options(args: argparse.Namespace) -> dict:

@@ -44,8 +44,15 @@ import torch
 from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.build import build_head, head_class
 from lighthead.heads.casc import CASC
-from lighthead.pipelines.tasks.scoring import (PRECISIONS, cat_padded, default_budget, encode, fast_precision,
-                                               score_blocks, slice_enc)
+from lighthead.pipelines.tasks.scoring import (
+    PRECISIONS,
+    cat_padded,
+    default_budget,
+    encode,
+    fast_precision,
+    score_blocks,
+    slice_enc,
+)
 from lighthead.pipelines.threads import use_threads
 
 VOCAB = 10_000  # about COCO's vocabulary with threshold 4
@@ -59,19 +66,24 @@ def random_data(n_img: int, n_txt: int, labels: int, token_dim: int, seed: int =
     lengths, _ = lengths.sort()  # captions in order of length, as evaluation encodes them
     length = int(lengths.max())
     mask = torch.arange(length)[None] < lengths[:, None]
-    images = {"regions": torch.randn(n_img, 36, 2048, generator=g),
-              "region_mask": torch.ones(n_img, 36, dtype=torch.bool)}
-    texts = {"word_ids": torch.randint(4, VOCAB, (n_txt, length), generator=g) * mask,
-             "tokens": torch.randn(n_txt, length, token_dim, generator=g) * mask[..., None],
-             "text_mask": mask, "text_len": lengths,
-             "labels": (torch.rand(n_txt, labels, generator=g) < 0.01).float()}
+    images = {
+        "regions": torch.randn(n_img, 36, 2048, generator=g),
+        "region_mask": torch.ones(n_img, 36, dtype=torch.bool),
+    }
+    texts = {
+        "word_ids": torch.randint(4, VOCAB, (n_txt, length), generator=g) * mask,
+        "tokens": torch.randn(n_txt, length, token_dim, generator=g) * mask[..., None],
+        "text_mask": mask,
+        "text_len": lengths,
+        "labels": (torch.rand(n_txt, labels, generator=g) < 0.01).float(),
+    }
     return images, texts
 
 
 def batches(data: dict, size: int):
     n = len(next(iter(data.values())))
     for a in range(0, n, size):
-        yield {k: v[a:a + size] for k, v in data.items()}
+        yield {k: v[a : a + size] for k, v in data.items()}
 
 
 def _cosine(x1: torch.Tensor, x2: torch.Tensor, dim: int) -> torch.Tensor:
@@ -102,8 +114,7 @@ def _aggregate(r: torch.Tensor, agg: str, lam: float) -> torch.Tensor:
     return torch.log((r * lam).exp().sum(1, keepdim=True)) / lam
 
 
-def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
-               cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """I2T scores (n_images, n_captions) of a shard and A^T (n_images, n_captions, D), one caption
     at a time (each region attends over the words)."""
     cols, globals_ = [], []
@@ -115,8 +126,7 @@ def _i2t_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
     return torch.cat(cols, 1), torch.cat(globals_, 1)
 
 
-def _t2i_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor,
-               cfg) -> tuple[torch.Tensor, torch.Tensor]:
+def _t2i_shard(v: torch.Tensor, words: torch.Tensor, lens: torch.Tensor, cfg) -> tuple[torch.Tensor, torch.Tensor]:
     """T2I scores (n_images, n_captions) of a shard and A^I (n_images, n_captions, D), one caption
     at a time (each word attends over the regions)."""
     cols, globals_ = [], []
@@ -137,7 +147,7 @@ def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tenso
     directions = ("t2i", "i2t") if cfg.direction == "both" else (cfg.direction,)
     out = torch.empty(n_img, n_txt)
     for i0 in range(0, n_img, SHARD):
-        v = img["regions"][i0:min(n_img, i0 + SHARD)]  # (n, K, D)
+        v = img["regions"][i0 : min(n_img, i0 + SHARD)]  # (n, K, D)
         for j0 in range(0, n_txt, SHARD):
             j1 = min(n_txt, j0 + SHARD)
             words, lens = txt["words"][j0:j1], txt["len"][j0:j1]
@@ -158,7 +168,7 @@ def scan_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Tenso
                 block = cfg.beta * local + (1 - cfg.beta) * _cosine(probs, other, 2)
             else:
                 block = local
-            out[i0:i0 + len(v), j0:j1] = block.cpu()
+            out[i0 : i0 + len(v), j0:j1] = block.cpu()
     return out
 
 
@@ -173,7 +183,7 @@ def caption_loop(head, img: dict, txt: dict, n_img: int, n_txt: int) -> torch.Te
         for j in range(n_txt):
             cap = slice_enc(txt, j, j + 1)
             s = im["i0"] @ cap["c0"].t() + alpha * head.pair_scores_plain(im, cap)  # (n, 1)
-            out[i0:i0 + SHARD, j] = s[:, 0].float().cpu()
+            out[i0 : i0 + SHARD, j] = s[:, 0].float().cpu()
     return out
 
 
@@ -219,8 +229,11 @@ def score_flops(head, img: dict, txt: dict) -> float:
         macs = macs + k * l * (l + 2)
     if isinstance(head, CASC) and cfg.beta < 1.0:
         h, c = head.fc1.out_features, head.fc2.out_features
-        macs = macs + 2 * k * l + (k + l) * h + 2 * h * c + 3 * c if cfg.test_score == "code" \
+        macs = (
+            macs + 2 * k * l + (k + l) * h + 2 * h * c + 3 * c
+            if cfg.test_score == "code"
             else macs + k * l + k * h + h * c + 3 * c
+        )
     return 2.0 * float(macs.sum())
 
 
@@ -230,12 +243,20 @@ def gemm(n: int, precision: str, device: torch.device):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     g = torch.Generator().manual_seed(0)
     a, b = (torch.randn(n, n, generator=g).to(device, dtype) for _ in range(2))
-    return (lambda: torch.mm(a, b)), 2.0 * n ** 3
+    return (lambda: torch.mm(a, b)), 2.0 * n**3
 
 
-def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, int], device: torch.device,
-               budget: int | None, precisions: list[str], overrides: dict | None = None,
-               opts: dict | None = None, gemm_n: int = 1024) -> dict:
+def bench_head(
+    name: str,
+    sizes: list[tuple[int, int]],
+    loop_size: tuple[int, int],
+    device: torch.device,
+    budget: int | None,
+    precisions: list[str],
+    overrides: dict | None = None,
+    opts: dict | None = None,
+    gemm_n: int = 1024,
+) -> dict:
     """Pairs/s of ours at each size and precision (one run each), then, on the loop's subset of
     the first size, the loop, ours in each precision and (SCAN / CASC) a square GEMM in each
     precision timed in interleaved rounds: "ratio_<p>" ours / loop and "gemm_<p>" ours FLOP/s /
@@ -276,38 +297,55 @@ def bench_head(name: str, sizes: list[tuple[int, int]], loop_size: tuple[int, in
         sides = {"loop": lambda: li * lt / timed(lambda: loop(head, img_sub, txt_sub, li, lt), device)[0]}
         for prec in precisions:
             sides[f"ours_{prec}"] = lambda prec=prec: timed_rate(
-                lambda: (score_blocks(head, img_sub, [txt_sub], budget, prec), sync(device)), li * lt, per_call)
+                lambda: (score_blocks(head, img_sub, [txt_sub], budget, prec), sync(device)), li * lt, per_call
+            )
         flops = score_flops(head, img_sub, txt_sub) if name in ("scan", "casc") else None
         if flops:
             for prec in precisions:
                 run, n_flops = gemm(gemm_n, prec, device)
                 run()  # warm-up (oneDNN picks its kernels)
                 sides[f"gemm_{prec}"] = lambda run=run, n_flops=n_flops: timed_rate(
-                    lambda: (run(), sync(device)), n_flops, per_call)
+                    lambda: (run(), sync(device)), n_flops, per_call
+                )
         rounds = interleave(sides, **opts)
         results["rounds"] = rounds
-        line = f"{name:5s} same {li} x {lt} pairs, median of {len(rounds)} rounds: loop (float32) " \
-               f"{li * lt / rounds.median('loop'):6.2f}s"
+        line = (
+            f"{name:5s} same {li} x {lt} pairs, median of {len(rounds)} rounds: loop (float32) "
+            f"{li * lt / rounds.median('loop'):6.2f}s"
+        )
         for prec in precisions:
             results[f"ratio_{prec}"] = rounds.ratio(f"ours_{prec}", "loop")
-            line += f"; ours {prec} {li * lt / rounds.median(f'ours_{prec}'):6.3f}s = {results[f'ratio_{prec}']}x " \
-                    f"(max |ours - loop| {results[f'err_{prec}']:.1e})"
+            line += (
+                f"; ours {prec} {li * lt / rounds.median(f'ours_{prec}'):6.3f}s = {results[f'ratio_{prec}']}x "
+                f"(max |ours - loop| {results[f'err_{prec}']:.1e})"
+            )
         print(line)
         if flops:
             per_pair = flops / (li * lt)
             for prec in precisions:
                 results[f"gemm_{prec}"] = rounds.combine(
-                    lambda r, prec=prec: r[f"ours_{prec}"] * per_pair / r[f"gemm_{prec}"])
-                print(f"{name:5s} {prec}: {per_pair / 1e6:.2f} MFLOP per pair; ours "
-                      f"{rounds.median(f'ours_{prec}') * per_pair / 1e9:.1f} GFLOP/s, {gemm_n}^3 GEMM "
-                      f"{rounds.median(f'gemm_{prec}') / 1e9:.1f} GFLOP/s: {results[f'gemm_{prec}']} of the GEMM")
+                    lambda r, prec=prec: r[f"ours_{prec}"] * per_pair / r[f"gemm_{prec}"]
+                )
+                print(
+                    f"{name:5s} {prec}: {per_pair / 1e6:.2f} MFLOP per pair; ours "
+                    f"{rounds.median(f'ours_{prec}') * per_pair / 1e9:.1f} GFLOP/s, {gemm_n}^3 GEMM "
+                    f"{rounds.median(f'gemm_{prec}') / 1e9:.1f} GFLOP/s: {results[f'gemm_{prec}']} of the GEMM"
+                )
     return results
 
 
-def profile(name: str, size: tuple[int, int], device: torch.device, budget: int | None, precision: str,
-            overrides: dict, rows: int = 12) -> None:
+def profile(
+    name: str,
+    size: tuple[int, int],
+    device: torch.device,
+    budget: int | None,
+    precision: str,
+    overrides: dict,
+    rows: int = 12,
+) -> None:
     """torch.profiler's table of one scoring run: operators by their own time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     torch.manual_seed(0)
     info = {"region_dim": 2048, "vocab_size": VOCAB, "token_dim": 768, "num_labels": 500}
@@ -331,13 +369,24 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget-mb", type=int, default=0, help="memory of one scored block (0: the device default)")
     ap.add_argument("--heads", default="casc,scan,mmca", help="heads to time (mmca skipped when absent)")
-    ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"],
-                    help="precision of our scoring products (the loop is always float32)")
+    ap.add_argument(
+        "--precision",
+        default="both",
+        choices=["fp32", "bf16", "both"],
+        help="precision of our scoring products (the loop is always float32)",
+    )
     ap.add_argument("--sizes", default="", help="images x captions to time, e.g. 1000x5000 (default: by --quick)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: as `lighthead evaluate`: $OMP_NUM_THREADS, else min(4, half the cores))")
-    ap.add_argument("--profile", action="store_true",
-                    help="also print torch.profiler's operator table of SCAN and CASC scoring the first size")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: as `lighthead evaluate`: $OMP_NUM_THREADS, else min(4, half the cores))",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print torch.profiler's operator table of SCAN and CASC scoring the first size",
+    )
     add_arguments(ap)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -351,8 +400,10 @@ def main() -> None:
     native = fast_precision(device)
     fast = native if native in precisions else precisions[0]  # the precision of the last line
     gemm_n = 4096 if device.type == "cuda" else 1024
-    print(f"device {device} ({torch.get_num_threads()} threads), block budget "
-          f"{args.budget_mb or default_budget(device) >> 20} MiB, native bf16 products: {native == 'bf16'}")
+    print(
+        f"device {device} ({torch.get_num_threads()} threads), block budget "
+        f"{args.budget_mb or default_budget(device) >> 20} MiB, native bf16 products: {native == 'bf16'}"
+    )
     results, figures = {}, {}
     for name in args.heads.split(","):
         try:
@@ -364,11 +415,11 @@ def main() -> None:
         # would dominate a CPU run; the scored tensors have the same sizes either way.
         quick = {"text": "text/bert-base-uncased"} if args.quick and name in ("scan", "casc") else {}
         if name == "mmca" and args.quick:  # a joint Transformer per pair: 25x fewer pairs on a CPU
-            results[name] = bench_head(name, [(20, 100), (40, 200)], (20, 100), device, budget, precisions,
-                                       opts=options(args))
+            results[name] = bench_head(
+                name, [(20, 100), (40, 200)], (20, 100), device, budget, precisions, opts=options(args)
+            )
         else:
-            results[name] = bench_head(name, sizes, loop_size, device, budget, precisions, quick, options(args),
-                                       gemm_n)
+            results[name] = bench_head(name, sizes, loop_size, device, budget, precisions, quick, options(args), gemm_n)
         if args.profile and name in ("scan", "casc"):
             for prec in precisions:
                 profile(name, sizes[0], device, budget, prec, quick)
@@ -380,8 +431,10 @@ def main() -> None:
             if f"gemm_{prec}" in r:
                 figures[f"xattn_eval_vs_gemm_peak_{name}_{prec}"] = r[f"gemm_{prec}"]
     if "casc" in results:
-        print(f"(last line: CASC with {fast} products" + (", the faster precision this device supports)"
-                                                             if fast == native else ")"))
+        print(
+            f"(last line: CASC with {fast} products"
+            + (", the faster precision this device supports)" if fast == native else ")")
+        )
         figures["xattn_eval_vs_shard_loop"] = results["casc"][f"ratio_{fast}"]
     report(figures)
 

@@ -66,7 +66,7 @@ def first_read_rate(store_path: Path, name: str, order: np.ndarray, batch: int, 
     fs = open_store(store_path, check_reads=check)[name]
     t0 = time.perf_counter()
     for a in range(0, len(order), batch):
-        fs.get_batch(order[a:a + batch], ["features"])
+        fs.get_batch(order[a : a + batch], ["features"])
     rate = len(order) / (time.perf_counter() - t0)
     fs.close()
     return rate
@@ -110,17 +110,21 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(2):  # warm both copies in the page cache; the first pass checks every chunk
             for a in range(0, n, 512):
                 fs.get_batch(range(a, min(n, a + 512)))
-                np.asarray(mm[a:a + 512]).max()
+                np.asarray(mm[a : a + 512]).max()
         rng = np.random.default_rng(1)
         batches = rng.integers(0, n, size=(n_batches, args.batch))
         got = fs.get_batch(batches[0])["features"]
         assert np.array_equal(got, mm[batches[0]]), "store and memmap disagree"
 
-        random = interleave({"memmap": lambda: pass_rate(lambda p: mm[p], batches),
-                             "store": lambda: pass_rate(lambda p: fs.get_batch(p, ["features"]), batches)},
-                            **options(args))
+        random = interleave(
+            {
+                "memmap": lambda: pass_rate(lambda p: mm[p], batches),
+                "store": lambda: pass_rate(lambda p: fs.get_batch(p, ["features"]), batches),
+            },
+            **options(args),
+        )
         order = rng.permutation(n)  # one pass over every item, in random batches
-        sorted_batches = [np.sort(order[a:a + args.batch]) for a in range(0, n, args.batch)]
+        sorted_batches = [np.sort(order[a : a + args.batch]) for a in range(0, n, args.batch)]
 
         def memmap_pass(fresh: bool) -> float:
             t0 = time.perf_counter()
@@ -129,25 +133,38 @@ def main(argv: list[str] | None = None) -> None:
                 m[p]
             return n / (time.perf_counter() - t0)
 
-        first = interleave({"memmap": lambda: memmap_pass(False), "fresh memmap": lambda: memmap_pass(True),
-                            "checked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, True),
-                            "unchecked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, False)},
-                           **options(args))
+        first = interleave(
+            {
+                "memmap": lambda: memmap_pass(False),
+                "fresh memmap": lambda: memmap_pass(True),
+                "checked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, True),
+                "unchecked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, False),
+            },
+            **options(args),
+        )
         dl_rate = loader_rate(fs, root / "store", args.batch, n_batches, args.workers)
         per_item = fs.nbytes / len(fs)
-        print(f"random reads (median items/s over {len(random)} rounds): memmap {random.median('memmap'):.0f}, "
-              f"store {random.median('store'):.0f} (every chunk already checked)")
+        print(
+            f"random reads (median items/s over {len(random)} rounds): memmap {random.median('memmap'):.0f}, "
+            f"store {random.median('store'):.0f} (every chunk already checked)"
+        )
         print(f"store+DataLoader {dl_rate:.0f} items/s ({args.workers} workers, batch {args.batch}; one run)")
-        print(f"first pass (median items/s over {len(first)} rounds): memmap {first.median('memmap'):.0f} "
-              f"({first.median('fresh memmap'):.0f} freshly mapped), store {first.median('checked'):.0f} with "
-              f"checksums, {first.median('unchecked'):.0f} without")
+        print(
+            f"first pass (median items/s over {len(first)} rounds): memmap {first.median('memmap'):.0f} "
+            f"({first.median('fresh memmap'):.0f} freshly mapped), store {first.median('checked'):.0f} with "
+            f"checksums, {first.median('unchecked'):.0f} without"
+        )
         print(f"item payload {K * D * 2} bytes, on disk {per_item:.0f} bytes")
         fs.close()
-    report({"store_read_vs_memmap": random.ratio("store", "memmap"),
+    report(
+        {
+            "store_read_vs_memmap": random.ratio("store", "memmap"),
             "store_first_read_vs_memmap": first.ratio("checked", "memmap"),
             "store_first_read_unchecked_vs_memmap": first.ratio("unchecked", "memmap"),
             "store_first_read_vs_fresh_memmap": first.ratio("checked", "fresh memmap"),
-            "store_bytes_per_item": round(per_item)})
+            "store_bytes_per_item": round(per_item),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,7 @@ def synthetic_store(root: Path, n_images: int) -> Path:
     from tests.conftest_helpers import build_retrieval_store
 
     n_val = max(10, n_images // 10)
-    return build_retrieval_store(root / "synthetic", n_images=n_images,
-                                 splits=(n_images - 2 * n_val, n_val, n_val))
+    return build_retrieval_store(root / "synthetic", n_images=n_images, splits=(n_images - 2 * n_val, n_val, n_val))
 
 
 def run(spec, store: Path, out: Path, workers: int, threads: int) -> tuple[float, float]:
@@ -116,11 +115,16 @@ def main() -> None:
     p.add_argument("--store", type=Path, default=None, help="sweep over this existing store instead")
     p.add_argument("--trials", type=int, default=None, help="trials per sweep (default 8, quick 4)")
     p.add_argument("--head", default="vsepp", help="head to sweep")
-    p.add_argument("--grid", default="lr=1e-3,3e-4,1e-4,3e-3,2e-3,5e-4,2e-4,1e-2",
-                   help="key=v1,v2,... (cut to --trials values)")
-    p.add_argument("--set", dest="sets", action="append",
-                   default=["embed_size=64", "word_dim=64", "batch_size=32", "test=false"],
-                   help="fixed key=value (repeatable)")
+    p.add_argument(
+        "--grid", default="lr=1e-3,3e-4,1e-4,3e-3,2e-3,5e-4,2e-4,1e-2", help="key=v1,v2,... (cut to --trials values)"
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=["embed_size=64", "word_dim=64", "batch_size=32", "test=false"],
+        help="fixed key=value (repeatable)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="epochs per trial (default 2, quick 1)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per trial (0: cores / workers)")
     add_arguments(p)
@@ -130,8 +134,12 @@ def main() -> None:
     n = args.trials or (4 if args.quick else 8)
     n_images = 100 if args.quick else 300
     key, _, values = args.grid.partition("=")
-    spec = from_args(args.head, [f"{key}={','.join(values.split(',')[:n])}"], args.sets,
-                     epochs=args.epochs or (1 if args.quick else 2))
+    spec = from_args(
+        args.head,
+        [f"{key}={','.join(values.split(',')[:n])}"],
+        args.sets,
+        epochs=args.epochs or (1 if args.quick else 2),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         store, what = args.store, f"store {args.store}"
@@ -146,13 +154,17 @@ def main() -> None:
 
         def sweep(workers: int) -> float:
             start, rate = run(spec, store, root / f"sweep-{workers}-{next(runs)}", workers, args.threads)
-            print(f"{workers} worker(s) x {args.threads or max(1, cores // workers)} thread(s): {rate:.1f} trials/min "
-                  f"(cluster start {start:.1f} s)")
+            print(
+                f"{workers} worker(s) x {args.threads or max(1, cores // workers)} thread(s): {rate:.1f} trials/min "
+                f"(cluster start {start:.1f} s)"
+            )
             return rate
 
         rounds = interleave({"1": lambda: sweep(1), "2": lambda: sweep(2)}, **options(args))
-    print(f"median over {len(rounds)} rounds: 1 worker {rounds.median('1'):.1f}, 2 workers "
-          f"{rounds.median('2'):.1f} trials/min")
+    print(
+        f"median over {len(rounds)} rounds: 1 worker {rounds.median('1'):.1f}, 2 workers "
+        f"{rounds.median('2'):.1f} trials/min"
+    )
     print(f"machine parallelism now (2 busy processes vs 1): {machine_parallelism():.2f}")
     report({"sweep_2_vs_1_workers": rounds.ratio("2", "1")})
 

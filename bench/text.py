@@ -21,8 +21,10 @@ import numpy as np
 
 from bench.ratio import add_arguments, interleave, options, report
 
-WORDS = ("a man woman dog cat red blue green small large riding sitting next to on top of the street "
-         "table grass water wave surfboard plate pizza bus train clock tower standing holding").split()
+WORDS = (
+    "a man woman dog cat red blue green small large riding sitting next to on top of the street "
+    "table grass water wave surfboard plate pizza bus train clock tower standing holding"
+).split()
 
 
 def sentences(n: int, seed: int = 0) -> list[str]:
@@ -49,8 +51,12 @@ def main() -> None:
     parser.add_argument("--model", default="all-minilm-l6-v2", help="registered name, folder or cached id")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))",
+    )
     parser.add_argument("--quick", action="store_true", help="400 sentences, fewer seconds")
     add_arguments(parser)
     args = parser.parse_args()
@@ -64,11 +70,16 @@ def main() -> None:
     encoder = TextEncoder(TextEncoderConfig(model=args.model, batch_size=args.batch_size), device=args.device)
     texts = sentences(n)
     tokens = [len(t["input_ids"]) for t in encoder.tokenize(texts)]
-    print(f"model {args.model} on {args.device}" + (f" ({threads} threads)" if threads else "") + f"; {n} sentences, {np.mean(tokens):.1f} tokens on average "
-          f"(max {max(tokens)}); batch {args.batch_size}")
+    print(
+        f"model {args.model} on {args.device}"
+        + (f" ({threads} threads)" if threads else "")
+        + f"; {n} sentences, {np.mean(tokens):.1f} tokens on average "
+        f"(max {max(tokens)}); batch {args.batch_size}"
+    )
     rate(encoder, texts[: 4 * args.batch_size], sort=True)  # warm-up: allocator, kernels, caches
-    rounds = interleave({"sorted": lambda: rate(encoder, texts, True),
-                         "unsorted": lambda: rate(encoder, texts, False)}, **options(args))
+    rounds = interleave(
+        {"sorted": lambda: rate(encoder, texts, True), "unsorted": lambda: rate(encoder, texts, False)}, **options(args)
+    )
     print(f"sorted by length: {rounds.median('sorted'):,.1f} sentences/s (median of {len(rounds)} rounds)")
     print(f"file order:       {rounds.median('unsorted'):,.1f} sentences/s")
     report({"text_sorted_vs_unsorted": rounds.ratio("sorted", "unsorted")})

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-
 from bench.ratio import add_arguments, interleave, options, report, timed_rate
 from lighthead.heads.base import HEADS, SOURCE_PREFIXES, DataInfo, feature_sources
 from lighthead.heads.build import head_class, make_config
@@ -78,8 +77,13 @@ def _dataset(store: Path) -> str | None:
     return str(s.read_json("dataset")["name"]) if s.has_json("dataset") else None
 
 
-def add_sentiment(store_path: Path, n_images: int = SENTIMENT_IMAGES, token_dim: int = TOKEN_DIM,
-                  region_dim: int = 2048, seed: int = 0) -> Path:
+def add_sentiment(
+    store_path: Path,
+    n_images: int = SENTIMENT_IMAGES,
+    token_dim: int = TOKEN_DIM,
+    region_dim: int = 2048,
+    seed: int = 0,
+) -> Path:
     """Give the synthetic retrieval store what ITIN, ITM and text-only read.
 
     The first `n_images` images get a post (its first caption, a label) and a target (a
@@ -103,28 +107,54 @@ def add_sentiment(store_path: Path, n_images: int = SENTIMENT_IMAGES, token_dim:
         label = int(rng.integers(3))
         related = bool(i % 2)
         x, y = rng.uniform(0, 300, 2)
-        added.append(Record(id=f"post{i:04d}", image_id=r.image_id, image_path=r.image_path, texts=[r.texts[0]],
-                            split=r.split, kind="post", label=label))
-        added.append(Record(id=f"target{i:04d}", image_id=r.image_id, image_path=r.image_path,
-                            texts=[f"what a day for the $T$ in {r.texts[1]}"], split=r.split, kind="target",
-                            label=label, target=r.texts[0].split()[-1],
-                            extra={"relevance": int(related), "box": [x, y, x + 60, y + 60] if related else None}))
+        added.append(
+            Record(
+                id=f"post{i:04d}",
+                image_id=r.image_id,
+                image_path=r.image_path,
+                texts=[r.texts[0]],
+                split=r.split,
+                kind="post",
+                label=label,
+            )
+        )
+        added.append(
+            Record(
+                id=f"target{i:04d}",
+                image_id=r.image_id,
+                image_path=r.image_path,
+                texts=[f"what a day for the $T$ in {r.texts[1]}"],
+                split=r.split,
+                kind="target",
+                label=label,
+                target=r.texts[0].split()[-1],
+                extra={"relevance": int(related), "box": [x, y, x + 60, y + 60] if related else None},
+            )
+        )
     store.write_json("records", [r.to_json() for r in records + added])
 
     def tokens(n: int) -> np.ndarray:
         return rng.standard_normal((n, token_dim)).astype(np.float32)
 
-    caption_ids = [(tid, len(text.split()) + 2) for r in records if r.kind == "image"
-                   for tid, text in zip(r.text_ids(), r.texts)]
+    caption_ids = [
+        (tid, len(text.split()) + 2) for r in records if r.kind == "image" for tid, text in zip(r.text_ids(), r.texts)
+    ]
     sentiment_ids = [(f"{r.id}#0", len(r.texts[0].split()) + 4) for r in added]
-    for name, ids in (("text/bert-base-uncased", caption_ids + sentiment_ids),
-                      ("text/roberta-base", sentiment_ids)):
-        with store.writer(name, [Field("features", (None, token_dim)), Field("length", (), "int32")],
-                          {"extractor": "synthetic"}, fsync=False) as w:
+    for name, ids in (("text/bert-base-uncased", caption_ids + sentiment_ids), ("text/roberta-base", sentiment_ids)):
+        with store.writer(
+            name,
+            [Field("features", (None, token_dim)), Field("length", (), "int32")],
+            {"extractor": "synthetic"},
+            fsync=False,
+        ) as w:
             for tid, n in ids:
                 w.add(tid, {"features": tokens(n), "length": n})
-    with store.writer("regions/butd-r101-vg-100", [Field("features", (100, region_dim)), Field("boxes", (100, 4), "float32")],
-                      {"extractor": "synthetic"}, fsync=False) as w:
+    with store.writer(
+        "regions/butd-r101-vg-100",
+        [Field("features", (100, region_dim)), Field("boxes", (100, 4), "float32")],
+        {"extractor": "synthetic"},
+        fsync=False,
+    ) as w:
         for r in images:
             xy = rng.uniform(0, 300, (100, 2))
             boxes = np.concatenate([xy, xy + rng.uniform(20, 120, (100, 2))], 1).astype(np.float32)
@@ -149,9 +179,17 @@ def default_precisions(device: torch.device) -> list[str]:
     return ["fp32", "bf16" if torch.cuda.is_bf16_supported() else "fp16"]
 
 
-def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_size: int | None,
-               steps: int, extra: dict[str, str] | None = None, seconds: float = 0.0,
-               precision: str = "fp32") -> dict:
+def bench_head(
+    name: str,
+    store: Path,
+    device: torch.device,
+    quick: bool,
+    batch_size: int | None,
+    steps: int,
+    extra: dict[str, str] | None = None,
+    seconds: float = 0.0,
+    precision: str = "fp32",
+) -> dict:
     """Loader and training-step samples/s of head `name` (medians), timed in interleaved rounds
     (at least `steps` of them, and `seconds` per side); "ratio": loader / step (bench.ratio.Ratio).
     `extra` overrides (keys the head lacks are dropped); the step in `precision` (fp32, or bf16 /
@@ -210,18 +248,36 @@ def bench_head(name: str, store: Path, device: torch.device, quick: bool, batch_
     load_one()
     step(state["kept"][0])  # warm-up
     per_call = seconds / max(1, steps)  # a fast side repeats for about this long per round
-    rounds = interleave({"loader": lambda: timed_rate(load_one, None, per_call),
-                         "step": lambda: timed_rate(step_one, None, per_call)}, min_rounds=steps, min_seconds=seconds)
-    res = {"loader": rounds.median("loader"), "step": rounds.median("step"), "setup": t_setup,
-           "ratio": rounds.ratio("loader", "step")}
-    print(f"{name:10s} batch {bs:4d}  loader {res['loader']:9.0f} samples/s (setup {t_setup:.1f}s)  "
-          f"step {precision} {res['step']:8.1f} samples/s  (medians of {len(rounds)} rounds; loader / step {res['ratio']})")
+    rounds = interleave(
+        {"loader": lambda: timed_rate(load_one, None, per_call), "step": lambda: timed_rate(step_one, None, per_call)},
+        min_rounds=steps,
+        min_seconds=seconds,
+    )
+    res = {
+        "loader": rounds.median("loader"),
+        "step": rounds.median("step"),
+        "setup": t_setup,
+        "ratio": rounds.ratio("loader", "step"),
+    }
+    print(
+        f"{name:10s} batch {bs:4d}  loader {res['loader']:9.0f} samples/s (setup {t_setup:.1f}s)  "
+        f"step {precision} {res['step']:8.1f} samples/s  (medians of {len(rounds)} rounds; loader / step {res['ratio']})"
+    )
     return res
 
 
-def measure(names: list[str], store: Path, device: torch.device, quick: bool, batch_size: int | None,
-            steps: int, extra: dict[str, str] | None = None, skip_unserved: bool = False,
-            seconds: float = 0.0, precisions: list[str] | None = None) -> dict[str, dict]:
+def measure(
+    names: list[str],
+    store: Path,
+    device: torch.device,
+    quick: bool,
+    batch_size: int | None,
+    steps: int,
+    extra: dict[str, str] | None = None,
+    skip_unserved: bool = False,
+    seconds: float = 0.0,
+    precisions: list[str] | None = None,
+) -> dict[str, dict]:
     """`bench_head` for every name, in each of `precisions` (default: fp32); "step" is the first
     precision's figure, "step_<p>" each other's. With `skip_unserved`, a head the store cannot
     serve is listed as skipped instead of raising."""
@@ -231,8 +287,9 @@ def measure(names: list[str], store: Path, device: torch.device, quick: bool, ba
         try:
             results[name] = bench_head(name, store, device, quick, batch_size, steps, extra, seconds, first)
             for p in others:
-                results[name][f"step_{p}"] = bench_head(name, store, device, quick, batch_size, steps, extra,
-                                                        seconds, p)["step"]
+                results[name][f"step_{p}"] = bench_head(
+                    name, store, device, quick, batch_size, steps, extra, seconds, p
+                )["step"]
         except (KeyError, ValueError) as e:  # the store lacks this head's task or features
             if not skip_unserved:
                 raise
@@ -247,10 +304,18 @@ def main() -> None:
     ap.add_argument("--heads", default=None, help="comma-separated heads (default: every head the store serves)")
     ap.add_argument("--batch-size", type=int, default=None, help="override every head's batch size")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))")
-    ap.add_argument("--precision", default=None, metavar="fp32,bf16",
-                    help="training-step precisions (default: fp32, plus on CUDA what `lighthead train` runs there)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: as `lighthead train`: $OMP_NUM_THREADS, else min(4, half the cores))",
+    )
+    ap.add_argument(
+        "--precision",
+        default=None,
+        metavar="fp32,bf16",
+        help="training-step precisions (default: fp32, plus on CUDA what `lighthead train` runs there)",
+    )
     add_arguments(ap)
     args = ap.parse_args()
     names = args.heads.split(",") if args.heads else HEADS.names()
@@ -264,8 +329,11 @@ def main() -> None:
     use_threads(args.threads)
     opts = options(args)
     batch_size = args.batch_size or (32 if args.quick else None)
-    sizes = "quick (width 256)" if args.quick else ("the heads' defaults for the store's dataset" if args.store
-                                                    else "paper sizes")
+    sizes = (
+        "quick (width 256)"
+        if args.quick
+        else ("the heads' defaults for the store's dataset" if args.store else "paper sizes")
+    )
     print(f"device {device} ({torch.get_num_threads()} threads), {sizes}")
     with tempfile.TemporaryDirectory(prefix="lighthead-bench-") as tmp:
         store = args.store
@@ -275,8 +343,17 @@ def main() -> None:
             n = 200 if args.quick else 1000
             store = add_sentiment(build_retrieval_store(Path(tmp) / "store", n_images=n, splits=(n - 20, 10, 10)))
         # the synthetic store serves every head: there a failure is a bug, not a skip
-        results = measure(names, store, device, args.quick, batch_size, opts["min_rounds"],
-                          skip_unserved=args.store is not None, seconds=opts["min_seconds"], precisions=precisions)
+        results = measure(
+            names,
+            store,
+            device,
+            args.quick,
+            batch_size,
+            opts["min_rounds"],
+            skip_unserved=args.store is not None,
+            seconds=opts["min_seconds"],
+            precisions=precisions,
+        )
     figures = {f"train_loader_vs_step_{name}": r["ratio"] for name, r in results.items() if name != "casc"}
     if "casc" in results:
         figures["train_loader_vs_step"] = results["casc"]["ratio"]

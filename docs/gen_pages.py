@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 DOCS = Path(__file__).resolve().parent
-BLOCK = re.compile(r"(<!-- generated: (?P<kind>[a-z-]+)(?: (?P<arg>[^ ]+))? -->\n)(?P<body>.*?)(<!-- end generated -->)",
-                   re.S)
+BLOCK = re.compile(
+    r"(<!-- generated: (?P<kind>[a-z-]+)(?: (?P<arg>[^ ]+))? -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S
+)
 FEATURE_SET_PREFIXES = ("regions/", "global/", "thumbs/", "words/", "text/")
 
 # Registries shown on the reference page: (title, "module:ATTRIBUTE", module whose import fills it).
@@ -117,8 +118,11 @@ def field_comments(cls: type) -> dict[str, str]:
         except (OSError, TypeError):  # a class made at run time has no source
             continue
         lines = source.splitlines()
-        by_row = {tok.start[0]: tok.string.lstrip("#").strip()
-                  for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+        by_row = {
+            tok.start[0]: tok.string.lstrip("#").strip()
+            for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+            if tok.type == tokenize.COMMENT
+        }
         body = ast.parse(source).body[0]
         for node in body.body:
             if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
@@ -162,8 +166,10 @@ def head_settings(head: str) -> str:
         row += [code(values[key]) if values[key] != value else "" for _, values in columns]
         rows.append(row + [cell(comments.get(key, ""))])
     header = ["`--set` key", "default"] + [title for title, _ in columns] + ["what"]
-    note = (f"Generated from `{cls.__module__}.{cls.__qualname__}`: the default column is what runs without "
-            "`--set`; the other columns show only the values that differ from it.\n\n")
+    note = (
+        f"Generated from `{cls.__module__}.{cls.__qualname__}`: the default column is what runs without "
+        "`--set`; the other columns show only the values that differ from it.\n\n"
+    )
     return note + table(header, rows)
 
 
@@ -171,10 +177,11 @@ def loop_settings() -> str:
     from lighthead.pipelines.training.loop import LoopConfig
 
     comments = field_comments(LoopConfig)
-    rows = [[f"`{f.name}`", code(getattr(LoopConfig(), f.name)), cell(comments.get(f.name, ""))]
-            for f in dataclasses.fields(LoopConfig)]
-    return (f"Generated from `{LoopConfig.__module__}.LoopConfig`.\n\n"
-            + table(["`--set` key", "default", "what"], rows))
+    rows = [
+        [f"`{f.name}`", code(getattr(LoopConfig(), f.name)), cell(comments.get(f.name, ""))]
+        for f in dataclasses.fields(LoopConfig)
+    ]
+    return f"Generated from `{LoopConfig.__module__}.LoopConfig`.\n\n" + table(["`--set` key", "default", "what"], rows)
 
 
 def head_defaults() -> str:
@@ -187,9 +194,14 @@ def head_defaults() -> str:
         stated = [k for k, v in default.items() if isinstance(v, str) and v.startswith(FEATURE_SET_PREFIXES)]
         stated += [k for k in ("epochs", "batch_size", "lr") if k in default]
         demo = dataset_defaults(cls).get("demo", {})
-        rows.append([f"[`{head}`]({head}.md)", head_class(head).task,
-                     " ".join(f"`{k}={value_text(default[k])}`" for k in stated),
-                     " ".join(f"`{k}={value_text(v)}`" for k, v in demo.items())])
+        rows.append(
+            [
+                f"[`{head}`]({head}.md)",
+                head_class(head).task,
+                " ".join(f"`{k}={value_text(default[k])}`" for k in stated),
+                " ".join(f"`{k}={value_text(v)}`" for k, v in demo.items()),
+            ]
+        )
     return table(["head", "task", "defaults", "`--dataset demo`"], rows)
 
 
@@ -203,8 +215,9 @@ def entry_text(obj: Any) -> str:
         return f"`{obj.__module__}.{obj.__qualname__}`" + (f": {doc}" if doc else "")
     if dataclasses.is_dataclass(obj):
         shown = [(f.name, getattr(obj, f.name)) for f in dataclasses.fields(obj)]
-        return " ".join(f"{k}=`{value_text(v)}`" for k, v in shown
-                        if isinstance(v, (str, int, float, tuple)) and v not in ("", ()))
+        return " ".join(
+            f"{k}=`{value_text(v)}`" for k, v in shown if isinstance(v, (str, int, float, tuple)) and v not in ("", ())
+        )
     return f"`{type(obj).__name__}`"
 
 
@@ -218,8 +231,10 @@ def registries() -> str:
         module, attr = where.split(":")
         registry = getattr(importlib.import_module(module), attr)
         rows = [[f"`{name}`", cell(entry_text(registry.get(name)))] for name in registry.names()]
-        out.append(f"### {title}\n\n`{module}.{attr}` ({registry.kind}, {len(registry)} entries)\n\n"
-                   + table(["name", "entry"], rows))
+        out.append(
+            f"### {title}\n\n`{module}.{attr}` ({registry.kind}, {len(registry)} entries)\n\n"
+            + table(["name", "entry"], rows)
+        )
     return "\n".join(out)
 
 
@@ -272,8 +287,10 @@ def cli() -> str:
             shown = "" if default in (None, False, (), []) or p in args else code(getattr(default, "value", default))
             rows.append([spell, shown, cell((p.help or "").replace("\n", " "))])
         doc = (inspect.getdoc(command.callback) or "").split("\n\n")[0].replace("\n", " ")
-        out.append(f"### `lighthead {path}`\n\n{cell(doc)}\n\n```\n{usage} [OPTIONS]\n```\n\n"
-                   + table(["argument or option", "default", "what"], rows))
+        out.append(
+            f"### `lighthead {path}`\n\n{cell(doc)}\n\n```\n{usage} [OPTIONS]\n```\n\n"
+            + table(["argument or option", "default", "what"], rows)
+        )
     return "\n".join(out)
 
 
@@ -302,8 +319,18 @@ def bench_figures() -> str:
         for line in lines:
             m = FIGURE.match(line)
             if m:
-                rows.append([f"`{m[1]}`", m[2], spread.get(m[1], ""), f"`{command}`", made["date"],
-                             load.group(1) if load else "", f"`{made['code']}`", f"[{path.stem}](#{path.stem})"])
+                rows.append(
+                    [
+                        f"`{m[1]}`",
+                        m[2],
+                        spread.get(m[1], ""),
+                        f"`{command}`",
+                        made["date"],
+                        load.group(1) if load else "",
+                        f"`{made['code']}`",
+                        f"[{path.stem}](#{path.stem})",
+                    ]
+                )
     out = table(["figure", "median", "min-max", "command", "date", "load", "code", "transcript"], rows)
     for machine, names in machines.items():
         out += f"\nMachine ({', '.join(names)}): {cell(machine)}. *load*: its load average when the run began.\n"
@@ -313,8 +340,12 @@ def bench_figures() -> str:
 # ---------------------------------------------------------------------------------------------
 
 KINDS: dict[str, Callable[..., str]] = {
-    "head-settings": head_settings, "head-defaults": head_defaults, "loop-settings": loop_settings,
-    "registries": registries, "cli": cli, "bench-figures": bench_figures,
+    "head-settings": head_settings,
+    "head-defaults": head_defaults,
+    "loop-settings": loop_settings,
+    "registries": registries,
+    "cli": cli,
+    "bench-figures": bench_figures,
 }
 
 

@@ -38,8 +38,10 @@ DEMO = "demo-out"  # the demo folder inside the working folder
 CODE = ("lighthead", "store", "extract", "heads", "pipelines", "bench", "pyproject.toml")  # what the commands run
 HEADS = ("vsepp", "scan", "casc", "mmca", "mfsr", "itin", "itm", "text-only")
 # Real files beside the checkout (../shared, or shared/ inside it), as tests/realdata finds them.
-REALDATA = next((p for p in (ROOT.parent / "shared" / "realdata", ROOT / "shared" / "realdata") if p.is_dir()),
-                ROOT.parent / "shared" / "realdata")
+REALDATA = next(
+    (p for p in (ROOT.parent / "shared" / "realdata", ROOT / "shared" / "realdata") if p.is_dir()),
+    ROOT.parent / "shared" / "realdata",
+)
 COCO_IMAGE = "COCO_train2014_000000573195"  # a cat in a car window: the README's picture
 
 
@@ -60,32 +62,66 @@ class Transcript:
 def _head(head: str) -> Transcript:
     examples = " --examples 4" if head in ("itin", "itm") else ""
     keep = {f"runs/{head}/examples-test.png": f"img/{head}-examples.png"} if examples else {}
-    return Transcript(f"train-{head}", [f"lighthead train heads {head} --store {DEMO}/store --out runs/{head}",
-                                        f"lighthead evaluate runs/{head}{examples}"],
-                      fresh=[f"runs/{head}"], keep=keep)
+    return Transcript(
+        f"train-{head}",
+        [
+            f"lighthead train heads {head} --store {DEMO}/store --out runs/{head}",
+            f"lighthead evaluate runs/{head}{examples}",
+        ],
+        fresh=[f"runs/{head}"],
+        keep=keep,
+    )
 
 
 TRANSCRIPTS: list[Transcript] = [
     Transcript("demo", [f"lighthead demo --out {DEMO}"], needs_demo=False, fresh=[DEMO]),
     Transcript("store", [f"lighthead store info {DEMO}/store", f"lighthead store verify {DEMO}/store"]),
-    Transcript("show", [f"lighthead show {DEMO}/store demo00000 --out regions.png --features regions/butd-r101-vg-given"],
-               fresh=["regions.png"], keep={"regions.png": "img/demo-regions.png"}),
-    Transcript("precomp", [f"lighthead store export precomp {DEMO}/store precomp",
-                           "lighthead store import precomp precomp stores/precomp --dataset demo",
-                           "lighthead store info stores/precomp"],
-               fresh=["precomp", "stores/precomp"]),
-    Transcript("show-coco", ["lighthead store import tsv coco10/train2014_obj36.tsv stores/coco10",
-                             f"lighthead show stores/coco10 {COCO_IMAGE} --image coco10/images/{COCO_IMAGE}.jpg "
-                             "--out coco-regions.png --top 10"],
-               needs_demo=False, fresh=["stores/coco10", "coco-regions.png"], links={"coco10": REALDATA / "pba-coco10"},
-               keep={"coco-regions.png": "img/coco-regions.png"}, palette=True),
-    Transcript("errors", ["lighthead extract --dataset demo --store st --bach-size 4",
-                          f"lighthead train heads casc --store {DEMO}/store --out runs/x --set nonsense=1"],
-               exit_codes=[2, 1], needs_demo=True),
+    Transcript(
+        "show",
+        [f"lighthead show {DEMO}/store demo00000 --out regions.png --features regions/butd-r101-vg-given"],
+        fresh=["regions.png"],
+        keep={"regions.png": "img/demo-regions.png"},
+    ),
+    Transcript(
+        "precomp",
+        [
+            f"lighthead store export precomp {DEMO}/store precomp",
+            "lighthead store import precomp precomp stores/precomp --dataset demo",
+            "lighthead store info stores/precomp",
+        ],
+        fresh=["precomp", "stores/precomp"],
+    ),
+    Transcript(
+        "show-coco",
+        [
+            "lighthead store import tsv coco10/train2014_obj36.tsv stores/coco10",
+            f"lighthead show stores/coco10 {COCO_IMAGE} --image coco10/images/{COCO_IMAGE}.jpg "
+            "--out coco-regions.png --top 10",
+        ],
+        needs_demo=False,
+        fresh=["stores/coco10", "coco-regions.png"],
+        links={"coco10": REALDATA / "pba-coco10"},
+        keep={"coco-regions.png": "img/coco-regions.png"},
+        palette=True,
+    ),
+    Transcript(
+        "errors",
+        [
+            "lighthead extract --dataset demo --store st --bach-size 4",
+            f"lighthead train heads casc --store {DEMO}/store --out runs/x --set nonsense=1",
+        ],
+        exit_codes=[2, 1],
+        needs_demo=True,
+    ),
     *[_head(head) for head in HEADS],
-    Transcript("sweep", [f"lighthead sweep vsepp --store {DEMO}/store --out sweeps/vsepp-lr --grid lr=1e-3,2e-3,5e-3 "
-                         "--epochs 2 --workers 2"],
-               fresh=["sweeps/vsepp-lr"]),
+    Transcript(
+        "sweep",
+        [
+            f"lighthead sweep vsepp --store {DEMO}/store --out sweeps/vsepp-lr --grid lr=1e-3,2e-3,5e-3 "
+            "--epochs 2 --workers 2"
+        ],
+        fresh=["sweeps/vsepp-lr"],
+    ),
     Transcript("bench-store", ["python -m bench.store --quick"], needs_demo=False),
     Transcript("bench-text", ["python -m bench.text --quick"], needs_demo=False),
     Transcript("bench-extract", ["python -m bench.extract --quick"], needs_demo=False),
@@ -123,18 +159,24 @@ def machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
-    return (f"{os.cpu_count()} CPU cores ({cpu}), {gpu}{load}; {platform.system()}, Python "
-            f"{platform.python_version()}, torch {torch.__version__}")
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu}), {gpu}{load}; {platform.system()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def commit() -> str:
     """The code's commit, marked `+changes` when the code that runs (the packages, bench/) differs from it."""
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -145,8 +187,13 @@ def commit() -> str:
 def run(t: Transcript, workdir: Path) -> str:
     if t.needs_demo and not (workdir / DEMO / "store" / "meta" / "records.json").exists():
         print(f"{t.name}: building {DEMO}/ first", file=sys.stderr)
-        subprocess.run(argv_of(f"lighthead demo --out {DEMO} --stages data,extract"), cwd=workdir,
-                       env=environment(), check=True, capture_output=True)
+        subprocess.run(
+            argv_of(f"lighthead demo --out {DEMO} --stages data,extract"),
+            cwd=workdir,
+            env=environment(),
+            check=True,
+            capture_output=True,
+        )
     for path in t.fresh:
         target = workdir / path
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
@@ -155,13 +202,19 @@ def run(t: Transcript, workdir: Path) -> str:
             raise SystemExit(f"error: {t.name}: {folder} is absent (real files beside the checkout)")
         (workdir / name).unlink(missing_ok=True)
         (workdir / name).symlink_to(folder, target_is_directory=True)
-    header = (f"# made {datetime.date.today().isoformat()} by docs/make_transcripts.py on {machine()}; "
-              f"code {commit()}")
+    header = f"# made {datetime.date.today().isoformat()} by docs/make_transcripts.py on {machine()}; code {commit()}"
     lines = [header]
     for i, command in enumerate(t.commands):
         print(f"{t.name}: $ {command}", file=sys.stderr)
-        proc = subprocess.run(argv_of(command), cwd=workdir, env=environment(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=3600)
+        proc = subprocess.run(
+            argv_of(command),
+            cwd=workdir,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=3600,
+        )
         want = t.exit_codes[i] if i < len(t.exit_codes) else 0
         if proc.returncode != want:
             sys.stderr.write(proc.stdout)

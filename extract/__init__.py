@@ -1,2 +1,1 @@
 """Stage one: the region detector, text encoders and global CNNs that fill the feature store."""
-

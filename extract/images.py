@@ -82,8 +82,10 @@ def open_image(path: str | Path) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageReadError(f"not a readable image: {path}") from None
     except Image.DecompressionBombError:  # over twice PIL's limit: refused by PIL from the header
-        raise ImageReadError(f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
-                             f"the limit is {MAX_PIXELS:,}); not decoded") from None
+        raise ImageReadError(
+            f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, "
+            f"the limit is {MAX_PIXELS:,}); not decoded"
+        ) from None
     except PermissionError:  # not "corrupt": the bytes were never read
         raise ImageReadError(f"file not readable (permission denied): {path}") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -91,8 +93,10 @@ def open_image(path: str | Path) -> Image.Image:
     width, height = im.size
     if width * height > MAX_PIXELS:  # exact, whatever PIL's own limit is set to
         im.close()
-        raise ImageReadError(f"image too large: {path} ({width}x{height} = {width * height:,} pixels, "
-                             f"the limit is {MAX_PIXELS:,}); not decoded")
+        raise ImageReadError(
+            f"image too large: {path} ({width}x{height} = {width * height:,} pixels, "
+            f"the limit is {MAX_PIXELS:,}); not decoded"
+        )
     return im
 
 
@@ -232,8 +236,13 @@ class ImageDataset(Dataset):
     file cannot stop a worker.
     """
 
-    def __init__(self, items: Sequence[tuple[str, str]], transform: Callable[[Image.Image], Any] | None = None,
-                 large_lock: Any = None, decode: str = "upright"):
+    def __init__(
+        self,
+        items: Sequence[tuple[str, str]],
+        transform: Callable[[Image.Image], Any] | None = None,
+        large_lock: Any = None,
+        decode: str = "upright",
+    ):
         self.items = list(items)  # (image_id, path)
         self.transform = transform  # PIL RGB image -> tensor (or anything); None keeps the PIL image
         self.large_lock = large_lock  # a multiprocessing lock: one image above LARGE_PIXELS at a time

@@ -24,10 +24,17 @@ T = TypeVar("T")
 
 # torch >= 2.8 has AcceleratorError; isinstance(x, ()) is False, so older torch relies on the texts.
 _ACCELERATOR_ERRORS: tuple[type[BaseException], ...] = tuple(
-    t for t in (getattr(torch, "AcceleratorError", None),) if t is not None)
+    t for t in (getattr(torch, "AcceleratorError", None),) if t is not None
+)
 # Texts of errors after which the context is unusable (torch, cuBLAS and cuDNN messages).
-FATAL_TEXTS = ("CUDA error", "device-side assert", "illegal memory access", "unspecified launch failure",
-               "CUBLAS_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED")
+FATAL_TEXTS = (
+    "CUDA error",
+    "device-side assert",
+    "illegal memory access",
+    "unspecified launch failure",
+    "CUBLAS_STATUS_EXECUTION_FAILED",
+    "CUDNN_STATUS_EXECUTION_FAILED",
+)
 
 
 class DeviceError(RuntimeError):
@@ -45,13 +52,16 @@ def is_fatal(exc: BaseException) -> bool:
 
 def device_error(where: str, exc: BaseException) -> DeviceError:
     """The one-line error that stops a job after a fatal `exc` (raise it `from exc`)."""
-    return DeviceError(f"{where}: the device failed ({reason(exc)}); the job stops, since every later batch "
-                       "would fail too. What was stored is kept: rerun the same command to resume "
-                       "(CUDA_LAUNCH_BLOCKING=1 locates the failing kernel)")
+    return DeviceError(
+        f"{where}: the device failed ({reason(exc)}); the job stops, since every later batch "
+        "would fail too. What was stored is kept: rerun the same command to resume "
+        "(CUDA_LAUNCH_BLOCKING=1 locates the failing kernel)"
+    )
 
 
-def batch_or_each(n: int, whole: Callable[[], Sequence[T]], one: Callable[[int], T],
-                  where: str = "batch") -> list[T | Exception]:
+def batch_or_each(
+    n: int, whole: Callable[[], Sequence[T]], one: Callable[[int], T], where: str = "batch"
+) -> list[T | Exception]:
     """`whole()`'s n results; if it raises, `one(k)` for k in range(n), each failure as its exception
     (a batch of one is not run twice: its failure is its result). A fatal error (`is_fatal`)
     raises `DeviceError` naming `where` instead of being retried or returned."""

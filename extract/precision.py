@@ -22,7 +22,7 @@ DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "
 
 
 def resolve(precision: str, device: torch.device | str, gpu: str) -> str:
-    """"fp32", "bf16" or "fp16": `precision` as asked, or for "auto" `gpu` on CUDA and fp32 elsewhere.
+    """ "fp32", "bf16" or "fp16": `precision` as asked, or for "auto" `gpu` on CUDA and fp32 elsewhere.
     "auto" falls back from bf16 to fp16 on a GPU without bf16; an explicit bf16 there is an error."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -24,8 +24,11 @@ class TorchFileError(ValueError):
 
 # Sentences of torch's messages that explain its defaults or give advice (never to be shown:
 # some tell the user to turn the safe loading off).
-_ADVICE = re.compile(r"weights_only|weights only load failed|WeightsUnpickler error|safe_globals|allowlist|"
-                     r"you trust|trusted source|file an issue|documentation|pytorch\.org|In PyTorch \d", re.IGNORECASE)
+_ADVICE = re.compile(
+    r"weights_only|weights only load failed|WeightsUnpickler error|safe_globals|allowlist|"
+    r"you trust|trusted source|file an issue|documentation|pytorch\.org|In PyTorch \d",
+    re.IGNORECASE,
+)
 
 
 def reason(exc: BaseException) -> str:
@@ -51,7 +54,8 @@ def load_tensors(path: str | Path) -> Any:
                 raise TorchFileError(f"{path}: not a torch weights file (neither a zip archive nor a pickle)") from None
             raise TorchFileError(
                 f"{path}: refused to load: it holds more than tensors and plain containers ({reason(exc)}); "
-                "loading such a file could run code (is this file what you think it is?)") from None
+                "loading such a file could run code (is this file what you think it is?)"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, a zip of something else
             raise TorchFileError(f"{path}: not a readable torch weights file ({reason(exc)})") from None
 

@@ -55,7 +55,7 @@ class Vocabulary:
             raise ValueError("duplicate words in the vocabulary")
 
     @classmethod
-    def build(cls, texts: Iterable[str], config: VocabConfig | None = None) -> "Vocabulary":
+    def build(cls, texts: Iterable[str], config: VocabConfig | None = None) -> Vocabulary:
         """Count the words of `texts` (the training split) and keep the frequent ones."""
         config = config or VocabConfig()
         counts = Counter(w for t in texts for w in tokenize(t))
@@ -92,7 +92,7 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Vocabulary":
+    def from_json(cls, obj: dict[str, Any]) -> Vocabulary:
         if obj.get("tokenizer") != TOKENIZER:
             raise ValueError(
                 f"vocabulary made with tokenizer {obj.get('tokenizer')!r}, this code splits words with {TOKENIZER!r}; "

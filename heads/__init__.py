@@ -7,19 +7,42 @@ with `from_config` and `@HEADS.register(...)`; the contract is `heads/base.py`) 
 import line here. CONTRIBUTING.md, "Adding a head", walks through it.
 """
 
-
-from lighthead.heads.base import (BATCH_KEYS, HEADS, DataInfo, Head, HeadConfig, RetrievalConfig, RetrievalHead,
-                                  SentimentConfig, SentimentHead, feature_sources, source)
-
 # Retrieval heads.
-from lighthead.heads import scan  # noqa: F401,E402  (scan = CASC-base)
-from lighthead.heads import casc  # noqa: F401,E402
-from lighthead.heads import vsepp  # noqa: F401,E402
-from lighthead.heads import mmca  # noqa: F401,E402
-from lighthead.heads import mfsr  # noqa: F401,E402
-
 # Sentiment heads.
-from lighthead.heads import itin, itm, text_only  # noqa: F401,E402
+from lighthead.heads import (  # noqa: F401,E402
+    casc,  # noqa: F401,E402
+    itin,
+    itm,
+    mfsr,  # noqa: F401,E402
+    mmca,  # noqa: F401,E402
+    scan,  # noqa: F401,E402  (scan = CASC-base)
+    text_only,
+    vsepp,  # noqa: F401,E402
+)
+from lighthead.heads.base import (
+    BATCH_KEYS,
+    HEADS,
+    DataInfo,
+    Head,
+    HeadConfig,
+    RetrievalConfig,
+    RetrievalHead,
+    SentimentConfig,
+    SentimentHead,
+    feature_sources,
+    source,
+)
 
-__all__ = ["BATCH_KEYS", "HEADS", "DataInfo", "Head", "HeadConfig", "RetrievalConfig", "RetrievalHead",
-           "SentimentConfig", "SentimentHead", "feature_sources", "source"]
+__all__ = [
+    "BATCH_KEYS",
+    "HEADS",
+    "DataInfo",
+    "Head",
+    "HeadConfig",
+    "RetrievalConfig",
+    "RetrievalHead",
+    "SentimentConfig",
+    "SentimentHead",
+    "feature_sources",
+    "source",
+]

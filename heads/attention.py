@@ -79,8 +79,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int, full: bool | None
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def aggregate(r: torch.Tensor, mask: torch.Tensor, agg: str, lam: float, dim: int,
-              full: bool | None = None) -> torch.Tensor:
+def aggregate(
+    r: torch.Tensor, mask: torch.Tensor, agg: str, lam: float, dim: int, full: bool | None = None
+) -> torch.Tensor:
     """Per-item cosines `r` -> one score over `dim` (real items where `mask`, broadcastable):
     "mean", or "lse" = (1 / lam) log sum exp(lam r) (a sum, not a mean, as SCAN's code).
     full: whether mask is all True, when the caller knows (see `masked_mean`)."""
@@ -133,8 +134,16 @@ def _exp_weights(s: torch.Tensor, lam: float, mask: torch.Tensor, dim: int, full
     return e if full else e * mask
 
 
-def _attention_weights(s: torch.Tensor, lam: float, norm: str, norm_dim: int, norm_mask: torch.Tensor,
-                       soft_dim: int, soft_mask: torch.Tensor, soft_full: bool | None = None) -> torch.Tensor:
+def _attention_weights(
+    s: torch.Tensor,
+    lam: float,
+    norm: str,
+    norm_dim: int,
+    norm_mask: torch.Tensor,
+    soft_dim: int,
+    soft_mask: torch.Tensor,
+    soft_full: bool | None = None,
+) -> torch.Tensor:
     """exp(lam n) masked along the softmax axis `soft_dim`, n = raw_norm(s) along `norm_dim`.
 
     Padded regions and words are zero vectors (the heads zero them), so their cosines are 0
@@ -154,9 +163,16 @@ def _attention_weights(s: torch.Tensor, lam: float, norm: str, norm_dim: int, no
     return _exp_weights(raw_norm(s, norm_mask, norm, norm_dim), lam, soft_mask, soft_dim, soft_full)
 
 
-def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gram_v: torch.Tensor,
-                words_gram: Callable[[torch.Tensor], torch.Tensor], opts: XAttn,
-                weights: tuple[str, ...], full: tuple[bool, bool] | None = None) -> dict[str, torch.Tensor]:
+def _xattn_core(
+    s: torch.Tensor,
+    v_mask: torch.Tensor,
+    t_mask: torch.Tensor,
+    gram_v: torch.Tensor,
+    words_gram: Callable[[torch.Tensor], torch.Tensor],
+    opts: XAttn,
+    weights: tuple[str, ...],
+    full: tuple[bool, bool] | None = None,
+) -> dict[str, torch.Tensor]:
     """The attention directions from float32 region-word cosines in the layout (N, K, M, L).
 
     All pairs: N = I images, M = T captions; given pairs: N = B, M = 1. v_mask (N, K, 1, 1) and
@@ -198,10 +214,17 @@ def _xattn_core(s: torch.Tensor, v_mask: torch.Tensor, t_mask: torch.Tensor, gra
     return out
 
 
-def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
-                    opts: XAttn = XAttn(), weights: tuple[str, ...] = (), gram_v: torch.Tensor | None = None,
-                    gram_t: torch.Tensor | None = None, full: tuple[bool, bool] | None = None
-                    ) -> dict[str, torch.Tensor]:
+def xattn_all_pairs(
+    v: torch.Tensor,
+    v_mask: torch.Tensor,
+    t: torch.Tensor,
+    t_mask: torch.Tensor,
+    opts: XAttn = XAttn(),
+    weights: tuple[str, ...] = (),
+    gram_v: torch.Tensor | None = None,
+    gram_t: torch.Tensor | None = None,
+    full: tuple[bool, bool] | None = None,
+) -> dict[str, torch.Tensor]:
     """Cross attention for every pair of I images and T captions.
 
     v: (I, K, D) unit-norm regions, v_mask (I, K); t: (T, L, D) unit-norm words, t_mask (T, L);
@@ -227,8 +250,14 @@ def xattn_all_pairs(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_ma
     return _xattn_core(s, v_mask[:, :, None, None], t_mask[None, None], gram_v, words_gram, opts, weights, full)
 
 
-def xattn_paired(v: torch.Tensor, v_mask: torch.Tensor, t: torch.Tensor, t_mask: torch.Tensor,
-                 opts: XAttn = XAttn(), weights: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+def xattn_paired(
+    v: torch.Tensor,
+    v_mask: torch.Tensor,
+    t: torch.Tensor,
+    t_mask: torch.Tensor,
+    opts: XAttn = XAttn(),
+    weights: tuple[str, ...] = (),
+) -> dict[str, torch.Tensor]:
     """Cross attention of B given pairs (image b with caption b): outputs of shape (B,) / (B, K|L).
     Inputs as `xattn_all_pairs` (padded items zero vectors)."""
     b, k, _ = v.shape
@@ -253,12 +282,20 @@ class TransformerBlock(nn.Module):
     forward(x (B, N, D), mask (B, N) bool True on real items) -> (B, N, D).
     """
 
-    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1,
-                 norm_first: bool = False, activation: str = "relu"):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        ff_dim: int | None = None,
+        dropout: float = 0.1,
+        norm_first: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
         # activation: "relu" (the original Transformer) or "gelu" (BERT's exact, erf form)
-        self.layer = nn.TransformerEncoderLayer(dim, heads, ff_dim or 4 * dim, dropout, activation=activation,
-                                                batch_first=True, norm_first=norm_first)
+        self.layer = nn.TransformerEncoderLayer(
+            dim, heads, ff_dim or 4 * dim, dropout, activation=activation, batch_first=True, norm_first=norm_first
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         pad = None if mask is None else ~mask
@@ -272,23 +309,26 @@ class CrossAttentionBlock(nn.Module):
     (out (B, Nq, D), attention averaged over heads (B, Nq, Nk)).
     """
 
-    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1,
-                 activation: str = "relu"):
+    def __init__(self, dim: int, heads: int, ff_dim: int | None = None, dropout: float = 0.1, activation: str = "relu"):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, ff_dim or 4 * dim), ACTIVATIONS[activation](), nn.Dropout(dropout),
-                                nn.Linear(ff_dim or 4 * dim, dim))
+        self.ff = nn.Sequential(
+            nn.Linear(dim, ff_dim or 4 * dim),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+            nn.Linear(ff_dim or 4 * dim, dim),
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, q: torch.Tensor, kv: torch.Tensor,
-                kv_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pad = None if kv_mask is None else ~kv_mask
-        attended, weights = self.attn(q, kv, kv, key_padding_mask=pad, need_weights=True,
-                                      average_attn_weights=True)
+        attended, weights = self.attn(q, kv, kv, key_padding_mask=pad, need_weights=True, average_attn_weights=True)
         x = self.norm1(q + self.drop(attended))
         x = self.norm2(x + self.drop(self.ff(x)))
         return x, weights

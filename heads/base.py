@@ -61,7 +61,7 @@ BATCH_KEYS = {
     "target_mask": "(B, L) bool: True on real target tokens (ITM)",
 }
 
-HEADS: Registry[type["Head"]] = Registry("head")
+HEADS: Registry[type[Head]] = Registry("head")
 
 # ---- feature sources ------------------------------------------------------------------------
 
@@ -69,8 +69,13 @@ HEADS: Registry[type["Head"]] = Registry("head")
 # "regions" (keyed by image: features, boxes), "global" (by image: one vector), "thumbs" (by
 # image: uint8 thumbnails), "words" (by caption: word ids), "tokens" (by caption: cached token
 # features of a frozen text encoder, in the store's "text/..." sets).
-SOURCE_PREFIXES = {"regions": "regions/", "global": "global/", "thumbs": "thumbs/", "words": "words/",
-                   "tokens": "text/"}
+SOURCE_PREFIXES = {
+    "regions": "regions/",
+    "global": "global/",
+    "thumbs": "thumbs/",
+    "words": "words/",
+    "tokens": "text/",
+}
 _SOURCE = "lighthead.source"  # the dataclass field metadata key that marks a feature source
 
 

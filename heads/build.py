@@ -83,8 +83,13 @@ def parse_overrides(items: list[str] | Mapping[str, Any] | None) -> dict[str, An
     return out
 
 
-def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
-                dataset: str | None = None, what: str = "head", profiles: Sequence[str] = ()) -> Any:
+def make_config(
+    config_class: type,
+    overrides: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    what: str = "head",
+    profiles: Sequence[str] = (),
+) -> Any:
     """Instantiate `config_class` with dataset defaults and parsed overrides.
 
     `profiles` are extra DATASET_DEFAULTS keys applied before the dataset's own (e.g. "precomp"
@@ -105,8 +110,12 @@ def make_config(config_class: type, overrides: Mapping[str, Any] | None = None,
     return config_class(**values)
 
 
-def fill_recipe(cfg: Any, recipes: Mapping[str, Mapping[str, Any]], what: str = "",
-                choices: Mapping[str, Sequence[str]] | None = None) -> None:
+def fill_recipe(
+    cfg: Any,
+    recipes: Mapping[str, Mapping[str, Any]],
+    what: str = "",
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> None:
     """Resolve a config's `recipe`: each field still None takes `recipes[cfg.recipe]`'s value,
     then each field named in `choices` must be one of its allowed values.
 

@@ -70,10 +70,21 @@ class CASCConfig(SCANConfig):
     global_decay_gamma: float | None = None  # that factor; None: code 0.8, paper 0.1
 
     RECIPE_VALUES: ClassVar[dict[str, dict[str, Any]]] = {
-        "code": {**SCANConfig.RECIPE_VALUES["code"], "direction": "both", "agg_t2i": "mean",
-                 "test_score": "code", "global_decay_epochs": 3, "global_decay_gamma": 0.8},
-        "paper": {**SCANConfig.RECIPE_VALUES["paper"], "direction": "both",
-                  "test_score": "paper", "global_decay_epochs": 10, "global_decay_gamma": 0.1},
+        "code": {
+            **SCANConfig.RECIPE_VALUES["code"],
+            "direction": "both",
+            "agg_t2i": "mean",
+            "test_score": "code",
+            "global_decay_epochs": 3,
+            "global_decay_gamma": 0.8,
+        },
+        "paper": {
+            **SCANConfig.RECIPE_VALUES["paper"],
+            "direction": "both",
+            "test_score": "paper",
+            "global_decay_epochs": 10,
+            "global_decay_gamma": 0.1,
+        },
     }
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         **SCANConfig.DATASET_DEFAULTS,
@@ -85,7 +96,9 @@ class CASCConfig(SCANConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.direction != "both":
-            raise ValueError(f"casc needs direction=both (its labels use both attended vectors), got {self.direction!r}")
+            raise ValueError(
+                f"casc needs direction=both (its labels use both attended vectors), got {self.direction!r}"
+            )
         if self.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
         if self.num_labels < 1 or self.label_hidden < 1:
@@ -108,8 +121,15 @@ class CASC(SCAN):
 
     config_class = CASCConfig
 
-    def __init__(self, cfg: CASCConfig, region_dim: int = 2048, vocab_size: int = 0, token_dim: int = 0,
-                 num_labels: int = 0, label_pos_weight: Any = None):
+    def __init__(
+        self,
+        cfg: CASCConfig,
+        region_dim: int = 2048,
+        vocab_size: int = 0,
+        token_dim: int = 0,
+        num_labels: int = 0,
+        label_pos_weight: Any = None,
+    ):
         super().__init__(cfg, region_dim, vocab_size, token_dim)
         self.inputs = self.inputs + ("labels",)
         c = num_labels or cfg.num_labels  # the data may hold fewer label words than asked for
@@ -123,9 +143,14 @@ class CASC(SCAN):
     @classmethod
     def from_config(cls, cfg: CASCConfig, data: DataInfo) -> CASC:
         """SCAN's sizes, and the label vocabulary the task built with its positive weights."""
-        return cls(cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0,
-                   token_dim=data.token_dim or 0, num_labels=data.num_labels or 0,
-                   label_pos_weight=data.label_pos_weight)
+        return cls(
+            cfg,
+            region_dim=data.region_dim or 2048,
+            vocab_size=data.vocab_size or 0,
+            token_dim=data.token_dim or 0,
+            num_labels=data.num_labels or 0,
+            label_pos_weight=data.label_pos_weight,
+        )
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Global vectors (..., h) -> label logits (..., C)."""
@@ -170,7 +195,7 @@ class CASC(SCAN):
         # Labels predicted from A^I of every pair: (I, T, K) weights x (I, K, H) projections.
         pre_img = torch.einsum("itk,ikh->ith", out["region_weights"], img["label_proj"])  # (I, T, H)
         if code:  # ... against the labels predicted from A^T of the same pair
-            proj_t = txt["label_proj"][:, :self.words_used(txt)]  # (T, L, H)
+            proj_t = txt["label_proj"][:, : self.words_used(txt)]  # (T, L, H)
             pre_txt = torch.einsum("itl,tlh->ith", out["word_weights"], proj_t)  # (I, T, H)
             # Both sides through the classifier at once: one GEMM of twice the rows, half the calls.
             probs, other = self._label_probs(torch.stack((pre_img, pre_txt)))  # (2, I, T, C)
@@ -192,13 +217,15 @@ class CASC(SCAN):
         img, txt = self.encode_image(batch), self.encode_text(batch)
         local = self.ranking_loss(self.local_score(self.local_scores(img, txt)), batch)
         # Global vectors of the positive pairs only (image b with caption b).
-        pair = xattn_paired(img["regions"], img["mask"], txt["words"], txt["mask"], self.cfg.xattn(()),
-                            weights=("region", "word"))
+        pair = xattn_paired(
+            img["regions"], img["mask"], txt["words"], txt["mask"], self.cfg.xattn(()), weights=("region", "word")
+        )
         a_img = torch.einsum("bk,bkd->bd", pair["region_weights"], img["regions"])  # (B, h): A^I
         a_txt = torch.einsum("bl,bld->bd", pair["word_weights"], txt["words"])  # (B, h): A^T
         labels = batch["labels"].float()
-        bce = weighted_bce(self.classify(a_img), labels, self.pos_weight) + \
-            weighted_bce(self.classify(a_txt), labels, self.pos_weight)
+        bce = weighted_bce(self.classify(a_img), labels, self.pos_weight) + weighted_bce(
+            self.classify(a_txt), labels, self.pos_weight
+        )
         total = local + self.cfg.alpha * bce
         return {"loss": total, "triplet": local.detach(), "bce": bce.detach()}
 
@@ -208,5 +235,7 @@ class CASC(SCAN):
         local = [p for p in self.parameters() if id(p) not in ids]
         opt_local = torch.optim.Adam(local, lr=self.cfg.lr)
         opt_global = torch.optim.Adam(classifier, lr=self.cfg.lr_global)
-        return [(opt_local, step_lr(opt_local, self.cfg.lr_decay_epochs)),
-                (opt_global, step_lr(opt_global, self.cfg.global_decay_epochs, self.cfg.global_decay_gamma))]
+        return [
+            (opt_local, step_lr(opt_local, self.cfg.lr_decay_epochs)),
+            (opt_global, step_lr(opt_global, self.cfg.global_decay_epochs, self.cfg.global_decay_gamma)),
+        ]

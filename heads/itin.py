@@ -74,18 +74,42 @@ from lighthead.heads.rnn import FP32GRU
 
 # The two readings; a key left unset (None) takes its recipe's value.
 RECIPES: dict[str, dict[str, Any]] = {
-    "code": {"region_norm": True, "init": "xavier", "gru_layers": 2, "gru_dropout": 0.25,
-             "text_positions": "padded", "sentence_encoder": "separate", "second_attention": True,
-             "attended_norm": True, "fuse_bias": False, "pooling": "summary", "pooled_norm": True,
-             "mlp": "single"},
-    "paper": {"region_norm": False, "init": "torch", "gru_layers": 1, "gru_dropout": 0.0,
-              "text_positions": "real", "sentence_encoder": "shared", "second_attention": False,
-              "attended_norm": False, "fuse_bias": True, "pooling": "tanh", "pooled_norm": False,
-              "mlp": "double"},
+    "code": {
+        "region_norm": True,
+        "init": "xavier",
+        "gru_layers": 2,
+        "gru_dropout": 0.25,
+        "text_positions": "padded",
+        "sentence_encoder": "separate",
+        "second_attention": True,
+        "attended_norm": True,
+        "fuse_bias": False,
+        "pooling": "summary",
+        "pooled_norm": True,
+        "mlp": "single",
+    },
+    "paper": {
+        "region_norm": False,
+        "init": "torch",
+        "gru_layers": 1,
+        "gru_dropout": 0.0,
+        "text_positions": "real",
+        "sentence_encoder": "shared",
+        "second_attention": False,
+        "attended_norm": False,
+        "fuse_bias": True,
+        "pooling": "tanh",
+        "pooled_norm": False,
+        "mlp": "double",
+    },
 }
-CHOICES = {"init": ("xavier", "torch"), "text_positions": ("padded", "real"),
-           "sentence_encoder": ("separate", "shared"), "pooling": ("summary", "tanh"),
-           "mlp": ("single", "double")}
+CHOICES = {
+    "init": ("xavier", "torch"),
+    "text_positions": ("padded", "real"),
+    "sentence_encoder": ("separate", "shared"),
+    "pooling": ("summary", "tanh"),
+    "mlp": ("single", "double"),
+}
 
 
 @dataclass
@@ -134,14 +158,23 @@ class ItinConfig(SentimentConfig):
         "mvsa-multiple": {"batch_size": 128},
         # the bundled small encoder; CPU-sized; demo texts have at most 20 tokens, so 32 positions
         # keep the released zero padding at a third of the GRU steps
-        "demo": {"text": "text/all-minilm-l6-v2", "d": 128, "k": 128, "epochs": 10, "batch_size": 32,
-                 "max_len": 32},
+        "demo": {"text": "text/all-minilm-l6-v2", "d": 128, "k": 128, "epochs": 10, "batch_size": 32, "max_len": 32},
     }
 
     def __post_init__(self) -> None:
         fill_recipe(self, RECIPES, "itin", CHOICES)
-        for name in ("d", "k", "m", "lr_step", "batch_size", "epochs", "gru_layers", "max_len", "pool_maps",
-                     "mlp_hidden"):
+        for name in (
+            "d",
+            "k",
+            "m",
+            "lr_step",
+            "batch_size",
+            "epochs",
+            "gru_layers",
+            "max_len",
+            "pool_maps",
+            "mlp_hidden",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"itin: {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.lam <= 1.0:
@@ -196,15 +229,22 @@ class Itin(SentimentHead):
     inputs: ClassVar[tuple[str, ...]] = ("regions", "tokens", "text_mask", "global", "label")  # narrowed per config
     config_class: ClassVar[type] = ItinConfig
 
-    def __init__(self, cfg: ItinConfig | None = None, region_dim: int = 2048, token_dim: int = 768,
-                 global_dim: int = 512):
+    def __init__(
+        self, cfg: ItinConfig | None = None, region_dim: int = 2048, token_dim: int = 768, global_dim: int = 512
+    ):
         super().__init__()
         self.cfg = cfg = cfg or ItinConfig()
         d, k = cfg.d, cfg.k
 
         def gru() -> nn.GRU:  # Eq. 2-3; float32 under autocast (heads/rnn.py)
-            return FP32GRU(token_dim, d, num_layers=cfg.gru_layers, batch_first=True, bidirectional=True,
-                          dropout=cfg.gru_dropout if cfg.gru_layers > 1 else 0.0)
+            return FP32GRU(
+                token_dim,
+                d,
+                num_layers=cfg.gru_layers,
+                batch_first=True,
+                bidirectional=True,
+                dropout=cfg.gru_dropout if cfg.gru_layers > 1 else 0.0,
+            )
 
         self.gru = gru()
         if not cfg.context_only:
@@ -244,8 +284,9 @@ class Itin(SentimentHead):
     @classmethod
     def from_config(cls, cfg: ItinConfig, data: DataInfo) -> Itin:
         """The region, token and global (visual context) widths."""
-        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
-                   global_dim=data.global_dim or 512)
+        return cls(
+            cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768, global_dim=data.global_dim or 512
+        )
 
     # -- pieces (each one equation group, so tests can check them separately) --
 
@@ -271,8 +312,9 @@ class Itin(SentimentHead):
         out = out.view(out.shape[0], out.shape[1], 2, -1)  # (B, L, 2, D)
         return out.mean(2)  # (B, L, D)
 
-    def interact(self, r: torch.Tensor, w: torch.Tensor, mask: torch.Tensor,
-                 region_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def interact(
+        self, r: torch.Tensor, w: torch.Tensor, mask: torch.Tensor, region_mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Eq. 5-13: regions r (B, M, D), words w (B, L, D) -> C (B, D) and what explains it.
 
         Returns "C", "attn" (B, M, L) word weights per region, "gate" (B, M), "alpha" (B, M)

@@ -62,21 +62,47 @@ from lighthead.heads.optim import BertAdam, attach_schedule, schedule_factor, sc
 
 # The two readings; a key left unset (None) takes its recipe's value.
 RECIPES: dict[str, dict[str, Any]] = {
-    "code": {"layer_type": "bert", "relevance_head": "per_region", "alignment": "mean_scores",
-             "fine_query": "pooler", "classifier": "pooler", "att_loss": "batch", "optimizer": "bertadam",
-             "schedule": "warmup_linear_twice", "init": "bert", "epochs": 9, "region_scale": "matrix_norm",
-             "iou_inclusive": True},
-    "paper": {"layer_type": "transformer", "relevance_head": "max_pool", "alignment": "mean_probs",
-              "fine_query": "first", "classifier": "linear", "att_loss": "related", "optimizer": "adamw",
-              "schedule": "constant", "init": "torch", "epochs": 10, "region_scale": "stored",
-              "iou_inclusive": False},
+    "code": {
+        "layer_type": "bert",
+        "relevance_head": "per_region",
+        "alignment": "mean_scores",
+        "fine_query": "pooler",
+        "classifier": "pooler",
+        "att_loss": "batch",
+        "optimizer": "bertadam",
+        "schedule": "warmup_linear_twice",
+        "init": "bert",
+        "epochs": 9,
+        "region_scale": "matrix_norm",
+        "iou_inclusive": True,
+    },
+    "paper": {
+        "layer_type": "transformer",
+        "relevance_head": "max_pool",
+        "alignment": "mean_probs",
+        "fine_query": "first",
+        "classifier": "linear",
+        "att_loss": "related",
+        "optimizer": "adamw",
+        "schedule": "constant",
+        "init": "torch",
+        "epochs": 10,
+        "region_scale": "stored",
+        "iou_inclusive": False,
+    },
 }
 CHOICES = {
-    "layer_type": ("bert", "transformer"), "relevance_head": ("per_region", "max_pool"),
-    "alignment": ("mean_scores", "mean_probs"), "fine_query": ("pooler", "first"),
-    "classifier": ("pooler", "linear"), "att_loss": ("batch", "related"), "optimizer": ("bertadam", "adamw"),
-    "schedule": ("warmup_linear_twice", "warmup_linear", "constant"), "init": ("bert", "torch"),
-    "region_scale": ("matrix_norm", "stored"), "iou_inclusive": (True, False),
+    "layer_type": ("bert", "transformer"),
+    "relevance_head": ("per_region", "max_pool"),
+    "alignment": ("mean_scores", "mean_probs"),
+    "fine_query": ("pooler", "first"),
+    "classifier": ("pooler", "linear"),
+    "att_loss": ("batch", "related"),
+    "optimizer": ("bertadam", "adamw"),
+    "schedule": ("warmup_linear_twice", "warmup_linear", "constant"),
+    "init": ("bert", "torch"),
+    "region_scale": ("matrix_norm", "stored"),
+    "iou_inclusive": (True, False),
 }
 
 
@@ -132,9 +158,20 @@ class ItmConfig(SentimentConfig):
         # A 64-wide model on a few hundred steps: BERT's N(0, 0.02) init and the dropout on a handful of
         # region scores keep it at the majority class; BertAdam's missing bias correction makes its early
         # steps 2-6x AdamW's, hence the lower rates
-        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "d": 64, "heads": 4,
-                 "ff": 128, "epochs": 25, "batch_size": 32, "lr": 3e-4, "aux_lr": 3e-4, "input_norm": True,
-                 "init": "torch", "relevance_dropout": 0.0},
+        "demo": {
+            "text": "text/all-minilm-l6-v2",
+            "regions": "regions/butd-r101-vg-given",
+            "d": 64,
+            "heads": 4,
+            "ff": 128,
+            "epochs": 25,
+            "batch_size": 32,
+            "lr": 3e-4,
+            "aux_lr": 3e-4,
+            "input_norm": True,
+            "init": "torch",
+            "relevance_dropout": 0.0,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -152,8 +189,9 @@ class ItmConfig(SentimentConfig):
         if self.aux_every < 0 or self.grad_clip < 0:
             raise ValueError("itm: aux_every and grad_clip must be >= 0")
         if not self.regions.startswith("regions/") or not self.text.startswith("text/"):
-            raise ValueError(f"itm: needs a regions/... and a text/... feature set, "
-                             f"got {self.regions!r}, {self.text!r}")
+            raise ValueError(
+                f"itm: needs a regions/... and a text/... feature set, got {self.regions!r}, {self.text!r}"
+            )
 
     @property
     def num_regions(self) -> int:
@@ -174,8 +212,10 @@ class ItmConfig(SentimentConfig):
 # ---- building blocks: the IoU alignment target of the paper's Fig. 3b, the released code's
 # head-averaged attention scores, and BERT's initialisation.
 
-def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor, threshold: float = 0.5,
-                     inclusive: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+
+def alignment_target(
+    boxes: torch.Tensor, target_box: torch.Tensor, threshold: float = 0.5, inclusive: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's Fig. 3b: IoU of every region with the annotated box, zero below `threshold`
     (and at it unless `inclusive`: the release's boxes_utils keeps IoU >= 0.5, the paper's text
     "larger than 0.5"), renormalised to sum to 1.
@@ -193,8 +233,9 @@ def alignment_target(boxes: torch.Tensor, target_box: torch.Tensor, threshold: f
     return kept / total.clamp_min(1e-12), nonzero
 
 
-def head_mean_scores(mha: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor,
-                     kv_mask: torch.Tensor) -> torch.Tensor:
+def head_mean_scores(
+    mha: nn.MultiheadAttention, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor
+) -> torch.Tensor:
     """Scaled dot-product scores q_h . k_h / sqrt(d_h) averaged over the heads, -inf on padded
     keys: q (B, Nq, D), kv (B, Nk, D), kv_mask (B, Nk) -> (B, Nq, Nk). The released code's
     `attn_map`, whose softmax is its alignment distribution."""
@@ -232,12 +273,26 @@ class Itm(SentimentHead):
     `train_samples` / `aux_train_samples` (from the task's data_info) size the schedule.
     """
 
-    inputs: ClassVar[tuple[str, ...]] = ("regions", "boxes", "tokens", "text_mask", "label", "relevance",
-                                          "target_box", "has_box")
+    inputs: ClassVar[tuple[str, ...]] = (
+        "regions",
+        "boxes",
+        "tokens",
+        "text_mask",
+        "label",
+        "relevance",
+        "target_box",
+        "has_box",
+    )
     config_class: ClassVar[type] = ItmConfig
 
-    def __init__(self, cfg: ItmConfig | None = None, region_dim: int = 2048, token_dim: int = 768,
-                 train_samples: int = 0, aux_train_samples: int = 0):
+    def __init__(
+        self,
+        cfg: ItmConfig | None = None,
+        region_dim: int = 2048,
+        token_dim: int = 768,
+        train_samples: int = 0,
+        aux_train_samples: int = 0,
+    ):
         super().__init__()
         self.cfg = cfg = cfg or ItmConfig()
         self.train_samples, self.aux_train_samples = int(train_samples), int(aux_train_samples)
@@ -287,8 +342,13 @@ class Itm(SentimentHead):
     @classmethod
     def from_config(cls, cfg: ItmConfig, data: DataInfo) -> Itm:
         """The region and token widths, and the training-set sizes the schedule spans."""
-        return cls(cfg, region_dim=data.region_dim or 2048, token_dim=data.token_dim or 768,
-                   train_samples=data.train_samples or 0, aux_train_samples=data.aux_train_samples or 0)
+        return cls(
+            cfg,
+            region_dim=data.region_dim or 2048,
+            token_dim=data.token_dim or 768,
+            train_samples=data.train_samples or 0,
+            aux_train_samples=data.aux_train_samples or 0,
+        )
 
     def explain(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Everything the head computes: "logits" (B, 3), "relevance" P(r) (B,) and its logit
@@ -355,8 +415,9 @@ class Itm(SentimentHead):
         """Ground-truth alignment A (B, K) from the IoU with the annotated box, and which rows
         are usable (B,): related samples with a box and at least one region above the threshold."""
         boxes = batch["boxes"][:, : self.cfg.k].float()  # (B, K, 4)
-        a, nonzero = alignment_target(boxes, batch["target_box"].float(), self.cfg.iou_threshold,
-                                      self.cfg.iou_inclusive)
+        a, nonzero = alignment_target(
+            boxes, batch["target_box"].float(), self.cfg.iou_threshold, self.cfg.iou_inclusive
+        )
         return a, nonzero & batch["has_box"].bool()
 
     def aux_losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -396,8 +457,10 @@ class Itm(SentimentHead):
         the main optimiser; the auxiliary one steps once every `aux_every` main steps."""
         cfg = self.cfg
         if self.train_samples < 1:
-            raise ValueError(f"itm: schedule={cfg.schedule} needs the training-set size: build the head with "
-                             f"train_samples (the task's data_info has it) or --set schedule=constant")
+            raise ValueError(
+                f"itm: schedule={cfg.schedule} needs the training-set size: build the head with "
+                f"train_samples (the task's data_info has it) or --set schedule=constant"
+            )
         main = schedule_total(self.train_samples, self.aux_train_samples, cfg.batch_size, cfg.epochs)
         return main, max(1, math.ceil(main / max(1, cfg.aux_every)))
 
@@ -422,10 +485,11 @@ class Itm(SentimentHead):
         exempt = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
         exempt |= {id(p) for n, p in self.named_parameters() if n.endswith("bias")}
         params = list(self.parameters())
-        return [{"params": [p for p in params if id(p) not in exempt], "weight_decay": self.cfg.weight_decay},
-                {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0}]
+        return [
+            {"params": [p for p in params if id(p) not in exempt], "weight_decay": self.cfg.weight_decay},
+            {"params": [p for p in params if id(p) in exempt], "weight_decay": 0.0},
+        ]
 
     def optimizer_for(self, batch: dict[str, Any]) -> int:
         """Index into `optimizers()` of the one that steps on this batch (0 main, 1 aux)."""
         return 1 if batch.get("phase", "main") == "aux" else 0
-

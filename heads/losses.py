@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 
-def triplet_loss(scores: torch.Tensor, positives: torch.Tensor | None = None,
-                 margin: float = 0.2, hardest: bool = True) -> torch.Tensor:
+def triplet_loss(
+    scores: torch.Tensor, positives: torch.Tensor | None = None, margin: float = 0.2, hardest: bool = True
+) -> torch.Tensor:
     """Hinge triplet loss over a batch score matrix, summed over the batch (Eq. 8-9 of CASC).
 
     scores: (B, B), `scores[i, j]` = S(image of pair i, caption of pair j); the diagonal holds
@@ -57,8 +58,7 @@ def in_batch_positives(batch: dict[str, torch.Tensor], same_image: bool) -> torc
     return None
 
 
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor,
-                 pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-label BCE with a positive weight per label, averaged over samples and labels.
 
     logits, targets: (B, C); pos_weight: (C,) = #neg / #pos per label over the training set.

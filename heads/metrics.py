@@ -97,8 +97,7 @@ def mean_metrics(folds: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([f[k] for f in folds])) for k in folds[0]}
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
-                           num_classes: int | None = None) -> dict[str, float]:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int | None = None) -> dict[str, float]:
     """Accuracy, macro-F1 and weighted F1 (percent).
 
     Macro-F1 averages the per-class F1 over the classes present in `y_true` or `y_pred`

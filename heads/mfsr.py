@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +96,7 @@ class MFSRConfig(RetrievalConfig):
     word_dim: int = 300  # word embedding width (Sec. 3.5)
     embed_dim: int = 3072  # d: width of v, l and of the GRU hidden states (Sec. 3.5)
     gru_layers: int = 4  # stacked GRU layers of the encoder and of the decoder (Sec. 3.5)
-    part_dim: Optional[int] = None  # P: width of each separated part; None = d // 3
+    part_dim: int | None = None  # P: width of each separated part; None = d // 3
     mlp_layers: int = 1  # layers of MLP_v / MLP_l (the paper's is one fully connected layer)
     separation: bool = True  # the feature separation module; False = VSE++ (semantic = whole vector)
     modal: bool = True  # modal loss, Eq. 7
@@ -129,16 +129,34 @@ class MFSRConfig(RetrievalConfig):
         # dominates a step (a generator and seven discriminator passes per batch), so the demo
         # reconstructs 32x32 images (a quarter of the 64x64 pixels) with a narrower GRU: a step
         # takes a third of the CPU time of 64x64 and d=384, and 6 epochs reach a higher rsum.
-        "demo": {"image": "global/resnet18", "embed_dim": 192, "gru_layers": 1, "recon_size": 32, "gen_width": 16,
-                 "disc_width": 16, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
-                 "same_image_positive": True},
+        "demo": {
+            "image": "global/resnet18",
+            "embed_dim": 192,
+            "gru_layers": 1,
+            "recon_size": 32,
+            "gen_width": 16,
+            "disc_width": 16,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "max_violation": False,
+            "epochs": 6,
+            "same_image_positive": True,
+        },
     }
 
     def __post_init__(self) -> None:
         if self.part_dim is None:
             self.part_dim = self.embed_dim // 3
-        for name in ("word_dim", "embed_dim", "gru_layers", "part_dim", "mlp_layers", "gen_width",
-                     "disc_width", "epochs"):
+        for name in (
+            "word_dim",
+            "embed_dim",
+            "gru_layers",
+            "part_dim",
+            "mlp_layers",
+            "gen_width",
+            "disc_width",
+            "epochs",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"mfsr: {name} must be >= 1, got {getattr(self, name)}")
         if self.recon_size < 0:
@@ -166,7 +184,7 @@ class MFSRConfig(RetrievalConfig):
         return ("global", "word_ids", "text_len", "image_index") + (("thumb",) if self.img_re else ())
 
     @classmethod
-    def from_name(cls, name: str = "mfsr", **overrides: Any) -> "MFSRConfig":
+    def from_name(cls, name: str = "mfsr", **overrides: Any) -> MFSRConfig:
         """Variants: "mfsr" (all terms), "mfsr-base" (no separation, semantic loss only: VSE++
         on mFSR's encoders) and the rows of Table 3: "mfsr-mo", "mfsr-sp", "mfsr-mo-sp",
         "mfsr-mo-sp-img", "mfsr-mo-sp-cap"."""
@@ -198,6 +216,7 @@ def mlp(n_in: int, n_out: int, layers: int) -> nn.Sequential:
 # caption decoder, and the loss terms (Eqs. 7, 10, 14, and the BCE form of Eqs. 11-13). Letters: B
 # batch, P width of one separated part, S thumbnail side, L caption length, V vocabulary.
 
+
 def _stages(size: int) -> int:
     """Stride-2 stages between a 4x4 map and a size x size image (DCGAN layout)."""
     n = int(round(math.log2(size))) - 2
@@ -218,7 +237,9 @@ class Generator(nn.Module):
         n = _stages(size)
         ch = width * 2 ** (n - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(code_dim, ch, 4, 1, 0, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)  # (B, ch, 4, 4)
+            nn.ConvTranspose2d(code_dim, ch, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ch),
+            nn.ReLU(True),  # (B, ch, 4, 4)
         ]
         for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
@@ -278,8 +299,9 @@ class CaptionDecoder(nn.Module):
         return self.out(out)  # (B, L, V)
 
 
-def caption_loss(logits: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor,
-                 per_token: bool = False) -> torch.Tensor:
+def caption_loss(
+    logits: torch.Tensor, word_ids: torch.Tensor, lengths: torch.Tensor, per_token: bool = False
+) -> torch.Tensor:
     """Eq. 14: -sum_t log p(w_t | w_<t) over each caption's real words, averaged over captions.
 
     logits (B, L, V), word_ids (B, L), lengths (B,). `per_token` averages over words instead.
@@ -331,8 +353,9 @@ class MFSR(RetrievalHead):
     inputs = ("global", "thumb", "word_ids", "text_len", "image_index")
     config_class = MFSRConfig
 
-    def __init__(self, cfg: MFSRConfig | None = None, vocab_size: int = 0, global_dim: int = 2048,
-                 thumb_size: int = 64):
+    def __init__(
+        self, cfg: MFSRConfig | None = None, vocab_size: int = 0, global_dim: int = 2048, thumb_size: int = 64
+    ):
         super().__init__()
         self.cfg = cfg = cfg or MFSRConfig()
         self.thumb_size = thumb_size
@@ -360,8 +383,9 @@ class MFSR(RetrievalHead):
     @classmethod
     def from_config(cls, cfg: MFSRConfig, data: DataInfo) -> MFSR:
         """The vocabulary, the global vectors' width and the thumbnails' side."""
-        return cls(cfg, vocab_size=data.vocab_size or 0, global_dim=data.global_dim or 2048,
-                   thumb_size=data.thumb_size or 64)
+        return cls(
+            cfg, vocab_size=data.vocab_size or 0, global_dim=data.global_dim or 2048, thumb_size=data.thumb_size or 64
+        )
 
     # ---- encoders -------------------------------------------------------------------------
     def split(self, x: torch.Tensor, sep: str) -> dict[str, torch.Tensor]:
@@ -432,8 +456,10 @@ class MFSR(RetrievalHead):
         size = self.thumb_size
         real = to_image(batch["thumb"].to(code.device))  # (B, 3, S, S)
         if tuple(real.shape[-2:]) != (size, size):
-            raise ValueError(f"mfsr: thumbnails are {tuple(real.shape[-2:])}, the head was built for "
-                             f"{size}x{size} (thumb_size from the data)")
+            raise ValueError(
+                f"mfsr: thumbnails are {tuple(real.shape[-2:])}, the head was built for "
+                f"{size}x{size} (thumb_size from the data)"
+            )
         if self.recon_size != size:
             real = F.avg_pool2d(real, size // self.recon_size)  # (B, 3, s, s), s = recon_size
         fake = self.generator(code)  # (B, 3, S, S)
@@ -443,15 +469,20 @@ class MFSR(RetrievalHead):
             idx = batch["image_index"].to(fake.device)
             keep = idx != idx.roll(1, dims=0)
         # discriminators read the generated images detached: these terms reach D1/D2 only
-        d_loss = (bce(self.d1(real), 1.0) + bce(self.d1(fake.detach()), 0.0)
-                  + bce(self.d2(torch.cat([fake.detach(), real], 1)), 1.0)
-                  + bce(self.d2(torch.cat([other.detach(), real], 1)), 0.0, keep))
+        d_loss = (
+            bce(self.d1(real), 1.0)
+            + bce(self.d1(fake.detach()), 0.0)
+            + bce(self.d2(torch.cat([fake.detach(), real], 1)), 1.0)
+            + bce(self.d2(torch.cat([other.detach(), real], 1)), 0.0, keep)
+        )
         # the generator's terms run D1/D2 on detached parameters: they reach G's side only
         d1 = {k: t.detach() for k, t in self.d1.named_parameters()}
         d2 = {k: t.detach() for k, t in self.d2.named_parameters()}
-        g_loss = 0.5 * (bce(functional_call(self.d1, d1, (fake,)), 1.0)
-                        + bce(functional_call(self.d2, d2, (torch.cat([fake, real], 1),)), 1.0)
-                        + bce(functional_call(self.d2, d2, (torch.cat([other, real], 1),)), 0.0, keep))
+        g_loss = 0.5 * (
+            bce(functional_call(self.d1, d1, (fake,)), 1.0)
+            + bce(functional_call(self.d2, d2, (torch.cat([fake, real], 1),)), 1.0)
+            + bce(functional_call(self.d2, d2, (torch.cat([other, real], 1),)), 0.0, keep)
+        )
         return g_loss, d_loss
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
@@ -471,4 +502,3 @@ class MFSR(RetrievalHead):
             d_opt = torch.optim.Adam(self.discriminator_parameters(), lr=cfg.disc_lr, betas=(cfg.disc_beta1, 0.999))
             pairs.append((d_opt, step_lr(d_opt, cfg.lr_decay_epochs)))
         return pairs
-

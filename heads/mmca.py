@@ -58,7 +58,7 @@ leaves open is listed:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,7 @@ class MMCAConfig(RetrievalConfig):
     text: str = source("tokens", default="text/bert-base-uncased")  # feature set of the frozen token features
     embed_dim: int = 256  # d: width of both branches; 256 is the paper's best (Tables 4-5)
     heads: int = 16  # attention heads of every Transformer unit
-    ffn_dim: Optional[int] = None  # feed-forward width; None = d (Eq. 4: W1 is d x d)
+    ffn_dim: int | None = None  # feed-forward width; None = d (Eq. 4: W1 is d x d)
     layers: int = 1  # Transformer units per branch (the paper uses one)
     filters: int = 256  # 1-d conv filters per window size
     windows: tuple[int, ...] = (1, 2, 3)  # 1-d conv window sizes (uni-, bi-, tri-gram)
@@ -97,9 +97,18 @@ class MMCAConfig(RetrievalConfig):
 
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU-sized for the demo store and its bundled MiniLM token features
-        "demo": {"text": "text/all-minilm-l6-v2", "regions": "regions/butd-r101-vg-given", "embed_dim": 64,
-                 "heads": 4, "filters": 64, "batch_size": 32, "lr": 1e-3, "max_violation": False, "epochs": 6,
-                 "same_image_positive": True},
+        "demo": {
+            "text": "text/all-minilm-l6-v2",
+            "regions": "regions/butd-r101-vg-given",
+            "embed_dim": 64,
+            "heads": 4,
+            "filters": 64,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "max_violation": False,
+            "epochs": 6,
+            "same_image_positive": True,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -120,15 +129,16 @@ class MMCAConfig(RetrievalConfig):
         if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 1 or self.lr_decay_epochs < 0:
             raise ValueError("mmca: need lr > 0, epochs > 0, lr_decay_epochs >= 0 and batch_size > 1")
         if not self.regions.startswith("regions/") or not self.text.startswith("text/"):
-            raise ValueError(f"mmca: needs a regions/... and a text/... feature set, "
-                             f"got {self.regions!r}, {self.text!r}")
+            raise ValueError(
+                f"mmca: needs a regions/... and a text/... feature set, got {self.regions!r}, {self.text!r}"
+            )
         if self.grad_clip < 0:
             raise ValueError(f"mmca: grad_clip must be >= 0, got {self.grad_clip}")
         if self.score_budget_mb <= 0:
             raise ValueError(f"mmca: score_budget_mb must be positive, got {self.score_budget_mb}")
 
     @classmethod
-    def from_name(cls, name: str = "mmca", **overrides: Any) -> "MMCAConfig":
+    def from_name(cls, name: str = "mmca", **overrides: Any) -> MMCAConfig:
         """Named variants: "mmca" (the paper), "mmca-self" (self-attention branch only, alpha 0)."""
         variants = {"mmca": {}, "mmca-self": {"alpha": 0.0}}
         if name not in variants:
@@ -139,6 +149,7 @@ class MMCAConfig(RetrievalConfig):
 # ---- building blocks: the paper's Transformer unit, the masked region mean (Eq. 5), the all-pairs
 # concatenation of the cross-modal pass, and the text CNN (Eqs. 6-7). Letters: B batch, K regions,
 # L positions, d width.
+
 
 def transformer_unit(d: int, heads: int, ffn: int, dropout: float) -> nn.TransformerEncoderLayer:
     """The paper's Transformer unit (Fig. 3): multi-head attention and a ReLU FFN, each
@@ -243,8 +254,9 @@ class MMCA(RetrievalHead):
         return {"c0": self.text_self(e, mask), "tokens": self.token_proj(e), "mask": mask}
 
     # ---- pair-dependent part ------------------------------------------------------------
-    def cross_embed(self, regions: torch.Tensor, region_mask: torch.Tensor, tokens: torch.Tensor,
-                    mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def cross_embed(
+        self, regions: torch.Tensor, region_mask: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint Transformer over paired sequences (Eqs. 8-14), then the two poolings.
 
         regions (P, K, d), region_mask (P, K), tokens (P, L, d), mask (P, L) -> i1, c1 (P, d),
@@ -291,8 +303,9 @@ class MMCA(RetrievalHead):
         attn = self.cross[0].self_attn
         return F.linear(x, attn.in_proj_weight, attn.in_proj_bias)  # (B, R, 3d), as nn.MultiheadAttention
 
-    def first_unit_from_qkv(self, r: torch.Tensor, t: torch.Tensor, qkv_r: torch.Tensor, qkv_t: torch.Tensor,
-                            keep: torch.Tensor) -> torch.Tensor:
+    def first_unit_from_qkv(
+        self, r: torch.Tensor, t: torch.Tensor, qkv_r: torch.Tensor, qkv_t: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
         """The first joint unit (post-norm, eval mode: no dropout) on every pair, from per-image
         and per-caption projections.
 
@@ -370,7 +383,7 @@ class MMCA(RetrievalHead):
         self,
         image_enc: dict[str, torch.Tensor],
         text_enc: dict[str, torch.Tensor],
-        budget_mb: Optional[float] = None,
+        budget_mb: float | None = None,
     ) -> torch.Tensor:
         """S = i0.c0 + alpha * i1.c1 for every image x caption -> (n_images, n_texts).
 

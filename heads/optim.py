@@ -88,12 +88,20 @@ class BertAdam(torch.optim.Optimizer):
         p = p - lr (m / (sqrt(v) + eps) + weight_decay p)
     """
 
-    def __init__(self, params: Iterable, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.01, max_grad_norm: float = 1.0):
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        max_grad_norm: float = 1.0,
+    ):
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"BertAdam: invalid lr={lr}, betas={betas}, eps={eps} or weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      max_grad_norm=max_grad_norm))
+        super().__init__(
+            params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
+        )
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 (torch's signature)
@@ -128,4 +136,3 @@ def schedule_total(samples: int, aux_samples: int, batch_size: int, epochs: int)
     / batch size * epochs), at least 1 (their log: 3,179 Twitter-15 targets, batch 32,
     9 epochs -> 894)."""
     return max(1, int(max(samples, aux_samples) / batch_size * epochs))
-

@@ -85,18 +85,37 @@ class SCANConfig(RetrievalConfig):
 
     # Values of the fields left at None, per recipe.
     RECIPE_VALUES: ClassVar[dict[str, dict[str, Any]]] = {
-        "code": {"direction": "t2i", "lambda_t2i": 9.0, "lambda_i2t": 4.0, "attn_norm": "clipped_l2norm",
-                 "agg_t2i": "lse", "agg_i2t": "lse"},
-        "paper": {"direction": "both", "lambda_t2i": 4.0, "lambda_i2t": 9.0, "attn_norm": "no_norm",
-                  "agg_t2i": "mean", "agg_i2t": "mean"},
+        "code": {
+            "direction": "t2i",
+            "lambda_t2i": 9.0,
+            "lambda_i2t": 4.0,
+            "attn_norm": "clipped_l2norm",
+            "agg_t2i": "lse",
+            "agg_i2t": "lse",
+        },
+        "paper": {
+            "direction": "both",
+            "lambda_t2i": 4.0,
+            "lambda_i2t": 9.0,
+            "attn_norm": "no_norm",
+            "agg_t2i": "mean",
+            "agg_i2t": "mean",
+        },
     }
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # SCAN's README, MS-COCO rows (i-t LSE: temperature 20).
         "coco": {"lr": 5e-4, "epochs": 20, "lr_decay_epochs": 10, "lambda_lse_i2t": 20.0},
         # CPU-sized for the ~240 training images of the demo; summing over negatives learns
         # faster from scratch than the hardest negative on so few captions.
-        "demo": {"embed_size": 256, "batch_size": 32, "lr": 2e-3, "max_violation": False, "epochs": 8,
-                 "regions": "regions/butd-r101-vg-given", "same_image_positive": True},
+        "demo": {
+            "embed_size": 256,
+            "batch_size": 32,
+            "lr": 2e-3,
+            "max_violation": False,
+            "epochs": 8,
+            "regions": "regions/butd-r101-vg-given",
+            "same_image_positive": True,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -140,8 +159,16 @@ class SCANConfig(RetrievalConfig):
         """The attention options; `directions` default: the ones trained and scored."""
         if directions is None:
             directions = ("t2i", "i2t") if self.direction == "both" else (self.direction,)
-        return XAttn(self.lambda_t2i, self.lambda_i2t, self.attn_norm, self.agg_t2i, self.agg_i2t,
-                     self.lambda_lse_t2i, self.lambda_lse_i2t, directions)
+        return XAttn(
+            self.lambda_t2i,
+            self.lambda_i2t,
+            self.attn_norm,
+            self.agg_t2i,
+            self.agg_i2t,
+            self.lambda_lse_t2i,
+            self.lambda_lse_i2t,
+            directions,
+        )
 
 
 def text_inputs(cfg: SCANConfig) -> tuple[str, ...]:
@@ -163,15 +190,22 @@ class SCAN(RetrievalHead):
         # SCAN's Xavier-uniform init of the region projection.
         nn.init.xavier_uniform_(self.img_fc.weight)
         nn.init.zeros_(self.img_fc.bias)
-        self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
-                                       word_dim=cfg.word_dim, gru_layers=cfg.gru_layers,
-                                       bidirectional=cfg.bidirectional)
+        self.txt_enc = caption_encoder(
+            cfg.text,
+            cfg.embed_size,
+            token_dim=token_dim,
+            vocab_size=vocab_size,
+            word_dim=cfg.word_dim,
+            gru_layers=cfg.gru_layers,
+            bidirectional=cfg.bidirectional,
+        )
 
     @classmethod
     def from_config(cls, cfg: SCANConfig, data: DataInfo) -> SCAN:
         """Region width; the vocabulary (words/...) or the token width (text/...)."""
-        return cls(cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0,
-                   token_dim=data.token_dim or 0)
+        return cls(
+            cfg, region_dim=data.region_dim or 2048, vocab_size=data.vocab_size or 0, token_dim=data.token_dim or 0
+        )
 
     # -- encoders -----------------------------------------------------------------------
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -205,9 +239,13 @@ class SCAN(RetrievalHead):
         return enc
 
     # -- scoring ------------------------------------------------------------------------
-    def local_scores(self, img: dict[str, torch.Tensor], txt: dict[str, torch.Tensor],
-                     weights: tuple[str, ...] = (), directions: tuple[str, ...] | None = None
-                     ) -> dict[str, torch.Tensor]:
+    def local_scores(
+        self,
+        img: dict[str, torch.Tensor],
+        txt: dict[str, torch.Tensor],
+        weights: tuple[str, ...] = (),
+        directions: tuple[str, ...] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """T2I / I2T scores (I, T) of every pair (the configured directions unless `directions`
         is given); padding beyond the longest caption is dropped."""
         n = self.words_used(txt)
@@ -215,9 +253,17 @@ class SCAN(RetrievalHead):
         full = None  # whether every region / word of the block is real: known on the host, or asked later
         if "host_mask" in img and "host_mask" in txt:
             full = (bool(img["host_mask"].numpy().all()), bool(txt["host_mask"][:, :n].numpy().all()))
-        return xattn_all_pairs(img["regions"], img["mask"], words, mask, self.cfg.xattn(directions), weights,
-                               gram_v=img.get("gram"), gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None,
-                               full=full)
+        return xattn_all_pairs(
+            img["regions"],
+            img["mask"],
+            words,
+            mask,
+            self.cfg.xattn(directions),
+            weights,
+            gram_v=img.get("gram"),
+            gram_t=txt["gram"][:, :n, :n] if "gram" in txt else None,
+            full=full,
+        )
 
     @staticmethod
     def words_used(txt: dict[str, torch.Tensor]) -> int:

@@ -25,16 +25,29 @@ class GRUTextEncoder(nn.Module):
     first step.
     """
 
-    def __init__(self, vocab_size: int, word_dim: int, hidden: int, layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        word_dim: int,
+        hidden: int,
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (0 is padding), got {vocab_size}")
         self.hidden = hidden
         self.bidirectional = bidirectional
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
-        self.gru = FP32GRU(word_dim, hidden, layers, batch_first=True, bidirectional=bidirectional,
-                          dropout=dropout if layers > 1 else 0.0)
+        self.gru = FP32GRU(
+            word_dim,
+            hidden,
+            layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+        )
         # VSE++ initialises the embedding uniformly in [-0.1, 0.1].
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         with torch.no_grad():
@@ -72,8 +85,16 @@ class TokenProjection(nn.Module):
         return states, sentence
 
 
-def caption_encoder(text_set: str, embed_size: int, *, token_dim: int = 0, vocab_size: int = 0,
-                    word_dim: int = 300, gru_layers: int = 1, bidirectional: bool = False) -> nn.Module:
+def caption_encoder(
+    text_set: str,
+    embed_size: int,
+    *,
+    token_dim: int = 0,
+    vocab_size: int = 0,
+    word_dim: int = 300,
+    gru_layers: int = 1,
+    bidirectional: bool = False,
+) -> nn.Module:
     """The caption side of the retrieval heads: a projection of cached token features when
     `text_set` names a `text/...` feature set, else a word embedding + GRU over word ids."""
     if text_set.startswith("text/"):

@@ -56,8 +56,15 @@ class TextOnlyConfig(SentimentConfig):
     DATASET_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "mvsa-single": {"text": "text/bert-base-uncased"},  # ITIN's encoder on MVSA
         "mvsa-multiple": {"text": "text/bert-base-uncased"},
-        "demo": {"text": "text/all-minilm-l6-v2", "d": 64, "heads": 4, "ff": 128, "epochs": 6,  # the bundled small encoder
-                 "batch_size": 32, "lr": 1e-3},
+        "demo": {
+            "text": "text/all-minilm-l6-v2",
+            "d": 64,
+            "heads": 4,
+            "ff": 128,
+            "epochs": 6,  # the bundled small encoder
+            "batch_size": 32,
+            "lr": 1e-3,
+        },
     }
 
     def __post_init__(self) -> None:

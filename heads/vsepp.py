@@ -68,8 +68,15 @@ class VSEPPConfig(RetrievalConfig):
         # a store imported from a SCAN precomp folder holds region features only: mean-pool them
         "precomp": {"image": "regions/butd-r101-vg-36"},
         # CPU-sized for the demo store, whose global features are the (random) ResNet-18's
-        "demo": {"image": "global/resnet18", "embed_size": 256, "batch_size": 32, "lr": 2e-3,
-                 "max_violation": False, "epochs": 8, "same_image_positive": True},
+        "demo": {
+            "image": "global/resnet18",
+            "embed_size": 256,
+            "batch_size": 32,
+            "lr": 2e-3,
+            "max_violation": False,
+            "epochs": 8,
+            "same_image_positive": True,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -100,8 +107,9 @@ class VSEPP(RetrievalHead):
 
     config_class = VSEPPConfig
 
-    def __init__(self, cfg: VSEPPConfig, region_dim: int = 2048, global_dim: int = 2048,
-                 vocab_size: int = 0, token_dim: int = 0):
+    def __init__(
+        self, cfg: VSEPPConfig, region_dim: int = 2048, global_dim: int = 2048, vocab_size: int = 0, token_dim: int = 0
+    ):
         super().__init__()
         self.cfg = cfg
         self.epoch = 0
@@ -111,14 +119,25 @@ class VSEPP(RetrievalHead):
         self.img_fc = nn.Linear(region_dim if cfg.uses_regions else global_dim, cfg.embed_size)
         nn.init.xavier_uniform_(self.img_fc.weight)
         nn.init.zeros_(self.img_fc.bias)
-        self.txt_enc = caption_encoder(cfg.text, cfg.embed_size, token_dim=token_dim, vocab_size=vocab_size,
-                                       word_dim=cfg.word_dim, gru_layers=cfg.gru_layers)
+        self.txt_enc = caption_encoder(
+            cfg.text,
+            cfg.embed_size,
+            token_dim=token_dim,
+            vocab_size=vocab_size,
+            word_dim=cfg.word_dim,
+            gru_layers=cfg.gru_layers,
+        )
 
     @classmethod
     def from_config(cls, cfg: VSEPPConfig, data: DataInfo) -> VSEPP:
         """The image vector's width (regions/... or global/...); the vocabulary or token width."""
-        return cls(cfg, region_dim=data.region_dim or 2048, global_dim=data.global_dim or 2048,
-                   vocab_size=data.vocab_size or 0, token_dim=data.token_dim or 0)
+        return cls(
+            cfg,
+            region_dim=data.region_dim or 2048,
+            global_dim=data.global_dim or 2048,
+            vocab_size=data.vocab_size or 0,
+            token_dim=data.token_dim or 0,
+        )
 
     def encode_image(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{"emb": (B, h)} unit-norm."""

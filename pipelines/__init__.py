@@ -1,2 +1,1 @@
 """Pipelines: dataset adapters, feature jobs, the training loop, evaluation, sweeps and the CLI."""
-

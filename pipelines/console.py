@@ -20,8 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TaskProgressColumn, TextColumn
-from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 LOG_WIDTH = 160  # columns of tables and rules when the output is not a terminal ($COLUMNS wins)
@@ -81,8 +89,9 @@ class Tracker:
     def advance(self, n: int = 1, **fields: Any) -> None:
         self.update(completed=self.completed + n, **fields)
 
-    def update(self, completed: int | None = None, total: int | None = None, description: str | None = None,
-               **fields: Any) -> None:
+    def update(
+        self, completed: int | None = None, total: int | None = None, description: str | None = None, **fields: Any
+    ) -> None:
         if completed is not None:
             self.completed = completed
         if total is not None:
@@ -92,15 +101,17 @@ class Tracker:
         self.fields.update(fields)
         if self._bar is not None:
             bar, task = self._bar
-            bar.update(task, completed=self.completed, total=self.total, description=self.description,
-                       extra=self._extra())
+            bar.update(
+                task, completed=self.completed, total=self.total, description=self.description, extra=self._extra()
+            )
             return
         if not self.enabled:
             return
         now = self.clock()
         step = self._step()
         if (step > self._last_step and now - self._last_line >= self.min_gap and step < self.steps) or (
-                self.every and now - self._last_line >= self.every):
+            self.every and now - self._last_line >= self.every
+        ):
             self.line()
             self._last_step = step
 
@@ -155,14 +166,28 @@ class _Rate(ProgressColumn):
 
     def render(self, task: Any) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"-- {self.unit}/s" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed")
+        return Text(
+            f"-- {self.unit}/s" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed"
+        )
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None, enabled: bool = True, *, unit: str | None = "items",
-             extra: str = "", completed: int = 0, transient: bool = False, final: bool = True,
-             steps: int = STEPS, every: float = EVERY_S, min_gap: float = MIN_GAP_S,
-             out: Console | None = None, clock: Callable[[], float] = time.monotonic) -> Iterator[Tracker]:
+def progress(
+    description: str,
+    total: int | None,
+    enabled: bool = True,
+    *,
+    unit: str | None = "items",
+    extra: str = "",
+    completed: int = 0,
+    transient: bool = False,
+    final: bool = True,
+    steps: int = STEPS,
+    every: float = EVERY_S,
+    min_gap: float = MIN_GAP_S,
+    out: Console | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Tracker]:
     """Progress over `total` units of work: a rich bar on a terminal, plain lines elsewhere.
 
     unit: what is counted, for the rate ("items/s"); None shows no rate. extra: a template
@@ -172,15 +197,30 @@ def progress(description: str, total: int | None, enabled: bool = True, *, unit:
     Disabled: a Tracker that prints nothing.
     """
     out = out or console(stderr=True)
-    tracker = Tracker(description, total, out, unit=unit, extra=extra, completed=completed,
-                      steps=steps, every=every, min_gap=min_gap, clock=clock, enabled=enabled)
+    tracker = Tracker(
+        description,
+        total,
+        out,
+        unit=unit,
+        extra=extra,
+        completed=completed,
+        steps=steps,
+        every=every,
+        min_gap=min_gap,
+        clock=clock,
+        enabled=enabled,
+    )
     if not enabled or not out.is_terminal:
         yield tracker
         if enabled and final:
             tracker.line(final=True)
         return
-    columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TaskProgressColumn()]
+    columns: list[ProgressColumn] = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+    ]
     if unit:
         columns.append(_Rate(unit))
     columns += [TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]

@@ -49,14 +49,15 @@ def require_demo_model() -> None:
         ) from None
 
 
-def run_demo(out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, ...] = STAGES,
-             threads: int | None = 1) -> dict[str, Any]:
+def run_demo(
+    out: Path, n_images: int = 300, seed: int = 0, stages: tuple[str, ...] = STAGES, threads: int | None = 1
+) -> dict[str, Any]:
     """Run the demo stages under `out` (data/, store/, runs/); returns the metrics per head."""
     import torch
 
     from lighthead.pipelines.datasets import demo
-    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
+    from lighthead.pipelines.features.runner import run_extract
 
     if "extract" in stages:
         require_demo_model()
@@ -85,8 +86,9 @@ def print_store_info(store_path: Path) -> None:
     print_report(store_summary(store_path, stats=True))
 
 
-def train_and_report(head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any],
-                     console: Console | None = None) -> dict[str, Any]:
+def train_and_report(
+    head: str, store_path: Path, run_dir: Path, overrides: dict[str, Any], console: Console | None = None
+) -> dict[str, Any]:
     """Train `head` on the demo store into a fresh `run_dir`, then evaluate and print its table."""
     from lighthead.pipelines.training.evaluate import evaluate_run, markdown_table
     from lighthead.pipelines.training.loop import train
@@ -120,8 +122,10 @@ def majority_baseline_line(store_path: Path, kind: str) -> str:
     test = np.array([r["label"] for r in records if r["split"] == "test"])
     majority = int(np.bincount(train).argmax())
     m = classification_metrics(test, np.full_like(test, majority), num_classes=3)
-    return (f"majority-class baseline on the same {len(test)} test items: accuracy {m['accuracy']:.1f}, "
-            f"macro-F1 {m['macro_f1']:.1f}")
+    return (
+        f"majority-class baseline on the same {len(test)} test items: accuracy {m['accuracy']:.1f}, "
+        f"macro-F1 {m['macro_f1']:.1f}"
+    )
 
 
 def random_baseline(n_images: int, captions_per_image: int = 5, trials: int = 20, seed: int = 0) -> dict[str, float]:
@@ -137,7 +141,17 @@ def random_baseline_table(metrics: dict[str, Any]) -> str:
     n = int(metrics["n_images"])
     base = random_baseline(n)
     # one line, like the sentiment heads' majority baseline (a table row here would not match the header)
-    parts = ", ".join(f"{label} {base[k]:.1f}" for label, k in (
-        ("i2t R@1", "i2t_r1"), ("R@5", "i2t_r5"), ("R@10", "i2t_r10"), ("t2i R@1", "t2i_r1"), ("R@5", "t2i_r5"),
-        ("R@10", "t2i_r10"), ("rsum", "rsum"), ("mR", "mr")))
+    parts = ", ".join(
+        f"{label} {base[k]:.1f}"
+        for label, k in (
+            ("i2t R@1", "i2t_r1"),
+            ("R@5", "i2t_r5"),
+            ("R@10", "i2t_r10"),
+            ("t2i R@1", "t2i_r1"),
+            ("R@5", "t2i_r5"),
+            ("R@10", "t2i_r10"),
+            ("rsum", "rsum"),
+            ("mR", "mr"),
+        )
+    )
     return f"random scores on the same {n} test images (mean of 20 draws): {parts}"

@@ -64,9 +64,17 @@ def draw_regions(image: Any, boxes: np.ndarray, labels: Sequence[str], out: str 
         color = tuple(c / 255 for c in box_color(i))
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=width))
         inside = y1 < size * DPI / 72 * 1.5  # no room above the box: the label goes just inside it
-        ax.text(x1, y1 + (1 if inside else -1) * width, text, fontsize=size, color="white",
-                va="top" if inside else "bottom", ha="left", clip_on=True,
-                bbox={"facecolor": color, "alpha": 0.75, "pad": 1.5, "edgecolor": "none"})
+        ax.text(
+            x1,
+            y1 + (1 if inside else -1) * width,
+            text,
+            fontsize=size,
+            color="white",
+            va="top" if inside else "bottom",
+            ha="left",
+            clip_on=True,
+            bbox={"facecolor": color, "alpha": 0.75, "pad": 1.5, "edgecolor": "none"},
+        )
     canvas.draw()
     overlay = Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)  # (H, W, 4), shared
     image.paste(overlay, (0, 0), overlay)  # its alpha as the mask: the overlay laid over the image
@@ -106,9 +114,15 @@ def recorded_image(store: Any, item_id: str) -> str | None:
     return next((r.get("image_path") for r in store.read_json("records") if r.get("image_id") == item_id), None)
 
 
-def show_regions(store_path: str | Path, item_id: str, out: str | Path, image: str | Path | None = None,
-                 top: int = 20, feature_set: str | None = None,
-                 attr_threshold: float = vocab.ATTR_THRESHOLD) -> dict[str, Any]:
+def show_regions(
+    store_path: str | Path,
+    item_id: str,
+    out: str | Path,
+    image: str | Path | None = None,
+    top: int = 20,
+    feature_set: str | None = None,
+    attr_threshold: float = vocab.ATTR_THRESHOLD,
+) -> dict[str, Any]:
     """Draw the `top` most confident stored regions of `item_id` on its image into the PNG `out`.
 
     image: the image file (default: the one the store's records name). Raises ValueError when its
@@ -133,19 +147,28 @@ def show_regions(store_path: str | Path, item_id: str, out: str | Path, image: s
     if "image_w" in item and "image_h" in item:
         stored = (int(item["image_w"]), int(item["image_h"]))
         if size != stored:
-            raise ValueError(f"{image}: the image is {size[0]}x{size[1]} pixels but the regions of "
-                             f"{item_id} in {name} were extracted from a {stored[0]}x{stored[1]} image; pass the "
-                             "image they came from")
+            raise ValueError(
+                f"{image}: the image is {size[0]}x{size[1]} pixels but the regions of "
+                f"{item_id} in {name} were extracted from a {stored[0]}x{stored[1]} image; pass the "
+                "image they came from"
+            )
     order = vocab.region_order(item, top if top > 0 else None)
     if "object_ids" in item:
-        labels = vocab.region_labels(item, top if top > 0 else None, vg=vocab.uses_vg_vocab(fs.attrs),
-                                     attr_threshold=attr_threshold)
+        labels = vocab.region_labels(
+            item, top if top > 0 else None, vg=vocab.uses_vg_vocab(fs.attrs), attr_threshold=attr_threshold
+        )
     else:  # imported features without class predictions: number the boxes
         labels = [f"#{i}" for i in order]
     shrink = np.array([picture.width / size[0], picture.height / size[1]] * 2)  # 1 up to SHOW_PIXELS
     draw_regions(picture, np.asarray(item["boxes"], np.float64)[order] * shrink, labels, out)
-    return {"feature_set": name, "image": str(image), "size": size, "drawn": picture.size, "labels": labels,
-            "out": str(out)}
+    return {
+        "feature_set": name,
+        "image": str(image),
+        "size": size,
+        "drawn": picture.size,
+        "labels": labels,
+        "out": str(out),
+    }
 
 
 def object_summary(fs: Any, limit: int = SUMMARY_ITEMS, k: int = TOP_NAMES) -> dict[str, Any] | None:
@@ -156,8 +179,11 @@ def object_summary(fs: Any, limit: int = SUMMARY_ITEMS, k: int = TOP_NAMES) -> d
     n = min(len(fs), limit)
     ids = fs.get_batch(range(n), ["object_ids"])["object_ids"]  # (n, K) array, or n arrays when K varies
     vg = vocab.uses_vg_vocab(fs.attrs)
-    return {"top_objects": [[name, count] for name, count in vocab.top_objects(ids, k, vg=vg)],
-            "images_counted": n, "names": "visual genome" if vg else "class ids"}
+    return {
+        "top_objects": [[name, count] for name, count in vocab.top_objects(ids, k, vg=vg)],
+        "images_counted": n,
+        "names": "visual genome" if vg else "class ids",
+    }
 
 
 def add_object_names(store_path: str | Path, summary: dict[str, Any]) -> dict[str, Any]:

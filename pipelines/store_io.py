@@ -52,6 +52,7 @@ class ImportSummary:
 
 # -- matching source ids to a dataset's images ------------------------------------------------
 
+
 def _number(text: str) -> int | None:
     m = _NUMBER.match(text)
     return int(m.group(1)) if m else None
@@ -93,8 +94,8 @@ class DatasetImages:
             if candidate in self.keys:
                 return self.keys[candidate]
         for i, ch in enumerate(text):
-            if ch == "_" and text[i + 1:] in self.keys:
-                return self.keys[text[i + 1:]]
+            if ch == "_" and text[i + 1 :] in self.keys:
+                return self.keys[text[i + 1 :]]
         number = _number(text)
         return self.numbers.get(number) if number is not None else None
 
@@ -131,8 +132,10 @@ class DatasetImages:
             return None
         w, h = sizes[1]
         swapped = " (height and width swapped?)" if (width, height) == (h, w) else ""
-        return (f"image_w x image_h is {width} x {height}, but the image file {self.paths[item_id]} of "
-                f"{item_id!r} is {w} x {h}{swapped}")
+        return (
+            f"image_w x image_h is {width} x {height}, but the image file {self.paths[item_id]} of "
+            f"{item_id!r} is {w} x {h}{swapped}"
+        )
 
     def size(self, item_id: str) -> tuple[int, int] | None:
         sizes = self._image_sizes(item_id)
@@ -144,8 +147,10 @@ def vg_names() -> Callable[[str, str], int]:
     The function's `unknown` Counter holds the names it could not place."""
     from lighthead.extract.regions import vocab
 
-    index = {kind: {s: i for i, line in enumerate(vocab.synonyms(f"{kind}s")) for s in line}
-             for kind in ("object", "attribute")}
+    index = {
+        kind: {s: i for i, line in enumerate(vocab.synonyms(f"{kind}s")) for s in line}
+        for kind in ("object", "attribute")
+    }
     unknown: Counter = Counter()
 
     def names(kind: str, name: str) -> int:
@@ -160,13 +165,24 @@ def vg_names() -> Callable[[str, str], int]:
 
 # -- imports ----------------------------------------------------------------------------------
 
+
 def _records(store: Any) -> list[Record]:
     return [Record.from_json(o) for o in store.read_json("records")] if store.has_json("records") else []
 
 
-def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | None = None, *, dtype: str = "float16",
-                    boxes: int | None = None, caps_per_image: int = PER_IMAGE, dataset: str | None = None,
-                    progress: Callable | None = None, **writer_opts: Any) -> ImportSummary:
+def import_features(
+    fmt: str,
+    src: str | Path,
+    dest: str | Path,
+    name: str | None = None,
+    *,
+    dtype: str = "float16",
+    boxes: int | None = None,
+    caps_per_image: int = PER_IMAGE,
+    dataset: str | None = None,
+    progress: Callable | None = None,
+    **writer_opts: Any,
+) -> ImportSummary:
     """Import `src` (a format of `lighthead.store.formats.IMPORT_FORMATS`) into the store `dest`;
     see the module doc."""
     from lighthead.store.formats import IMPORT_FORMATS
@@ -175,20 +191,39 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
         raise ValueError(f"unknown import format {fmt!r}; use {', '.join(IMPORT_FORMATS.names())}")
     spec = IMPORT_FORMATS.get(fmt)
     if not spec.regions:  # precomp: a whole trainable dataset store, not features for one
-        return import_precomp_dataset(src, dest, name, dtype=dtype, caps_per_image=caps_per_image, dataset=dataset,
-                                      progress=progress, **writer_opts)
+        return import_precomp_dataset(
+            src,
+            dest,
+            name,
+            dtype=dtype,
+            caps_per_image=caps_per_image,
+            dataset=dataset,
+            progress=progress,
+            **writer_opts,
+        )
     name = name or spec.default_set
     records = _records(open_store(dest)) if Path(dest).is_dir() else []
     images = [r for r in records if r.image_id]
     target = DatasetImages(images) if images else None
     names = vg_names() if spec.vg_names else None
-    added = spec.read(src, dest, name, dtype=dtype, boxes=boxes, progress=progress, target=target,
-                      **({"names": names} if names else {}), **writer_opts)
+    added = spec.read(
+        src,
+        dest,
+        name,
+        dtype=dtype,
+        boxes=boxes,
+        progress=progress,
+        target=target,
+        **({"names": names} if names else {}),
+        **writer_opts,
+    )
     summary = ImportSummary(name, added)
     if target is not None and target.unmatched and not target.claimed:
-        raise StoreError(f"{src}: none of its {len(target.unmatched)} ids matches an image of the dataset in {dest} "
-                         f"({len(target.paths)} images, ids like {next(iter(target.paths))!r}; the source's are like "
-                         f"{target.unmatched[0][0]!r}); nothing imported")
+        raise StoreError(
+            f"{src}: none of its {len(target.unmatched)} ids matches an image of the dataset in {dest} "
+            f"({len(target.paths)} images, ids like {next(iter(target.paths))!r}; the source's are like "
+            f"{target.unmatched[0][0]!r}); nothing imported"
+        )
     if target is not None:
         summary.unmatched = target.unmatched
         store = open_store(dest)
@@ -197,8 +232,10 @@ def import_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
     unknown = names.unknown if names else None
     if unknown:
         top = ", ".join(f"{n!r} ({c})" for n, c in unknown.most_common(5))
-        summary.notes.append(f"{sum(unknown.values())} boxes name a class or attribute outside the Visual Genome "
-                             f"lists (stored as id -1): {top}")
+        summary.notes.append(
+            f"{sum(unknown.values())} boxes name a class or attribute outside the Visual Genome "
+            f"lists (stored as id -1): {top}"
+        )
     return summary
 
 
@@ -215,9 +252,17 @@ def precomp_records(parts: list[Any], caps_per_image: int) -> list[Record]:
             extra: dict[str, Any] = {"precomp_split": p.split, "index": i}
             if p.source_ids is not None:
                 extra["source_id"] = p.source_ids[i]
-            out.append(Record(id=f"{p.split}/{i}", image_id=f"{p.split}/{i}", image_path="", split=split, kind="image",
-                              texts=[p.caption(j) for j in range(i * caps_per_image, (i + 1) * caps_per_image)],
-                              extra=extra))
+            out.append(
+                Record(
+                    id=f"{p.split}/{i}",
+                    image_id=f"{p.split}/{i}",
+                    image_path="",
+                    split=split,
+                    kind="image",
+                    texts=[p.caption(j) for j in range(i * caps_per_image, (i + 1) * caps_per_image)],
+                    extra=extra,
+                )
+            )
     return out
 
 
@@ -233,9 +278,17 @@ def precomp_dataset_name(src: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]", "_", folder) or "precomp"
 
 
-def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None = None, *, dtype: str = "float16",
-                           caps_per_image: int = PER_IMAGE, dataset: str | None = None,
-                           progress: Callable | None = None, **writer_opts: Any) -> ImportSummary:
+def import_precomp_dataset(
+    src: str | Path,
+    dest: str | Path,
+    name: str | None = None,
+    *,
+    dtype: str = "float16",
+    caps_per_image: int = PER_IMAGE,
+    dataset: str | None = None,
+    progress: Callable | None = None,
+    **writer_opts: Any,
+) -> ImportSummary:
     """A precomp folder as a trainable store: features, records, dataset name, vocabulary, word ids.
 
     The feature set defaults to `regions/butd-r101-vg-36` when the folder holds 36 regions per
@@ -253,12 +306,14 @@ def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None =
     if Path(dest).is_dir():
         held = _records(open_store(dest))
         if held and [r.to_json() for r in held] != [r.to_json() for r in records]:
-            raise StoreError(f"{dest}: already holds other records ({len(held)}); import this precomp folder "
-                             "into a store of its own")
+            raise StoreError(
+                f"{dest}: already holds other records ({len(held)}); import this precomp folder into a store of its own"
+            )
     k = parts[0].ims.shape[1]
     name = name or ("regions/butd-r101-vg-36" if k == 36 else "regions/precomp")
-    added = import_precomp(src, dest, name, dtype=dtype, caps_per_image=caps_per_image, progress=progress,
-                           **writer_opts)
+    added = import_precomp(
+        src, dest, name, dtype=dtype, caps_per_image=caps_per_image, progress=progress, **writer_opts
+    )
     store = open_store(dest)
     dataset = dataset or precomp_dataset_name(src)
     store.write_json("dataset", {"name": dataset, "root": str(src.resolve()), "imported_from": "precomp"})
@@ -268,14 +323,17 @@ def import_precomp_dataset(src: str | Path, dest: str | Path, name: str | None =
     summary.notes.append("records: " + ", ".join(f"{s} {n}" for s, n in splits.items()) + " images")
     if splits.get("train"):
         words = run_words(records, store, ExtractOptions(progress=progress is not None))
-        summary.notes.append(f"{FEATURE_SET}: {words.written} new caption word-id lists "
-                             f"(vocabulary of {len(store.read_json('vocab')['words'])} words)")
+        summary.notes.append(
+            f"{FEATURE_SET}: {words.written} new caption word-id lists "
+            f"(vocabulary of {len(store.read_json('vocab')['words'])} words)"
+        )
     else:
         summary.notes.append("no train split: no vocabulary built (heads can be evaluated here, not trained)")
     return summary
 
 
 # -- exports ----------------------------------------------------------------------------------
+
 
 def _default_export_set(store: Any) -> str:
     for name in ("regions/precomp", "regions/butd-r101-vg-36"):
@@ -284,8 +342,9 @@ def _default_export_set(store: Any) -> str:
     fixed = [n for n in store.names() if n.startswith("regions/") and not store[n].fields["features"].variable]
     if len(fixed) == 1:
         return fixed[0]
-    raise StoreError(f"{store.path}: pick the feature set with --name (fixed-size region sets: "
-                     f"{', '.join(fixed) or 'none'})")
+    raise StoreError(
+        f"{store.path}: pick the feature set with --name (fixed-size region sets: {', '.join(fixed) or 'none'})"
+    )
 
 
 def precomp_groups(records: list[Record]) -> tuple[dict[str, list[str]], dict[str, bytes], dict[str, str]]:
@@ -309,9 +368,17 @@ def precomp_groups(records: list[Record]) -> tuple[dict[str, list[str]], dict[st
     return {s: [i for _, i in sorted(v)] for s, v in groups.items()}, captions, ids
 
 
-def export_features(fmt: str, src: str | Path, dest: str | Path, name: str | None = None, *,
-                    dtype: str = "float32", split: str | None = None, layout: str = "auto",
-                    progress: Callable | None = None) -> list[Path]:
+def export_features(
+    fmt: str,
+    src: str | Path,
+    dest: str | Path,
+    name: str | None = None,
+    *,
+    dtype: str = "float32",
+    split: str | None = None,
+    layout: str = "auto",
+    progress: Callable | None = None,
+) -> list[Path]:
     """Export a feature set of the store `src` in a format of `lighthead.store.formats.EXPORT_FORMATS`:
     precomp (a folder, by the store's splits and captions), tsv (a file) or npz (a folder)."""
     from lighthead.store.exporters import export_precomp
@@ -330,6 +397,7 @@ def export_features(fmt: str, src: str | Path, dest: str | Path, name: str | Non
     records = _records(store)
     if split is None and any(r.kind == "image" for r in records):
         groups, captions, ids = precomp_groups(records)
-        return export_precomp(store, dest, name, dtype=dtype, groups=groups, captions=captions or None,
-                              ids=ids or None, progress=progress)
+        return export_precomp(
+            store, dest, name, dtype=dtype, groups=groups, captions=captions or None, ids=ids or None, progress=progress
+        )
     return export_precomp(store, dest, name, dtype=dtype, split=split, progress=progress)

@@ -61,22 +61,29 @@ def print_report(summary: dict[str, Any], console: Console | None = None) -> Non
         for i, (field, spec) in enumerate(fs["fields"].items()):
             shape = "(" + ", ".join("*" if d is None else str(d) for d in spec["shape"]) + ")"
             head = (name, str(fs["items"]), str(fs["shards"]), f"{fs['bytes'] / 2**20:.1f}") if i == 0 else ("",) * 4
-            table.add_row(*head, field, shape, spec["dtype"], weights if i == 0 else "",
-                          end_section=i == len(fs["fields"]) - 1)
+            table.add_row(
+                *head, field, shape, spec["dtype"], weights if i == 0 else "", end_section=i == len(fs["fields"]) - 1
+            )
     console = console or make_console()
     console.print(table)
     for name, fs in summary["feature_sets"].items():
         top = fs.get("objects", {}).get("top_objects")
         if top:
-            console.print(f"{name}: most frequent objects: " + ", ".join(f"{n} ({c})" for n, c in top),
-                          markup=False, highlight=False)
+            console.print(
+                f"{name}: most frequent objects: " + ", ".join(f"{n} ({c})" for n, c in top),
+                markup=False,
+                highlight=False,
+            )
     for name, fs in summary["feature_sets"].items():
         st = fs.get("stats", {}).get("features")
         if st and st["items"]:
-            console.print(f"{name}: features over {st['items']} items: min {st['min']:.4g}, max {st['max']:.4g}, "
-                          f"mean {st['mean']:.4g}; per item: mean {st['item_mean'][0]:.3g}-{st['item_mean'][1]:.3g}, "
-                          f"max {st['item_max'][0]:.3g}-{st['item_max'][1]:.3g}, "
-                          f"zeros {100 * st['zero_fraction'][0]:.0f}-{100 * st['zero_fraction'][1]:.0f}%",
-                          markup=False, highlight=False)
+            console.print(
+                f"{name}: features over {st['items']} items: min {st['min']:.4g}, max {st['max']:.4g}, "
+                f"mean {st['mean']:.4g}; per item: mean {st['item_mean'][0]:.3g}-{st['item_mean'][1]:.3g}, "
+                f"max {st['item_max'][0]:.3g}-{st['item_max'][1]:.3g}, "
+                f"zeros {100 * st['zero_fraction'][0]:.0f}-{100 * st['zero_fraction'][1]:.0f}%",
+                markup=False,
+                highlight=False,
+            )
     if summary["json"]:
         console.print("JSON artifacts: " + ", ".join(summary["json"]))

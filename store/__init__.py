@@ -71,8 +71,19 @@ from lighthead.store.verify import info, verify
 from lighthead.store.writer import Writer, WriterConfig
 
 __all__ = [
-    "EXPORT_FORMATS", "FeatureSet", "Field", "IMPORT_FORMATS", "Store", "StoreDataset", "StoreError", "Writer",
-    "WriterConfig", "info", "open_store", "sha256_file", "verify",
+    "EXPORT_FORMATS",
+    "FeatureSet",
+    "Field",
+    "IMPORT_FORMATS",
+    "Store",
+    "StoreDataset",
+    "StoreError",
+    "Writer",
+    "WriterConfig",
+    "info",
+    "open_store",
+    "sha256_file",
+    "verify",
 ]
 
 

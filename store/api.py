@@ -49,8 +49,14 @@ class Store:
             self._cache[name] = cached
         return cached[1]
 
-    def writer(self, name: str, fields: Sequence[Field] | None, attrs: Mapping[str, Any] | None = None,
-               config: WriterConfig | None = None, **overrides: Any) -> Writer:
+    def writer(
+        self,
+        name: str,
+        fields: Sequence[Field] | None,
+        attrs: Mapping[str, Any] | None = None,
+        config: WriterConfig | None = None,
+        **overrides: Any,
+    ) -> Writer:
         """A Writer appending to feature set `name` (created on first use).
 
         `attrs` is the caller's JSON dict (extractor, config, weights hash); library versions

@@ -27,15 +27,21 @@ class StoreDataset(Dataset):
     Pass `collate_fn=ds.collate` to a DataLoader when a set has variable-length fields.
     """
 
-    def __init__(self, store: Store | str | os.PathLike, sets: Mapping[str, str],
-                 ids: Sequence[str] | None = None, fields: Mapping[str, Sequence[str]] | None = None,
-                 preload: bool = False):
+    def __init__(
+        self,
+        store: Store | str | os.PathLike,
+        sets: Mapping[str, str],
+        ids: Sequence[str] | None = None,
+        fields: Mapping[str, Sequence[str]] | None = None,
+        preload: bool = False,
+    ):
         self.store = store if isinstance(store, Store) else open_store(store)
         if not sets:
             raise ValueError("StoreDataset needs at least one feature set")
         self.sets = {key: self.store[name] for key, name in sets.items()}
-        self.fields = {key: list(fields[key]) if fields and key in fields else list(fs.fields)
-                       for key, fs in self.sets.items()}
+        self.fields = {
+            key: list(fields[key]) if fields and key in fields else list(fs.fields) for key, fs in self.sets.items()
+        }
         for key, fs in self.sets.items():
             fs._fields(self.fields[key])  # raises on an unknown field name
             if preload:
@@ -48,8 +54,7 @@ class StoreDataset(Dataset):
         self._pos: dict[str, np.ndarray] = {}
         for key, fs in self.sets.items():
             try:
-                self._pos[key] = np.fromiter((fs.position(i) for i in self.ids), dtype=np.int64,
-                                             count=len(self.ids))
+                self._pos[key] = np.fromiter((fs.position(i) for i in self.ids), dtype=np.int64, count=len(self.ids))
             except KeyError as exc:
                 raise StoreError(f"{fs.path}: {exc.args[0]} (set {key!r})") from None
 
@@ -78,8 +83,7 @@ class StoreDataset(Dataset):
                 fld = fs.fields[n]
                 if not fld.variable:
                     tensors[n] = _empty((len(idx), *fld.shape), fld.np_dtype, in_worker)
-            batch = fs.get_batch(self._pos[key][idx], self.fields[key],
-                                 out={n: t.numpy() for n, t in tensors.items()})
+            batch = fs.get_batch(self._pos[key][idx], self.fields[key], out={n: t.numpy() for n, t in tensors.items()})
             items.tensors[key] = tensors
             for j, item in enumerate(items):
                 item[key] = {n: v[j] for n, v in batch.items()}
@@ -130,5 +134,5 @@ def pad(values: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     rest, dtype = values[0].shape[1:], values[0].dtype
     padded = np.zeros((len(values), max(lengths, default=0), *rest), dtype=dtype)
     for j, v in enumerate(values):
-        padded[j, :len(v)] = v
+        padded[j, : len(v)] = v
     return torch.from_numpy(padded), torch.tensor(lengths, dtype=torch.long)

@@ -26,7 +26,7 @@ class ExportOutput:
         self.names: list[str] = []  # files to publish, in the order asked for
         self.created: list[Path] = []  # folders this export made, innermost first
 
-    def __enter__(self) -> "ExportOutput":
+    def __enter__(self) -> ExportOutput:
         missing = []
         here = self.folder
         while not here.exists() and here != here.parent:

@@ -67,8 +67,14 @@ def _per_box(item: dict[str, Any], key: str, dtype: Any) -> np.ndarray:
     return np.asarray(item[key], dtype) if key in item else np.zeros(item["num_boxes"], dtype)
 
 
-def export_tsv(src: Store | str | os.PathLike, dest: str | os.PathLike, name: str, *, layout: str = "auto",
-               progress: Progress | None = None) -> Path:
+def export_tsv(
+    src: Store | str | os.PathLike,
+    dest: str | os.PathLike,
+    name: str,
+    *,
+    layout: str = "auto",
+    progress: Progress | None = None,
+) -> Path:
     """Write region feature set `name` as one TSV file `dest`. layout: "10", "6", or "auto"
     (10 when the set has object ids, else 6). Returns the file."""
     fs = feature_set(src, name)
@@ -84,14 +90,21 @@ def export_tsv(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
         for item_id, item in _regions(fs, progress):
             if any(c in item_id for c in "\t\r\n"):
                 raise StoreError(f"{fs.path}: id {item_id!r} holds a tab or line break, which a TSV line cannot")
-            row = {"num_boxes": item["num_boxes"], "boxes": _b64(item["boxes"], np.float32),
-                   "features": _b64(item["features"], np.float32)}
+            row = {
+                "num_boxes": item["num_boxes"],
+                "boxes": _b64(item["boxes"], np.float32),
+                "features": _b64(item["features"], np.float32),
+            }
             if layout == "10":
-                row.update(img_id=item_id, img_h=int(item["image_h"]), img_w=int(item["image_w"]),
-                           objects_id=_b64(_per_box(item, "object_ids", np.int64), np.int64),
-                           objects_conf=_b64(_per_box(item, "object_scores", np.float32), np.float32),
-                           attrs_id=_b64(_per_box(item, "attr_ids", np.int64), np.int64),
-                           attrs_conf=_b64(_per_box(item, "attr_scores", np.float32), np.float32))
+                row.update(
+                    img_id=item_id,
+                    img_h=int(item["image_h"]),
+                    img_w=int(item["image_w"]),
+                    objects_id=_b64(_per_box(item, "object_ids", np.int64), np.int64),
+                    objects_conf=_b64(_per_box(item, "object_scores", np.float32), np.float32),
+                    attrs_id=_b64(_per_box(item, "attr_ids", np.int64), np.int64),
+                    attrs_conf=_b64(_per_box(item, "attr_scores", np.float32), np.float32),
+                )
             else:
                 row.update(image_id=item_id, image_w=int(item["image_w"]), image_h=int(item["image_h"]))
             writer.writerow(row)
@@ -104,8 +117,9 @@ def _file_name(item_id: str, fs: Any) -> str:
     return f"{item_id}.npz"
 
 
-def export_npz(src: Store | str | os.PathLike, dest: str | os.PathLike, name: str, *,
-               progress: Progress | None = None) -> list[Path]:
+def export_npz(
+    src: Store | str | os.PathLike, dest: str | os.PathLike, name: str, *, progress: Progress | None = None
+) -> list[Path]:
     """Write region feature set `name` as one `<id>.npz` per item into the folder `dest`."""
     fs = feature_set(src, name)
     written = []
@@ -115,14 +129,24 @@ def export_npz(src: Store | str | os.PathLike, dest: str | os.PathLike, name: st
             n, w, h = int(item["num_boxes"]), int(item["image_w"]), int(item["image_h"])
             info: dict[str, Any] = {"image_id": item_id, "image_h": h, "image_w": w, "num_boxes": n}
             if "object_ids" in item:
-                info.update(objects_id=_per_box(item, "object_ids", np.int64),
-                            objects_conf=_per_box(item, "object_scores", np.float32))
+                info.update(
+                    objects_id=_per_box(item, "object_ids", np.int64),
+                    objects_conf=_per_box(item, "object_scores", np.float32),
+                )
             if "attr_ids" in item:
-                info.update(attrs_id=_per_box(item, "attr_ids", np.int64),
-                            attrs_conf=_per_box(item, "attr_scores", np.float32))
+                info.update(
+                    attrs_id=_per_box(item, "attr_ids", np.int64), attrs_conf=_per_box(item, "attr_scores", np.float32)
+                )
             buf = io.BytesIO()
-            np.savez_compressed(buf, x=np.asarray(item["features"], np.float32),
-                                bbox=np.asarray(item["boxes"], np.float32), num_bbox=n, image_h=h, image_w=w, info=info)
+            np.savez_compressed(
+                buf,
+                x=np.asarray(item["features"], np.float32),
+                bbox=np.asarray(item["boxes"], np.float32),
+                num_bbox=n,
+                image_h=h,
+                image_w=w,
+                info=info,
+            )
             out.tmp(file_name).write_bytes(buf.getvalue())
             written.append(out.final(file_name))
     return written

@@ -40,17 +40,27 @@ def _groups(fs, split: str | None) -> dict[str, list[str]]:
     for i in fs.ids:
         m = _SPLIT_ID.match(i)
         if not m:
-            raise StoreError(f"{fs.path}: id {i!r} is not '<split>/<index>'; give the split name to export "
-                             f"all items as one split")
+            raise StoreError(
+                f"{fs.path}: id {i!r} is not '<split>/<index>'; give the split name to export all items as one split"
+            )
         groups[m["split"]].append((int(m["i"]), i))
     return {s: [i for _, i in sorted(v)] for s, v in sorted(groups.items())}
 
 
-def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name: str = "regions/precomp", *,
-                   field: str = "features", captions_field: str = "captions", dtype: str = "float32",
-                   split: str | None = None, groups: Mapping[str, Sequence[str]] | None = None,
-                   captions: Mapping[str, bytes] | None = None, ids: Mapping[str, str] | None = None,
-                   progress: Progress | None = None) -> list[Path]:
+def export_precomp(
+    src: Store | str | os.PathLike,
+    dest: str | os.PathLike,
+    name: str = "regions/precomp",
+    *,
+    field: str = "features",
+    captions_field: str = "captions",
+    dtype: str = "float32",
+    split: str | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
+    captions: Mapping[str, bytes] | None = None,
+    ids: Mapping[str, str] | None = None,
+    progress: Progress | None = None,
+) -> list[Path]:
     """Write `{split}_ims.npy` `[N, K, D]` per split, with `{split}_caps.txt` when captions are
     known and `{split}_ids.txt` when `ids` is given. Returns the files written.
 
@@ -61,21 +71,27 @@ def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name
     the line of `{split}_ids.txt`.
     """
     if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"export dtype {dtype!r} is not supported: precomp features are written as "
-                         f"{', '.join(EXPORT_DTYPES)} (an integer dtype would truncate them)")
+        raise ValueError(
+            f"export dtype {dtype!r} is not supported: precomp features are written as "
+            f"{', '.join(EXPORT_DTYPES)} (an integer dtype would truncate them)"
+        )
     want = np.dtype(dtype)
     store = src if isinstance(src, Store) else open_store(src)
     fs = feature_set(store, name)
     fld = fs.fields.get(field)
     if fld is None or fld.variable or len(fld.shape) != 2:
-        raise StoreError(f"{fs.path}: precomp needs a fixed [K, D] field {field!r}; have "
-                         f"{ {n: f.shape for n, f in fs.fields.items()} } (import with a fixed box count)")
+        raise StoreError(
+            f"{fs.path}: precomp needs a fixed [K, D] field {field!r}; have "
+            f"{ {n: f.shape for n, f in fs.fields.items()} } (import with a fixed box count)"
+        )
     groups = dict(groups) if groups is not None else _groups(fs, split)
     for split_name, members in groups.items():
         lacking = [i for i in members if i not in fs]
         if lacking:
-            raise StoreError(f"{fs.path}: lacks {len(lacking)} of the {len(members)} images of split {split_name!r} "
-                             f"(e.g. {lacking[0]!r}); extract or import them first")
+            raise StoreError(
+                f"{fs.path}: lacks {len(lacking)} of the {len(members)} images of split {split_name!r} "
+                f"(e.g. {lacking[0]!r}); extract or import them first"
+            )
         if captions is not None and any(i not in captions for i in members):
             raise StoreError(f"split {split_name!r}: no captions for {next(i for i in members if i not in captions)!r}")
     from_field = captions is None and captions_field in fs.fields
@@ -90,11 +106,12 @@ def export_precomp(src: Store | str | os.PathLike, dest: str | os.PathLike, name
                 # OSError naming the file, never a SIGBUS on a sparse file.
                 with open(tmp, "wb") as fh:
                     shape = (len(members), *fld.shape)  # (N, K, D)
-                    np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(want),
-                                                              "fortran_order": False, "shape": shape})
+                    np.lib.format.write_array_header_1_0(
+                        fh, {"descr": np.lib.format.dtype_to_descr(want), "fortran_order": False, "shape": shape}
+                    )
                     reserve_space(fh.fileno(), fh.tell() + int(np.prod(shape)) * want.itemsize, out.final(ims_name))
                     for a in range(0, len(members), 256):
-                        chunk = list(members[a:a + 256])
+                        chunk = list(members[a : a + 256])
                         batch = fs.get_batch(chunk, [field] + ([captions_field] if from_field else []))
                         fh.write(np.ascontiguousarray(_cast(batch[field], want, chunk, field, fs.path)).tobytes())
                         if from_field:

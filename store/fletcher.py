@@ -68,8 +68,8 @@ def _segment_sums(words: np.ndarray, tail: int | None) -> tuple[int, int]:
     n = len(words) + (tail is not None)
     m = -(-n // _ROWS)
     v, cd, ar = _scratch.get(m)
-    v[:len(words)] = words  # uint16 -> float32, exact
-    v[len(words):] = 0
+    v[: len(words)] = words  # uint16 -> float32, exact
+    v[len(words) :] = 0
     if tail is not None:
         v[len(words)] = tail
     np.matmul(_W, v.reshape(_ROWS, m), out=cd)  # (2, m): per column a, C_a and D_a
@@ -87,7 +87,7 @@ def fletcher32(data: np.ndarray) -> int:
         b = min(n_words, a + SEGMENT_WORDS)
         odd = n_bytes % 2 == 1 and b == n_words
         full = b - a - odd
-        words = data[2 * a:2 * (a + full)].view("<u2")
+        words = data[2 * a : 2 * (a + full)].view("<u2")
         s1, weighted = _segment_sums(words, int(data[-1]) if odd else None)
         # words a..b-1 have weights n_words - a - k for k = 0..b-a-1
         sum1 += s1

@@ -40,21 +40,48 @@ class ExportFormat:
 IMPORT_FORMATS: Registry[ImportFormat] = Registry("import format")
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format")
 
-IMPORT_FORMATS.register("precomp")(ImportFormat(
-    import_precomp, "regions/precomp", "SCAN / VSE++ precomp folder: {split}_ims.npy + {split}_caps.txt "
-    "(+ {split}_ids.txt)", ("images", 1), regions=False))
-IMPORT_FORMATS.register("tsv")(ImportFormat(
-    import_tsv, "regions/butd-tsv", "bottom-up-attention TSV file or folder, 6 (Caffe) or 10 "
-    "(py-bottom-up-attention / LXMERT) fields", ("MB", 10**6)))
-IMPORT_FORMATS.register("npz")(ImportFormat(
-    import_npz, "regions/butd-npz", "folder of per-image .npz (bottom-up-attention.pytorch or UNITER)", ("files", 1)))
-IMPORT_FORMATS.register("vinvl")(ImportFormat(
-    import_vinvl, "regions/vinvl", "VinVL / Oscar+ folder or features.tsv (+ predictions.tsv, .lineidx, .hw.tsv)",
-    ("MB", 10**6), vg_names=True))
+IMPORT_FORMATS.register("precomp")(
+    ImportFormat(
+        import_precomp,
+        "regions/precomp",
+        "SCAN / VSE++ precomp folder: {split}_ims.npy + {split}_caps.txt (+ {split}_ids.txt)",
+        ("images", 1),
+        regions=False,
+    )
+)
+IMPORT_FORMATS.register("tsv")(
+    ImportFormat(
+        import_tsv,
+        "regions/butd-tsv",
+        "bottom-up-attention TSV file or folder, 6 (Caffe) or 10 (py-bottom-up-attention / LXMERT) fields",
+        ("MB", 10**6),
+    )
+)
+IMPORT_FORMATS.register("npz")(
+    ImportFormat(
+        import_npz, "regions/butd-npz", "folder of per-image .npz (bottom-up-attention.pytorch or UNITER)", ("files", 1)
+    )
+)
+IMPORT_FORMATS.register("vinvl")(
+    ImportFormat(
+        import_vinvl,
+        "regions/vinvl",
+        "VinVL / Oscar+ folder or features.tsv (+ predictions.tsv, .lineidx, .hw.tsv)",
+        ("MB", 10**6),
+        vg_names=True,
+    )
+)
 
-EXPORT_FORMATS.register("precomp")(ExportFormat(
-    export_precomp, "regions/precomp", "folder: {split}_ims.npy + {split}_caps.txt (+ {split}_ids.txt) per split"))
-EXPORT_FORMATS.register("tsv")(ExportFormat(
-    export_tsv, "regions/butd-r101-vg-36", "one TSV file, 10 fields (LXMERT's load_obj_tsv) or 6 (Caffe)"))
-EXPORT_FORMATS.register("npz")(ExportFormat(
-    export_npz, "regions/butd-r101-vg-36", "folder of one <id>.npz per image (bottom-up-attention.pytorch's keys)"))
+EXPORT_FORMATS.register("precomp")(
+    ExportFormat(
+        export_precomp, "regions/precomp", "folder: {split}_ims.npy + {split}_caps.txt (+ {split}_ids.txt) per split"
+    )
+)
+EXPORT_FORMATS.register("tsv")(
+    ExportFormat(export_tsv, "regions/butd-r101-vg-36", "one TSV file, 10 fields (LXMERT's load_obj_tsv) or 6 (Caffe)")
+)
+EXPORT_FORMATS.register("npz")(
+    ExportFormat(
+        export_npz, "regions/butd-r101-vg-36", "folder of one <id>.npz per image (bottom-up-attention.pytorch's keys)"
+    )
+)

@@ -72,8 +72,10 @@ class SourceIds:
     def check(self, source_id: str, where: str) -> None:
         prev = self.first.setdefault(source_id, where)
         if prev != where:
-            raise StoreError(f"{where}: id {source_id!r} is given twice (first at {prev}); an id may appear "
-                             "only once in an import's source")
+            raise StoreError(
+                f"{where}: id {source_id!r} is given twice (first at {prev}); an id may appear "
+                "only once in an import's source"
+            )
 
 
 def open_dest(dest: Store | str | os.PathLike) -> Store:
@@ -101,8 +103,9 @@ def no_trace_on_failure(dest: Store | str | os.PathLike, name: str) -> Iterator[
         raise
 
 
-def region_fields(dim: int, dtype: str, boxes: int | None, objects: bool = False,
-                  attributes: bool = False) -> list[Field]:
+def region_fields(
+    dim: int, dtype: str, boxes: int | None, objects: bool = False, attributes: bool = False
+) -> list[Field]:
     """Fields of imported region features; `boxes=None` means variable box counts."""
     fields = [Field("features", (boxes, dim), dtype), Field("boxes", (boxes, 4), "float32")]
     if objects:
@@ -150,10 +153,12 @@ class Sink:
         kept = len(self.writer.done_ids) if self.writer is not None else 0
         if FLOAT32_HINT not in str(exc) or not kept:
             return ""
-        return (f" and a new --name: {self.name} keeps the {kept} item(s) imported before it as float16, "
-                "and a feature set keeps its dtype")
+        return (
+            f" and a new --name: {self.name} keeps the {kept} item(s) imported before it as float16, "
+            "and a feature set keeps its dtype"
+        )
 
-    def __enter__(self) -> "Sink":
+    def __enter__(self) -> Sink:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -166,8 +171,10 @@ def check_dtype(fields: Mapping[str, Field], dtype: str, where: Path) -> None:
     the dtype it was created with, so another one would be ignored (or overflow again)."""
     have = fields["features"].dtype if "features" in fields else dtype
     if have != dtype:
-        raise StoreError(f"{where}: holds {have} features, not {dtype}; a feature set keeps its dtype, so import "
-                         f"with --dtype {have}, or give a new --name for {dtype} features")
+        raise StoreError(
+            f"{where}: holds {have} features, not {dtype}; a feature set keeps its dtype, so import "
+            f"with --dtype {have}, or give a new --name for {dtype} features"
+        )
 
 
 def parse_int(text: bytes | str, what: str, where: str) -> int:
@@ -190,8 +197,7 @@ def b64_array(blob: bytes | str, dtype: Any, what: str, where: str) -> np.ndarra
         raise StoreError(f"{where}: field {what} is not valid base64 ({exc})") from None
     size = np.dtype(dtype).itemsize
     if len(raw) % size:
-        raise StoreError(f"{where}: field {what} holds {len(raw)} bytes, not a whole number of "
-                         f"{np.dtype(dtype).name}")
+        raise StoreError(f"{where}: field {what} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}")
     return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
 
 
@@ -200,17 +206,34 @@ def check_boxes(boxes: np.ndarray, w: int, h: int, where: str) -> None:
     if w < 1 or h < 1:
         raise StoreError(f"{where}: image size {w} x {h} is empty")
     x1, y1, x2, y2 = boxes.astype(np.float64).T  # (4, n)
-    ok = (x1 >= -BOX_SLACK) & (y1 >= -BOX_SLACK) & (x1 <= x2) & (y1 <= y2) \
-        & (x2 <= w + BOX_SLACK) & (y2 <= h + BOX_SLACK)  # False for NaN too
+    ok = (
+        (x1 >= -BOX_SLACK)
+        & (y1 >= -BOX_SLACK)
+        & (x1 <= x2)
+        & (y1 <= y2)
+        & (x2 <= w + BOX_SLACK)
+        & (y2 <= h + BOX_SLACK)
+    )  # False for NaN too
     if not ok.all():
         j = int(np.flatnonzero(~ok)[0])
         coords = ", ".join(f"{v:g}" for v in boxes[j].tolist())
-        raise StoreError(f"{where}: box {j} [{coords}] is outside the {w} x {h} image "
-                         f"(need 0 <= x1 <= x2 <= {w}, 0 <= y1 <= y2 <= {h})")
+        raise StoreError(
+            f"{where}: box {j} [{coords}] is outside the {w} x {h} image "
+            f"(need 0 <= x1 <= x2 <= {w}, 0 <= y1 <= y2 <= {h})"
+        )
 
 
-def region_item(feats: np.ndarray, boxes: np.ndarray, w: int, h: int, where: str, *, fixed: int | None,
-                dim: int | None, per_box: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+def region_item(
+    feats: np.ndarray,
+    boxes: np.ndarray,
+    w: int,
+    h: int,
+    where: str,
+    *,
+    fixed: int | None,
+    dim: int | None,
+    per_box: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
     """One image's checked item: shapes, feature size, box count, boxes inside the image;
     padded to `fixed` boxes when it has fewer. `per_box`: object/attribute arrays `[n]`."""
     n = len(boxes) if boxes.ndim == 2 else -1

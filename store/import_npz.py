@@ -31,8 +31,17 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (Progress, SameIds, Sink, Target, checked_size, no_trace_on_failure, open_dest,
-                                         region_fields, region_item)
+from lighthead.store.import_base import (
+    Progress,
+    SameIds,
+    Sink,
+    Target,
+    checked_size,
+    no_trace_on_failure,
+    open_dest,
+    region_fields,
+    region_item,
+)
 from lighthead.store.safe_pickle import UnsafePickle, read_member
 
 NPZ_KEYS = ("x", "bbox", "num_bbox", "image_w", "image_h")  # bottom-up-attention.pytorch
@@ -48,13 +57,19 @@ def _layout(keys: set[str], path: Path) -> str:
         return "bua"
     if set(UNITER_KEYS) <= keys:
         return "uniter"
-    raise StoreError(f"{path}: keys {sorted(keys)} are neither bottom-up-attention.pytorch's "
-                     f"({', '.join(NPZ_KEYS)}[, info]) nor UNITER's (features, norm_bb, conf, soft_labels)")
+    raise StoreError(
+        f"{path}: keys {sorted(keys)} are neither bottom-up-attention.pytorch's "
+        f"({', '.join(NPZ_KEYS)}[, info]) nor UNITER's (features, norm_bb, conf, soft_labels)"
+    )
 
 
 def _int(value: Any, key: str, path: Path) -> int:
     v = np.asarray(value).reshape(-1)
-    if v.size != 1 or v.dtype.kind not in "iuf" or (v.dtype.kind == "f" and not (np.isfinite(v[0]) and v[0] == np.floor(v[0]))):
+    if (
+        v.size != 1
+        or v.dtype.kind not in "iuf"
+        or (v.dtype.kind == "f" and not (np.isfinite(v[0]) and v[0] == np.floor(v[0])))
+    ):
         raise StoreError(f"{path}: {key} {value!r} is not an integer")
     return int(v[0])  # a value that does not fit the int32 field is the writer's error
 
@@ -83,15 +98,18 @@ def _info_arrays(info: Any, n: int, w: int, h: int, path: Path) -> dict[str, np.
         if key in info and _int(info[key], f"info[{key!r}]", path) != want:
             raise StoreError(f"{path}: info[{key!r}] is {info[key]}, but the file's own value is {want}")
     out: dict[str, np.ndarray] = {}
-    for ids, conf, names in (("objects_id", "objects_conf", ("object_ids", "object_scores")),
-                             ("attrs_id", "attrs_conf", ("attr_ids", "attr_scores"))):
+    for ids, conf, names in (
+        ("objects_id", "objects_conf", ("object_ids", "object_scores")),
+        ("attrs_id", "attrs_conf", ("attr_ids", "attr_scores")),
+    ):
         if (ids in info) != (conf in info):
             raise StoreError(f"{path}: info has {ids if ids in info else conf} without {conf if ids in info else ids}")
         if ids in info:
             a, c = np.asarray(info[ids]).reshape(-1), np.asarray(info[conf]).reshape(-1)
             if a.dtype.kind not in "iu" or c.dtype.kind != "f":
-                raise StoreError(f"{path}: info[{ids!r}] must be integers and info[{conf!r}] floats "
-                                 f"(have {a.dtype}, {c.dtype})")
+                raise StoreError(
+                    f"{path}: info[{ids!r}] must be integers and info[{conf!r}] floats (have {a.dtype}, {c.dtype})"
+                )
             out[names[0]], out[names[1]] = a, c
     return out
 
@@ -109,14 +127,17 @@ def _bua_item(m: dict[str, Any], path: Path, w_h: tuple[int, int]) -> tuple[Any,
 
 def _uniter_item(m: dict[str, Any], path: Path, size: tuple[int, int] | None) -> tuple[Any, ...]:
     if size is None:
-        raise StoreError(f"{path}: UNITER's npz holds boxes relative to the image and not the image's size; "
-                         "import it into a dataset store whose records name the image files (their sizes are read)")
+        raise StoreError(
+            f"{path}: UNITER's npz holds boxes relative to the image and not the image's size; "
+            "import it into a dataset store whose records name the image files (their sizes are read)"
+        )
     feats, norm = np.asarray(m["features"]), np.asarray(m["norm_bb"], np.float32)
     if norm.ndim != 2 or norm.shape[1] < 4 or norm.shape[0] != len(feats):
         raise StoreError(f"{path}: norm_bb has shape {norm.shape}, expected ({len(feats)}, 6)")
     if norm.shape[1] >= 6 and not np.allclose(norm[:, 4:6], norm[:, 2:4] - norm[:, 0:2], atol=NORM_TOL):
-        raise StoreError(f"{path}: norm_bb columns 4-5 are not x2-x1, y2-y1: not UNITER's "
-                         "(x1/W, y1/H, x2/W, y2/H, w/W, h/H) layout")
+        raise StoreError(
+            f"{path}: norm_bb columns 4-5 are not x2-x1, y2-y1: not UNITER's (x1/W, y1/H, x2/W, y2/H, w/W, h/H) layout"
+        )
     w, h = size
     boxes = norm[:, :4] * np.array([w, h, w, h], np.float32)  # (K, 4) pixels
     per_box = {}
@@ -124,14 +145,24 @@ def _uniter_item(m: dict[str, Any], path: Path, size: tuple[int, int] | None) ->
         soft = np.asarray(m["soft_labels"], np.float32)
         if soft.ndim != 2 or soft.shape[0] != len(feats) or soft.shape[1] < 2:
             raise StoreError(f"{path}: soft_labels has shape {soft.shape}, expected ({len(feats)}, classes)")
-        per_box = {"object_ids": np.argmax(soft[:, 1:], axis=1),  # background (column 0) excluded
-                   "object_scores": np.asarray(m["conf"], np.float32).reshape(-1)}
+        per_box = {
+            "object_ids": np.argmax(soft[:, 1:], axis=1),  # background (column 0) excluded
+            "object_scores": np.asarray(m["conf"], np.float32).reshape(-1),
+        }
     return feats, boxes, per_box
 
 
-def import_npz(src: str | os.PathLike, dest: Store | str | os.PathLike, name: str = "regions/butd-npz", *,
-               dtype: str = "float16", boxes: int | None = None, progress: Progress | None = None,
-               target: Target | None = None, **writer_opts: Any) -> int:
+def import_npz(
+    src: str | os.PathLike,
+    dest: Store | str | os.PathLike,
+    name: str = "regions/butd-npz",
+    *,
+    dtype: str = "float16",
+    boxes: int | None = None,
+    progress: Progress | None = None,
+    target: Target | None = None,
+    **writer_opts: Any,
+) -> int:
     """Import a folder of per-image `.npz` files (id = file stem); returns items added."""
     src = Path(src)
     files = sorted(src.glob("*.npz")) if src.is_dir() else []
@@ -152,8 +183,11 @@ def import_npz(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
             kind = _layout(set(m), path)
             if layout is None:
                 layout = kind
-                attrs.update(extractor="bottom-up-attention.pytorch" if kind == "bua" else "bottom-up-attention (UNITER)",
-                             imported_from=f"npz ({kind})", source=src.name)
+                attrs.update(
+                    extractor="bottom-up-attention.pytorch" if kind == "bua" else "bottom-up-attention (UNITER)",
+                    imported_from=f"npz ({kind})",
+                    source=src.name,
+                )
             elif kind != layout:
                 raise StoreError(f"{path}: {kind} layout, but {files[0].name} and the files before are {layout}")
             if kind == "bua":
@@ -167,12 +201,18 @@ def import_npz(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
             if keys is None:
                 keys = set(per_box)
             elif set(per_box) != keys:
-                raise StoreError(f"{path}: has {sorted(per_box) or 'no object/attribute arrays'}, the files before "
-                                 f"have {sorted(keys) or 'none'}")
+                raise StoreError(
+                    f"{path}: has {sorted(per_box) or 'no object/attribute arrays'}, the files before "
+                    f"have {sorted(keys) or 'none'}"
+                )
             item = region_item(feats, box, w, h, str(path), fixed=boxes, dim=sink.dim, per_box=per_box)
             dim = feats.shape[1]
-            sink.add(item_id, item, lambda: region_fields(dim, dtype, boxes, "object_ids" in keys, "attr_ids" in keys),
-                     str(path))
+            sink.add(
+                item_id,
+                item,
+                lambda: region_fields(dim, dtype, boxes, "object_ids" in keys, "attr_ids" in keys),  # noqa: B023 - called before the loop moves on
+                str(path),
+            )
     if progress:
         progress(len(files), len(files))
     return sink.added

@@ -25,12 +25,34 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (Progress, SameIds, Sink, SourceIds, Target, b64_array, checked_size,
-                                         no_trace_on_failure, open_dest, parse_int, region_fields, region_item)
+from lighthead.store.import_base import (
+    Progress,
+    SameIds,
+    Sink,
+    SourceIds,
+    Target,
+    b64_array,
+    checked_size,
+    no_trace_on_failure,
+    open_dest,
+    parse_int,
+    region_fields,
+    region_item,
+)
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")  # Caffe generate_tsv.py
-TSV10_FIELDS = ("img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
-                "num_boxes", "boxes", "features")  # py-bottom-up-attention / LXMERT
+TSV10_FIELDS = (
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
+)  # py-bottom-up-attention / LXMERT
 LAYOUTS = {len(TSV_FIELDS): TSV_FIELDS, len(TSV10_FIELDS): TSV10_FIELDS}
 
 
@@ -41,16 +63,21 @@ def tsv_files(src: str | os.PathLike) -> list[Path]:
     if src.is_file():
         return [src]
     if src.is_dir():
-        files = sorted(p for p in src.iterdir() if p.is_file() and
-                       (p.suffix == ".tsv" or (".tsv." in p.name and p.name.rsplit(".", 1)[1].isdigit())))
+        files = sorted(
+            p
+            for p in src.iterdir()
+            if p.is_file() and (p.suffix == ".tsv" or (".tsv." in p.name and p.name.rsplit(".", 1)[1].isdigit()))
+        )
         if files:
             return files
     raise StoreError(f"{src}: no TSV file(s) found")
 
 
 def _layout_error(n: int, where: str) -> StoreError:
-    return StoreError(f"{where}: {n} tab-separated fields, expected {len(TSV_FIELDS)} ({', '.join(TSV_FIELDS)}) "
-                      f"or {len(TSV10_FIELDS)} ({', '.join(TSV10_FIELDS)})")
+    return StoreError(
+        f"{where}: {n} tab-separated fields, expected {len(TSV_FIELDS)} ({', '.join(TSV_FIELDS)}) "
+        f"or {len(TSV10_FIELDS)} ({', '.join(TSV10_FIELDS)})"
+    )
 
 
 def tsv_layout(path: Path) -> tuple[str, ...]:
@@ -91,8 +118,13 @@ def _decode(parts: list[bytes], names: tuple[str, ...], where: str) -> dict[str,
     feat = b64_array(f["features"], np.float32, "features", where)
     if n == 0 or feat.size % n:
         raise StoreError(f"{where}: {feat.size} feature values do not split into {n} boxes")
-    out: dict[str, Any] = {"w": w, "h": h, "boxes": box.reshape(-1, 4) if box.size % 4 == 0 else box,
-                           "features": feat.reshape(n, -1), "per_box": {}}
+    out: dict[str, Any] = {
+        "w": w,
+        "h": h,
+        "boxes": box.reshape(-1, 4) if box.size % 4 == 0 else box,
+        "features": feat.reshape(n, -1),
+        "per_box": {},
+    }
     if "objects_id" in f:
         out["per_box"] = {
             "object_ids": b64_array(f["objects_id"], np.int64, "objects_id", where),
@@ -103,9 +135,17 @@ def _decode(parts: list[bytes], names: tuple[str, ...], where: str) -> dict[str,
     return out
 
 
-def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: str = "regions/butd-tsv", *,
-               dtype: str = "float16", boxes: int | None = None, progress: Progress | None = None,
-               target: Target | None = None, **writer_opts: Any) -> int:
+def import_tsv(
+    src: str | os.PathLike,
+    dest: Store | str | os.PathLike,
+    name: str = "regions/butd-tsv",
+    *,
+    dtype: str = "float16",
+    boxes: int | None = None,
+    progress: Progress | None = None,
+    target: Target | None = None,
+    **writer_opts: Any,
+) -> int:
     """Import bottom-up-attention TSV file(s) of either layout, reading line by line; returns
     items added. All files of one import must share a layout."""
     files = tsv_files(src)
@@ -113,15 +153,20 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
     names = layouts[files[0]]
     for p, other in layouts.items():
         if other != names:
-            raise StoreError(f"{p}: {len(other)} fields per line, but {files[0].name} has {len(names)}; "
-                             "import the two layouts into separate feature sets")
+            raise StoreError(
+                f"{p}: {len(other)} fields per line, but {files[0].name} has {len(names)}; "
+                "import the two layouts into separate feature sets"
+            )
     target = target or SameIds()
     objects = names == TSV10_FIELDS
     total = sum(p.stat().st_size for p in files)
     done_bytes = 0
     seen = SourceIds()
-    attrs = {"extractor": "bottom-up-attention", "imported_from": f"tsv ({len(names)} fields)",
-             "source": [p.name for p in files]}
+    attrs = {
+        "extractor": "bottom-up-attention",
+        "imported_from": f"tsv ({len(names)} fields)",
+        "source": [p.name for p in files],
+    }
     with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
         for path in files:
             with open(path, "rb") as fh:
@@ -143,10 +188,18 @@ def import_tsv(src: str | os.PathLike, dest: Store | str | os.PathLike, name: st
                         continue
                     v = _decode(parts, names, where)
                     checked_size(target, item_id, v["w"], v["h"], where)
-                    item = region_item(v["features"], v["boxes"], v["w"], v["h"], where, fixed=boxes,
-                                       dim=sink.dim, per_box=v["per_box"])
+                    item = region_item(
+                        v["features"],
+                        v["boxes"],
+                        v["w"],
+                        v["h"],
+                        where,
+                        fixed=boxes,
+                        dim=sink.dim,
+                        per_box=v["per_box"],
+                    )
                     dim = v["features"].shape[1]
-                    sink.add(item_id, item, lambda: region_fields(dim, dtype, boxes, objects, objects), where)
+                    sink.add(item_id, item, lambda: region_fields(dim, dtype, boxes, objects, objects), where)  # noqa: B023 - called before the loop moves on
     if progress:
         progress(total, total)
     return sink.added

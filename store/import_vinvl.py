@@ -34,8 +34,20 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (Progress, SameIds, Sink, SourceIds, Target, b64_array, checked_size,
-                                         no_trace_on_failure, open_dest, parse_int, region_fields, region_item)
+from lighthead.store.import_base import (
+    Progress,
+    SameIds,
+    Sink,
+    SourceIds,
+    Target,
+    b64_array,
+    checked_size,
+    no_trace_on_failure,
+    open_dest,
+    parse_int,
+    region_fields,
+    region_item,
+)
 from lighthead.store.import_tsv import unquote_id
 
 Names = Callable[[str, str], int]  # ("object" | "attribute", name) -> id, -1 when unknown
@@ -47,8 +59,9 @@ def _one(folder: Path, names: list[str], pattern: str, what: str) -> Path | None
             return folder / n
     found = sorted(p for p in folder.glob(pattern) if p.is_file())
     if len(found) > 1:
-        raise StoreError(f"{folder}: {len(found)} {what} files ({', '.join(p.name for p in found)}); "
-                         "give the features file itself")
+        raise StoreError(
+            f"{folder}: {len(found)} {what} files ({', '.join(p.name for p in found)}); give the features file itself"
+        )
     return found[0] if found else None
 
 
@@ -60,27 +73,30 @@ def vinvl_files(src: str | os.PathLike) -> tuple[Path | None, Path | None, Path 
         labels = _one(src, ["predictions.tsv"], "*.label.tsv", "labels")
         hw = _one(src, [], "*.hw.tsv", "image size")
     elif src.is_file():
-        stem = src.name[:-len(".tsv")] if src.name.endswith(".tsv") else src.name
+        stem = src.name[: -len(".tsv")] if src.name.endswith(".tsv") else src.name
         if stem.endswith(".label") or stem == "predictions":
             feats, labels = None, src
-            stem = stem[:-len(".label")] if stem.endswith(".label") else stem
+            stem = stem[: -len(".label")] if stem.endswith(".label") else stem
         else:
             feats = src
-            stem = stem[:-len(".feature")] if stem.endswith(".feature") else stem
-            labels = next((p for p in (src.with_name(f"{stem}.label.tsv"), src.with_name("predictions.tsv"))
-                           if p.is_file()), None)
+            stem = stem[: -len(".feature")] if stem.endswith(".feature") else stem
+            labels = next(
+                (p for p in (src.with_name(f"{stem}.label.tsv"), src.with_name("predictions.tsv")) if p.is_file()), None
+            )
         hw = src.with_name(f"{stem}.hw.tsv") if src.with_name(f"{stem}.hw.tsv").is_file() else None
     else:
         raise StoreError(f"{src}: no such file or folder")
     if labels is None:
-        raise StoreError(f"{src}: no labels file with the boxes (predictions.tsv or <split>.label.tsv); VinVL's "
-                         "features file holds features only")
+        raise StoreError(
+            f"{src}: no labels file with the boxes (predictions.tsv or <split>.label.tsv); VinVL's "
+            "features file holds features only"
+        )
     return feats, labels, hw
 
 
 def lineidx(path: Path) -> list[int] | None:
     """The row offsets of `<name>.lineidx` next to `<name>.tsv`, if there is one."""
-    idx = path.with_name(path.name[:-len(".tsv")] + ".lineidx") if path.name.endswith(".tsv") else None
+    idx = path.with_name(path.name[: -len(".tsv")] + ".lineidx") if path.name.endswith(".tsv") else None
     if idx is None or not idx.is_file():
         return None
     try:
@@ -125,8 +141,10 @@ class _Rows:
                 where = f"{self.path}:{lineno}"
                 prev = self.index.setdefault(unquote_id(key, where), (offset, lineno))
                 if prev[1] != lineno:
-                    raise StoreError(f"{where}: id {unquote_id(key, where)!r} is given twice (first at "
-                                     f"{self.path}:{prev[1]}); an id may appear only once in an import's source")
+                    raise StoreError(
+                        f"{where}: id {unquote_id(key, where)!r} is given twice (first at "
+                        f"{self.path}:{prev[1]}); an id may appear only once in an import's source"
+                    )
             offset += len(line)
 
     def close(self) -> None:
@@ -145,13 +163,14 @@ def _features_row(parts: list[bytes], where: str) -> np.ndarray:
     if len(parts) == 2:
         obj = _json(parts[1], where)
         if not isinstance(obj, dict) or "num_boxes" not in obj or "features" not in obj:
-            raise StoreError(f"{where}: expected {{\"num_boxes\": N, \"features\": base64}}")
+            raise StoreError(f'{where}: expected {{"num_boxes": N, "features": base64}}')
         n, blob = parse_int(str(obj["num_boxes"]), "num_boxes", where), str(obj["features"])
     elif len(parts) == 3:
         n, blob = parse_int(parts[1], "num_boxes", where), parts[2]
     else:
-        raise StoreError(f"{where}: {len(parts)} tab-separated fields, expected 2 (key, JSON) or 3 "
-                         "(key, num_boxes, features)")
+        raise StoreError(
+            f"{where}: {len(parts)} tab-separated fields, expected 2 (key, JSON) or 3 (key, num_boxes, features)"
+        )
     feats = b64_array(blob, np.float32, "features", where)
     if n == 0 or feats.size % n:
         raise StoreError(f"{where}: {feats.size} feature values do not split into {n} boxes")
@@ -162,7 +181,7 @@ def _objects(raw: bytes, where: str) -> tuple[list[dict], tuple[int, int] | None
     obj = _json(raw, where)
     objects = obj.get("objects") if isinstance(obj, dict) else obj
     if not isinstance(objects, list) or not all(isinstance(o, dict) and "rect" in o for o in objects):
-        raise StoreError(f"{where}: expected a list of objects with \"rect\" (or {{\"objects\": [...]}})")
+        raise StoreError(f'{where}: expected a list of objects with "rect" (or {{"objects": [...]}})')
     size = None
     if isinstance(obj, dict) and "image_w" in obj and "image_h" in obj:
         size = (parse_int(str(obj["image_w"]), "image_w", where), parse_int(str(obj["image_h"]), "image_h", where))
@@ -182,8 +201,12 @@ def _per_box(objects: list[dict], names: Names | None, where: str) -> dict[str, 
             attr.append((names("attribute", str(a[best])), s[best] if s else 0.0) if a else (-1, 0.0))
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{where}: bad conf / attributes ({exc})") from None
-    return {"object_ids": np.array(ids, np.int64), "object_scores": np.array(scores, np.float32),
-            "attr_ids": np.array([a for a, _ in attr], np.int64), "attr_scores": np.array([s for _, s in attr], np.float32)}
+    return {
+        "object_ids": np.array(ids, np.int64),
+        "object_scores": np.array(scores, np.float32),
+        "attr_ids": np.array([a for a, _ in attr], np.int64),
+        "attr_scores": np.array([s for _, s in attr], np.float32),
+    }
 
 
 def _rows(path: Path) -> Any:
@@ -198,17 +221,28 @@ def _rows(path: Path) -> Any:
                 continue
             if offsets is not None and (row >= len(offsets) or offsets[row] != start):
                 want = offsets[row] if row < len(offsets) else "nothing"
-                raise StoreError(f"{path}:{lineno}: row {row} starts at byte {start}, its .lineidx says {want} "
-                                 "(a stale index: regenerate or delete it)")
+                raise StoreError(
+                    f"{path}:{lineno}: row {row} starts at byte {start}, its .lineidx says {want} "
+                    "(a stale index: regenerate or delete it)"
+                )
             row += 1
             yield lineno, offset, line.split(b"\t")
     if offsets is not None and row != len(offsets):
         raise StoreError(f"{path}: {row} rows, its .lineidx lists {len(offsets)}")
 
 
-def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: str = "regions/vinvl", *,
-                 dtype: str = "float16", boxes: int | None = None, progress: Progress | None = None,
-                 target: Target | None = None, names: Names | None = None, **writer_opts: Any) -> int:
+def import_vinvl(
+    src: str | os.PathLike,
+    dest: Store | str | os.PathLike,
+    name: str = "regions/vinvl",
+    *,
+    dtype: str = "float16",
+    boxes: int | None = None,
+    progress: Progress | None = None,
+    target: Target | None = None,
+    names: Names | None = None,
+    **writer_opts: Any,
+) -> int:
     """Import VinVL features + labels (+ sizes) TSVs; returns items added."""
     feats_path, labels_path, hw_path = vinvl_files(src)
     target = target or SameIds()
@@ -217,8 +251,11 @@ def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: 
     sizes = _Rows(hw_path) if hw_path else None
     total = main.stat().st_size
     seen = SourceIds()
-    attrs = {"extractor": "VinVL (scene_graph_benchmark)", "imported_from": "vinvl tsv",
-             "source": [p.name for p in (feats_path, labels_path, hw_path) if p]}
+    attrs = {
+        "extractor": "VinVL (scene_graph_benchmark)",
+        "imported_from": "vinvl tsv",
+        "source": [p.name for p in (feats_path, labels_path, hw_path) if p],
+    }
     try:
         with no_trace_on_failure(dest, name), Sink(open_dest(dest), name, attrs, writer_opts, dtype) as sink:
             for k, (lineno, offset, parts) in enumerate(_rows(main)):
@@ -238,36 +275,45 @@ def import_vinvl(src: str | os.PathLike, dest: Store | str | os.PathLike, name: 
                 objects, size = _objects(raw, label_where)
                 if labels is None:
                     if not all("feature" in o for o in objects):
-                        raise StoreError(f"{where}: objects without \"feature\" and no features file next to it")
+                        raise StoreError(f'{where}: objects without "feature" and no features file next to it')
                     rows = [b64_array(str(o["feature"]), np.float32, "feature", where) for o in objects]
                     if len({len(r) for r in rows}) > 1:
-                        raise StoreError(f"{where}: the objects' \"feature\" sizes differ "
-                                         f"({', '.join(sorted({str(len(r)) for r in rows}))} values)")
+                        raise StoreError(
+                            f'{where}: the objects\' "feature" sizes differ '
+                            f"({', '.join(sorted({str(len(r)) for r in rows}))} values)"
+                        )
                     feats = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
                 if len(objects) != len(feats):
-                    raise StoreError(f"{where}: {len(feats)} feature rows but {label_where} lists {len(objects)} objects")
+                    raise StoreError(
+                        f"{where}: {len(feats)} feature rows but {label_where} lists {len(objects)} objects"
+                    )
                 if size is None and sizes is not None:
                     hw_raw, hw_where = sizes.get(key)
                     hw = _json(hw_raw, hw_where)
                     hw = hw[0] if isinstance(hw, list) and hw else hw
                     if not isinstance(hw, dict) or "height" not in hw or "width" not in hw:
-                        raise StoreError(f"{hw_where}: expected [{{\"height\": H, \"width\": W}}]")
-                    size = (parse_int(str(hw["width"]), "width", hw_where), parse_int(str(hw["height"]), "height", hw_where))
+                        raise StoreError(f'{hw_where}: expected [{{"height": H, "width": W}}]')
+                    size = (
+                        parse_int(str(hw["width"]), "width", hw_where),
+                        parse_int(str(hw["height"]), "height", hw_where),
+                    )
                 if size is not None:
                     checked_size(target, item_id, *size, where)
                 else:
                     size = target.size(item_id)
                     if size is None:
-                        raise StoreError(f"{where}: no image size for {key!r} (the labels have no image_w/image_h, "
-                                         "there is no <split>.hw.tsv, and no image file is known for it)")
+                        raise StoreError(
+                            f"{where}: no image size for {key!r} (the labels have no image_w/image_h, "
+                            "there is no <split>.hw.tsv, and no image file is known for it)"
+                        )
                 try:
                     box = np.array([o["rect"] for o in objects], np.float32).reshape(-1, 4)
                 except (TypeError, ValueError):
-                    raise StoreError(f"{label_where}: a \"rect\" is not [x1, y1, x2, y2]") from None
+                    raise StoreError(f'{label_where}: a "rect" is not [x1, y1, x2, y2]') from None
                 per_box = _per_box(objects, names, label_where)
                 item = region_item(feats, box, *size, where, fixed=boxes, dim=sink.dim, per_box=per_box)
                 dim = feats.shape[1]
-                sink.add(item_id, item, lambda: region_fields(dim, dtype, boxes, bool(per_box), bool(per_box)), where)
+                sink.add(item_id, item, lambda: region_fields(dim, dtype, boxes, bool(per_box), bool(per_box)), where)  # noqa: B023 - called before the loop moves on
     finally:
         for rows in (labels, sizes):
             if rows is not None:

@@ -29,17 +29,40 @@ import numpy as np
 
 from lighthead.store.api import Store
 from lighthead.store.errors import StoreError
-from lighthead.store.import_base import (BOX_SLACK, Progress, SameIds, Target, check_dtype, no_trace_on_failure,
-                                         open_dest, region_fields)
+from lighthead.store.import_base import (
+    BOX_SLACK,
+    Progress,
+    SameIds,
+    Target,
+    check_dtype,
+    no_trace_on_failure,
+    open_dest,
+    region_fields,
+)
 from lighthead.store.import_npz import NPZ_KEYS, import_npz
 from lighthead.store.import_tsv import TSV10_FIELDS, TSV_FIELDS, import_tsv, tsv_files
 from lighthead.store.import_vinvl import import_vinvl
 from lighthead.store.manifest import read_manifest
 from lighthead.store.schema import Field, value_problem
 
-__all__ = ["BOX_SLACK", "NPZ_KEYS", "TSV10_FIELDS", "TSV_FIELDS", "PrecompSplit", "Progress", "SameIds", "Target",
-           "import_npz", "import_precomp", "import_tsv", "import_vinvl", "read_lines", "read_precomp",
-           "region_fields", "tsv_files"]
+__all__ = [
+    "BOX_SLACK",
+    "NPZ_KEYS",
+    "TSV10_FIELDS",
+    "TSV_FIELDS",
+    "PrecompSplit",
+    "Progress",
+    "SameIds",
+    "Target",
+    "import_npz",
+    "import_precomp",
+    "import_tsv",
+    "import_vinvl",
+    "read_lines",
+    "read_precomp",
+    "region_fields",
+    "tsv_files",
+]
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -74,8 +97,10 @@ def _text_line(line: bytes, path: Path, lineno: int) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StoreError(f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
-                         "save the file as UTF-8") from None
+        raise StoreError(
+            f"{path}:{lineno}: not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def _source_ids(path: Path, n_images: int, repeat: int) -> list[str] | None:
@@ -93,7 +118,9 @@ def _source_ids(path: Path, n_images: int, repeat: int) -> list[str] | None:
     return ids
 
 
-def read_precomp(src: str | os.PathLike, splits: list[str] | None = None, caps_per_image: int = 5) -> list[PrecompSplit]:
+def read_precomp(
+    src: str | os.PathLike, splits: list[str] | None = None, caps_per_image: int = 5
+) -> list[PrecompSplit]:
     """Every split of a precomp folder (or `splits`), checked for shape and caption count.
 
     Caption j belongs to image j // caps_per_image. The images file holds either one row per
@@ -124,8 +151,9 @@ def read_precomp(src: str | os.PathLike, splits: list[str] | None = None, caps_p
         elif caps_per_image > 1 and len(lines) == len(ims) and len(ims) % caps_per_image == 0:
             repeat = caps_per_image
         else:
-            raise StoreError(f"{caps_path}: {len(lines)} lines for {len(ims)} images in {ims_path.name} "
-                             f"x {caps_per_image} captions")
+            raise StoreError(
+                f"{caps_path}: {len(lines)} lines for {len(ims)} images in {ims_path.name} x {caps_per_image} captions"
+            )
         ids = _source_ids(src / f"{split}_ids.txt", len(ims) // repeat, repeat)
         out.append(PrecompSplit(split, ims, lines, ims_path, repeat, ids))
     return out
@@ -137,14 +165,16 @@ def _check_values(part: PrecompSplit, dtype: str) -> None:
     with one row per caption, also that an image's rows are identical."""
     want, r = np.dtype(dtype), part.repeat
     for a in range(0, part.n_images, 256):
-        block = np.asarray(part.ims[a * r:(a + 256) * r])  # (b * r, K, D), one sequential read
+        block = np.asarray(part.ims[a * r : (a + 256) * r])  # (b * r, K, D), one sequential read
         if r > 1:
             groups = block.reshape(-1, r, *block.shape[1:])  # (b, r, K, D)
             same = (groups == groups[:, :1]).reshape(len(groups), -1).all(axis=1)
             if not same.all():
                 j = a + int(np.flatnonzero(~same)[0])
-                raise StoreError(f"{part.path}: rows {j * r}..{j * r + r - 1} (image {j}) differ, but with one row "
-                                 f"per caption the {r} rows of an image must be the same image")
+                raise StoreError(
+                    f"{part.path}: rows {j * r}..{j * r + r - 1} (image {j}) differ, but with one row "
+                    f"per caption the {r} rows of an image must be the same image"
+                )
             block = groups[:, 0]
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
             stored = block.astype(want)
@@ -155,9 +185,17 @@ def _check_values(part: PrecompSplit, dtype: str) -> None:
             raise StoreError(f"{part.path}: item {a + j} (id '{part.split}/{a + j}'): field 'features': {problem}")
 
 
-def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name: str = "regions/precomp", *,
-                   dtype: str = "float16", caps_per_image: int = 5, splits: list[str] | None = None,
-                   progress: Progress | None = None, **writer_opts: Any) -> int:
+def import_precomp(
+    src: str | os.PathLike,
+    dest: Store | str | os.PathLike,
+    name: str = "regions/precomp",
+    *,
+    dtype: str = "float16",
+    caps_per_image: int = 5,
+    splits: list[str] | None = None,
+    progress: Progress | None = None,
+    **writer_opts: Any,
+) -> int:
     """Import a SCAN `*_precomp` folder (every split found, or `splits`); returns items added.
     Ids are `{split}/{i}`; the field `captions` keeps each image's caption lines byte for byte
     (uint8, line ends included). All splits are checked before anything is written."""
@@ -166,7 +204,7 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
     shapes = {p.ims.shape[1:] for p in parts}
     if len(shapes) != 1:
         raise StoreError(f"{src}: splits have different [K, D] shapes {sorted(shapes)}")
-    (k, d), = shapes
+    ((k, d),) = shapes
     fields = [Field("features", (k, d), dtype), Field("captions", (None,), "uint8")]
     for part in parts:
         _check_values(part, dtype)
@@ -183,10 +221,10 @@ def import_precomp(src: str | os.PathLike, dest: Store | str | os.PathLike, name
                     ids = [f"{part.split}/{i}" for i in range(a, min(part.n_images, a + 256))]
                     todo = [j for j, i in enumerate(ids) if not w.is_done(i)]
                     if todo:  # one sequential read, one image per row
-                        block = np.asarray(part.ims[a * r:(a + len(ids)) * r:r])  # (b, K, D)
+                        block = np.asarray(part.ims[a * r : (a + len(ids)) * r : r])  # (b, K, D)
                         for j in todo:
                             c = (a + j) * caps_per_image
-                            caps = np.frombuffer(b"".join(part.lines[c:c + caps_per_image]), dtype=np.uint8)
+                            caps = np.frombuffer(b"".join(part.lines[c : c + caps_per_image]), dtype=np.uint8)
                             try:
                                 w.add(ids[j], {"features": block[j], "captions": caps})
                             except StoreError as exc:

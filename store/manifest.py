@@ -79,8 +79,13 @@ def read_manifest(directory: Path) -> Manifest:
         if obj.get("format") != FORMAT or int(obj.get("version", 0)) > VERSION:
             raise StoreError(f"{path}: not a {FORMAT} v{VERSION} manifest")
         shards = [ShardEntry(**s) for s in obj["shards"]]
-        return Manifest(obj["name"], fields_from_json(obj["fields"]), dict(obj.get("attrs") or {}),
-                        dict(obj.get("versions") or {}), shards)
+        return Manifest(
+            obj["name"],
+            fields_from_json(obj["fields"]),
+            dict(obj.get("attrs") or {}),
+            dict(obj.get("versions") or {}),
+            shards,
+        )
     except StoreError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
@@ -172,9 +177,11 @@ def _flock(fd: int, flags: int, path: Path) -> None:
     except OSError as exc:
         if exc.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
             os.close(fd)
-            raise StoreError(f"{path}: this file system does not support flock ({exc.strerror}); mount it "
-                             f"with lock support, or set {LOCKING_ENV}=0 and run one writer per feature "
-                             f"set at a time") from None
+            raise StoreError(
+                f"{path}: this file system does not support flock ({exc.strerror}); mount it "
+                f"with lock support, or set {LOCKING_ENV}=0 and run one writer per feature "
+                f"set at a time"
+            ) from None
         raise
 
 

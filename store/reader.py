@@ -54,8 +54,9 @@ class FeatureSet:
         for p, i in enumerate(ids):
             if self._pos.setdefault(i, p) != p:
                 a, b = self._locate(self._pos[i])[0], self._locate(p)[0]
-                raise StoreError(f"{self.path}: id {i!r} stored twice ({self._readers[a].path.name}, "
-                                 f"{self._readers[b].path.name})")
+                raise StoreError(
+                    f"{self.path}: id {i!r} stored twice ({self._readers[a].path.name}, {self._readers[b].path.name})"
+                )
         self.preloaded = False
 
     # -- lookup ------------------------------------------------------------------------------
@@ -123,8 +124,9 @@ class FeatureSet:
                 out[n] = buf[0]
         return out
 
-    def get_batch(self, keys: Sequence[Any], fields: Iterable[str] | None = None,
-                  out: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    def get_batch(
+        self, keys: Sequence[Any], fields: Iterable[str] | None = None, out: dict[str, np.ndarray] | None = None
+    ) -> dict[str, Any]:
         """Several items: fixed fields as `[B, *shape]` arrays, variable ones as lists.
 
         Reads are grouped by shard and sorted by row within it, so each shard is visited
@@ -151,10 +153,10 @@ class FeatureSet:
                 arr = out.get(n) if out else None
                 if arr is None:
                     arr = np.empty((len(pos), *fld.shape), dtype=fld.np_dtype)
-                elif arr.shape != (len(pos), *fld.shape) or arr.dtype != fld.np_dtype \
-                        or not arr.flags.c_contiguous:
-                    raise ValueError(f"out[{n!r}] must be a C-contiguous {fld.dtype} array of shape "
-                                     f"{(len(pos), *fld.shape)}")
+                elif arr.shape != (len(pos), *fld.shape) or arr.dtype != fld.np_dtype or not arr.flags.c_contiguous:
+                    raise ValueError(
+                        f"out[{n!r}] must be a C-contiguous {fld.dtype} array of shape {(len(pos), *fld.shape)}"
+                    )
                 for g in groups:
                     self._readers[int(shard[g[0]])].read_fixed(n, rows[g], arr, g)
                 result[n] = arr
@@ -164,10 +166,10 @@ class FeatureSet:
         """Iterate `(id, item)` in storage order, reading `batch` items at a time."""
         for a in range(0, len(self), batch):
             chunk = self.get_batch(range(a, min(a + batch, len(self))), fields)
-            for j, i in enumerate(self.ids[a:a + batch]):
+            for j, i in enumerate(self.ids[a : a + batch]):
                 yield i, {n: v[j] for n, v in chunk.items()}
 
-    def preload(self, fields: Iterable[str] | None = None) -> "FeatureSet":
+    def preload(self, fields: Iterable[str] | None = None) -> FeatureSet:
         """Read the (selected) fields of every shard into RAM; later reads never touch disk.
         Arrays are inherited by forked DataLoader workers without copying."""
         for n in self._fields(fields):

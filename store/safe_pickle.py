@@ -27,14 +27,20 @@ from typing import Any
 import numpy as np
 
 # (module, name) pairs a numpy object-array pickle needs, for numpy 1.x and 2.x module paths.
-NUMPY_ARRAYS = frozenset({
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),  # bytes in pickles written by Python 2 (protocol 2)
-})
+NUMPY_ARRAYS = frozenset(
+    {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # bytes in pickles written by Python 2 (protocol 2)
+    }
+)
 CHECKPOINT_ARRAYS = NUMPY_ARRAYS | {
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),  # protocol 5
     ("collections", "OrderedDict"),
 }
 PLAIN_DATA: frozenset[tuple[str, str]] = frozenset()  # no class or callable at all
@@ -62,9 +68,12 @@ class _Unpickler(pickle.Unpickler):
         raise UnsafePickle("it uses persistent ids")
 
 
-def restricted_load(fh: Any, allowed: frozenset[tuple[str, str]],
-                    refusal: str = "it names {module}.{name}, which the file may not hold",
-                    encoding: str = "ASCII") -> Any:
+def restricted_load(
+    fh: Any,
+    allowed: frozenset[tuple[str, str]],
+    refusal: str = "it names {module}.{name}, which the file may not hold",
+    encoding: str = "ASCII",
+) -> Any:
     """Unpickle the open binary file `fh`, allowing only the (module, name) pairs of `allowed`;
     anything else raises UnsafePickle with `refusal` (formatted with module and name) before
     it is looked up. encoding: how Python 2 `str` objects decode ("latin1" for numpy arrays)."""
@@ -73,8 +82,12 @@ def restricted_load(fh: Any, allowed: frozenset[tuple[str, str]],
 
 def loads(data: bytes) -> Any:
     """Unpickle `data` with the numpy allow-list (raises UnsafePickle, or pickle's own errors)."""
-    return restricted_load(io.BytesIO(data), NUMPY_ARRAYS,
-                           "it names {module}.{name}, which is not a numpy array, dtype or scalar", encoding="latin1")
+    return restricted_load(
+        io.BytesIO(data),
+        NUMPY_ARRAYS,
+        "it names {module}.{name}, which is not a numpy array, dtype or scalar",
+        encoding="latin1",
+    )
 
 
 def read_member(zf: zipfile.ZipFile, key: str) -> Any:
@@ -83,8 +96,9 @@ def read_member(zf: zipfile.ZipFile, key: str) -> Any:
     raw = zf.read(f"{key}.npy")
     fh = io.BytesIO(raw)
     version = np.lib.format.read_magic(fh)
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                   (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+        version
+    )
     if read_header is None:
         raise ValueError(f"member {key}.npy has .npy format version {version}, expected 1.0 or 2.0")
     _, _, dtype = read_header(fh)

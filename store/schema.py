@@ -94,7 +94,7 @@ class Field:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Field":
+    def from_json(cls, obj: Mapping[str, Any]) -> Field:
         return cls(obj["name"], tuple(obj["shape"]), obj["dtype"])
 
     def coerce(self, value: Any, item_id: str) -> np.ndarray:
@@ -158,8 +158,9 @@ def check_shard_file(name: Any, manifest: Any) -> str:
     does not own, so it is refused."""
     m = SHARD_RE.fullmatch(name) if isinstance(name, str) else None
     if m is None or m["tmp"]:
-        raise StoreError(f"{manifest}: bad shard file name {name!r} (expected shard-<tag>-<num>.h5 "
-                         f"inside the feature set)")
+        raise StoreError(
+            f"{manifest}: bad shard file name {name!r} (expected shard-<tag>-<num>.h5 inside the feature set)"
+        )
     return name
 
 

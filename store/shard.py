@@ -69,8 +69,14 @@ def flat_rows_per_chunk(row_bytes: int, total: int, items: int) -> int:
 def _dataset(group: h5py.Group, name: str, data: np.ndarray, rows: int) -> None:
     """A dataset chunked `rows` items at a time (whole rows), with a Fletcher-32 checksum per chunk."""
     if len(data) == 0:  # chunks may not exceed a fixed shape: an empty one must be extendible
-        group.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=(1, *data.shape[1:]),
-                             maxshape=(None, *data.shape[1:]), fletcher32=True)
+        group.create_dataset(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=(1, *data.shape[1:]),
+            maxshape=(None, *data.shape[1:]),
+            fletcher32=True,
+        )
         return
     group.create_dataset(name, data=data, chunks=(rows, *data.shape[1:]), fletcher32=True)
 
@@ -82,8 +88,9 @@ DATASET_BYTES = 4 << 10  # per dataset
 CHUNK_BYTES = 64  # per chunk: its Fletcher-32 checksum and index entry
 
 
-def shard_layout(ids: list[str], fields: dict[str, Field],
-                 columns: dict[str, list[np.ndarray]]) -> dict[str, tuple[int, int, int]]:
+def shard_layout(
+    ids: list[str], fields: dict[str, Field], columns: dict[str, list[np.ndarray]]
+) -> dict[str, tuple[int, int, int]]:
     """Per dataset of the shard: (rows, bytes per row, rows per chunk), as `write_shard` lays it out."""
     n = len(ids)
     width = max([1, *(len(i.encode("utf-8")) for i in ids)])
@@ -117,8 +124,9 @@ def _empty_file_image() -> bytes:
     return buf.getvalue()
 
 
-def write_shard(path: Path, ids: list[str], fields: dict[str, Field],
-                columns: dict[str, list[np.ndarray]], fsync: bool = True) -> None:
+def write_shard(
+    path: Path, ids: list[str], fields: dict[str, Field], columns: dict[str, list[np.ndarray]], fsync: bool = True
+) -> None:
     """Write a complete shard to `path` (the caller passes a `.tmp` name and renames it).
 
     The file's space is reserved first (`reserve_space`): a full disk is an OSError naming
@@ -139,8 +147,7 @@ def write_shard(path: Path, ids: list[str], fields: dict[str, Field],
             f.attrs["format"] = FORMAT
             f.attrs["version"] = VERSION
             f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields.values()])
-            _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", layout["ids"][1])),
-                     layout["ids"][2])
+            _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", layout["ids"][1])), layout["ids"][2])
             g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
             for name, fld in fields.items():
                 values = columns[name]
@@ -193,8 +200,10 @@ def _damaged_metadata(path: Path, name: str, exc: BaseException) -> StoreError:
     """One line for a field whose HDF5 metadata (object header, offsets, chunk index) cannot be
     read: h5py raises KeyError, OSError or RuntimeError for them, none naming the file."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-    return StoreError(f"{path}: field {name!r}: unreadable HDF5 metadata (header, offsets or chunk index), "
-                      f"the shard is damaged ({text}); `lighthead store verify` checks the whole store")
+    return StoreError(
+        f"{path}: field {name!r}: unreadable HDF5 metadata (header, offsets or chunk index), "
+        f"the shard is damaged ({text}); `lighthead store verify` checks the whole store"
+    )
 
 
 def _field_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
@@ -257,17 +266,25 @@ class ShardReader:
                     ds = f["fields"][name]
                     # the manifest's dtype decides how bytes are read: an edited one must not reinterpret them
                     if ds.dtype.newbyteorder("<") != fld.np_dtype:
-                        raise StoreError(f"{self.path}: field {name!r} is stored as {ds.dtype.name}, the manifest "
-                                         f"says {fld.dtype} (edited or damaged manifest)")
+                        raise StoreError(
+                            f"{self.path}: field {name!r} is stored as {ds.dtype.name}, the manifest "
+                            f"says {fld.dtype} (edited or damaged manifest)"
+                        )
                     if fld.variable:
                         off = np.asarray(f["offsets"][name][...], dtype=np.int64)
-                        if len(off) != self.rows + 1 or off[0] != 0 or np.any(np.diff(off) < 0) \
-                                or off[-1] != ds.shape[0] or ds.shape[1:] != fld.row_shape:
+                        if (
+                            len(off) != self.rows + 1
+                            or off[0] != 0
+                            or np.any(np.diff(off) < 0)
+                            or off[-1] != ds.shape[0]
+                            or ds.shape[1:] != fld.row_shape
+                        ):
                             raise StoreError(f"{self.path}: bad offsets for field {name!r}")
                         self.offsets[name] = off
                     elif ds.shape != (self.rows, *fld.shape):
-                        raise StoreError(f"{self.path}: field {name!r} has shape {ds.shape}, "
-                                         f"expected {(self.rows, *fld.shape)}")
+                        raise StoreError(
+                            f"{self.path}: field {name!r} has shape {ds.shape}, expected {(self.rows, *fld.shape)}"
+                        )
                     idx = _raw_index(ds, self.check, size)
                     if idx is not None:
                         self.raw[name] = idx
@@ -333,13 +350,15 @@ class ShardReader:
         bad = None
         for r in rows:
             try:
-                ds[int(r):int(r) + 1]
+                ds[int(r) : int(r) + 1]
             except OSError:
                 bad = int(r)
                 break
         where = f"id {self.ids[self._item_of_row(name, bad)]!r}, " if bad is not None and self.ids else ""
-        return StoreError(f"{self.path}: {where}field {name!r}: unreadable, the shard is damaged "
-                          f"({exc}); `lighthead store verify` checks the whole store")
+        return StoreError(
+            f"{self.path}: {where}field {name!r}: unreadable, the shard is damaged "
+            f"({exc}); `lighthead store verify` checks the whole store"
+        )
 
     def _h5_rows(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Stored rows `rows` of a field, read through HDF5 one at a time (a fancy-index
@@ -348,7 +367,7 @@ class ShardReader:
         out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
         for j, r in enumerate(rows.tolist()):
             try:
-                out[j] = ds[r:r + 1][0]
+                out[j] = ds[r : r + 1][0]
             except OSError as exc:
                 raise self._damaged(name, [r], exc) from None
         return out
@@ -369,8 +388,8 @@ class ShardReader:
             return chunks.tolist()
         mm, nb, bad = self.mapped(), idx.rows * idx.row_bytes, []
         for i, (k, o) in enumerate(zip(chunks.tolist(), idx.offsets[chunks].tolist())):
-            data = mm[o:o + nb] if copies is None else copies[i]
-            if fletcher32(data) == stored(mm[o + nb:o + nb + 4]):
+            data = mm[o : o + nb] if copies is None else copies[i]
+            if fletcher32(data) == stored(mm[o + nb : o + nb + 4]):
                 idx.checked[k] = True
             else:
                 bad.append(k)
@@ -391,7 +410,7 @@ class ShardReader:
         mm, nb = self.mapped(), idx.row_bytes
         starts = idx.offsets[chunk] + (rows - chunk * idx.rows) * nb
         for j, o in zip(dest.tolist(), starts.tolist()):
-            flat[j] = mm[o:o + nb]
+            flat[j] = mm[o : o + nb]
         if idx.checked is not None and not idx.checked[chunk].all():  # first reads in this process
             new = ~idx.checked[chunk]
             chunks, first = np.unique(chunk[new], return_index=True)
@@ -415,7 +434,7 @@ class ShardReader:
         rb = idx.row_bytes
         if isinstance(idx, _Contiguous):
             o = idx.base + a * rb
-            raw = self.mapped()[o:o + (b - a) * rb]
+            raw = self.mapped()[o : o + (b - a) * rb]
             return raw.view(fld.np_dtype).reshape(b - a, *fld.row_shape).copy()
         ka, kb = a // idx.rows, (b - 1) // idx.rows + 1
         if idx.checked is not None and not idx.checked[ka:kb].all():
@@ -430,7 +449,7 @@ class ShardReader:
         for k in range(ka, kb):  # the item's rows, chunk by chunk
             r1 = min(b, (k + 1) * idx.rows)
             o = int(idx.offsets[k]) + (r - k * idx.rows) * rb
-            buf[(r - a) * rb:(r1 - a) * rb] = mm[o:o + (r1 - r) * rb]
+            buf[(r - a) * rb : (r1 - a) * rb] = mm[o : o + (r1 - r) * rb]
             r = r1
         return out
 

@@ -124,8 +124,13 @@ def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:
                 problems.append(f"{path}: field {name!r} has dtype {ds.dtype}, manifest says {fld.dtype}")
             if fld.variable:
                 off = f["offsets"][name][...]
-                ok = (len(off) == len(ids) + 1 and off[0] == 0 and bool(np.all(np.diff(off) >= 0))
-                      and off[-1] == ds.shape[0] and ds.shape[1:] == fld.row_shape)
+                ok = (
+                    len(off) == len(ids) + 1
+                    and off[0] == 0
+                    and bool(np.all(np.diff(off) >= 0))
+                    and off[-1] == ds.shape[0]
+                    and ds.shape[1:] == fld.row_shape
+                )
                 if not ok:
                     problems.append(f"{path}: field {name!r}: offsets/shape inconsistent")
             elif ds.shape != (len(ids), *fld.shape):
@@ -174,8 +179,9 @@ def info(path: str | os.PathLike) -> dict[str, Any]:
             "items": m.rows,
             "shards": len(m.shards),
             "bytes": sum(s.bytes for s in m.shards),
-            "fields": {f.name: {"shape": list(f.shape), "dtype": f.dtype, "variable": f.variable}
-                       for f in m.fields.values()},
+            "fields": {
+                f.name: {"shape": list(f.shape), "dtype": f.dtype, "variable": f.variable} for f in m.fields.values()
+            },
             "attrs": m.attrs,
             "library_versions": m.versions,
         }

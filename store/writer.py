@@ -33,10 +33,28 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from lighthead.store.errors import StoreError
-from lighthead.store.manifest import (LOCK_FILE, Manifest, ShardEntry, file_lock, fsync_dir, library_versions,
-                            read_manifest, sha256_file, try_lock, write_manifest)
-from lighthead.store.schema import (MANIFEST, SHARD_RE, Field, check_fields, check_id, check_shard_file, check_tag,
-                                    shard_name)
+from lighthead.store.manifest import (
+    LOCK_FILE,
+    Manifest,
+    ShardEntry,
+    file_lock,
+    fsync_dir,
+    library_versions,
+    read_manifest,
+    sha256_file,
+    try_lock,
+    write_manifest,
+)
+from lighthead.store.schema import (
+    MANIFEST,
+    SHARD_RE,
+    Field,
+    check_fields,
+    check_id,
+    check_shard_file,
+    check_tag,
+    shard_name,
+)
 from lighthead.store.shard import open_h5, write_shard
 
 KILL_ENV = "LIGHTHEAD_STORE_KILL_AT"  # fault injection for the crash tests: SIGKILL at a named step
@@ -83,8 +101,14 @@ class Writer:
     `done_ids`/`is_done` let callers skip the work of computing them at all.
     """
 
-    def __init__(self, directory: Path, name: str, fields: Sequence[Field] | None,
-                 attrs: Mapping[str, Any] | None = None, config: WriterConfig | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        fields: Sequence[Field] | None,
+        attrs: Mapping[str, Any] | None = None,
+        config: WriterConfig | None = None,
+    ):
         self.dir = Path(directory)
         self.name = name
         self.config = config or WriterConfig()
@@ -111,11 +135,14 @@ class Writer:
         if (self.dir / MANIFEST).exists():
             manifest = read_manifest(self.dir)
             if fields is not None and check_fields(fields) != manifest.fields:
-                raise StoreError(f"{self.dir / MANIFEST}: fields differ from the stored ones "
-                                 f"{[f.to_json() for f in manifest.fields.values()]}")
+                raise StoreError(
+                    f"{self.dir / MANIFEST}: fields differ from the stored ones "
+                    f"{[f.to_json() for f in manifest.fields.values()]}"
+                )
             if want_attrs is not None and want_attrs != manifest.attrs:
-                raise StoreError(f"{self.dir / MANIFEST}: attrs differ from the stored ones; "
-                                 f"write to a new feature set name")
+                raise StoreError(
+                    f"{self.dir / MANIFEST}: attrs differ from the stored ones; write to a new feature set name"
+                )
             for entry in manifest.shards:  # refuse to resume on top of a damaged feature set
                 path = self.dir / check_shard_file(entry.file, self.dir / MANIFEST)
                 if not path.exists():
@@ -131,8 +158,7 @@ class Writer:
         self._acquire_tag()
         self._cleanup(manifest)
         self._merge(manifest)
-        nums = [int(m["num"]) for p in os.listdir(self.dir)
-                if (m := SHARD_RE.match(p)) and m["tag"] == self.tag]
+        nums = [int(m["num"]) for p in os.listdir(self.dir) if (m := SHARD_RE.match(p)) and m["tag"] == self.tag]
         self._next_num = max(nums, default=-1) + 1
 
     def _acquire_tag(self) -> None:
@@ -219,8 +245,7 @@ class Writer:
         if self.is_done(item_id):
             return False
         if set(item) != set(self.fields):
-            raise StoreError(f"{self.dir}: id {item_id!r} has fields {sorted(item)}, "
-                             f"expected {sorted(self.fields)}")
+            raise StoreError(f"{self.dir}: id {item_id!r} has fields {sorted(item)}, expected {sorted(self.fields)}")
         values = {n: f.coerce(item[n], item_id) for n, f in self.fields.items()}
         for n, v in values.items():
             self._columns[n].append(v)
@@ -271,8 +296,7 @@ class Writer:
             if self.config.fsync:
                 fsync_dir(self.dir)
             _crash_point("shard_renamed")
-            manifest.shards.append(ShardEntry(final.name, len(ids), ids[0], ids[-1], digest,
-                                              final.stat().st_size))
+            manifest.shards.append(ShardEntry(final.name, len(ids), ids[0], ids[-1], digest, final.stat().st_size))
             write_manifest(self.dir, manifest, self.config.fsync)
             _crash_point("manifest_written")
             self._known.add(final.name)
@@ -304,7 +328,7 @@ class Writer:
         finally:
             self._release_tag(remove=True)
 
-    def __enter__(self) -> "Writer":
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -343,8 +367,9 @@ def remove_if_empty(directory: Path) -> bool:
                         if fd is None:
                             return False  # a live writer
                         held.append(fd)
-                    elif not (name in (MANIFEST, LOCK_FILE) or SHARD_RE.match(name)
-                              or name.startswith(MANIFEST + ".tmp")):
+                    elif not (
+                        name in (MANIFEST, LOCK_FILE) or SHARD_RE.match(name) or name.startswith(MANIFEST + ".tmp")
+                    ):
                         return False  # something that is not ours
                 for name in names:
                     os.unlink(directory / name)

@@ -37,9 +37,17 @@ def _captions(rng: random.Random, shapes: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int, int] = (40, 10, 10),
-                          region_dim: int = 2048, num_regions: int = 36, global_dim: int = 2048,
-                          token_dim: int = 64, noise: float = 0.5, seed: int = 0) -> Path:
+def build_retrieval_store(
+    path: Path,
+    n_images: int = 60,
+    splits: tuple[int, int, int] = (40, 10, 10),
+    region_dim: int = 2048,
+    num_regions: int = 36,
+    global_dim: int = 2048,
+    token_dim: int = 64,
+    noise: float = 0.5,
+    seed: int = 0,
+) -> Path:
     """Write the synthetic store at `path` and return it. `splits` = images per train/val/test."""
     from lighthead.extract.vocab import VocabConfig, Vocabulary
     from lighthead.pipelines.datasets.base import Record
@@ -56,12 +64,20 @@ def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int
         k = rng.choice([2, 3])  # two or three shapes: images are rarely duplicates of each other
         shapes = [(rng.choice(COLOURS), s) for s in rng.sample(SHAPES, k)]
         image_id = f"img{i:04d}"
-        records.append(Record(id=f"r{i:04d}", image_id=image_id, image_path=f"/nonexistent/{image_id}.png",
-                              texts=_captions(rng, shapes), split=split_of[i], kind="image"))
+        records.append(
+            Record(
+                id=f"r{i:04d}",
+                image_id=image_id,
+                image_path=f"/nonexistent/{image_id}.png",
+                texts=_captions(rng, shapes),
+                split=split_of[i],
+                kind="image",
+            )
+        )
         reg = noise * nrng.standard_normal((num_regions, region_dim)).astype(np.float32)
         slots = nrng.permutation(num_regions)
         for j, (c, s) in enumerate(shapes):
-            for slot in slots[2 * j:2 * j + 2]:
+            for slot in slots[2 * j : 2 * j + 2]:
                 reg[slot] += proto[c] + proto[s]
         regions[image_id] = reg
         mean = np.resize(np.mean([proto[c] + proto[s] for c, s in shapes], axis=0), global_dim)
@@ -71,17 +87,22 @@ def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int
     store = open_store(path, create=True)
     store.write_json("records", [r.to_json() for r in records])
     store.write_json("dataset", {"name": "synthetic"})
-    with store.writer("regions/butd-r101-vg-36", [Field("features", (num_regions, region_dim)),
-                                                  Field("boxes", (num_regions, 4), "float32")],
-                      {"extractor": "synthetic"}, fsync=False) as w:
+    with store.writer(
+        "regions/butd-r101-vg-36",
+        [Field("features", (num_regions, region_dim)), Field("boxes", (num_regions, 4), "float32")],
+        {"extractor": "synthetic"},
+        fsync=False,
+    ) as w:
         for image_id, reg in regions.items():
             w.add(image_id, {"features": reg, "boxes": np.zeros((num_regions, 4), np.float32)})
-    with store.writer("global/resnet152", [Field("features", (global_dim,))], {"extractor": "synthetic"},
-                      fsync=False) as w:
+    with store.writer(
+        "global/resnet152", [Field("features", (global_dim,))], {"extractor": "synthetic"}, fsync=False
+    ) as w:
         for image_id, g in glob.items():
             w.add(image_id, {"features": g})
-    with store.writer("thumbs/64", [Field("thumb", (3, 64, 64), "uint8")], {"extractor": "synthetic"},
-                      fsync=False) as w:
+    with store.writer(
+        "thumbs/64", [Field("thumb", (3, 64, 64), "uint8")], {"extractor": "synthetic"}, fsync=False
+    ) as w:
         for image_id, t in thumbs.items():
             w.add(image_id, {"thumb": t})
 
@@ -89,10 +110,18 @@ def build_retrieval_store(path: Path, n_images: int = 60, splits: tuple[int, int
     vocab = Vocabulary.build(train_texts, VocabConfig(threshold=1))
     store.write_json("vocab", vocab.to_json())
     word_vec = {}
-    with store.writer("words/vocab", [Field("word_ids", (None,), "int32"), Field("length", (), "int32")],
-                      {"extractor": "synthetic", "vocab_size": len(vocab)}, fsync=False) as w:
-        with store.writer("text/all-minilm-l6-v2", [Field("features", (None, token_dim)), Field("length", (), "int32")],
-                          {"extractor": "synthetic"}, fsync=False) as wt:
+    with store.writer(
+        "words/vocab",
+        [Field("word_ids", (None,), "int32"), Field("length", (), "int32")],
+        {"extractor": "synthetic", "vocab_size": len(vocab)},
+        fsync=False,
+    ) as w:
+        with store.writer(
+            "text/all-minilm-l6-v2",
+            [Field("features", (None, token_dim)), Field("length", (), "int32")],
+            {"extractor": "synthetic"},
+            fsync=False,
+        ) as wt:
             for r in records:
                 for tid, text in zip(r.text_ids(), r.texts):
                     ids = np.asarray(vocab.encode(text), np.int32)
@@ -111,8 +140,9 @@ TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0
 
 def build_small_retrieval_store(path: Path, seed: int) -> Path:
     """A 30-image store (20/5/5) with narrow features: the store of the loop, checkpoint and CLI tests."""
-    return build_retrieval_store(path, n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
-                                 global_dim=32, token_dim=8, seed=seed)
+    return build_retrieval_store(
+        path, n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=seed
+    )
 
 
 def train_tiny_run(store: Path, out: Path, head: str = "vsepp") -> Path:

@@ -32,8 +32,13 @@ def table_rows(text: str) -> list[list[str]]:
 def dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, str]:
     out = tmp_path_factory.mktemp("gpu") / "table.md"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu", "--dry-run", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=170)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.gpu", "--dry-run", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
     assert time.perf_counter() - t0 < 150, "the dry run must stay under two minutes"
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, out.read_text()
@@ -60,32 +65,50 @@ def test_dry_run_measures_every_part(dry_run):
     assert list(cases) == ["self-check", "gpu tests", "detector", "text", "scoring", "training"]
     assert cases["self-check"] == [
         "GRU output under bf16 autocast",
-        "per-class NMS, one image at a time (before)", "per-class NMS, 2 images at once (after)",
+        "per-class NMS, one image at a time (before)",
+        "per-class NMS, 2 images at once (after)",
         "host syncs per detector forward (before: sizes copied per masked layer)",
         "host syncs per detector forward (after)",
-        "batch preparation: pad, then pin (before)", "batch preparation: pad into page-locked memory (after)",
+        "batch preparation: pad, then pin (before)",
+        "batch preparation: pad into page-locked memory (after)",
         "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)",
-        "host syncs scoring SCAN (after)", "TF32 score difference, SCAN fp32: torch's defaults vs IEEE"]
+        "host syncs scoring SCAN (after)",
+        "TF32 score difference, SCAN fp32: torch's defaults vs IEEE",
+    ]
     check = {case: float(figure.replace(",", "")) for part, case, figure, *_ in rows if part == "self-check"}
-    assert check["host syncs per detector forward (after)"] < check[
-        "host syncs per detector forward (before: sizes copied per masked layer)"]
-    assert check["host syncs scoring SCAN (after)"] < check[
-        "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)"]
+    assert (
+        check["host syncs per detector forward (after)"]
+        < check["host syncs per detector forward (before: sizes copied per masked layer)"]
+    )
+    assert (
+        check["host syncs scoring SCAN (after)"]
+        < check["host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)"]
+    )
     assert len(cases["gpu tests"]) == 1
     assert {c for c in cases["detector"] if "boxes, batch" in c} == {
-        f"{p}, {k} boxes, batch {b}" for p in ("fp32", "bf16") for k in (36, 100) for b in (1, 2)}
+        f"{p}, {k} boxes, batch {b}" for p in ("fp32", "bf16") for k in (36, 100) for b in (1, 2)
+    }
     assert any(c.startswith("whole extract loop") for c in cases["detector"])
     assert sum(c.startswith("encode") for c in cases["text"]) == 4
     assert sum(c.startswith("forward only") for c in cases["text"]) == 2
     before = "fp32, before: 1 GiB blocks, masks asked and scores copied per block"
-    assert cases["scoring"] == [f"{h}, {n}, {p}" for h in ("casc", "scan", "mmca") for n in ("6 x 30", "12 x 60")
-                                for p in ("fp32", "bf16") + ((before,) if n == "6 x 30" and h != "mmca" else ())]
+    assert cases["scoring"] == [
+        f"{h}, {n}, {p}"
+        for h in ("casc", "scan", "mmca")
+        for n in ("6 x 30", "12 x 60")
+        for p in ("fp32", "bf16") + ((before,) if n == "6 x 30" and h != "mmca" else ())
+    ]
     # fp32 and what `lighthead train` runs (bf16 autocast; here on the CPU); on a GPU every registered head
     assert cases["training"] == [f"{h}, {p}" for h in ("casc", "mmca", "itin") for p in ("fp32", "bf16")]
     units = {part: {r[3] for r in rows if r[0] == part} for part in cases}
-    assert units == {"self-check": {"bits", "ms/image", "syncs", "ms/batch", "max abs score difference"},
-                     "gpu tests": {"tests passed"}, "detector": {"images/s"}, "text": {"tokens/s"},
-                     "scoring": {"pairs/s"}, "training": {"samples/s"}}
+    assert units == {
+        "self-check": {"bits", "ms/image", "syncs", "ms/batch", "max abs score difference"},
+        "gpu tests": {"tests passed"},
+        "detector": {"images/s"},
+        "text": {"tokens/s"},
+        "scoring": {"pairs/s"},
+        "training": {"samples/s"},
+    }
     assert table.rstrip().splitlines()[-1].startswith("time: ")  # after the rows: the time taken
 
 
@@ -101,8 +124,10 @@ def test_bad_arguments_are_one_line_errors(gpu, capsys):
     assert gpu.main(["--dry-run", "--parts", "detector,nope"]) == 2
     assert gpu.main(["--dry-run", "--budget", "-5"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == ["error: --parts nope: unknown part; known: check, tests, detector, text, scoring, training",
-                   "error: --budget -5: must be a positive number of seconds"]
+    assert err == [
+        "error: --parts nope: unknown part; known: check, tests, detector, text, scoring, training",
+        "error: --budget -5: must be a positive number of seconds",
+    ]
 
 
 def test_a_case_past_its_limit_is_stopped_and_the_cases_left_are_skipped(gpu):
@@ -159,7 +184,11 @@ def test_skips_errors_and_failed_set_up(gpu):
 
 def test_table_cells_and_figures(gpu):
     assert [gpu.budget.format_figure(v) for v in (0.04567, 12.345, 1234567.8, None)] == [
-        "0.0457", "12.3", "1,234,568", "-"]
+        "0.0457",
+        "12.3",
+        "1,234,568",
+        "-",
+    ]
     rows = [gpu.budget.Row("detector", "fp32 | b1", 12.345, "images/s", 2048.4, "a note")]
     text = gpu.markdown("GPU benchmark: X", ["device: X"], rows)
     assert text.startswith("# GPU benchmark: X\n\n- device: X\n")
@@ -172,10 +201,12 @@ def test_gpu_test_files_and_junit_counts(gpu, tmp_path):
     files = gpu.gpu_test_files(ROOT / "tests")
     assert "tests/pipelines/sweep/test_gpu.py" in files and "tests/test_bench_gpu.py" not in files
     xml = tmp_path / "j.xml"
-    xml.write_text('<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
-                   '<testcase classname="tests.a" name="ok"/><testcase classname="tests.a" name="bad"><failure/></testcase>'
-                   '<testcase classname="tests.b" name="s"><skipped/></testcase><testcase classname="tests.b" name="ok"/>'
-                   '</testsuite></testsuites>')
+    xml.write_text(
+        '<testsuites><testsuite tests="4" failures="1" errors="0" skipped="1">'
+        '<testcase classname="tests.a" name="ok"/><testcase classname="tests.a" name="bad"><failure/></testcase>'
+        '<testcase classname="tests.b" name="s"><skipped/></testcase><testcase classname="tests.b" name="ok"/>'
+        "</testsuite></testsuites>"
+    )
     counts, failed = gpu.junit_counts(xml)
     assert counts == {"tests": 4, "failures": 1, "errors": 0, "skipped": 1} and failed == ["tests.a.bad"]
 
@@ -212,6 +243,7 @@ def test_precision_flags_are_read_per_op_even_when_they_differ(gpu):
 def test_the_table_is_written_part_by_part(gpu, tmp_path, monkeypatch, capsys):
     """A part that fails becomes a row and the others run; a run stopped late (here: interrupted
     in its last part) leaves the table's head and every finished part's rows in the file."""
+
     def measured(part, dev, sizes):
         part.run("first figure", lambda: (12.5, "x/s", "measured"))
 

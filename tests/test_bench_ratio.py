@@ -27,6 +27,7 @@ def side(clock: Clock, seconds: float, rates: list[float], calls: list[str], nam
         calls.append(name)
         clock.now += seconds
         return next(it)
+
     return run
 
 
@@ -64,8 +65,10 @@ def test_slow_sides_still_get_the_minimum_rounds_and_max_seconds_caps_the_rest()
 
 def test_three_sides_reverse_every_other_round_and_combine_per_round():
     clock, calls = Clock(), []
-    sides = {n: side(clock, 1.0, rates, calls, n) for n, rates in
-             (("x", [1, 1, 1, 1, 1]), ("y", [2, 4, 3, 2, 2]), ("z", [3, 1, 6, 1, 3]))}
+    sides = {
+        n: side(clock, 1.0, rates, calls, n)
+        for n, rates in (("x", [1, 1, 1, 1, 1]), ("y", [2, 4, 3, 2, 2]), ("z", [3, 1, 6, 1, 3]))
+    }
     rounds = interleave(sides, min_rounds=5, min_seconds=0, clock=clock)
     assert calls[:6] == ["x", "y", "z", "z", "y", "x"]
     assert rounds.combine(lambda r: max(r["y"], r["z"]) / r["x"]) == Ratio(3, 2, 6, 5)

@@ -15,9 +15,11 @@ def bench():
     return load_bench_script("retrieval_eval")
 
 
-OVERRIDES = {"casc": {"text": "text/x", "embed_size": "24", "label_hidden": "12"},
-             "scan": {"text": "text/x", "embed_size": "24"},
-             "mmca": {"embed_dim": "32", "heads": "4", "filters": "16"}}
+OVERRIDES = {
+    "casc": {"text": "text/x", "embed_size": "24", "label_hidden": "12"},
+    "scan": {"text": "text/x", "embed_size": "24"},
+    "mmca": {"embed_dim": "32", "heads": "4", "filters": "16"},
+}
 
 
 @pytest.mark.parametrize("name", ["casc", "scan", "mmca"])
@@ -37,8 +39,9 @@ def test_shard_loop_equals_batched_scores(bench, name):
     assert (fast - want).abs().max() < bench.TOLERANCE["bf16"]
 
 
-@pytest.mark.parametrize("name,overrides", [("scan", {}), ("scan", {"direction": "both"}),
-                                            ("casc", {}), ("casc", {"test_score": "paper"})])
+@pytest.mark.parametrize(
+    "name,overrides", [("scan", {}), ("scan", {"direction": "both"}), ("casc", {}), ("casc", {"test_score": "paper"})]
+)
 def test_flop_count_matches_the_products_the_scorer_runs(bench, name, overrides):
     """score_flops = the matrix products torch counts while scoring (FlopCounterMode) plus the
     sums of products done elementwise, which it does not count (no padding here)."""

@@ -14,9 +14,21 @@ from tests.bench_helpers import load_bench_script
 from tests.conftest_helpers import build_retrieval_store
 
 # tiny widths for a test (keys a head lacks are dropped); the bench's own sizes are far larger
-TINY = {"embed_size": "16", "embed_dim": "24", "label_hidden": "16", "num_labels": "20", "d": "16", "k": "16",
-        "heads": "2", "ff": "32", "word_dim": "16", "gru_layers": "1", "gen_width": "4", "disc_width": "4",
-        "filters": "8"}
+TINY = {
+    "embed_size": "16",
+    "embed_dim": "24",
+    "label_hidden": "16",
+    "num_labels": "20",
+    "d": "16",
+    "k": "16",
+    "heads": "2",
+    "ff": "32",
+    "word_dim": "16",
+    "gru_layers": "1",
+    "gen_width": "4",
+    "disc_width": "4",
+    "filters": "8",
+}
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +38,15 @@ def bench():
 
 @pytest.fixture(scope="module")
 def store(bench, tmp_path_factory) -> Path:
-    path = build_retrieval_store(tmp_path_factory.mktemp("bench") / "store", n_images=24, splits=(16, 4, 4),
-                                 region_dim=32, num_regions=8, global_dim=32, token_dim=16)
+    path = build_retrieval_store(
+        tmp_path_factory.mktemp("bench") / "store",
+        n_images=24,
+        splits=(16, 4, 4),
+        region_dim=32,
+        num_regions=8,
+        global_dim=32,
+        token_dim=16,
+    )
     return bench.add_sentiment(path, n_images=24, token_dim=16, region_dim=32)
 
 
@@ -47,8 +66,7 @@ def test_sentiment_records_and_sets(bench, store):
 
 def test_every_registered_head_is_measured(bench, store, capsys):
     torch.manual_seed(0)
-    results = bench.measure(HEADS.names(), store, torch.device("cpu"), quick=True, batch_size=4, steps=1,
-                            extra=TINY)
+    results = bench.measure(HEADS.names(), store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY)
     assert set(results) == set(HEADS.names())
     assert all(r["loader"] > 0 and r["step"] > 0 for r in results.values())
     assert "skipped" not in capsys.readouterr().out
@@ -57,8 +75,15 @@ def test_every_registered_head_is_measured(bench, store, capsys):
 @pytest.fixture(scope="module")
 def bare_store(tmp_path_factory) -> Path:
     """A retrieval store only: no sentiment records, no BERT / RoBERTa tokens, no ResNet-18 set."""
-    return build_retrieval_store(tmp_path_factory.mktemp("bare") / "store", n_images=12, splits=(8, 2, 2),
-                                 region_dim=16, num_regions=4, global_dim=16, token_dim=8)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("bare") / "store",
+        n_images=12,
+        splits=(8, 2, 2),
+        region_dim=16,
+        num_regions=4,
+        global_dim=16,
+        token_dim=8,
+    )
 
 
 def test_a_missing_feature_set_is_replaced_by_one_of_its_kind(bench, store, bare_store):
@@ -72,8 +97,12 @@ def test_a_missing_feature_set_is_replaced_by_one_of_its_kind(bench, store, bare
 def test_without_skipping_an_unserved_head_is_an_error(bench, bare_store, capsys):
     with pytest.raises(ValueError, match="post"):
         bench.measure(["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY)
-    assert bench.measure(["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY,
-                         skip_unserved=True) == {}
+    assert (
+        bench.measure(
+            ["itin"], bare_store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY, skip_unserved=True
+        )
+        == {}
+    )
     assert "itin       skipped" in capsys.readouterr().out
 
 
@@ -90,8 +119,9 @@ def test_the_step_is_timed_in_each_precision_labelled(bench, store, capsys, monk
     assert bench.default_precisions(torch.device("cpu")) == ["fp32"]  # what `lighthead train` runs on a CPU
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert bench.default_precisions(torch.device("cuda")) == ["fp32", "fp16"]
-    results = bench.measure(["casc"], store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY,
-                            precisions=["fp32", "bf16"])
+    results = bench.measure(
+        ["casc"], store, torch.device("cpu"), quick=True, batch_size=4, steps=1, extra=TINY, precisions=["fp32", "bf16"]
+    )
     assert results["casc"]["step"] > 0 and results["casc"]["step_bf16"] > 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("casc")]
     assert [" step fp32 " in lines[0], " step bf16 " in lines[1]] == [True, True]

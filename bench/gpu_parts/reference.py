@@ -15,8 +15,9 @@ from typing import Any, Iterator
 import torch
 
 
-def nms_one_image_at_a_time(boxes: list[torch.Tensor], probs: list[torch.Tensor], thresh: float,
-                            offset: float) -> list[torch.Tensor]:
+def nms_one_image_at_a_time(
+    boxes: list[torch.Tensor], probs: list[torch.Tensor], thresh: float, offset: float
+) -> list[torch.Tensor]:
     """Per-ROI confidences, each image's NMS on its own (the lockstep steps repeat per image)."""
     from lighthead.extract.regions.box_selection import batch_max_confidence
 
@@ -59,12 +60,19 @@ def pad_then_pin(images: list[torch.Tensor], divisibility: int, pin: bool) -> to
 
 
 @torch.no_grad()
-def score_blocks_before(head: Any, img: dict[str, torch.Tensor], txt_chunks: list[dict[str, torch.Tensor]],
-                        precision: str = "fp32") -> torch.Tensor:
+def score_blocks_before(
+    head: Any, img: dict[str, torch.Tensor], txt_chunks: list[dict[str, torch.Tensor]], precision: str = "fp32"
+) -> torch.Tensor:
     """`score_blocks` as it was: 1 GiB blocks on a GPU, each block's masks asked of the device
     (the encodings' host copies dropped) and its scores copied to the host on their own."""
-    from lighthead.pipelines.tasks.scoring import (CPU_BUDGET_MB, block_sizes, cast_floats, enc_len, precision_context,
-                                             slice_enc)
+    from lighthead.pipelines.tasks.scoring import (
+        CPU_BUDGET_MB,
+        block_sizes,
+        cast_floats,
+        enc_len,
+        precision_context,
+        slice_enc,
+    )
 
     def drop(enc: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v for k, v in enc.items() if k != "host_mask"}
@@ -85,6 +93,6 @@ def score_blocks_before(head: Any, img: dict[str, torch.Tensor], txt_chunks: lis
                 txt = cast_floats(slice_enc(chunk, t0, min(n_chunk, t0 + bt)), dtype)
                 for i0 in range(0, n_img, bi):
                     s = head.score(slice_enc(img, i0, min(n_img, i0 + bi)), txt)  # (bi, bt)
-                    out[i0:i0 + s.shape[0], col + t0:col + t0 + s.shape[1]] = s.float().cpu()
+                    out[i0 : i0 + s.shape[0], col + t0 : col + t0 + s.shape[1]] = s.float().cpu()
             col += n_chunk
     return out

@@ -10,14 +10,16 @@ from bench.gpu_parts.common import Device, Part, Skip, load_bench, timed
 from bench.gpu_parts.reference import score_blocks_before
 from bench.gpu_parts.sizes import Sizes
 
-
 SCORING_HEADS = ("casc", "scan", "mmca")
 BEFORE_HEADS = ("casc", "scan")  # heads whose scoring the host-sync fixes changed: a "before" row each
 BEFORE = "fp32, before: 1 GiB blocks, masks asked and scores copied per block"
 
 # What a CPU (the dry run) cannot exercise in this part.
-CUDA_ONLY = ("blocks sized from the free GPU memory (a CPU's are cache-sized)", "bf16 products on tensor cores",
-             "memory peaks and memory-based skips")
+CUDA_ONLY = (
+    "blocks sized from the free GPU memory (a CPU's are cache-sized)",
+    "bf16 products on tensor cores",
+    "memory peaks and memory-based skips",
+)
 
 
 def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
@@ -83,6 +85,7 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
 
         for n_img, n_txt in sizes.score_sizes:
             for p in PRECISIONS:
+
                 def case(n_img=n_img, n_txt=n_txt, p=p) -> tuple[float, str, str]:
                     if p == PRECISIONS[0]:
                         first_case(n_img, n_txt)
@@ -94,8 +97,12 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
                         rounds = 1
                         if time.perf_counter() + t < deadline - 1:  # a second run when there is time for it
                             t, rounds = min(t, timed(lambda: score_blocks(head, img, chunks, None, p), dev)), 2
-                    return (n_img * n_txt / t, "pairs/s", f"best of {rounds}; encoding both sides "
-                                                          f"({state['setup']:.1f} s with the random data) not counted")
+                    return (
+                        n_img * n_txt / t,
+                        "pairs/s",
+                        f"best of {rounds}; encoding both sides "
+                        f"({state['setup']:.1f} s with the random data) not counted",
+                    )
 
                 key = case_names[(name, (n_img, n_txt), p)]
                 if p != PRECISIONS[0] and "enc" not in state:
@@ -103,11 +110,18 @@ def scoring_part(part: Part, dev: Device, sizes: Sizes) -> None:
                     continue
                 part.run(key, case, limit=max(0.0, deadline - time.perf_counter()), on_error=dev.clear)
             if (name, (n_img, n_txt), BEFORE) in case_names:
+
                 def before(n_img=n_img, n_txt=n_txt) -> tuple[float, str, str]:
                     img, chunks = state["enc"]
                     t = timed(lambda: score_blocks_before(state["head"], img, chunks), dev)
-                    return n_img * n_txt / t, "pairs/s", ("the earlier scoring loop (bench/gpu_parts/reference.py), "
-                                                          f"one run; compare the {PRECISIONS[0]} row above")
+                    return (
+                        n_img * n_txt / t,
+                        "pairs/s",
+                        (
+                            "the earlier scoring loop (bench/gpu_parts/reference.py), "
+                            f"one run; compare the {PRECISIONS[0]} row above"
+                        ),
+                    )
 
                 key = case_names[(name, (n_img, n_txt), BEFORE)]
                 if "enc" not in state:

@@ -22,10 +22,13 @@ def text_part(part: Part, dev: Device, sizes: Sizes) -> None:
     precisions = ("fp32", "fp16")
     b_fwd, l_fwd = sizes.forward
     encode_cases = [(p, b) for p in precisions for b in sizes.text_batches]
-    part.plan([f"encode, {p}, batch {b}" for p, b in encode_cases] +
-              [f"forward only, {p}, {b_fwd} x {l_fwd} tokens" for p in precisions])
+    part.plan(
+        [f"encode, {p}, batch {b}" for p, b in encode_cases]
+        + [f"forward only, {p}, {b_fwd} x {l_fwd} tokens" for p in precisions]
+    )
 
     with tempfile.TemporaryDirectory(prefix="lighthead-gpu-bench-") as tmp:
+
         def setup():
             from transformers import BertConfig
 
@@ -41,8 +44,7 @@ def text_part(part: Part, dev: Device, sizes: Sizes) -> None:
             return encoder, texts, tokens
 
         mc = sizes.bert
-        label = (f"BERT {mc.get('num_hidden_layers', 12)} layers, width {mc.get('hidden_size', 768)}, "
-                 "random weights")
+        label = f"BERT {mc.get('num_hidden_layers', 12)} layers, width {mc.get('hidden_size', 768)}, random weights"
         ready = part.prepare(label, setup)
         if ready is None:
             return
@@ -50,20 +52,25 @@ def text_part(part: Part, dev: Device, sizes: Sizes) -> None:
         cpu_note = "" if dev.cuda else " (a CPU runs fp16 rows in fp32: the dry run times the code path only)"
 
         for p, b in encode_cases:
+
             def case(p=p, b=b) -> tuple[float, str, str]:
                 encoder.config.batch_size = b
                 encoder.precision = p if dev.cuda else "fp32"  # the resolved precision the forward pass runs in
                 text_bench.rate(encoder, texts[: 4 * b], sort=True)  # warm-up
                 rate = text_bench.rate(encoder, texts, sort=True)  # sentences/s
-                return (rate * tokens / len(texts), "tokens/s",
-                        f"{label}; {len(texts):,} sentences of {tokens / len(texts):.1f} tokens on average, "
-                        f"length-sorted batches; tokenising and copying out included{cpu_note}")
+                return (
+                    rate * tokens / len(texts),
+                    "tokens/s",
+                    f"{label}; {len(texts):,} sentences of {tokens / len(texts):.1f} tokens on average, "
+                    f"length-sorted batches; tokenising and copying out included{cpu_note}",
+                )
 
             part.run(f"encode, {p}, batch {b}", case, on_error=dev.clear)
 
         model = encoder.model
         width = model.config.hidden_size
         for p in precisions:
+
             def forward(p=p) -> tuple[float, str, str]:
                 # one layer's activations at a time: the FF block (4 widths) and the attention maps
                 dev.fits(b_fwd * l_fwd * 4 * (8 * width + 2 * model.config.num_attention_heads * l_fwd), "the batch")
@@ -80,5 +87,5 @@ def text_part(part: Part, dev: Device, sizes: Sizes) -> None:
                 return b_fwd * l_fwd / best, "tokens/s", f"{label}; best of {sizes.rounds}{cpu_note}"
 
             part.run(f"forward only, {p}, {b_fwd} x {l_fwd} tokens", forward, on_error=dev.clear)
-        del encoder, model
+        ready = encoder = model = None  # the weights go before the next precision
         dev.clear()

@@ -23,6 +23,7 @@ def training_part(part: Part, dev: Device, sizes: Sizes) -> None:
     cases = [(name, p) for name in names for p in precisions]
     part.plan([f"{name}, {p}" for name, p in cases])
     with tempfile.TemporaryDirectory(prefix="lighthead-gpu-bench-") as tmp:
+
         def setup():
             from tests.conftest_helpers import build_retrieval_store
 
@@ -33,14 +34,23 @@ def training_part(part: Part, dev: Device, sizes: Sizes) -> None:
         if store is None:
             return
         for i, (name, p) in enumerate(cases):
+
             def case(name=name, p=p) -> tuple[float, str, str]:
-                res = train_bench.bench_head(name, store, dev.device, False, sizes.train_batch, sizes.train_steps,
-                                             sizes.train_extra, precision=p)
+                res = train_bench.bench_head(
+                    name, store, dev.device, False, sizes.train_batch, sizes.train_steps, sizes.train_extra, precision=p
+                )
                 batch = "each head's batch size" if sizes.train_batch is None else f"batch {sizes.train_batch}"
-                amp = "fp32" if p == "fp32" else f"{p} autocast" + (" (CPU: code path only)" if not dev.cuda else
-                                                                    ", as `lighthead train` runs")
-                return (res["step"], "samples/s", f"forward + backward + step in {amp}, median of up to "
-                                                  f"{sizes.train_steps} steps, {batch}; loader {res['loader']:,.0f} samples/s")
+                amp = (
+                    "fp32"
+                    if p == "fp32"
+                    else f"{p} autocast" + (" (CPU: code path only)" if not dev.cuda else ", as `lighthead train` runs")
+                )
+                return (
+                    res["step"],
+                    "samples/s",
+                    f"forward + backward + step in {amp}, median of up to "
+                    f"{sizes.train_steps} steps, {batch}; loader {res['loader']:,.0f} samples/s",
+                )
 
             part.run(f"{name}, {p}", case, limit=part.left() / (len(cases) - i), on_error=dev.clear)
             dev.clear()

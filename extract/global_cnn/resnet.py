@@ -36,7 +36,9 @@ class ResNetSpec:
 
 RESNETS: Registry[ResNetSpec] = Registry("global CNN")
 for _spec in (
-    ResNetSpec("resnet18", 512, ("resnet18-f37072fd.pth",), "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
+    ResNetSpec(
+        "resnet18", 512, ("resnet18-f37072fd.pth",), "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    ),
     ResNetSpec(
         "resnet152",
         2048,

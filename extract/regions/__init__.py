@@ -77,14 +77,29 @@ would: detectron2 anchors and order, continuous pixel boxes, box weights (10, 10
 `conventions` field of DetectorConfig records which rules ran).
 """
 
-from lighthead.extract.regions.checkpoints import (CheckpointError, LoadReport, export_checkpoint, load_checkpoint,
-                                         save_safetensors)
+from lighthead.extract.regions.checkpoints import (
+    CheckpointError,
+    LoadReport,
+    export_checkpoint,
+    load_checkpoint,
+    save_safetensors,
+)
 from lighthead.extract.regions.config import PRESETS, DetectorConfig, SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector, build_detector, init_random
 from lighthead.extract.regions.runner import extract_regions, item_fields
 
 __all__ = [
-    "PRESETS", "BottomUpDetector", "CheckpointError", "DetectorConfig", "LoadReport", "SelectionConfig",
-    "build_detector", "export_checkpoint", "extract_regions", "init_random", "item_fields", "load_checkpoint",
+    "PRESETS",
+    "BottomUpDetector",
+    "CheckpointError",
+    "DetectorConfig",
+    "LoadReport",
+    "SelectionConfig",
+    "build_detector",
+    "export_checkpoint",
+    "extract_regions",
+    "init_random",
+    "item_fields",
+    "load_checkpoint",
     "save_safetensors",
 ]

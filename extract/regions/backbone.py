@@ -44,8 +44,9 @@ class FrozenBatchNorm2d(nn.Module):
 class ConvBN(nn.Conv2d):
     """A bias-free conv followed by a frozen BN (`.norm`), as detectron2's Conv2d(norm=...)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-                 eps: float = 1e-5):
+    def __init__(
+        self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1, eps: float = 1e-5
+    ):
         super().__init__(cin, cout, kernel, stride=stride, padding=padding, dilation=dilation, bias=False)
         self.norm: nn.Module = FrozenBatchNorm2d(cout, eps)
 
@@ -63,8 +64,12 @@ class ValidMask:
     each time (66 times per ResNet-101 forward on a GPU).
     """
 
-    def __init__(self, heights: list[int], widths: list[int],
-                 shared: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        heights: list[int],
+        widths: list[int],
+        shared: dict[tuple[tuple[int, ...], tuple[int, ...]], torch.Tensor] | None = None,
+    ):
         self.heights = list(heights)
         self.widths = list(widths)
         self.shared = {} if shared is None else shared
@@ -72,7 +77,7 @@ class ValidMask:
     def key(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return tuple(self.heights), tuple(self.widths)
 
-    def upload(self, masks: list["ValidMask"], device: torch.device) -> None:
+    def upload(self, masks: list[ValidMask], device: torch.device) -> None:
         """Copy the extents of `masks` (sharing this one's table) to `device` in one copy,
         non-blocking from page-locked memory on a GPU."""
         todo = {m.key(): m for m in masks if m.key() not in self.shared}
@@ -100,7 +105,7 @@ class ValidMask:
         mask = ((rows < hw[0]) & (cols < hw[1])).unsqueeze(1)  # (B, 1, H, W)
         return x * mask.to(x.dtype)
 
-    def after(self, kernel: int, stride: int, padding: int, dilation: int = 1, ceil: bool = False) -> "ValidMask":
+    def after(self, kernel: int, stride: int, padding: int, dilation: int = 1, ceil: bool = False) -> ValidMask:
         """The valid extent after a conv/pool layer with these parameters."""
 
         def out(n: int) -> int:
@@ -171,8 +176,9 @@ class ResNetC4(nn.Module):
         self.res3 = make_stage(blocks[1], res2_out, width * 2, res2_out * 2, 2, 1, eps)
         self.res4 = make_stage(blocks[2], res2_out * 2, width * 4, res2_out * 4, 2, 1, eps)
 
-    def forward(self, x: torch.Tensor, heights: list[int] | None = None,
-                widths: list[int] | None = None) -> tuple[torch.Tensor, ValidMask | None]:
+    def forward(
+        self, x: torch.Tensor, heights: list[int] | None = None, widths: list[int] | None = None
+    ) -> tuple[torch.Tensor, ValidMask | None]:
         """x: (B, 3, H, W) padded batch; heights/widths: each image's true size (None: unpadded).
 
         Returns res4 (B, 4*res2_out, H/16, W/16) and the valid extent of each image in it.

@@ -146,7 +146,7 @@ class Batch:
     original_sizes: list[tuple[int, int]]  # (width, height) of each original image
     skipped: list[tuple[str, str]]  # (image id, reason) of inputs that could not be read
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         """Called by DataLoader(pin_memory=True): page-locked images copy to the GPU asynchronously."""
         self.images = self.images.pin_memory()
         return self
@@ -212,8 +212,9 @@ def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int, pin_m
 
     def emit(group: list[tuple]) -> Batch:
         ids, images, sizes, scales, originals = zip(*group)
-        return Batch(list(ids), pad_batch(images, divisibility, pin_memory), list(sizes), list(scales), list(originals),
-                     [])
+        return Batch(
+            list(ids), pad_batch(images, divisibility, pin_memory), list(sizes), list(scales), list(originals), []
+        )
 
     for b in singles:
         if b.skipped:
@@ -230,8 +231,13 @@ def bucketed(singles: Iterable[Batch], batch_size: int, divisibility: int, pin_m
             yield emit(group)
 
 
-def batches(items: Sequence[tuple[str, str]], cfg: DetectorConfig, batch_size: int = 8,
-            workers: int = 2, device: torch.device | None = None) -> Iterator[Batch]:
+def batches(
+    items: Sequence[tuple[str, str]],
+    cfg: DetectorConfig,
+    batch_size: int = 8,
+    workers: int = 2,
+    device: torch.device | None = None,
+) -> Iterator[Batch]:
     """Padded batches of (image_id, path) items, decoded and resized in `workers` processes,
     grouped by orientation (see `bucketed`).
 

@@ -39,8 +39,9 @@ def max_confidence(boxes: torch.Tensor, cls_prob: torch.Tensor, nms_thresh: floa
     return batch_max_confidence([boxes], [cls_prob], nms_thresh, offset)[0]
 
 
-def batch_max_confidence(boxes: Sequence[torch.Tensor], cls_prob: Sequence[torch.Tensor], nms_thresh: float,
-                         offset: float) -> list[torch.Tensor]:
+def batch_max_confidence(
+    boxes: Sequence[torch.Tensor], cls_prob: Sequence[torch.Tensor], nms_thresh: float, offset: float
+) -> list[torch.Tensor]:
     """Per-ROI confidence after per-class NMS for every image of a batch at once.
 
     boxes[i]: (R_i, 4); cls_prob[i]: (R_i, C) with background in column 0. Returns (R_i,)
@@ -54,8 +55,11 @@ def batch_max_confidence(boxes: Sequence[torch.Tensor], cls_prob: Sequence[torch
     if R == 0:
         return [p.new_zeros((0,), dtype=torch.float32) for p in cls_prob]
     padded = pad_sequence([b.float() for b in boxes], batch_first=True)  # (N, R, 4)
-    scores = pad_sequence([p[:, 1:].float() for p in cls_prob], batch_first=True,
-                          padding_value=float("-inf")).transpose(1, 2).contiguous()  # (N, C-1, R)
+    scores = (
+        pad_sequence([p[:, 1:].float() for p in cls_prob], batch_first=True, padding_value=float("-inf"))
+        .transpose(1, 2)
+        .contiguous()
+    )  # (N, C-1, R)
     over = B.iou_matrices(padded, offset) > nms_thresh  # (N, R, R): which ROI suppresses which
     order = torch.sort(scores, dim=2, descending=True, stable=True).indices  # (N, C-1, R)
     if scores.device.type == "cpu":
@@ -99,8 +103,14 @@ def _lockstep_nms_numpy(over: np.ndarray, order: np.ndarray) -> np.ndarray:
     return kept
 
 
-def max_class_boxes(rois: torch.Tensor, deltas: torch.Tensor, cls_prob: torch.Tensor, weights: tuple[float, ...],
-                    offset: float, scale_clamp: float | None) -> torch.Tensor:
+def max_class_boxes(
+    rois: torch.Tensor,
+    deltas: torch.Tensor,
+    cls_prob: torch.Tensor,
+    weights: tuple[float, ...],
+    offset: float,
+    scale_clamp: float | None,
+) -> torch.Tensor:
     """Each ROI's box regressed with the deltas of its best real class (background skipped).
 
     rois: (R, 4); deltas: (R, 4C); cls_prob: (R, C) with background in column 0. Returns (R, 4).

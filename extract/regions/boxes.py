@@ -63,8 +63,13 @@ def grid_anchors(cell: torch.Tensor, height: int, width: int, stride: int) -> to
     return (shifts + cell.reshape(1, -1, 4)).reshape(-1, 4)  # (H*W*A, 4)
 
 
-def decode(deltas: torch.Tensor, boxes: torch.Tensor, weights: tuple[float, ...], offset: float,
-           scale_clamp: float | None = SCALE_CLAMP) -> torch.Tensor:
+def decode(
+    deltas: torch.Tensor,
+    boxes: torch.Tensor,
+    weights: tuple[float, ...],
+    offset: float,
+    scale_clamp: float | None = SCALE_CLAMP,
+) -> torch.Tensor:
     """Apply (dx, dy, dw, dh) deltas to boxes (Fast R-CNN parameterisation).
 
     deltas: (N, 4*C) for C classes (C = 1 for the RPN); boxes: (N, 4). Returns (N, 4*C).

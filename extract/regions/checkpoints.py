@@ -54,6 +54,7 @@ class LoadReport:
 # ---------------------------------------------------------------------------------------------
 # Reading files safely
 
+
 def read_pickle(path: Path) -> dict[str, np.ndarray]:
     """The name -> array dict of a detectron2-style pickle, read without running any code."""
     try:
@@ -64,7 +65,8 @@ def read_pickle(path: Path) -> dict[str, np.ndarray]:
         what = f"asks for {exc.module}.{exc.name}" if exc.module else "uses persistent ids"
         raise CheckpointError(
             f"{path}: refused to load: the pickle {what}; a checkpoint pickle "
-            "may hold only numpy arrays, dtypes and plain containers (is this file what you think it is?)") from None
+            "may hold only numpy arrays, dtypes and plain containers (is this file what you think it is?)"
+        ) from None
     except Exception as exc:  # truncated or not a pickle at all
         raise CheckpointError(f"{path}: not a readable checkpoint pickle ({type(exc).__name__}: {exc})") from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
@@ -116,6 +118,7 @@ def detect_format(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # Key maps. Each format: rename(source key) -> our key (or None) and per-key value transforms.
 
+
 def _bg_first(a: np.ndarray) -> np.ndarray:
     """Rows with the background (or "no attribute") last -> first."""
     return np.concatenate([a[-1:], a[:-1]], axis=0)
@@ -129,9 +132,9 @@ def _common_rename(key: str) -> str | None:
     if key.startswith("backbone."):
         return key
     if key.startswith("proposal_generator.rpn_head."):
-        return "rpn." + key[len("proposal_generator.rpn_head."):]
+        return "rpn." + key[len("proposal_generator.rpn_head.") :]
     if key.startswith("roi_heads.res5."):
-        return "roi_heads.res5.blocks." + key[len("roi_heads.res5."):]
+        return "roi_heads.res5.blocks." + key[len("roi_heads.res5.") :]
     if key.startswith("roi_heads.box_predictor.cls_score.") or key.startswith("roi_heads.box_predictor.bbox_pred."):
         return key
     return None
@@ -152,8 +155,13 @@ def _bua_rename(key: str) -> str | None:
 
 
 def _d2_in(key: str, a: np.ndarray) -> np.ndarray:
-    if key.startswith(("roi_heads.box_predictor.cls_score.", "roi_heads.attribute_head.cls_embedding.",
-                       "roi_heads.attribute_head.attr_score.")):
+    if key.startswith(
+        (
+            "roi_heads.box_predictor.cls_score.",
+            "roi_heads.attribute_head.cls_embedding.",
+            "roi_heads.attribute_head.attr_score.",
+        )
+    ):
         return _bg_first(a)
     if key.startswith("roi_heads.box_predictor.bbox_pred."):
         # detectron2 regresses the 1600 objects only; background rows are never used: zeros.
@@ -162,8 +170,13 @@ def _d2_in(key: str, a: np.ndarray) -> np.ndarray:
 
 
 def _d2_out(key: str, a: np.ndarray) -> np.ndarray:
-    if key.startswith(("roi_heads.box_predictor.cls_score.", "roi_heads.attribute_head.cls_embedding.",
-                       "roi_heads.attribute_head.attr_score.")):
+    if key.startswith(
+        (
+            "roi_heads.box_predictor.cls_score.",
+            "roi_heads.attribute_head.cls_embedding.",
+            "roi_heads.attribute_head.attr_score.",
+        )
+    ):
         return _bg_last(a)
     if key.startswith("roi_heads.box_predictor.bbox_pred."):
         return a[4:]
@@ -193,11 +206,11 @@ _MAPS: dict[str, tuple[Callable[[str], str | None], Callable, Callable]] = {
 def _to_source_key(fmt: str, ours: str) -> str:
     """Our key -> the key the source format uses (the inverse of the rename)."""
     if ours.startswith("rpn."):
-        return "proposal_generator.rpn_head." + ours[len("rpn."):]
+        return "proposal_generator.rpn_head." + ours[len("rpn.") :]
     if ours.startswith("roi_heads.res5.blocks."):
-        return "roi_heads.res5." + ours[len("roi_heads.res5.blocks."):]
+        return "roi_heads.res5." + ours[len("roi_heads.res5.blocks.") :]
     if ours.startswith("roi_heads.attribute_head."):
-        name, param = ours[len("roi_heads.attribute_head."):].rsplit(".", 1)
+        name, param = ours[len("roi_heads.attribute_head.") :].rsplit(".", 1)
         if fmt == "bua-pth":
             name = {"cls_embedding": "cls_embed", "fc_attr": "attr_linear1", "attr_score": "attr_linear2"}[name]
         return f"roi_heads.box_predictor.{name}.{param}"
@@ -210,13 +223,27 @@ def format_config(fmt: str, cfg: DetectorConfig, has_attributes: bool) -> Detect
         # py-bottom-up-attention runs on detectron2: continuous boxes, detectron2 anchors, top-k
         # before clipping, no minimum proposal size, ROI box weights (10, 10, 5, 5), detectron2's
         # resize (PIL on uint8, per-axis box scales), attribute softmax over the 400 real ones.
-        return replace(cfg, conventions="detectron2", rpn_min_size=0.0, box_reg_weights=(10.0, 10.0, 5.0, 5.0),
-                       attributes=has_attributes, resize="pil", attr_softmax="real")
+        return replace(
+            cfg,
+            conventions="detectron2",
+            rpn_min_size=0.0,
+            box_reg_weights=(10.0, 10.0, 5.0, 5.0),
+            attributes=has_attributes,
+            resize="pil",
+            attr_softmax="real",
+        )
     if fmt == "bua-pth":
         # bottom-up-attention.pytorch's Caffe mode: py-faster-rcnn's resize (cv2 on the float
         # image, one scale), attribute softmax over all 401 outputs.
-        return replace(cfg, conventions="caffe", rpn_min_size=16.0, box_reg_weights=(1.0, 1.0, 1.0, 1.0),
-                       attributes=has_attributes, resize="cv2", attr_softmax="all")
+        return replace(
+            cfg,
+            conventions="caffe",
+            rpn_min_size=16.0,
+            box_reg_weights=(1.0, 1.0, 1.0, 1.0),
+            attributes=has_attributes,
+            resize="cv2",
+            attr_softmax="all",
+        )
     return cfg
 
 
@@ -263,8 +290,9 @@ def map_state(fmt: str, source: dict[str, np.ndarray], model: BottomUpDetector, 
     if mismatched:
         problems.append(f"wrong shapes: {'; '.join(mismatched)}")
     if problems:
-        raise CheckpointError(f"{path}: does not match the {model.cfg.name} model ({fmt}); nothing loaded. "
-                              + " | ".join(problems))
+        raise CheckpointError(
+            f"{path}: does not match the {model.cfg.name} model ({fmt}); nothing loaded. " + " | ".join(problems)
+        )
     if anchors is not None:
         model.proposals.cell_anchors.copy_(anchors)
         notes.append("cell anchors taken from the checkpoint")
@@ -272,11 +300,17 @@ def map_state(fmt: str, source: dict[str, np.ndarray], model: BottomUpDetector, 
 
 
 def _has_attributes(source: dict[str, np.ndarray], fmt: str) -> bool:
-    probe = "roi_heads.box_predictor.cls_embed.weight" if fmt == "bua-pth" else "roi_heads.box_predictor.cls_embedding.weight"
+    probe = (
+        "roi_heads.box_predictor.cls_embed.weight"
+        if fmt == "bua-pth"
+        else "roi_heads.box_predictor.cls_embedding.weight"
+    )
     return probe in source
 
 
-def load_checkpoint(path: str | Path, cfg: DetectorConfig | str = "r101", device: str = "cpu") -> tuple[BottomUpDetector, LoadReport]:
+def load_checkpoint(
+    path: str | Path, cfg: DetectorConfig | str = "r101", device: str = "cpu"
+) -> tuple[BottomUpDetector, LoadReport]:
     """Build the detector and load `path` into it, exactly (see the module docstring).
 
     cfg gives the network sizes (a preset name or a config); the format fixes the pixel
@@ -352,18 +386,25 @@ def _load_safetensors(path: Path, cfg: DetectorConfig) -> tuple[BottomUpDetector
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: bad config in metadata: {exc}") from None
     # The file fixes the network; the caller's config may only change test-time settings.
-    runtime = {k: getattr(cfg, k) for k in ("min_size", "max_size", "roi_chunk", "cpu_roi_chunk",
-                                            "rpn_post_nms_top_n", "rpn_pre_nms_top_n")}
+    runtime = {
+        k: getattr(cfg, k)
+        for k in ("min_size", "max_size", "roi_chunk", "cpu_roi_chunk", "rpn_post_nms_top_n", "rpn_pre_nms_top_n")
+    }
     model = BottomUpDetector(replace(saved, **runtime))
     anchors = state.pop("proposals.cell_anchors", None)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: shape {tuple(state[k].shape)}, expected {expected[k]}" for k in sorted(set(state) & set(expected))
-             if tuple(state[k].shape) != expected[k]]
+    wrong = [
+        f"{k}: shape {tuple(state[k].shape)}, expected {expected[k]}"
+        for k in sorted(set(state) & set(expected))
+        if tuple(state[k].shape) != expected[k]
+    ]
     if missing or unexpected or wrong or anchors is None:
-        raise CheckpointError(f"{path}: does not match its own config; nothing loaded. missing: {missing}, "
-                              f"unexpected: {unexpected}, wrong shapes: {wrong}, anchors: {anchors is not None}")
+        raise CheckpointError(
+            f"{path}: does not match its own config; nothing loaded. missing: {missing}, "
+            f"unexpected: {unexpected}, wrong shapes: {wrong}, anchors: {anchors is not None}"
+        )
     model.load_state_dict(state, strict=True)
     model.proposals.cell_anchors.copy_(anchors)
     return model, []

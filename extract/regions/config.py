@@ -80,9 +80,21 @@ class DetectorConfig:
         self.box_reg_weights = tuple(float(w) for w in self.box_reg_weights)
         if len(self.blocks) != 4 or min(self.blocks) < 1:
             raise ValueError(f"blocks must be 4 positive counts (res2..res5), got {self.blocks}")
-        for name in ("width", "stem_channels", "res2_out", "rpn_hidden", "attr_embed_dim", "attr_hidden_dim",
-                     "pool_size", "min_size", "max_size", "size_divisibility", "roi_chunk", "cpu_roi_chunk",
-                     "feat_stride"):
+        for name in (
+            "width",
+            "stem_channels",
+            "res2_out",
+            "rpn_hidden",
+            "attr_embed_dim",
+            "attr_hidden_dim",
+            "pool_size",
+            "min_size",
+            "max_size",
+            "size_divisibility",
+            "roi_chunk",
+            "cpu_roi_chunk",
+            "feat_stride",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.res5_dilation not in (1, 2):
@@ -126,7 +138,7 @@ class DetectorConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "DetectorConfig":
+    def from_json(cls, obj: dict[str, Any]) -> DetectorConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
@@ -134,7 +146,7 @@ class DetectorConfig:
         return cls(**obj)
 
     @classmethod
-    def from_name(cls, name: str, **overrides: Any) -> "DetectorConfig":
+    def from_name(cls, name: str, **overrides: Any) -> DetectorConfig:
         """A preset (see PRESETS) with field overrides, e.g. `from_name("r101", min_size=192)`."""
         try:
             base = PRESETS[name]
@@ -150,13 +162,37 @@ class DetectorConfig:
 PRESETS: dict[str, DetectorConfig] = {
     "r101": DetectorConfig(),
     "r101-demo": DetectorConfig(name="butd-r101-vg-demo", min_size=192, max_size=320, rpn_post_nms_top_n=100),
-    "slim": DetectorConfig(name="butd-slim", blocks=(1, 1, 1, 1), width=16, stem_channels=16, res2_out=64,
-                           rpn_hidden=64, attr_embed_dim=32, attr_hidden_dim=64, pool_size=7, min_size=192,
-                           max_size=320, rpn_post_nms_top_n=64),
-    "tiny": DetectorConfig(name="butd-tiny", blocks=(1, 1, 1, 1), width=4, stem_channels=8, res2_out=16,
-                           rpn_hidden=16, attr_embed_dim=16, attr_hidden_dim=32, num_classes=21, pool_size=7,
-                           num_attributes=11, min_size=96, max_size=160, rpn_pre_nms_top_n=600,
-                           rpn_post_nms_top_n=50),
+    "slim": DetectorConfig(
+        name="butd-slim",
+        blocks=(1, 1, 1, 1),
+        width=16,
+        stem_channels=16,
+        res2_out=64,
+        rpn_hidden=64,
+        attr_embed_dim=32,
+        attr_hidden_dim=64,
+        pool_size=7,
+        min_size=192,
+        max_size=320,
+        rpn_post_nms_top_n=64,
+    ),
+    "tiny": DetectorConfig(
+        name="butd-tiny",
+        blocks=(1, 1, 1, 1),
+        width=4,
+        stem_channels=8,
+        res2_out=16,
+        rpn_hidden=16,
+        attr_embed_dim=16,
+        attr_hidden_dim=32,
+        num_classes=21,
+        pool_size=7,
+        num_attributes=11,
+        min_size=96,
+        max_size=160,
+        rpn_pre_nms_top_n=600,
+        rpn_post_nms_top_n=50,
+    ),
 }
 
 
@@ -199,7 +235,7 @@ class SelectionConfig:
         return self.num_boxes if self.fixed_k else self.max_boxes
 
     @classmethod
-    def for_job(cls, mode: str, num_boxes: int, rule: str | None = None) -> "SelectionConfig":
+    def for_job(cls, mode: str, num_boxes: int, rule: str | None = None) -> SelectionConfig:
         """A feature job's selection: its own mode and K, or `rule="d2-maxnms"` on a fixed-K job
         (the user option `selection=d2-maxnms`); rule None or "generate_tsv" keeps the job's mode."""
         if rule in (None, "", "generate_tsv"):

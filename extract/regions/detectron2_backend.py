@@ -46,8 +46,10 @@ class Detectron2Detector(nn.Module):
 
         cfg = ours.cfg
         if cfg.conventions != "detectron2":
-            raise ValueError("the detectron2 backend runs checkpoints in the detectron2 conventions "
-                             "(py-bottom-up-attention's .pkl); use the torch backend for Caffe-convention weights")
+            raise ValueError(
+                "the detectron2 backend runs checkpoints in the detectron2 conventions "
+                "(py-bottom-up-attention's .pkl); use the torch backend for Caffe-convention weights"
+            )
         self.cfg = cfg
 
         class CaffeMaxPoolStem(BasicStem):
@@ -56,28 +58,52 @@ class Detectron2Detector(nn.Module):
                 return F.max_pool2d(x, kernel_size=3, stride=2, padding=0, ceil_mode=True)
 
         def stage(n: int, cin: int, bottleneck: int, cout: int, stride: int, dilation: int = 1) -> list[nn.Module]:
-            return ResNet.make_stage(block_class=BottleneckBlock, num_blocks=n,
-                                     stride_per_block=[stride] + [1] * (n - 1), in_channels=cin,
-                                     bottleneck_channels=bottleneck, out_channels=cout, num_groups=1,
-                                     norm="FrozenBN", stride_in_1x1=True, dilation=dilation)
+            return ResNet.make_stage(
+                block_class=BottleneckBlock,
+                num_blocks=n,
+                stride_per_block=[stride] + [1] * (n - 1),
+                in_channels=cin,
+                bottleneck_channels=bottleneck,
+                out_channels=cout,
+                num_groups=1,
+                norm="FrozenBN",
+                stride_in_1x1=True,
+                dilation=dilation,
+            )
 
         w, r2 = cfg.width, cfg.res2_out
         stem = CaffeMaxPoolStem(3, cfg.stem_channels, norm="FrozenBN")
-        stages = [stage(cfg.blocks[0], cfg.stem_channels, w, r2, 1), stage(cfg.blocks[1], r2, 2 * w, 2 * r2, 2),
-                  stage(cfg.blocks[2], 2 * r2, 4 * w, 4 * r2, 2)]
+        stages = [
+            stage(cfg.blocks[0], cfg.stem_channels, w, r2, 1),
+            stage(cfg.blocks[1], r2, 2 * w, 2 * r2, 2),
+            stage(cfg.blocks[2], 2 * r2, 4 * w, 4 * r2, 2),
+        ]
         self.backbone = ResNet(stem, stages, out_features=["res4"])
-        head = StandardRPNHead(in_channels=cfg.res4_channels, num_anchors=cfg.num_anchors, box_dim=4,
-                               conv_dims=[cfg.rpn_hidden])
-        anchors = DefaultAnchorGenerator(sizes=[[s * cfg.feat_stride for s in cfg.anchor_scales]],
-                                         aspect_ratios=[list(cfg.anchor_ratios)], strides=[cfg.feat_stride], offset=0.0)
+        head = StandardRPNHead(
+            in_channels=cfg.res4_channels, num_anchors=cfg.num_anchors, box_dim=4, conv_dims=[cfg.rpn_hidden]
+        )
+        anchors = DefaultAnchorGenerator(
+            sizes=[[s * cfg.feat_stride for s in cfg.anchor_scales]],
+            aspect_ratios=[list(cfg.anchor_ratios)],
+            strides=[cfg.feat_stride],
+            offset=0.0,
+        )
         self.proposal_generator = RPN(
-            in_features=["res4"], head=head, anchor_generator=anchors,
+            in_features=["res4"],
+            head=head,
+            anchor_generator=anchors,
             anchor_matcher=Matcher([0.3, 0.7], [0, -1, 1], allow_low_quality_matches=True),
-            box2box_transform=Box2BoxTransform((1.0, 1.0, 1.0, 1.0)), batch_size_per_image=256,
-            positive_fraction=0.5, pre_nms_topk=(cfg.rpn_pre_nms_top_n,) * 2,
-            post_nms_topk=(cfg.rpn_post_nms_top_n,) * 2, nms_thresh=cfg.rpn_nms_thresh, min_box_size=cfg.rpn_min_size)
-        self.pooler = ROIPooler(output_size=cfg.pool_size, scales=(1.0 / cfg.feat_stride,), sampling_ratio=0,
-                                pooler_type="ROIPool")
+            box2box_transform=Box2BoxTransform((1.0, 1.0, 1.0, 1.0)),
+            batch_size_per_image=256,
+            positive_fraction=0.5,
+            pre_nms_topk=(cfg.rpn_pre_nms_top_n,) * 2,
+            post_nms_topk=(cfg.rpn_post_nms_top_n,) * 2,
+            nms_thresh=cfg.rpn_nms_thresh,
+            min_box_size=cfg.rpn_min_size,
+        )
+        self.pooler = ROIPooler(
+            output_size=cfg.pool_size, scales=(1.0 / cfg.feat_stride,), sampling_ratio=0, pooler_type="ROIPool"
+        )
         n5 = cfg.blocks[3]
         stride5 = 1 if cfg.res5_dilation == 2 else 2
         self.res5 = nn.Sequential(*stage(n5, 4 * r2, 8 * w, 8 * r2, stride5, cfg.res5_dilation))
@@ -94,9 +120,10 @@ class Detectron2Detector(nn.Module):
             elif key.startswith("proposal_generator."):
                 mapping[key] = value
             elif key.startswith("roi_heads.res5."):
-                mapping["res5." + key[len("roi_heads.res5."):]] = value
-        own = {k: v for k, v in self.state_dict().items()
-               if not k.startswith("roi_heads.") and "anchor_generator" not in k}
+                mapping["res5." + key[len("roi_heads.res5.") :]] = value
+        own = {
+            k: v for k, v in self.state_dict().items() if not k.startswith("roi_heads.") and "anchor_generator" not in k
+        }
         missing = sorted(set(own) - set(mapping))
         unexpected = sorted(set(mapping) - set(own))
         if missing or unexpected:
@@ -105,14 +132,19 @@ class Detectron2Detector(nn.Module):
         self.proposal_generator.anchor_generator.cell_anchors[0].copy_(ours.proposals.cell_anchors)
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: list,
-                boxes: list[torch.Tensor] | None = None) -> list[dict]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        image_sizes: list[tuple[int, int]],
+        scales: list,
+        boxes: list[torch.Tensor] | None = None,
+    ) -> list[dict]:
         """Same contract as `BottomUpDetector.forward`, one image at a time."""
         from detectron2.structures import Boxes, ImageList
 
         out = []
         for i, ((h, w), s) in enumerate(zip(image_sizes, scales)):
-            x = images[i:i + 1, :, :h, :w].contiguous()
+            x = images[i : i + 1, :, :h, :w].contiguous()
             feats = self.backbone(x)
             if boxes is None:
                 proposals, _ = self.proposal_generator(ImageList(x, [(h, w)]), feats, None)

@@ -27,8 +27,7 @@ from torch import nn
 
 from lighthead.extract.regions import boxes as B
 from lighthead.extract.regions.backbone import ResNetC4, fold_frozen_bn
-from lighthead.extract.regions.box_selection import (batch_max_confidence, labels, max_class_boxes, maxnms_keep,
-                                                     select)
+from lighthead.extract.regions.box_selection import batch_max_confidence, labels, max_class_boxes, maxnms_keep, select
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.roi_heads import ROIHeads
 from lighthead.extract.regions.rpn import ProposalGenerator, RPNHead
@@ -47,12 +46,12 @@ class BottomUpDetector(nn.Module):
         self.channels_last = False
         self.eval()
 
-    def train(self, mode: bool = True) -> "BottomUpDetector":
+    def train(self, mode: bool = True) -> BottomUpDetector:
         if mode:
             raise RuntimeError("the region detector runs in eval mode only (frozen BatchNorm, test-time RPN)")
         return super().train(False)
 
-    def optimize_for_inference(self, channels_last: bool = False) -> "BottomUpDetector":
+    def optimize_for_inference(self, channels_last: bool = False) -> BottomUpDetector:
         """Fold the frozen BatchNorms into the convs and pick the memory layout (after loading)."""
         fold_frozen_bn(self)
         self.channels_last = channels_last
@@ -62,8 +61,13 @@ class BottomUpDetector(nn.Module):
         return self
 
     @torch.inference_mode()
-    def forward(self, images: torch.Tensor, image_sizes: list[tuple[int, int]], scales: Sequence[Any],
-                boxes: list[torch.Tensor] | None = None) -> list[dict[str, Any]]:
+    def forward(
+        self,
+        images: torch.Tensor,
+        image_sizes: list[tuple[int, int]],
+        scales: Sequence[Any],
+        boxes: list[torch.Tensor] | None = None,
+    ) -> list[dict[str, Any]]:
         """Run the detector on a padded batch.
 
         images: (B, 3, H, W) mean-subtracted BGR, each image at the top-left of its slot;
@@ -90,15 +94,20 @@ class BottomUpDetector(nn.Module):
                 rois.append(to_resized(b.to(images.device, torch.float32).reshape(-1, 4), s))
         counts = [r.shape[0] for r in rois]
         batch_rois = torch.cat(
-            [torch.cat([torch.full((n, 1), float(i), device=images.device), r], dim=1) for i, (n, r) in
-             enumerate(zip(counts, rois))], dim=0)  # (sum R, 5)
+            [
+                torch.cat([torch.full((n, 1), float(i), device=images.device), r], dim=1)
+                for i, (n, r) in enumerate(zip(counts, rois))
+            ],
+            dim=0,
+        )  # (sum R, 5)
         feats = self.roi_heads.pooled_features(res4.float(), batch_rois)  # (sum R, D)
         preds = self.roi_heads.predict(feats)
         out = []
         for i, part in enumerate(zip(feats.split(counts), *(p.split(counts) for p in preds.values()))):
             given = None if boxes is None else boxes[i]
-            out.append(pack_output(rois[i], part[0], dict(zip(preds.keys(), part[1:])), image_sizes[i], scales[i],
-                                   cfg, given))
+            out.append(
+                pack_output(rois[i], part[0], dict(zip(preds.keys(), part[1:])), image_sizes[i], scales[i], cfg, given)
+            )
         return out
 
     def regions(self, outputs: list[dict[str, Any]], selection: SelectionConfig) -> list[dict[str, torch.Tensor]]:
@@ -112,8 +121,12 @@ class BottomUpDetector(nn.Module):
         if selection.mode not in ("given", "d2-maxnms"):
             # generate_tsv.py and bua run this NMS on the ROIs in original pixels (rois / im_scale);
             # all images in one go: the NMS's sequential steps then do not multiply by the batch size
-            confidences = batch_max_confidence([o["boxes"] for o in outputs], [o["cls_prob"] for o in outputs],
-                                               selection.nms_thresh, self.cfg.pixel_offset)
+            confidences = batch_max_confidence(
+                [o["boxes"] for o in outputs],
+                [o["cls_prob"] for o in outputs],
+                selection.nms_thresh,
+                self.cfg.pixel_offset,
+            )
         for out, conf in zip(outputs, confidences):
             lab = labels(out["cls_prob"], out.get("attr_prob"))
             boxes = out["boxes"]
@@ -122,8 +135,14 @@ class BottomUpDetector(nn.Module):
                 conf = lab["object_scores"]
             elif selection.mode == "d2-maxnms":
                 cfg = self.cfg
-                reg = max_class_boxes(out["rois"], out["deltas"], out["cls_prob"], cfg.box_reg_weights,
-                                      cfg.pixel_offset, None if cfg.conventions == "caffe" else B.SCALE_CLAMP)
+                reg = max_class_boxes(
+                    out["rois"],
+                    out["deltas"],
+                    out["cls_prob"],
+                    cfg.box_reg_weights,
+                    cfg.pixel_offset,
+                    None if cfg.conventions == "caffe" else B.SCALE_CLAMP,
+                )
                 reg = B.clip(reg, out["image_size"][0], out["image_size"][1], cfg.pixel_offset)
                 conf = lab["object_scores"]
                 keep = maxnms_keep(reg, conf, selection.num_boxes, selection.nms_thresh, cfg.pixel_offset)
@@ -177,8 +196,15 @@ def to_original(boxes: torch.Tensor, scale: Any, image_size: tuple[int, int], cf
     return B.clip(out, orig_h, orig_w, cfg.pixel_offset)
 
 
-def pack_output(rois: torch.Tensor, features: torch.Tensor, preds: dict[str, torch.Tensor], image_size: tuple[int, int],
-                scale: Any, cfg: DetectorConfig, given: torch.Tensor | None = None) -> dict[str, Any]:
+def pack_output(
+    rois: torch.Tensor,
+    features: torch.Tensor,
+    preds: dict[str, torch.Tensor],
+    image_size: tuple[int, int],
+    scale: Any,
+    cfg: DetectorConfig,
+    given: torch.Tensor | None = None,
+) -> dict[str, Any]:
     """One image's `forward` output (shared with the detectron2 backend). Given boxes are
     reported as given; ROIs are mapped back to original pixels."""
     if given is not None:

@@ -60,8 +60,11 @@ class ROIHeads(nn.Module):
         self.res5 = Res5(cfg.blocks[3], cfg.width, cfg.res2_out, cfg.res5_dilation, cfg.bn_eps)
         dim = cfg.feature_dim
         self.box_predictor = BoxPredictor(dim, cfg.num_classes)
-        self.attribute_head = (AttributeHead(dim, cfg.num_classes, cfg.attr_embed_dim, cfg.attr_hidden_dim,
-                                             cfg.num_attributes) if cfg.attributes else None)
+        self.attribute_head = (
+            AttributeHead(dim, cfg.num_classes, cfg.attr_embed_dim, cfg.attr_hidden_dim, cfg.num_attributes)
+            if cfg.attributes
+            else None
+        )
 
     def pooled_features(self, res4: torch.Tensor, rois: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """Mean-pooled res5 features of ROIs.
@@ -72,7 +75,7 @@ class ROIHeads(nn.Module):
         chunk = chunk or (self.cfg.roi_chunk if res4.is_cuda else self.cfg.cpu_roi_chunk)
         out = []
         for start in range(0, rois.shape[0], chunk):
-            part = rois[start:start + chunk].to(res4.dtype)
+            part = rois[start : start + chunk].to(res4.dtype)
             x = roi_pool(res4, part, output_size=self.cfg.pool_size, spatial_scale=1.0 / self.cfg.feat_stride)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)  # (r, C, P, P)

@@ -41,11 +41,13 @@ class ProposalGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         make = B.caffe_cell_anchors if cfg.conventions == "caffe" else B.detectron2_cell_anchors
-        self.register_buffer("cell_anchors", make(cfg.feat_stride, cfg.anchor_scales, cfg.anchor_ratios),
-                             persistent=False)
+        self.register_buffer(
+            "cell_anchors", make(cfg.feat_stride, cfg.anchor_scales, cfg.anchor_ratios), persistent=False
+        )
 
-    def forward(self, logits: torch.Tensor, deltas: torch.Tensor, image_hw: tuple[int, int],
-                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, logits: torch.Tensor, deltas: torch.Tensor, image_hw: tuple[int, int], scale: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Proposals of one image.
 
         logits: (A, h, w) and deltas (4A, h, w), already cut to the image's valid extent;

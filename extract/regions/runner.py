@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from lighthead.extract.precision import DTYPES, autocast, resolve
 from lighthead.extract.per_image import batch_or_each, device_error, is_fatal, reason
+from lighthead.extract.precision import DTYPES, autocast, resolve
 from lighthead.extract.regions.batching import Batch, batches, pad_batch
 from lighthead.extract.regions.config import SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector
@@ -52,8 +52,9 @@ def item_fields(selection: SelectionConfig, dim: int, dtype: str = "float16") ->
     ]
 
 
-def to_item(region: Mapping[str, torch.Tensor], width: int, height: int, selection: SelectionConfig,
-            dtype: str = "float16") -> dict[str, np.ndarray]:
+def to_item(
+    region: Mapping[str, torch.Tensor], width: int, height: int, selection: SelectionConfig, dtype: str = "float16"
+) -> dict[str, np.ndarray]:
     """One image's selected regions as numpy fields. Fixed K with fewer boxes than K (tiny
     images) is padded with zero rows and ids -1; `num_boxes` tells the real count."""
     n = int(region["boxes"].shape[0])
@@ -159,8 +160,11 @@ def extract_regions(
     precision = resolve(precision, device, GPU_PRECISION)
     stats = RunStats()
     start = time.perf_counter()
-    source = batch_source if batch_source is not None else batches(
-        items, model.cfg, batch_size, loader_workers, device if device.type == "cuda" else None)
+    source = (
+        batch_source
+        if batch_source is not None
+        else batches(items, model.cfg, batch_size, loader_workers, device if device.type == "cuda" else None)
+    )
 
     def detect(images: torch.Tensor, sizes: list, scales: list, boxes: list | None) -> list:
         images = images.to(device, non_blocking=True)
@@ -194,8 +198,11 @@ def extract_regions(
                 if selection.mode == "given":
                     boxes = [torch.as_tensor(np.asarray(given_boxes[i], np.float32)).reshape(-1, 4) for i in batch.ids]
                 regions = batch_or_each(
-                    len(batch.ids), lambda: detect(batch.images, batch.image_sizes, batch.scales, boxes),
-                    lambda k: detect_alone(batch, k, boxes), where=_batch_name(batch.ids))
+                    len(batch.ids),
+                    lambda: detect(batch.images, batch.image_sizes, batch.scales, boxes),  # noqa: B023 - called before the loop moves on
+                    lambda k: detect_alone(batch, k, boxes),  # noqa: B023 - called before the loop moves on
+                    where=_batch_name(batch.ids),
+                )
                 for image_id, region, (w, h) in zip(batch.ids, regions, batch.original_sizes, strict=True):
                     if isinstance(region, Exception):
                         stats.skipped.append((image_id, f"detector failed on this {w}x{h} image: {reason(region)}"))

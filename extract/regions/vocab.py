@@ -24,7 +24,7 @@ of py-bottom-up-attention's `.pkl` to the front (`checkpoints._bg_first`), and
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Iterable, Mapping
 
@@ -36,7 +36,7 @@ ATTR_THRESHOLD = 0.1  # an attribute is shown only above this score (the referen
 _FILES = {"objects": "objects_vocab.txt", "attributes": "attributes_vocab.txt"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def synonyms(kind: str) -> tuple[tuple[str, ...], ...]:
     """Every line of the `kind` list ("objects" or "attributes") as its synonyms, in file order."""
     if kind not in _FILES:
@@ -49,7 +49,7 @@ def synonyms(kind: str) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(s.strip().lower() for s in line.split(",")) for line in lines)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _display(kind: str) -> tuple[str, ...]:
     """Display names (first synonyms) of the `kind` list, built once: labels look them up per region."""
     return tuple(s[0] for s in synonyms(kind))
@@ -92,12 +92,20 @@ def uses_vg_vocab(attrs: Mapping[str, Any]) -> bool:
     """Whether a region feature set's ids index these lists: its detector has 1601 classes and
     401 attributes (random-weight test presets with fewer classes do not)."""
     config = attrs.get("config") or {}
-    return int(config.get("num_classes", NUM_OBJECTS + 1)) == NUM_OBJECTS + 1 and \
-        int(config.get("num_attributes", NUM_ATTRIBUTES + 1)) == NUM_ATTRIBUTES + 1
+    return (
+        int(config.get("num_classes", NUM_OBJECTS + 1)) == NUM_OBJECTS + 1
+        and int(config.get("num_attributes", NUM_ATTRIBUTES + 1)) == NUM_ATTRIBUTES + 1
+    )
 
 
-def label(object_id: int, score: float, attr_id: int = -1, attr_score: float = 0.0, vg: bool = True,
-          attr_threshold: float = ATTR_THRESHOLD) -> str:
+def label(
+    object_id: int,
+    score: float,
+    attr_id: int = -1,
+    attr_score: float = 0.0,
+    vg: bool = True,
+    attr_threshold: float = ATTR_THRESHOLD,
+) -> str:
     """The label `attribute object score` the reference demos print; the attribute only above
     `attr_threshold`. vg False: ids are shown as numbers (a detector with other classes)."""
     obj = object_names([object_id])[0] if vg else f"class {object_id}"
@@ -119,15 +127,23 @@ def region_order(item: Mapping[str, np.ndarray], top: int | None = None) -> np.n
     return order[:top] if top else order
 
 
-def region_labels(item: Mapping[str, np.ndarray], top: int | None = None, vg: bool = True,
-                  attr_threshold: float = ATTR_THRESHOLD) -> list[str]:
+def region_labels(
+    item: Mapping[str, np.ndarray], top: int | None = None, vg: bool = True, attr_threshold: float = ATTR_THRESHOLD
+) -> list[str]:
     """Labels of a stored region item (fields object_ids, object_scores, attr_ids, attr_scores,
     num_boxes), most confident first."""
     has_attr = "attr_ids" in item and "attr_scores" in item
-    return [label(int(item["object_ids"][i]), float(item["object_scores"][i]),
-                  int(item["attr_ids"][i]) if has_attr else -1, float(item["attr_scores"][i]) if has_attr else 0.0,
-                  vg=vg, attr_threshold=attr_threshold)
-            for i in region_order(item, top)]
+    return [
+        label(
+            int(item["object_ids"][i]),
+            float(item["object_scores"][i]),
+            int(item["attr_ids"][i]) if has_attr else -1,
+            float(item["attr_scores"][i]) if has_attr else 0.0,
+            vg=vg,
+            attr_threshold=attr_threshold,
+        )
+        for i in region_order(item, top)
+    ]
 
 
 def top_objects(id_arrays: Iterable[np.ndarray], k: int = 10, vg: bool = True) -> list[tuple[str, int]]:

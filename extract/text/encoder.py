@@ -101,8 +101,9 @@ class TextEncoder:
         self.path: Path = resolve_model(config.model)
         self.random_weights = random_weights
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True, use_fast=True,
-                                                           trust_remote_code=False)
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.path, local_files_only=True, use_fast=True, trust_remote_code=False
+            )
         except (OSError, ValueError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__  # transformers' texts span lines
             raise FileNotFoundError(f"cannot load the tokenizer from {self.path}: {why}") from None
@@ -112,7 +113,8 @@ class TextEncoder:
             torch.manual_seed(0)  # the same random encoder on every run, so resumed runs agree
             self.model = AutoModel.from_config(
                 AutoConfig.from_pretrained(self.path, local_files_only=True, trust_remote_code=False),
-                trust_remote_code=False)
+                trust_remote_code=False,
+            )
         else:
             try:
                 self.model = AutoModel.from_pretrained(self.path, local_files_only=True, trust_remote_code=False)

@@ -120,5 +120,3 @@ def weights_file(folder: Path) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
-
-

@@ -10,8 +10,7 @@ import sys
 
 import typer
 
-from lighthead.pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, store_cmd, sweep_cmd, train_cmd
-from lighthead.pipelines.cli import show_cmd
+from lighthead.pipelines.cli import demo_cmd, evaluate_cmd, extract_cmd, show_cmd, store_cmd, sweep_cmd, train_cmd
 from lighthead.pipelines.cli.help import readable_help
 
 readable_help()  # `--flag` instead of `--flag <bool>`, `--set KEY=VALUE` instead of `<list[str]>`

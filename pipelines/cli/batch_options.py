@@ -7,21 +7,24 @@ Their values are checked before any job script is written (`cluster.batch.check_
 from __future__ import annotations
 
 import importlib.util
-from typing import List, Optional
 
 import typer
 
 # One declaration each, used as the default of both commands' parameters.
-CORES: Optional[int] = typer.Option(None, min=1, help="cores per batch job (default: jobqueue.yaml)")
-MEMORY: Optional[str] = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)")
-QUEUE: Optional[str] = typer.Option(None, metavar="NAME", help="batch queue / partition")
-ACCOUNT: Optional[str] = typer.Option(None, metavar="NAME", help="batch account / project")
-WALLTIME: Optional[str] = typer.Option(None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00 (SLURM also D-HH:MM:SS)")
-JOB_DIRECTIVE: List[str] = typer.Option([], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)")
+CORES: int | None = typer.Option(None, min=1, help="cores per batch job (default: jobqueue.yaml)")
+MEMORY: str | None = typer.Option(None, metavar="SIZE", help="memory per batch job, e.g. 32GB (default: jobqueue.yaml)")
+QUEUE: str | None = typer.Option(None, metavar="NAME", help="batch queue / partition")
+ACCOUNT: str | None = typer.Option(None, metavar="NAME", help="batch account / project")
+WALLTIME: str | None = typer.Option(
+    None, metavar="HH:MM:SS", help="batch job time limit, e.g. 08:00:00 (SLURM also D-HH:MM:SS)"
+)
+JOB_DIRECTIVE: list[str] = typer.Option(
+    [], metavar="DIRECTIVE", help="extra batch directive, e.g. --gres=gpu:1 (repeatable)"
+)
 
 
 def batch_kind(slurm: bool, pbs: bool) -> str | None:
-    """"slurm", "pbs" or None; both flags, or either without dask-jobqueue installed, is a ValueError."""
+    """ "slurm", "pbs" or None; both flags, or either without dask-jobqueue installed, is a ValueError."""
     if slurm and pbs:
         raise ValueError("--slurm and --pbs exclude each other")
     kind = "slurm" if slurm else "pbs" if pbs else None

@@ -26,13 +26,15 @@ def known_errors() -> tuple[type[BaseException], ...]:
         errors.append(StoreError)
     except ImportError:
         pass
-    from lighthead.pipelines.datasets.base import DatasetError
     from lighthead.pipelines.cluster.batch import BatchError  # batch jobs refused, or all ended
+    from lighthead.pipelines.datasets.base import DatasetError
 
     errors += [DatasetError, BatchError]
-    for module, name in (("lighthead.extract.regions.checkpoints", "CheckpointError"),
-                         ("lighthead.extract.images", "ImageReadError"),
-                         ("lighthead.extract.per_image", "DeviceError")):
+    for module, name in (
+        ("lighthead.extract.regions.checkpoints", "CheckpointError"),
+        ("lighthead.extract.images", "ImageReadError"),
+        ("lighthead.extract.per_image", "DeviceError"),
+    ):
         try:  # imported only now, after an error, so `--help` stays instant
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except ImportError:
@@ -41,8 +43,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 DEBUG_ENV = "LIGHTHEAD_DEBUG"  # =1: a failing command prints the traceback too
-INTERRUPTED = ("interrupted: everything committed so far is kept; rerun the same command to resume "
-               "(`train heads` with --resume)")
+INTERRUPTED = (
+    "interrupted: everything committed so far is kept; rerun the same command to resume (`train heads` with --resume)"
+)
 
 # errno -> what to say after the file name; the rest use the system's own text.
 _ERRNO_HINTS = {
@@ -63,8 +66,10 @@ def describe_error(e: BaseException) -> str:
     if isinstance(e, KeyError) and e.args:
         return str(e.args[0])
     if isinstance(e, UnicodeDecodeError):
-        return (f"input is not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8 "
-                f"(set {DEBUG_ENV}=1 to see where it was read)")
+        return (
+            f"input is not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8 "
+            f"(set {DEBUG_ENV}=1 to see where it was read)"
+        )
     if isinstance(e, OSError) and e.errno is not None and (e.filename is not None or e.errno in _ERRNO_HINTS):
         what = _ERRNO_HINTS.get(e.errno) or e.strerror or str(e)
         names = [str(n) for n in (e.filename, e.filename2) if n is not None]

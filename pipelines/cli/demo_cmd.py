@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,10 +11,15 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), metavar="DIR", help="folder for the demo data, store and runs"),
     n_images: int = typer.Option(300, help="images to generate"),
     seed: int = typer.Option(0, help="generator seed"),
-    stages: str = typer.Option("data,extract,train", metavar="a,b,...", help="comma-separated stages to run: data, extract, train"),
-    threads: Optional[int] = typer.Option(
-        None, min=1, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS if set, else 1: the demo's "
-                                       "models are small)"),
+    stages: str = typer.Option(
+        "data,extract,train", metavar="a,b,...", help="comma-separated stages to run: data, extract, train"
+    ),
+    threads: int | None = typer.Option(
+        None,
+        min=1,
+        metavar="N",
+        help="torch CPU threads (default: $OMP_NUM_THREADS if set, else 1: the demo's models are small)",
+    ),
 ) -> None:
     """Generate the demo dataset and run the whole pipeline on it (CPU, minutes).
 

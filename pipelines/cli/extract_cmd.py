@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from lighthead.pipelines.cli import batch_options
 
 
-def parse_job_options(pairs: List[str]) -> dict[str, str]:
+def parse_job_options(pairs: list[str]) -> dict[str, str]:
     """`key=value` strings -> dict of strings; each job's settings give their types
     (`features.runner.check_job_options`)."""
     out: dict[str, str] = {}
@@ -23,40 +22,70 @@ def parse_job_options(pairs: List[str]) -> dict[str, str]:
 
 
 def extract(
-    dataset: str = typer.Option(..., metavar="NAME", help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, images, demo)"),
+    dataset: str = typer.Option(
+        ...,
+        metavar="NAME",
+        help="dataset adapter name (coco, f30k, twitter15, twitter17, itm, mvsa-single, mvsa-multiple, images, demo)",
+    ),
     store: Path = typer.Option(..., metavar="DIR", help="store directory (one per dataset)"),
-    root: Optional[Path] = typer.Option(None, metavar="DIR", help="dataset folder; default $LIGHTHEAD_DATA/<dataset>"),
-    features: Optional[str] = typer.Option(None, metavar="a,b,...", help="comma-separated feature jobs; default: every job the dataset's heads need"),
-    weights: Optional[Path] = typer.Option(None, help="checkpoint for the model of the job(s)"),
-    random_weights: bool = typer.Option(False, "--random-weights", help="random model weights (tests, demo); recorded in the store"),
+    root: Path | None = typer.Option(None, metavar="DIR", help="dataset folder; default $LIGHTHEAD_DATA/<dataset>"),
+    features: str | None = typer.Option(
+        None, metavar="a,b,...", help="comma-separated feature jobs; default: every job the dataset's heads need"
+    ),
+    weights: Path | None = typer.Option(None, help="checkpoint for the model of the job(s)"),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="random model weights (tests, demo); recorded in the store"
+    ),
     batch_size: int = typer.Option(8, min=1, help="items per forward pass"),
     device: str = typer.Option("cpu", metavar="cpu|cuda", help="cpu or cuda"),
     workers: int = typer.Option(1, min=1, help="processes/GPUs sharing the work, or batch jobs with --slurm/--pbs"),
     loader_workers: int = typer.Option(2, min=0, help="DataLoader workers decoding images (0: in the main process)"),
-    scheduler: Optional[str] = typer.Option(None, metavar="ADDRESS", help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers"),
-    dtype: str = typer.Option("float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"),
-    text_model: Optional[str] = typer.Option(None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"),
-    job_option: List[str] = typer.Option([], "--job-option", "-o", metavar="KEY=VALUE", help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128, precision=fp32 (repeatable)"),
+    scheduler: str | None = typer.Option(
+        None,
+        metavar="ADDRESS",
+        help="dask scheduler address (tcp://host:8786): spread the region jobs over its workers",
+    ),
+    dtype: str = typer.Option(
+        "float16", metavar="float16|float32", help="storage dtype of feature fields (float16 or float32)"
+    ),
+    text_model: str | None = typer.Option(
+        None, metavar="PATH|ID", help="folder or cached Hugging Face id for the text job (bert/roberta/minilm)"
+    ),
+    job_option: list[str] = typer.Option(
+        [],
+        "--job-option",
+        "-o",
+        metavar="KEY=VALUE",
+        help="per-job setting KEY=VALUE or JOB.KEY=VALUE, e.g. resnet152.weights=PATH, bert.layer=-2, text_max_length=128, precision=fp32 (repeatable)",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
-    slurm: bool = typer.Option(False, "--slurm", help="region jobs on SLURM batch jobs, one part per job (dask-jobqueue)"),
+    slurm: bool = typer.Option(
+        False, "--slurm", help="region jobs on SLURM batch jobs, one part per job (dask-jobqueue)"
+    ),
     pbs: bool = typer.Option(False, "--pbs", help="region jobs on PBS batch jobs, one part per job (dask-jobqueue)"),
-    cores: Optional[int] = batch_options.CORES,
-    memory: Optional[str] = batch_options.MEMORY,
-    queue: Optional[str] = batch_options.QUEUE,
-    account: Optional[str] = batch_options.ACCOUNT,
-    walltime: Optional[str] = batch_options.WALLTIME,
-    job_directive: List[str] = batch_options.JOB_DIRECTIVE,
+    cores: int | None = batch_options.CORES,
+    memory: str | None = batch_options.MEMORY,
+    queue: str | None = batch_options.QUEUE,
+    account: str | None = batch_options.ACCOUNT,
+    walltime: str | None = batch_options.WALLTIME,
+    job_directive: list[str] = batch_options.JOB_DIRECTIVE,
 ) -> None:
     """Extract features of a dataset into a store (resumable; skipped inputs are listed)."""
-    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
+    from lighthead.pipelines.features.runner import run_extract
 
     if weights is not None and random_weights:
         raise ValueError("--weights and --random-weights exclude each other")
     cluster = None
     batch = batch_options.batch_kind(slurm, pbs)
-    job_settings = {"cores": cores, "memory": memory, "queue": queue, "account": account, "walltime": walltime,
-                    "job_directives": list(job_directive)}
+    job_settings = {
+        "cores": cores,
+        "memory": memory,
+        "queue": queue,
+        "account": account,
+        "walltime": walltime,
+        "job_directives": list(job_directive),
+    }
     if batch or any(v not in (None, []) for v in job_settings.values()):
         from lighthead.pipelines.cluster import ClusterOptions
 

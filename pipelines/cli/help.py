@@ -14,8 +14,16 @@ import re
 from typing import Any
 
 # typer's names (inside its <...>) -> what the help shows instead.
-PLAIN = {"str": "TEXT", "int": "N", "float": "NUMBER", "path": "PATH", "file": "FILE", "directory": "DIR",
-         "datetime": "DATETIME", "uuid": "UUID"}
+PLAIN = {
+    "str": "TEXT",
+    "int": "N",
+    "float": "NUMBER",
+    "path": "PATH",
+    "file": "FILE",
+    "directory": "DIR",
+    "datetime": "DATETIME",
+    "uuid": "UUID",
+}
 
 
 def plain_type(label: str) -> str:

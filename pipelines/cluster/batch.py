@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 SYSTEMS = {"slurm": ("SLURM", "sbatch"), "pbs": ("PBS", "qsub")}  # batch -> (name, submit command)
 # [D-]HH:MM:SS: one format for both systems (a bare number is minutes to SLURM, seconds to PBS).
-_WALLTIME = {"slurm": re.compile(r"(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)"),
-             "pbs": re.compile(r"()(\d+):([0-5]\d):([0-5]\d)")}
+_WALLTIME = {
+    "slurm": re.compile(r"(?:(\d+)-)?(\d+):([0-5]\d):([0-5]\d)"),
+    "pbs": re.compile(r"()(\d+):([0-5]\d):([0-5]\d)"),
+}
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,:@+-]*")  # a queue/partition or account (lists: a,b)
 _SIZE = re.compile(r"\d+(\.\d+)?\s*[A-Za-z]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -41,9 +43,18 @@ def check_options(opts: ClusterOptions) -> None:
     """ValueError, one line naming the flag, for a batch value that cannot go into a job script;
     also for batch values without --slurm/--pbs, and for cores/memory given nowhere."""
     if opts.batch is None:
-        given = [flag for flag, value in (("--cores", opts.cores), ("--memory", opts.memory), ("--queue", opts.queue),
-                                          ("--account", opts.account), ("--walltime", opts.walltime),
-                                          ("--job-directive", opts.job_directives)) if value not in (None, [])]
+        given = [
+            flag
+            for flag, value in (
+                ("--cores", opts.cores),
+                ("--memory", opts.memory),
+                ("--queue", opts.queue),
+                ("--account", opts.account),
+                ("--walltime", opts.walltime),
+                ("--job-directive", opts.job_directives),
+            )
+            if value not in (None, [])
+        ]
         if given:
             raise ValueError(f"{given[0]} sets a batch job: add --slurm or --pbs")
         return
@@ -52,15 +63,18 @@ def check_options(opts: ClusterOptions) -> None:
     flag = f"--{opts.batch}"
     for name, value in (("queue", opts.queue), ("account", opts.account)):
         if value is not None and not _NAME.fullmatch(value):
-            raise ValueError(f"--{name} {value!r}: expected a name of letters, digits and _.,:@+- "
-                             "(no spaces or control characters)")
+            raise ValueError(
+                f"--{name} {value!r}: expected a name of letters, digits and _.,:@+- (no spaces or control characters)"
+            )
     if opts.walltime is not None:
         _walltime_seconds(opts.batch, opts.walltime)
     for d in opts.job_directives:
         if _CONTROL.search(d) or not d.startswith("-"):
-            raise ValueError(f"--job-directive {d!r}: expected one option such as "
-                             f"{'--gres=gpu:1' if opts.batch == 'slurm' else '-l ngpus=1'} "
-                             "(no newline or other control characters)")
+            raise ValueError(
+                f"--job-directive {d!r}: expected one option such as "
+                f"{'--gres=gpu:1' if opts.batch == 'slurm' else '-l ngpus=1'} "
+                "(no newline or other control characters)"
+            )
     cores, memory = opts.cores, opts.memory
     where = f"jobqueue.{opts.batch}.%s in the dask config (~/.config/dask/jobqueue.yaml)"
     if cores is None:
@@ -109,21 +123,27 @@ def start_cluster(opts: ClusterOptions, gpu: bool, config: dict[str, Any]) -> tu
     try:
         import dask_jobqueue
     except ImportError:
-        raise ImportError(
-            f"--{opts.batch} needs dask-jobqueue: pip install 'lighthead[jobqueue]'"
-        ) from None
+        raise ImportError(f"--{opts.batch} needs dask-jobqueue: pip install 'lighthead[jobqueue]'") from None
     system, submit = SYSTEMS[opts.batch]
     if shutil.which(submit) is None:
         raise BatchError(f"--{opts.batch}: {submit} not found: run on a machine that submits {system} jobs")
     base = dask_jobqueue.SLURMCluster if opts.batch == "slurm" else dask_jobqueue.PBSCluster
     refusals: list[str] = []
-    given = {"cores": opts.cores, "memory": opts.memory, "queue": opts.queue, "account": opts.account,
-             "walltime": opts.walltime}
+    given = {
+        "cores": opts.cores,
+        "memory": opts.memory,
+        "queue": opts.queue,
+        "account": opts.account,
+        "walltime": opts.walltime,
+    }
     resources = "trial=1,GPU=1" if gpu else "trial=1"
     # dask-jobqueue's scheduler serves its HTTP routes on :8787 unless told otherwise, even with
     # no dashboard wanted: then a free local port and no dashboard pages.
-    dashboard = ({"dashboard_address": opts.dashboard} if opts.dashboard
-                 else {"dashboard_address": "127.0.0.1:0", "dashboard": False})
+    dashboard = (
+        {"dashboard_address": opts.dashboard}
+        if opts.dashboard
+        else {"dashboard_address": "127.0.0.1:0", "dashboard": False}
+    )
     with dask.config.set(config):
         cluster = base(
             job_cls=_recording(base.job_cls, refusals),
@@ -211,9 +231,11 @@ class JobWatch:
         self._empty_since = self._empty_since or now
         if now - self._empty_since < self.grace:
             return None
-        return (f"all {self.jobs} {self.system} job(s) ended before the work was done (time limit reached, "
-                "cancelled or a node failed; see their logs); what finished is kept: rerun the same "
-                "command to resume (with a longer --walltime if the time limit ended them)")
+        return (
+            f"all {self.jobs} {self.system} job(s) ended before the work was done (time limit reached, "
+            "cancelled or a node failed; see their logs); what finished is kept: rerun the same "
+            "command to resume (with a longer --walltime if the time limit ended them)"
+        )
 
 
 def completed(futures: list[Any], ended: Callable[[], str | None] | None = None) -> Any:

@@ -51,7 +51,7 @@ class Record:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Record":
+    def from_json(cls, obj: dict[str, Any]) -> Record:
         return cls(**obj)
 
 
@@ -63,8 +63,9 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
-                           "save the file as UTF-8") from None
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); save the file as UTF-8"
+        ) from None
 
 
 def check_image_ids(records: list[Record]) -> list[Record]:
@@ -78,7 +79,8 @@ def check_image_ids(records: list[Record]) -> list[Record]:
         if seen is not r and os.path.normpath(seen.image_path) != os.path.normpath(r.image_path):
             raise DatasetError(
                 f"image id {r.image_id!r} names two files: {seen.image_path} (record {seen.id}) and "
-                f"{r.image_path} (record {r.id}); image ids are file names without the extension, so rename one")
+                f"{r.image_path} (record {r.id}); image ids are file names without the extension, so rename one"
+            )
     return records
 
 
@@ -115,6 +117,9 @@ def warn_missing_images(records: list[Record], folder: Path) -> None:
     missing = sorted(p for p in paths if not Path(p).is_file())
     if not missing:
         return
-    what = (f"no image folder {folder}: none of the {len(paths)} images is present" if not folder.is_dir()
-            else f"{len(missing)} of {len(paths)} image files not found (first: {missing[0]})")
+    what = (
+        f"no image folder {folder}: none of the {len(paths)} images is present"
+        if not folder.is_dir()
+        else f"{len(missing)} of {len(paths)} image files not found (first: {missing[0]})"
+    )
     warnings.warn(f"{what}; text feature jobs run, image feature jobs list the missing files", stacklevel=3)

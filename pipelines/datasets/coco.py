@@ -44,9 +44,15 @@ def read_karpathy(json_path: Path, image_dirs: list[Path], id_field: str) -> lis
         if r.id in seen:
             j, other = seen[r.id]
             same = "" if other != r.image_path else " (the same image listed twice)"
-            raise DatasetError(f"{where}: duplicate image id {r.id!r}{same}: {other} (images[{j}]) and "
-                               f"{r.image_path}" + ("; ids are file names without the extension, so rename one"
-                                                    if id_field == "filename" and not same else ""))
+            raise DatasetError(
+                f"{where}: duplicate image id {r.id!r}{same}: {other} (images[{j}]) and "
+                f"{r.image_path}"
+                + (
+                    "; ids are file names without the extension, so rename one"
+                    if id_field == "filename" and not same
+                    else ""
+                )
+            )
         seen[r.id] = (i, r.image_path)
         records.append(r)
     if not records:
@@ -73,8 +79,10 @@ def _record(entry: Any, where: str, image_dirs: list[Path], id_field: str) -> Re
     else:
         raise DatasetError(f"{where} ({filename}): missing field {id_field!r}")
     if not isinstance(entry["sentences"], list):
-        raise DatasetError(f"{where} ({filename}): 'sentences' is {json.dumps(entry['sentences'])[:40]}; "
-                           "expected a list of {\"raw\": caption} objects")
+        raise DatasetError(
+            f"{where} ({filename}): 'sentences' is {json.dumps(entry['sentences'])[:40]}; "
+            'expected a list of {"raw": caption} objects'
+        )
     captions = []
     for j, sentence in enumerate(entry["sentences"]):
         raw = sentence.get("raw") if isinstance(sentence, dict) else None
@@ -82,9 +90,7 @@ def _record(entry: Any, where: str, image_dirs: list[Path], id_field: str) -> Re
             raise DatasetError(f"{where} ({filename}): sentences[{j}] has no 'raw' text")
         captions.append(raw.strip())
     if len(captions) < CAPTIONS_PER_IMAGE:
-        raise DatasetError(
-            f"{where} ({filename}): {len(captions)} captions, expected at least {CAPTIONS_PER_IMAGE}"
-        )
+        raise DatasetError(f"{where} ({filename}): {len(captions)} captions, expected at least {CAPTIONS_PER_IMAGE}")
     folder = entry.get("filepath", "")
     if not isinstance(folder, str):
         raise DatasetError(f"{where} ({filename}): 'filepath' is {json.dumps(folder)[:40]}; expected a folder name")
@@ -105,9 +111,15 @@ def _record(entry: Any, where: str, image_dirs: list[Path], id_field: str) -> Re
 
 def _item_id(value: Any, where: str, field: str) -> str:
     """An id field's value as text: a non-negative integer or a non-empty string (never null)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, int) and value < 0) \
-            or (isinstance(value, str) and not value.strip()):
-        raise DatasetError(f"{where}: {field!r} is {json.dumps(value)[:40]}; expected an integer or a non-empty string id")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or (isinstance(value, int) and value < 0)
+        or (isinstance(value, str) and not value.strip())
+    ):
+        raise DatasetError(
+            f"{where}: {field!r} is {json.dumps(value)[:40]}; expected an integer or a non-empty string id"
+        )
     return str(value).strip()
 
 

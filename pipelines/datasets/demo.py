@@ -121,8 +121,12 @@ def _caption(shapes: list[Shape], rng: random.Random) -> str:
     if len(shapes) == 1:
         s = shapes[0]
         return rng.choice(
-            [f"{_phrase(s, rng)} on a plain background", f"a single {s.colour} {rng.choice(SHAPES[s.kind])}",
-             f"there is {_phrase(s, rng)} in the picture", f"{_phrase(s, rng)} alone"]
+            [
+                f"{_phrase(s, rng)} on a plain background",
+                f"a single {s.colour} {rng.choice(SHAPES[s.kind])}",
+                f"there is {_phrase(s, rng)} in the picture",
+                f"{_phrase(s, rng)} alone",
+            ]
         )
     a, b = rng.sample(shapes, 2)
     rest = [s for s in shapes if s is not a and s is not b]
@@ -182,16 +186,22 @@ def generate(root: str | Path, n_images: int = 300, size: int = 192, seed: int =
         label = _label_from_valence(valence)
         mood = label if rng.random() < 0.5 else SENTIMENTS.index("neutral")
         # Neither the post nor the target names a colour: the colours, hence the labels, are in the image.
-        post = f"{rng.choice(MOOD[mood])} picture with " + " and ".join(f"a {rng.choice(SHAPES[s.kind])}" for s in shapes)
+        post = f"{rng.choice(MOOD[mood])} picture with " + " and ".join(
+            f"a {rng.choice(SHAPES[s.kind])}" for s in shapes
+        )
         targets = [
             {"target": s.kind, "label": _label_from_valence(VALENCE[s.colour]), "related": 1, "box": list(s.box)}
             for s in shapes
         ]
         absent = [k for k in SHAPES if k not in {s.kind for s in shapes}]
         if absent:
-            targets.append({"target": rng.choice(absent), "label": SENTIMENTS.index("neutral"), "related": 0, "box": None})
+            targets.append(
+                {"target": rng.choice(absent), "label": SENTIMENTS.index("neutral"), "related": 0, "box": None}
+            )
         for t in targets:
-            t["sentence"] = rng.choice(["look at the $T$ here", "my photo of the $T$ today", "the $T$ again", "$T$ in this one"])
+            t["sentence"] = rng.choice(
+                ["look at the $T$ here", "my photo of the $T$ today", "the $T$ again", "$T$ in this one"]
+            )
         images.append(
             {
                 "image_id": image_id,
@@ -213,7 +223,9 @@ def load(root: Path) -> list[Record]:
     """Read `root/annotations.json` (written by `generate`) into records of all three kinds."""
     ann_path = Path(root) / ANNOTATIONS
     if not ann_path.exists():
-        raise DatasetError(f"{ann_path} not found: generate the demo data with `lighthead demo` (or lighthead.pipelines.datasets.demo.generate)")
+        raise DatasetError(
+            f"{ann_path} not found: generate the demo data with `lighthead demo` (or lighthead.pipelines.datasets.demo.generate)"
+        )
     try:
         images = json.loads(read_text(ann_path))["images"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
@@ -226,11 +238,36 @@ def load(root: Path) -> list[Record]:
         common = dict(image_id=im["image_id"], image_path=str(path.resolve()), split=im["split"])
         boxes = [s["box"] for s in im["shapes"]]
         names = [f"{s['colour']} {s['kind']}" for s in im["shapes"]]
-        records.append(Record(id=im["image_id"], texts=im["captions"], kind="image", label=im["label"],
-                              extra={"boxes": boxes, "names": names}, **common))
-        records.append(Record(id=f"{im['image_id']}-post", texts=[im["post"]], kind="post", label=im["label"],
-                              extra={"boxes": boxes}, **common))
+        records.append(
+            Record(
+                id=im["image_id"],
+                texts=im["captions"],
+                kind="image",
+                label=im["label"],
+                extra={"boxes": boxes, "names": names},
+                **common,
+            )
+        )
+        records.append(
+            Record(
+                id=f"{im['image_id']}-post",
+                texts=[im["post"]],
+                kind="post",
+                label=im["label"],
+                extra={"boxes": boxes},
+                **common,
+            )
+        )
         for k, t in enumerate(im["targets"]):
-            records.append(Record(id=f"{im['image_id']}-t{k}", texts=[t["sentence"]], kind="target", label=t["label"],
-                                  target=t["target"], extra={"relevance": t["related"], "box": t["box"]}, **common))
+            records.append(
+                Record(
+                    id=f"{im['image_id']}-t{k}",
+                    texts=[t["sentence"]],
+                    kind="target",
+                    label=t["label"],
+                    target=t["target"],
+                    extra={"relevance": t["related"], "box": t["box"]},
+                    **common,
+                )
+            )
     return records

@@ -88,15 +88,18 @@ def scan(root: Path) -> tuple[dict[str, Path], list[str], list[str], list[str]]:
                 continue
             image_id = str(PurePosixPath(rel).with_suffix(""))
             if image_id in images:
-                raise DatasetError(f"image id {image_id!r} names two files: {images[image_id]} and {path}; image ids "
-                                   "are paths without the extension, so rename one")
+                raise DatasetError(
+                    f"image id {image_id!r} names two files: {images[image_id]} and {path}; image ids "
+                    "are paths without the extension, so rename one"
+                )
             images[image_id] = path
     return images, sorted(ignored), sorted(skipped), sorted(unreadable)
 
 
 def _line_error(where: str, what: str) -> DatasetError:
-    return DatasetError(f"{where}: {what}; expected {{\"image\": <path or id>, \"caption\": <text>}} "
-                        "(optional \"split\": train, val or test)")
+    return DatasetError(
+        f'{where}: {what}; expected {{"image": <path or id>, "caption": <text>}} (optional "split": train, val or test)'
+    )
 
 
 def read_captions(path: Path, images: dict[str, Path], root: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -122,16 +125,19 @@ def read_captions(path: Path, images: dict[str, Path], root: Path) -> tuple[dict
         name = name[2:] if name.startswith("./") else name
         image_id = by_path.get(name) or (name if name in images else None)
         if image_id is None:
-            raise DatasetError(f"{where}: image {obj['image']!r} is not an image under {root} "
-                               "(give its path relative to the root, or its id: the path without the extension)")
+            raise DatasetError(
+                f"{where}: image {obj['image']!r} is not an image under {root} "
+                "(give its path relative to the root, or its id: the path without the extension)"
+            )
         split = obj.get("split", None)
         if split is not None:
             if split not in _SPLITS:
                 raise DatasetError(f"{where}: unknown split {split!r}; expected one of {list(_SPLITS)}")
             held = splits.setdefault(image_id, (split, n))
             if held[0] != split:
-                raise DatasetError(f"{where}: image {image_id!r} is in split {split!r} here but {held[0]!r} on "
-                                   f"line {held[1]}")
+                raise DatasetError(
+                    f"{where}: image {image_id!r} is in split {split!r} here but {held[0]!r} on line {held[1]}"
+                )
         captions.setdefault(image_id, []).append(" ".join(obj["caption"].split()))
     return captions, {i: s for i, (s, _) in splits.items()}
 
@@ -147,16 +153,20 @@ def load(root: Path) -> list[Record]:
     root = Path(root)
     images, ignored, skipped, unreadable = scan(root)
     if unreadable:
-        warnings.warn(f"{root}: {len(unreadable)} folder(s) could not be read, their images are left out: "
-                      f"{_listing(unreadable)}", stacklevel=2)
+        warnings.warn(
+            f"{root}: {len(unreadable)} folder(s) could not be read, their images are left out: {_listing(unreadable)}",
+            stacklevel=2,
+        )
     if ignored:
-        warnings.warn(f"{root}: {len(ignored)} file(s) without an image extension ignored: {_listing(ignored)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{root}: {len(ignored)} file(s) without an image extension ignored: {_listing(ignored)}", stacklevel=2
+        )
     if skipped:
         warnings.warn(f"{root}: {len(skipped)} file(s) skipped: {_listing(skipped)}", stacklevel=2)
     if not images:
-        raise DatasetError(f"{root}: no image files found (extensions {', '.join(IMAGE_EXTENSIONS)}, any case, "
-                           "in any sub-folder)")
+        raise DatasetError(
+            f"{root}: no image files found (extensions {', '.join(IMAGE_EXTENSIONS)}, any case, in any sub-folder)"
+        )
     captions, splits = ({}, {})
     if (root / CAPTIONS).is_file():
         captions, splits = read_captions(root / CAPTIONS, images, root)

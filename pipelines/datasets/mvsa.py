@@ -82,9 +82,7 @@ def split_ids(ids: list[str], seed: int = SPLIT_SEED) -> dict[str, str]:
     random.Random(seed).shuffle(order)
     n_train = round(SPLIT_RATIO[0] * len(order))
     n_val = round(SPLIT_RATIO[1] * len(order))
-    return {
-        i: "train" if k < n_train else "val" if k < n_train + n_val else "test" for k, i in enumerate(order)
-    }
+    return {i: "train" if k < n_train else "val" if k < n_train + n_val else "test" for k, i in enumerate(order)}
 
 
 def read_mvsa(root: Path, annotators: int) -> list[Record]:

@@ -24,6 +24,15 @@ def read_plain_pickle(path: Path, hint: str = "convert it to JSON with the same 
     except UnsafePickle as e:
         why = str(e) if e.module else "refusing a persistent id: only plain data is accepted"
         raise DatasetError(f"{path}: cannot read ({why}); {hint}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, TypeError,
-            UnicodeDecodeError, RecursionError, MemoryError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        IndexError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        RecursionError,
+        MemoryError,
+    ) as e:
         raise DatasetError(f"{path}: cannot read ({e}); {hint}") from None

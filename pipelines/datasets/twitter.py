@@ -69,7 +69,9 @@ def read_tsv(path: Path, split: str, images: Path) -> list[Record]:
         where = f"{path}:{n}"
         cols = line.split("\t")
         if len(cols) != 5:
-            raise DatasetError(f"{where}: expected 5 tab-separated columns (index, label, image id, sentence, target), got {len(cols)}")
+            raise DatasetError(
+                f"{where}: expected 5 tab-separated columns (index, label, image id, sentence, target), got {len(cols)}"
+            )
         index, label, image_name, sentence, target = (c.strip() for c in cols)
         if PLACEHOLDER not in sentence:
             raise DatasetError(f"{where}: the sentence has no {PLACEHOLDER} placeholder for the target")
@@ -138,8 +140,9 @@ def read_pickles(folder: Path, images: Path) -> list[Record]:
     for split, filename in _FILES.items():
         path = folder / filename.replace(".tsv", ".pkl")
         if not path.is_file():
-            raise DatasetError(f"{path} not found next to {folder / 'train.pkl'} (the ITM release has train, dev "
-                               "and test .pkl)")
+            raise DatasetError(
+                f"{path} not found next to {folder / 'train.pkl'} (the ITM release has train, dev and test .pkl)"
+            )
         data = read_plain_pickle(path, hint="expected the ITM release's pickle of plain dicts")
         if not isinstance(data, dict):
             raise DatasetError(f"{path}: expected a mapping of key -> entry, got {type(data).__name__}")
@@ -172,7 +175,9 @@ def _loader(name: str, folder: str, release: str):
         warn_missing_images(records, images)
         return records
 
-    load.__doc__ = f"{name}: one 'target' record per TSV row or release pickle entry (sentence with $T$, target, label)."
+    load.__doc__ = (
+        f"{name}: one 'target' record per TSV row or release pickle entry (sentence with $T$, target, label)."
+    )
     return load
 
 

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
-from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
-                                                  precision_attrs, progress_bar, random_weights)
+from lighthead.pipelines.features.options import (
+    PRECISION_OPTION,
+    ExtractOptions,
+    JobOption,
+    job_option,
+    job_precision,
+    precision_attrs,
+    progress_bar,
+    random_weights,
+)
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
     import torch
@@ -75,12 +83,21 @@ def run_image_job(
             for batch in image_loader(items, transform, options.batch_size, options.loader_workers, decode):
                 summary.skipped.extend(batch["skipped"])
                 images = batch["images"]
-                results = batch_or_each(len(batch["ids"]), lambda: each(images), lambda k: each(images[k:k + 1])[0],
-                                        where=f"{job}: image {batch['ids'][0]}") if batch["ids"] else []
+                results = (
+                    batch_or_each(
+                        len(batch["ids"]),
+                        lambda: each(images),  # noqa: B023 - called before the loop moves on
+                        lambda k: each(images[k : k + 1])[0],  # noqa: B023 - called before the loop moves on
+                        where=f"{job}: image {batch['ids'][0]}",
+                    )
+                    if batch["ids"]
+                    else []
+                )
                 for image_id, item, size in zip(batch["ids"], results, batch["sizes"], strict=True):
                     if isinstance(item, Exception):  # the store's own errors (disk full, ...) still stop the job
-                        summary.skipped.append((image_id, f"{job} failed on this {size[0]}x{size[1]} image: "
-                                                          f"{reason(item)}"))
+                        summary.skipped.append(
+                            (image_id, f"{job} failed on this {size[0]}x{size[1]} image: {reason(item)}")
+                        )
                     else:
                         writer.add(image_id, item)
                 advance(len(batch["ids"]) + len(batch["skipped"]))
@@ -104,11 +121,9 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
 
         from lighthead.extract.global_cnn import GlobalCNNConfig, build_global_cnn, default_weights
         from lighthead.extract.global_cnn.resnet import missing_weights_message
-        from lighthead.store import sha256_file
-        from lighthead.store import Field
-
-        from lighthead.extract.precision import autocast
         from lighthead.extract.images import DECODES
+        from lighthead.extract.precision import autocast
+        from lighthead.store import Field, sha256_file
 
         config = GlobalCNNConfig(arch=arch)
         random = random_weights(options, arch)
@@ -137,8 +152,12 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
                 "job": arch,
                 "arch": arch,
                 "width": config.width,
-                "preprocess": {"resize": config.resize, "crop": config.crop, "mean": list(config.mean),
-                               "std": list(config.std)},
+                "preprocess": {
+                    "resize": config.resize,
+                    "crop": config.crop,
+                    "mean": list(config.mean),
+                    "std": list(config.std),
+                },
                 # the name only: moving the file keeps resume working
                 "weights_file": None if weights is None else weights.name,
                 "weights_sha256": None if weights is None else sha256_file(weights),
@@ -176,13 +195,41 @@ def _run_thumbs(records: list[Any], store: Any, options: ExtractOptions) -> RunS
 
 # `-o` settings: `<job>.weights` and `<job>.random_weights` for one ResNet; shard_items and the
 # thumbnails' size also as bare keys.
-RESNET_SETTINGS = {"weights": JobOption(str), "random_weights": JobOption(bool),
-                   "shard_items": JobOption(int, shared="shard_items"), "precision": PRECISION_OPTION,
-                   "decode": JobOption(str, choices=("upright", "plain"))}  # extract.images.DECODES
+RESNET_SETTINGS = {
+    "weights": JobOption(str),
+    "random_weights": JobOption(bool),
+    "shard_items": JobOption(int, shared="shard_items"),
+    "precision": PRECISION_OPTION,
+    "decode": JobOption(str, choices=("upright", "plain")),
+}  # extract.images.DECODES
 THUMB_SETTINGS = {"size": JobOption(int, shared="size"), "shard_items": JobOption(int, shared="shard_items")}
-register(FeatureJob("resnet18", "global/resnet18", "image", _resnet_job("resnet18"), "ResNet-18 pooled 512-d (ITIN context)",
-                    RESNET_SETTINGS))
-register(FeatureJob("resnet152", "global/resnet152", "image", _resnet_job("resnet152"), "ResNet-152 pooled 2048-d (mFSR)",
-                    RESNET_SETTINGS))
-register(FeatureJob("thumbs", "thumbs/64", "image", _run_thumbs, "uint8 thumbnails, 64x64 by default (mFSR reconstruction)",
-                    THUMB_SETTINGS))
+register(
+    FeatureJob(
+        "resnet18",
+        "global/resnet18",
+        "image",
+        _resnet_job("resnet18"),
+        "ResNet-18 pooled 512-d (ITIN context)",
+        RESNET_SETTINGS,
+    )
+)
+register(
+    FeatureJob(
+        "resnet152",
+        "global/resnet152",
+        "image",
+        _resnet_job("resnet152"),
+        "ResNet-152 pooled 2048-d (mFSR)",
+        RESNET_SETTINGS,
+    )
+)
+register(
+    FeatureJob(
+        "thumbs",
+        "thumbs/64",
+        "image",
+        _run_thumbs,
+        "uint8 thumbnails, 64x64 by default (mFSR reconstruction)",
+        THUMB_SETTINGS,
+    )
+)

@@ -34,7 +34,9 @@ class ExtractOptions:
     progress: bool = True  # show rich progress bars
     scheduler: str | None = None  # dask scheduler address to spread the work on, instead of local processes
     cluster: Any = None  # sweep.ClusterOptions: region jobs run on this dask cluster (SLURM/PBS jobs, a local one)
-    job_options: dict[str, Any] = field(default_factory=dict)  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
+    job_options: dict[str, Any] = field(
+        default_factory=dict
+    )  # per-job settings, e.g. {"text_model": PATH, "resnet152.weights": PATH}
 
     def __post_init__(self) -> None:
         if self.dtype not in FEATURE_DTYPES:  # float64 doubles the store for digits no model gives; ints truncate
@@ -42,7 +44,9 @@ class ExtractOptions:
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.loader_workers < 0:
-            raise ValueError(f"--loader-workers must be >= 0 (0 decodes in the main process), got {self.loader_workers}")
+            raise ValueError(
+                f"--loader-workers must be >= 0 (0 decodes in the main process), got {self.loader_workers}"
+            )
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,9 @@ class JobOption:
     reads it under its shared key. Checked before any job runs (`runner.check_job_options`)."""
 
     type: Any = str  # bool, int, float, str or `int | None`: what a `-o` string is parsed into
-    shared: str | None = None  # the bare key setting it for every job reading it ("text_layer"); None: `<job>.<key>` only
+    shared: str | None = (
+        None  # the bare key setting it for every job reading it ("text_layer"); None: `<job>.<key>` only
+    )
     choices: tuple[str, ...] = ()  # the values a str setting may take (empty: any)
 
 
@@ -90,13 +96,14 @@ def precision_attrs(store: Any, name: str, precision: str) -> dict[str, str]:
     if held is None:
         return {}
     if held != precision:
-        raise ValueError(f"{name}: the feature set holds {held} features and this run computes {precision} ones; "
-                         f"rerun with -o precision={held} (on a device that supports it) or write to another store")
+        raise ValueError(
+            f"{name}: the feature set holds {held} features and this run computes {precision} ones; "
+            f"rerun with -o precision={held} (on a device that supports it) or write to another store"
+        )
     return {"precision": precision}
 
 
 @contextlib.contextmanager
-
 def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
     """Progress of one extractor on stderr (a bar on a terminal, plain lines in a log);
     yields `advance(n)`. Disabled: a no-op."""

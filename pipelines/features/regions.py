@@ -40,8 +40,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
-from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
-                                                  precision_attrs, progress_bar, random_weights)
+from lighthead.pipelines.features.options import (
+    PRECISION_OPTION,
+    ExtractOptions,
+    JobOption,
+    job_option,
+    job_precision,
+    precision_attrs,
+    progress_bar,
+    random_weights,
+)
 
 DEFAULT_WEIGHTS = Path("~/.cache/lighthead/faster_rcnn_from_caffe_attr.pkl").expanduser()
 WEIGHTS_HELP = (
@@ -51,12 +59,16 @@ WEIGHTS_HELP = (
     "models'), then pass --weights PATH or put it at {default} (--random-weights runs untrained, for tests)"
 )
 BOX_RULES = {  # selection mode -> what the stored boxes are, recorded in the feature set's attrs
-    "fixed": ("boxes are the RPN proposals (ROIs) in original pixels; confidence = best class score among "
-              "the classes where the ROI survives per-class NMS (generate_tsv.py)"),
+    "fixed": (
+        "boxes are the RPN proposals (ROIs) in original pixels; confidence = best class score among "
+        "the classes where the ROI survives per-class NMS (generate_tsv.py)"
+    ),
     "given": "boxes are the given boxes, kept as given (not clipped: ROI pooling reads zeros outside the image)",
-    "d2-maxnms": ("boxes are each kept ROI's box regressed for its best class, in original pixels, clipped to the "
-                  "image; one class-agnostic NMS over them by that class's score, threshold 0.3 raised by 0.1 "
-                  "until K survive, the K best (py-bottom-up-attention's detectron2_mscoco_proposal_maxnms.py)"),
+    "d2-maxnms": (
+        "boxes are each kept ROI's box regressed for its best class, in original pixels, clipped to the "
+        "image; one class-agnostic NMS over them by that class's score, threshold 0.3 raised by 0.1 "
+        "until K survive, the K best (py-bottom-up-attention's detectron2_mscoco_proposal_maxnms.py)"
+    ),
 }
 BOX_RULES["adaptive"] = BOX_RULES["fixed"]
 
@@ -100,8 +112,12 @@ def detector_config(job: str, options: ExtractOptions) -> Any:
     from lighthead.extract.regions.config import DetectorConfig
 
     overrides: dict[str, Any] = {}
-    for key, field_name, cast in (("min_size", "min_size", int), ("max_size", "max_size", int),
-                                  ("rois", "rpn_post_nms_top_n", int), ("roi_chunk", "roi_chunk", int)):
+    for key, field_name, cast in (
+        ("min_size", "min_size", int),
+        ("max_size", "max_size", int),
+        ("rois", "rpn_post_nms_top_n", int),
+        ("roi_chunk", "roi_chunk", int),
+    ):
         value = job_option(options, job, key)
         if value is not None:
             overrides[field_name] = cast(value)
@@ -120,23 +136,38 @@ def build_model(job: str, options: ExtractOptions, device: str) -> tuple[Any, di
     seed = int(job_option(options, job, "seed", 0))
     if random_weights(options, job):
         model = init_random(BottomUpDetector(cfg), seed)
-        info = {"weights_file": None, "weights_sha256": None, "weights_format": None, "random_weights": True,
-                "seed": seed, "load_notes": []}
+        info = {
+            "weights_file": None,
+            "weights_sha256": None,
+            "weights_format": None,
+            "random_weights": True,
+            "seed": seed,
+            "load_notes": [],
+        }
     else:
         path = weights_path(job, options)
         if not path.is_file():
-            raise FileNotFoundError(f"region detector weights not found: {path}; "
-                                    + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS))
+            raise FileNotFoundError(
+                f"region detector weights not found: {path}; " + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS)
+            )
         model, report = load_checkpoint(path, cfg)
-        info = {"weights_file": path.name, "weights_sha256": report.sha256, "weights_format": report.format,
-                "random_weights": False, "seed": None, "load_notes": report.notes}
+        info = {
+            "weights_file": path.name,
+            "weights_sha256": report.sha256,
+            "weights_format": report.format,
+            "random_weights": False,
+            "seed": None,
+            "load_notes": report.notes,
+        }
     backend = str(job_option(options, job, "backend", "torch"))
     if backend == "detectron2":
         from lighthead.extract.regions import detectron2_backend
 
         if not detectron2_backend.available():
-            raise ValueError("backend=detectron2 needs detectron2 installed (build it from source); "
-                             "the default torch backend needs nothing more")
+            raise ValueError(
+                "backend=detectron2 needs detectron2 installed (build it from source); "
+                "the default torch backend needs nothing more"
+            )
         model = detectron2_backend.Detectron2Detector(model).to(device)
     elif backend == "torch":
         channels_last = bool(job_option(options, job, "channels_last", device.startswith("cuda")))
@@ -159,8 +190,11 @@ def describe(job: str, model_info: dict[str, Any], selection: Any, options: Extr
         "box_rule": BOX_RULES[selection.mode],
         "ids": "object_ids index the 1600 VG objects, attr_ids the 400 VG attributes (0-based; -1 = padding)",
         "dtype": options.dtype,
-        **({"boxes_from": str(job_option(options, job, "boxes_from"))}
-           if selection.mode == "given" and job_option(options, job, "boxes_from") else {}),
+        **(
+            {"boxes_from": str(job_option(options, job, "boxes_from"))}
+            if selection.mode == "given" and job_option(options, job, "boxes_from")
+            else {}
+        ),
         **model_info,
     }
 
@@ -172,7 +206,9 @@ def boxes_from_set(store: Any, name: str, image_ids: set[str]) -> tuple[dict[str
     import numpy as np
 
     if name not in store:
-        raise ValueError(f"{store.path}: boxes_from={name}: no such feature set (sets: {', '.join(store.names()) or 'none'})")
+        raise ValueError(
+            f"{store.path}: boxes_from={name}: no such feature set (sets: {', '.join(store.names()) or 'none'})"
+        )
     source = store[name]
     if "boxes" not in source.fields:
         raise ValueError(f"{store.path}/{name}: boxes_from: the set has no `boxes` field")
@@ -246,9 +282,16 @@ class PartProgress:
         self.sent = time.monotonic()
 
 
-def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-             options: ExtractOptions, device: str, threads: int = 0,
-             report: tuple[str, int] | None = None) -> dict[str, Any]:
+def run_part(
+    job: str,
+    store_path: str,
+    items: list[tuple[str, str]],
+    boxes: dict[str, Any] | None,
+    options: ExtractOptions,
+    device: str,
+    threads: int = 0,
+    report: tuple[str, int] | None = None,
+) -> dict[str, Any]:
     """Extract `items` into the job's feature set; one process's share (also the whole job).
 
     Module-level so worker processes (local or dask) can run it. report: (event topic, part
@@ -279,20 +322,36 @@ def run_part(job: str, store_path: str, items: list[tuple[str, str]], boxes: dic
             todo = [it for it in items if not writer.is_done(it[0])]
             part = PartProgress(report[0], report[1], len(items) - len(todo)) if report else None
             with progress_bar(job, len(todo), options.progress) as advance:
+
                 def step(n: int) -> None:
                     advance(n)
                     if part is not None:
                         part.advance(n)
 
-                stats = extract_regions(model, todo, writer.add, selection, boxes, options.batch_size,
-                                        options.loader_workers, options.dtype, step, precision=precision)
+                stats = extract_regions(
+                    model,
+                    todo,
+                    writer.add,
+                    selection,
+                    boxes,
+                    options.batch_size,
+                    options.loader_workers,
+                    options.dtype,
+                    step,
+                    precision=precision,
+                )
             if part is not None:
                 part.send()
     finally:
         torch.set_num_threads(before)
     # what this worker committed: a concurrent run may have stored some of its images first
-    return {"written": writer.written, "skipped": stats.skipped, "images_per_s": stats.images_per_s,
-            "pid": os.getpid(), "device": device}
+    return {
+        "written": writer.written,
+        "skipped": stats.skipped,
+        "images_per_s": stats.images_per_s,
+        "pid": os.getpid(),
+        "device": device,
+    }
 
 
 def _split(items: list[Any], n: int) -> list[list[Any]]:
@@ -311,8 +370,16 @@ def cluster_options(options: ExtractOptions) -> Any:
     return None
 
 
-def _specs(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-           options: ExtractOptions, n: int, devices: list[str], threads: int) -> list[tuple]:
+def _specs(
+    job: str,
+    store_path: str,
+    items: list[tuple[str, str]],
+    boxes: dict[str, Any] | None,
+    options: ExtractOptions,
+    n: int,
+    devices: list[str],
+    threads: int,
+) -> list[tuple]:
     """run_part's arguments for each of `n` parts (part i on devices[i % len(devices)])."""
     quiet = replace(options, progress=False, workers=1, cluster=None)
     specs = []
@@ -330,8 +397,9 @@ def _local_devices(options: ExtractOptions) -> list[str]:
     return [f"cuda:{i}" for i in range(gpus)] if gpus > 1 else [options.device]
 
 
-def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-                  options: ExtractOptions) -> list[dict[str, Any]]:
+def _run_parallel(
+    job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None, options: ExtractOptions
+) -> list[dict[str, Any]]:
     """Split the images over `options.workers` local processes (part i on GPU i mod n: the parts
     all run at once), or over a dask cluster's workers."""
     import multiprocessing as mp
@@ -341,14 +409,28 @@ def _run_parallel(job: str, store_path: str, items: list[tuple[str, str]], boxes
     if cluster is not None:
         return _run_on_cluster(job, store_path, items, boxes, options, cluster)
     n = max(1, options.workers)
-    specs = _specs(job, store_path, items, boxes, options, n, _local_devices(options),
-                   max(1, (os.cpu_count() or 1) // min(n, len(items))))
+    specs = _specs(
+        job,
+        store_path,
+        items,
+        boxes,
+        options,
+        n,
+        _local_devices(options),
+        max(1, (os.cpu_count() or 1) // min(n, len(items))),
+    )
     with ProcessPoolExecutor(len(specs), mp_context=mp.get_context("spawn")) as pool:
         return list(pool.map(run_part, *zip(*specs)))
 
 
-def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], boxes: dict[str, Any] | None,
-                    options: ExtractOptions, cluster: Any) -> list[dict[str, Any]]:
+def _run_on_cluster(
+    job: str,
+    store_path: str,
+    items: list[tuple[str, str]],
+    boxes: dict[str, Any] | None,
+    options: ExtractOptions,
+    cluster: Any,
+) -> list[dict[str, Any]]:
     """One part per worker as one dask task, through the sweep's cluster code (`cluster.connect`):
     batch jobs ask for one GPU each with --device cuda; a part whose worker dies is retried once.
     With a plain "cuda" each worker takes its own GPU when the part starts (`placement`): the
@@ -359,16 +441,25 @@ def _run_on_cluster(job: str, store_path: str, items: list[tuple[str, str]], box
     gpu = options.device.startswith("cuda")
     with connect(cluster, gpu=gpu, retries=1) as conn:
         started = cluster.scheduler is None  # a cluster we start: one part per worker (job)
-        n = cluster.workers if started or options.workers > 1 else \
-            max(1, len(conn.client.scheduler_info().get("workers", {})))
+        n = (
+            cluster.workers
+            if started or options.workers > 1
+            else max(1, len(conn.client.scheduler_info().get("workers", {})))
+        )
         threads = conn.threads or max(1, (os.cpu_count() or 1) // n)
         specs = _specs(job, store_path, items, boxes, options, n, [options.device], threads)
         resources = conn.resources if started else None  # an existing scheduler's workers may not declare them
         return submit_parts(conn.client, job, specs, resources, options.progress, conn.ended)
 
 
-def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str, float] | None,
-                 progress: bool, ended: Callable[[], str | None] | None = None) -> list[dict[str, Any]]:
+def submit_parts(
+    client: Any,
+    job: str,
+    specs: list[tuple],
+    resources: dict[str, float] | None,
+    progress: bool,
+    ended: Callable[[], str | None] | None = None,
+) -> list[dict[str, Any]]:
     """Run each part's `run_part` as one task; results in part order. The progress counts the
     images of every part as the workers report them (`PartProgress` events), so its rate is images/s.
     ended: the batch jobs' watch (`cluster.batch.JobWatch`), which says when no worker will come
@@ -388,8 +479,18 @@ def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str,
             done[part] = n
 
     client.subscribe_topic(topic, on_event)
-    futures = [client.submit(run_part, *spec, report=(topic, i), key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}",
-                             pure=False, retries=1, resources=resources or None) for i, spec in enumerate(specs)]
+    futures = [
+        client.submit(
+            run_part,
+            *spec,
+            report=(topic, i),
+            key=f"{job}-part{i}-{uuid.uuid4().hex[:6]}",
+            pure=False,
+            retries=1,
+            resources=resources or None,
+        )
+        for i, spec in enumerate(specs)
+    ]
     try:
         with progress_bar(f"{job} (parts)", sum(sizes), progress) as advance:
             shown = 0
@@ -410,9 +511,11 @@ def submit_parts(client: Any, job: str, specs: list[tuple], resources: dict[str,
         return client.gather(futures)
     except KilledWorker:  # the scheduler's text spans lines and names no way out
         client.cancel(futures)
-        raise BatchError(f"{job}: a part lost its worker on every attempt (its batch job ended or the worker "
-                         "process died; see the job logs); what finished is kept: rerun the same command "
-                         "to resume") from None
+        raise BatchError(
+            f"{job}: a part lost its worker on every attempt (its batch job ended or the worker "
+            "process died; see the job logs); what finished is kept: rerun the same command "
+            "to resume"
+        ) from None
     except BaseException:
         client.cancel(futures)  # Ctrl-C or a failed part: what the others committed stays stored
         raise
@@ -444,12 +547,16 @@ def _run(job: str) -> Any:
         if not random_weights(options, job) and items:
             path = weights_path(job, options)
             if not path.is_file():  # fail before any worker starts
-                raise FileNotFoundError(f"region detector weights not found: {path}; "
-                                        + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS))
+                raise FileNotFoundError(
+                    f"region detector weights not found: {path}; " + WEIGHTS_HELP.format(default=DEFAULT_WEIGHTS)
+                )
         if items:
             parallel = options.workers > 1 or cluster_options(options) is not None
-            results = (_run_parallel(job, str(store.path), items, boxes, options) if parallel
-                       else [run_part(job, str(store.path), items, boxes, options, options.device)])
+            results = (
+                _run_parallel(job, str(store.path), items, boxes, options)
+                if parallel
+                else [run_part(job, str(store.path), items, boxes, options, options.device)]
+            )
             for res in results:
                 summary.skipped.extend(res["skipped"])
             # What the set gained while we ran: a part retried after its batch job ended also
@@ -465,9 +572,21 @@ def _run(job: str) -> Any:
 def _settings(job: str) -> dict[str, JobOption]:
     """The `-o` settings of a region job (module docstring); the bare `selection` reaches only the
     fixed-K jobs."""
-    shared = {key: JobOption(tp, shared=key) for key, tp in (
-        ("weights", str), ("detector", str), ("min_size", int), ("max_size", int), ("rois", int),
-        ("roi_chunk", int), ("seed", int), ("channels_last", bool), ("threads", int), ("shard_items", int))}
+    shared = {
+        key: JobOption(tp, shared=key)
+        for key, tp in (
+            ("weights", str),
+            ("detector", str),
+            ("min_size", int),
+            ("max_size", int),
+            ("rois", int),
+            ("roi_chunk", int),
+            ("seed", int),
+            ("channels_last", bool),
+            ("threads", int),
+            ("shard_items", int),
+        )
+    }
     return {
         **shared,
         "backend": JobOption(str, shared="backend", choices=("torch", "detectron2")),

@@ -99,14 +99,18 @@ def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
             if job_name not in jobs:
                 raise KeyError(f"-o {key}: no feature job {job_name!r}; jobs: {', '.join(jobs)}")
             if name not in jobs[job_name].settings:
-                raise KeyError(f"unknown -o key {key!r}; {job_name} reads: "
-                               f"{', '.join(sorted(jobs[job_name].settings)) or '(nothing)'}")
+                raise KeyError(
+                    f"unknown -o key {key!r}; {job_name} reads: "
+                    f"{', '.join(sorted(jobs[job_name].settings)) or '(nothing)'}"
+                )
             settings = [jobs[job_name].settings[name]]
         elif key in shared:
             settings = shared[key]
         else:
-            raise KeyError(f"unknown -o key {key!r}; valid: {', '.join(sorted(shared))}, or JOB.KEY for one job "
-                           f"({_settings_by_job(jobs)})")
+            raise KeyError(
+                f"unknown -o key {key!r}; valid: {', '.join(sorted(shared))}, or JOB.KEY for one job "
+                f"({_settings_by_job(jobs)})"
+            )
         text = value if isinstance(value, str) else "none" if value is None else str(value)
         for setting in settings:
             value = parse_value(text, setting.type, f"-o {key}")
@@ -117,7 +121,7 @@ def check_job_options(job_options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings_by_job(jobs: dict[str, Any]) -> str:
-    """"a/b: k1, k2; c: k3": each job's keys, jobs with the same keys together."""
+    """ "a/b: k1, k2; c: k3": each job's keys, jobs with the same keys together."""
     groups: dict[tuple[str, ...], list[str]] = {}
     for name, job in jobs.items():
         if job.settings:
@@ -129,11 +133,15 @@ def random_weights_banner(console: Console, flag: bool = True) -> None:
     """The warning about untrained models: about the `--random-weights` flag of this command, or
     (flag False) about the stored feature sets the summary marks RANDOM."""
     if flag:
-        text = ("WARNING: --random-weights: every model runs UNTRAINED; the features are for tests and "
-                "demos only (recorded in the store)")
+        text = (
+            "WARNING: --random-weights: every model runs UNTRAINED; the features are for tests and "
+            "demos only (recorded in the store)"
+        )
     else:
-        text = ("WARNING: the feature sets marked RANDOM hold features of UNTRAINED models (extracted with "
-                "--random-weights): for tests and demos only")
+        text = (
+            "WARNING: the feature sets marked RANDOM hold features of UNTRAINED models (extracted with "
+            "--random-weights): for tests and demos only"
+        )
     console.print(f"[bold red]{text}[/]")
 
 
@@ -165,8 +173,9 @@ def summary_table(summaries: Sequence[RunSummary], title: str = "extraction summ
     return table
 
 
-def print_summary(summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50,
-                  banner: bool = True) -> None:
+def print_summary(
+    summaries: Sequence[RunSummary], console: Console | None = None, max_skipped: int = 50, banner: bool = True
+) -> None:
     """The summary table, then every skipped input with its reason (first `max_skipped` per job),
     then (banner) a warning when a feature set holds random-weight features."""
     console = console or make_console()
@@ -222,8 +231,12 @@ def _run_job(name: str, job: Any, records: list[Any], store: Any, options: Extra
     if present:
         summary = job.run(present, store, options)
     else:
-        summary = RunSummary(job=name, feature_set=job.feature_set, random_weights=random_weights(options, name),
-                             already_done=len(done & {r.image_id for r in records}))
+        summary = RunSummary(
+            job=name,
+            feature_set=job.feature_set,
+            random_weights=random_weights(options, name),
+            already_done=len(done & {r.image_id for r in records}),
+        )
     summary.skipped = missing + list(summary.skipped)
     return summary
 
@@ -251,8 +264,9 @@ def run_extract(
     console = console or make_console()
     names = check_features(features if features else default_features(dataset))
     # Every job's settings are checked now: a bad value fails before the first job's work.
-    options = dataclasses.replace(options, job_options=check_job_options(
-        {**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options}))
+    options = dataclasses.replace(
+        options, job_options=check_job_options({**DATASET_JOB_OPTIONS.get(dataset, {}), **options.job_options})
+    )
     for name in names:
         check = FEATURES.get(name).check
         if check is not None:
@@ -286,6 +300,8 @@ def run_extract(
     finally:
         if summaries:
             runs = store.read_json("extract_summary") if store.has_json("extract_summary") else []
-            store.write_json("extract_summary", runs + [{"time": time.time(), "jobs": [_summary_json(s) for s in summaries]}])
+            store.write_json(
+                "extract_summary", runs + [{"time": time.time(), "jobs": [_summary_json(s) for s in summaries]}]
+            )
             print_summary(summaries, console, banner=not options.random_weights)
     return summaries

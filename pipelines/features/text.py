@@ -28,15 +28,31 @@ import time
 from typing import Any
 
 from lighthead.pipelines.features.base import FeatureJob, RunSummary, register
-from lighthead.pipelines.features.options import (PRECISION_OPTION, ExtractOptions, JobOption, job_option, job_precision,
-                                                  precision_attrs, progress_bar, random_weights)
+from lighthead.pipelines.features.options import (
+    PRECISION_OPTION,
+    ExtractOptions,
+    JobOption,
+    job_option,
+    job_precision,
+    precision_attrs,
+    progress_bar,
+    random_weights,
+)
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
 # The `-o` settings of a text job (module docstring): `<job>.<key>`, or `text_<key>` for every text job.
 SETTINGS = {
-    **{key: JobOption(tp, shared=f"text_{key}") for key, tp in (
-        ("model", str), ("layer", int), ("max_length", int), ("sort_by_length", bool), ("lowercase", bool),
-        ("ascii_only", bool))},
+    **{
+        key: JobOption(tp, shared=f"text_{key}")
+        for key, tp in (
+            ("model", str),
+            ("layer", int),
+            ("max_length", int),
+            ("sort_by_length", bool),
+            ("lowercase", bool),
+            ("ascii_only", bool),
+        )
+    },
     "truncate": JobOption(str, shared="text_truncate", choices=("longest_first", "head")),
     "shard_items": JobOption(int, shared="shard_items"),
     "random_weights": JobOption(bool),
@@ -71,7 +87,9 @@ def tokenizer_attrs(model: str, path: Any, store: Any, name: str, vocab: str | N
     return {"tokenizer": str(model), "tokenizer_path": str(path)} | ({"tokenizer_vocab_sha256": vocab} if vocab else {})
 
 
-def text_items(records: list[Any], done: set[str] | frozenset[str]) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]], int]:
+def text_items(
+    records: list[Any], done: set[str] | frozenset[str]
+) -> tuple[list[tuple[str, str, str | None]], list[tuple[str, str]], int]:
     """(text id, text, paired target or None) to encode, skipped (id, reason), count already done."""
     from lighthead.extract.text import target_pair
 
@@ -135,8 +153,15 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
         Field("target_span", (2,), "int32"),
     ]
     # The registered name, not a --text-model path: the weights hash already pins the exact model.
-    attrs = {"extractor": "text-encoder", "job": job, "dtype": options.dtype, **encoder.describe(), "model": model_name,
-             **tokenizer_attrs(config.model, encoder.path, store, name, vocab_sha256(encoder.tokenizer)), **recorded}
+    attrs = {
+        "extractor": "text-encoder",
+        "job": job,
+        "dtype": options.dtype,
+        **encoder.describe(),
+        "model": model_name,
+        **tokenizer_attrs(config.model, encoder.path, store, name, vocab_sha256(encoder.tokenizer)),
+        **recorded,
+    }
     shard_items = job_option(options, job, "shard_items", None)
     overrides = {"shard_items": int(shard_items)} if shard_items else {}
     with store.writer(name, fields=fields, attrs=attrs, **overrides) as writer:
@@ -167,8 +192,9 @@ def _make(job: str, model_name: str, help: str) -> FeatureJob:
     def run(records: list[Any], store: Any, options: ExtractOptions) -> RunSummary:
         return run_text_job(job, model_name, records, store, options)
 
-    return register(FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help,
-                               settings=SETTINGS))
+    return register(
+        FeatureJob(name=job, feature_set=f"text/{model_name}", kind="text", run=run, help=help, settings=SETTINGS)
+    )
 
 
 BERT = _make("bert", _MODELS["bert"], "BERT-base token features (MMCA, ITIN)")

@@ -102,8 +102,13 @@ def run_words(records: list[Any], store: Any, options: ExtractOptions) -> RunSum
     return summary
 
 
-SETTINGS = {"vocab_threshold": JobOption(int, shared="vocab_threshold"),
-            "vocab_max_size": JobOption(int | None, shared="vocab_max_size"),
-            "shard_items": JobOption(int, shared="shard_items")}
-register(FeatureJob("words", FEATURE_SET, "text", run_words, "word ids + vocabulary from the training split (GRU heads)",
-                    SETTINGS))
+SETTINGS = {
+    "vocab_threshold": JobOption(int, shared="vocab_threshold"),
+    "vocab_max_size": JobOption(int | None, shared="vocab_max_size"),
+    "shard_items": JobOption(int, shared="shard_items"),
+}
+register(
+    FeatureJob(
+        "words", FEATURE_SET, "text", run_words, "word ids + vocabulary from the training split (GRU heads)", SETTINGS
+    )
+)

@@ -11,6 +11,17 @@ from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial, from_args, l
 from lighthead.pipelines.sweep.trial import DEFAULT_TRAIN, run_trial
 
 __all__ = [
-    "ClusterOptions", "DEFAULT_TRAIN", "Range", "SweepResult", "SweepSpec", "Trial", "check_spec", "connect",
-    "from_args", "load_sweep_file", "print_result", "run_sweep", "run_trial",
+    "ClusterOptions",
+    "DEFAULT_TRAIN",
+    "Range",
+    "SweepResult",
+    "SweepSpec",
+    "Trial",
+    "check_spec",
+    "connect",
+    "from_args",
+    "load_sweep_file",
+    "print_result",
+    "run_sweep",
+    "run_trial",
 ]

@@ -18,7 +18,13 @@ from lighthead.pipelines.cluster.client import ClusterOptions, Connection, conne
 from lighthead.pipelines.sweep import report
 from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial
 from lighthead.pipelines.sweep.trial import (
-    DEFAULT_TRAIN, TMP_PREFIX, TRIALS, TrainFn, is_finished, resolve_train_fn, run_trial,
+    DEFAULT_TRAIN,
+    TMP_PREFIX,
+    TRIALS,
+    TrainFn,
+    is_finished,
+    resolve_train_fn,
+    run_trial,
     trial_dir,
 )
 from lighthead.pipelines.training.run_folder import atomic_json, run_lock
@@ -131,8 +137,9 @@ def run_sweep(
             gpu = device is not None and device.startswith("cuda")
             submit = (pending, len(trials), store, out, train_fn, device, retries, progress, console, result)
             if client is not None:
-                conn = Connection(client, cluster.threads if cluster else None, {"GPU": 1} if gpu else {},
-                                  dashboard_url(client))
+                conn = Connection(
+                    client, cluster.threads if cluster else None, {"GPU": 1} if gpu else {}, dashboard_url(client)
+                )
                 _submit_all(conn, *submit)
             else:
                 with connect(cluster or ClusterOptions(), gpu=gpu, retries=retries, console=console) as conn:
@@ -141,9 +148,19 @@ def run_sweep(
         return _finish(spec, trials, out, result, console)
 
 
-def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path, out: Path,
-                train_fn: TrainFn, device: str | None, retries: int, progress: bool, console: Any,
-                result: SweepResult) -> None:
+def _submit_all(
+    conn: Connection,
+    pending: list[Trial],
+    total: int,
+    store: Path,
+    out: Path,
+    train_fn: TrainFn,
+    device: str | None,
+    retries: int,
+    progress: bool,
+    console: Any,
+    result: SweepResult,
+) -> None:
     from lighthead.pipelines.console import progress as progress_lines
 
     result.dashboard = conn.dashboard
@@ -153,18 +170,29 @@ def _submit_all(conn: Connection, pending: list[Trial], total: int, store: Path,
     for name in conn.resources:
         if workers and not any(w.get("resources", {}).get(name) for w in workers.values()):
             # Tasks wait for such a worker rather than fail; say so instead of hanging silently.
-            console.print(f"[yellow]warning[/yellow]: no worker offers the resource {name}; trials wait "
-                          f"until one joins (start workers with --resources {name}=1)")
+            console.print(
+                f"[yellow]warning[/yellow]: no worker offers the resource {name}; trials wait "
+                f"until one joins (start workers with --resources {name}=1)"
+            )
     futures = {}
     for t in pending:
         f = conn.client.submit(
-            run_trial, t.to_json(), str(store), str(out), train_fn, device, conn.threads,
+            run_trial,
+            t.to_json(),
+            str(store),
+            str(out),
+            train_fn,
+            device,
+            conn.threads,
             key=f"trial-{t.id}-{uuid.uuid4().hex[:6]}",  # readable on the dashboard
-            pure=False, retries=retries, resources=conn.resources or None,
+            pure=False,
+            retries=retries,
+            resources=conn.resources or None,
         )
         futures[f] = t
-    with progress_lines("sweep", total, progress, unit="trials", completed=total - len(pending),
-                        extra="{failed}", out=console) as bar:
+    with progress_lines(
+        "sweep", total, progress, unit="trials", completed=total - len(pending), extra="{failed}", out=console
+    ) as bar:
         try:
             for f in batch_jobs.completed(list(futures), conn.ended):
                 t = futures[f]
@@ -218,5 +246,5 @@ def print_result(result: SweepResult, console: Any) -> None:
         f"{done}/{len(result.rows)} trials finished ({result.ran} now, {result.skipped} before)"
         f"{f', {len(result.failed)} failed' if result.failed else ''}; "
         f"{result.out / 'summary.csv'}, {result.out / 'best.json'}"
-        + (f", {result.out / 'sweep.png'}" if (result.out / 'sweep.png').exists() else "")
+        + (f", {result.out / 'sweep.png'}" if (result.out / "sweep.png").exists() else "")
     )

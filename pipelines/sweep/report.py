@@ -55,8 +55,15 @@ def collect(out: Path | str, trials: Sequence[Trial]) -> list[Row]:
         if is_finished(path):
             rec = read_trial(path)
             sel = rec["metrics"].get("selection_metric")
-            rows.append(Row(t, "done", flatten(rec["metrics"]), rec.get("wall_s"),
-                            selection=sel if isinstance(sel, str) else None))
+            rows.append(
+                Row(
+                    t,
+                    "done",
+                    flatten(rec["metrics"]),
+                    rec.get("wall_s"),
+                    selection=sel if isinstance(sel, str) else None,
+                )
+            )
         elif failed.is_file():
             rows.append(Row(t, "failed", {}, error=read_json(failed, optional={"error": str}).get("error", "")))
         else:
@@ -184,8 +191,9 @@ def print_table(rows: Sequence[Row], metric: str | None, console: Any, max_metri
     console.print(table)
 
 
-def plot(rows: Sequence[Row], metric: str | None, path: Path, maximise: bool = True,
-         sampled: Iterable[str] = ()) -> Path | None:
+def plot(
+    rows: Sequence[Row], metric: str | None, path: Path, maximise: bool = True, sampled: Iterable[str] = ()
+) -> Path | None:
     """sweep.png: one panel per swept key, the metric of each finished trial against its value.
 
     Grid keys also get a line through the best trial at each value; `sampled` keys (drawn

@@ -27,7 +27,7 @@ import math
 import random as _random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping
 
 # Metric names where smaller is better; anything else is maximised.
 _MINIMISED_SUFFIXES = ("loss", "kl", "error", "err", "nll", "perplexity")
@@ -74,7 +74,7 @@ class Range:
         return f"{'log:' if self.log else ''}{self.low:g}..{self.high:g}"
 
 
-Values = Union[list, Range]
+Values = list | Range
 
 
 def parse_range(text: str) -> Range | None:
@@ -161,7 +161,7 @@ class Trial:
         }
 
     @classmethod
-    def from_json(cls, obj: Mapping[str, Any]) -> "Trial":
+    def from_json(cls, obj: Mapping[str, Any]) -> Trial:
         return cls(
             head=obj["head"],
             overrides=tuple(sorted((str(k), str(v)) for k, v in obj["overrides"].items())),
@@ -194,7 +194,9 @@ class SweepSpec:
                 grid[k] = v
             elif isinstance(v, Mapping):
                 grid[k] = Range(
-                    float(v["low"]), float(v["high"]), bool(v.get("log", False)),
+                    float(v["low"]),
+                    float(v["high"]),
+                    bool(v.get("log", False)),
                     bool(v.get("integer", False)),
                 )
             else:
@@ -324,7 +326,9 @@ def load_sweep_file(path: Path | str) -> SweepSpec:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8"
+        ) from None
     try:
         obj = _parse(text, path.suffix)
     except RecursionError:

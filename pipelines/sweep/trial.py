@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.sweep.spec import Trial
@@ -28,7 +28,7 @@ from lighthead.pipelines.training.run_folder import atomic_json, read_json, read
 # The function `lighthead train heads` calls; trials call the same one.
 DEFAULT_TRAIN = "lighthead.pipelines.training.loop:train"
 
-TrainFn = Union[str, Callable[..., dict]]
+TrainFn = str | Callable[..., dict]
 
 TRIALS = "trials"  # sub-folder of the sweep directory holding one folder per trial
 TMP_PREFIX = ".tmp-"  # unfinished trials train under this prefix

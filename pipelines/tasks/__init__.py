@@ -4,10 +4,11 @@
 explicitly below (one line each) so registration never depends on import order.
 """
 
-from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
-
 # One line per task module; add yours here.
-from lighthead.pipelines.tasks import retrieval  # noqa: F401,E402
-from lighthead.pipelines.tasks import sentiment  # noqa: F401,E402
+from lighthead.pipelines.tasks import (
+    retrieval,  # noqa: F401,E402
+    sentiment,  # noqa: F401,E402
+)
+from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
 
 __all__ = ["TASKS", "Task", "TaskOptions"]

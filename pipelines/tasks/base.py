@@ -68,8 +68,9 @@ class Task:
     def num_train_samples(self) -> int:
         raise NotImplementedError
 
-    def train_batches(self, inputs: tuple[str, ...], batch_size: int, seed: int,
-                      epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+    def train_batches(
+        self, inputs: tuple[str, ...], batch_size: int, seed: int, epoch: int
+    ) -> Iterable[dict[str, torch.Tensor]]:
         """Shuffled training batches (deterministic in seed and epoch) with the keys `inputs`."""
         raise NotImplementedError
 
@@ -80,8 +81,9 @@ class Task:
         """The splits `has_split` accepts, for messages that list them."""
         return sorted({r.split for r in self.records if r.split and self.has_split(r.split)})
 
-    def evaluate(self, head: Any, split: str, device: torch.device, protocol: str = "1k",
-                 limit: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, head: Any, split: str, device: torch.device, protocol: str = "1k", limit: int = 0
+    ) -> dict[str, Any]:
         """Metrics of `head` on `split` (first `limit` items when > 0)."""
         raise NotImplementedError
 
@@ -89,15 +91,23 @@ class Task:
         """Save a figure of `n` qualitative examples to `path`."""
         raise NotImplementedError(f"task {self.name!r} draws no examples")
 
-    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
-               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    def report(
+        self,
+        head: Any,
+        split: str,
+        device: torch.device,
+        run: Path,
+        metrics: dict[str, Any],
+        protocol: str = "1k",
+        examples: int = 0,
+    ) -> tuple[dict[str, Any], list[Path]]:
         """Write `metrics` of `split` (and, with `examples`, a figure) into the run folder `run`;
         returns the metrics as written and the files, in order (`lighthead evaluate`)."""
         raise NotImplementedError
 
 
 def run_title(metrics: dict[str, Any]) -> str:
-    """"<head> on <dataset> <split>": the title of a run's tables."""
+    """ "<head> on <dataset> <split>": the title of a run's tables."""
     return f"{metrics.get('head', '')} on {metrics.get('dataset', '')} {metrics.get('split', '')}".strip()
 
 

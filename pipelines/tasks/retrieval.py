@@ -26,8 +26,7 @@ from lighthead.pipelines.datasets.base import Record
 from lighthead.pipelines.tasks.base import TASKS, Task, TaskOptions
 from lighthead.pipelines.tasks.scoring import score_all
 from lighthead.pipelines.tasks.semantic_labels import load_or_build
-from lighthead.pipelines.tasks.sources import (IMAGE_KINDS, Table, feature_sets_of, multi_hot, region_batch,
-                                     text_batch)
+from lighthead.pipelines.tasks.sources import IMAGE_KINDS, Table, feature_sets_of, multi_hot, region_batch, text_batch
 
 FOLD = 1000  # images per COCO 1K fold
 
@@ -58,8 +57,10 @@ class RetrievalTask(Task):
         self.sets = feature_sets_of(cfg)
         for kind, name in self.sets.items():
             if name not in store:
-                raise KeyError(f"feature set {name!r} ({kind}) is not in {store.path}; it has "
-                               f"{', '.join(store.names()) or 'none'} (run `lighthead extract` or --set another)")
+                raise KeyError(
+                    f"feature set {name!r} ({kind}) is not in {store.path}; it has "
+                    f"{', '.join(store.names()) or 'none'} (run `lighthead extract` or --set another)"
+                )
         self.labels = None
         wanted = cfg.semantic_labels()  # (label type, count) for heads trained with labels (CASC)
         if wanted is not None:
@@ -76,9 +77,13 @@ class RetrievalTask(Task):
             recs = [r for r in self.records if r.split == name]
             kept = [r for r in recs if len(r.texts) >= k]
             self._splits[name] = SplitData(
-                image_ids=[r.image_id for r in kept], record_ids=[r.id for r in kept],
-                text_ids=[t for r in kept for t in r.text_ids()[:k]], texts=[t for r in kept for t in r.texts[:k]],
-                image_paths=[r.image_path for r in kept], dropped=len(recs) - len(kept))
+                image_ids=[r.image_id for r in kept],
+                record_ids=[r.id for r in kept],
+                text_ids=[t for r in kept for t in r.text_ids()[:k]],
+                texts=[t for r in kept for t in r.texts[:k]],
+                image_paths=[r.image_path for r in kept],
+                dropped=len(recs) - len(kept),
+            )
         return self._splits[name]
 
     def has_split(self, split: str) -> bool:
@@ -95,8 +100,13 @@ class RetrievalTask(Task):
         key = (split, kind)
         if key not in self._tables:
             fs = self.store[self.sets[kind]]
-            wanted = {"regions": ["features", "boxes", "image_w", "image_h"], "global": ["features"],
-                      "thumbs": ["thumb"], "words": ["word_ids", "length"], "tokens": ["features", "length"]}[kind]
+            wanted = {
+                "regions": ["features", "boxes", "image_w", "image_h"],
+                "global": ["features"],
+                "thumbs": ["thumb"],
+                "words": ["word_ids", "length"],
+                "tokens": ["features", "length"],
+            }[kind]
             fields = [f for f in wanted if f in fs.fields]
             data = self.split(split)
             ids = data.image_ids if kind in IMAGE_KINDS else data.text_ids
@@ -135,8 +145,9 @@ class RetrievalTask(Task):
         if split not in self._image_labels:
             data, k, caps = self.split(split), self.options.per_image, self.labels["captions"]
             self._image_labels[split] = [
-                sorted({c for tid in data.text_ids[i * k:(i + 1) * k] for c in caps.get(tid, [])})
-                for i in range(len(data.image_ids))]
+                sorted({c for tid in data.text_ids[i * k : (i + 1) * k] for c in caps.get(tid, [])})
+                for i in range(len(data.image_ids))
+            ]
         return self._image_labels[split]
 
     def image_batch(self, split: str, positions: np.ndarray, inputs: Iterable[str]) -> dict[str, torch.Tensor]:
@@ -149,8 +160,9 @@ class RetrievalTask(Task):
             out["thumb"] = torch.from_numpy(self.table(split, "thumbs").take(positions)["thumb"])
         return out
 
-    def text_batch(self, split: str, positions: np.ndarray, inputs: Iterable[str],
-                   image_labels: bool) -> dict[str, torch.Tensor]:
+    def text_batch(
+        self, split: str, positions: np.ndarray, inputs: Iterable[str], image_labels: bool
+    ) -> dict[str, torch.Tensor]:
         inputs, out = set(inputs), {}
         kind = "words" if "word_ids" in inputs else "tokens" if "tokens" in inputs else None
         if kind:
@@ -170,8 +182,7 @@ class RetrievalTask(Task):
     def num_train_samples(self) -> int:
         return len(self._require("train").text_ids)
 
-    def train_batches(self, inputs: tuple[str, ...], batch_size: int, seed: int,
-                      epoch: int) -> DataLoader:
+    def train_batches(self, inputs: tuple[str, ...], batch_size: int, seed: int, epoch: int) -> DataLoader:
         data = _PairBatches(self, "train", tuple(inputs))
         for kind in self._kinds(inputs):  # build tables (and preload) before workers fork
             self.table("train", kind)
@@ -179,21 +190,31 @@ class RetrievalTask(Task):
         sampler = BatchSampler(RandomSampler(data, generator=gen), batch_size, drop_last=False)
         workers = 0 if all(t.preloaded for (s, _), t in self._tables.items() if s == "train") else self.options.workers
         # pinned on a thread of the loader when it has workers, so copies to the GPU do not wait
-        return DataLoader(data, sampler=sampler, batch_size=None, num_workers=workers,
-                          persistent_workers=False, pin_memory=self.options.pin_memory)
+        return DataLoader(
+            data,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=False,
+            pin_memory=self.options.pin_memory,
+        )
 
     def _kinds(self, inputs: Iterable[str]) -> list[str]:
         inputs = set(inputs)
         kinds = []
         if inputs & {"regions", "region_mask", "boxes", "image_size"}:
             kinds.append("regions")
-        kinds += [k for k, key in (("global", "global"), ("thumbs", "thumb"), ("words", "word_ids"),
-                                   ("tokens", "tokens")) if key in inputs]
+        kinds += [
+            k
+            for k, key in (("global", "global"), ("thumbs", "thumb"), ("words", "word_ids"), ("tokens", "tokens"))
+            if key in inputs
+        ]
         return kinds
 
     # -- evaluation ---------------------------------------------------------------------
-    def scores(self, head: Any, split: str, device: torch.device, start: int = 0,
-               stop: int | None = None) -> np.ndarray:
+    def scores(
+        self, head: Any, split: str, device: torch.device, start: int = 0, stop: int | None = None
+    ) -> np.ndarray:
         """(n, per_image * n) scores of images [start, stop) of `split` against their captions."""
         data, k, bs = self._require(split), self.options.per_image, self.options.eval_batch
         stop = len(data.image_ids) if stop is None else min(stop, len(data.image_ids))
@@ -206,9 +227,11 @@ class RetrievalTask(Task):
             order = np.argsort(lengths, kind="stable")
         else:
             order = np.arange(len(text_pos))
-        images = (self.image_batch(split, image_pos[a:a + bs], inputs) for a in range(0, len(image_pos), bs))
-        texts = (self.text_batch(split, text_pos[order[a:a + bs]], inputs, image_labels=False)
-                 for a in range(0, len(text_pos), bs))
+        images = (self.image_batch(split, image_pos[a : a + bs], inputs) for a in range(0, len(image_pos), bs))
+        texts = (
+            self.text_batch(split, text_pos[order[a : a + bs]], inputs, image_labels=False)
+            for a in range(0, len(text_pos), bs)
+        )
         budget = (self.options.eval_budget_mb << 20) or None  # None: the device's default
         return score_all(head, images, texts, device, budget, order, self.options.eval_precision)
 
@@ -219,8 +242,9 @@ class RetrievalTask(Task):
         key = "word_ids" if kind == "words" else "features"
         return np.array([len(x) for x in table.take(positions)[key]])
 
-    def evaluate(self, head: Any, split: str, device: torch.device, protocol: str = "1k",
-                 limit: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, head: Any, split: str, device: torch.device, protocol: str = "1k", limit: int = 0
+    ) -> dict[str, Any]:
         """R@1/5/10 both ways, rsum, mR. protocol "1k": a split of 2,000+ images in whole
         thousands (COCO 5K) is scored as 1,000-image folds and the metrics averaged; any other
         split, or "5k", is scored whole. `limit` keeps the first images only."""
@@ -231,8 +255,10 @@ class RetrievalTask(Task):
             n = min(n, limit)
         folds = n // FOLD if protocol == "1k" and n >= 2 * FOLD and n % FOLD == 0 else 1
         size = n // folds
-        results = [retrieval_metrics(self.scores(head, split, device, f * size, (f + 1) * size), self.options.per_image)
-                   for f in range(folds)]
+        results = [
+            retrieval_metrics(self.scores(head, split, device, f * size, (f + 1) * size), self.options.per_image)
+            for f in range(folds)
+        ]
         out: dict[str, Any] = mean_metrics(results) if folds > 1 else results[0]
         out.update(split=split, n_images=n, folds=folds, protocol=protocol if folds > 1 or protocol == "5k" else "all")
         if folds > 1:
@@ -247,8 +273,16 @@ class RetrievalTask(Task):
         sims = self.scores(head, split, device, 0, stop)
         return draw_examples(self, split, sims, n, Path(path))
 
-    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
-               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    def report(
+        self,
+        head: Any,
+        split: str,
+        device: torch.device,
+        run: Path,
+        metrics: dict[str, Any],
+        protocol: str = "1k",
+        examples: int = 0,
+    ) -> tuple[dict[str, Any], list[Path]]:
         from lighthead.pipelines.tasks.retrieval_report import report
 
         return report(self, head, split, device, run, metrics, protocol, examples=examples)

@@ -19,8 +19,16 @@ import numpy as np
 from lighthead.pipelines.tasks.base import run_title
 
 TOP = 5
-RETRIEVAL_COLUMNS = [("i2t_r1", "i2t R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "t2i R@1"),
-                     ("t2i_r5", "R@5"), ("t2i_r10", "R@10"), ("rsum", "rsum"), ("mr", "mR")]
+RETRIEVAL_COLUMNS = [
+    ("i2t_r1", "i2t R@1"),
+    ("i2t_r5", "R@5"),
+    ("i2t_r10", "R@10"),
+    ("t2i_r1", "t2i R@1"),
+    ("t2i_r5", "R@5"),
+    ("t2i_r10", "R@10"),
+    ("rsum", "rsum"),
+    ("mr", "mR"),
+]
 
 
 def _thumbnail(task: Any, split: str, position: int) -> np.ndarray:
@@ -48,8 +56,13 @@ def draw_examples(task: Any, split: str, sims: np.ndarray, n: int, path: Path) -
     data = task.split(split)
     per = task.options.per_image
     n = max(1, min(n, sims.shape[0]))
-    fig, axes = plt.subplots(n, 2 + TOP, figsize=(2.2 * (2 + TOP) + 4, 2.4 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 3] + [1] * TOP})
+    fig, axes = plt.subplots(
+        n,
+        2 + TOP,
+        figsize=(2.2 * (2 + TOP) + 4, 2.4 * n),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 3] + [1] * TOP},
+    )
     for row in range(n):
         # image query -> captions
         ax_img, ax_txt = axes[row, 0], axes[row, 1]
@@ -73,8 +86,10 @@ def draw_examples(task: Any, split: str, sims: np.ndarray, n: int, path: Path) -
             ax.set_xticks([])
             ax.set_yticks([])
         ax_txt.axis("off")
-    fig.suptitle(f"{split}: top-{TOP} captions per image (+ correct) | top-{TOP} images per caption (green = correct)",
-                 fontsize=9)
+    fig.suptitle(
+        f"{split}: top-{TOP} captions per image (+ correct) | top-{TOP} images per caption (green = correct)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -83,7 +98,7 @@ def draw_examples(task: Any, split: str, sims: np.ndarray, n: int, path: Path) -
 
 
 def table_title(metrics: dict[str, Any]) -> str:
-    """"<head> on <dataset> <split> (<protocol>, <n> images[, bf16 scoring])"."""
+    """ "<head> on <dataset> <split> (<protocol>, <n> images[, bf16 scoring])"."""
     bf16 = ", bf16 scoring" if metrics.get("precision") == "bf16" else ""
     return f"{run_title(metrics)} ({metrics.get('protocol', '')}, {metrics.get('n_images', '?')} images{bf16})"
 
@@ -97,8 +112,9 @@ def markdown_table(metrics: dict[str, Any]) -> str:
     return f"**{table_title(metrics)}**\n\n{head}\n{rule}\n{row}"
 
 
-def report(task: Any, head: Any, split: str, device: Any, run: Path, metrics: dict[str, Any], protocol: str,
-           examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+def report(
+    task: Any, head: Any, split: str, device: Any, run: Path, metrics: dict[str, Any], protocol: str, examples: int = 0
+) -> tuple[dict[str, Any], list[Path]]:
     """Write the metrics (with the scoring precision) as JSON and as the table, and the examples
     figure when asked; returns the metrics as written and the files, in order."""
     from lighthead.pipelines.training.run_folder import atomic_json

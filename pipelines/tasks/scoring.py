@@ -64,8 +64,9 @@ def _pad_to(x: torch.Tensor, shape: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(fn: Callable[[dict[str, torch.Tensor]], Enc], batches: Iterable[dict[str, torch.Tensor]],
-           device: torch.device) -> list[Enc]:
+def encode(
+    fn: Callable[[dict[str, torch.Tensor]], Enc], batches: Iterable[dict[str, torch.Tensor]], device: torch.device
+) -> list[Enc]:
     """Run an encoder over batches; returns one encoding per batch (kept on `device`)."""
     return [fn(to_device(b, device)) for b in batches]
 
@@ -95,7 +96,7 @@ def default_budget(device: torch.device) -> int:
 
 
 def fast_precision(device: torch.device) -> str:
-    """"bf16" where the device multiplies bfloat16 natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else "fp32"."""
+    """ "bf16" where the device multiplies bfloat16 natively (AVX512-BF16/AMX CPUs, Ampere+ GPUs), else "fp32"."""
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     try:  # oneDNN also "supports" bf16 on plain AVX512 by emulation, which is slower than fp32
@@ -106,7 +107,7 @@ def fast_precision(device: torch.device) -> str:
 
 
 def precision_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """"fp32": exact float32 products; "bf16": products in bfloat16 under autocast (float32
+    """ "fp32": exact float32 products; "bf16": products in bfloat16 under autocast (float32
     accumulation, nonlinearities in float32), about 2-4x faster on CPUs with AVX512-BF16/AMX and
     on GPUs with bf16 tensor cores, scores within about 1e-3 of float32."""
     if precision == "fp32":
@@ -117,8 +118,9 @@ def precision_context(device: torch.device, precision: str) -> contextlib.Abstra
 
 
 @torch.no_grad()
-def score_blocks(head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int | None = None,
-                 precision: str = "fp32") -> torch.Tensor:
+def score_blocks(
+    head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int | None = None, precision: str = "fp32"
+) -> torch.Tensor:
     """(I, T) float32 CPU scores of all images in `img` against all captions of `txt_chunks`.
 
     `img` is one encoding of every image (on the scoring device); `txt_chunks` are caption
@@ -149,16 +151,21 @@ def score_blocks(head: Any, img: Enc, txt_chunks: list[Enc], budget_bytes: int |
                 row = torch.empty((n_img, t1 - t0), dtype=torch.float32, device=device)  # (I, bt)
                 for i0 in range(0, n_img, bi):
                     s = head.score(slice_enc(img, i0, min(n_img, i0 + bi)), txt)  # (bi, bt)
-                    row[i0:i0 + s.shape[0]] = s
-                out[:, col + t0:col + t1] = row.cpu()
+                    row[i0 : i0 + s.shape[0]] = s
+                out[:, col + t0 : col + t1] = row.cpu()
             col += n_chunk
     return out
 
 
-def score_all(head: Any, image_batches: Iterable[dict[str, torch.Tensor]],
-              text_batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
-              budget_bytes: int | None = None, text_order: np.ndarray | None = None,
-              precision: str = "fp32") -> np.ndarray:
+def score_all(
+    head: Any,
+    image_batches: Iterable[dict[str, torch.Tensor]],
+    text_batches: Iterable[dict[str, torch.Tensor]],
+    device: torch.device,
+    budget_bytes: int | None = None,
+    text_order: np.ndarray | None = None,
+    precision: str = "fp32",
+) -> np.ndarray:
     """Encode both sides and score every pair; returns (I, T) numpy scores.
 
     text_order: the permutation the text batches follow (e.g. captions sorted by length);

@@ -25,26 +25,39 @@ Labels are lemmas ("dogs" -> "dog", "riding" -> "ride"); the artifact records th
 from __future__ import annotations
 
 from collections import Counter
-from functools import lru_cache
+from functools import cache
 from typing import Any, Iterable, Sequence
 
 TAGGER_VERSION = "lexicon-rules-v1"
-LABEL_TYPES = {"nouns": {"NOUN"}, "verbs": {"VERB"}, "adjectives": {"ADJ"},
-               "all": {"NOUN", "VERB", "ADJ", "ADV", "NUM"}}
+LABEL_TYPES = {
+    "nouns": {"NOUN"},
+    "verbs": {"VERB"},
+    "adjectives": {"ADJ"},
+    "all": {"NOUN", "VERB", "ADJ", "ADV", "NUM"},
+}
 
-DETERMINERS = set("a an the this that these those his her its their my your our some several many each every "
-                  "another any no both few".split())
+DETERMINERS = set(
+    "a an the this that these those his her its their my your our some several many each every "
+    "another any no both few".split()
+)
 BE = set("is are was were be been being am 's".split())
-CLOSED = DETERMINERS | BE | set(
-    "i me mine you yours he him she hers it we us ours they them theirs who whom whose which what where when "
-    "why how there here and or but nor so yet if than then as of in on at by with from to into onto upon over "
-    "under above below behind beside besides between among through across along around about against toward "
-    "towards during before after since until while via within without near next off out up down while "
-    "has have had having do does did will would shall should can could may might must not n't 't "
-    "very too also just only all such other".split())
+CLOSED = (
+    DETERMINERS
+    | BE
+    | set(
+        "i me mine you yours he him she hers it we us ours they them theirs who whom whose which what where when "
+        "why how there here and or but nor so yet if than then as of in on at by with from to into onto upon over "
+        "under above below behind beside besides between among through across along around about against toward "
+        "towards during before after since until while via within without near next off out up down while "
+        "has have had having do does did will would shall should can could may might must not n't 't "
+        "very too also just only all such other".split()
+    )
+)
 NUMBERS = set("one two three four five six seven eight nine ten eleven twelve dozen hundred first second third".split())
-COMMON_ADJ = set("red green blue yellow black white orange purple pink brown gray grey golden silver dark light "
-                 "bright big small large little tall short long young old new wooden empty open full".split())
+COMMON_ADJ = set(
+    "red green blue yellow black white orange purple pink brown gray grey golden silver dark light "
+    "bright big small large little tall short long young old new wooden empty open full".split()
+)
 # Position nouns the lexicon lists only as adjectives/verbs ("on top of", "in front of").
 NOUN_ALSO = set("top front back side bottom middle left right center centre edge corner".split())
 _ADJ_SUFFIX = ("ous", "ful", "ive", "able", "ible", "less", "ish", "ical")
@@ -73,7 +86,7 @@ def _plural_lemma(word: str) -> str:
     return word
 
 
-@lru_cache(maxsize=None)
+@cache
 def candidates(word: str) -> dict[str, str]:
     """Possible tags of an open-class word -> its lemma under that tag."""
     if not word.isalpha():
@@ -81,8 +94,11 @@ def candidates(word: str) -> dict[str, str]:
     lem = _lemminflect()
     if lem is not None:
         found = lem.getAllLemmas(word)
-        out = {("NOUN" if tag == "PROPN" else tag): lemmas[0] for tag, lemmas in found.items()
-               if tag in ("NOUN", "PROPN", "VERB", "ADJ", "ADV")}
+        out = {
+            ("NOUN" if tag == "PROPN" else tag): lemmas[0]
+            for tag, lemmas in found.items()
+            if tag in ("NOUN", "PROPN", "VERB", "ADJ", "ADV")
+        }
         if out:
             if word in NOUN_ALSO:
                 out.setdefault("NOUN", word)
@@ -109,8 +125,7 @@ def candidates(word: str) -> dict[str, str]:
 
 def tag(words: Sequence[str]) -> list[tuple[str, str]]:
     """(tag, lemma) per word: tags NOUN, VERB, ADJ, ADV, NUM, or X for closed-class/punctuation."""
-    cands = [None if (w in CLOSED or not w.isalpha()) else ("NUM" if w in NUMBERS else candidates(w))
-             for w in words]
+    cands = [None if (w in CLOSED or not w.isalpha()) else ("NUM" if w in NUMBERS else candidates(w)) for w in words]
     out: list[tuple[str, str]] = []
     for i, (w, c) in enumerate(zip(words, cands)):
         if c is None:
@@ -127,8 +142,15 @@ def tag(words: Sequence[str]) -> list[tuple[str, str]]:
         if len(c) == 1:
             t = next(iter(c))
         elif prev_word in BE:
-            t = "VERB" if "VERB" in c and w.endswith(("ing", "ed", "en")) else "ADJ" if "ADJ" in c else \
-                "VERB" if "VERB" in c else "NOUN"
+            t = (
+                "VERB"
+                if "VERB" in c and w.endswith(("ing", "ed", "en"))
+                else "ADJ"
+                if "ADJ" in c
+                else "VERB"
+                if "VERB" in c
+                else "NOUN"
+            )
         elif prev_word == "to" and "VERB" in c:
             t = "VERB"
         elif prev_word in DETERMINERS or prev_tag in ("ADJ", "NUM") or i == 0:
@@ -151,8 +173,9 @@ def caption_words(text: str, label_type: str) -> list[str]:
     return [lemma for t, lemma in tag(tokenize(text)) if t in keep]
 
 
-def build_labels(texts_by_id: dict[str, str], train_ids: Iterable[str], label_type: str,
-                 num_labels: int) -> dict[str, Any]:
+def build_labels(
+    texts_by_id: dict[str, str], train_ids: Iterable[str], label_type: str, num_labels: int
+) -> dict[str, Any]:
     """The label artifact: top-`num_labels` words of the training captions + labels per caption.
 
     Returns {"label_type", "num_labels", "tagger", "words", "counts", "captions": {text id:
@@ -202,6 +225,9 @@ def load_or_build(store: Any, records: Sequence[Any], label_type: str, num_label
     except (OSError, StoreError) as e:  # read-only file system, permission denied, ...: keep them in memory
         import warnings
 
-        warnings.warn(f"{store.path}: cannot save the semantic labels {name!r} ({getattr(e, 'strerror', None) or e}); "
-                      "they were computed in memory for this run", stacklevel=2)
+        warnings.warn(
+            f"{store.path}: cannot save the semantic labels {name!r} ({getattr(e, 'strerror', None) or e}); "
+            "they were computed in memory for this run",
+            stacklevel=2,
+        )
     return artifact

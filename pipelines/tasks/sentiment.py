@@ -42,13 +42,14 @@ NO_BOX = [0.0, 0.0, 0.0, 0.0]  # the target box of a record without one
 
 def load_records(store: Any) -> list[Record]:
     if not store.has_json("records"):
-        raise ValueError(f"{store.path}: no 'records' artifact; "
-                         f"run `lighthead extract --dataset NAME --store {store.path}`")
+        raise ValueError(
+            f"{store.path}: no 'records' artifact; run `lighthead extract --dataset NAME --store {store.path}`"
+        )
     return [Record.from_json(o) for o in store.read_json("records")]
 
 
 def record_kind(cfg: Any, records: list[Record]) -> str:
-    """"post" or "target": the config's `records` (SentimentConfig; "auto" picks targets when the
+    """ "post" or "target": the config's `records` (SentimentConfig; "auto" picks targets when the
     store has labelled ones)."""
     kind = cfg.records or "auto"
     if kind == "auto":
@@ -83,19 +84,25 @@ class Part:
         if kind not in self._tables:
             name = self.sets.get(kind)
             if name is None or name not in self.store:
-                raise KeyError(f"feature set {name!r} ({kind}) is not in {self.store.path}; it has "
-                               f"{', '.join(self.store.names()) or 'none'} (run `lighthead extract` or --set another)")
+                raise KeyError(
+                    f"feature set {name!r} ({kind}) is not in {self.store.path}; it has "
+                    f"{', '.join(self.store.names()) or 'none'} (run `lighthead extract` or --set another)"
+                )
             fs = self.store[name]
             missing = [f for f in fields if f not in fs.fields]
             if missing:
-                raise KeyError(f"feature set {name!r} of {self.store.path} has no field {missing[0]!r} "
-                               f"(fields: {', '.join(fs.fields)}); this head needs it")
+                raise KeyError(
+                    f"feature set {name!r} of {self.store.path} has no field {missing[0]!r} "
+                    f"(fields: {', '.join(fs.fields)}); this head needs it"
+                )
             ids = self.image_ids if kind in IMAGE_KINDS else self.text_ids
             table = Table(fs, ids, fields, self.preload_bytes)
             if table.preloaded and kind == "regions" and self.num_regions:
                 # keep only the regions the head reads (ITIN uses 2 of 36)
-                table.data = {n: v[:, : self.num_regions].copy() if isinstance(v, np.ndarray) else v
-                              for n, v in table.data.items()}
+                table.data = {
+                    n: v[:, : self.num_regions].copy() if isinstance(v, np.ndarray) else v
+                    for n, v in table.data.items()
+                }
             self._tables[kind] = table
         return self._tables[kind]
 
@@ -132,8 +139,10 @@ class SentimentTask(Task):
         self.kind = record_kind(cfg, records)
         self.records = [r for r in records if r.kind == self.kind and r.label is not None]
         if not self.records:
-            raise ValueError(f"{store.path} (dataset {dataset!r}) has no labelled {self.kind!r} records; "
-                             f"this head trains on: {DATASETS_OF_KIND[self.kind]}")
+            raise ValueError(
+                f"{store.path} (dataset {dataset!r}) has no labelled {self.kind!r} records; "
+                f"this head trains on: {DATASETS_OF_KIND[self.kind]}"
+            )
         self.sets = feature_sets_of(cfg)
         if "tokens" not in self.sets:
             raise ValueError("a sentiment head needs a text/... feature set in its config")
@@ -190,25 +199,29 @@ class SentimentTask(Task):
             return False
         if not len(self.part("train", aux=True)):
             if not self._warned:
-                warnings.warn(f"no ITM annotations (records with extra['relevance']) in the train split of "
-                              f"{self.aux_store.path}: relevance and alignment losses are off, the main task "
-                              f"trains alone (add annotations or --set aux_store=PATH)", stacklevel=2)
+                warnings.warn(
+                    f"no ITM annotations (records with extra['relevance']) in the train split of "
+                    f"{self.aux_store.path}: relevance and alignment losses are off, the main task "
+                    f"trains alone (add annotations or --set aux_store=PATH)",
+                    stacklevel=2,
+                )
                 self._warned = True
             return False
         return True
 
-    def train_batches(self, inputs: tuple[str, ...], batch_size: int, seed: int, epoch: int) -> "EpochBatches":
+    def train_batches(self, inputs: tuple[str, ...], batch_size: int, seed: int, epoch: int) -> EpochBatches:
         """Shuffled main batches; with ITM annotations an auxiliary batch before every
         `aux_every` main ones (the aux set cycles, reshuffled on each pass)."""
         part = self._require("train")
         order = np.random.default_rng([seed, epoch]).permutation(len(part))
-        chunks = [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+        chunks = [order[a : a + batch_size] for a in range(0, len(order), batch_size)]
         aux = self.part("train", aux=True) if self.aux_active(inputs) else None
         return EpochBatches(part, chunks, tuple(inputs), aux, self.aux_every, (seed, epoch, 1))
 
     # -- evaluation ---------------------------------------------------------------------
-    def predict(self, head: Any, split: str, device: torch.device, limit: int = 0,
-                aux: bool = False) -> dict[str, np.ndarray]:
+    def predict(
+        self, head: Any, split: str, device: torch.device, limit: int = 0, aux: bool = False
+    ) -> dict[str, np.ndarray]:
         """Per record of the split (the first `limit`): "logits" (N, 3), "label" (N,), and when
         the head gives them "relevance" (N,), "align" (N, K), plus the batch's "relevance_label",
         "align_target" (N, K) and "align_usable" (N,)."""
@@ -236,8 +249,9 @@ class SentimentTask(Task):
         head.train(was_training)
         return {k: _concat(v) for k, v in chunks.items()}
 
-    def evaluate(self, head: Any, split: str, device: torch.device, protocol: str = "1k",
-                 limit: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, head: Any, split: str, device: torch.device, protocol: str = "1k", limit: int = 0
+    ) -> dict[str, Any]:
         """Metrics of every record of `split`. `limit` is the loop's `val_images`, a count of
         retrieval images: a sentiment split is always scored whole (see the module docstring);
         `predict` takes a record limit for a quick look."""
@@ -254,8 +268,16 @@ class SentimentTask(Task):
 
         return draw_examples(self, head, split, device, n, Path(path))
 
-    def report(self, head: Any, split: str, device: torch.device, run: Path, metrics: dict[str, Any],
-               protocol: str = "1k", examples: int = 0) -> tuple[dict[str, Any], list[Path]]:
+    def report(
+        self,
+        head: Any,
+        split: str,
+        device: torch.device,
+        run: Path,
+        metrics: dict[str, Any],
+        protocol: str = "1k",
+        examples: int = 0,
+    ) -> tuple[dict[str, Any], list[Path]]:
         from lighthead.pipelines.tasks.base import run_title
         from lighthead.pipelines.tasks.sentiment_report import report
 
@@ -266,8 +288,15 @@ class EpochBatches:
     """One epoch of batches: sized (for the progress bar), the same on every pass; "phase" is
     the last key of each batch."""
 
-    def __init__(self, part: Part, chunks: list[np.ndarray], inputs: tuple[str, ...], aux: Part | None,
-                 aux_every: int, aux_seed: tuple[int, ...]):
+    def __init__(
+        self,
+        part: Part,
+        chunks: list[np.ndarray],
+        inputs: tuple[str, ...],
+        aux: Part | None,
+        aux_every: int,
+        aux_seed: tuple[int, ...],
+    ):
         self.part, self.chunks, self.inputs = part, chunks, inputs
         self.aux, self.aux_every, self.aux_seed = aux, aux_every, aux_seed
 
@@ -298,6 +327,7 @@ def _concat(arrays: list[np.ndarray]) -> np.ndarray:
 
 
 # -- metrics ------------------------------------------------------------------------------
+
 
 def sentiment_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, Any]:
     """Accuracy, macro-F1 and weighted F1 over the three sentiments (percent), and the sample
@@ -334,9 +364,13 @@ def relevance_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
         tp = float(np.sum((p == c) & (y == c)))
         precision.append(tp / max(1, int(np.sum(p == c))))
         recall.append(tp / max(1, int(np.sum(y == c))))
-    return {"relevance_accuracy": base["accuracy"], "relevance_precision": 100.0 * float(np.mean(precision)),
-            "relevance_recall": 100.0 * float(np.mean(recall)), "relevance_f1": base["macro_f1"],
-            "relevance_n": int(len(y))}
+    return {
+        "relevance_accuracy": base["accuracy"],
+        "relevance_precision": 100.0 * float(np.mean(precision)),
+        "relevance_recall": 100.0 * float(np.mean(recall)),
+        "relevance_f1": base["macro_f1"],
+        "relevance_n": int(len(y)),
+    }
 
 
 def alignment_metrics(target: np.ndarray, dist: np.ndarray) -> dict[str, Any]:

@@ -26,9 +26,17 @@ from lighthead.pipelines.datasets.base import SENTIMENTS
 # Columns of the markdown table, in order, with their headers; absent keys are skipped. Other
 # float metrics get a column too (headed by their key, before N), so a new metric just appears.
 COLUMNS = [
-    ("accuracy", "Acc"), ("macro_f1", "Macro-F1"), ("weighted_f1", "Weighted-F1"), ("relevance_accuracy", "Rel. Acc"),
-    ("relevance_precision", "Rel. P"), ("relevance_recall", "Rel. R"), ("relevance_f1", "Rel. F1"),
-    ("alignment_kl", "Align KL"), ("alignment_r1", "R@1"), ("alignment_r3", "R@3"), ("alignment_r5", "R@5"),
+    ("accuracy", "Acc"),
+    ("macro_f1", "Macro-F1"),
+    ("weighted_f1", "Weighted-F1"),
+    ("relevance_accuracy", "Rel. Acc"),
+    ("relevance_precision", "Rel. P"),
+    ("relevance_recall", "Rel. R"),
+    ("relevance_f1", "Rel. F1"),
+    ("alignment_kl", "Align KL"),
+    ("alignment_r1", "R@1"),
+    ("alignment_r3", "R@3"),
+    ("alignment_r5", "R@5"),
     ("n", "N"),
 ]
 # Cell formats: percentages to one decimal (as the papers' tables), the KL (in nats) to three.
@@ -76,8 +84,17 @@ def markdown_table(rows: Sequence[dict[str, Any]], names: Sequence[str] | None =
     return "\n".join(lines) + "\n"
 
 
-def report(task: Any, head: Any, split: str, device: torch.device, out_dir: Path, examples: int = 4,
-           limit: int = 0, metrics: dict[str, Any] | None = None, title: str = "") -> tuple[dict[str, Any], list[Path]]:
+def report(
+    task: Any,
+    head: Any,
+    split: str,
+    device: torch.device,
+    out_dir: Path,
+    examples: int = 4,
+    limit: int = 0,
+    metrics: dict[str, Any] | None = None,
+    title: str = "",
+) -> tuple[dict[str, Any], list[Path]]:
     """Evaluate `head` on `split` (unless `metrics` are given) and write the JSON with the
     confusion matrix, the table (under `title`) and the figures into `out_dir`; returns the
     metrics as written to the JSON and the files written, in order."""
@@ -127,6 +144,7 @@ def draw_confusion(cm: np.ndarray, path: Path, title: str = "") -> Path:
 
 # -- qualitative examples -----------------------------------------------------------------
 
+
 def _image(path: str, size: tuple[float, float]) -> np.ndarray:
     """The image as an array, or a grey canvas of `size` (w, h) when the file is gone."""
     try:
@@ -139,15 +157,21 @@ def _image(path: str, size: tuple[float, float]) -> np.ndarray:
         return np.full((h, w, 3), 200, dtype=np.uint8)
 
 
-def _box(ax: Any, box: Sequence[float], colour: str, label: str = "", width: float = 2.0,
-         below: bool = False) -> None:
+def _box(ax: Any, box: Sequence[float], colour: str, label: str = "", width: float = 2.0, below: bool = False) -> None:
     import matplotlib.patches as patches
 
     x1, y1, x2, y2 = (float(v) for v in box)
     ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=width))
     if label:
-        ax.text(x1, y2 if below else y1, label, color="white", fontsize=7, va="top" if below else "bottom",
-                bbox={"facecolor": colour, "pad": 1, "lw": 0})
+        ax.text(
+            x1,
+            y2 if below else y1,
+            label,
+            color="white",
+            fontsize=7,
+            va="top" if below else "bottom",
+            bbox={"facecolor": colour, "pad": 1, "lw": 0},
+        )
 
 
 def _plain(text: str) -> str:
@@ -165,8 +189,10 @@ def load_tokenizer(attrs: dict[str, Any]) -> Any:
     from lighthead.extract.text import RemoteCodeError, resolve_model, vocab_sha256
 
     if "tokenizer" not in attrs:
-        raise ValueError("it records no tokenizer (extracted before feature sets recorded one; "
-                         "re-extract it into a new store to see words)")
+        raise ValueError(
+            "it records no tokenizer (extracted before feature sets recorded one; "
+            "re-extract it into a new store to see words)"
+        )
     from transformers import AutoTokenizer
 
     why = []
@@ -249,8 +275,9 @@ def draw_examples(task: Any, head: Any, split: str, device: torch.device, n: int
     """A figure of `n` test examples (`example_panels`); what it shows depends on what the head explains."""
     plt = _pyplot()
     panels = example_panels(task, head, split, device, n)
-    fig, axes = plt.subplots(len(panels), 2, figsize=(9, 3.2 * len(panels)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, axes = plt.subplots(
+        len(panels), 2, figsize=(9, 3.2 * len(panels)), squeeze=False, gridspec_kw={"width_ratios": [1, 1.3]}
+    )
     for (ax_img, ax_txt), panel in zip(axes, panels):
         b = panel["region_boxes"]
         size = (b[:, 2].max(), b[:, 3].max()) if len(b) else (64, 64)

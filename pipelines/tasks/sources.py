@@ -37,8 +37,10 @@ class Table:
     def __init__(self, fs: Any, ids: Sequence[str], fields: Sequence[str], preload_bytes: int):
         missing = [i for i in ids if i not in fs]
         if missing:
-            raise KeyError(f"feature set {fs.name!r} lacks {len(missing)} of {len(ids)} ids "
-                           f"(e.g. {missing[0]!r}); run `lighthead extract` for them")
+            raise KeyError(
+                f"feature set {fs.name!r} lacks {len(missing)} of {len(ids)} ids "
+                f"(e.g. {missing[0]!r}); run `lighthead extract` for them"
+            )
         self.fs, self.ids, self.fields = fs, list(ids), list(fields)
         self.data: dict[str, Any] | None = None
         if self.estimated_bytes() <= preload_bytes:
@@ -65,9 +67,11 @@ class Table:
             else:
                 bad = np.array([i for i, a in enumerate(value) if not np.isfinite(a).all()], dtype=np.int64)
             if len(bad):
-                raise ValueError(f"feature set {self.fs.name!r}, field {name!r}: non-finite values in {len(bad)} "
-                                 f"of {len(ids)} items (e.g. {ids[int(bad[0])]!r}); re-extract it (float32 "
-                                 f"storage avoids float16 overflow)")
+                raise ValueError(
+                    f"feature set {self.fs.name!r}, field {name!r}: non-finite values in {len(bad)} "
+                    f"of {len(ids)} items (e.g. {ids[int(bad[0])]!r}); re-extract it (float32 "
+                    f"storage avoids float16 overflow)"
+                )
         return data
 
     @property
@@ -79,12 +83,14 @@ class Table:
         if self.data is None:
             ids = [self.ids[i] for i in positions]
             return self._checked(self.fs.get_batch(ids, self.fields), ids)
-        return {n: (v[positions] if isinstance(v, np.ndarray) else [v[i] for i in positions])
-                for n, v in self.data.items()}
+        return {
+            n: (v[positions] if isinstance(v, np.ndarray) else [v[i] for i in positions]) for n, v in self.data.items()
+        }
 
 
-def pad(seqs: Sequence[np.ndarray], dtype: torch.dtype | None = None,
-        max_len: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(
+    seqs: Sequence[np.ndarray], dtype: torch.dtype | None = None, max_len: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Variable-length items (L_i, ...) -> padded (B, L, ...) tensor and mask (B, L) (True = real)."""
     lengths = [len(s) for s in seqs]
     n = max(lengths) if lengths else 0

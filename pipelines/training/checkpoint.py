@@ -67,8 +67,10 @@ class _Encoder:
             if all(isinstance(k, str) for k in obj):
                 return {"map": {k: self.encode(v) for k, v in obj.items()}}
             return {"dict": [[self.encode(k), self.encode(v)] for k, v in obj.items()]}
-        raise TypeError(f"cannot store a {type(obj).__name__} in a run checkpoint (tensors, numbers, strings, "
-                        "lists, tuples and dicts only)")
+        raise TypeError(
+            f"cannot store a {type(obj).__name__} in a run checkpoint (tensors, numbers, strings, "
+            "lists, tuples and dicts only)"
+        )
 
 
 def _decode(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
@@ -153,7 +155,8 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
         if legacy.is_file():
             raise RunCheckpointError(
                 f"{legacy}: checkpoint in the old pickle format, which is not loaded because unpickling can run "
-                f"code; retrain the run (the new format is {path.name})")
+                f"code; retrain the run (the new format is {path.name})"
+            )
         raise RunCheckpointError(f"{path}: checkpoint not found")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -161,16 +164,19 @@ def load(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, An
             if meta.get("format") != FORMAT:
                 raise RunCheckpointError(f"{path}: not a lighthead run checkpoint (format {meta.get('format')!r})")
             if meta.get("version") != str(VERSION):
-                raise RunCheckpointError(f"{path}: run checkpoint version {meta.get('version')!r}, this code reads "
-                                         f"{VERSION}")
+                raise RunCheckpointError(
+                    f"{path}: run checkpoint version {meta.get('version')!r}, this code reads {VERSION}"
+                )
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except RunCheckpointError:
         raise
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         # a pickle, a truncated or a foreign file: refused before anything in it is interpreted
-        raise RunCheckpointError(f"{path}: not a readable run checkpoint (truncated or another format: "
-                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    head = {k[len("head/"):]: v for k, v in tensors.items() if k.startswith("head/")}
+        raise RunCheckpointError(
+            f"{path}: not a readable run checkpoint (truncated or another format: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
+    head = {k[len("head/") :]: v for k, v in tensors.items() if k.startswith("head/")}
     state = None
     if "state" in meta:
         try:

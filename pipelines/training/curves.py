@@ -29,10 +29,16 @@ def curve_series(summary: dict[str, Any]) -> dict[str, Any]:
         pts = [(h["epoch"], float(h[name])) for h in history if isinstance(h.get(name), (int, float))]
         losses[name] = ([e for e, _ in pts], [v for _, v in pts])
     metric = summary.get("selection_metric") or ""
-    val = [(h["epoch"], float(h["val"][metric])) for h in history
-           if isinstance(h.get("val"), dict) and isinstance(h["val"].get(metric), (int, float))]
-    return {"losses": losses, "val": (metric, [e for e, _ in val], [v for _, v in val]),
-            "best_epoch": summary.get("best_epoch")}
+    val = [
+        (h["epoch"], float(h["val"][metric]))
+        for h in history
+        if isinstance(h.get("val"), dict) and isinstance(h["val"].get(metric), (int, float))
+    ]
+    return {
+        "losses": losses,
+        "val": (metric, [e for e, _ in val], [v for _, v in val]),
+        "best_epoch": summary.get("best_epoch"),
+    }
 
 
 def curves_figure(series: dict[str, Any], title: str = "") -> Any:

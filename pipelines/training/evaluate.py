@@ -24,12 +24,19 @@ from typing import Any
 from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.tasks.base import run_title
 from lighthead.pipelines.tasks.scoring import PRECISIONS, fast_precision
-from lighthead.pipelines.training.run_folder import (CONFIG, DATA_INFO, METRICS_FILE, config_from_json,
-                                                     load_checkpoint, read_json, read_metrics, read_run_config,
-                                                     weights_to_load)
+from lighthead.pipelines.training.run_folder import (
+    CONFIG,
+    DATA_INFO,
+    METRICS_FILE,
+    config_from_json,
+    load_checkpoint,
+    read_json,
+    read_metrics,
+    read_run_config,
+    weights_to_load,
+)
 
 FIVE_K = 5000  # test images of the COCO 5K protocol
-
 
 
 def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str, Any]:
@@ -56,15 +63,22 @@ def load_run(run_dir: str | os.PathLike, device: str | None = None) -> dict[str,
     try:
         head = cls.from_config(cfg, DataInfo.of(data_info)).to(dev)
     except (TypeError, ValueError) as e:  # sizes of the wrong type or value
-        raise ValueError(f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is "
-                         "damaged") from None
+        raise ValueError(
+            f"{info_path}: its sizes do not build a {run_config['head']} head ({e}); the file is damaged"
+        ) from None
     load_checkpoint(weights_to_load(run), head, device=dev)
     head.eval()
     return {"head": head, "task": task, "config": run_config, "device": dev, "run": run}
 
 
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str = "1k", examples: int = 0,
-                 device: str | None = None, precision: str | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    split: str = "test",
+    protocol: str = "1k",
+    examples: int = 0,
+    device: str | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     """Score a run on `split`; writes JSON + markdown (+ figures) into the run (module docstring).
 
     precision: "fp32" or "bf16" products when scoring retrieval pairs (None: the run's
@@ -80,8 +94,9 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     if precision:
         task.options.eval_precision = precision
     if task.options.eval_precision == "bf16" and fast_precision(ctx["device"]) != "bf16":
-        warnings.warn(f"{ctx['device']} has no native bfloat16 products: bf16 scoring will be slower than fp32",
-                      stacklevel=2)
+        warnings.warn(
+            f"{ctx['device']} has no native bfloat16 products: bf16 scoring will be slower than fp32", stacklevel=2
+        )
     if not task.has_split(split):
         raise ValueError(f"the store of {run} has no {split!r} split; splits: {', '.join(task.splits()) or 'none'}")
     try:
@@ -89,9 +104,12 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test", protocol: str 
     except NonFiniteScoresError as e:  # never a rank: NaN would otherwise score as a perfect match
         raise NonFiniteScoresError(f"{run}: {split} split: {e}") from None
     if protocol == "5k" and metrics.get("n_images", FIVE_K) < FIVE_K:
-        warnings.warn(f"--protocol 5k: the {split} split of {run} has {metrics['n_images']:,} images, not "
-                      f"{FIVE_K:,}; scored all {metrics['n_images']:,} as one set (not comparable to COCO 5K "
-                      "results)", stacklevel=2)
+        warnings.warn(
+            f"--protocol 5k: the {split} split of {run} has {metrics['n_images']:,} images, not "
+            f"{FIVE_K:,}; scored all {metrics['n_images']:,} as one set (not comparable to COCO 5K "
+            "results)",
+            stacklevel=2,
+        )
     metrics = {"head": ctx["config"]["head"], "dataset": ctx["config"]["dataset"], **metrics}
     metrics, files = task.report(head, split, ctx["device"], run, metrics, protocol=protocol, examples=examples)
     curves = _draw_curves(run)
@@ -121,7 +139,7 @@ def markdown_table(metrics: dict[str, Any]) -> str:
 
 
 def wrote_line(files: list[str], run: str | os.PathLike) -> str:
-    """"wrote a, b, c in RUN": every file an evaluation wrote, by name."""
+    """ "wrote a, b, c in RUN": every file an evaluation wrote, by name."""
     run = Path(run)
     names = [str(Path(f).relative_to(run)) if Path(f).is_relative_to(run) else str(f) for f in files]
     return f"wrote {', '.join(names)} in {run}"

@@ -42,8 +42,17 @@ from lighthead.heads.metrics import NonFiniteScoresError
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
 from lighthead.pipelines.training.live_log import check_log, open_log
-from lighthead.pipelines.training.run_folder import (BEST, CHECKPOINTS, LAST, atomic_json, check_same_run,
-                                                     load_checkpoint, read_run_config, run_lock, save_checkpoint)
+from lighthead.pipelines.training.run_folder import (
+    BEST,
+    CHECKPOINTS,
+    LAST,
+    atomic_json,
+    check_same_run,
+    load_checkpoint,
+    read_run_config,
+    run_lock,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -55,7 +64,9 @@ class LoopConfig:
     workers: int = 0  # DataLoader workers when features are read from disk per batch
     preload_mb: int = 4096  # feature sets of a split smaller than this are read into RAM once
     eval_batch: int = 256  # items per encoding batch in evaluation
-    eval_budget_mb: int = 0  # memory for one block of scored pairs (0: 64 MiB on a CPU, a quarter of free GPU memory, at least 256 MiB)
+    eval_budget_mb: int = (
+        0  # memory for one block of scored pairs (0: 64 MiB on a CPU, a quarter of free GPU memory, at least 256 MiB)
+    )
     eval_precision: str = "fp32"  # products when scoring pairs: fp32, or bf16 (faster, scores within ~1e-3)
     val_images: int = 1000  # validate on the first N images (0 = the whole split)
     val_every: int = 1  # validate every N epochs (the last epoch always)
@@ -71,9 +82,14 @@ class LoopConfig:
         check_log(self.log)
 
     def task_options(self) -> TaskOptions:
-        return TaskOptions(preload_mb=self.preload_mb, workers=self.workers, eval_batch=self.eval_batch,
-                           eval_budget_mb=self.eval_budget_mb, eval_precision=self.eval_precision,
-                           val_images=self.val_images)
+        return TaskOptions(
+            preload_mb=self.preload_mb,
+            workers=self.workers,
+            eval_batch=self.eval_batch,
+            eval_budget_mb=self.eval_budget_mb,
+            eval_precision=self.eval_precision,
+            val_images=self.val_images,
+        )
 
 
 def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name: str) -> tuple[dict, dict]:
@@ -86,8 +102,10 @@ def split_overrides(config_class: type, overrides: Mapping[str, Any], head_name:
         elif key in loop_keys:
             loop_over[key] = value
         else:
-            raise KeyError(f"unknown config key {key!r} for {head_name}; head keys: {', '.join(sorted(head_keys))}; "
-                           f"loop keys: {', '.join(sorted(loop_keys))}")
+            raise KeyError(
+                f"unknown config key {key!r} for {head_name}; head keys: {', '.join(sorted(head_keys))}; "
+                f"loop keys: {', '.join(sorted(loop_keys))}"
+            )
     return head_over, loop_over
 
 
@@ -104,8 +122,10 @@ def dataset_name(store: Any, dataset: str | None) -> str:
             also = f" (this store holds {held!r})" if held else ""
             raise KeyError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS.names())}{also}")
         if held is not None and dataset != held:
-            raise ValueError(f"{store.path} holds dataset {held!r}, not {dataset!r}: leave out --dataset, or pass "
-                             "the store of that dataset")
+            raise ValueError(
+                f"{store.path} holds dataset {held!r}, not {dataset!r}: leave out --dataset, or pass "
+                "the store of that dataset"
+            )
         return dataset
     if store.has_json("dataset"):
         return str(store.read_json("dataset")["name"])
@@ -130,8 +150,13 @@ def store_profiles(store: Any) -> tuple[str, ...]:
     return ("precomp",) if held.get("imported_from") == "precomp" else ()
 
 
-def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
-            overrides: Mapping[str, Any], epochs: int | None = None) -> dict[str, Any]:
+def prepare(
+    head_name: str,
+    store_path: str | os.PathLike,
+    dataset: str | None,
+    overrides: Mapping[str, Any],
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Resolve configs, open the store and build the task (shared with evaluation and sweeps)."""
     from lighthead.store import open_store
 
@@ -147,10 +172,18 @@ def prepare(head_name: str, store_path: str | os.PathLike, dataset: str | None,
     return {"cls": cls, "cfg": cfg, "loop": loop, "store": store, "dataset": dataset, "task": task}
 
 
-def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, dataset: str | None = None,
-          epochs: int | None = None, overrides: Mapping[str, Any] | list[str] | None = None,
-          device: str | None = None, resume: bool = False, progress: bool = True,
-          threads: int | None = None) -> dict[str, Any]:
+def train(
+    head_name: str,
+    store: str | os.PathLike,
+    out: str | os.PathLike,
+    dataset: str | None = None,
+    epochs: int | None = None,
+    overrides: Mapping[str, Any] | list[str] | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """Train `head_name` on the store's cached features; returns (and writes) metrics.json's dict.
 
     threads: torch's CPU threads for this process (None: as already set; the CLI passes
@@ -161,9 +194,18 @@ def train(head_name: str, store: str | os.PathLike, out: str | os.PathLike, data
         return _train(head_name, store, Path(out), dataset, epochs, overrides, device, resume, progress, threads)
 
 
-def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | None, epochs: int | None,
-           overrides: Mapping[str, Any] | list[str] | None, device: str | None, resume: bool, progress: bool,
-           threads: int | None) -> dict[str, Any]:
+def _train(
+    head_name: str,
+    store: str | os.PathLike,
+    out: Path,
+    dataset: str | None,
+    epochs: int | None,
+    overrides: Mapping[str, Any] | list[str] | None,
+    device: str | None,
+    resume: bool,
+    progress: bool,
+    threads: int | None,
+) -> dict[str, Any]:
     """`train` with `out` locked."""
     overrides = parse_overrides(overrides)
     last_path = out / CHECKPOINTS / LAST
@@ -190,9 +232,14 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
     head = cls.from_config(cfg, DataInfo.of(data_info)).to(dev)
     optimizers = head.optimizers()
     run_config = {
-        "head": head_name, "task": cls.task, "dataset": ctx["dataset"], "store": str(Path(store).resolve()),
-        "config": dataclasses.asdict(cfg), "loop": dataclasses.asdict(loop),
-        "overrides": {k: str(v) for k, v in overrides.items()}, "device": str(dev),
+        "head": head_name,
+        "task": cls.task,
+        "dataset": ctx["dataset"],
+        "store": str(Path(store).resolve()),
+        "config": dataclasses.asdict(cfg),
+        "loop": dataclasses.asdict(loop),
+        "overrides": {k: str(v) for k, v in overrides.items()},
+        "device": str(dev),
         "threads": torch.get_num_threads(),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
@@ -216,8 +263,16 @@ def _train(head_name: str, store: str | os.PathLike, out: Path, dataset: str | N
         head.train()
         head.start_epoch(epoch)
         batches = task.train_batches(tuple(head.inputs), batch_size, loop.seed, epoch)
-        stats = _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip,
-                           EpochProgress(f"{head_name} epoch {epoch + 1}/{n_epochs}", len(batches), progress))
+        stats = _run_epoch(
+            head,
+            optimizers,
+            batches,
+            dev,
+            amp_dtype,
+            scaler,
+            grad_clip,
+            EpochProgress(f"{head_name} epoch {epoch + 1}/{n_epochs}", len(batches), progress),
+        )
         for _, sched in optimizers:
             if sched is not None:
                 sched.step()
@@ -304,8 +359,9 @@ def _to_device(value: Any, dev: torch.device) -> Any:
     return value.to(dev, non_blocking=True)
 
 
-def _run_epoch(head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar,
-               sync_every: int = SYNC_EVERY) -> dict[str, float]:
+def _run_epoch(
+    head, optimizers, batches, dev, amp_dtype, scaler, grad_clip, bar, sync_every: int = SYNC_EVERY
+) -> dict[str, float]:
     """One epoch. The host reads the loss sums (and checks that every loss was finite) after the
     first step, every `sync_every` steps and at the end, not at every step."""
     running = _Running(dev)
@@ -358,9 +414,13 @@ def _summary(run_config: dict, state: dict, metric: str, test: dict | None) -> d
     history = state["history"]
     best = next((h for h in history if h["epoch"] == state["best_epoch"]), None)
     return {
-        "head": run_config["head"], "dataset": run_config["dataset"], "selection_metric": metric,
-        "epochs_done": state["epoch"] + 1, "best_epoch": state["best_epoch"],
-        "val": best.get("val") if best else None, "test": test,
+        "head": run_config["head"],
+        "dataset": run_config["dataset"],
+        "selection_metric": metric,
+        "epochs_done": state["epoch"] + 1,
+        "best_epoch": state["best_epoch"],
+        "val": best.get("val") if best else None,
+        "test": test,
         "train_seconds": sum(h["seconds"] for h in history),
         "samples_per_s": float(np.mean([h["samples_per_s"] for h in history])) if history else 0.0,
         "history": history,
@@ -376,13 +436,20 @@ class EpochProgress:
         self._context = None
         self._tracker = None
 
-    def __enter__(self) -> "EpochProgress":
+    def __enter__(self) -> EpochProgress:
         if self.enabled:
             from lighthead.pipelines.console import progress
 
             # The epoch line (`report`) follows every epoch, so no step or final lines here.
-            self._context = progress(self.description, self.total, unit=None, transient=True, final=False,
-                                     steps=0, extra=" | loss {loss:.4f} | {rate:.0f} samples/s")
+            self._context = progress(
+                self.description,
+                self.total,
+                unit=None,
+                transient=True,
+                final=False,
+                steps=0,
+                extra=" | loss {loss:.4f} | {rate:.0f} samples/s",
+            )
             self._tracker = self._context.__enter__()
         return self
 
@@ -399,9 +466,16 @@ class EpochProgress:
         """One line per epoch on stderr: loss parts, throughput and the validation metric."""
         from lighthead.pipelines.console import console
 
-        parts = " ".join(f"{k} {v:.4f}" for k, v in entry.items()
-                         if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float))
+        parts = " ".join(
+            f"{k} {v:.4f}"
+            for k, v in entry.items()
+            if k not in ("epoch", "samples", "seconds", "samples_per_s", "val") and isinstance(v, float)
+        )
         val = entry.get("val")
         tail = f" | val {metric} {val[metric]:.2f}" if val and metric in val else ""
-        console(stderr=True).print(f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}",
-                                   markup=False, highlight=False, soft_wrap=True)
+        console(stderr=True).print(
+            f"epoch {entry['epoch']}: {parts} | {entry['samples_per_s']:.0f} samples/s{tail}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )

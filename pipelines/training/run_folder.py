@@ -31,7 +31,6 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-
 CONFIG, DATA_INFO, METRICS_FILE = "config.json", "data_info.json", "metrics.json"
 CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
@@ -46,12 +45,19 @@ def atomic_json(path: Path, obj: Any) -> None:
 
 # JSON types of the run files' top-level keys: config.json's (all required) and metrics.json's.
 RUN_CONFIG = {"head": str, "dataset": str, "store": str, "config": dict, "loop": dict}
-METRICS = {"history": list, "best_epoch": int, "epochs_done": int, "selection_metric": str,
-           "val": (dict, type(None)), "test": (dict, type(None))}
+METRICS = {
+    "history": list,
+    "best_epoch": int,
+    "epochs_done": int,
+    "selection_metric": str,
+    "val": (dict, type(None)),
+    "test": (dict, type(None)),
+}
 
 
-def read_json(path: Path, required: Mapping[str, Any] | None = None,
-              optional: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read_json(
+    path: Path, required: Mapping[str, Any] | None = None, optional: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A run file (config.json, metrics.json, data_info.json, a sweep's trial.json): a JSON object.
 
     required / optional: top-level key -> JSON type (dict, list, str, int, float, or a tuple of
@@ -77,8 +83,9 @@ def read_json(path: Path, required: Mapping[str, Any] | None = None,
                 raise ValueError(f"{path}: no {key!r} entry; the file is damaged or not a run file")
             continue
         if not _is_json(obj[key], kinds):
-            raise ValueError(f"{path}: {key!r} is a JSON {_json_type(obj[key])}, expected {_type_names(kinds)}; "
-                             "the file is damaged")
+            raise ValueError(
+                f"{path}: {key!r} is a JSON {_json_type(obj[key])}, expected {_type_names(kinds)}; the file is damaged"
+            )
     return obj
 
 
@@ -93,8 +100,9 @@ def read_metrics(path: Path) -> dict[str, Any]:
     summary = read_json(path, optional=METRICS)
     for i, entry in enumerate(summary.get("history") or []):
         if not isinstance(entry, dict) or not _is_json(entry.get("epoch"), int):
-            raise ValueError(f"{path}: history[{i}] is not an epoch entry (an object with an integer 'epoch'); "
-                             "the file is damaged")
+            raise ValueError(
+                f"{path}: history[{i}] is not an epoch entry (an object with an integer 'epoch'); the file is damaged"
+            )
     return summary
 
 
@@ -107,11 +115,14 @@ def config_from_json(config_class: type, values: Any, path: Path, what: str) -> 
     out = {}
     for key, value in values.items():
         if key not in fields:
-            raise ValueError(f"{path}: {what}.{key} is not a setting of {config_class.__name__} (written by "
-                             "another version?)")
+            raise ValueError(
+                f"{path}: {what}.{key} is not a setting of {config_class.__name__} (written by another version?)"
+            )
         if not _fits(value, fields[key]):
-            raise ValueError(f"{path}: {what}.{key} is a JSON {_json_type(value)}, which does not fit "
-                             f"{config_class.__name__}.{key}; the file is damaged")
+            raise ValueError(
+                f"{path}: {what}.{key} is a JSON {_json_type(value)}, which does not fit "
+                f"{config_class.__name__}.{key}; the file is damaged"
+            )
         out[key] = tuple(value) if isinstance(value, list) and "tuple" in str(fields[key]) else value
     try:
         return config_class(**out)
@@ -148,16 +159,30 @@ def _is_json(value: Any, kinds: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
-    for tp, name in ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "array"),
-                     (dict, "object"), (type(None), "null")):
+    for tp, name in (
+        (bool, "boolean"),
+        (int, "number"),
+        (float, "number"),
+        (str, "string"),
+        (list, "array"),
+        (dict, "object"),
+        (type(None), "null"),
+    ):
         if isinstance(value, tp):
             return name
     return type(value).__name__
 
 
 def _type_names(kinds: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", int: "an integer", float: "a number",
-             bool: "a boolean", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }
     return " or ".join(names.get(t, t.__name__) for t in (kinds if isinstance(kinds, tuple) else (kinds,)))
 
 
@@ -187,8 +212,9 @@ def run_lock(folder: Path) -> Iterator[Path]:
         raise ValueError(f"{folder}: in use by {holder}; wait for it to end or choose another folder")
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0
+        )
         yield folder
     finally:
         with contextlib.suppress(OSError):
@@ -236,9 +262,14 @@ def set_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> 
         torch.cuda.set_rng_state(saved, device)
 
 
-def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
-                    scaler: Any = None, state: dict[str, Any] | None = None,
-                    device: torch.device | str = "cpu") -> None:
+def save_checkpoint(
+    path: Path,
+    head: torch.nn.Module,
+    optimizers: list | None = None,
+    scaler: Any = None,
+    state: dict[str, Any] | None = None,
+    device: torch.device | str = "cpu",
+) -> None:
     """Head weights; with optimizers also their states, schedulers, scaler, loop state and RNGs
     (the CPU's, and the training `device`'s on a GPU).
 
@@ -258,8 +289,13 @@ def save_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None =
     checkpoint.save(path, head.state_dict(), extra)
 
 
-def load_checkpoint(path: Path, head: torch.nn.Module, optimizers: list | None = None,
-                    scaler: Any = None, device: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path,
+    head: torch.nn.Module,
+    optimizers: list | None = None,
+    scaler: Any = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
     """Restore what `save_checkpoint` wrote; returns the loop state (empty for weights-only files).
 
     A missing, truncated, doctored or mismatched file raises RunCheckpointError naming it.

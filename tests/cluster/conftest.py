@@ -32,8 +32,7 @@ def _conf() -> Path | None:
 
 
 def _run(conf: Path, *cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env={**os.environ, "SLURM_CONF": str(conf)}, capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run(cmd, env={**os.environ, "SLURM_CONF": str(conf)}, capture_output=True, text=True, timeout=30)
 
 
 @dataclass

@@ -27,13 +27,35 @@ REGIONS = "regions/butd-r101-vg-36"
 
 def lighthead(slurm: Slurm, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`lighthead ARGS` as a user runs it, from `cwd` (where the jobs' slurm-*.out land)."""
-    return subprocess.run([sys.executable, "-m", "lighthead", *map(str, args)], cwd=cwd, env=slurm.env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "lighthead", *map(str, args)],
+        cwd=cwd,
+        env=slurm.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def extract_args(root: Path, store: Path, *more: str) -> list[str]:
-    return ["extract", "--dataset", "demo", "--root", root, "--store", store, "--features", "regions36",
-            "--random-weights", "--loader-workers", "0", "--no-progress", "--slurm", *JOB, *more]
+    return [
+        "extract",
+        "--dataset",
+        "demo",
+        "--root",
+        root,
+        "--store",
+        store,
+        "--features",
+        "regions36",
+        "--random-weights",
+        "--loader-workers",
+        "0",
+        "--no-progress",
+        "--slurm",
+        *JOB,
+        *more,
+    ]
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -57,8 +79,11 @@ def demo(tmp_path_factory) -> tuple[Path, list[str]]:
 def test_extract_on_two_jobs_stores_every_id_once_and_a_rerun_submits_nothing(slurm, demo, tmp_path):
     root, images = demo
     first = slurm.next_job_id()
-    res = lighthead(slurm, tmp_path, *extract_args(root, tmp_path / "store", "--workers", "2",
-                                                    "--walltime", "00:10:00", "-o", "detector=tiny"))
+    res = lighthead(
+        slurm,
+        tmp_path,
+        *extract_args(root, tmp_path / "store", "--workers", "2", "--walltime", "00:10:00", "-o", "detector=tiny"),
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(open_store(tmp_path / "store")[REGIONS].ids) == images
     assert verify(tmp_path / "store") == []
@@ -98,10 +123,35 @@ def test_a_job_cancelled_mid_part_is_retried_and_every_id_is_stored_once(slurm, 
     store = tmp_path / "store"
     first = slurm.next_job_id()
     # One image per shard: progress is visible in the manifest as it happens.
-    proc = subprocess.Popen([sys.executable, "-m", "lighthead", *map(str, extract_args(
-        root, store, "--workers", "2", "--walltime", "00:10:00", "--batch-size", "1",
-        "-o", "detector=slim", "-o", "shard_items=1"))],
-        cwd=tmp_path, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lighthead",
+            *map(
+                str,
+                extract_args(
+                    root,
+                    store,
+                    "--workers",
+                    "2",
+                    "--walltime",
+                    "00:10:00",
+                    "--batch-size",
+                    "1",
+                    "-o",
+                    "detector=slim",
+                    "-o",
+                    "shard_items=1",
+                ),
+            ),
+        ],
+        cwd=tmp_path,
+        env=slurm.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         part = len(images) // 2
         deadline = time.monotonic() + 240
@@ -139,10 +189,34 @@ def test_sweep_trains_its_trials_on_two_jobs(slurm, tmp_path):
 
     store = build_small_retrieval_store(tmp_path / "store", seed=0)
     first = slurm.next_job_id()
-    res = lighthead(slurm, tmp_path, "sweep", "vsepp", "--store", store, "--out", tmp_path / "sw",
-                    "--grid", "lr=1e-3,1e-2", *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
-                    "--set", "test=false", "--epochs", "1", "--device", "cpu", "--no-progress", "--dashboard", "",
-                    "--slurm", "--workers", "2", *JOB, "--walltime", "00:10:00")
+    res = lighthead(
+        slurm,
+        tmp_path,
+        "sweep",
+        "vsepp",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "sw",
+        "--grid",
+        "lr=1e-3,1e-2",
+        *[a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
+        "--set",
+        "test=false",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--dashboard",
+        "",
+        "--slurm",
+        "--workers",
+        "2",
+        *JOB,
+        "--walltime",
+        "00:10:00",
+    )
     assert res.returncode == 0, res.stderr
     rows = list(csv.DictReader((tmp_path / "sw" / "summary.csv").open()))
     assert len(rows) == 2 and all(r["status"] == "done" for r in rows)
@@ -161,28 +235,59 @@ def test_a_job_killed_by_its_walltime_ends_the_command_with_one_line(slurm, tmp_
     store = tmp_path / "store"
     store.mkdir()
     first = slurm.next_job_id()
-    res = lighthead(slurm, tmp_path, "sweep", "itin", "--store", store, "--out", tmp_path / "sw",
-                    "--grid", "lam=0.5", "--no-progress", "--dashboard", "", "--slurm", "--workers", "1", *JOB,
-                    "--walltime", "00:01:00", "--train-fn", "tests.cluster.fakes:sleepy_train", timeout=360)
+    res = lighthead(
+        slurm,
+        tmp_path,
+        "sweep",
+        "itin",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "sw",
+        "--grid",
+        "lam=0.5",
+        "--no-progress",
+        "--dashboard",
+        "",
+        "--slurm",
+        "--workers",
+        "1",
+        *JOB,
+        "--walltime",
+        "00:01:00",
+        "--train-fn",
+        "tests.cluster.fakes:sleepy_train",
+        timeout=360,
+    )
     assert res.returncode == 1
     assert error_lines(res.stderr) == [
         "error: all 1 SLURM job(s) ended before the work was done (time limit reached, cancelled or a node "
         "failed; see their logs); what finished is kept: rerun the same command to resume (with a longer "
-        "--walltime if the time limit ended them)"]
+        "--walltime if the time limit ended them)"
+    ]
     assert (store / "started").is_file()  # the trial ran, and was cut short
     assert slurm.wait_ended(first, 1) == {first: "TIMEOUT"}
     assert slurm.queue() == []
     assert not list((tmp_path / "sw" / "trials").glob("*/metrics.json"))
 
 
-@pytest.mark.parametrize("bad, expect", [
-    (["--walltime", "abc"], "error: --walltime 'abc': expected HH:MM:SS or D-HH:MM:SS, e.g. 08:00:00"),
-    (["--queue", "debug\n#SBATCH --wrap=id"], "error: --queue 'debug\\n#SBATCH --wrap=id': expected a name"),
-    (["--queue", "nosuch"], "error: --slurm: sbatch refused the job: sbatch: error: Batch job submission "
-                            "failed: Invalid partition name specified"),
-    (["--memory", "100TB"], "error: --slurm: sbatch refused the job: sbatch: error: Batch job submission "
-                            "failed: Requested node configuration is not available"),
-])
+@pytest.mark.parametrize(
+    "bad, expect",
+    [
+        (["--walltime", "abc"], "error: --walltime 'abc': expected HH:MM:SS or D-HH:MM:SS, e.g. 08:00:00"),
+        (["--queue", "debug\n#SBATCH --wrap=id"], "error: --queue 'debug\\n#SBATCH --wrap=id': expected a name"),
+        (
+            ["--queue", "nosuch"],
+            "error: --slurm: sbatch refused the job: sbatch: error: Batch job submission "
+            "failed: Invalid partition name specified",
+        ),
+        (
+            ["--memory", "100TB"],
+            "error: --slurm: sbatch refused the job: sbatch: error: Batch job submission "
+            "failed: Requested node configuration is not available",
+        ),
+    ],
+)
 def test_a_bad_option_submits_no_job(slurm, demo, tmp_path, bad, expect):
     """Checked values never reach SLURM; what SLURM itself refuses is its own reason in one line."""
     root, _ = demo

@@ -28,8 +28,9 @@ def main() -> None:
     torch.set_num_threads(1)
     shutil.rmtree(HERE, ignore_errors=True)
     HERE.mkdir(parents=True)
-    store = build_retrieval_store(HERE / "store", n_images=12, splits=(8, 2, 2), region_dim=8, num_regions=3,
-                                  global_dim=8, token_dim=4, seed=3)
+    store = build_retrieval_store(
+        HERE / "store", n_images=12, splits=(8, 2, 2), region_dim=8, num_regions=3, global_dim=8, token_dim=4, seed=3
+    )
     shutil.rmtree(store / "thumbs")  # 12 KB of random pixels per image: no test here reads them
     run = HERE / "run"
     train("vsepp", store, run, epochs=1, overrides={**TINY, "image": "regions/butd-r101-vg-36"}, progress=False)

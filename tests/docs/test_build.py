@@ -13,10 +13,19 @@ from tests.docs.pages import DOCS, ROOT
 
 
 def mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "NO_MKDOCS_2_WARNING": "1"}  # the theme's end-of-life notice
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "NO_MKDOCS_2_WARNING": "1",
+    }  # the theme's end-of-life notice
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_site_builds_in_strict_mode(tmp_path):
@@ -42,8 +51,11 @@ def test_strict_mode_fails_on_a_broken_anchor_and_a_page_outside_the_nav(tmp_pat
     (docs / "other.md").write_text("# Other\n")
     (docs / "orphan.md").write_text("# Orphan\n")
     config = tmp_path / "mkdocs.yml"
-    config.write_text(yaml.safe_dump({"site_name": "t", "docs_dir": str(docs), "validation": ours["validation"],
-                                      "nav": ["index.md", "other.md"]}))
+    config.write_text(
+        yaml.safe_dump(
+            {"site_name": "t", "docs_dir": str(docs), "validation": ours["validation"], "nav": ["index.md", "other.md"]}
+        )
+    )
     proc = mkdocs_build(config, tmp_path / "site")
     assert proc.returncode != 0
     assert "no-such-heading" in proc.stderr and "orphan.md" in proc.stderr, proc.stderr

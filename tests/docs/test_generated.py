@@ -30,7 +30,9 @@ def test_a_changed_default_fails_the_check(monkeypatch):
     page = (DOCS / "heads" / "scan.md").read_text(encoding="utf-8")
     assert "| `margin` | `0.2` |" in page
     cls = head_class("scan").config_class
-    patched = dataclasses.make_dataclass(cls.__name__, [("margin", float, dataclasses.field(default=0.3))], bases=(cls,))
+    patched = dataclasses.make_dataclass(
+        cls.__name__, [("margin", float, dataclasses.field(default=0.3))], bases=(cls,)
+    )
     monkeypatch.setattr(head_class("scan"), "config_class", patched)
     new = gen.render(page)
     assert new != page and "| `margin` | `0.3` |" in new
@@ -70,8 +72,10 @@ def test_every_bench_figure_is_in_the_table_with_its_spread():
             m = re.match(r"^([a-z0-9-]+(?:_[a-z0-9-]+)+): (\S+)$", line)
             if m:
                 names += 1
-                spread = next((s.split("(")[1].split(",")[0] for s in lines if s.split()[:1] == [m[1]]
-                               and s.startswith(" ")), None)
+                spread = next(
+                    (s.split("(")[1].split(",")[0] for s in lines if s.split()[:1] == [m[1]] and s.startswith(" ")),
+                    None,
+                )
                 row = next((r for r in table.splitlines() if r.startswith(f"| `{m[1]}` | {m[2]} |")), None)
                 assert row, f"{path.name}: {m[1]} is not in the figures table"
                 assert spread is None or f"| {spread} (" in row, (m[1], spread, row)

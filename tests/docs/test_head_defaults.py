@@ -25,7 +25,7 @@ TABLE_SECTION = "## Defaults and demo sizes"
 
 def defaults_table(text: str = TEXT) -> dict[str, tuple[dict[str, str], dict[str, str]]]:
     """head -> (defaults column, demo column) as {key: value text}."""
-    section = text[text.index(TABLE_SECTION):]
+    section = text[text.index(TABLE_SECTION) :]
     start = section.index(TABLE_HEADER)
     rows = {}
     for line in section[start:].splitlines()[2:]:
@@ -69,8 +69,10 @@ def test_the_table_lists_every_head():
     rows = defaults_table()
     missing = [h for h in HEADS.names() if h not in rows]
     extra = [h for h in rows if h not in HEADS.names()]
-    assert not missing and not extra, (f"docs/heads/index.md, {TABLE_SECTION!r}: rows missing for {missing}, "
-                                       f"rows for no head {extra}: run python docs/gen_pages.py")
+    assert not missing and not extra, (
+        f"docs/heads/index.md, {TABLE_SECTION!r}: rows missing for {missing}, "
+        f"rows for no head {extra}: run python docs/gen_pages.py"
+    )
 
 
 @pytest.mark.parametrize("head", HEADS.names())
@@ -89,7 +91,7 @@ def test_a_changed_demo_value_fails_the_check(monkeypatch):
 def test_demo_feature_sets_the_prose_names():
     """The sentiment section's sentence on the demo's feature sets agrees with the configs."""
     text = " ".join(TEXT.split())
-    sentence = text[text.index("On `--dataset demo` the defaults switch to"):][:300]
+    sentence = text[text.index("On `--dataset demo` the defaults switch to") :][:300]
     found, regions = re.findall(r"`((?:text|regions)/[^`]+)`", sentence)[:2]
     for head in ("itin", "itm", "text-only"):
         assert make_config(head_class(head).config_class, {}, "demo").text == found
@@ -97,8 +99,11 @@ def test_demo_feature_sets_the_prose_names():
 
 
 def stated_errors() -> list[str]:
-    found = [e for page in PAGES for e in re.findall(r"`(error: unknown config key[^`]*)`",
-                                                     " ".join(hand_written(page).split()))]
+    found = [
+        e
+        for page in PAGES
+        for e in re.findall(r"`(error: unknown config key[^`]*)`", " ".join(hand_written(page).split()))
+    ]
     assert len(found) >= 2, "the pages state no unknown-key error"  # Training heads and Sweeps
     return found
 
@@ -109,8 +114,20 @@ def as_pattern(stated: str) -> re.Pattern:
 
 
 def test_unknown_key_error_is_the_one_the_pages_show(tmp_path, capsys):
-    code = run_app(app, ["train", "heads", "casc", "--store", str(tmp_path / "store"), "--out",
-                         str(tmp_path / "run"), "--set", "nonsense=1"])
+    code = run_app(
+        app,
+        [
+            "train",
+            "heads",
+            "casc",
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "nonsense=1",
+        ],
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1, err
     for stated in stated_errors():
@@ -118,8 +135,19 @@ def test_unknown_key_error_is_the_one_the_pages_show(tmp_path, capsys):
     from lighthead.store import open_store
 
     open_store(tmp_path / "store", create=True).write_json("dataset", {"name": "demo"})  # a sweep needs a store
-    code = run_app(app, ["sweep", "casc", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "sweep"),
-                         "--grid", "nonsense=1,2"])
+    code = run_app(
+        app,
+        [
+            "sweep",
+            "casc",
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "sweep"),
+            "--grid",
+            "nonsense=1,2",
+        ],
+    )
     sweep_err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1 and sweep_err == err
 

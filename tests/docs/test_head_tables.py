@@ -28,8 +28,8 @@ import pytest
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.build import config_fields, head_class, parse_value
-from lighthead.pipelines.features.runner import DATASET_JOB_OPTIONS
 from lighthead.pipelines.features import FEATURES, load_all
+from lighthead.pipelines.features.runner import DATASET_JOB_OPTIONS
 from lighthead.pipelines.training.loop import LoopConfig
 from tests.docs.pages import DOCS, hand_written, prose, script, split_row
 
@@ -180,8 +180,9 @@ def check_rows(head: str, rows: list[Row]) -> set[str]:
                 job_key = key[3:]
                 for dataset in EXTRACT_DATASETS.get(head, ()):
                     got = DATASET_JOB_OPTIONS.get(dataset, {}).get(job_key)
-                    assert str(got).lower() == text.lower(), \
+                    assert str(got).lower() == text.lower(), (
                         f"{row.where}: extract --dataset {dataset} sets {job_key}={got}"
+                    )
                 continue
             want = check_value(cls, key, text, row.where)
             got = default_of(cls, key)
@@ -259,17 +260,24 @@ def test_leading_values_are_the_configs(head):
 
 
 def test_the_leading_value_check_reads_the_tables():
-    checked = sum(stated(row.cells["lighthead default"], len(switch_keys(row.cells["switch"]))) is not None
-                  for head in HEADS.names() for row in page_rows(head) if row.cells["switch"] != "-")
+    checked = sum(
+        stated(row.cells["lighthead default"], len(switch_keys(row.cells["switch"]))) is not None
+        for head in HEADS.names()
+        for row in page_rows(head)
+        if row.cells["switch"] != "-"
+    )
     assert checked >= 8
 
 
 def test_the_page_names_the_heads_whose_defaults_are_released_code():
     text = " ".join((DOCS / "heads" / "index.md").read_text(encoding="utf-8").split())
-    sentence = text[text.index("Where the authors released code ("):][:400]
-    named = set(re.findall(r"`([a-z-]+)`", sentence[:sentence.index(")")]))
-    released = {h for h in HEADS.names()
-                if any(row.cells["released code"].lower() not in ("none", "-") for row in docstring_rows(h))}
+    sentence = text[text.index("Where the authors released code (") :][:400]
+    named = set(re.findall(r"`([a-z-]+)`", sentence[: sentence.index(")")]))
+    released = {
+        h
+        for h in HEADS.names()
+        if any(row.cells["released code"].lower() not in ("none", "-") for row in docstring_rows(h))
+    }
     assert named == released
     for head in released:  # their defaults are the code's: the recipe, where they have one, is "code"
         cls = head_class(head).config_class
@@ -295,8 +303,10 @@ def test_a_page_row_that_drifts_from_the_code_fails():
 
 
 def test_the_parser_reads_what_it_checks():
-    line = ("| loss | a `max_violation=true` | x | hardest (`max_violation=true` `sum_negatives_epochs=0`) "
-            "| `max_violation=false`, `sum_negatives_epochs=N` |")
+    line = (
+        "| loss | a `max_violation=true` | x | hardest (`max_violation=true` `sum_negatives_epochs=0`) "
+        "| `max_violation=false`, `sum_negatives_epochs=N` |"
+    )
     row = as_rows([split_row(line)], "t")[0]
     assert claims(row.cells["lighthead default"]) == {"max_violation": "true", "sum_negatives_epochs": "0"}
     assert switch_keys(row.cells["switch"]) == [("max_violation", ["false"]), ("sum_negatives_epochs", ["N"])]

@@ -20,8 +20,10 @@ HEAD_KEYS = {head: set(config_fields(gen.config_class(head))) for head in gen.he
 LOOP_KEYS = set(config_fields(LoopConfig))
 ALL_KEYS = set().union(*HEAD_KEYS.values()) | LOOP_KEYS
 ALL_OPTIONS = set().union(*COMMANDS.values())
-BENCH_OPTIONS = {p.stem: set(re.findall(r"[\"'](--?[a-z][a-z0-9-]*)[\"']", p.read_text(encoding="utf-8"))) | {"--help"}
-                 for p in (ROOT / "bench").glob("*.py")}
+BENCH_OPTIONS = {
+    p.stem: set(re.findall(r"[\"'](--?[a-z][a-z0-9-]*)[\"']", p.read_text(encoding="utf-8"))) | {"--help"}
+    for p in (ROOT / "bench").glob("*.py")
+}
 PLACEHOLDER_KEYS = {"key", "KEY", "nonsense"}  # `nonsense`: the pages' example of an unknown key
 FOREIGN_OPTIONS = {"--gres"}  # a SLURM directive passed through --job-directive
 OPTION = re.compile(r"^(--?[a-zA-Z][a-zA-Z0-9-]*)")
@@ -61,8 +63,11 @@ def set_keys(tokens: list[str]) -> list[str]:
 
 def stray_values(tokens: list[str]) -> list[str]:
     """`key=value` words after a `--set`/`--grid` value: each key needs its own `--set`."""
-    return [t for before, t in zip(tokens, tokens[2:]) if before.strip("[") in ("--set", "--grid")
-            and KEY.match(t.strip("[]")) and "=" in t and not t.startswith("-")]
+    return [
+        t
+        for before, t in zip(tokens, tokens[2:])
+        if before.strip("[") in ("--set", "--grid") and KEY.match(t.strip("[]")) and "=" in t and not t.startswith("-")
+    ]
 
 
 def commands_in(text: str) -> list[str]:
@@ -94,8 +99,11 @@ def check_command(command: str, page_head_name: str | None) -> list[str]:
             return []
         if script_name not in BENCH_OPTIONS:
             return [f"{command!r}: no bench/{script_name}.py"]
-        return [f"{command!r}: bench/{script_name}.py takes no {o}" for o in options_in(tokens[3:])
-                if o not in BENCH_OPTIONS[script_name]]
+        return [
+            f"{command!r}: bench/{script_name}.py takes no {o}"
+            for o in options_in(tokens[3:])
+            if o not in BENCH_OPTIONS[script_name]
+        ]
     words = tokens[1:]
     path = None
     for n in (2, 1):
@@ -105,11 +113,12 @@ def check_command(command: str, page_head_name: str | None) -> list[str]:
             break
     if path is None:
         return [] if words and (words[0].startswith("-") or words[0].isupper()) else [f"{command!r}: no such command"]
-    rest = tokens[1 + len(path.split()):]
+    rest = tokens[1 + len(path.split()) :]
     problems = [f"{command!r}: lighthead {path} has no option {o}" for o in options_in(rest) if o not in COMMANDS[path]]
     head = rest[0] if path in ("train heads", "sweep") and rest and rest[0] in HEAD_KEYS else page_head_name
-    problems += [f"{command!r}: no config key {k!r} for {head or 'any head'}" for k in set_keys(rest)
-                 if k not in keys_for(head)]
+    problems += [
+        f"{command!r}: no config key {k!r} for {head or 'any head'}" for k in set_keys(rest) if k not in keys_for(head)
+    ]
     problems += [f"{command!r}: {t} needs its own --set" for t in stray_values(rest)]
     return problems
 
@@ -123,7 +132,7 @@ def table_key_columns(text: str) -> list[tuple[str, str]]:
             continue
         header = split_row(line)
         columns = [j for j, c in enumerate(header) if c in ("switch", "`--set`")]
-        for row in lines[i + 2:]:
+        for row in lines[i + 2 :]:
             if not row.startswith("|"):
                 break
             values = split_row(row)
@@ -139,12 +148,18 @@ def check_page(text: str, head: str | None) -> list[str]:
     for span in inline_spans(text):
         if span.startswith(("--set ", "--grid ")):
             tokens = span.split()
-            problems += [f"`{span}`: no config key {k!r} for {head or 'any head'}" for k in set_keys(tokens)
-                         if k not in keys_for(head)]
+            problems += [
+                f"`{span}`: no config key {k!r} for {head or 'any head'}"
+                for k in set_keys(tokens)
+                if k not in keys_for(head)
+            ]
             problems += [f"`{span}`: {t} needs its own --set" for t in stray_values(tokens)]
         elif span.startswith("--") and "_" not in span.split("=")[0]:  # an option named alone (not another tool's)
-            problems += [f"`{span}`: no lighthead command or bench script takes {o}" for o in options_in(span.split()[:1])
-                         if o not in ALL_OPTIONS | FOREIGN_OPTIONS and not any(o in opts for opts in BENCH_OPTIONS.values())]
+            problems += [
+                f"`{span}`: no lighthead command or bench script takes {o}"
+                for o in options_in(span.split()[:1])
+                if o not in ALL_OPTIONS | FOREIGN_OPTIONS and not any(o in opts for opts in BENCH_OPTIONS.values())
+            ]
     for row, value in table_key_columns(prose(text)):
         for span in re.findall(r"`([^`]+)`", value):
             for piece in span.split():
@@ -169,27 +184,38 @@ def test_the_pages_show_commands_at_all():
     assert len(table_key_columns(prose(hand_written(DOCS / "heads" / "itm.md")))) >= 10
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("```\nlighthead train heads casc --store S --out R --set lamda_t2i=1\n```\n", "no config key 'lamda_t2i'"),
-    ("```\nlighthead extract --dataset coco --store S \\\n    --bach-size 4\n```\n", "has no option --bach-size"),
-    ("```\n$ lighthead evaluate runs/x --presicion bf16\n```\n", "has no option --presicion"),
-    ("```\nlighthead frobnicate x\n```\n", "no such command"),
-    ("Run `lighthead sweep scan --store S --out D --grid lambda_t2i=4,9 --grid alpha=1,2`.", "no config key 'alpha' for scan"),
-    ("Use `--set recipe=paper --set marign=0.1`.", "no config key 'marign'"),
-    ("Use `--no-such-flag`.", "takes --no-such-flag"),
-    ("Try `--set m=4 lam=0.5`.", "lam=0.5 needs its own --set"),
-    ("```\npython -m bench.store --quik\n```\n", "takes no --quik"),
-    ("| what | paper | released code | lighthead default | switch |\n|---|---|---|---|---|\n"
-     "| x | a | b | c | `lambda_t2i`, `agg=a|b` |\n", "no config key 'agg'"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("```\nlighthead train heads casc --store S --out R --set lamda_t2i=1\n```\n", "no config key 'lamda_t2i'"),
+        ("```\nlighthead extract --dataset coco --store S \\\n    --bach-size 4\n```\n", "has no option --bach-size"),
+        ("```\n$ lighthead evaluate runs/x --presicion bf16\n```\n", "has no option --presicion"),
+        ("```\nlighthead frobnicate x\n```\n", "no such command"),
+        (
+            "Run `lighthead sweep scan --store S --out D --grid lambda_t2i=4,9 --grid alpha=1,2`.",
+            "no config key 'alpha' for scan",
+        ),
+        ("Use `--set recipe=paper --set marign=0.1`.", "no config key 'marign'"),
+        ("Use `--no-such-flag`.", "takes --no-such-flag"),
+        ("Try `--set m=4 lam=0.5`.", "lam=0.5 needs its own --set"),
+        ("```\npython -m bench.store --quik\n```\n", "takes no --quik"),
+        (
+            "| what | paper | released code | lighthead default | switch |\n|---|---|---|---|---|\n"
+            "| x | a | b | c | `lambda_t2i`, `agg=a|b` |\n",
+            "no config key 'agg'",
+        ),
+    ],
+)
 def test_a_wrong_name_is_found(text, problem):
     problems = check_page(text, "scan")
     assert any(problem in p for p in problems), problems
 
 
 def test_right_names_pass():
-    text = ("```\nlighthead train heads itm --store S --out R --set recipe=paper --set lr=1e-4 --set seed=1\n"
-            "lighthead store info|verify PATH\nlighthead extract --dataset d --store s --slurm/--pbs "
-            "--job-directive=--gres=gpu:1 -o bert.layer=-2\n```\n"
-            "| what | switch |\n|---|---|\n| x | `direction=t2i|i2t|both`, `lambda_lse_t2i` |\n")
+    text = (
+        "```\nlighthead train heads itm --store S --out R --set recipe=paper --set lr=1e-4 --set seed=1\n"
+        "lighthead store info|verify PATH\nlighthead extract --dataset d --store s --slurm/--pbs "
+        "--job-directive=--gres=gpu:1 -o bert.layer=-2\n```\n"
+        "| what | switch |\n|---|---|\n| x | `direction=t2i|i2t|both`, `lambda_lse_t2i` |\n"
+    )
     assert check_page(text, "scan") == []

@@ -69,7 +69,10 @@ def test_missing_weights_say_where(tmp_path, monkeypatch):
 
 
 def test_random_weights_are_seeded():
-    a, b = build_global_cnn("resnet18", None, random_weights=True), build_global_cnn("resnet18", None, random_weights=True)
+    a, b = (
+        build_global_cnn("resnet18", None, random_weights=True),
+        build_global_cnn("resnet18", None, random_weights=True),
+    )
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), atol=0, rtol=0)

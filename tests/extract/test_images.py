@@ -75,8 +75,13 @@ def _rec(i, image_id, path):
 def test_loader_skips_bad_images_and_dedupes(tmp_path, workers):
     good = [_save(tmp_path / f"{k}.png", Image.new("RGB", (6 + k, 5), (k, 0, 0))) for k in range(3)]
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
-    records = [_rec(0, "a", good[0]), _rec(1, "a", good[0]), _rec(2, "bad", tmp_path / "bad.png"),
-               _rec(3, "b", good[1]), _rec(4, "c", good[2])]
+    records = [
+        _rec(0, "a", good[0]),
+        _rec(1, "a", good[0]),
+        _rec(2, "bad", tmp_path / "bad.png"),
+        _rec(3, "b", good[1]),
+        _rec(4, "c", good[2]),
+    ]
     items = unique_images(records, skip={"c"})
     assert items == [("a", str(good[0])), ("bad", str(tmp_path / "bad.png")), ("b", str(good[1]))]
 
@@ -137,8 +142,11 @@ def test_scaled_loading_for_display_keeps_the_upright_full_size(tmp_path):
     a[:, 800:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    for name, kw, full in (("plain.jpg", {}, (1600, 1200)), ("turned.jpg", {"exif": exif}, (1200, 1600)),
-                           ("plain.png", {}, (1600, 1200))):
+    for name, kw, full in (
+        ("plain.jpg", {}, (1600, 1200)),
+        ("turned.jpg", {"exif": exif}, (1200, 1600)),
+        ("plain.png", {}, (1600, 1200)),
+    ):
         path = _save(tmp_path / name, Image.fromarray(a), **kw)
         im, size = load_rgb_scaled(path, 1600 * 1200 // 16)  # a quarter of each side
         assert size == full and im.size == (full[0] // 4, full[1] // 4) and im.mode == "RGB"
@@ -167,8 +175,11 @@ def test_pixel_limit_is_enforced_from_the_header_before_decoding(tmp_path):
     # 400 MP: above MAX_PIXELS but below twice it, where PIL itself only warns and decodes
     bomb = png_header(tmp_path / "bomb.png", 20_000, 20_000)
     assert images.MAX_PIXELS < 20_000 * 20_000 < 2 * images.MAX_PIXELS
-    with pytest.raises(ImageReadError, match=r"image too large: .*bomb.png \(20000x20000 = 400,000,000 pixels, "
-                                             r"the limit is 300,000,000\); not decoded"):
+    with pytest.raises(
+        ImageReadError,
+        match=r"image too large: .*bomb.png \(20000x20000 = 400,000,000 pixels, "
+        r"the limit is 300,000,000\); not decoded",
+    ):
         load_rgb(bomb)
     # far above: PIL's own error, reported the same way
     with pytest.raises(ImageReadError, match="image too large"):
@@ -192,7 +203,7 @@ def test_loader_lists_the_bomb_as_skipped_and_goes_on(tmp_path):
     bomb = png_header(tmp_path / "bomb.png", 20_000, 20_000)
     batches = list(image_loader([("bomb", str(bomb)), ("good", str(good))], None, batch_size=2, workers=0))
     assert batches[0]["ids"] == ["good"]
-    (skipped_id, reason), = batches[0]["skipped"]
+    ((skipped_id, reason),) = batches[0]["skipped"]
     assert skipped_id == "bomb" and "image too large" in reason
 
 

@@ -31,8 +31,11 @@ def test_a_failed_device_stops_at_once(in_batch):
     calls = []
 
     def whole():
-        raise (torch.AcceleratorError("CUDA error: device-side assert triggered\nmore text") if in_batch
-               else ValueError("odd input"))
+        raise (
+            torch.AcceleratorError("CUDA error: device-side assert triggered\nmore text")
+            if in_batch
+            else ValueError("odd input")
+        )
 
     def one(k):
         calls.append(k)

@@ -13,12 +13,21 @@ TINY = {"embed_size": "8", "word_dim": "6"}  # tiny widths: nothing slow, nothin
 @pytest.fixture(scope="session")
 def retrieval_store(tmp_path_factory):
     """A synthetic retrieval store (60 images: 40 train / 10 val / 10 test), built once."""
-    return build_retrieval_store(tmp_path_factory.mktemp("retrieval") / "store", region_dim=64,
-                                 global_dim=48, token_dim=16)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("retrieval") / "store", region_dim=64, global_dim=48, token_dim=16
+    )
 
 
-def random_batch(b: int = 5, k: int = 4, region_dim: int = 10, vocab: int = 20, max_len: int = 6,
-                 token_dim: int = 12, num_labels: int = 7, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_batch(
+    b: int = 5,
+    k: int = 4,
+    region_dim: int = 10,
+    vocab: int = 20,
+    max_len: int = 6,
+    token_dim: int = 12,
+    num_labels: int = 7,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
     """Every retrieval batch key, random, with ragged caption lengths (one of length 1)."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, max_len + 1, (b,), generator=g)

@@ -42,8 +42,8 @@ def attention(mha, q_in: torch.Tensor, kv_in: torch.Tensor, kv_mask: torch.Tenso
     dh = d // h
     w, b = mha.in_proj_weight.double(), mha.in_proj_bias.double()
     q = q_in @ w[:d].T + b[:d]
-    k = kv_in @ w[d:2 * d].T + b[d:2 * d]
-    v = kv_in @ w[2 * d:].T + b[2 * d:]
+    k = kv_in @ w[d : 2 * d].T + b[d : 2 * d]
+    v = kv_in @ w[2 * d :].T + b[2 * d :]
     additive = (1.0 - kv_mask.double()) * -10000.0
     contexts, score_sum, prob_sum = [], 0.0, 0.0
     for head in range(h):
@@ -70,8 +70,13 @@ def bert_layer(parts: dict, q_in: torch.Tensor, kv_in: torch.Tensor, kv_mask: to
 
 def self_parts(block) -> dict:
     layer = block.layer  # nn.TransformerEncoderLayer
-    return {"attn": layer.self_attn, "norm1": layer.norm1, "norm2": layer.norm2,
-            "lin1": layer.linear1, "lin2": layer.linear2}
+    return {
+        "attn": layer.self_attn,
+        "norm1": layer.norm1,
+        "norm2": layer.norm2,
+        "lin1": layer.linear1,
+        "lin2": layer.linear2,
+    }
 
 
 def cross_parts(block) -> dict:
@@ -139,8 +144,9 @@ def box_iou(a: list[float], b: list[float]) -> float:
     return w * h / union
 
 
-def box_labels(boxes: torch.Tensor, gt_boxes: list[list[float]], threshold: float = 0.5,
-               inclusive: bool = True) -> torch.Tensor:
+def box_labels(
+    boxes: torch.Tensor, gt_boxes: list[list[float]], threshold: float = 0.5, inclusive: bool = True
+) -> torch.Tensor:
     """boxes_utils.get_attention_label for one sample: per ground-truth box (max_GT_boxes = 1
     in DataProcessor; an unannotated sample has none), when its best IoU reaches 0.5, the IoUs
     >= 0.5 kept and renormalised; the rows summed and divided by the number of boxes. The
@@ -165,8 +171,7 @@ def aux_losses(head, batch: dict, outs: list[dict], targets: torch.Tensor) -> di
         y, p = int(batch["relevance"][b]), out["relevance"]
         re -= (y * math.log(p) + (1 - y) * math.log(1 - p)) / n
         a = targets[b].double()
-        kls.append(sum(float(a[i]) * math.log(float(a[i]) / float(out["align"][i]))
-                       for i in range(len(a)) if a[i] > 0))
+        kls.append(sum(float(a[i]) * math.log(float(a[i]) / float(out["align"][i])) for i in range(len(a)) if a[i] > 0))
     related = [kl for b, kl in enumerate(kls) if float(targets[b].sum()) > 0]
     att = sum(kls) / n if head.cfg.att_loss == "batch" else sum(related) / len(related)
     return {"re": re, "att": att}
@@ -190,9 +195,16 @@ def released_lrs(base: float, total: int, warmup: float, steps: int) -> list[flo
     return out
 
 
-def bertadam_run(params: list[np.ndarray], grads: list[list[np.ndarray]], decay: list[float],
-                 lrs: list[float], b1: float = 0.9, b2: float = 0.999, e: float = 1e-6,
-                 max_grad_norm: float = 1.0) -> list[np.ndarray]:
+def bertadam_run(
+    params: list[np.ndarray],
+    grads: list[list[np.ndarray]],
+    decay: list[float],
+    lrs: list[float],
+    b1: float = 0.9,
+    b2: float = 0.999,
+    e: float = 1e-6,
+    max_grad_norm: float = 1.0,
+) -> list[np.ndarray]:
     """Parameters after one BertAdam step per entry of `lrs`; grads[step][i] is parameter i's
     gradient at that step, decay[i] its weight decay."""
     params = [p.astype(np.float64).copy() for p in params]
@@ -201,7 +213,7 @@ def bertadam_run(params: list[np.ndarray], grads: list[list[np.ndarray]], decay:
     for step, lr in enumerate(lrs):
         for i, p in enumerate(params):
             g = grads[step][i].astype(np.float64).copy()
-            norm = float(np.sqrt((g ** 2).sum()))
+            norm = float(np.sqrt((g**2).sum()))
             coef = max_grad_norm / (norm + 1e-6)
             if coef < 1:
                 g = g * coef

@@ -62,14 +62,28 @@ def aggregate(r: list[float], agg: str, lam: float) -> float:
 
 def options(cfg) -> dict:
     """`pair`'s keyword options from a SCAN / CASC config."""
-    return {"lambda_t2i": cfg.lambda_t2i, "lambda_i2t": cfg.lambda_i2t, "norm": cfg.attn_norm,
-            "agg_t2i": cfg.agg_t2i, "agg_i2t": cfg.agg_i2t, "lse_t2i": cfg.lambda_lse_t2i,
-            "lse_i2t": cfg.lambda_lse_i2t}
+    return {
+        "lambda_t2i": cfg.lambda_t2i,
+        "lambda_i2t": cfg.lambda_i2t,
+        "norm": cfg.attn_norm,
+        "agg_t2i": cfg.agg_t2i,
+        "agg_i2t": cfg.agg_i2t,
+        "lse_t2i": cfg.lambda_lse_t2i,
+        "lse_i2t": cfg.lambda_lse_i2t,
+    }
 
 
-def pair(v: np.ndarray, t: np.ndarray, lambda_t2i: float = 9.0, lambda_i2t: float = 4.0,
-         norm: str = "clipped_l2norm", agg_t2i: str = "lse", agg_i2t: str = "lse",
-         lse_t2i: float = 6.0, lse_i2t: float = 5.0) -> dict:
+def pair(
+    v: np.ndarray,
+    t: np.ndarray,
+    lambda_t2i: float = 9.0,
+    lambda_i2t: float = 4.0,
+    norm: str = "clipped_l2norm",
+    agg_t2i: str = "lse",
+    agg_i2t: str = "lse",
+    lse_t2i: float = 6.0,
+    lse_i2t: float = 5.0,
+) -> dict:
     """One image (K, D) and one caption (L, D), real items only: both directions' scores and
     the global vectors A^I (mean of the T2I attended regions), A^T (mean of the I2T attended words)."""
     v, t = v.astype(np.float64), t.astype(np.float64)
@@ -77,8 +91,7 @@ def pair(v: np.ndarray, t: np.ndarray, lambda_t2i: float = 9.0, lambda_i2t: floa
     t2i = aggregate([cos(t[j], a) for j, a in enumerate(attended_regions)], agg_t2i, lse_t2i)
     attended_words = attend(v, t, norm, lambda_i2t)  # xattn_score_i2t: query = regions
     i2t = aggregate([cos(v[k], a) for k, a in enumerate(attended_words)], agg_i2t, lse_i2t)
-    return {"t2i": t2i, "i2t": i2t, "a_img": sum(attended_regions) / len(t),
-            "a_txt": sum(attended_words) / len(v)}
+    return {"t2i": t2i, "i2t": i2t, "a_img": sum(attended_regions) / len(t), "a_txt": sum(attended_words) / len(v)}
 
 
 def label_probs(a: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray) -> np.ndarray:

@@ -8,8 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from lighthead.heads.base import (HEADS, HeadConfig, RetrievalConfig, RetrievalHead, SentimentConfig,
-                                  SentimentHead)
+from lighthead.heads.base import HEADS, HeadConfig, RetrievalConfig, RetrievalHead, SentimentConfig, SentimentHead
 from lighthead.heads.build import head_class
 from tests.heads.test_registry import TINY
 
@@ -47,8 +46,9 @@ def test_config_hooks_read_the_heads_own_settings():
     assert (itm(aux_every=2, aux_store="/x").aux_every, itm(aux_store="/x").aux_store) == (2, "/x")
     assert text_only(records="post").records == "post"
     assert head_class("scan").config_class(num_regions=5).num_regions == 5
-    labels = {n: head_class(n).config_class().semantic_labels() for n in HEADS.names()
-              if head_class(n).task == "retrieval"}
+    labels = {
+        n: head_class(n).config_class().semantic_labels() for n in HEADS.names() if head_class(n).task == "retrieval"
+    }
     assert labels == {"casc": ("nouns", 500), "scan": None, "vsepp": None, "mmca": None, "mfsr": None}
 
 
@@ -57,8 +57,11 @@ def test_sentiment_hooks_default_to_the_logits_and_no_alignment():
 
     torch.manual_seed(0)
     head = TextOnly(TextOnlyConfig(d=8, heads=2, ff=16), token_dim=6).eval()
-    batch = {"tokens": torch.randn(3, 4, 6), "text_mask": torch.ones(3, 4, dtype=torch.bool),
-             "label": torch.tensor([0, 1, 2])}
+    batch = {
+        "tokens": torch.randn(3, 4, 6),
+        "text_mask": torch.ones(3, 4, dtype=torch.bool),
+        "label": torch.tensor([0, 1, 2]),
+    }
     with torch.no_grad():
         out = head.explain(batch)
         assert set(out) == {"logits"} and torch.equal(out["logits"], head(batch))
@@ -93,10 +96,20 @@ def test_a_head_missing_a_method_of_its_kind_cannot_be_built():
 
 # ---- building from the config and the data's sizes -------------------------------------------
 
-INFO = {"dataset": "demo", "region_dim": 10, "num_regions": 4, "global_dim": 9, "thumb_size": 16, "vocab_size": 20,
-        "token_dim": 12, "num_labels": 7, "label_pos_weight": [0.5] * 7, "records": "target", "train_samples": 30,
-        "aux_train_samples": 10}
-
+INFO = {
+    "dataset": "demo",
+    "region_dim": 10,
+    "num_regions": 4,
+    "global_dim": 9,
+    "thumb_size": 16,
+    "vocab_size": 20,
+    "token_dim": 12,
+    "num_labels": 7,
+    "label_pos_weight": [0.5] * 7,
+    "records": "target",
+    "train_samples": 30,
+    "aux_train_samples": 10,
+}
 
 
 def by_signature(cls, cfg, info):
@@ -136,11 +149,13 @@ def test_data_info_reads_a_task_mapping_and_refuses_unknown_or_mistyped_sizes():
     assert DataInfo.of(data.to_json()) == data and data.to_json()["label_pos_weight"] == [0.5] * 7
     with pytest.raises(ValueError, match="^unknown data size 'vocab'; known: aux_train_samples, dataset, "):
         DataInfo.of({"vocab": 3})
-    for bad, message in [({"vocab_size": "many"}, "vocab_size must be a non-negative integer, got 'many'"),
-                         ({"token_dim": -1}, "token_dim must be a non-negative integer"),
-                         ({"region_dim": True}, "region_dim must be a non-negative integer"),
-                         ({"dataset": 3}, "dataset must be a string"),
-                         ({"label_pos_weight": ["a"]}, "label_pos_weight must be a list of numbers")]:
+    for bad, message in [
+        ({"vocab_size": "many"}, "vocab_size must be a non-negative integer, got 'many'"),
+        ({"token_dim": -1}, "token_dim must be a non-negative integer"),
+        ({"region_dim": True}, "region_dim must be a non-negative integer"),
+        ({"dataset": 3}, "dataset must be a string"),
+        ({"label_pos_weight": ["a"]}, "label_pos_weight must be a list of numbers"),
+    ]:
         with pytest.raises(ValueError, match=message):
             DataInfo.of(bad)
 
@@ -180,8 +195,9 @@ def test_every_field_that_names_a_feature_set_is_a_declared_source(name):
 
     cls = head_class(name).config_class
     named = {f.name for f in dataclasses.fields(cls) if looks_like_a_feature_set(f.default)}
-    assert named == set(source_kinds(cls)), f"{name}: declare {sorted(named - set(source_kinds(cls)))} " \
-                                            f"with heads.base.source(KIND, default=...)"
+    assert named == set(source_kinds(cls)), (
+        f"{name}: declare {sorted(named - set(source_kinds(cls)))} with heads.base.source(KIND, default=...)"
+    )
 
 
 @pytest.mark.parametrize("label, cfg", list(configs_to_check()), ids=lambda x: x if isinstance(x, str) else "")
@@ -219,8 +235,11 @@ def test_a_source_of_another_kind_is_refused_naming_the_field():
     class Cfg(RetrievalConfig):
         image: str = source("global", "regions", default="words/vocab")
 
-    with pytest.raises(ValueError, match=r"^image must name a global/\.\.\. or regions/\.\.\. feature set, "
-                                         r"got 'words/vocab'$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^image must name a global/\.\.\. or regions/\.\.\. feature set, "
+        r"got 'words/vocab'$",
+    ):
         feature_sources(Cfg())
     with pytest.raises(ValueError, match="source kinds must be among regions, global, thumbs, words, tokens"):
         source("text", default="text/x")
@@ -234,8 +253,10 @@ def test_a_head_keeps_its_building_blocks_in_its_own_module():
     from lighthead.heads import itm, mfsr, mmca
 
     assert not sorted(p.name for p in Path(heads.__file__).resolve().parent.glob("*_parts.py"))
-    for module, names in [(mmca, ("TextCNN", "pair_cat", "region_mean", "transformer_unit")),
-                          (itm, ("alignment_target", "bert_init", "head_mean_scores")),
-                          (mfsr, ("Generator", "Discriminator", "CaptionDecoder", "caption_loss", "bce"))]:
+    for module, names in [
+        (mmca, ("TextCNN", "pair_cat", "region_mean", "transformer_unit")),
+        (itm, ("alignment_target", "bert_init", "head_mean_scores")),
+        (mfsr, ("Generator", "Discriminator", "CaptionDecoder", "caption_loss", "bce")),
+    ]:
         for name in names:
             assert vars(module)[name].__module__ == module.__name__, name

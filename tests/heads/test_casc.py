@@ -60,11 +60,16 @@ def test_default_test_score_is_the_released_evaluation(recipe):
     head = build_head("casc", INFO, {**CFG, "recipe": recipe}).eval()
     got, img, txt, batch = scored(head, seed=1)
     if recipe == "code":
-        pair_options = {"lambda_t2i": 9.0, "lambda_i2t": 4.0, "norm": "clipped_l2norm", "agg_t2i": "mean",
-                        "agg_i2t": "lse", "lse_i2t": 5.0}
+        pair_options = {
+            "lambda_t2i": 9.0,
+            "lambda_i2t": 4.0,
+            "norm": "clipped_l2norm",
+            "agg_t2i": "mean",
+            "agg_i2t": "lse",
+            "lse_i2t": 5.0,
+        }
     else:
-        pair_options = {"lambda_t2i": 4.0, "lambda_i2t": 9.0, "norm": "no_norm", "agg_t2i": "mean",
-                        "agg_i2t": "mean"}
+        pair_options = {"lambda_t2i": 4.0, "lambda_i2t": 9.0, "norm": "no_norm", "agg_t2i": "mean", "agg_i2t": "mean"}
     np.testing.assert_allclose(got, ref_casc(head, img, txt, batch, pair_options, recipe, 0.8), atol=2e-5)
 
 
@@ -128,10 +133,10 @@ def test_training_loss_equals_eq8_to_12_with_loops(recipe):
     triplet = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if j != i) for i in range(b))
     triplet += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if i != j) for j in range(b))
     image = batch["image_index"].tolist()  # the rule that skips captions of the same image instead
-    other_rule = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if image[j] != image[i])
-                     for i in range(b))
-    other_rule += sum(max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if image[i] != image[j])
-                      for j in range(b))
+    other_rule = sum(max(max(0.0, 0.2 - s[i, i] + s[i, j]) for j in range(b) if image[j] != image[i]) for i in range(b))
+    other_rule += sum(
+        max(max(0.0, 0.2 - s[j, j] + s[i, j]) for i in range(b) if image[i] != image[j]) for j in range(b)
+    )
     assert other_rule != pytest.approx(triplet, rel=1e-3)  # the shared image changes the loss
     w1, b1, w2, b2 = (_np(p) for p in (head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias))
     pw, y = np.array(INFO["label_pos_weight"]), batch["labels"].double().numpy()
@@ -183,22 +188,37 @@ def test_two_optimisers_and_their_schedules(recipe):
 
 def test_defaults_are_the_released_codes():
     code = CASCConfig()
-    assert (code.recipe, code.direction, code.lambda_t2i, code.lambda_i2t, code.attn_norm) == \
-        ("code", "both", 9.0, 4.0, "clipped_l2norm")
+    assert (code.recipe, code.direction, code.lambda_t2i, code.lambda_i2t, code.attn_norm) == (
+        "code",
+        "both",
+        9.0,
+        4.0,
+        "clipped_l2norm",
+    )
     assert (code.agg_t2i, code.agg_i2t, code.lambda_lse_i2t) == ("mean", "lse", 5.0)
     assert (code.test_score, code.beta, code.alpha) == ("code", 0.8, 10.0)
     assert (code.label_hidden, code.num_labels, code.label_type) == (512, 500, "nouns")
     assert (code.lr_global, code.global_decay_epochs, code.global_decay_gamma) == (1e-2, 3, 0.8)
-    assert (code.lr, code.lr_decay_epochs, code.margin, code.max_violation, code.same_image_positive) == \
-        (2e-4, 15, 0.2, True, False)
+    assert (code.lr, code.lr_decay_epochs, code.margin, code.max_violation, code.same_image_positive) == (
+        2e-4,
+        15,
+        0.2,
+        True,
+        False,
+    )
     head = build_head("casc", {**INFO, "region_dim": 2048}, {})
     assert (head.fc1.in_features, head.fc1.out_features, head.fc2.out_features) == (1024, 512, 7)
     # CASC's code has no COCO temperature of its own: I2T LogSumExp stays 5 (SCAN's 20 is for scan)
     coco = build_head("casc", {**INFO, "dataset": "coco"}, CFG).cfg
     assert (coco.lr, coco.epochs, coco.lambda_lse_i2t) == (5e-4, 20, 5.0)
     paper = CASCConfig(recipe="paper")
-    assert (paper.lambda_t2i, paper.lambda_i2t, paper.attn_norm, paper.agg_t2i, paper.agg_i2t) == \
-        (4.0, 9.0, "no_norm", "mean", "mean")
+    assert (paper.lambda_t2i, paper.lambda_i2t, paper.attn_norm, paper.agg_t2i, paper.agg_i2t) == (
+        4.0,
+        9.0,
+        "no_norm",
+        "mean",
+        "mean",
+    )
     assert (paper.test_score, paper.global_decay_epochs, paper.global_decay_gamma) == ("paper", 10, 0.1)
     assert CASCConfig(recipe="paper", test_score="code").test_score == "code"
 

@@ -48,8 +48,9 @@ def gru_direction(gru: torch.nn.GRU, xs: list[torch.Tensor], suffix: str) -> lis
 def affine(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """W x + b, one output coordinate at a time."""
     b = layer.bias if layer.bias is not None else torch.zeros(layer.out_features, dtype=x.dtype)
-    return torch.stack([sum(layer.weight[o, c] * x[c] for c in range(len(x))) + b[o]
-                        for o in range(layer.out_features)])
+    return torch.stack(
+        [sum(layer.weight[o, c] * x[c] for c in range(len(x))) + b[o] for o in range(layer.out_features)]
+    )
 
 
 def paper_mlp(seq: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -81,8 +82,9 @@ def reference(head: Itin, batch: dict, b: int) -> dict:
         attn, gates, zs = [], [], []
         for i in range(M):
             if cfg.align:
-                a = [float(affine(head.aff_r, r[i]) @ affine(head.aff_t, w[j])) / math.sqrt(K)
-                     for j in range(n)]  # Eq. 5
+                a = [
+                    float(affine(head.aff_r, r[i]) @ affine(head.aff_t, w[j])) / math.sqrt(K) for j in range(n)
+                ]  # Eq. 5
             else:
                 a = [0.0] * n
             e = [math.exp(x - max(a)) for x in a]
@@ -111,8 +113,13 @@ def reference(head: Itin, batch: dict, b: int) -> dict:
     return out
 
 
-ABLATIONS = {"ITIN": {}, "w/o Align": {"align": False}, "w/o Gating": {"gating": False},
-             "w/o Context": {"context": False}, "only Context": {"context_only": True}}
+ABLATIONS = {
+    "ITIN": {},
+    "w/o Align": {"align": False},
+    "w/o Gating": {"gating": False},
+    "w/o Context": {"context": False},
+    "only Context": {"context_only": True},
+}
 
 
 @pytest.mark.parametrize("row", list(ABLATIONS))
@@ -175,7 +182,7 @@ def test_every_ablation_gets_gradients_and_its_loss_is_the_cross_entropy(row, re
 
 
 def test_optimizer_is_the_papers():
-    (opt, sched), = tiny().optimizers()  # Adam 1e-3, decay 1e-5, x0.1 every 10 epochs
+    ((opt, sched),) = tiny().optimizers()  # Adam 1e-3, decay 1e-5, x0.1 every 10 epochs
     assert isinstance(opt, torch.optim.Adam)
     assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["weight_decay"] == 1e-5
     assert sched.step_size == 10 and sched.gamma == 0.1
@@ -212,6 +219,7 @@ def test_config_validation_and_defaults():
 
 
 # -- the released model (zhutong0219/ITIN, Demo.py), written out from its forward pass --
+
 
 def gru_layer(w_ih, w_hh, b_ih, b_hh, xs):
     """One GRU direction of one layer, step by step (gate order r, z, n)."""
@@ -263,14 +271,17 @@ def released_reference(head: Itin, batch: dict, b: int) -> dict:
     us, gates, zs = [], [], []
     for i in range(M):
         if cfg.align:
-            a = softmax([float((head.aff_r.weight @ r[i]) @ (head.aff_t.weight @ w[j])) / math.sqrt(K) for j in range(L)])
+            a = softmax(
+                [float((head.aff_r.weight @ r[i]) @ (head.aff_t.weight @ w[j])) / math.sqrt(K) for j in range(L)]
+            )
         else:
             a = [1.0 / L] * L
         us.append(sum(a[j] * w[j] for j in range(L)))
     fused = []
     for i in range(M):  # weighted_v2 attends over itself
-        a = softmax([float((head.second_q.weight @ us[i]) @ (head.second_k.weight @ us[j])) / math.sqrt(D)
-                     for j in range(M)])
+        a = softmax(
+            [float((head.second_q.weight @ us[i]) @ (head.second_k.weight @ us[j])) / math.sqrt(D) for j in range(M)]
+        )
         fused.append(l2(sum(a[j] * us[j] for j in range(M))))
     for i in range(M):
         g = 1 / (1 + math.exp(-float(r[i] @ fused[i]))) if cfg.gating else 1.0
@@ -306,17 +317,45 @@ def test_code_recipe_matches_the_released_forward(row):
 
 
 def test_every_default_is_the_released_value_and_paper_is_the_text():
-    released = {"recipe": "code", "region_norm": True, "init": "xavier", "gru_layers": 2, "gru_dropout": 0.25,
-                "text_positions": "padded", "max_len": 100, "sentence_encoder": "separate",
-                "second_attention": True, "attended_norm": True, "fuse_bias": False, "pooling": "summary",
-                "pool_maps": 4, "pooled_norm": True, "mlp": "single", "mlp_hidden": 64, "d": 1024, "k": 1024,
-                "lam": 0.2, "lr": 1e-3, "weight_decay": 1e-5}
+    released = {
+        "recipe": "code",
+        "region_norm": True,
+        "init": "xavier",
+        "gru_layers": 2,
+        "gru_dropout": 0.25,
+        "text_positions": "padded",
+        "max_len": 100,
+        "sentence_encoder": "separate",
+        "second_attention": True,
+        "attended_norm": True,
+        "fuse_bias": False,
+        "pooling": "summary",
+        "pool_maps": 4,
+        "pooled_norm": True,
+        "mlp": "single",
+        "mlp_hidden": 64,
+        "d": 1024,
+        "k": 1024,
+        "lam": 0.2,
+        "lr": 1e-3,
+        "weight_decay": 1e-5,
+    }
     cfg = ItinConfig()
     assert {key: getattr(cfg, key) for key in released} == released
     paper = ItinConfig(recipe="paper")
-    assert (paper.region_norm, paper.init, paper.gru_layers, paper.text_positions, paper.sentence_encoder,
-            paper.second_attention, paper.attended_norm, paper.fuse_bias, paper.pooling, paper.pooled_norm,
-            paper.mlp) == (False, "torch", 1, "real", "shared", False, False, True, "tanh", False, "double")
+    assert (
+        paper.region_norm,
+        paper.init,
+        paper.gru_layers,
+        paper.text_positions,
+        paper.sentence_encoder,
+        paper.second_attention,
+        paper.attended_norm,
+        paper.fuse_bias,
+        paper.pooling,
+        paper.pooled_norm,
+        paper.mlp,
+    ) == (False, "torch", 1, "real", "shared", False, False, True, "tanh", False, "double")
     assert ItinConfig(recipe="paper", gru_layers=2).gru_layers == 2  # a key wins over its recipe
     assert ItinConfig(second_attention=False).second_attention is False
     with pytest.raises(ValueError, match="recipe"):

@@ -5,8 +5,6 @@ values, and the IoU alignment target."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -56,6 +54,7 @@ def make_batch(b: int = 5, regions: int = 8, length: int = 5, seed: int = 1) -> 
 
 
 # -- the alignment target ------------------------------------------------------------------
+
 
 def at_half(batch: dict) -> dict:
     """Sample 0 with integer boxes around its target: IoU exactly 1, 0.5 (kept by the release's
@@ -181,6 +180,7 @@ def test_padded_regions_are_ignored(option):
 
 # -- losses ----------------------------------------------------------------------------------
 
+
 def annotated_batch() -> dict:
     """An auxiliary batch as the released code sees one: every row annotated, a region of row 0
     at IoU exactly 0.5 with its box."""
@@ -197,9 +197,17 @@ def test_aux_losses_match_the_reference(option):
         out = head.explain(batch)
         got = head.aux_losses(out, batch)
         # the released box_labels, from the boxes alone: none for a target without a box
-        targets = torch.stack([ref.box_labels(batch["boxes"][b, :K].double(),
-                                              [batch["target_box"][b].tolist()] if batch["has_box"][b] else [],
-                                              0.5, head.cfg.iou_inclusive) for b in range(5)])
+        targets = torch.stack(
+            [
+                ref.box_labels(
+                    batch["boxes"][b, :K].double(),
+                    [batch["target_box"][b].tolist()] if batch["has_box"][b] else [],
+                    0.5,
+                    head.cfg.iou_inclusive,
+                )
+                for b in range(5)
+            ]
+        )
         want = ref.aux_losses(head, batch, [ref.forward(head, batch, b) for b in range(5)], targets)
     assert int((targets.sum(1) > 0).sum()) == 2  # rows 0 and 3; row 2's box overlaps nothing
     assert abs(float(got["re"]) - want["re"]) < 1e-5
@@ -249,6 +257,7 @@ def test_every_ablation_gets_gradients_where_it_has_parameters(row):
 
 
 # -- optimiser and schedule ------------------------------------------------------------------
+
 
 def test_schedule_length_is_the_released_count():
     # the released log: 3,179 Twitter-15 targets (more than the 1,176 ITM annotations), batch 32,
@@ -311,7 +320,9 @@ def test_bertadam_matches_the_released_update():
     lrs = ref.released_lrs(1e-2, 5, 0.1, 6)
     want = ref.bertadam_run(start, grads, [0.01, 0.0], lrs)
     params = [torch.nn.Parameter(torch.tensor(x, dtype=torch.float32)) for x in start]
-    opt = BertAdam([{"params": [params[0]], "weight_decay": 0.01}, {"params": [params[1]], "weight_decay": 0.0}], lr=1e-2)
+    opt = BertAdam(
+        [{"params": [params[0]], "weight_decay": 0.01}, {"params": [params[1]], "weight_decay": 0.0}], lr=1e-2
+    )
     attach_schedule(opt, schedule_factor("warmup_linear_twice", 0.1), 5)
     for step in range(6):
         for p, g in zip(params, grads[step]):
@@ -352,17 +363,55 @@ def test_bert_init():
 # -- defaults --------------------------------------------------------------------------------
 
 RELEASED = {  # NUSTM/ITM train.py, model.py, modeling_utils.py; TomBERT's BertAdam
-    "recipe": "code", "layer_type": "bert", "relevance_head": "per_region", "alignment": "mean_scores",
-    "fine_query": "pooler", "classifier": "pooler", "att_loss": "batch", "optimizer": "bertadam",
-    "schedule": "warmup_linear_twice", "warmup": 0.1, "init": "bert", "epochs": 9, "lr": 1e-5, "aux_lr": 1e-6,
-    "weight_decay": 0.01, "batch_size": 32, "lambda_re": 1.0, "lambda_att": 0.5, "k": 100, "d": 768,
-    "heads": 12, "ff": 3072, "dropout": 0.1, "relevance_dropout": 0.3, "iou_threshold": 0.5, "aux_every": 1,
-    "region_scale": "matrix_norm", "iou_inclusive": True,
-    "grad_clip": 0.0, "input_norm": False, "relevance": True, "attention": True, "coarse": True, "fine": True,
+    "recipe": "code",
+    "layer_type": "bert",
+    "relevance_head": "per_region",
+    "alignment": "mean_scores",
+    "fine_query": "pooler",
+    "classifier": "pooler",
+    "att_loss": "batch",
+    "optimizer": "bertadam",
+    "schedule": "warmup_linear_twice",
+    "warmup": 0.1,
+    "init": "bert",
+    "epochs": 9,
+    "lr": 1e-5,
+    "aux_lr": 1e-6,
+    "weight_decay": 0.01,
+    "batch_size": 32,
+    "lambda_re": 1.0,
+    "lambda_att": 0.5,
+    "k": 100,
+    "d": 768,
+    "heads": 12,
+    "ff": 3072,
+    "dropout": 0.1,
+    "relevance_dropout": 0.3,
+    "iou_threshold": 0.5,
+    "aux_every": 1,
+    "region_scale": "matrix_norm",
+    "iou_inclusive": True,
+    "grad_clip": 0.0,
+    "input_norm": False,
+    "relevance": True,
+    "attention": True,
+    "coarse": True,
+    "fine": True,
 }
-PAPER = {"layer_type": "transformer", "relevance_head": "max_pool", "alignment": "mean_probs", "fine_query": "first",
-         "classifier": "linear", "att_loss": "related", "optimizer": "adamw", "schedule": "constant",
-         "init": "torch", "epochs": 10, "region_scale": "stored", "iou_inclusive": False}
+PAPER = {
+    "layer_type": "transformer",
+    "relevance_head": "max_pool",
+    "alignment": "mean_probs",
+    "fine_query": "first",
+    "classifier": "linear",
+    "att_loss": "related",
+    "optimizer": "adamw",
+    "schedule": "constant",
+    "init": "torch",
+    "epochs": 10,
+    "region_scale": "stored",
+    "iou_inclusive": False,
+}
 
 
 def test_defaults_are_the_released_values():
@@ -383,8 +432,18 @@ def test_paper_recipe_and_explicit_keys():
     assert ItmConfig.DATASET_DEFAULTS["demo"]["text"].startswith("text/")
 
 
-@pytest.mark.parametrize("bad", [{"recipe": "both"}, {"alignment": "max"}, {"schedule": "cosine"}, {"d": 10, "heads": 3},
-                                 {"iou_threshold": 1.0}, {"warmup": 1.5}, {"layer_type": "gpt"}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"recipe": "both"},
+        {"alignment": "max"},
+        {"schedule": "cosine"},
+        {"d": 10, "heads": 3},
+        {"iou_threshold": 1.0},
+        {"warmup": 1.5},
+        {"layer_type": "gpt"},
+    ],
+)
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         ItmConfig(**bad)

@@ -39,13 +39,17 @@ def tiny_batch(b: int = 6, max_len: int = 7, seed: int = 1) -> dict[str, torch.T
 
 def test_registered_and_built_from_data_sizes():
     assert HEADS.get("mfsr") is MFSR and MFSR.config_class is MFSRConfig
-    head = build_head("mfsr", {"vocab_size": VOCAB, "global_dim": GLOBAL_DIM, "thumb_size": THUMB, "dataset": "coco"},
-                      {k: str(v) for k, v in TINY.items()} | {"cap_re": "false"})
+    head = build_head(
+        "mfsr",
+        {"vocab_size": VOCAB, "global_dim": GLOBAL_DIM, "thumb_size": THUMB, "dataset": "coco"},
+        {k: str(v) for k, v in TINY.items()} | {"cap_re": "false"},
+    )
     assert isinstance(head, MFSR) and head.image_fc.in_features == GLOBAL_DIM and not head.cfg.cap_re
     assert MFSRConfig().part_dim == 1024 and MFSRConfig().batch_size == 24
 
 
 # ---- the paper's equations, written out ---------------------------------------------------
+
 
 def test_separation_parts_and_score():
     model = tiny_model().eval()
@@ -88,8 +92,14 @@ def test_modal_loss_eq7():
 def test_specific_loss_eq10():
     g = torch.Generator().manual_seed(4)
     vse, vsp, lse, lsp = (torch.randn(5, 4, generator=g) for _ in range(4))
-    want = sum(math.exp(sum(float(vsp[i, k] * vse[i, k]) for k in range(4)))
-               + math.exp(sum(float(lsp[i, k] * lse[i, k]) for k in range(4))) for i in range(5)) / 5
+    want = (
+        sum(
+            math.exp(sum(float(vsp[i, k] * vse[i, k]) for k in range(4)))
+            + math.exp(sum(float(lsp[i, k] * lse[i, k]) for k in range(4)))
+            for i in range(5)
+        )
+        / 5
+    )
     assert specific_loss(vse, vsp, lse, lsp).item() == pytest.approx(want, rel=1e-5)
 
 
@@ -112,8 +122,7 @@ def test_semantic_loss_eqs8_9(same_image):
     """Eqs. 8-9 on a batch whose pairs 0 and 3 share an image: the hardest negative over
     k in B \\ j (every other pair, a caption of the same image included); `same_image_positive`
     skips the pairs of the same image instead."""
-    model = tiny_model(modal=False, specific=False, img_re=False, cap_re=False,
-                       same_image_positive=same_image).eval()
+    model = tiny_model(modal=False, specific=False, img_re=False, cap_re=False, same_image_positive=same_image).eval()
     batch = tiny_batch()
     image = [0, 1, 2, 0, 3, 4]
     batch["global"][3], batch["thumb"][3] = batch["global"][0], batch["thumb"][0]
@@ -153,6 +162,7 @@ def test_decoder_is_teacher_forced():
 
 # ---- the GAN inside one backward ---------------------------------------------------------
 
+
 def test_gan_terms_reach_only_their_player():
     model = tiny_model().train()
     batch = tiny_batch()
@@ -181,8 +191,9 @@ def test_gan_losses_match_the_written_out_terms():
         q_match = torch.sigmoid(model.d2(torch.cat([fake, real], 1)))
         q_mis = torch.sigmoid(model.d2(torch.cat([other, real], 1)))
     mean = lambda x: float(x.mean())  # noqa: E731
-    want_d = (-mean(torch.log(p_real)) - mean(torch.log(1 - p_fake))
-              - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
+    want_d = (
+        -mean(torch.log(p_real)) - mean(torch.log(1 - p_fake)) - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis))
+    )
     want_g = 0.5 * (-mean(torch.log(p_fake)) - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
     assert d_loss.item() == pytest.approx(want_d, rel=1e-4)
     assert g_loss.item() == pytest.approx(want_g, rel=1e-4)
@@ -204,8 +215,9 @@ def test_smaller_recon_size_reconstructs_average_pooled_thumbnails():
         q_match = torch.sigmoid(model.d2(torch.cat([fake, real], 1)))
         q_mis = torch.sigmoid(model.d2(torch.cat([other, real], 1)))
     mean = lambda x: float(x.mean())  # noqa: E731
-    want_d = (-mean(torch.log(p_real)) - mean(torch.log(1 - p_fake))
-              - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
+    want_d = (
+        -mean(torch.log(p_real)) - mean(torch.log(1 - p_fake)) - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis))
+    )
     assert d_loss.item() == pytest.approx(want_d, rel=1e-4)
     want_g = 0.5 * (-mean(torch.log(p_fake)) - mean(torch.log(q_match)) - mean(torch.log(1 - q_mis)))
     assert g_loss.item() == pytest.approx(want_g, rel=1e-4)
@@ -251,10 +263,13 @@ def test_gradient_reaches_every_parameter():
 VARIANTS = ["mfsr", "mfsr-base", "mfsr-mo", "mfsr-sp", "mfsr-mo-sp", "mfsr-mo-sp-img", "mfsr-mo-sp-cap"]
 
 
-@pytest.mark.parametrize("switches", [MFSRConfig.from_name(v, **TINY) for v in VARIANTS]
-                         + [MFSRConfig(**TINY, **{t: False}) for t in LOSS_TERMS]
-                         + [MFSRConfig(**TINY, **{t: t == on for t in LOSS_TERMS}) for on in LOSS_TERMS],
-                         ids=VARIANTS + [f"no-{t}" for t in LOSS_TERMS] + [f"only-{t}" for t in LOSS_TERMS])
+@pytest.mark.parametrize(
+    "switches",
+    [MFSRConfig.from_name(v, **TINY) for v in VARIANTS]
+    + [MFSRConfig(**TINY, **{t: False}) for t in LOSS_TERMS]
+    + [MFSRConfig(**TINY, **{t: t == on for t in LOSS_TERMS}) for on in LOSS_TERMS],
+    ids=VARIANTS + [f"no-{t}" for t in LOSS_TERMS] + [f"only-{t}" for t in LOSS_TERMS],
+)
 def test_every_switch_runs(switches):
     torch.manual_seed(0)
     model = MFSR(switches, vocab_size=VOCAB, global_dim=GLOBAL_DIM, thumb_size=THUMB).train()

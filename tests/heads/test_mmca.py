@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lighthead.heads.base import HEADS
 from lighthead.heads.mmca import MMCA, MMCAConfig, pair_cat
@@ -20,8 +19,9 @@ def tiny_model(**kw) -> MMCA:
     return MMCA(MMCAConfig(**{**TINY, **kw}), region_dim=REGION_DIM, token_dim=TOKEN_DIM)
 
 
-def tiny_batch(n: int, lengths: list[int], k: int = 4, max_len: int = 6, seed: int = 1,
-               regions: list[int] | None = None) -> dict[str, torch.Tensor]:
+def tiny_batch(
+    n: int, lengths: list[int], k: int = 4, max_len: int = 6, seed: int = 1, regions: list[int] | None = None
+) -> dict[str, torch.Tensor]:
     """n images with k regions (or `regions[i]` real ones, the rest padding), captions of `lengths`."""
     g = torch.Generator().manual_seed(seed)
     mask = torch.arange(max_len)[None, :] < torch.tensor(lengths)[:, None]
@@ -40,6 +40,7 @@ def tiny_batch(n: int, lengths: list[int], k: int = 4, max_len: int = 6, seed: i
 
 
 # ---- the paper's equations, one position at a time ---------------------------------------
+
 
 def layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor:
     mean = sum(x[i] for i in range(len(x))) / len(x)
@@ -114,6 +115,7 @@ def mmca_score_loops(model: MMCA, regions: torch.Tensor, tokens: torch.Tensor, n
 
 # ---- tests ------------------------------------------------------------------------------
 
+
 def test_registered():
     assert HEADS.get("mmca") is MMCA
     assert MMCA.config_class is MMCAConfig
@@ -128,11 +130,17 @@ def test_batched_score_equals_equations_with_loops(regions):
     real = regions or [4, 4, 4]
     with torch.no_grad():
         img, txt = model.encode_image(batch), model.encode_text(batch)
-        want = torch.stack([
-            torch.stack([mmca_score_loops(model, batch["regions"][i, : real[i]], batch["tokens"][t], lengths[t])
-                         for t in range(len(lengths))])
-            for i in range(3)
-        ])
+        want = torch.stack(
+            [
+                torch.stack(
+                    [
+                        mmca_score_loops(model, batch["regions"][i, : real[i]], batch["tokens"][t], lengths[t])
+                        for t in range(len(lengths))
+                    ]
+                )
+                for i in range(3)
+            ]
+        )
         for budget_mb in (1e-4, 0.05, 1024.0):  # one pair, a few pairs, everything in one block
             got = model.score(img, txt, budget_mb=budget_mb)
             assert got.shape == (3, 5)
@@ -188,8 +196,9 @@ def repeated_batch() -> dict[str, torch.Tensor]:
     the two captions say nearly the same, so the other one can be the hardest negative."""
     batch = tiny_batch(4, [5, 3, 5, 2], seed=7)
     batch["regions"][2] = batch["regions"][0]
-    batch["tokens"][2] = batch["tokens"][0] + 0.1 * torch.randn(batch["tokens"][0].shape,
-                                                                generator=torch.Generator().manual_seed(5))
+    batch["tokens"][2] = batch["tokens"][0] + 0.1 * torch.randn(
+        batch["tokens"][0].shape, generator=torch.Generator().manual_seed(5)
+    )
     batch["image_index"] = torch.tensor([0, 1, 0, 2])
     return batch
 
@@ -208,7 +217,7 @@ def test_loss_is_eq15_on_the_score_matrix(max_violation, same_image):
     assert paper != pytest.approx(skipping, rel=1e-3)  # the batch tells the two rules apart
     want = skipping if same_image else paper
     assert want > 0 and got == pytest.approx(want, rel=1e-5, abs=1e-6)
-    (opt, sched), = model.optimizers()
+    ((opt, sched),) = model.optimizers()
     assert isinstance(opt, torch.optim.Adam) and opt.param_groups[0]["lr"] == 2e-4
     assert sched.step_size == 10 and sched.gamma == 0.1  # the paper: x0.1 after 10 epochs
     assert MMCAConfig().same_image_positive is False
@@ -243,6 +252,7 @@ def test_score_on_gpu_matches_cpu():
 
 
 # ---- eval scoring with the first unit's projections shared between pairs -------------------
+
 
 def plain_scores(model: MMCA, img: dict, txt: dict) -> torch.Tensor:
     """S from `cross_embed` on every pair (the reference forward), one block."""

@@ -18,14 +18,28 @@ TINY = {
     "casc": {"embed_size": "16", "word_dim": "8", "label_hidden": "8"},
     "vsepp": {"embed_size": "16", "word_dim": "8"},
     "mmca": {"embed_dim": "32", "heads": "2", "filters": "8"},
-    "mfsr": {"embed_dim": "24", "word_dim": "8", "gru_layers": "2", "gen_width": "8", "disc_width": "8",
-             "recon_size": "8"},
+    "mfsr": {
+        "embed_dim": "24",
+        "word_dim": "8",
+        "gru_layers": "2",
+        "gen_width": "8",
+        "disc_width": "8",
+        "recon_size": "8",
+    },
     "itin": {"d": "16", "k": "16"},
     "itm": {"d": "16", "heads": "2", "ff": "32", "k": "4"},
     "text-only": {"d": "16", "heads": "2", "ff": "32"},
 }
-INFO = {"dataset": "demo", "region_dim": 10, "global_dim": 10, "vocab_size": 20, "token_dim": 12,
-        "num_labels": 7, "num_regions": 4, "thumb_size": 16}
+INFO = {
+    "dataset": "demo",
+    "region_dim": 10,
+    "global_dim": 10,
+    "vocab_size": 20,
+    "token_dim": 12,
+    "num_labels": 7,
+    "num_regions": 4,
+    "thumb_size": 16,
+}
 
 
 def test_my_heads_are_registered():
@@ -69,8 +83,9 @@ def test_unknown_override_names_the_valid_keys():
 def test_override_parsing():
     from lighthead.heads.casc import CASCConfig
 
-    cfg = make_config(CASCConfig, parse_overrides(["beta=0.5", "max_violation=false", "num_labels=300",
-                                                   "label_type=verbs"]))
+    cfg = make_config(
+        CASCConfig, parse_overrides(["beta=0.5", "max_violation=false", "num_labels=300", "label_type=verbs"])
+    )
     assert (cfg.beta, cfg.max_violation, cfg.num_labels, cfg.label_type) == (0.5, False, 300, "verbs")
     assert parse_value("1,2,3", tuple[int, ...]) == (1, 2, 3)
     assert parse_value("none", int | None) is None

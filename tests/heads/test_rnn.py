@@ -76,14 +76,17 @@ def test_gru_runs_float32_with_float32_gradients_under_cuda_autocast(name):
     head = build_head(name, INFO, {**TINY.get(name, {}), **VARIANTS.get(name, [{}])[-1]}).cuda().train()
     seen = []
     for _, gru in _rnns(head):
-        gru.register_forward_hook(lambda m, args, out: seen.append(
-            (out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype))
+        gru.register_forward_hook(
+            lambda m, args, out: seen.append((out[0].data if isinstance(out[0], PackedSequence) else out[0]).dtype)
+        )
     batch = {k: v.cuda() for k, v in random_batch(b=4, region_dim=INFO["region_dim"]).items()}
     if head.task == "sentiment":
-        batch.update(tokens=torch.randn(4, 6, INFO["token_dim"], device="cuda"),
-                     text_mask=torch.ones(4, 6, dtype=torch.bool, device="cuda"),
-                     label=torch.randint(0, 3, (4,), device="cuda"),
-                     regions=torch.randn(4, 4, INFO["region_dim"], device="cuda"))
+        batch.update(
+            tokens=torch.randn(4, 6, INFO["token_dim"], device="cuda"),
+            text_mask=torch.ones(4, 6, dtype=torch.bool, device="cuda"),
+            label=torch.randint(0, 3, (4,), device="cuda"),
+            regions=torch.randn(4, 4, INFO["region_dim"], device="cuda"),
+        )
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = head.loss(batch)["loss"]
     loss.backward()

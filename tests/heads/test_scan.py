@@ -46,8 +46,9 @@ def encoded(head, seed: int = 0):
 @pytest.mark.parametrize("norm", NORMS)
 def test_batched_score_equals_released_loops(norm, agg, direction):
     torch.manual_seed(0)
-    head = build_head("scan", INFO, {**TINY, "attn_norm": norm, "agg_t2i": agg, "agg_i2t": agg,
-                                     "direction": direction}).eval()
+    head = build_head(
+        "scan", INFO, {**TINY, "attn_norm": norm, "agg_t2i": agg, "agg_i2t": agg, "direction": direction}
+    ).eval()
     _, img, txt = encoded(head)
     with torch.no_grad():
         got = _np(head.score(img, txt))
@@ -58,8 +59,18 @@ def test_batched_score_equals_released_loops(norm, agg, direction):
 def test_token_text_and_mixed_aggregations_equal_the_loops():
     # cached token features instead of the GRU; T2I mean + I2T LSE 20 (CASC's mix, COCO's temperature)
     torch.manual_seed(1)
-    head = build_head("scan", INFO, {**TINY, "text": "text/all-minilm-l6-v2", "direction": "both",
-                                     "agg_t2i": "mean", "agg_i2t": "lse", "lambda_lse_i2t": "20"}).eval()
+    head = build_head(
+        "scan",
+        INFO,
+        {
+            **TINY,
+            "text": "text/all-minilm-l6-v2",
+            "direction": "both",
+            "agg_t2i": "mean",
+            "agg_i2t": "lse",
+            "lambda_lse_i2t": "20",
+        },
+    ).eval()
     _, img, txt = encoded(head, seed=2)
     with torch.no_grad():
         got = _np(head.score(img, txt))
@@ -120,8 +131,13 @@ def test_default_head_scores_as_scans_released_default():
 
 def test_defaults_are_the_released_codes():
     code = SCANConfig()
-    assert (code.recipe, code.direction, code.lambda_t2i, code.lambda_i2t, code.attn_norm) == \
-        ("code", "t2i", 9.0, 4.0, "clipped_l2norm")
+    assert (code.recipe, code.direction, code.lambda_t2i, code.lambda_i2t, code.attn_norm) == (
+        "code",
+        "t2i",
+        9.0,
+        4.0,
+        "clipped_l2norm",
+    )
     assert (code.agg_t2i, code.agg_i2t, code.lambda_lse_t2i, code.lambda_lse_i2t) == ("lse", "lse", 6.0, 5.0)
     assert (code.margin, code.max_violation, code.same_image_positive) == (0.2, True, False)
     assert (code.lr, code.lr_decay_epochs, code.epochs, code.batch_size, code.grad_clip) == (2e-4, 15, 30, 128, 2.0)
@@ -133,8 +149,14 @@ def test_defaults_are_the_released_codes():
     assert (coco.lr, coco.epochs, coco.lr_decay_epochs, coco.lambda_lse_i2t) == (5e-4, 20, 10, 20.0)
     # the paper's text (CASC-base): both directions averaged, lambda1 = 9 (I2T), lambda2 = 4, plain cosines
     paper = SCANConfig(recipe="paper")
-    assert (paper.direction, paper.lambda_t2i, paper.lambda_i2t, paper.attn_norm, paper.agg_t2i, paper.agg_i2t) == \
-        ("both", 4.0, 9.0, "no_norm", "mean", "mean")
+    assert (paper.direction, paper.lambda_t2i, paper.lambda_i2t, paper.attn_norm, paper.agg_t2i, paper.agg_i2t) == (
+        "both",
+        4.0,
+        9.0,
+        "no_norm",
+        "mean",
+        "mean",
+    )
     # a field set explicitly wins over the recipe
     assert SCANConfig(recipe="paper", lambda_t2i=9.0, agg_i2t="lse").lambda_t2i == 9.0
     assert SCANConfig(recipe="paper", agg_i2t="lse").agg_i2t == "lse"
@@ -155,8 +177,9 @@ def test_large_lambdas_and_cached_grams_give_the_same_scores():
     with torch.no_grad():
         img, txt = head.encode_image(batch), head.encode_text(batch)
         got = _np(head.score(img, txt))
-        bare = _np(head.score({k: v for k, v in img.items() if k != "gram"},
-                              {k: v for k, v in txt.items() if k != "gram"}))
+        bare = _np(
+            head.score({k: v for k, v in img.items() if k != "gram"}, {k: v for k, v in txt.items() if k != "gram"})
+        )
     np.testing.assert_allclose(got, ref_scores(img, txt, "both", **ref.options(head.cfg)), atol=2e-5)
     np.testing.assert_allclose(bare, got, atol=1e-6)
 
@@ -229,8 +252,13 @@ def test_sum_of_negatives_for_the_first_epochs():
 
 
 def test_config_validation_and_dataset_defaults():
-    for bad in ({"attn_norm": "l1norm"}, {"agg_t2i": "max"}, {"direction": "all"}, {"recipe": "mine"},
-                {"lambda_lse_t2i": 0.0}):
+    for bad in (
+        {"attn_norm": "l1norm"},
+        {"agg_t2i": "max"},
+        {"direction": "all"},
+        {"recipe": "mine"},
+        {"lambda_lse_t2i": 0.0},
+    ):
         with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
             SCANConfig(**bad)
     with pytest.raises(ValueError, match="text"):

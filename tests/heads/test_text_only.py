@@ -52,7 +52,7 @@ def test_ignores_the_image_and_its_loss_is_the_cross_entropy():
     out["loss"].backward()
     for name, p in head.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    (opt, sched), = head.optimizers()  # ITM's paper set-up: AdamW 1e-5, decay 0.01, no schedule
+    ((opt, sched),) = head.optimizers()  # ITM's paper set-up: AdamW 1e-5, decay 0.01, no schedule
     assert isinstance(opt, torch.optim.AdamW) and sched is None
     assert opt.param_groups[0]["lr"] == 1e-5 and opt.param_groups[0]["weight_decay"] == 0.01
 

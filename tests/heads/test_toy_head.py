@@ -70,7 +70,7 @@ def test_the_toy_head_trains_a_step(toy):
     torch.manual_seed(0)
     head = build_head("toy", INFO, {"embed_size": "8", "lr": "0.05"})
     batch = random_batch(b=4, region_dim=10)
-    (opt, sched), = head.optimizers()
+    ((opt, sched),) = head.optimizers()
     assert sched is None  # lr_decay_epochs=0
     before = head.loss(batch)["loss"]
     before.backward()
@@ -92,6 +92,7 @@ def test_the_toy_head_trains_an_epoch_and_evaluates_through_the_pipeline(toy, tm
     assert len(metrics["history"]) == 1  # one epoch
     test = metrics["test"]
     assert 0 <= test["i2t_r1"] <= 100 and test["rsum"] == pytest.approx(
-        sum(test[f"{d}_r{k}"] for k in (1, 5, 10) for d in ("i2t", "t2i")))
+        sum(test[f"{d}_r{k}"] for k in (1, 5, 10) for d in ("i2t", "t2i"))
+    )
     again = evaluate_run(out, split="test")
     assert again["rsum"] == pytest.approx(test["rsum"])  # the saved checkpoint scores what training scored

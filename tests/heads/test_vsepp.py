@@ -29,8 +29,8 @@ def gru_last_state(head, ids, length):
         x = emb[ids[step]]
         gi, gh = w_ih @ x + b_ih, w_hh @ h + b_hh
         r = _sigmoid(gi[:hs] + gh[:hs])
-        z = _sigmoid(gi[hs:2 * hs] + gh[hs:2 * hs])
-        n = np.tanh(gi[2 * hs:] + r * gh[2 * hs:])
+        z = _sigmoid(gi[hs : 2 * hs] + gh[hs : 2 * hs])
+        n = np.tanh(gi[2 * hs :] + r * gh[2 * hs :])
         h = (1 - z) * n + z * h
     return h
 
@@ -107,8 +107,9 @@ def test_loss_is_the_released_contrastive_loss(max_violation, same_image):
     """A batch sampled over captions repeats images: the released loss counts the other caption
     of a repeated image as a negative (the default); `same_image_positive=true` does not."""
     torch.manual_seed(0)
-    head = build_head("vsepp", INFO, {**TINY, "max_violation": str(max_violation),
-                                      "same_image_positive": str(same_image)})
+    head = build_head(
+        "vsepp", INFO, {**TINY, "max_violation": str(max_violation), "same_image_positive": str(same_image)}
+    )
     batch = with_repeated_images(random_batch(region_dim=10), REPEATS)
     got = float(head.loss(batch)["loss"].detach())
     with torch.no_grad():
@@ -123,12 +124,24 @@ def test_defaults_are_the_released_values():
     from lighthead.heads.vsepp import VSEPPConfig
 
     cfg = VSEPPConfig()  # fartashf/vsepp train.py defaults, with the README's --max_violation for VSE++
-    got = (cfg.margin, cfg.epochs, cfg.batch_size, cfg.word_dim, cfg.embed_size, cfg.grad_clip, cfg.gru_layers,
-           cfg.lr, cfg.lr_decay_epochs, cfg.max_violation, cfg.image_norm, cfg.sum_negatives_epochs,
-           cfg.same_image_positive)
+    got = (
+        cfg.margin,
+        cfg.epochs,
+        cfg.batch_size,
+        cfg.word_dim,
+        cfg.embed_size,
+        cfg.grad_clip,
+        cfg.gru_layers,
+        cfg.lr,
+        cfg.lr_decay_epochs,
+        cfg.max_violation,
+        cfg.image_norm,
+        cfg.sum_negatives_epochs,
+        cfg.same_image_positive,
+    )
     assert got == (0.2, 30, 128, 300, 1024, 2.0, 1, 2e-4, 15, True, True, 0, False)
     head = build_head("vsepp", INFO, {})
-    (opt, sched), = head.optimizers()
+    ((opt, sched),) = head.optimizers()
     assert isinstance(opt, torch.optim.Adam) and sched.step_size == 15 and sched.gamma == 0.1
     w = head.img_fc.weight.detach()
     bound = float(np.sqrt(6.0 / (w.shape[0] + w.shape[1])))  # Xavier uniform, zero bias

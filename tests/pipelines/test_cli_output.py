@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from lighthead.pipelines.cli import app
-from lighthead.pipelines.features.runner import run_extract
 from lighthead.pipelines.features import ExtractOptions
+from lighthead.pipelines.features.runner import run_extract
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
 

@@ -12,13 +12,16 @@ from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 
 
-@pytest.mark.parametrize("args, names", [
-    (["evaluate"], ["missing argument 'RUN'", "evaluate --help"]),  # missing argument
-    (["extract", "--dataset", "demo", "--store", "s", "--no-such-flag"], ["no such option: --no-such-flag"]),
-    (["store", "import", "parquet", "src", "dest"], ["invalid value for 'FORMAT'", "'parquet'", "'precomp'"]),
-    (["extract", "--dataset", "demo", "--store", "s", "--batch-size", "many"], ["'--batch-size'"]),
-    (["train", "heads", "casc", "--store", "s", "--out", "o", "--threads", "0"], ["'--threads'"]),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["evaluate"], ["missing argument 'RUN'", "evaluate --help"]),  # missing argument
+        (["extract", "--dataset", "demo", "--store", "s", "--no-such-flag"], ["no such option: --no-such-flag"]),
+        (["store", "import", "parquet", "src", "dest"], ["invalid value for 'FORMAT'", "'parquet'", "'precomp'"]),
+        (["extract", "--dataset", "demo", "--store", "s", "--batch-size", "many"], ["'--batch-size'"]),
+        (["train", "heads", "casc", "--store", "s", "--out", "o", "--threads", "0"], ["'--threads'"]),
+    ],
+)
 def test_usage_errors_are_one_line(args, names, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written, but if it were, not into the repository
     assert run_app(app, args) == 2

@@ -11,8 +11,8 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from lighthead.pipelines.console import LOG_WIDTH, console, progress
-from lighthead.pipelines.features.runner import print_summary
 from lighthead.pipelines.features import RunSummary
+from lighthead.pipelines.features.runner import print_summary
 from tests.conftest_helpers import build_retrieval_store
 
 
@@ -62,8 +62,9 @@ def test_short_jobs_print_few_lines_and_slow_ones_a_line_every_minute():
 
     out, buf = _log()
     clock = Clock()
-    with progress("epoch 1/3", 10, out=out, clock=clock, steps=0, final=False, unit=None,
-                  extra=" | loss {loss:.4f}") as p:
+    with progress(
+        "epoch 1/3", 10, out=out, clock=clock, steps=0, final=False, unit=None, extra=" | loss {loss:.4f}"
+    ) as p:
         for i in range(10):
             clock.t += 25
             p.advance(1, loss=1.0 / (i + 1))
@@ -116,8 +117,10 @@ def test_log_console_is_wide_and_never_wraps(monkeypatch, capsys):
 
 def test_extraction_summary_in_a_log_is_not_truncated(monkeypatch, capsys):
     monkeypatch.delenv("COLUMNS", raising=False)
-    rows = [RunSummary("given-boxes", "regions/butd-r101-vg-given", 300, 0, [], 2.9, True),
-            RunSummary("minilm", "text/all-minilm-l6-v2", 2639, 120000, [], 9.0, False)]
+    rows = [
+        RunSummary("given-boxes", "regions/butd-r101-vg-given", 300, 0, [], 2.9, True),
+        RunSummary("minilm", "text/all-minilm-l6-v2", 2639, 120000, [], 9.0, False),
+    ]
     print_summary(rows)
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -130,19 +133,46 @@ def test_extraction_summary_in_a_log_is_not_truncated(monkeypatch, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("log") / "store", n_images=20, splits=(12, 4, 4),
-                                 region_dim=16, num_regions=4, global_dim=16, token_dim=8, seed=3)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("log") / "store",
+        n_images=20,
+        splits=(12, 4, 4),
+        region_dim=16,
+        num_regions=4,
+        global_dim=16,
+        token_dim=8,
+        seed=3,
+    )
 
 
 def test_train_in_a_log_prints_one_plain_line_per_epoch(tiny_store, tmp_path):
     from lighthead.pipelines.cli import app
 
-    result = CliRunner().invoke(app, ["train", "heads", "vsepp", "--store", str(tiny_store), "--out", str(tmp_path / "run"),
-                                      "--epochs", "2", "--set", "embed_size=8", "--set", "word_dim=8",
-                                      "--set", "batch_size=16"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "heads",
+            "vsepp",
+            "--store",
+            str(tiny_store),
+            "--out",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "--set",
+            "embed_size=8",
+            "--set",
+            "word_dim=8",
+            "--set",
+            "batch_size=16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     err = result.stderr.splitlines()
     assert len(err) == 2, err  # no blank lines, no bar remnants: the epoch lines only
     for i, line in enumerate(err, 1):
-        assert re.fullmatch(rf"epoch {i}: loss \d+\.\d{{4}} triplet \d+\.\d{{4}} \| \d+ samples/s \| val rsum \d+\.\d\d", line), line
+        assert re.fullmatch(
+            rf"epoch {i}: loss \d+\.\d{{4}} triplet \d+\.\d{{4}} \| \d+ samples/s \| val rsum \d+\.\d\d", line
+        ), line
     assert result.stdout.startswith("best epoch ")  # nothing (no blank line) before it

@@ -23,8 +23,14 @@ def test_demo_fills_a_store_that_verifies(demo_out):
     out, _ = demo_out
     store = open_store(out / "store")
     assert verify(out / "store") == []
-    expected = {"regions/butd-r101-vg-given", "regions/butd-r101-vg-36", "text/all-minilm-l6-v2",
-                "words/vocab", "global/resnet18", "thumbs/64"}
+    expected = {
+        "regions/butd-r101-vg-given",
+        "regions/butd-r101-vg-36",
+        "text/all-minilm-l6-v2",
+        "words/vocab",
+        "global/resnet18",
+        "thumbs/64",
+    }
     assert expected <= set(store.names())
     assert len(store["regions/butd-r101-vg-36"]) == 60
     assert store["regions/butd-r101-vg-36"].attrs["random_weights"] is True

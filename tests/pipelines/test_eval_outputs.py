@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from lighthead.pipelines.cli import app
@@ -47,8 +46,9 @@ def minilm_tokens(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def retrieval_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalout")
-    store = build_retrieval_store(root / "store", n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
-                                  global_dim=32, token_dim=8, seed=3)
+    store = build_retrieval_store(
+        root / "store", n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=3
+    )
     run = root / "run"
     train("vsepp", store, run, epochs=3, overrides={**RETRIEVAL, "val_every": "2"}, progress=False)
     return run
@@ -77,6 +77,7 @@ def itin_run(minilm_store, tmp_path_factory) -> Path:
 
 
 # -- one set of files per evaluation ----------------------------------------------------------
+
 
 def test_retrieval_files_and_wrote_line(retrieval_run):
     before = files_of(retrieval_run)
@@ -121,20 +122,33 @@ def test_sentiment_files_wrote_line_and_one_table(itin_run):
 
 
 def test_new_float_metrics_get_a_column_in_the_one_format():
-    metrics = {"head": "itm", "dataset": "demo", "split": "test", "accuracy": 71.84, "macro_f1": 70.41,
-               "some_new_f1": 69.96, "alignment_kl": 0.6512, "relevance_f1": None, "relevance_n": 0, "n": 85}
+    metrics = {
+        "head": "itm",
+        "dataset": "demo",
+        "split": "test",
+        "accuracy": 71.84,
+        "macro_f1": 70.41,
+        "some_new_f1": 69.96,
+        "alignment_kl": 0.6512,
+        "relevance_f1": None,
+        "relevance_n": 0,
+        "n": 85,
+    }
     table = markdown_table(metrics)
-    assert table.split("\n")[2:] == ["| Acc | Macro-F1 | Align KL | some_new_f1 | N |",
-                                     "|---:|---:|---:|---:|---:|",
-                                     "| 71.8 | 70.4 | 0.651 | 70.0 | 85 |"]
+    assert table.split("\n")[2:] == [
+        "| Acc | Macro-F1 | Align KL | some_new_f1 | N |",
+        "|---:|---:|---:|---:|---:|",
+        "| 71.8 | 70.4 | 0.651 | 70.0 | 85 |",
+    ]
 
 
 # -- ITIN's examples in words ----------------------------------------------------------------
 
+
 def test_text_feature_set_records_its_tokenizer(minilm_store):
     from lighthead.extract.text import resolve_model, vocab_sha256
-    from lighthead.pipelines.tasks.sentiment_report import load_tokenizer
     from lighthead.pipelines.features.text import tokenizer_attrs
+    from lighthead.pipelines.tasks.sentiment_report import load_tokenizer
 
     store = open_store(minilm_store)
     attrs = store[TEXT].attrs
@@ -143,8 +157,10 @@ def test_text_feature_set_records_its_tokenizer(minilm_store):
     assert attrs["tokenizer_vocab_sha256"] == vocab_sha256(load_tokenizer(attrs))
     # a set that exists keeps what it recorded: a moved model folder does not block a resume
     assert tokenizer_attrs("all-minilm-l6-v2", "/moved/elsewhere", store, TEXT, "0" * 64) == {
-        "tokenizer": attrs["tokenizer"], "tokenizer_path": attrs["tokenizer_path"],
-        "tokenizer_vocab_sha256": attrs["tokenizer_vocab_sha256"]}
+        "tokenizer": attrs["tokenizer"],
+        "tokenizer_path": attrs["tokenizer_path"],
+        "tokenizer_vocab_sha256": attrs["tokenizer_vocab_sha256"],
+    }
 
 
 def test_itin_examples_show_words(itin_run):
@@ -175,9 +191,9 @@ def test_a_store_without_the_tokenizer_warns_why(minilm_store, itin_run, tmp_pat
     import shutil
 
     from lighthead.pipelines.datasets.base import Record
-    from lighthead.pipelines.tasks.sentiment_report import token_strings
     from lighthead.pipelines.features import ExtractOptions
     from lighthead.pipelines.features.text import run_text_job
+    from lighthead.pipelines.tasks.sentiment_report import token_strings
 
     old = tmp_path / "old"
     shutil.copytree(minilm_store, old)
@@ -190,15 +206,19 @@ def test_a_store_without_the_tokenizer_warns_why(minilm_store, itin_run, tmp_pat
     task.store = open_store(old)
     part = task.part("test")
     part.store = task.store
-    with pytest.warns(UserWarning, match=r"text/all-minilm-l6-v2: the examples show token numbers .* records no "
-                                         r"tokenizer .*re-extract"):
+    with pytest.warns(
+        UserWarning,
+        match=r"text/all-minilm-l6-v2: the examples show token numbers .* records no "
+        r"tokenizer .*re-extract",
+    ):
         tokens = token_strings(task, part, [0])
     assert tokens[0][:3] == ["t0", "t1", "t2"] and len(tokens[0]) == len(minilm_tokens(part.records[0].texts[0]))
     # resuming extraction on such a set works and keeps it as it was
     store = open_store(old)
     extra = [r for r in map(Record.from_json, store.read_json("records")) if r.kind == "target"][:3]
-    run_text_job("minilm", "all-minilm-l6-v2", extra, store, ExtractOptions(batch_size=4, progress=False,
-                                                                             dtype="float32"))
+    run_text_job(
+        "minilm", "all-minilm-l6-v2", extra, store, ExtractOptions(batch_size=4, progress=False, dtype="float32")
+    )
     assert "tokenizer" not in open_store(old)[TEXT].attrs
     # a recorded tokenizer that cannot be found anywhere: the warning names it
     obj["attrs"].update(tokenizer="no-such-model-here", tokenizer_path=str(tmp_path / "gone"))
@@ -209,16 +229,41 @@ def test_a_store_without_the_tokenizer_warns_why(minilm_store, itin_run, tmp_pat
 
 # -- training curves ----------------------------------------------------------------------
 
+
 def test_curve_series_is_the_history():
-    summary = {"selection_metric": "rsum", "best_epoch": 2, "history": [
-        {"epoch": 1, "loss": 3.0, "triplet": 2.5, "samples": 10, "seconds": 1.0, "samples_per_s": 10.0},
-        {"epoch": 2, "loss": 2.0, "triplet": 1.5, "bce": 0.5, "samples": 10, "seconds": 1.0, "samples_per_s": 9.0,
-         "val": {"rsum": 100.0, "n_images": 5}},
-        {"epoch": 3, "loss": 1.0, "triplet": 0.5, "bce": 0.4, "samples": 10, "seconds": 1.0, "samples_per_s": 9.0,
-         "val": {"rsum": 90.0}}]}
+    summary = {
+        "selection_metric": "rsum",
+        "best_epoch": 2,
+        "history": [
+            {"epoch": 1, "loss": 3.0, "triplet": 2.5, "samples": 10, "seconds": 1.0, "samples_per_s": 10.0},
+            {
+                "epoch": 2,
+                "loss": 2.0,
+                "triplet": 1.5,
+                "bce": 0.5,
+                "samples": 10,
+                "seconds": 1.0,
+                "samples_per_s": 9.0,
+                "val": {"rsum": 100.0, "n_images": 5},
+            },
+            {
+                "epoch": 3,
+                "loss": 1.0,
+                "triplet": 0.5,
+                "bce": 0.4,
+                "samples": 10,
+                "seconds": 1.0,
+                "samples_per_s": 9.0,
+                "val": {"rsum": 90.0},
+            },
+        ],
+    }
     s = curve_series(summary)
-    assert s["losses"] == {"loss": ([1, 2, 3], [3.0, 2.0, 1.0]), "triplet": ([1, 2, 3], [2.5, 1.5, 0.5]),
-                           "bce": ([2, 3], [0.5, 0.4])}
+    assert s["losses"] == {
+        "loss": ([1, 2, 3], [3.0, 2.0, 1.0]),
+        "triplet": ([1, 2, 3], [2.5, 1.5, 0.5]),
+        "bce": ([2, 3], [0.5, 0.4]),
+    }
     assert s["val"] == ("rsum", [2, 3], [100.0, 90.0]) and s["best_epoch"] == 2
 
 
@@ -245,8 +290,9 @@ def test_curves_png_plots_metrics_json(retrieval_run):
 
 # -- TensorBoard --------------------------------------------------------------------------
 
+
 class FakeWriter:
-    made: list["FakeWriter"] = []
+    made: list[FakeWriter] = []
 
     def __init__(self, log_dir):
         self.log_dir, self.scalars, self.flushes, self.closed = log_dir, [], 0, False
@@ -265,8 +311,16 @@ class FakeWriter:
 def test_tensorboard_log_writes_every_epoch(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
     FakeWriter.made.clear()
-    store = build_retrieval_store(tmp_path / "store", n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
-                                  global_dim=32, token_dim=8, seed=3)
+    store = build_retrieval_store(
+        tmp_path / "store",
+        n_images=30,
+        splits=(20, 5, 5),
+        region_dim=32,
+        num_regions=6,
+        global_dim=32,
+        token_dim=8,
+        seed=3,
+    )
     run = tmp_path / "run"
     metrics = train("vsepp", store, run, epochs=2, overrides={**RETRIEVAL, "log": "tensorboard"}, progress=False)
     (w,) = FakeWriter.made
@@ -282,11 +336,23 @@ def test_tensorboard_log_writes_every_epoch(tmp_path, monkeypatch):
 
 def test_tensorboard_missing_is_one_clear_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as when the package is absent
-    store = build_retrieval_store(tmp_path / "store", n_images=10, splits=(6, 2, 2), region_dim=8, num_regions=2,
-                                  global_dim=8, token_dim=8)
+    store = build_retrieval_store(
+        tmp_path / "store", n_images=10, splits=(6, 2, 2), region_dim=8, num_regions=2, global_dim=8, token_dim=8
+    )
     run = tmp_path / "run"
-    argv = ["lighthead", "train", "heads", "vsepp", "--store", str(store), "--out", str(run), "--no-progress",
-            "--set", "log=tensorboard"]
+    argv = [
+        "lighthead",
+        "train",
+        "heads",
+        "vsepp",
+        "--store",
+        str(store),
+        "--out",
+        str(run),
+        "--no-progress",
+        "--set",
+        "log=tensorboard",
+    ]
     monkeypatch.setattr("sys.argv", argv)
     assert run_app(app) == 1
     err = capsys.readouterr().err

@@ -10,8 +10,14 @@ import pytest
 import torch
 
 from lighthead.heads.build import build_head
-from lighthead.pipelines.tasks.scoring import (block_sizes, cat_padded, fast_precision, precision_context, score_all,
-                               score_blocks)
+from lighthead.pipelines.tasks.scoring import (
+    block_sizes,
+    cat_padded,
+    fast_precision,
+    precision_context,
+    score_all,
+    score_blocks,
+)
 from tests.conftest_helpers import build_retrieval_store
 from tests.heads.conftest import random_batch
 
@@ -20,8 +26,16 @@ TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("eval") / "store", n_images=30, splits=(20, 5, 5),
-                                 region_dim=32, num_regions=6, global_dim=32, token_dim=8, seed=3)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("eval") / "store",
+        n_images=30,
+        splits=(20, 5, 5),
+        region_dim=32,
+        num_regions=6,
+        global_dim=32,
+        token_dim=8,
+        seed=3,
+    )
 
 
 @pytest.mark.parametrize("name", ["casc", "scan", "vsepp"])
@@ -42,10 +56,11 @@ def test_blocks_under_a_tiny_budget_equal_one_shot(name):
 def test_bf16_scores_are_close_to_fp32_and_rank_alike(name):
     """bf16 products (autocast, float32 nonlinearities) move scores by ~1e-3, not the ranking."""
     torch.manual_seed(0)
-    info = {"region_dim": 64, "global_dim": 64, "vocab_size": 20, "num_labels": 7, "token_dim": 12,
-            "thumb_size": 16}
-    over = {"mfsr": {"word_dim": "16", "embed_dim": "48", "part_dim": "16", "gen_width": "8", "disc_width": "8"},
-            "mmca": {"embed_dim": "32", "heads": "4", "filters": "16"}}.get(name, {"embed_size": "64", "word_dim": "16"})
+    info = {"region_dim": 64, "global_dim": 64, "vocab_size": 20, "num_labels": 7, "token_dim": 12, "thumb_size": 16}
+    over = {
+        "mfsr": {"word_dim": "16", "embed_dim": "48", "part_dim": "16", "gen_width": "8", "disc_width": "8"},
+        "mmca": {"embed_dim": "32", "heads": "4", "filters": "16"},
+    }.get(name, {"embed_size": "64", "word_dim": "16"})
     head = build_head(name, info, over).eval()
     batch = random_batch(b=12, k=6, region_dim=64, token_dim=12)
     batch["global"] = torch.randn(12, 64)
@@ -90,7 +105,7 @@ def test_score_all_restores_the_caption_order():
     head = build_head("vsepp", {"global_dim": 10, "vocab_size": 20}, {"embed_size": "8", "word_dim": "6"})
     batch = random_batch(b=6, region_dim=10)
     order = np.array([3, 0, 5, 1, 4, 2])  # captions encoded in this order
-    texts = [{k: v[order[a:a + 2]] for k, v in batch.items()} for a in range(0, 6, 2)]
+    texts = [{k: v[order[a : a + 2]] for k, v in batch.items()} for a in range(0, 6, 2)]
     sims = score_all(head, [batch], texts, torch.device("cpu"), text_order=order)
     with torch.no_grad():
         want = head.score(head.encode_image(batch), head.encode_text(batch)).numpy()

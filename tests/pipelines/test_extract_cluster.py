@@ -37,10 +37,40 @@ def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp
     monkeypatch.setattr(regions, "submit_parts", fake_submit)
     root, records = demo
     directive = "--gres=gpu:1" if flag == "--slurm" else "-l ngpus=1"
-    rc = run_app(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"),
-                       "--features", "regions36", "--random-weights", "-o", "detector=tiny", "--no-progress",
-                       flag, "--workers", "3", "--cores", "4", "--memory", "16GB", "--walltime", "02:00:00",
-                       "--queue", "gpu", "--account", "proj", f"--job-directive={directive}", "--device", "cuda"])
+    rc = run_app(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--root",
+            str(root),
+            "--store",
+            str(tmp_path / "s"),
+            "--features",
+            "regions36",
+            "--random-weights",
+            "-o",
+            "detector=tiny",
+            "--no-progress",
+            flag,
+            "--workers",
+            "3",
+            "--cores",
+            "4",
+            "--memory",
+            "16GB",
+            "--walltime",
+            "02:00:00",
+            "--queue",
+            "gpu",
+            "--account",
+            "proj",
+            f"--job-directive={directive}",
+            "--device",
+            "cuda",
+        ],
+    )
     assert rc == 0
     submitted = fake_batch.scripts(jobs)
     assert len(submitted) == 3  # three batch jobs: --workers 3
@@ -48,12 +78,23 @@ def test_batch_options_reach_the_job_script_and_each_job_gets_one_part(demo, tmp
     assert "--nthreads 4" in script and "trial=1,GPU=1" in script  # one part at a time per job, one GPU
     assert "export DASK_DISTRIBUTED__WORKER__DAEMON=False" in script
     if flag == "--slurm":
-        for line in ("#SBATCH --gres=gpu:1", "#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH -t 02:00:00",
-                     "#SBATCH --cpus-per-task=4", "#SBATCH --mem=15G"):
+        for line in (
+            "#SBATCH --gres=gpu:1",
+            "#SBATCH -p gpu",
+            "#SBATCH -A proj",
+            "#SBATCH -t 02:00:00",
+            "#SBATCH --cpus-per-task=4",
+            "#SBATCH --mem=15G",
+        ):
             assert line in script, line
     else:
-        for line in ("#PBS -l ngpus=1", "#PBS -q gpu", "#PBS -A proj", "#PBS -l walltime=02:00:00",
-                     "#PBS -l select=1:ncpus=4:mem=15GB"):
+        for line in (
+            "#PBS -l ngpus=1",
+            "#PBS -q gpu",
+            "#PBS -A proj",
+            "#PBS -l walltime=02:00:00",
+            "#PBS -l select=1:ncpus=4:mem=15GB",
+        ):
             assert line in script, line
     specs = seen["specs"]
     assert len(specs) == 3 and seen["resources"] == {"GPU": 1, "trial": 1}
@@ -81,8 +122,13 @@ def test_a_local_cluster_resumes_by_ids_and_stores_every_id_once(demo, tmp_path,
     _, records = demo
     images = sorted({r.image_id for r in records})
     store = open_store(tmp_path / "store", create=True)
-    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False,
-                job_options={"detector": "tiny", "shard_items": 1})
+    base = dict(
+        random_weights=True,
+        batch_size=4,
+        loader_workers=0,
+        progress=False,
+        job_options={"detector": "tiny", "shard_items": 1},
+    )
     FEATURES.get("regions36").run([r for r in records if r.image_id in images[:2]], store, ExtractOptions(**base))
     opts = ExtractOptions(**{**base, "progress": True}, cluster=ClusterOptions(workers=2, dashboard=None))
     capsys.readouterr()
@@ -106,16 +152,20 @@ def test_a_part_reports_its_progress_as_events(demo, tmp_path):
     load_all()
     _, records = demo
     items = sorted({(r.image_id, r.image_path) for r in records})
-    opts = ExtractOptions(random_weights=True, batch_size=2, loader_workers=0, progress=False,
-                          job_options={"detector": "tiny"})
+    opts = ExtractOptions(
+        random_weights=True, batch_size=2, loader_workers=0, progress=False, job_options={"detector": "tiny"}
+    )
     open_store(tmp_path / "store", create=True)
     run_part("regions36", str(tmp_path / "store"), items[:2], None, opts, "cpu")  # two already stored
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         seen: list = []
         client.subscribe_topic("t", lambda event: seen.append(list(event[1])))
-        res = client.submit(run_part, "regions36", str(tmp_path / "store"), items, None, opts, "cpu",
-                            report=("t", 3)).result()
+        res = client.submit(
+            run_part, "regions36", str(tmp_path / "store"), items, None, opts, "cpu", report=("t", 3)
+        ).result()
         import time
 
         deadline = time.monotonic() + 10
@@ -141,8 +191,9 @@ def test_the_summary_counts_what_a_part_that_lost_its_job_committed(demo, tmp_pa
 
     monkeypatch.setattr(regions, "_run_parallel", parts_with_one_lost_attempt)
     store = open_store(tmp_path / "store", create=True)
-    opts = ExtractOptions(random_weights=True, batch_size=4, loader_workers=0, progress=False, workers=2,
-                          job_options={"detector": "tiny"})
+    opts = ExtractOptions(
+        random_weights=True, batch_size=4, loader_workers=0, progress=False, workers=2, job_options={"detector": "tiny"}
+    )
     summary = FEATURES.get("regions36").run(records, store, opts)
     assert summary.written == len(images) and summary.already_done == 0
     assert sorted(open_store(tmp_path / "store")["regions/butd-r101-vg-36"].ids) == images

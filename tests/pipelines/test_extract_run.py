@@ -18,8 +18,8 @@ from PIL import Image
 from lighthead.extract.global_cnn import ThumbConfig
 from lighthead.extract.vocab import Vocabulary
 from lighthead.pipelines.datasets import load_records
-from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
 
@@ -27,8 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _options(**kw):
-    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False, dtype="float32",
-                job_options={"minilm.random_weights": False})
+    base = dict(
+        random_weights=True,
+        batch_size=4,
+        loader_workers=0,
+        progress=False,
+        dtype="float32",
+        job_options={"minilm.random_weights": False},
+    )
     base.update(kw)
     return ExtractOptions(**base)
 
@@ -172,18 +178,27 @@ _KILLER = textwrap.dedent(
 
 def test_killed_extraction_resumes(coco, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", _KILLER, str(coco), str(tmp_path / "st")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLER, str(coco), str(tmp_path / "st")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     partial = open_store(tmp_path / "st")["text/all-minilm-l6-v2"]
     assert len(partial) == 6  # three batches of two made it to disk
 
-    options = ExtractOptions(batch_size=2, loader_workers=0, progress=False, dtype="float32",
-                             job_options={"shard_items": 2})
+    options = ExtractOptions(
+        batch_size=2, loader_workers=0, progress=False, dtype="float32", job_options={"shard_items": 2}
+    )
     (summary,) = run_extract("coco", coco, tmp_path / "st", ["minilm"], options)
     assert (summary.already_done, summary.written) == (6, 24)
     (clean,) = run_extract("coco", coco, tmp_path / "clean", ["minilm"], options)
-    resumed, fresh = open_store(tmp_path / "st")["text/all-minilm-l6-v2"], open_store(tmp_path / "clean")["text/all-minilm-l6-v2"]
+    resumed, fresh = (
+        open_store(tmp_path / "st")["text/all-minilm-l6-v2"],
+        open_store(tmp_path / "clean")["text/all-minilm-l6-v2"],
+    )
     assert sorted(resumed.ids) == sorted(fresh.ids) and len(set(resumed.ids)) == 30
     for i in fresh.ids:
         a, b = resumed[i], fresh[i]
@@ -200,8 +215,22 @@ def test_cli_extract_in_a_log(coco, tmp_path, monkeypatch):
     from lighthead.pipelines.console import LOG_WIDTH
 
     monkeypatch.delenv("COLUMNS", raising=False)
-    args = ["extract", "--dataset", "coco", "--root", str(coco), "--store", str(tmp_path / "st"),
-            "--features", "thumbs,resnet18", "--random-weights", "--loader-workers", "0", "-o", "thumbs.size=32"]
+    args = [
+        "extract",
+        "--dataset",
+        "coco",
+        "--root",
+        str(coco),
+        "--store",
+        str(tmp_path / "st"),
+        "--features",
+        "thumbs,resnet18",
+        "--random-weights",
+        "--loader-workers",
+        "0",
+        "-o",
+        "thumbs.size=32",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert result.output.count("UNTRAINED") == 1  # stdout and stderr together
@@ -217,18 +246,37 @@ def test_cli_extract_in_a_log(coco, tmp_path, monkeypatch):
     assert max(map(len, out)) <= LOG_WIDTH and "" not in out
     assert any("thumbs/32" in line for line in out)
     assert any("resnet18" in line and "global/resnet18" in line and "RANDOM" in line for line in out)
-    assert open_store(tmp_path / "st")["thumbs/32"][load_records("coco", coco)[0].image_id]["thumb"].shape == (3, 32, 32)
+    assert open_store(tmp_path / "st")["thumbs/32"][load_records("coco", coco)[0].image_id]["thumb"].shape == (
+        3,
+        32,
+        32,
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from lighthead.pipelines.cli import main; main()", "extract", "--dataset", "coco",
-           "--store", str(tmp_path / "st"), "--features", "thumbs"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from lighthead.pipelines.cli import main; main()",
+        "extract",
+        "--dataset",
+        "coco",
+        "--store",
+        str(tmp_path / "st"),
+        "--features",
+        "thumbs",
+    ]
     bad = subprocess.run(cmd + ["--root", str(tmp_path / "none")], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr
     (tmp_path / "coco").mkdir()
-    bad = subprocess.run(cmd + ["--root", str(tmp_path / "coco"), "--weights", "w.pth", "--random-weights"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        cmd + ["--root", str(tmp_path / "coco"), "--weights", "w.pth", "--random-weights"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "exclude each other" in bad.stderr
 
 
@@ -238,12 +286,16 @@ def test_an_image_path_that_is_a_folder_is_listed_as_one(tmp_path):
 
     fixtures.write_image(tmp_path / "a.jpg", 0)
     (tmp_path / "b.jpg").mkdir()
-    records = [Record(id=i, image_id=i, image_path=str(tmp_path / f"{i}.jpg"), texts=[], split="train")
-               for i in ("a", "b", "c")]
+    records = [
+        Record(id=i, image_id=i, image_path=str(tmp_path / f"{i}.jpg"), texts=[], split="train")
+        for i in ("a", "b", "c")
+    ]
     present, missing = missing_images(records)
     assert [r.id for r in present] == ["a"]
-    assert missing == [("b", f"image is a directory, not a file: {tmp_path / 'b.jpg'}"),
-                       ("c", f"image file not found: {tmp_path / 'c.jpg'}")]
+    assert missing == [
+        ("b", f"image is a directory, not a file: {tmp_path / 'b.jpg'}"),
+        ("c", f"image file not found: {tmp_path / 'c.jpg'}"),
+    ]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "int8", "bfloat16"])

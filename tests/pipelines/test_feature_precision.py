@@ -12,8 +12,8 @@ from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from lighthead.pipelines.datasets import load_records
 from lighthead.pipelines.datasets.demo import generate, load
-from lighthead.pipelines.features.options import precision_attrs
 from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+from lighthead.pipelines.features.options import precision_attrs
 from lighthead.store import Field, open_store
 from tests.pipelines.datasets import fixtures
 
@@ -51,8 +51,14 @@ def records(tmp_path_factory):
 
 
 def _options(dtype="float16", **job_options):
-    return ExtractOptions(random_weights=True, batch_size=4, loader_workers=0, progress=False, dtype=dtype,
-                          job_options={"detector": "tiny", "minilm.random_weights": False, **job_options})
+    return ExtractOptions(
+        random_weights=True,
+        batch_size=4,
+        loader_workers=0,
+        progress=False,
+        dtype=dtype,
+        job_options={"detector": "tiny", "minilm.random_weights": False, **job_options},
+    )
 
 
 @pytest.mark.parametrize("job", list(JOBS))
@@ -78,18 +84,42 @@ def test_cli_refuses_mixing_in_one_line(tmp_path, capsys):
     gpu_like = FEATURES.get("resnet18").run(load(root)[:1], open_store(store, create=True), _options(precision="bf16"))
     assert gpu_like.written == 1
     capsys.readouterr()
-    code = run_app(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(store), "--features",
-                         "resnet18", "--random-weights", "--loader-workers", "0", "--no-progress"])
+    code = run_app(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--root",
+            str(root),
+            "--store",
+            str(store),
+            "--features",
+            "resnet18",
+            "--random-weights",
+            "--loader-workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0] == ("error: global/resnet18: the feature set holds bf16 features and this run computes fp32 ones; "
-                        "rerun with -o precision=bf16 (on a device that supports it) or write to another store")
+    assert lines[0] == (
+        "error: global/resnet18: the feature set holds bf16 features and this run computes fp32 ones; "
+        "rerun with -o precision=bf16 (on a device that supports it) or write to another store"
+    )
     assert len(open_store(store)["global/resnet18"].ids) == 1
 
 
-@pytest.mark.parametrize("job,name", [("given-boxes", "regions/butd-r101-vg-given"), ("resnet18", "global/resnet18"),
-                                      ("minilm", "text/all-minilm-l6-v2")])
+@pytest.mark.parametrize(
+    "job,name",
+    [
+        ("given-boxes", "regions/butd-r101-vg-given"),
+        ("resnet18", "global/resnet18"),
+        ("minilm", "text/all-minilm-l6-v2"),
+    ],
+)
 def test_the_option_reaches_the_model(job, name, tmp_path):
     """bf16 autocast (on the CPU here) changes the features a little: the option is applied."""
     load_all()

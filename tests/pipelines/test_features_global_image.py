@@ -24,8 +24,9 @@ def _options(random: bool, missing=None, **kw):
     jobs = {"detector": "tiny"}
     if missing is not None:  # every job's weights point at a file that does not exist
         jobs.update({"resnet18.weights": str(missing), "weights": str(missing)})
-    return ExtractOptions(random_weights=random, weights=missing, batch_size=4, loader_workers=0, progress=False,
-                          job_options=jobs, **kw)
+    return ExtractOptions(
+        random_weights=random, weights=missing, batch_size=4, loader_workers=0, progress=False, job_options=jobs, **kw
+    )
 
 
 @pytest.mark.parametrize("job", ["resnet18", "thumbs", "regions36"])
@@ -69,7 +70,7 @@ def test_a_model_failure_on_one_image_skips_only_that_image(records, tmp_path, m
     for run in range(2):
         summary = FEATURES.get("resnet18").run(batch, store, _options(random=True))
         assert summary.written == (2 if run == 0 else 0)
-        (skipped, reason), = summary.skipped
+        ((skipped, reason),) = summary.skipped
         assert skipped == "odd" and "resnet18 failed on this 40x32 image: RuntimeError: forced failure" in reason
     assert calls == [3, 1, 1, 1, 1]  # the batch, each image alone, then the rerun's batch of one (not retried)
     assert sorted(store["global/resnet18"].ids) == images and verify(tmp_path / "store") == []
@@ -95,7 +96,6 @@ def test_batch_or_each():
     assert isinstance(alone, ValueError) and str(alone) == "the batch fails"
     with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops the job
         batch_or_each(2, whole, interrupted)
-
 
 
 def test_a_failed_device_stops_the_job_instead_of_skipping_the_rest(records, tmp_path, monkeypatch):

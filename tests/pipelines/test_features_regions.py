@@ -21,8 +21,7 @@ def demo(tmp_path_factory):
 
 
 def _options(**kw):
-    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False,
-                job_options={"detector": "tiny"})
+    base = dict(random_weights=True, batch_size=4, loader_workers=0, progress=False, job_options={"detector": "tiny"})
     base.update(kw)
     return ExtractOptions(**base)
 
@@ -66,8 +65,9 @@ def test_weights_file_is_used_and_recorded(demo, tmp_path):
     load_all()
     _, records = demo
     cfg = format_config("d2-pkl", DetectorConfig.from_name("tiny"), True)
-    path = export_checkpoint(init_random(BottomUpDetector(cfg), 7), tmp_path / "faster_rcnn_from_caffe_attr.pkl",
-                             "d2-pkl")
+    path = export_checkpoint(
+        init_random(BottomUpDetector(cfg), 7), tmp_path / "faster_rcnn_from_caffe_attr.pkl", "d2-pkl"
+    )
     store = open_store(tmp_path / "store", create=True)
     FEATURES.get("adaptive").run(records, store, _options(random_weights=False, weights=path))
     attrs = store["regions/butd-r101-vg-adaptive"].attrs
@@ -134,9 +134,26 @@ def test_cli_extract_then_store_verify(demo, tmp_path):
 
     root, _ = demo
     runner = CliRunner()
-    out = runner.invoke(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"),
-                              "--features", "regions36,given-boxes", "--random-weights", "-o", "detector=tiny",
-                              "--loader-workers", "0", "--no-progress"])
+    out = runner.invoke(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--root",
+            str(root),
+            "--store",
+            str(tmp_path / "s"),
+            "--features",
+            "regions36,given-boxes",
+            "--random-weights",
+            "-o",
+            "detector=tiny",
+            "--loader-workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert out.exit_code == 0, out.output
     check = runner.invoke(app, ["store", "verify", str(tmp_path / "s")])
     assert check.exit_code == 0, check.output
@@ -224,7 +241,7 @@ def test_a_failure_on_one_image_of_a_batch_skips_only_that_image(demo, tmp_path,
     summary = FEATURES.get("regions36").run(records + [odd], store, _options(batch_size=8))
     images = sorted({r.image_id for r in records})
     assert summary.written == len(images) and sorted(store["regions/butd-r101-vg-36"].ids) == images
-    (skipped, reason), = summary.skipped
+    ((skipped, reason),) = summary.skipped
     assert skipped == "odd" and "forced failure" in reason
 
 
@@ -239,8 +256,22 @@ def test_cli_selection_option_writes_the_d2_maxnms_rule_to_its_own_set(demo, tmp
     from lighthead.pipelines.features.regions import detector_config
 
     root, records = demo
-    base = ["extract", "--dataset", "demo", "--root", str(root), "--store", str(tmp_path / "s"), "--random-weights",
-            "-o", "detector=tiny", "--loader-workers", "0", "--no-progress", "--features"]
+    base = [
+        "extract",
+        "--dataset",
+        "demo",
+        "--root",
+        str(root),
+        "--store",
+        str(tmp_path / "s"),
+        "--random-weights",
+        "-o",
+        "detector=tiny",
+        "--loader-workers",
+        "0",
+        "--no-progress",
+        "--features",
+    ]
     assert run_app(app, base + ["regions36", "-o", "regions36.selection=d2-maxnms"]) == 0
     store = open_store(tmp_path / "s")
     assert "regions/butd-r101-vg-36" not in store
@@ -249,11 +280,19 @@ def test_cli_selection_option_writes_the_d2_maxnms_rule_to_its_own_set(demo, tmp
     assert "regressed for its best class" in fs.attrs["box_rule"]
     # the stored items are what the runner gives for that rule on the same random detector
     model = init_random(BottomUpDetector(detector_config("regions36", _options())), 0).optimize_for_inference(
-        channels_last=False)
+        channels_last=False
+    )
     want: dict = {}
     images = [(r.image_id, r.image_path) for r in records if r.kind == "image"][:2]
-    extract_regions(model, images, lambda i, item: want.setdefault(i, item), SelectionConfig.for_job("fixed", 36, "d2-maxnms"),
-                    batch_size=4, loader_workers=0, dtype="float16")
+    extract_regions(
+        model,
+        images,
+        lambda i, item: want.setdefault(i, item),
+        SelectionConfig.for_job("fixed", 36, "d2-maxnms"),
+        batch_size=4,
+        loader_workers=0,
+        dtype="float16",
+    )
     for image_id, item in want.items():
         assert np.allclose(fs[image_id]["boxes"], item["boxes"], atol=1e-3)
         assert np.array_equal(fs[image_id]["object_ids"], item["object_ids"])
@@ -263,8 +302,10 @@ def test_cli_selection_option_writes_the_d2_maxnms_rule_to_its_own_set(demo, tmp
     assert plain.attrs["mode"] == "fixed" and sorted(plain.ids) == sorted(fs.ids)
     assert not np.allclose(plain[fs.ids[0]]["boxes"], fs[fs.ids[0]]["boxes"])
     capsys.readouterr()
-    for job, opt, words in (("regions100", "selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
-                            ("adaptive", "adaptive.selection=d2-maxnms", ["d2-maxnms", "adaptive"])):
+    for job, opt, words in (
+        ("regions100", "selection=nosuch", ["unknown selection 'nosuch'", "d2-maxnms"]),
+        ("adaptive", "adaptive.selection=d2-maxnms", ["d2-maxnms", "adaptive"]),
+    ):
         assert run_app(app, base + [job, "-o", opt]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
         assert len(errors) == 1 and all(w in errors[0] for w in words), errors
@@ -301,9 +342,12 @@ def test_a_failed_device_stops_the_run_with_one_line(demo, tmp_path, monkeypatch
         def poisoned(*args, **kwargs):
             calls.append(1)
             if len(calls) > 1:
-                raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered\n"
-                                             "CUDA kernel errors might be asynchronously reported")
+                raise torch.AcceleratorError(
+                    "CUDA error: an illegal memory access was encountered\n"
+                    "CUDA kernel errors might be asynchronously reported"
+                )
             return original(*args, **kwargs)
+
         return poisoned
 
     if where == "detector":
@@ -312,9 +356,28 @@ def test_a_failed_device_stops_the_run_with_one_line(demo, tmp_path, monkeypatch
         monkeypatch.setattr(runner, "to_item", fail_after_first(runner.to_item))
     root, records = demo
     store = tmp_path / "s"
-    code = run_app(app, ["extract", "--dataset", "demo", "--root", str(root), "--store", str(store),
-                         "--features", "regions36", "--random-weights", "-o", "detector=tiny", "--batch-size", "2",
-                         "--loader-workers", "0", "--no-progress"])
+    code = run_app(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--root",
+            str(root),
+            "--store",
+            str(store),
+            "--features",
+            "regions36",
+            "--random-weights",
+            "-o",
+            "detector=tiny",
+            "--batch-size",
+            "2",
+            "--loader-workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
@@ -335,8 +398,13 @@ def test_what_a_resumed_extraction_keeps_bit_for_bit(demo, tmp_path):
     job, name = "given-boxes", "regions/butd-r101-vg-given"
     images = sorted({r.image_id for r in records})
     stores = {}
-    for label, first, batch in (("single", None, 4), ("again", None, 4), ("resumed", images[1:4], 4),
-                                ("single1", None, 1), ("resumed1", images[1:4], 1)):
+    for label, first, batch in (
+        ("single", None, 4),
+        ("again", None, 4),
+        ("resumed", images[1:4], 4),
+        ("single1", None, 1),
+        ("resumed1", images[1:4], 1),
+    ):
         store = open_store(tmp_path / label, create=True)
         if first:  # a run killed after three images, then the command again: other batches
             FEATURES.get(job).run([r for r in records if r.image_id in first], store, _options(batch_size=batch))

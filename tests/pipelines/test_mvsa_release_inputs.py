@@ -9,8 +9,8 @@ from PIL import Image
 
 from lighthead.extract.global_cnn import GlobalCNNConfig
 from lighthead.extract.text import resolve_model
-from lighthead.pipelines.features.runner import run_extract
 from lighthead.pipelines.features import ExtractOptions
+from lighthead.pipelines.features.runner import run_extract
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
 
@@ -28,8 +28,9 @@ def test_mvsa_extraction_follows_itins_release(tmp_path):
     root = fixtures.mvsa(tmp_path / "mvsa", ["positive,positive", "negative,neutral"])
     (root / "data" / "1.txt").write_bytes(LONG)
     model = resolve_model("all-minilm-l6-v2")  # a BERT-uncased WordPiece model, standing in for BERT-base
-    options = ExtractOptions(random_weights=True, loader_workers=0, progress=False,
-                             job_options={"text_model": str(model)})
+    options = ExtractOptions(
+        random_weights=True, loader_workers=0, progress=False, job_options={"text_model": str(model)}
+    )
     run_extract("mvsa-single", root, tmp_path / "store", ["bert", "resnet18"], options)
     store = open_store(tmp_path / "store")
     text = store["text/bert-base-uncased"]
@@ -45,8 +46,14 @@ def test_mvsa_extraction_follows_itins_release(tmp_path):
     assert (cfg.resize, cfg.crop, cfg.mean, cfg.std) == (256, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     from torchvision import transforms as tfs
 
-    released = tfs.Compose([tfs.Resize(256), tfs.CenterCrop(224), tfs.ToTensor(),
-                            tfs.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    released = tfs.Compose(
+        [
+            tfs.Resize(256),
+            tfs.CenterCrop(224),
+            tfs.ToTensor(),
+            tfs.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
     with Image.open(root / "data" / "1.jpg") as im:
         rgb = im.convert("RGB")
     np.testing.assert_array_equal(cfg.transform()(rgb).numpy(), released(rgb).numpy())

@@ -52,8 +52,7 @@ def test_a_non_finite_score_is_an_error_not_a_rank(bad):
 
 def test_a_run_with_nan_weights_is_an_error_naming_it(trained, tmp_path, capsys):
     from lighthead.pipelines.training.evaluate import load_run
-    from lighthead.pipelines.training.run_folder import BEST, CHECKPOINTS
-    from lighthead.pipelines.training.run_folder import save_checkpoint
+    from lighthead.pipelines.training.run_folder import BEST, CHECKPOINTS, save_checkpoint
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)

@@ -19,12 +19,19 @@ def test_worker_index_from_dask_names():
     assert worker_index(True) is None
 
 
-@pytest.mark.parametrize("device,index,gpus,want", [
-    ("cuda", 0, 2, "cuda:0"), ("cuda", 1, 2, "cuda:1"), ("cuda", 3, 2, "cuda:1"),  # more workers than GPUs: wrap
-    ("cuda", 5, 1, "cuda"),  # one visible GPU (a batch job's, CUDA_VISIBLE_DEVICES=3): every worker takes it
-    ("cuda", None, 4, "cuda"),  # not in a worker: the current device
-    ("cuda:1", 0, 4, "cuda:1"), ("cpu", 2, 4, "cpu"), (None, 2, 4, None),  # asked for: kept
-])
+@pytest.mark.parametrize(
+    "device,index,gpus,want",
+    [
+        ("cuda", 0, 2, "cuda:0"),
+        ("cuda", 1, 2, "cuda:1"),
+        ("cuda", 3, 2, "cuda:1"),  # more workers than GPUs: wrap
+        ("cuda", 5, 1, "cuda"),  # one visible GPU (a batch job's, CUDA_VISIBLE_DEVICES=3): every worker takes it
+        ("cuda", None, 4, "cuda"),  # not in a worker: the current device
+        ("cuda:1", 0, 4, "cuda:1"),
+        ("cpu", 2, 4, "cpu"),
+        (None, 2, 4, None),  # asked for: kept
+    ],
+)
 def test_device_for_worker(device, index, gpus, want):
     assert device_for_worker(device, index, gpus) == want
 
@@ -67,8 +74,8 @@ def test_sweep_trials_spread_over_the_visible_gpus(fake_gpus, tmp_path):
 def test_cluster_extraction_leaves_the_gpu_to_the_worker(monkeypatch):
     """Parts on a dask cluster get the plain "cuda": each worker takes its GPU when a part starts
     there; a GPU fixed per part index put two running parts on cuda:0 while cuda:1 idled."""
-    import lighthead.pipelines.features.regions as regions
     import lighthead.pipelines.cluster as cluster
+    import lighthead.pipelines.features.regions as regions
     from lighthead.pipelines.features import ExtractOptions
 
     seen = {}
@@ -80,11 +87,14 @@ def test_cluster_extraction_leaves_the_gpu_to_the_worker(monkeypatch):
 
     monkeypatch.setattr(cluster, "connect", fake_connect)
     monkeypatch.setattr(regions, "_local_devices", lambda options: ["cuda:0", "cuda:1"])  # two GPUs here
-    monkeypatch.setattr(regions, "submit_parts",
-                        lambda client, job, specs, res, progress, ended: seen.update(specs=specs))
+    monkeypatch.setattr(
+        regions, "submit_parts", lambda client, job, specs, res, progress, ended: seen.update(specs=specs)
+    )
     options = ExtractOptions(device="cuda", workers=3, progress=False)
     items = [(f"im{i}", f"/x/{i}.jpg") for i in range(6)]
-    regions._run_on_cluster("regions36", "/store", items, None, options, cluster.ClusterOptions(workers=3, dashboard=None))
+    regions._run_on_cluster(
+        "regions36", "/store", items, None, options, cluster.ClusterOptions(workers=3, dashboard=None)
+    )
     assert [spec[5] for spec in seen["specs"]] == ["cuda", "cuda", "cuda"]
 
 

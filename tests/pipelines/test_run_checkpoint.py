@@ -59,10 +59,19 @@ def one_error_line(err: str) -> str:
 def test_state_tree_round_trips_exactly(tmp_path):
     rng = np.random.RandomState(5)
     state = {
-        "epoch": 3, "best": -math.inf, "nan": math.nan, "name": "x", "flag": True, "none": None,
-        "opt": {"state": {0: {"step": torch.tensor(4.0), "exp_avg": torch.randn(3, 2)}},
-                "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0, 1]}]},
-        "numpy_rng": rng.get_state(), "np_scalar": np.float32(0.25), "bytes": torch.get_rng_state(),
+        "epoch": 3,
+        "best": -math.inf,
+        "nan": math.nan,
+        "name": "x",
+        "flag": True,
+        "none": None,
+        "opt": {
+            "state": {0: {"step": torch.tensor(4.0), "exp_avg": torch.randn(3, 2)}},
+            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0, 1]}],
+        },
+        "numpy_rng": rng.get_state(),
+        "np_scalar": np.float32(0.25),
+        "bytes": torch.get_rng_state(),
     }
     head = {"w": torch.randn(4, 4), "b": torch.arange(3)}
     save(tmp_path / "c.safetensors", head, state)
@@ -114,8 +123,10 @@ def test_doctored_last_checkpoint_refuses_resume(run, store, tmp_path, capsys):
     marker = tmp_path / "code-ran"
     last = run / "checkpoints" / "last.safetensors"
     last.write_bytes(pickle.dumps(Payload(marker)))
-    assert cli("train", "heads", "vsepp", "--store", store, "--out", run, "--epochs", "2", "--resume",
-               "--no-progress") == 1
+    assert (
+        cli("train", "heads", "vsepp", "--store", store, "--out", run, "--epochs", "2", "--resume", "--no-progress")
+        == 1
+    )
     assert str(last) in one_error_line(capsys.readouterr().err)
     assert not marker.exists()
 
@@ -124,8 +135,10 @@ def test_truncated_checkpoint_is_one_line(run, store, capsys):
     last = run / "checkpoints" / "last.safetensors"
     data = last.read_bytes()
     last.write_bytes(data[: len(data) // 2])
-    assert cli("train", "heads", "vsepp", "--store", store, "--out", run, "--epochs", "2", "--resume",
-               "--no-progress") == 1
+    assert (
+        cli("train", "heads", "vsepp", "--store", store, "--out", run, "--epochs", "2", "--resume", "--no-progress")
+        == 1
+    )
     line = one_error_line(capsys.readouterr().err)
     assert str(last) in line and "truncated" in line
 

@@ -36,8 +36,14 @@ def hold_lock(folder) -> subprocess.Popen:
             print("ready", flush=True)
             time.sleep(120)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if line.strip() != "ready":
         proc.kill()
@@ -71,8 +77,10 @@ def test_a_second_train_into_a_held_run_folder_is_refused_and_a_dead_holder_bloc
 
 def test_a_failed_train_leaves_no_folder_behind(store, tmp_path, capsys):
     out = tmp_path / "runs" / "run"
-    assert run_app(app, ["train", "heads", "vsepp", "--store", str(store), "--out", str(out),
-                         "--set", "no_such_key=1"]) == 1
+    assert (
+        run_app(app, ["train", "heads", "vsepp", "--store", str(store), "--out", str(out), "--set", "no_such_key=1"])
+        == 1
+    )
     assert len(error_lines(capsys)) == 1
     assert not (tmp_path / "runs").exists()
 
@@ -84,8 +92,13 @@ def test_a_second_sweep_into_a_held_folder_is_refused(tmp_path):
     holder = hold_lock(out)
     try:
         with pytest.raises(ValueError, match=f"^{out}: in use by pid {holder.pid} on "):
-            run_sweep(from_args("itin", ["lr=1e-3,1e-4"]), store, out,
-                      train_fn="tests.pipelines.sweep.fakes:quadratic_train", progress=False)
+            run_sweep(
+                from_args("itin", ["lr=1e-3,1e-4"]),
+                store,
+                out,
+                train_fn="tests.pipelines.sweep.fakes:quadratic_train",
+                progress=False,
+            )
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # no sweep.json, no trials
     finally:
         holder.kill()

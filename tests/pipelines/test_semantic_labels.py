@@ -58,8 +58,10 @@ def test_load_or_build_stores_the_artifact_once(tmp_path):
     from lighthead.store import open_store
 
     store = open_store(tmp_path / "s", create=True)
-    recs = [Record(id="a", image_id="a", image_path="", texts=[CAPTIONS[f"a#{j}"] for j in range(3)], split="train"),
-            Record(id="b", image_id="b", image_path="", texts=[CAPTIONS["b#0"], CAPTIONS["b#1"]], split="test")]
+    recs = [
+        Record(id="a", image_id="a", image_path="", texts=[CAPTIONS[f"a#{j}"] for j in range(3)], split="train"),
+        Record(id="b", image_id="b", image_path="", texts=[CAPTIONS["b#0"], CAPTIONS["b#1"]], split="test"),
+    ]
     art = sl.load_or_build(store, recs, "nouns", 10)
     assert store.has_json("labels/nouns-10") and store.read_json("labels/nouns-10") == art
     assert set(art["captions"]) == {"a#0", "a#1", "a#2", "b#0", "b#1"}
@@ -81,11 +83,23 @@ def test_training_casc_on_a_read_only_store_keeps_its_labels_in_memory(tmp_path,
     from lighthead.store import open_store
     from tests.conftest_helpers import build_retrieval_store
 
-    store = build_retrieval_store(tmp_path / "store", n_images=30, splits=(20, 5, 5), region_dim=32, num_regions=6,
-                                  global_dim=32, token_dim=8, seed=5)
+    store = build_retrieval_store(
+        tmp_path / "store",
+        n_images=30,
+        splits=(20, 5, 5),
+        region_dim=32,
+        num_regions=6,
+        global_dim=32,
+        token_dim=8,
+        seed=5,
+    )
     records = [Record.from_json(r) for r in open_store(store).read_json("records")]
-    expected = sl.build_labels({t: x for r in records for t, x in zip(r.text_ids(), r.texts)},
-                               [t for r in records if r.split == "train" for t in r.text_ids()], "nouns", 5)
+    expected = sl.build_labels(
+        {t: x for r in records for t, x in zip(r.text_ids(), r.texts)},
+        [t for r in records if r.split == "train" for t in r.text_ids()],
+        "nouns",
+        5,
+    )
     write = manifest.atomic_write
 
     def read_only(path, data, fsync=True):
@@ -95,8 +109,14 @@ def test_training_casc_on_a_read_only_store_keeps_its_labels_in_memory(tmp_path,
 
     for module in (manifest, lighthead.store.api):  # every way the store writes a file
         monkeypatch.setattr(module, "atomic_write", read_only)
-    over = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0", "label_hidden": "8",
-            "num_labels": "5"}
+    over = {
+        "embed_size": "8",
+        "word_dim": "8",
+        "batch_size": "16",
+        "val_images": "0",
+        "label_hidden": "8",
+        "num_labels": "5",
+    }
     with pytest.warns(UserWarning, match=r"cannot save the semantic labels 'labels/nouns-5' \(Read-only file system\)"):
         metrics = train("casc", store, tmp_path / "run", epochs=1, overrides=over, progress=False)
     assert metrics["epochs_done"] == 1 and not open_store(store).has_json("labels/nouns-5")

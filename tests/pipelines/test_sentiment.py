@@ -28,7 +28,17 @@ RD, GD, TD, K = 32, 16, 24, 8  # region, global, token widths; regions per image
 REGIONS, GLOBAL, TEXT = "regions/butd-r101-vg-36", "global/resnet18", "text/all-minilm-l6-v2"
 TINY = {
     "itin": {"d": 32, "k": 16, "epochs": 6, "batch_size": 16, "dropout": 0.0},
-    "itm": {"regions": REGIONS, "d": 32, "heads": 4, "ff": 64, "epochs": 5, "batch_size": 16, "lr": 1e-3, "aux_lr": 1e-3, "dropout": 0.0},
+    "itm": {
+        "regions": REGIONS,
+        "d": 32,
+        "heads": 4,
+        "ff": 64,
+        "epochs": 5,
+        "batch_size": 16,
+        "lr": 1e-3,
+        "aux_lr": 1e-3,
+        "dropout": 0.0,
+    },
     "text-only": {"d": 32, "heads": 4, "ff": 64, "epochs": 5, "batch_size": 16, "lr": 1e-3, "dropout": 0.0},
 }
 
@@ -90,13 +100,20 @@ def make_task(store_path: Path, head: str, **over) -> tuple[SentimentTask, objec
 
 # -- data ----------------------------------------------------------------------------------
 
+
 def test_batches_carry_what_the_heads_read(store_path):
     task, cls = make_task(store_path, "itm")
     assert task.kind == "target"
     annotated = [r for r in task.part("train").records if r.extra.get("relevance") is not None]
-    assert task.data_info() == {"dataset": "demo", "num_labels": 3, "records": "target", "region_dim": RD,
-                                "token_dim": TD, "train_samples": len(task.part("train")),
-                                "aux_train_samples": len(annotated)}
+    assert task.data_info() == {
+        "dataset": "demo",
+        "num_labels": 3,
+        "records": "target",
+        "region_dim": RD,
+        "token_dim": TD,
+        "train_samples": len(task.part("train")),
+        "aux_train_samples": len(annotated),
+    }
     assert 0 < len(annotated) <= len(task.part("train"))
     head = cls(task.cfg, **{k: v for k, v in task.data_info().items() if k.endswith("_dim")})
     part = task.part("train")
@@ -148,13 +165,28 @@ def test_without_annotations_main_task_trains_alone(tmp_path, store_path):
 
 def test_wrong_dataset_kind_is_a_clear_error(tmp_path):
     s = open_store(tmp_path / "s", create=True)
-    s.write_json("records", [{"id": "a", "image_id": "a", "image_path": "a.png", "texts": ["x"], "split": "train",
-                              "kind": "image", "label": None, "target": None, "extra": {}}])
+    s.write_json(
+        "records",
+        [
+            {
+                "id": "a",
+                "image_id": "a",
+                "image_path": "a.png",
+                "texts": ["x"],
+                "split": "train",
+                "kind": "image",
+                "label": None,
+                "target": None,
+                "extra": {},
+            }
+        ],
+    )
     with pytest.raises(ValueError, match="no labelled 'post' records"):
         make_task(tmp_path / "s", "itin")
 
 
 # -- metrics ---------------------------------------------------------------------------------
+
 
 def test_alignment_metrics_match_loops():
     rng = np.random.default_rng(0)
@@ -189,6 +221,7 @@ def test_relevance_metrics_match_counts():
 
 # -- training through the shared loop ----------------------------------------------------------
 
+
 def _train(store_path: Path, out: Path, head: str, **over) -> dict:
     from lighthead.pipelines.training.loop import train
 
@@ -220,11 +253,19 @@ def test_itin_trains_above_chance_and_is_reproducible(store_path, tmp_path):
     assert first == second  # fixed seeds: the same run twice gives the same metrics
 
 
-@pytest.mark.parametrize("head,switch", [("itin", {"align": False}), ("itin", {"gating": False}),
-                                         ("itin", {"context": False}), ("itin", {"context_only": True}),
-                                         ("itm", {"relevance": False, "attention": False}),
-                                         ("itm", {"coarse": False}), ("itm", {"fine": False}),
-                                         ("text-only", {"records": "post"})])
+@pytest.mark.parametrize(
+    "head,switch",
+    [
+        ("itin", {"align": False}),
+        ("itin", {"gating": False}),
+        ("itin", {"context": False}),
+        ("itin", {"context_only": True}),
+        ("itm", {"relevance": False, "attention": False}),
+        ("itm", {"coarse": False}),
+        ("itm", {"fine": False}),
+        ("text-only", {"records": "post"}),
+    ],
+)
 def test_every_switch_trains_through_the_loop(store_path, tmp_path, head, switch):
     metrics = _train(store_path, tmp_path / "run", head, epochs=1, **switch)
     assert 0 <= metrics["test"]["accuracy"] <= 100
@@ -258,8 +299,22 @@ def test_cli_train_and_evaluate(store_path, tmp_path):
 
     run = tmp_path / "run"
     sets = [x for k, v in {**TINY["itm"], "epochs": 2}.items() for x in ("--set", f"{k}={v}")]
-    res = CliRunner().invoke(app, ["train", "heads", "itm", "--store", str(store_path), "--dataset", "demo",
-                                   "--out", str(run), "--no-progress", *sets])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "heads",
+            "itm",
+            "--store",
+            str(store_path),
+            "--dataset",
+            "demo",
+            "--out",
+            str(run),
+            "--no-progress",
+            *sets,
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert {"accuracy", "macro_f1", "relevance_f1", "alignment_kl", "alignment_r1"} <= set(metrics)
@@ -268,6 +323,20 @@ def test_cli_train_and_evaluate(store_path, tmp_path):
     for name in ("eval-test.json", "eval-test.md", "confusion-test.png", "examples-test.png", "curves.png"):
         assert (run / name).is_file(), name
     assert not list(run.glob("*1k*")) and not list(run.glob("sentiment-*"))  # no protocol, one set of files
-    res = CliRunner().invoke(app, ["train", "heads", "itin", "--store", str(store_path), "--dataset", "demo",
-                                   "--out", str(tmp_path / "bad"), "--set", "align=maybe"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "heads",
+            "itin",
+            "--store",
+            str(store_path),
+            "--dataset",
+            "demo",
+            "--out",
+            str(tmp_path / "bad"),
+            "--set",
+            "align=maybe",
+        ],
+    )
     assert res.exit_code != 0

@@ -29,8 +29,17 @@ def big_dev_store(tmp_path_factory) -> Path:
     records = []
     for split, n in SPLITS.items():
         for i in range(n):
-            records.append(Record(id=f"{split}{i}", image_id=f"{split}{i}", image_path=f"/none/{split}{i}.png",
-                                  texts=["a post"], split=split, kind="post", label=int(rng.integers(0, 3))))
+            records.append(
+                Record(
+                    id=f"{split}{i}",
+                    image_id=f"{split}{i}",
+                    image_path=f"/none/{split}{i}.png",
+                    texts=["a post"],
+                    split=split,
+                    kind="post",
+                    label=int(rng.integers(0, 3)),
+                )
+            )
     s = open_store(root, create=True)
     s.write_json("records", [r.to_json() for r in records])
     s.write_json("dataset", {"name": "demo"})
@@ -46,8 +55,14 @@ def big_dev_store(tmp_path_factory) -> Path:
 def test_the_whole_dev_split_is_scored(big_dev_store, tmp_path):
     from lighthead.pipelines.training.loop import train
 
-    metrics = train("text-only", big_dev_store, tmp_path / "run", epochs=2,
-                    overrides={**TINY["text-only"], "records": "post"}, progress=False)
+    metrics = train(
+        "text-only",
+        big_dev_store,
+        tmp_path / "run",
+        epochs=2,
+        overrides={**TINY["text-only"], "records": "post"},
+        progress=False,
+    )
     assert metrics["val"]["n"] == 1200  # not the first 1,000
     assert all(h["val"]["n"] == 1200 for h in metrics["history"])
     for split in ("val", "test"):
@@ -80,12 +95,33 @@ def itm_store(tmp_path_factory) -> Path:
     return build_store(tmp_path_factory.mktemp("itmcfg"), n_images=40)
 
 
-@pytest.mark.parametrize("sets,want", [
-    ({}, {"recipe": "code", "layer_type": "bert", "alignment": "mean_scores", "optimizer": "bertadam",
-          "schedule": "warmup_linear_twice", "epochs": 1}),
-    ({"recipe": "paper"}, {"recipe": "paper", "layer_type": "transformer", "alignment": "mean_probs",
-                           "optimizer": "adamw", "schedule": "constant", "epochs": 1}),
-])
+@pytest.mark.parametrize(
+    "sets,want",
+    [
+        (
+            {},
+            {
+                "recipe": "code",
+                "layer_type": "bert",
+                "alignment": "mean_scores",
+                "optimizer": "bertadam",
+                "schedule": "warmup_linear_twice",
+                "epochs": 1,
+            },
+        ),
+        (
+            {"recipe": "paper"},
+            {
+                "recipe": "paper",
+                "layer_type": "transformer",
+                "alignment": "mean_probs",
+                "optimizer": "adamw",
+                "schedule": "constant",
+                "epochs": 1,
+            },
+        ),
+    ],
+)
 def test_config_json_records_the_reading(itm_store, tmp_path, sets, want):
     from lighthead.pipelines.training.loop import train
 

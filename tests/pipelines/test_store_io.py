@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import base64
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -29,14 +28,23 @@ TINY = {"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("syn") / "store", n_images=30, splits=(20, 5, 5),
-                                 region_dim=16, num_regions=36, global_dim=16, token_dim=8, seed=3)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("syn") / "store",
+        n_images=30,
+        splits=(20, 5, 5),
+        region_dim=16,
+        num_regions=36,
+        global_dim=16,
+        token_dim=8,
+        seed=3,
+    )
 
 
 def test_exported_precomp_is_split_with_captions_in_training_order(synthetic, tmp_path):
     files = export_features("precomp", synthetic, tmp_path / "pre")
-    assert sorted(p.name for p in files) == sorted(f"{s}_{k}" for s in ("train", "dev", "test")
-                                                   for k in ("ims.npy", "caps.txt", "ids.txt"))
+    assert sorted(p.name for p in files) == sorted(
+        f"{s}_{k}" for s in ("train", "dev", "test") for k in ("ims.npy", "caps.txt", "ids.txt")
+    )
     store = open_store(synthetic)
     records = store.read_json("records")
     fs = store["regions/butd-r101-vg-36"]
@@ -53,8 +61,12 @@ def test_exported_precomp_is_split_with_captions_in_training_order(synthetic, tm
 def test_precomp_import_trains_as_the_store_it_came_from(synthetic, tmp_path):
     export_features("precomp", synthetic, tmp_path / "pre")
     summary = import_features("precomp", tmp_path / "pre", tmp_path / "imported")
-    assert (summary.feature_set, summary.added, summary.records, summary.dataset) == \
-        ("regions/butd-r101-vg-36", 30, 30, "pre")
+    assert (summary.feature_set, summary.added, summary.records, summary.dataset) == (
+        "regions/butd-r101-vg-36",
+        30,
+        30,
+        "pre",
+    )
     imported = open_store(tmp_path / "imported")
     records = imported.read_json("records")
     assert [r["split"] for r in records] == ["val"] * 5 + ["test"] * 5 + ["train"] * 20  # dev -> val
@@ -75,8 +87,14 @@ def test_precomp_import_trains_as_the_store_it_came_from(synthetic, tmp_path):
     b = train("scan", twin, tmp_path / "b", epochs=1, overrides=TINY, progress=False)
     assert a["test"]["n_images"] == 5 and a["history"][0]["loss"] == b["history"][0]["loss"]
     assert a["test"]["rsum"] == b["test"]["rsum"]
-    c = train("casc", tmp_path / "imported", tmp_path / "c", epochs=1,
-              overrides={**TINY, "label_hidden": "8", "num_labels": "5"}, progress=False)
+    c = train(
+        "casc",
+        tmp_path / "imported",
+        tmp_path / "c",
+        epochs=1,
+        overrides={**TINY, "label_hidden": "8", "num_labels": "5"},
+        progress=False,
+    )
     assert imported.has_json("labels/nouns-5") and c["test"]["n_images"] == 5  # labels built as for extraction
     # VSE++ reads global CNN vectors by default; on a precomp store it mean-pools the regions, with no --set.
     d = train("vsepp", tmp_path / "imported", tmp_path / "d", epochs=1, overrides=TINY, progress=False)
@@ -103,7 +121,9 @@ def make_folder(folder, splits, k=3, d=4, repeat=False):
     for s, n in splits.items():
         ims = rng.standard_normal((n, k, d)).astype(np.float32)
         np.save(folder / f"{s}_ims.npy", np.repeat(ims, 5, axis=0) if repeat else ims)
-        (folder / f"{s}_caps.txt").write_text("".join(f" {s} image {i} caption {j} \n" for i in range(n) for j in range(5)))
+        (folder / f"{s}_caps.txt").write_text(
+            "".join(f" {s} image {i} caption {j} \n" for i in range(n) for j in range(5))
+        )
         (folder / f"{s}_ids.txt").write_text("".join(f"{100 + i}\n" for i in range(n)))
     return folder
 
@@ -116,7 +136,9 @@ def test_one_row_per_caption_and_cocos_testall(tmp_path):
     recs = {r["id"]: r for r in store.read_json("records")}
     assert {r["split"] for r in recs.values() if r["extra"]["precomp_split"] == "testall"} == {"test"}
     assert {r["split"] for r in recs.values() if r["extra"]["precomp_split"] == "test"} == {"test1k"}
-    assert recs["testall/3"]["texts"][4] == "testall image 3 caption 4" and recs["train/2"]["extra"]["source_id"] == "102"
+    assert (
+        recs["testall/3"]["texts"][4] == "testall image 3 caption 4" and recs["train/2"]["extra"]["source_id"] == "102"
+    )
     ims = np.load(tmp_path / "coco_precomp" / "testall_ims.npy")
     assert np.array_equal(store["regions/precomp"]["testall/3"]["features"], ims[15])  # rows 15..19: image 3
     ims[16, 0, 0] += 1
@@ -148,9 +170,18 @@ def coco_store(tmp_path):
 def lxmert_line(img_id, w=40, h=32, n=2, d=8):
     boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 30]][:n], np.float32)
     b64 = lambda a: base64.b64encode(a).decode()  # noqa: E731
-    return {"img_id": img_id, "img_h": h, "img_w": w, "objects_id": b64(np.arange(n)), "objects_conf": b64(np.ones(n, np.float32)),
-            "attrs_id": b64(np.zeros(n, np.int64)), "attrs_conf": b64(np.zeros(n, np.float32)), "num_boxes": n,
-            "boxes": b64(boxes), "features": b64(np.ones((n, d), np.float32))}
+    return {
+        "img_id": img_id,
+        "img_h": h,
+        "img_w": w,
+        "objects_id": b64(np.arange(n)),
+        "objects_conf": b64(np.ones(n, np.float32)),
+        "attrs_id": b64(np.zeros(n, np.int64)),
+        "attrs_conf": b64(np.zeros(n, np.float32)),
+        "num_boxes": n,
+        "boxes": b64(boxes),
+        "features": b64(np.ones((n, d), np.float32)),
+    }
 
 
 def write_lines(path, rows):
@@ -179,7 +210,8 @@ def test_a_source_matching_no_image_is_an_error(coco_store, tmp_path):
     res = CliRunner().invoke(app, ["store", "import", "tsv", str(tmp_path / "other.tsv"), str(coco_store.path)])
     assert res.exit_code == 1 and res.stderr.strip() == (
         f"error: {tmp_path / 'other.tsv'}: none of its 3 ids matches an image of the dataset in {coco_store.path} "
-        "(6 images, ids like '1000'; the source's are like 'flickr_a'); nothing imported")
+        "(6 images, ids like '1000'; the source's are like 'flickr_a'); nothing imported"
+    )
     assert coco_store.names() == []
 
 
@@ -188,8 +220,11 @@ def test_two_ids_for_one_image_and_a_swapped_size_are_errors(coco_store, tmp_pat
     with pytest.raises(StoreError, match=r"two.tsv:2: 'COCO_x_000000000002' and '1002' .*both match image '1002'"):
         import_features("tsv", tmp_path / "two.tsv", coco_store.path)
     write_lines(tmp_path / "swap.tsv", [lxmert_line("1001", w=32, h=40)])
-    with pytest.raises(StoreError, match=r"swap.tsv:1: image_w x image_h is 32 x 40, but the image file .*"
-                                         r"COCO_x_000000000001.jpg of '1001' is 40 x 32 \(height and width swapped\?\)"):
+    with pytest.raises(
+        StoreError,
+        match=r"swap.tsv:1: image_w x image_h is 32 x 40, but the image file .*"
+        r"COCO_x_000000000001.jpg of '1001' is 40 x 32 \(height and width swapped\?\)",
+    ):
         import_features("tsv", tmp_path / "swap.tsv", coco_store.path)
 
 
@@ -198,8 +233,19 @@ def test_uniter_npz_into_a_dataset_store_reads_sizes_from_the_images(coco_store,
     data = []
     for i in (1, 3):
         boxes = np.array([[2, 3, 30, 20], [0, 0, 40, 32]], np.float32)
-        data.append((f"COCO_x_{i:012d}", 40, 32, boxes, rng.standard_normal((2, 8)).astype(np.float32),
-                     np.array([5, 7]), np.array([0.5, 0.25], np.float32), None, None))
+        data.append(
+            (
+                f"COCO_x_{i:012d}",
+                40,
+                32,
+                boxes,
+                rng.standard_normal((2, 8)).astype(np.float32),
+                np.array([5, 7]),
+                np.array([0.5, 0.25], np.float32),
+                None,
+                None,
+            )
+        )
     write_uniter_npz(tmp_path / "npz", data, prefix="coco_")
     summary = import_features("npz", tmp_path / "npz", coco_store.path, "regions/uniter")
     fs = coco_store["regions/uniter"]
@@ -226,7 +272,10 @@ def test_cli_import_precomp_then_train(synthetic, tmp_path):
     res = runner.invoke(app, ["store", "import", "precomp", str(tmp_path / "pre"), str(tmp_path / "st")])
     assert res.exit_code == 0, res.output
     assert "imported 30 new items into" in res.stdout and "words/vocab: 150 new caption word-id lists" in res.stdout
-    res = runner.invoke(app, ["train", "heads", "scan", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "run"),
-                              "--epochs", "1"] + [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")])
+    res = runner.invoke(
+        app,
+        ["train", "heads", "scan", "--store", str(tmp_path / "st"), "--out", str(tmp_path / "run"), "--epochs", "1"]
+        + [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "metrics.json").is_file()

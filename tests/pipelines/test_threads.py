@@ -15,8 +15,21 @@ from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from tests.conftest_helpers import build_retrieval_store
 
-TINY = ["--set", "embed_size=8", "--set", "word_dim=8", "--set", "batch_size=16", "--set", "val_images=0",
-        "--set", "test=false", "--epochs", "1", "--no-progress"]
+TINY = [
+    "--set",
+    "embed_size=8",
+    "--set",
+    "word_dim=8",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "val_images=0",
+    "--set",
+    "test=false",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -30,8 +43,15 @@ def keep_threads(monkeypatch):
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    return build_retrieval_store(tmp_path_factory.mktemp("threads") / "store", n_images=24, splits=(16, 4, 4),
-                                 region_dim=16, num_regions=4, global_dim=16, token_dim=8)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("threads") / "store",
+        n_images=24,
+        splits=(16, 4, 4),
+        region_dim=16,
+        num_regions=4,
+        global_dim=16,
+        token_dim=8,
+    )
 
 
 def lighthead(*args) -> int:
@@ -92,8 +112,14 @@ def test_train_as_a_function_leaves_the_count_alone(store, tmp_path):
     from lighthead.pipelines.training.loop import train
 
     torch.set_num_threads(1)
-    train("vsepp", store, tmp_path / "f", epochs=1, progress=False,
-          overrides={"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0", "test": "false"})
+    train(
+        "vsepp",
+        store,
+        tmp_path / "f",
+        epochs=1,
+        progress=False,
+        overrides={"embed_size": "8", "word_dim": "8", "batch_size": "16", "val_images": "0", "test": "false"},
+    )
     assert recorded(tmp_path / "f") == 1
 
 

@@ -19,8 +19,16 @@ FAST = {"embed_size": "32", "word_dim": "16", "batch_size": "32", "lr": "2e-3", 
 @pytest.fixture(scope="module")
 def learning_store(tmp_path_factory):
     """The store the learning-signal tests train on (synthetic; the demo store can replace it)."""
-    return build_retrieval_store(tmp_path_factory.mktemp("learn") / "store", n_images=120, splits=(90, 10, 20),
-                                 region_dim=64, num_regions=12, global_dim=48, token_dim=16, seed=1)
+    return build_retrieval_store(
+        tmp_path_factory.mktemp("learn") / "store",
+        n_images=120,
+        splits=(90, 10, 20),
+        region_dim=64,
+        num_regions=12,
+        global_dim=48,
+        token_dim=16,
+        seed=1,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +45,10 @@ def random_r1(n_images: int, seed: int = 0) -> tuple[float, float]:
 
 # casc: plain cosines before the softmax (attn_norm=no_norm) learn from scratch in these 4 epochs;
 # the released clipped_l2norm needs more on 90 images.
-@pytest.mark.parametrize("head,epochs,extra", [("casc", 4, {"label_hidden": "16", "attn_norm": "no_norm"}),
-                                               ("vsepp", 8, {"image": "regions/butd-r101-vg-36"})])
+@pytest.mark.parametrize(
+    "head,epochs,extra",
+    [("casc", 4, {"label_hidden": "16", "attn_norm": "no_norm"}), ("vsepp", 8, {"image": "regions/butd-r101-vg-36"})],
+)
 def test_training_beats_random_scores(head, epochs, extra, learning_store, tmp_path):
     metrics = train(head, learning_store, tmp_path / head, epochs=epochs, overrides={**FAST, **extra}, progress=False)
     test = metrics["test"]
@@ -63,8 +73,9 @@ def test_resume_equals_uninterrupted_run(small_store, tmp_path):
 
 def test_run_files_and_selection(small_store, tmp_path):
     out = tmp_path / "run"
-    metrics = train("casc", small_store, out, epochs=2, overrides={**TINY, "label_hidden": "8", "num_labels": "5"},
-                    progress=False)
+    metrics = train(
+        "casc", small_store, out, epochs=2, overrides={**TINY, "label_hidden": "8", "num_labels": "5"}, progress=False
+    )
     assert (out / "checkpoints" / "best.safetensors").is_file() and (out / "checkpoints" / "last.safetensors").is_file()
     config = json.loads((out / "config.json").read_text())
     assert config["head"] == "casc" and config["config"]["embed_size"] == 8 and config["config"]["epochs"] == 2
@@ -87,7 +98,14 @@ def test_refuses_to_overwrite_and_names_unknown_keys(small_store, tmp_path):
     with pytest.raises(KeyError, match="loop keys: .*seed"):
         train("vsepp", small_store, tmp_path / "x", overrides={"sed": "1"}, progress=False)
     with pytest.raises(ValueError, match="different setup"):
-        train("vsepp", small_store, tmp_path / "r", epochs=2, overrides={**TINY, "lr": "1e-2"}, resume=True,
-              progress=False)
+        train(
+            "vsepp",
+            small_store,
+            tmp_path / "r",
+            epochs=2,
+            overrides={**TINY, "lr": "1e-2"},
+            resume=True,
+            progress=False,
+        )
     with pytest.raises(KeyError, match="regions/missing"):
         train("scan", small_store, tmp_path / "y", overrides={"regions": "regions/missing"}, progress=False)

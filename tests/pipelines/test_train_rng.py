@@ -15,17 +15,26 @@ from lighthead.pipelines.training.run_folder import load_checkpoint, rng_state, 
 
 # What would start CUDA or read a GPU's state (torch.manual_seed's call of cuda.manual_seed_all is
 # lazy: queued until CUDA starts, if ever).
-CUDA_CALLS = ("init", "_lazy_init", "current_device", "get_rng_state", "get_rng_state_all", "set_rng_state",
-              "set_rng_state_all")
+CUDA_CALLS = (
+    "init",
+    "_lazy_init",
+    "current_device",
+    "get_rng_state",
+    "get_rng_state_all",
+    "set_rng_state",
+    "set_rng_state_all",
+)
 
 
 @pytest.fixture
 def no_cuda(monkeypatch):
     """A machine with two GPUs (torch.cuda.is_available() is True) where a CPU run must leave them
     alone: any call that starts CUDA or reads a GPU's state fails the test."""
+
     def forbidden(name):
         def call(*args, **kwargs):
             raise AssertionError(f"torch.cuda.{name} called by a CPU run")
+
         return call
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -66,13 +75,22 @@ def _old_format_record(n_gpus: int) -> dict:
     random.seed(3)
     np.random.seed(3)
     torch.manual_seed(3)
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": [torch.full((8,), 10 + i, dtype=torch.uint8) for i in range(n_gpus)]}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": [torch.full((8,), 10 + i, dtype=torch.uint8) for i in range(n_gpus)],
+    }
 
 
 def _write_old(path, head, optimizers, n_gpus: int) -> dict:
-    extra = {"optimizers": [o.state_dict() for o, _ in optimizers], "schedulers": [None], "scaler": None,
-             "state": {"epoch": 4}, "rng": _old_format_record(n_gpus)}
+    extra = {
+        "optimizers": [o.state_dict() for o, _ in optimizers],
+        "schedulers": [None],
+        "scaler": None,
+        "state": {"epoch": 4},
+        "rng": _old_format_record(n_gpus),
+    }
     run_checkpoint.save(path, head.state_dict(), extra)
     return extra["rng"]
 
@@ -96,8 +114,9 @@ def test_an_old_checkpoint_with_gpu_states_loads_on_a_cpu(tmp_path, no_cuda):
     assert random.getstate() == rng["python"] and torch.equal(torch.get_rng_state(), rng["torch"])
 
 
-@pytest.mark.parametrize("device,want", [("cuda:1", [("set", "cuda:1", 11)]), ("cuda", [("set", "cuda", 10)]),
-                                         ("cuda:5", [])])
+@pytest.mark.parametrize(
+    "device,want", [("cuda:1", [("set", "cuda:1", 11)]), ("cuda", [("set", "cuda", 10)]), ("cuda:5", [])]
+)
 def test_an_old_checkpoint_restores_the_training_gpu_only(tmp_path, fake_gpus, device, want):
     """Saved with 4 GPUs: the training device's entry is used; a device it never had (cuda:5) keeps
     its own state instead of failing with a message blaming the checkpoint."""

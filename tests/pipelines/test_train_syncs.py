@@ -147,6 +147,14 @@ def test_on_cuda_batches_are_pinned_and_the_host_reads_once_per_interval(monkeyp
     batches = [{"x": torch.randn(4, 3)} for _ in range(12)]
     opt = torch.optim.SGD(head.parameters(), lr=0.01)
     with CountHostReads() as reads:
-        stats = train_mod._run_epoch(head, [(opt, None)], batches, torch.device("cuda"), torch.bfloat16,
-                                     torch.amp.GradScaler("cuda", enabled=False), 0.0, Bar())
+        stats = train_mod._run_epoch(
+            head,
+            [(opt, None)],
+            batches,
+            torch.device("cuda"),
+            torch.bfloat16,
+            torch.amp.GradScaler("cuda", enabled=False),
+            0.0,
+            Bar(),
+        )
     assert len(pinned) == 12 and reads.calls == ["tolist", "tolist"] and stats["samples"] == 48

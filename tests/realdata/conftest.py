@@ -14,17 +14,35 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # beside the checkout (../shared), or inside it where a checkout carries shared/
-REALDATA = next((p for p in (ROOT.parent / "shared" / "realdata", ROOT / "shared" / "realdata") if p.is_dir()),
-                ROOT.parent / "shared" / "realdata")
+REALDATA = next(
+    (p for p in (ROOT.parent / "shared" / "realdata", ROOT / "shared" / "realdata") if p.is_dir()),
+    ROOT.parent / "shared" / "realdata",
+)
 COCO10 = REALDATA / "pba-coco10"
 TSV = COCO10 / "train2014_obj36.tsv"
 IMAGES = COCO10 / "images"
 
 # LXMERT's `load_obj_tsv` columns, and the dtype each base64 field holds.
-FIELDS = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",
-          "features"]
-DTYPES = {"objects_id": np.int64, "objects_conf": np.float32, "attrs_id": np.int64, "attrs_conf": np.float32,
-          "boxes": np.float32, "features": np.float32}
+FIELDS = [
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
+]
+DTYPES = {
+    "objects_id": np.int64,
+    "objects_conf": np.float32,
+    "attrs_id": np.int64,
+    "attrs_conf": np.float32,
+    "boxes": np.float32,
+    "features": np.float32,
+}
 
 
 def read_caffe_tsv(path: Path) -> dict[str, dict]:

@@ -14,7 +14,6 @@ from PIL import Image
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from lighthead.store import open_store
-
 from tests.realdata.conftest import IMAGES, TSV, read_caffe_tsv
 
 SET = "regions/caffe-36"
@@ -100,8 +99,13 @@ def test_show_draws_the_36_regions_with_their_vg_names(caffe, imported, tmp_path
         assert sorted(info["labels"]) == sorted(expected)
         best = int(np.argmax(ref["objects_conf"]))
         assert info["labels"][0] == expected[best]
-    labels = show_regions(imported["float32"], "COCO_train2014_000000573195", tmp_path / "cat.png",
-                          image=IMAGES / "COCO_train2014_000000573195.jpg", top=0)["labels"]
+    labels = show_regions(
+        imported["float32"],
+        "COCO_train2014_000000573195",
+        tmp_path / "cat.png",
+        image=IMAGES / "COCO_train2014_000000573195.jpg",
+        top=0,
+    )["labels"]
     assert any(label.split()[-2] == "cat" for label in labels)  # the cat in the car window
 
 
@@ -145,9 +149,26 @@ def test_given_boxes_extraction_at_the_caffe_boxes(caffe, imported, tmp_path):
     shutil.copytree(imported["float32"], store)
     images = tmp_path / "images"
     shutil.copytree(IMAGES, images)
-    code = cli("extract", "--dataset", "images", "--root", images, "--store", store, "--features", "given-boxes",
-               "--random-weights", "-o", "detector=r101-demo", "-o", "min_size=96", "-o", "max_size=160",
-               "-o", f"given-boxes.boxes_from={SET}")
+    code = cli(
+        "extract",
+        "--dataset",
+        "images",
+        "--root",
+        images,
+        "--store",
+        store,
+        "--features",
+        "given-boxes",
+        "--random-weights",
+        "-o",
+        "detector=r101-demo",
+        "-o",
+        "min_size=96",
+        "-o",
+        "max_size=160",
+        "-o",
+        f"given-boxes.boxes_from={SET}",
+    )
     assert code == 0
     fs = open_store(store)["regions/butd-r101-vg-given"]
     assert sorted(fs.ids) == sorted(caffe)
@@ -178,9 +199,27 @@ def test_real_weights_land_in_the_published_tolerance_band(caffe, imported, tmp_
     images = tmp_path / "images"
     shutil.copytree(IMAGES, images)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    code = cli("extract", "--dataset", "images", "--root", images, "--store", store, "--features", "given-boxes",
-               "--weights", weights, "--device", device, "--dtype", "float32", "-o", "given-boxes.precision=fp32",
-               "-o", f"given-boxes.boxes_from={SET}")
+    code = cli(
+        "extract",
+        "--dataset",
+        "images",
+        "--root",
+        images,
+        "--store",
+        store,
+        "--features",
+        "given-boxes",
+        "--weights",
+        weights,
+        "--device",
+        device,
+        "--dtype",
+        "float32",
+        "-o",
+        "given-boxes.precision=fp32",
+        "-o",
+        f"given-boxes.boxes_from={SET}",
+    )
     assert code == 0
     fs = open_store(store)["regions/butd-r101-vg-given"]
     for image_id, ref in caffe.items():

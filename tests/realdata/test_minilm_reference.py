@@ -15,7 +15,6 @@ from PIL import Image
 from lighthead.pipelines.cli import app
 from lighthead.pipelines.cli.common import run_app
 from lighthead.store import open_store
-
 from tests.realdata.conftest import REALDATA
 
 REFERENCE = REALDATA / "minilm-reference.json"
@@ -31,8 +30,12 @@ def test_the_minilm_job_reproduces_the_published_cosines(tmp_path):
     lines = [json.dumps({"image": "a.png", "caption": s}) for s in ref["sentences"]]
     (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
     store = tmp_path / "store"
-    assert run_app(app, ["extract", "--dataset", "images", "--root", str(root), "--store", str(store),
-                         "--features", "minilm"]) == 0
+    assert (
+        run_app(
+            app, ["extract", "--dataset", "images", "--root", str(root), "--store", str(store), "--features", "minilm"]
+        )
+        == 0
+    )
     fs = open_store(store)["text/all-minilm-l6-v2"]
     vectors = []
     for j in range(len(ref["sentences"])):

@@ -62,22 +62,30 @@ def assert_item(got: dict, i: int) -> None:
 
 def file_digests(directory: Path) -> dict[str, str]:
     """sha256 of every file under a directory, to prove an error left data untouched."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(directory).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(directory).rglob("*"))
+        if p.is_file()
+    }
 
 
 def child(args: list[str], env: dict | None = None, **kw) -> subprocess.Popen:
     """Start this module as a writer process."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen([sys.executable, "-m", "tests.store.helpers", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.store.helpers", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
-def write_range(store: str, name: str, first: int, last: int, tag: str | None = None,
-                pause: float = 0.0) -> None:
+def write_range(store: str, name: str, first: int, last: int, tag: str | None = None, pause: float = 0.0) -> None:
     s = open_store(store, create=True)
-    with s.writer(name, FIELDS, {"extractor": "test", "config": {"k": 6}}, tag=tag,
-                  shard_items=16, fsync=False) as w:
+    with s.writer(name, FIELDS, {"extractor": "test", "config": {"k": 6}}, tag=tag, shard_items=16, fsync=False) as w:
         print("ready", flush=True)
         for i in range(first, last):
             if not w.is_done(item_id(i)):

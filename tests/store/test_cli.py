@@ -36,16 +36,23 @@ def test_import_export_precomp(tmp_path):
     make_precomp(tmp_path / "bad")  # one caption line of every five is not UTF-8
     res = runner.invoke(app, ["import", "precomp", str(tmp_path / "bad"), str(tmp_path / "st0")])
     assert res.exit_code == 1 and res.stderr.strip() == (
-        f"error: {tmp_path / 'bad' / 'dev_caps.txt'}:5: not UTF-8 text (byte 0xff at column 1); save the file as UTF-8")
+        f"error: {tmp_path / 'bad' / 'dev_caps.txt'}:5: not UTF-8 text (byte 0xff at column 1); save the file as UTF-8"
+    )
     data = make_precomp(tmp_path / "pre", captions=CAPTIONS[:4])
     st, out = tmp_path / "st", tmp_path / "out"
     res = runner.invoke(app, ["import", "precomp", str(tmp_path / "pre"), str(st), "--dtype", "float32"])
     assert res.exit_code == 0, res.output
     assert "imported 7 new items" in res.stdout
     res = runner.invoke(app, ["export", "precomp", str(st), str(out), "--dtype", "int8"])
-    assert res.exit_code == 1 and res.stderr.strip() == (
-        "error: export dtype 'int8' is not supported: precomp features are written as float16, float32, float64 "
-        "(an integer dtype would truncate them)") and not out.exists()
+    assert (
+        res.exit_code == 1
+        and res.stderr.strip()
+        == (
+            "error: export dtype 'int8' is not supported: precomp features are written as float16, float32, float64 "
+            "(an integer dtype would truncate them)"
+        )
+        and not out.exists()
+    )
     res = runner.invoke(app, ["export", "precomp", str(st), str(out)])
     assert res.exit_code == 0, res.output
     for s, (ims, caps) in data.items():
@@ -58,7 +65,9 @@ def test_import_tsv_and_npz(tmp_path):
     make_npz(tmp_path / "npz", n=2)
     st = tmp_path / "st"
     res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(st)])
-    assert res.exit_code == 0 and re.fullmatch(r"import tsv: 1/1 \(100%\), [\d.,]+ MB/s, done in .*", res.stderr.strip())
+    assert res.exit_code == 0 and re.fullmatch(
+        r"import tsv: 1/1 \(100%\), [\d.,]+ MB/s, done in .*", res.stderr.strip()
+    )
     res = runner.invoke(app, ["import", "npz", str(tmp_path / "npz"), str(st), "--name", "regions/other"])
     assert res.exit_code == 0, res.output
     assert re.fullmatch(r"import npz: 2/2 \(100%\), [\d.,]+ files/s, done in .*", res.stderr.strip())
@@ -73,7 +82,8 @@ def test_errors_are_one_line(tmp_path):
     assert res.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'bad.tsv'}:1: 3 tab-separated fields, expected 6 (image_id, image_w, image_h, num_boxes, "
         "boxes, features) or 10 (img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf, num_boxes, "
-        "boxes, features)")
+        "boxes, features)"
+    )
     res = runner.invoke(app, ["import", "csv", str(tmp_path), str(tmp_path / "st")])
     assert res.exit_code != 0
     res = runner.invoke(app, ["info", str(tmp_path / "missing")])
@@ -106,18 +116,23 @@ def test_import_hint_for_float16_range(tmp_path):
     rows = list(tsv_rows(2))
     feats = np.full((len(rows[1][2]), 8), 1e5, np.float32)
     import base64
+
     rows[1] = ({**rows[1][0], "features": base64.b64encode(feats).decode()},) + rows[1][1:]
     write_tsv(tmp_path / "x.tsv", rows)
     res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st")])
     assert res.exit_code == 1 and res.stderr.strip().splitlines()[-1].endswith(
         "overflows float16 (largest 65504); keep float32 with --dtype float32 and a new --name: regions/butd-tsv "
-        "keeps the 1 item(s) imported before it as float16, and a feature set keeps its dtype")
+        "keeps the 1 item(s) imported before it as float16, and a feature set keeps its dtype"
+    )
     res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st"), "--dtype", "float32"])
     assert res.exit_code == 1 and res.stderr.strip() == (  # not float16 again, silently
         f"error: {tmp_path / 'st' / 'regions/butd-tsv'}: holds float16 features, not float32; a feature set keeps "
-        "its dtype, so import with --dtype float16, or give a new --name for float32 features")
-    res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st"), "--dtype", "float32",
-                              "--name", "regions/f32"])  # what the message says works
+        "its dtype, so import with --dtype float16, or give a new --name for float32 features"
+    )
+    res = runner.invoke(
+        app,
+        ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st"), "--dtype", "float32", "--name", "regions/f32"],
+    )  # what the message says works
     assert res.exit_code == 0 and "imported 2 new items" in res.stdout, res.output
     res = runner.invoke(app, ["import", "tsv", str(tmp_path / "x.tsv"), str(tmp_path / "st2"), "--dtype", "float32"])
     assert res.exit_code == 0 and "imported 2 new items" in res.stdout

@@ -17,8 +17,7 @@ def joined(filled):
 
 
 def test_join_by_id_nested(joined):
-    ds = StoreDataset(joined, {"regions": "test/all", "glob": "global/g"},
-                      fields={"regions": ["features", "boxes"]})
+    ds = StoreDataset(joined, {"regions": "test/all", "glob": "global/g"}, fields={"regions": ["features", "boxes"]})
     assert ds.ids == [item_id(i) for i in range(0, 50, 2)]  # first set's order, ids all sets have
     item = ds[3]
     assert item["id"] == item_id(6) and set(item) == {"id", "regions", "glob"}
@@ -39,8 +38,14 @@ def test_explicit_ids_and_missing_id(joined):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_dataloader_batches_match_direct_reads(joined, workers):
     ds = StoreDataset(joined, {"regions": "test/all", "glob": "global/g"})
-    dl = DataLoader(ds, batch_size=4, shuffle=True, num_workers=workers, collate_fn=ds.collate,
-                    generator=torch.Generator().manual_seed(0))
+    dl = DataLoader(
+        ds,
+        batch_size=4,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=ds.collate,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = []
     for batch in dl:
         ids = batch["id"]

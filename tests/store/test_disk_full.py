@@ -56,8 +56,10 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_a_full_disk_on_the_second_shard_keeps_the_first(store, monkeypatch):
     disk_full_after(monkeypatch, allowed=1)
-    with pytest.raises(OSError) as e, store.writer("test/all", FIELDS, {"extractor": "test"}, shard_items=16,
-                                                   fsync=False) as w:
+    with (
+        pytest.raises(OSError) as e,
+        store.writer("test/all", FIELDS, {"extractor": "test"}, shard_items=16, fsync=False) as w,
+    ):
         for i in range(40):
             w.add(item_id(i), make_item(i))
     assert e.value.errno == errno.ENOSPC and e.value.filename.endswith("-00001.h5.tmp")

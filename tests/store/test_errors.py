@@ -93,8 +93,9 @@ def test_duplicate_id_across_shards(filled):
 def test_bad_json_artifact_is_a_problem(filled):
     (filled.path / "meta").mkdir()
     (filled.path / "meta" / "records.json").write_text("[1,")
-    assert verify(filled.path) == [f"{filled.path / 'meta' / 'records.json'}: bad JSON: "
-                                   f"Expecting value: line 1 column 4 (char 3)"]
+    assert verify(filled.path) == [
+        f"{filled.path / 'meta' / 'records.json'}: bad JSON: Expecting value: line 1 column 4 (char 3)"
+    ]
 
 
 def test_verify_missing_store(tmp_path):
@@ -168,8 +169,9 @@ def test_verify_reports_unreadable_folders(filled, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", scandir)
     problems = verify(filled.path)
-    assert problems == [f"{filled.path / 'test'}: cannot list folder: [Errno 13] Permission denied: "
-                        f"'{filled.path / 'test'}'"]
+    assert problems == [
+        f"{filled.path / 'test'}: cannot list folder: [Errno 13] Permission denied: '{filled.path / 'test'}'"
+    ]
 
 
 def test_a_shard_without_read_permission_is_not_called_damaged(filled, monkeypatch):
@@ -180,8 +182,11 @@ def test_a_shard_without_read_permission_is_not_called_damaged(filled, monkeypat
 
     def file(name, *args, **kwargs):  # as h5py reports EACCES (the tests may run as root)
         if str(name) == str(path):
-            raise PermissionError(13, f"Unable to synchronously open file (unable to open file: name = '{name}', "
-                                      "errno = 13, error message = 'Permission denied')")
+            raise PermissionError(
+                13,
+                f"Unable to synchronously open file (unable to open file: name = '{name}', "
+                "errno = 13, error message = 'Permission denied')",
+            )
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(h5py, "File", file)

@@ -42,8 +42,11 @@ SIZES = [0, 1, 2, 3, 15, 16, 17, 32, 33, 721, 722, 4095, 4096, 20_001]
 def test_equals_hdf5s_loop(fill):
     rng = np.random.default_rng(0)
     for n in SIZES:
-        data = {"random": rng.integers(0, 256, n, dtype=np.uint8), "zeros": np.zeros(n, np.uint8),
-                "ones": np.full(n, 0xFF, np.uint8)}[fill]
+        data = {
+            "random": rng.integers(0, 256, n, dtype=np.uint8),
+            "zeros": np.zeros(n, np.uint8),
+            "ones": np.full(n, 0xFF, np.uint8),
+        }[fill]
         assert fletcher32(data) == hdf5_loop(data.tobytes()), n
 
 
@@ -59,20 +62,26 @@ def test_segments_add_up(monkeypatch):
 def test_unaligned_views_of_a_mapped_file():
     data = np.random.default_rng(2).integers(0, 256, 4099, dtype=np.uint8)
     for start in (1, 3):
-        assert fletcher32(data[start:start + 4000]) == hdf5_loop(data[start:start + 4000].tobytes())
+        assert fletcher32(data[start : start + 4000]) == hdf5_loop(data[start : start + 4000].tobytes())
 
 
-@pytest.mark.parametrize("dtype,shape,chunks", [
-    ("float16", (40, 36, 64), (1, 36, 64)),  # one region item per chunk, as the store writes them
-    ("uint8", (101,), (33,)),  # odd chunk sizes
-    ("int64", (50,), (50,)),
-    ("float32", (7, 3), (4, 3)),  # a partial edge chunk (stored full size)
-    ("uint8", (64,), (64,)),  # all zeros
-])
+@pytest.mark.parametrize(
+    "dtype,shape,chunks",
+    [
+        ("float16", (40, 36, 64), (1, 36, 64)),  # one region item per chunk, as the store writes them
+        ("uint8", (101,), (33,)),  # odd chunk sizes
+        ("int64", (50,), (50,)),
+        ("float32", (7, 3), (4, 3)),  # a partial edge chunk (stored full size)
+        ("uint8", (64,), (64,)),  # all zeros
+    ],
+)
 def test_equals_the_checksums_hdf5_stored(tmp_path, dtype, shape, chunks):
     rng = np.random.default_rng(3)
-    values = np.zeros(shape, dtype) if dtype == "uint8" and shape == (64,) else \
-        (rng.standard_normal(shape) * 100).astype(dtype)
+    values = (
+        np.zeros(shape, dtype)
+        if dtype == "uint8" and shape == (64,)
+        else (rng.standard_normal(shape) * 100).astype(dtype)
+    )
     path = tmp_path / "x.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("x", data=values, chunks=chunks, fletcher32=True)

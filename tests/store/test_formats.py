@@ -17,8 +17,18 @@ from lighthead.store import StoreError, open_store
 from lighthead.store.exporters import export_npz, export_tsv
 from lighthead.store.importers import import_npz, import_tsv, import_vinvl
 
-LXMERT_FIELDS = ["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
-                 "num_boxes", "boxes", "features"]
+LXMERT_FIELDS = [
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
+]
 
 
 def regions(n_images=4, d=16, seed=0, w=64, h=48):
@@ -30,10 +40,19 @@ def regions(n_images=4, d=16, seed=0, w=64, h=48):
         n = 1 + i % 4
         xy = rng.uniform(0, [w, h, w, h], (n, 4))
         boxes = np.concatenate([np.minimum(xy[:, :2], xy[:, 2:]), np.maximum(xy[:, :2], xy[:, 2:])], 1)
-        out.append((f"COCO_train2014_{i:012d}", w + i, h, boxes.astype(np.float32),
-                    rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, 1600, n),
-                    rng.uniform(0, 1, n).astype(np.float32), rng.integers(0, 400, n),
-                    rng.uniform(0, 1, n).astype(np.float32)))
+        out.append(
+            (
+                f"COCO_train2014_{i:012d}",
+                w + i,
+                h,
+                boxes.astype(np.float32),
+                rng.standard_normal((n, d)).astype(np.float32),
+                rng.integers(0, 1600, n),
+                rng.uniform(0, 1, n).astype(np.float32),
+                rng.integers(0, 400, n),
+                rng.uniform(0, 1, n).astype(np.float32),
+            )
+        )
     return out
 
 
@@ -43,12 +62,20 @@ def write_lxmert_tsv(path, data):
     with open(path, "a") as tsvfile:
         writer = csv.DictWriter(tsvfile, delimiter="\t", fieldnames=LXMERT_FIELDS)
         for img_id, w, h, boxes, feats, obj, conf, attr, aconf in data:
-            writer.writerow({
-                "img_id": img_id, "img_h": h, "img_w": w,
-                "objects_id": base64.b64encode(obj).decode(), "objects_conf": base64.b64encode(conf).decode(),
-                "attrs_id": base64.b64encode(attr).decode(), "attrs_conf": base64.b64encode(aconf).decode(),
-                "num_boxes": len(boxes), "boxes": base64.b64encode(boxes).decode(),
-                "features": base64.b64encode(feats).decode()})
+            writer.writerow(
+                {
+                    "img_id": img_id,
+                    "img_h": h,
+                    "img_w": w,
+                    "objects_id": base64.b64encode(obj).decode(),
+                    "objects_conf": base64.b64encode(conf).decode(),
+                    "attrs_id": base64.b64encode(attr).decode(),
+                    "attrs_conf": base64.b64encode(aconf).decode(),
+                    "num_boxes": len(boxes),
+                    "boxes": base64.b64encode(boxes).decode(),
+                    "features": base64.b64encode(feats).decode(),
+                }
+            )
 
 
 def lxmert_load_obj_tsv(path):
@@ -60,9 +87,14 @@ def lxmert_load_obj_tsv(path):
             for key in ("img_h", "img_w", "num_boxes"):
                 item[key] = int(item[key])
             n = item["num_boxes"]
-            for key, shape, dtype in (("objects_id", (n,), np.int64), ("objects_conf", (n,), np.float32),
-                                      ("attrs_id", (n,), np.int64), ("attrs_conf", (n,), np.float32),
-                                      ("boxes", (n, 4), np.float32), ("features", (n, -1), np.float32)):
+            for key, shape, dtype in (
+                ("objects_id", (n,), np.int64),
+                ("objects_conf", (n,), np.float32),
+                ("attrs_id", (n,), np.int64),
+                ("attrs_conf", (n,), np.float32),
+                ("boxes", (n, 4), np.float32),
+                ("features", (n, -1), np.float32),
+            ):
                 item[key] = np.frombuffer(base64.b64decode(item[key]), dtype=dtype).reshape(shape)
             data.append(item)
     return data
@@ -108,7 +140,7 @@ def test_tsv_export_is_what_lxmert_reads_and_round_trips(tmp_path):
     import_tsv(tmp_path / "in.tsv", tmp_path / "st", dtype="float32")
     out = export_tsv(tmp_path / "st", tmp_path / "out.tsv", "regions/butd-tsv")
     assert out.read_bytes() == (tmp_path / "in.tsv").read_bytes()  # byte for byte what the tool wrote
-    for item, (img_id, w, h, boxes, feats, obj, conf, attr, aconf) in zip(lxmert_load_obj_tsv(out), data):
+    for item, (img_id, w, h, _boxes, feats, obj, _conf, _attr, _aconf) in zip(lxmert_load_obj_tsv(out), data):
         assert (item["img_id"], item["img_w"], item["img_h"]) == (img_id, w, h)
         assert np.array_equal(item["features"], feats) and np.array_equal(item["objects_id"], obj)
     import_tsv(out, tmp_path / "st2", dtype="float32")
@@ -151,12 +183,19 @@ def write_bua_npz(folder, data, attributes=True):
     is the image name without extension, `info` a dict that numpy pickles, sizes as Python ints."""
     folder.mkdir(parents=True, exist_ok=True)
     for img_id, w, h, boxes, feats, obj, conf, attr, aconf in data:
-        info = {"image_id": img_id, "image_h": h, "image_w": w, "num_boxes": len(boxes),
-                "objects_id": obj, "objects_conf": conf}
+        info = {
+            "image_id": img_id,
+            "image_h": h,
+            "image_w": w,
+            "num_boxes": len(boxes),
+            "objects_id": obj,
+            "objects_conf": conf,
+        }
         if attributes:
             info.update(attrs_id=attr, attrs_conf=aconf)
-        np.savez_compressed(os.path.join(folder, img_id), x=feats, bbox=boxes, num_bbox=len(boxes),
-                            image_h=h, image_w=w, info=info)
+        np.savez_compressed(
+            os.path.join(folder, img_id), x=feats, bbox=boxes, num_bbox=len(boxes), image_h=h, image_w=w, info=info
+        )
 
 
 def test_bua_npz_keeps_the_info_dicts_objects_and_attributes(tmp_path):
@@ -241,9 +280,13 @@ def write_uniter_npz(folder, data, prefix="nlvr2_"):
         scores = rng.uniform(0, 0.1, (len(boxes), 1601)).astype(np.float32)
         scores[np.arange(len(boxes)), obj + 1] = 0.9  # column 0 is the background
         soft.append(scores)
-        np.savez_compressed(os.path.join(folder, prefix + img_id + ".npz"), norm_bb=norm.astype(np.float16),
-                            features=feats.astype(np.float16), conf=conf.astype(np.float64).reshape(-1, 1).astype(np.float16),
-                            soft_labels=scores.astype(np.float16))
+        np.savez_compressed(
+            os.path.join(folder, prefix + img_id + ".npz"),
+            norm_bb=norm.astype(np.float16),
+            features=feats.astype(np.float16),
+            conf=conf.astype(np.float64).reshape(-1, 1).astype(np.float16),
+            soft_labels=scores.astype(np.float16),
+        )
     return soft
 
 
@@ -273,9 +316,9 @@ def write_vinvl(folder, data, names, *, inline=False, sizes="hw", three_columns=
 
     def tsv_writer(rows, path):
         idx = 0
-        with open(path, "w") as fp, open(str(path)[:-len(".tsv")] + ".lineidx", "w") as fpidx:
+        with open(path, "w") as fp, open(str(path)[: -len(".tsv")] + ".lineidx", "w") as fpidx:
             for row in rows:
-                v = "{0}\n".format("\t".join(map(str, row)))
+                v = "{}\n".format("\t".join(map(str, row)))
                 fp.write(v)
                 fpidx.write(str(idx) + "\n")
                 idx += len(v)
@@ -283,9 +326,17 @@ def write_vinvl(folder, data, names, *, inline=False, sizes="hw", three_columns=
     feats_rows, label_rows, hw_rows = [], [], []
     for img_id, w, h, boxes, feats, obj, conf, attr, aconf in data:
         key = img_id.split("_")[-1]  # VinVL keys COCO images by number: "000000000001"
-        objects = [{"rect": b.tolist(), "bbox_id": j, "class": names[0][o], "conf": float(c),
-                    "attributes": [names[1][a]], "attr_scores": [float(s)]}
-                   for j, (b, o, c, a, s) in enumerate(zip(boxes, obj, conf, attr, aconf))]
+        objects = [
+            {
+                "rect": b.tolist(),
+                "bbox_id": j,
+                "class": names[0][o],
+                "conf": float(c),
+                "attributes": [names[1][a]],
+                "attr_scores": [float(s)],
+            }
+            for j, (b, o, c, a, s) in enumerate(zip(boxes, obj, conf, attr, aconf))
+        ]
         if inline:
             for o, f in zip(objects, feats):
                 o["feature"] = base64.b64encode(f).decode("utf-8")
@@ -294,8 +345,9 @@ def write_vinvl(folder, data, names, *, inline=False, sizes="hw", three_columns=
             label.update(image_h=h, image_w=w)
         label_rows.append([key, json.dumps(label)])
         blob = base64.b64encode(feats).decode("utf-8")
-        feats_rows.append([key, len(boxes), blob] if three_columns else
-                          [key, json.dumps({"num_boxes": len(boxes), "features": blob})])
+        feats_rows.append(
+            [key, len(boxes), blob] if three_columns else [key, json.dumps({"num_boxes": len(boxes), "features": blob})]
+        )
         hw_rows.append([key, json.dumps([{"height": h, "width": w}])])
     if shuffle_labels:
         label_rows = label_rows[::-1]
@@ -313,8 +365,9 @@ def vocab():
     return (objects, attributes), (lambda kind, name: lookup[kind].get(name, -1))
 
 
-@pytest.mark.parametrize("layout", [dict(), dict(three_columns=True, sizes="labels", shuffle_labels=True),
-                                    dict(inline=True)])
+@pytest.mark.parametrize(
+    "layout", [dict(), dict(three_columns=True, sizes="labels", shuffle_labels=True), dict(inline=True)]
+)
 def test_vinvl_tsvs(tmp_path, vocab, layout):
     names, to_id = vocab
     data = regions(5)
@@ -355,13 +408,19 @@ def test_vinvl_ids_given_twice_are_errors(tmp_path, vocab):
     names, to_id = vocab
     data = regions(3)
     write_vinvl(tmp_path / "v", data + data[:1], names)  # features and labels both repeat the first key
-    with pytest.raises(StoreError, match=r"features.tsv:4: id '000000000000' is given twice \(first at "
-                                         r".*features.tsv:1\)"):
+    with pytest.raises(
+        StoreError,
+        match=r"features.tsv:4: id '000000000000' is given twice \(first at "
+        r".*features.tsv:1\)",
+    ):
         import_vinvl(tmp_path / "v", tmp_path / "st", names=to_id)
     write_vinvl(tmp_path / "w", data, names, shuffle_labels=True)  # labels found through an index
     with open(tmp_path / "w" / "predictions.tsv", "a") as fh:
         fh.write((tmp_path / "w" / "predictions.tsv").read_text().splitlines()[0] + "\n")
     (tmp_path / "w" / "predictions.lineidx").unlink()
-    with pytest.raises(StoreError, match=r"predictions.tsv:4: id '000000000002' is given twice \(first at "
-                                         r".*predictions.tsv:1\)"):
+    with pytest.raises(
+        StoreError,
+        match=r"predictions.tsv:4: id '000000000002' is given twice \(first at "
+        r".*predictions.tsv:1\)",
+    ):
         import_vinvl(tmp_path / "w", tmp_path / "st2", names=to_id)

@@ -38,7 +38,9 @@ def test_a_new_format_is_one_registry_entry(tmp_path, monkeypatch):
         seen["name"] = name
         return w.written
 
-    monkeypatch.setitem(IMPORT_FORMATS._entries, "lines", ImportSpec(import_lines, "regions/lines", "numbers", ("items", 1)))
+    monkeypatch.setitem(
+        IMPORT_FORMATS._entries, "lines", ImportSpec(import_lines, "regions/lines", "numbers", ("items", 1))
+    )
     src = tmp_path / "numbers.txt"
     src.write_text("1\n2\n")
     summary = import_features("lines", src, tmp_path / "st")

@@ -15,11 +15,17 @@ from lighthead.store.importers import import_npz, import_precomp, import_tsv
 from lighthead.store.writer import KILL_ENV
 from tests.store.helpers import ROOT, file_digests
 
-CAPTIONS = [b"A man rides a horse .\n", "Un caf\u00e9 \u00e0 Paris\n".encode(), b"two dogs\r\n",
-            b"  leading spaces and tabs\there\n", b"\xff not utf-8 at all\n"]
+CAPTIONS = [
+    b"A man rides a horse .\n",
+    "Un caf\u00e9 \u00e0 Paris\n".encode(),
+    b"two dogs\r\n",
+    b"  leading spaces and tabs\there\n",
+    b"\xff not utf-8 at all\n",
+]
 
 
-def make_precomp(folder, splits={"train": 4, "dev": 3}, k=5, d=16, captions=CAPTIONS):
+def make_precomp(folder, splits=None, k=5, d=16, captions=CAPTIONS):
+    splits = {"train": 4, "dev": 3} if splits is None else splits
     folder.mkdir(parents=True, exist_ok=True)
     data = {}
     for s, n in splits.items():
@@ -65,12 +71,22 @@ def tsv_rows(n, d=8, fixed=None):
     for i in range(n):
         k = fixed or 1 + i % 4
         xy = rng.uniform(0, 100, (k, 4))
-        boxes = np.concatenate([np.minimum(xy[:, :2], xy[:, 2:]), np.maximum(xy[:, :2], xy[:, 2:])],
-                               axis=1).astype(np.float32)  # (k, 4) x1 <= x2, y1 <= y2
+        boxes = np.concatenate([np.minimum(xy[:, :2], xy[:, 2:]), np.maximum(xy[:, :2], xy[:, 2:])], axis=1).astype(
+            np.float32
+        )  # (k, 4) x1 <= x2, y1 <= y2
         feats = rng.standard_normal((k, d)).astype(np.float32)
-        yield {"image_id": str(1000 + i), "image_w": 640, "image_h": 480 - i, "num_boxes": k,
-               "boxes": base64.b64encode(boxes).decode("ascii"),
-               "features": base64.b64encode(feats).decode("ascii")}, boxes, feats
+        yield (
+            {
+                "image_id": str(1000 + i),
+                "image_w": 640,
+                "image_h": 480 - i,
+                "num_boxes": k,
+                "boxes": base64.b64encode(boxes).decode("ascii"),
+                "features": base64.b64encode(feats).decode("ascii"),
+            },
+            boxes,
+            feats,
+        )
 
 
 def write_tsv(path, rows):
@@ -127,15 +143,22 @@ def test_tsv_fixed_boxes_pads_fewer_as_extraction_does(tmp_path):
         assert not item["boxes"][n:].any() and not item["features"][n:].any()  # zero rows after the real ones
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda line: line.replace(b"\t", b"\t\t", 1), r"bad.tsv:3: 7 tab-separated fields, expected 6"),
-    (lambda line: line[:-20] + b"!!!!" + line[-16:], r"bad.tsv:3: field features is not valid base64"),
-    (lambda line: b"\t".join(line.split(b"\t")[:3] + [b"x"] + line.split(b"\t")[4:]), r"bad.tsv:3: num_boxes"),
-    (lambda line: b"\t".join(line.split(b"\t")[:4] + [base64.b64encode(b"abcdef")] + line.split(b"\t")[5:]),
-     r"bad.tsv:3: field boxes holds 6 bytes"),
-    (lambda line: b"\t".join(line.split(b"\t")[:1] + [b"1e400"] + line.split(b"\t")[2:]),
-     r"bad.tsv:3: image_w b'1e400' is not a non-negative integer"),  # float inf, not an OverflowError
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda line: line.replace(b"\t", b"\t\t", 1), r"bad.tsv:3: 7 tab-separated fields, expected 6"),
+        (lambda line: line[:-20] + b"!!!!" + line[-16:], r"bad.tsv:3: field features is not valid base64"),
+        (lambda line: b"\t".join(line.split(b"\t")[:3] + [b"x"] + line.split(b"\t")[4:]), r"bad.tsv:3: num_boxes"),
+        (
+            lambda line: b"\t".join(line.split(b"\t")[:4] + [base64.b64encode(b"abcdef")] + line.split(b"\t")[5:]),
+            r"bad.tsv:3: field boxes holds 6 bytes",
+        ),
+        (
+            lambda line: b"\t".join(line.split(b"\t")[:1] + [b"1e400"] + line.split(b"\t")[2:]),
+            r"bad.tsv:3: image_w b'1e400' is not a non-negative integer",
+        ),  # float inf, not an OverflowError
+    ],
+)
 def test_tsv_errors_name_file_and_line_and_keep_data(tmp_path, damage, match):
     good = list(tsv_rows(6))
     write_tsv(tmp_path / "good.tsv", good[:2])
@@ -157,8 +180,10 @@ def test_tsv_errors_name_file_and_line_and_keep_data(tmp_path, damage, match):
 def test_killed_tsv_import_resumes(tmp_path):
     rows = list(tsv_rows(10))
     write_tsv(tmp_path / "x.tsv", rows)
-    code = (f"from lighthead.store.importers import import_tsv; "
-            f"import_tsv({str(tmp_path / 'x.tsv')!r}, {str(tmp_path / 'st')!r}, shard_items=3)")
+    code = (
+        f"from lighthead.store.importers import import_tsv; "
+        f"import_tsv({str(tmp_path / 'x.tsv')!r}, {str(tmp_path / 'st')!r}, shard_items=3)"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), KILL_ENV: "manifest_written"}
     p = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT)
     assert p.returncode == -9
@@ -172,10 +197,20 @@ def make_npz(folder, n=4, d=8, transpose_last=True):
     out = []
     for i, (r, boxes, feats) in enumerate(tsv_rows(n, d)):
         x = feats.T if transpose_last and i == n - 1 else feats  # an older [D, K] dump
-        np.savez_compressed(folder / f"{r['image_id']}.npz", x=x, bbox=boxes, num_bbox=len(boxes),
-                            image_h=r["image_h"], image_w=r["image_w"],
-                            info={"image_id": r["image_id"], "num_boxes": len(boxes),
-                                  "objects_id": np.arange(len(boxes)), "objects_conf": np.ones(len(boxes), np.float32)})
+        np.savez_compressed(
+            folder / f"{r['image_id']}.npz",
+            x=x,
+            bbox=boxes,
+            num_bbox=len(boxes),
+            image_h=r["image_h"],
+            image_w=r["image_w"],
+            info={
+                "image_id": r["image_id"],
+                "num_boxes": len(boxes),
+                "objects_id": np.arange(len(boxes)),
+                "objects_conf": np.ones(len(boxes), np.float32),
+            },
+        )
         out.append((r, boxes, feats))
     return out
 
@@ -191,8 +226,7 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((2, 8)), num_bbox=2, image_w=1, image_h=1)
     with pytest.raises(StoreError, match=r"1005.npz: missing key 'bbox'"):
         import_npz(tmp_path / "npz", tmp_path / "st")
-    np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((1, 8)), bbox=np.zeros((1, 4)), num_bbox=5, image_w=1,
-             image_h=1)
+    np.savez(tmp_path / "npz" / "1005.npz", x=np.zeros((1, 8)), bbox=np.zeros((1, 4)), num_bbox=5, image_w=1, image_h=1)
     with pytest.raises(StoreError, match=r"1005.npz: num_bbox is 5, but bbox has 1 rows"):
         import_npz(tmp_path / "npz", tmp_path / "st")
     (tmp_path / "npz" / "1005.npz").write_bytes(b"PK\x03\x04 truncated zip")
@@ -201,21 +235,34 @@ def test_npz_errors(tmp_path):
     assert len(open_store(tmp_path / "st")["regions/butd-npz"]) == 2
 
 
-@pytest.mark.parametrize("damage, match", [
-    (lambda f: np.save(f / "dev_ims.npy", np.zeros((3, 80), np.float32)), r"dev_ims.npy: shape \(3, 80\)"),
-    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes()[:300]), r"dev_ims.npy: unreadable"),
-    (lambda f: (f / "dev_caps.txt").write_bytes(b"one\ntwo\n"), r"dev_caps.txt: 2 lines for 3 images"),
-    (lambda f: (f / "dev_caps.txt").unlink(), r"dev_caps.txt: missing"),
-    # damaged .npy headers: numpy raises tokenize.TokenError, OverflowError, ... for these
-    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(b"}", b" ", 1)),
-     r"dev_ims.npy: unreadable .npy"),
-    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
-        b"(3, 5, 16)", b"(9999999999999999999,)", 1)), r"dev_ims.npy: unreadable .npy"),
-    (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(
-        b"(3, 5, 16)", b"(-3, 5, 16)", 1)), r"dev_ims.npy: unreadable .npy"),
-    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\xff\nc\n"), r"dev_ids.txt:2: not UTF-8 text \(byte 0xff"),
-    (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\x00c\nd\n"), r"dev_ids.txt:2: the id holds a NUL character"),
-])
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda f: np.save(f / "dev_ims.npy", np.zeros((3, 80), np.float32)), r"dev_ims.npy: shape \(3, 80\)"),
+        (lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes()[:300]), r"dev_ims.npy: unreadable"),
+        (lambda f: (f / "dev_caps.txt").write_bytes(b"one\ntwo\n"), r"dev_caps.txt: 2 lines for 3 images"),
+        (lambda f: (f / "dev_caps.txt").unlink(), r"dev_caps.txt: missing"),
+        # damaged .npy headers: numpy raises tokenize.TokenError, OverflowError, ... for these
+        (
+            lambda f: (f / "dev_ims.npy").write_bytes((f / "dev_ims.npy").read_bytes().replace(b"}", b" ", 1)),
+            r"dev_ims.npy: unreadable .npy",
+        ),
+        (
+            lambda f: (f / "dev_ims.npy").write_bytes(
+                (f / "dev_ims.npy").read_bytes().replace(b"(3, 5, 16)", b"(9999999999999999999,)", 1)
+            ),
+            r"dev_ims.npy: unreadable .npy",
+        ),
+        (
+            lambda f: (f / "dev_ims.npy").write_bytes(
+                (f / "dev_ims.npy").read_bytes().replace(b"(3, 5, 16)", b"(-3, 5, 16)", 1)
+            ),
+            r"dev_ims.npy: unreadable .npy",
+        ),
+        (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\xff\nc\n"), r"dev_ids.txt:2: not UTF-8 text \(byte 0xff"),
+        (lambda f: (f / "dev_ids.txt").write_bytes(b"a\nb\x00c\nd\n"), r"dev_ids.txt:2: the id holds a NUL character"),
+    ],
+)
 def test_precomp_errors_write_nothing(tmp_path, damage, match):
     make_precomp(tmp_path / "pre")
     damage(tmp_path / "pre")

@@ -37,8 +37,11 @@ def flip(path, offset):
 def test_every_dataset_is_chunked_with_fletcher32(filled):
     for k in range(4):
         with h5py.File(shard_file(filled, k), "r") as f:
-            names = ["ids"] + [f"fields/{fl.name}" for fl in FIELDS] + \
-                    [f"offsets/{fl.name}" for fl in FIELDS if fl.variable]
+            names = (
+                ["ids"]
+                + [f"fields/{fl.name}" for fl in FIELDS]
+                + [f"offsets/{fl.name}" for fl in FIELDS if fl.variable]
+            )
             for name in names:
                 assert f[name].chunks is not None, name
                 assert f[name].fletcher32, name
@@ -212,8 +215,9 @@ def test_a_damaged_checksum_is_an_error_naming_shard_and_id(filled, field):
             row = int(f["offsets"][field][1])
     flip(path, checksum_offset(path, f"fields/{field}", row))
     fs = FeatureSet(filled.path / "test/all")
-    with pytest.raises(StoreError, match=re.escape(path.name) + ".*" + re.escape(repr(item_id(17)))
-                       + ".*" + re.escape(repr(field))):
+    with pytest.raises(
+        StoreError, match=re.escape(path.name) + ".*" + re.escape(repr(item_id(17))) + ".*" + re.escape(repr(field))
+    ):
         fs.get(item_id(17), [field])
 
 
@@ -223,7 +227,7 @@ def test_a_chunk_only_hdf5_accepts_is_read(filled):
     path = shard_file(filled, 1)
     at = checksum_offset(path, "fields/features", 1)
     data = bytearray(path.read_bytes())
-    data[at:at + 4] = bytes([data[at + 1], data[at], data[at + 3], data[at + 2]])
+    data[at : at + 4] = bytes([data[at + 1], data[at], data[at + 3], data[at + 2]])
     path.write_bytes(bytes(data))
     assert_item(FeatureSet(filled.path / "test/all")[item_id(17)], 17)
     batch = FeatureSet(filled.path / "test/all").get_batch([item_id(16), item_id(17)], ["features"])

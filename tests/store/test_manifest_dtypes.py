@@ -12,8 +12,14 @@ from lighthead.store.manifest import read_manifest
 from tests.store.helpers import FIELDS
 
 # each field's dtype -> another of the same item size, so no size check can catch it
-SWAPS = {"float16": "int16", "float32": "int32", "int64": "float64", "bool": "uint8", "uint8": "int8",
-         "int32": "float32"}
+SWAPS = {
+    "float16": "int16",
+    "float32": "int32",
+    "int64": "float64",
+    "bool": "uint8",
+    "uint8": "int8",
+    "int32": "float32",
+}
 
 
 @pytest.mark.parametrize("field", [f.name for f in FIELDS])

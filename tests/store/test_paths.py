@@ -74,8 +74,12 @@ def test_verify_reports_a_deleted_manifest_and_a_dangling_link(filled, tmp_path)
     with filled.writer("test/other", FIELDS, fsync=False) as w:  # the store is not empty without test/all
         w.add(item_id(0), {k: v for k, v in filled["test/all"][item_id(0)].items()})
     (filled.path / "test/all/manifest.json").unlink()
-    assert verify(filled.path) == [(f"{filled.path / 'test/all'}: holds shards but no manifest.json (deleted?): "
-                                    "feature set 'test/all' cannot be read")]
+    assert verify(filled.path) == [
+        (
+            f"{filled.path / 'test/all'}: holds shards but no manifest.json (deleted?): "
+            "feature set 'test/all' cannot be read"
+        )
+    ]
     shutil.rmtree(filled.path / "test/all")
     os.symlink(tmp_path / "gone", filled.path / "test/all")  # a feature set moved away, its link left behind
     assert verify(filled.path) == [f"{filled.path / 'test/all'}: a link to {tmp_path / 'gone'}, which does not exist"]

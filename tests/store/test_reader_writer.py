@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from lighthead.store import Field, FeatureSet, StoreError, info, open_store, verify
+from lighthead.store import FeatureSet, Field, StoreError, info, open_store, verify
 from tests.store.helpers import FIELDS, ROOT, assert_item, item_id, make_item
 
 

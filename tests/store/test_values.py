@@ -14,18 +14,21 @@ from tests.store.test_importers import make_npz, make_precomp, tsv_rows, write_t
 HINT = "--dtype float32"
 
 
-@pytest.mark.parametrize("field, value, match", [
-    (Field("f", (3,)), [1.0, np.nan, 2.0], "NaN or inf"),
-    (Field("f", (3,), "float32"), np.array([1.0, -np.inf, 2.0]), "NaN or inf"),
-    (Field("f", (3,)), np.array([1.0, 70000.0, 2.0], np.float32), "overflows float16"),
-    (Field("f", (3,)), np.array([1.0, -65520.0, 2.0], np.float64), "overflows float16"),
-    (Field("f", (2,), "float32"), np.array([1.0, 1e39]), "overflows float32"),
-    (Field("n", (), "int32"), 5_000_000_000, "does not fit int32"),
-    (Field("n", (2,), "int32"), np.array([1, -2**31 - 1], np.int64), "does not fit int32"),
-    (Field("u", (None,), "uint8"), np.array([3, -1, 4]), "does not fit uint8"),
-    (Field("u", (), "uint16"), np.int64(70000), "does not fit uint16"),
-    (Field("s", (), "int8"), np.uint8(200), "does not fit int8"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        (Field("f", (3,)), [1.0, np.nan, 2.0], "NaN or inf"),
+        (Field("f", (3,), "float32"), np.array([1.0, -np.inf, 2.0]), "NaN or inf"),
+        (Field("f", (3,)), np.array([1.0, 70000.0, 2.0], np.float32), "overflows float16"),
+        (Field("f", (3,)), np.array([1.0, -65520.0, 2.0], np.float64), "overflows float16"),
+        (Field("f", (2,), "float32"), np.array([1.0, 1e39]), "overflows float32"),
+        (Field("n", (), "int32"), 5_000_000_000, "does not fit int32"),
+        (Field("n", (2,), "int32"), np.array([1, -(2**31) - 1], np.int64), "does not fit int32"),
+        (Field("u", (None,), "uint8"), np.array([3, -1, 4]), "does not fit uint8"),
+        (Field("u", (), "uint16"), np.int64(70000), "does not fit uint16"),
+        (Field("s", (), "int8"), np.uint8(200), "does not fit int8"),
+    ],
+)
 def test_writer_refuses_values_it_would_change(store, field, value, match):
     with store.writer("x/y", [field], fsync=False) as w:
         with pytest.raises(StoreError, match=r"id 'a', field '\w': .*" + match):
@@ -61,16 +64,25 @@ def tsv_line(rows, k, **change):
     return r, boxes, feats
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(image_w=5_000_000_000), r"x.tsv:2: id '1001', field 'image_w': .*does not fit int32"),
-    (dict(features=[[np.nan] * 8, [0] * 8]), r"x.tsv:2: id '1001', field 'features': .*NaN or inf"),
-    (dict(features=[[1e5] * 8, [0] * 8]), r"x.tsv:2: id '1001', field 'features': .*overflows float16.*--dtype float32"),
-    (dict(boxes=[[0, 0, 10, 10], [5, 5, 700, 20]]), r"x.tsv:2: box 1 \[5, 5, 700, 20\] is outside the 640 x 479 image"),
-    (dict(boxes=[[0, 0, 10, 10], [5, -3, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),
-    (dict(boxes=[[0, 0, 10, 10], [9, 5, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),  # x2 < x1
-    (dict(boxes=[[0, 0, 10, 10], [np.nan, 5, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),
-    (dict(image_h=0), r"x.tsv:2: image size 640 x 0"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(image_w=5_000_000_000), r"x.tsv:2: id '1001', field 'image_w': .*does not fit int32"),
+        (dict(features=[[np.nan] * 8, [0] * 8]), r"x.tsv:2: id '1001', field 'features': .*NaN or inf"),
+        (
+            dict(features=[[1e5] * 8, [0] * 8]),
+            r"x.tsv:2: id '1001', field 'features': .*overflows float16.*--dtype float32",
+        ),
+        (
+            dict(boxes=[[0, 0, 10, 10], [5, 5, 700, 20]]),
+            r"x.tsv:2: box 1 \[5, 5, 700, 20\] is outside the 640 x 479 image",
+        ),
+        (dict(boxes=[[0, 0, 10, 10], [5, -3, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),
+        (dict(boxes=[[0, 0, 10, 10], [9, 5, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),  # x2 < x1
+        (dict(boxes=[[0, 0, 10, 10], [np.nan, 5, 7, 20]]), r"x.tsv:2: box 1 .* is outside"),
+        (dict(image_h=0), r"x.tsv:2: image size 640 x 0"),
+    ],
+)
 def test_tsv_values_are_checked_with_file_and_line(tmp_path, change, match):
     rows = list(tsv_rows(3))
     rows[1] = tsv_line(rows, 1, **change)
@@ -107,10 +119,13 @@ def test_npz_values_are_checked_with_file(tmp_path):
         import_npz(tmp_path / "npz", tmp_path / "st")
 
 
-@pytest.mark.parametrize("value, match", [
-    (np.nan, r"dev_ims.npy: item 2 \(id 'dev/2'\): .*NaN or inf"),
-    (-1e6, r"dev_ims.npy: item 2 \(id 'dev/2'\): .*overflows float16.*--dtype float32"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (np.nan, r"dev_ims.npy: item 2 \(id 'dev/2'\): .*NaN or inf"),
+        (-1e6, r"dev_ims.npy: item 2 \(id 'dev/2'\): .*overflows float16.*--dtype float32"),
+    ],
+)
 def test_precomp_values_are_checked_before_writing(tmp_path, value, match):
     make_precomp(tmp_path / "pre")
     ims = np.load(tmp_path / "pre" / "dev_ims.npy")

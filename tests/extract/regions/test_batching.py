@@ -100,8 +100,9 @@ def test_bad_inputs_are_skipped_with_reasons_and_never_stop_the_run(tiny_model, 
     items = [(k, str(v)) for k, v in image_files.items()]
     got: dict[str, dict] = {}
     sel = SelectionConfig(mode="fixed", num_boxes=8)
-    stats = extract_regions(tiny_model, items, lambda i, item: got.__setitem__(i, item), sel,
-                            batch_size=3, loader_workers=0)
+    stats = extract_regions(
+        tiny_model, items, lambda i, item: got.__setitem__(i, item), sel, batch_size=3, loader_workers=0
+    )
     assert set(got) == {"ok", "cmyk", "grey", "alpha", "dot"}
     reasons = dict(stats.skipped)
     assert set(reasons) == {"truncated", "text", "zero", "bomb", "missing"}
@@ -125,8 +126,15 @@ def test_results_do_not_depend_on_the_batch_size(tiny_model, image_files):
     runs = []
     for batch_size in (1, 4):
         got: dict[str, dict] = {}
-        extract_regions(tiny_model, items, lambda i, item: got.__setitem__(i, item), sel,
-                        batch_size=batch_size, loader_workers=0, dtype="float32")
+        extract_regions(
+            tiny_model,
+            items,
+            lambda i, item: got.__setitem__(i, item),  # noqa: B023 - called before the loop moves on
+            sel,
+            batch_size=batch_size,
+            loader_workers=0,
+            dtype="float32",
+        )
         runs.append(got)
     for key in runs[0]:
         a, b = runs[0][key], runs[1][key]
@@ -138,8 +146,14 @@ def test_results_do_not_depend_on_the_batch_size(tiny_model, image_files):
 def test_given_boxes_mode_through_the_loop(tiny_model, image_files):
     got: dict[str, dict] = {}
     boxes = {"ok": np.array([[0, 0, 50, 40], [10, 20, 119, 89]], np.float32), "grey": np.zeros((1, 4), np.float32)}
-    extract_regions(tiny_model, [("ok", str(image_files["ok"])), ("grey", str(image_files["grey"]))],
-                    lambda i, item: got.__setitem__(i, item), SelectionConfig(mode="given"), boxes, loader_workers=0)
+    extract_regions(
+        tiny_model,
+        [("ok", str(image_files["ok"])), ("grey", str(image_files["grey"]))],
+        lambda i, item: got.__setitem__(i, item),
+        SelectionConfig(mode="given"),
+        boxes,
+        loader_workers=0,
+    )
     assert got["ok"]["features"].shape == (2, tiny_model.cfg.feature_dim) and int(got["ok"]["num_boxes"]) == 2
     assert np.allclose(got["ok"]["boxes"], boxes["ok"])
     assert got["grey"]["boxes"].shape == (1, 4)
@@ -150,8 +164,14 @@ def test_a_failing_sink_stops_the_run_with_its_error(tiny_model, image_files):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        extract_regions(tiny_model, [("ok", str(image_files["ok"]))] * 3, sink, SelectionConfig(num_boxes=4),
-                        batch_size=1, loader_workers=0)
+        extract_regions(
+            tiny_model,
+            [("ok", str(image_files["ok"]))] * 3,
+            sink,
+            SelectionConfig(num_boxes=4),
+            batch_size=1,
+            loader_workers=0,
+        )
 
 
 def test_bucketing_groups_orientations_and_passes_skips_on():
@@ -176,6 +196,7 @@ def test_bucketing_groups_orientations_and_passes_skips_on():
 
 
 # ---- one host copy per batch: padding into a (page-locked) buffer, a prefetch thread ----------
+
 
 def test_pad_into_overwrites_a_dirty_buffer():
     from lighthead.extract.regions.batching import pad_into, padded_shape

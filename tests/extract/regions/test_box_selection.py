@@ -25,11 +25,13 @@ def reference_max_conf(boxes: torch.Tensor, cls_prob: torch.Tensor, thresh: floa
 def test_hand_made_case():
     # ROIs 0 and 1 overlap heavily (IoU ~0.8); ROI 2 is far away.
     boxes = torch.tensor([[0.0, 0, 99, 99], [5, 5, 104, 104], [300, 300, 349, 349]])
-    cls_prob = torch.tensor([
-        [0.1, 0.6, 0.3],  # ROI 0 wins class 1
-        [0.1, 0.5, 0.4],  # ROI 1 is suppressed in class 1 by ROI 0, but wins class 2
-        [0.7, 0.2, 0.1],  # ROI 2 survives everywhere; background ignored
-    ])
+    cls_prob = torch.tensor(
+        [
+            [0.1, 0.6, 0.3],  # ROI 0 wins class 1
+            [0.1, 0.5, 0.4],  # ROI 1 is suppressed in class 1 by ROI 0, but wins class 2
+            [0.7, 0.2, 0.1],  # ROI 2 survives everywhere; background ignored
+        ]
+    )
     conf = max_confidence(boxes, cls_prob, 0.3, 1.0)
     assert torch.allclose(conf, torch.tensor([0.6, 0.4, 0.2]))
     # ROI 1 also loses class 2 if ROI 0 scores higher there
@@ -107,6 +109,7 @@ def test_selection_config_validation():
 
 # ---- the NMS of a whole batch at once --------------------------------------------------------
 
+
 def per_image_max_conf(boxes: torch.Tensor, cls_prob: torch.Tensor, thresh: float, offset: float) -> torch.Tensor:
     """The earlier per-image code: one image's lockstep NMS over a torchvision IoU matrix."""
     from lighthead.extract.regions import boxes as B
@@ -149,8 +152,11 @@ def torch_lockstep(monkeypatch) -> None:
     """Run the GPU's torch lockstep on the CPU (where the numpy one runs by default)."""
     from lighthead.extract.regions import box_selection as bs
 
-    monkeypatch.setattr(bs, "_lockstep_nms_numpy", lambda over, order: bs._lockstep_nms_torch(
-        torch.from_numpy(over), torch.from_numpy(order)).numpy())
+    monkeypatch.setattr(
+        bs,
+        "_lockstep_nms_numpy",
+        lambda over, order: bs._lockstep_nms_torch(torch.from_numpy(over), torch.from_numpy(order)).numpy(),
+    )
 
 
 @pytest.mark.parametrize("kernel", ["numpy", "torch"])

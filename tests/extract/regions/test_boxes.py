@@ -13,9 +13,15 @@ from lighthead.extract.regions import boxes as B
 def test_caffe_anchors_match_py_faster_rcnn_table():
     # The 9 default anchors listed in py-faster-rcnn's generate_anchors.py (scales 8, 16, 32).
     expected = [
-        [-84, -40, 99, 55], [-176, -88, 191, 103], [-360, -184, 375, 199],
-        [-56, -56, 71, 71], [-120, -120, 135, 135], [-248, -248, 263, 263],
-        [-36, -80, 51, 95], [-80, -168, 95, 183], [-168, -344, 183, 359],
+        [-84, -40, 99, 55],
+        [-176, -88, 191, 103],
+        [-360, -184, 375, 199],
+        [-56, -56, 71, 71],
+        [-120, -120, 135, 135],
+        [-248, -248, 263, 263],
+        [-36, -80, 51, 95],
+        [-80, -168, 95, 183],
+        [-168, -344, 183, 359],
     ]
     got = B.caffe_cell_anchors(16, (8, 16, 32), (0.5, 1.0, 2.0))
     assert got.tolist() == expected
@@ -102,7 +108,9 @@ def test_nms_with_offset_equals_caffe_nms():
     scores = rng.permutation(200).astype(np.float64) / 200
     for thresh in (0.3, 0.7):
         want = _caffe_py_cpu_nms(np.concatenate([boxes, scores[:, None]], 1), thresh)
-        got = B.nms_keep(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32), thresh, 1.0)
+        got = B.nms_keep(
+            torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32), thresh, 1.0
+        )
         assert got.tolist() == want
     plain = B.nms_keep(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32), 0.3, 0.0)
     assert plain.tolist() != _caffe_py_cpu_nms(np.concatenate([boxes, scores[:, None]], 1), 0.3)

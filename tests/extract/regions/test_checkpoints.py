@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from lighthead.extract.regions.checkpoints import (CheckpointError, export_checkpoint, format_config, load_checkpoint,
-                                         read_pickle, state_for_export)
+from lighthead.extract.regions.checkpoints import (
+    CheckpointError,
+    export_checkpoint,
+    format_config,
+    load_checkpoint,
+    read_pickle,
+    state_for_export,
+)
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector, init_random
-
 from tests.extract.regions.conftest import noise_images
 
 
@@ -49,8 +54,9 @@ def test_d2_layout_is_background_last_and_bua_rpn_is_two_way(tiny_cfg):
     assert np.array_equal(d2["roi_heads.box_predictor.cls_score.weight"][-1], cls[0])  # background moved last
     assert np.array_equal(d2["roi_heads.box_predictor.cls_score.weight"][0], cls[1])
     assert d2["roi_heads.box_predictor.bbox_pred.weight"].shape[0] == 4 * (tiny_cfg.num_classes - 1)
-    assert np.array_equal(d2["roi_heads.box_predictor.attr_score.weight"][-1],
-                          ours["roi_heads.attribute_head.attr_score.weight"][0])
+    assert np.array_equal(
+        d2["roi_heads.box_predictor.attr_score.weight"][-1], ours["roi_heads.attribute_head.attr_score.weight"][0]
+    )
     bua = state_for_export(_model(tiny_cfg, "bua-pth"), "bua-pth")
     w = bua["proposal_generator.rpn_head.objectness_logits.weight"]
     assert w.shape[0] == 2 * tiny_cfg.num_anchors
@@ -72,8 +78,9 @@ def test_bua_two_way_softmax_equals_our_sigmoid(tmp_path, tiny_cfg):
     loaded, _ = load_checkpoint(tmp_path / "w.pth", tiny_cfg)
     feat = torch.randn(1, tiny_cfg.rpn_hidden, 3, 3)
     with torch.no_grad():
-        two_way = torch.nn.functional.conv2d(feat, torch.from_numpy(state[key + ".weight"]),
-                                             torch.from_numpy(state[key + ".bias"]))
+        two_way = torch.nn.functional.conv2d(
+            feat, torch.from_numpy(state[key + ".weight"]), torch.from_numpy(state[key + ".bias"])
+        )
         p_fg = torch.softmax(two_way.reshape(1, 2, A, 3, 3), dim=1)[:, 1]  # Caffe's reshape + softmax
         ours = torch.sigmoid(loaded.rpn.objectness_logits(feat))
     assert torch.allclose(ours, p_fg, atol=1e-5)
@@ -141,8 +148,10 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, tiny_cfg):
 
 
 def test_restricted_unpickler_reads_numpy_pickles_of_every_protocol(tmp_path):
-    data = {"model": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.float64(1.5) * np.ones(2)},
-            "__author__": "x"}
+    data = {
+        "model": {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.float64(1.5) * np.ones(2)},
+        "__author__": "x",
+    }
     for proto in (0, 2, 4, 5):
         path = tmp_path / f"p{proto}.pkl"
         with open(path, "wb") as fh:

@@ -17,14 +17,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import nms, roi_pool
 
-from lighthead.extract.regions.batching import (Prepare, detectron2_size, image_scale, plan_resize, resize_like_pillow9,
-                                                resized_size)
+from lighthead.extract.regions.batching import (
+    Prepare,
+    detectron2_size,
+    image_scale,
+    plan_resize,
+    resize_like_pillow9,
+    resized_size,
+)
 from lighthead.extract.regions.box_selection import maxnms_thresholds
 from lighthead.extract.regions.checkpoints import format_config, state_for_export
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector, init_random
 from lighthead.extract.regions.runner import extract_regions, item_fields
-
 from tests.extract.regions.conftest import noise_images
 
 MEAN = np.array((102.9801, 115.9465, 122.7717), np.float32)
@@ -57,6 +62,7 @@ def test_each_format_runs_its_own_rules():
 
 
 # --- 1. resize ---------------------------------------------------------------------------------
+
 
 def _detectron2_prepare(rgb: np.ndarray, new_h: int, new_w: int) -> torch.Tensor:
     """What py-bottom-up-attention feeds the network: cv2.imread's BGR array through
@@ -114,6 +120,7 @@ def test_cv2_rule_subtracts_the_mean_before_a_plain_bilinear_resize():
 
 # --- 2. output size and the max-size rule ------------------------------------------------------
 
+
 def _reference_sizes(h: np.ndarray, w: np.ndarray, mn: int, mx: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Both references' output sizes, vectorised over many images, float64 as in Python.
 
@@ -168,6 +175,7 @@ def test_known_sizes_of_each_rule():
 
 # --- 3. box scale --------------------------------------------------------------------------------
 
+
 def _scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     """detectron2's Boxes.scale: x coordinates times scale_x, y coordinates times scale_y."""
     out = boxes.clone()
@@ -208,6 +216,7 @@ def test_cv2_rule_uses_one_scale_both_ways(bua_model):
 
 # --- 4. attribute scores -------------------------------------------------------------------------
 
+
 def _attr_hidden(model: BottomUpDetector, feats: torch.Tensor) -> torch.Tensor:
     head = model.roi_heads.attribute_head
     cls_logits = model.roi_heads.box_predictor.cls_score(feats)
@@ -244,6 +253,7 @@ def test_attribute_scores_follow_each_reference(fmt, d2_model, bua_model):
 
 # --- 5. the d2-maxnms selection ------------------------------------------------------------------
 
+
 def _d2_apply_deltas(deltas: torch.Tensor, boxes: torch.Tensor, weights=(10.0, 10.0, 5.0, 5.0)) -> torch.Tensor:
     """detectron2's Box2BoxTransform.apply_deltas, for (R, 4K) deltas of (R, 4) boxes."""
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -263,8 +273,9 @@ def _reference_maxnms(out: dict, k: int, orig_hw: tuple[int, int]):
     deltas = out["deltas"][:, 4:]  # detectron2 regresses the real classes only
     boxes = _d2_apply_deltas(deltas, out["rois"]).reshape(-1, 4)
     h, w = out["image_size"]
-    boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
-                         boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1).reshape(len(probs), -1, 4)
+    boxes = torch.stack(
+        [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], 1
+    ).reshape(len(probs), -1, 4)
     scores = probs[:, :-1]
     max_scores, max_classes = scores.max(1)
     max_boxes = boxes[torch.arange(len(probs)), max_classes]
@@ -300,17 +311,27 @@ def test_maxnms_on_crafted_boxes():
     """Known outcomes: which boxes survive at which threshold, and the best class's deltas decide."""
     cfg = _cfg("d2-pkl", num_classes=3)
     model = BottomUpDetector(cfg)
-    rois = torch.tensor([[0.0, 0.0, 10.0, 10.0],  # A 0.90
-                         [0.0, 0.0, 10.0, 28.0],  # C 0.80: IoU(A, C) = 100 / 280 = 0.36
-                         [50.0, 50.0, 60.0, 60.0],  # D 0.70: far away
-                         [0.0, 0.0, 10.0, 12.0],  # B 0.60: IoU(A, B) = 0.83
-                         [0.0, 0.0, 10.0, 10.0]])  # E 0.65: A's copy, moved away by its best class's deltas
-    cls_prob = torch.tensor([[0.05, 0.90, 0.05], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1],
-                             [0.3, 0.05, 0.65]])
+    rois = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # A 0.90
+            [0.0, 0.0, 10.0, 28.0],  # C 0.80: IoU(A, C) = 100 / 280 = 0.36
+            [50.0, 50.0, 60.0, 60.0],  # D 0.70: far away
+            [0.0, 0.0, 10.0, 12.0],  # B 0.60: IoU(A, B) = 0.83
+            [0.0, 0.0, 10.0, 10.0],
+        ]
+    )  # E 0.65: A's copy, moved away by its best class's deltas
+    cls_prob = torch.tensor([[0.05, 0.90, 0.05], [0.1, 0.8, 0.1], [0.2, 0.1, 0.7], [0.3, 0.6, 0.1], [0.3, 0.05, 0.65]])
     deltas = torch.zeros(5, 12)  # (R, 4C), background first
     deltas[4, 8:10] = torch.tensor([60.0, 60.0])  # E's class 2: dx = dy = 60 / 10 widths -> +60 px
-    out = {"rois": rois, "deltas": deltas, "cls_prob": cls_prob, "boxes": rois.clone(),
-           "features": torch.arange(5.0)[:, None], "image_size": (100, 100), "scale": (1.0, 1.0)}
+    out = {
+        "rois": rois,
+        "deltas": deltas,
+        "cls_prob": cls_prob,
+        "boxes": rois.clone(),
+        "features": torch.arange(5.0)[:, None],
+        "image_size": (100, 100),
+        "scale": (1.0, 1.0),
+    }
 
     def kept(k: int) -> list[float]:
         return model.regions([out], SelectionConfig(mode="d2-maxnms", num_boxes=k))[0]["features"][:, 0].tolist()
@@ -354,15 +375,20 @@ def test_selection_for_a_job():
 
 # --- 6. given boxes outside the image --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["d2-pkl", "bua-pth"])
 def test_given_boxes_outside_the_image_are_kept_as_given(fmt, d2_model, bua_model):
     model = d2_model if fmt == "d2-pkl" else bua_model
     x = noise_images([(96, 128)], seed=8)[0]
     scale = (1.5, 1.6) if fmt == "d2-pkl" else (1.5, 1.5)
-    given = torch.tensor([[-20.0, -10.0, 40.0, 30.0],  # over the top-left corner
-                          [50.0, 40.0, 120.0, 90.0],  # past the bottom-right corner
-                          [200.0, 200.0, 260.0, 240.0],  # wholly outside
-                          [5.0, 5.0, 30.0, 30.0]])  # inside
+    given = torch.tensor(
+        [
+            [-20.0, -10.0, 40.0, 30.0],  # over the top-left corner
+            [50.0, 40.0, 120.0, 90.0],  # past the bottom-right corner
+            [200.0, 200.0, 260.0, 240.0],  # wholly outside
+            [5.0, 5.0, 30.0, 30.0],
+        ]
+    )  # inside
     out = model(x[None], [(96, 128)], [scale], boxes=[given])[0]
     assert torch.equal(out["boxes"], given)
     rois = _scale_boxes(given, scale[1], scale[0])
@@ -371,8 +397,9 @@ def test_given_boxes_outside_the_image_are_kept_as_given(fmt, d2_model, bua_mode
         res4, _ = model.backbone(x[None])
         pooled = roi_pool(res4, torch.cat([torch.zeros(4, 1), rois], 1), model.cfg.pool_size, 1 / 16)
         want = model.roi_heads.res5(pooled).mean(dim=(2, 3))
-        clipped = torch.stack([rois[:, 0].clamp(0, 128), rois[:, 1].clamp(0, 96),
-                               rois[:, 2].clamp(0, 128), rois[:, 3].clamp(0, 96)], 1)
+        clipped = torch.stack(
+            [rois[:, 0].clamp(0, 128), rois[:, 1].clamp(0, 96), rois[:, 2].clamp(0, 128), rois[:, 3].clamp(0, 96)], 1
+        )
         pooled = roi_pool(res4, torch.cat([torch.zeros(4, 1), clipped], 1), model.cfg.pool_size, 1 / 16)
         if_clipped = model.roi_heads.res5(pooled).mean(dim=(2, 3))
     assert torch.allclose(out["features"], want, atol=1e-5)

@@ -9,7 +9,6 @@ from lighthead.extract.regions import detectron2_backend
 from lighthead.extract.regions.checkpoints import format_config
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector, init_random
-
 from tests.extract.regions.conftest import noise_images
 
 pytestmark = pytest.mark.skipif(

@@ -13,7 +13,6 @@ from torchvision.ops import roi_pool
 from lighthead.extract.regions.batching import pad_batch
 from lighthead.extract.regions.config import DetectorConfig, SelectionConfig
 from lighthead.extract.regions.model import BottomUpDetector, init_random
-
 from tests.extract.regions.conftest import noise_images
 
 SIZES = [(96, 128), (80, 150), (111, 97), (64, 64)]
@@ -86,7 +85,9 @@ def test_extreme_aspect_ratios_give_no_proposal_and_leave_the_batch_alone(tiny_m
     if mode == "given":
         sel = SelectionConfig(mode="given")
     else:
-        sel = SelectionConfig.for_job("fixed" if mode != "adaptive" else mode, 20, "d2-maxnms" if mode == "d2-maxnms" else None)
+        sel = SelectionConfig.for_job(
+            "fixed" if mode != "adaptive" else mode, 20, "d2-maxnms" if mode == "d2-maxnms" else None
+        )
     images = [tall["image"], wide["image"], normal]
     scales = [tall["scale"], wide["scale"], 1.0]
     boxes = [torch.tensor([[0.0, 0.0, 0.0, 40.0], [0.0, 0.0, 0.0, 4999.0]])] * 3 if mode == "given" else None

@@ -17,18 +17,17 @@ from PIL import Image
 from lighthead.extract.regions.batching import Prepare, resize_like_pillow9
 from lighthead.extract.regions.checkpoints import format_config
 from lighthead.extract.regions.config import DetectorConfig
-
 from tests.extract.regions.pillow9_digests import CASES, digest, pixels
 
 # Pillow 9.5.0's `Image.fromarray(pixels(w, h)).resize((nw, nh), BILINEAR)`, as sha256 prefixes.
 PILLOW9 = {
-    ((700, 1600), (438, 1000)): '7f15a88b6f98e842',
-    ((300, 1200), (250, 1000)): '5fc86165472fa539',
-    ((500, 1500), (333, 1000)): 'd8762e2a3b4742e0',
-    ((400, 2000), (200, 1000)): 'e432c5ec1e7d98ab',
-    ((1600, 700), (1000, 438)): '64b411cd5f499b35',
-    ((123, 457), (300, 1114)): '8b69d7428d6ba90c',
-    ((640, 480), (640, 600)): 'b15d91c653d7b77d',
+    ((700, 1600), (438, 1000)): "7f15a88b6f98e842",
+    ((300, 1200), (250, 1000)): "5fc86165472fa539",
+    ((500, 1500), (333, 1000)): "d8762e2a3b4742e0",
+    ((400, 2000), (200, 1000)): "e432c5ec1e7d98ab",
+    ((1600, 700), (1000, 438)): "64b411cd5f499b35",
+    ((123, 457), (300, 1114)): "8b69d7428d6ba90c",
+    ((640, 480), (640, 600)): "b15d91c653d7b77d",
 }
 MEAN = np.array((102.9801, 115.9465, 122.7717), np.float32)
 

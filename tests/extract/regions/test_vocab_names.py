@@ -47,8 +47,13 @@ def test_display_names_are_the_first_synonym():
 
 
 def test_labels_are_attribute_object_score_most_confident_first():
-    item = {"object_ids": np.array([50, 16, -1]), "object_scores": np.array([0.4, 0.9, 0.0]),
-            "attr_ids": np.array([4, 7, -1]), "attr_scores": np.array([0.05, 0.6, 0.0]), "num_boxes": np.int32(2)}
+    item = {
+        "object_ids": np.array([50, 16, -1]),
+        "object_scores": np.array([0.4, 0.9, 0.0]),
+        "attr_ids": np.array([4, 7, -1]),
+        "attr_scores": np.array([0.05, 0.6, 0.0]),
+        "num_boxes": np.int32(2),
+    }
     # the attribute of the first region is below the demos' 0.1 threshold: its object alone
     assert vocab.region_labels(item) == ["white stop sign 0.90", "man 0.40"]
     assert vocab.region_labels(item, top=1) == ["white stop sign 0.90"]

@@ -57,7 +57,9 @@ def test_sorted_and_unsorted_batching_agree(encoder):
     assert encoder.batches([3, 9, 5], sort_by_length=False) == [[0, 1], [2]]
     assert encoder.batches([3, 9, 5]) == [[1, 2], [0]]  # longest first
     a, b = encoder.encode(TEXTS), encoder.encode(TEXTS, sort_by_length=False)
-    windowed = TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2", batch_size=2, sort_window=2))  # sorted 2 at a time
+    windowed = TextEncoder(
+        TextEncoderConfig(model="all-minilm-l6-v2", batch_size=2, sort_window=2)
+    )  # sorted 2 at a time
     c = windowed.encode(TEXTS, PAIRS)
     for x, y, z, w in zip(a, b, c, encoder.encode(TEXTS, PAIRS)):
         np.testing.assert_allclose(x.features, y.features, atol=2e-4)
@@ -148,8 +150,9 @@ def test_ascii_only_and_head_truncation_are_itins_demo(tmp_path, reference):
     path.write_bytes(POST)
     text = read_text(path)  # how the MVSA adapter reads the post (Latin-1: the bytes are not UTF-8)
     for max_len in (100, 8):  # the release's MAX_LEN; and a cut inside the text, [SEP] lost
-        enc = TextEncoder(TextEncoderConfig(model="all-minilm-l6-v2", ascii_only=True, truncate="head",
-                                            max_length=max_len))
+        enc = TextEncoder(
+            TextEncoderConfig(model="all-minilm-l6-v2", ascii_only=True, truncate="head", max_length=max_len)
+        )
         got = enc.tokenize([text])[0]
         assert got["input_ids"] == released_ids(tok, POST, max_len)
         assert len(got["word_ids"]) == len(got["segment_ids"]) == len(got["input_ids"])

@@ -25,8 +25,11 @@ def code_folder(folder: Path, where: str = "config.json") -> Path:
     imported, leaves the file MARKER beside it."""
     folder.mkdir(parents=True)
     config = {"model_type": "codebert", "hidden_size": 32}
-    auto_map = {"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel",
-                "AutoTokenizer": ["custom.CustomTokenizer", None]}
+    auto_map = {
+        "AutoConfig": "custom.CustomConfig",
+        "AutoModel": "custom.CustomModel",
+        "AutoTokenizer": ["custom.CustomTokenizer", None],
+    }
     (folder / "config.json").write_text(json.dumps(config | ({"auto_map": auto_map} if where == "config.json" else {})))
     if where != "config.json":
         (folder / where).write_text(json.dumps({"auto_map": auto_map}))
@@ -35,7 +38,8 @@ def code_folder(folder: Path, where: str = "config.json") -> Path:
         "from transformers import BertConfig, BertModel, BertTokenizerFast\n"
         "class CustomConfig(BertConfig):\n    model_type = 'codebert'\n"
         "class CustomModel(BertModel):\n    config_class = CustomConfig\n"
-        "class CustomTokenizer(BertTokenizerFast):\n    pass\n")
+        "class CustomTokenizer(BertTokenizerFast):\n    pass\n"
+    )
     return folder
 
 
@@ -60,13 +64,30 @@ def test_resolve_model_refuses_a_folder_with_its_own_code(tmp_path, where):
 def test_text_model_with_its_own_code_is_one_line_and_runs_nothing(tmp_path, capsys, yes_on_stdin):
     folder = code_folder(tmp_path / "model")
     root = fixtures.twitter(tmp_path / "tw")
-    code = run_app(app, ["extract", "--dataset", "twitter15", "--root", str(root), "--store", str(tmp_path / "st"),
-                         "--features", "minilm", "--text-model", str(folder), "--no-progress"])
+    code = run_app(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "twitter15",
+            "--root",
+            str(root),
+            "--store",
+            str(tmp_path / "st"),
+            "--features",
+            "minilm",
+            "--text-model",
+            str(folder),
+            "--no-progress",
+        ],
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
-    want = (f"error: {folder}: its config.json has an auto_map (the model would run the folder's own Python code); "
-            "models that need their own code are refused")
+    want = (
+        f"error: {folder}: its config.json has an auto_map (the model would run the folder's own Python code); "
+        "models that need their own code are refused"
+    )
     assert lines == [want], err
     assert not (folder / "MARKER").exists()
     assert yes_on_stdin.tell() == 0  # nothing asked
@@ -91,6 +112,7 @@ def test_a_recorded_tokenizer_path_is_a_hint_checked_before_use(tmp_path, yes_on
     # a path that is gone or not a folder falls back to the recorded name, which matches
     (tmp_path / "file").write_text("x")
     for hint in (tmp_path / "gone", tmp_path / "file"):
-        tok = load_tokenizer({"tokenizer": "all-minilm-l6-v2", "tokenizer_path": str(hint),
-                              "tokenizer_vocab_sha256": digest})
+        tok = load_tokenizer(
+            {"tokenizer": "all-minilm-l6-v2", "tokenizer_path": str(hint), "tokenizer_vocab_sha256": digest}
+        )
         assert vocab_sha256(tok) == digest

@@ -63,12 +63,30 @@ def twitter(root: Path, folder: str = "twitter2015_images", rows: int = 3) -> Pa
 
 def itm_entries(split: str) -> dict[str, dict]:
     return {
-        "1": {"iid": f"{split}_1", "sentence": "Safety $T$ has signed", "aspect": "A . J . Stamps",
-              "sentiment": "2", "relation": "1", "boxes": [(2, 3, 20, 25)]},
-        "2": {"iid": f"{split}_2", "sentence": "$T$ is a city", "aspect": "Paris",
-              "sentiment": "1", "relation": "0", "boxes": []},
-        "3": {"iid": f"{split}_1", "sentence": "we love $T$", "aspect": "dogs",
-              "sentiment": "", "relation": "2", "boxes": [(0, 0, 10, 10), (1, 1, 5, 5)]},
+        "1": {
+            "iid": f"{split}_1",
+            "sentence": "Safety $T$ has signed",
+            "aspect": "A . J . Stamps",
+            "sentiment": "2",
+            "relation": "1",
+            "boxes": [(2, 3, 20, 25)],
+        },
+        "2": {
+            "iid": f"{split}_2",
+            "sentence": "$T$ is a city",
+            "aspect": "Paris",
+            "sentiment": "1",
+            "relation": "0",
+            "boxes": [],
+        },
+        "3": {
+            "iid": f"{split}_1",
+            "sentence": "we love $T$",
+            "aspect": "dogs",
+            "sentiment": "",
+            "relation": "2",
+            "boxes": [(0, 0, 10, 10), (1, 1, 5, 5)],
+        },
     }
 
 
@@ -93,8 +111,14 @@ def itm_release_entries(split: str, n: int, seed: int = 0) -> dict[str, dict]:
     out = {}
     for k in range(1, n + 1):
         label = int(rng.integers(0, 3))
-        out[str(k)] = {"iid": f"{split[:2]}{1000 + k}", "sentence": f"RT @ user : $T$ {words[label]} {caption(rng, 3)}",
-                       "aspect": f"Team {k}", "sentiment": str(label), "relation": None, "boxes": []}
+        out[str(k)] = {
+            "iid": f"{split[:2]}{1000 + k}",
+            "sentence": f"RT @ user : $T$ {words[label]} {caption(rng, 3)}",
+            "aspect": f"Team {k}",
+            "sentiment": str(label),
+            "relation": None,
+            "boxes": [],
+        }
     return out
 
 
@@ -113,6 +137,8 @@ def mvsa(root: Path, labels: list[str], multiple: bool = False) -> Path:
     for k, cell in enumerate(labels, start=1):
         lines.append(f"{k}\t{cell}")
         write_image(root / "data" / f"{k}.jpg", k)
-        (root / "data" / f"{k}.txt").write_bytes(f"post number {k} \xe9t\xe9 ".encode("latin-1") if k == 2 else f"post number {k}\n".encode())
+        (root / "data" / f"{k}.txt").write_bytes(
+            f"post number {k} \xe9t\xe9 ".encode("latin-1") if k == 2 else f"post number {k}\n".encode()
+        )
     (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
     return root

@@ -52,15 +52,18 @@ def test_the_same_file_under_one_id_is_fine(tmp_path):
     assert sum(r.image_id == "tr0" for r in records) == 2
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("cocoid", None, r"images\[2\] \(COCO_x_000000000002\.jpg\): 'cocoid' is null"),
-    ("cocoid", "", r"'cocoid' is \"\""),
-    ("sentences", None, r"images\[2\] \(COCO_x_000000000002\.jpg\): 'sentences' is null"),
-    ("sentences", {"raw": "x"}, r"'sentences' is \{"),
-    ("filename", None, r"images\[2\]: 'filename' is null"),
-    ("split", None, r"unknown split None"),
-    ("filepath", None, r"'filepath' is null"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("cocoid", None, r"images\[2\] \(COCO_x_000000000002\.jpg\): 'cocoid' is null"),
+        ("cocoid", "", r"'cocoid' is \"\""),
+        ("sentences", None, r"images\[2\] \(COCO_x_000000000002\.jpg\): 'sentences' is null"),
+        ("sentences", {"raw": "x"}, r"'sentences' is \{"),
+        ("filename", None, r"images\[2\]: 'filename' is null"),
+        ("split", None, r"unknown split None"),
+        ("filepath", None, r"'filepath' is null"),
+    ],
+)
 def test_null_or_mistyped_karpathy_fields_name_file_and_entry(tmp_path, field, value, message):
     fixtures.karpathy(tmp_path)
     path = tmp_path / "dataset_coco.json"
@@ -82,16 +85,21 @@ def test_null_itm_fields_are_errors(tmp_path):
         load_records("itm", tmp_path)
 
 
-@pytest.mark.parametrize("name, make, file, line", [
-    ("twitter15", fixtures.twitter, "dev.tsv", 3),
-    ("coco", fixtures.karpathy, "dataset_coco.json", 4),
-    ("mvsa-single", lambda root: fixtures.mvsa(root, ["positive,positive"] * 3), "labelResultAll.txt", 2),
-])
+@pytest.mark.parametrize(
+    "name, make, file, line",
+    [
+        ("twitter15", fixtures.twitter, "dev.tsv", 3),
+        ("coco", fixtures.karpathy, "dataset_coco.json", 4),
+        ("mvsa-single", lambda root: fixtures.mvsa(root, ["positive,positive"] * 3), "labelResultAll.txt", 2),
+    ],
+)
 def test_non_utf8_files_name_file_and_line(tmp_path, name, make, file, line):
     make(tmp_path)
     path = tmp_path / file
     lines = path.read_bytes().split(b"\n")
-    lines[line - 1] = lines[line - 1].replace(b" ", b" \xe9", 1) if b" " in lines[line - 1] else lines[line - 1] + b"\xff"
+    lines[line - 1] = (
+        lines[line - 1].replace(b" ", b" \xe9", 1) if b" " in lines[line - 1] else lines[line - 1] + b"\xff"
+    )
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(DatasetError, match=rf"{file}:{line}: not UTF-8 text \(byte 0x(e9|ff)"):
         load_records(name, tmp_path)

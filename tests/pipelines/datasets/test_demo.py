@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lighthead.pipelines.datasets import SENTIMENTS, DatasetError, load_records
-from lighthead.pipelines.datasets import demo
+from lighthead.pipelines.datasets import SENTIMENTS, DatasetError, demo, load_records
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,10 @@ def test_colour_rule_and_boxes(demo_root):
             if t["related"]:
                 shape = next(s for s in im["shapes"] if s["kind"] == t["target"])
                 assert t["box"] == shape["box"]
-                assert SENTIMENTS[t["label"]] == {1: "positive", 0: "neutral", -1: "negative"}[demo.VALENCE[shape["colour"]]]
+                assert (
+                    SENTIMENTS[t["label"]]
+                    == {1: "positive", 0: "neutral", -1: "negative"}[demo.VALENCE[shape["colour"]]]
+                )
             else:
                 assert t["box"] is None and all(s["kind"] != t["target"] for s in im["shapes"])
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lighthead.pipelines.datasets import DatasetError, load_records
-from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.pipelines.features import ExtractOptions
+from lighthead.pipelines.features.runner import DEFAULT_FEATURES, run_extract
 from lighthead.store import open_store
 from tests.pipelines.datasets import fixtures
 
@@ -78,18 +78,22 @@ def test_empty_folder_is_an_error(tmp_path):
 def _captions(root: Path, lines: list) -> None:
     (root / "captions.jsonl").write_text(
         "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
 
 
 def test_captions_by_path_or_id_with_splits(tmp_path):
     root = photos(tmp_path / "photos")
-    _captions(root, [
-        {"image": "a b.jpg", "caption": "a  dog\ton grass", "split": "val"},
-        {"image": "a b", "caption": "a second one"},
-        "",
-        {"image": "./ünï cödé/фото 1.png", "caption": "unicode", "split": "test"},
-        {"image": "deep/er/nest", "caption": "nested"},
-    ])
+    _captions(
+        root,
+        [
+            {"image": "a b.jpg", "caption": "a  dog\ton grass", "split": "val"},
+            {"image": "a b", "caption": "a second one"},
+            "",
+            {"image": "./ünï cödé/фото 1.png", "caption": "unicode", "split": "test"},
+            {"image": "deep/er/nest", "caption": "nested"},
+        ],
+    )
     with pytest.warns(UserWarning):
         records = {r.id: r for r in load_records("images", root)}
     assert records["a b"].texts == ["a dog on grass", "a second one"] and records["a b"].split == "val"
@@ -98,16 +102,22 @@ def test_captions_by_path_or_id_with_splits(tmp_path):
     assert records["UPPER"].texts == []
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", r"captions.jsonl:2: not valid JSON"),
-    ('["a b.jpg", "x"]', r"captions.jsonl:2: a JSON list, not an object"),
-    ('{"image": "a b.jpg"}', r"captions.jsonl:2: 'caption' is missing"),
-    ('{"image": "a b.jpg", "caption": 3}', r"captions.jsonl:2: 'caption' is 3"),
-    ('{"image": "nowhere.jpg", "caption": "x"}', r"captions.jsonl:2: image 'nowhere.jpg' is not an image under"),
-    ('{"image": "a b", "caption": "x", "split": "dev"}', r"captions.jsonl:2: unknown split 'dev'"),
-    ('{"image": "a b", "caption": "x", "split": "test"}', r"captions.jsonl:2: image 'a b' is in split 'test' here "
-                                                          r"but 'val' on line 1"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", r"captions.jsonl:2: not valid JSON"),
+        ('["a b.jpg", "x"]', r"captions.jsonl:2: a JSON list, not an object"),
+        ('{"image": "a b.jpg"}', r"captions.jsonl:2: 'caption' is missing"),
+        ('{"image": "a b.jpg", "caption": 3}', r"captions.jsonl:2: 'caption' is 3"),
+        ('{"image": "nowhere.jpg", "caption": "x"}', r"captions.jsonl:2: image 'nowhere.jpg' is not an image under"),
+        ('{"image": "a b", "caption": "x", "split": "dev"}', r"captions.jsonl:2: unknown split 'dev'"),
+        (
+            '{"image": "a b", "caption": "x", "split": "test"}',
+            r"captions.jsonl:2: image 'a b' is in split 'test' here "
+            r"but 'val' on line 1",
+        ),
+    ],
+)
 def test_a_malformed_caption_line_names_file_and_line(tmp_path, line, message):
     root = photos(tmp_path / "photos")
     _captions(root, [{"image": "a b.jpg", "caption": "fine", "split": "val"}, line])
@@ -136,10 +146,26 @@ def test_cli_extracts_regions_of_a_folder(tmp_path):
 
     root = photos(tmp_path / "photos")
     with pytest.warns(UserWarning, match="without an image extension ignored"):
-        out = CliRunner().invoke(app, ["extract", "--dataset", "images", "--root", str(root),
-                                       "--store", str(tmp_path / "s"), "--features", "regions36",
-                                       "--random-weights", "-o", "detector=tiny", "--loader-workers", "0",
-                                       "--no-progress"])
+        out = CliRunner().invoke(
+            app,
+            [
+                "extract",
+                "--dataset",
+                "images",
+                "--root",
+                str(root),
+                "--store",
+                str(tmp_path / "s"),
+                "--features",
+                "regions36",
+                "--random-weights",
+                "-o",
+                "detector=tiny",
+                "--loader-workers",
+                "0",
+                "--no-progress",
+            ],
+        )
     assert out.exit_code == 0, out.output
     fs = open_store(tmp_path / "s")["regions/butd-r101-vg-36"]
     assert sorted(fs.ids) == sorted(FILES.values())
@@ -158,10 +184,14 @@ def test_a_folder_that_cannot_be_read_is_named_in_a_warning(tmp_path, monkeypatc
         return real(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    with pytest.warns(UserWarning, match=r"2 folder\(s\) could not be read, their images are left out: "
-                                         r"deep/locked2/ \(Permission denied\), locked/ \(Permission denied\)$"):
+    with pytest.warns(
+        UserWarning,
+        match=r"2 folder\(s\) could not be read, their images are left out: "
+        r"deep/locked2/ \(Permission denied\), locked/ \(Permission denied\)$",
+    ):
         records = load_records("images", tmp_path)
     assert sorted(r.id for r in records) == ["deep/d", "ok"]
+
     def locked_root(path="."):
         raise PermissionError(13, "Permission denied", str(path))
 

@@ -87,6 +87,6 @@ def test_malformed_entries_name_file_and_entry(tmp_path, damage, message):
 def test_bad_json_names_the_line(tmp_path):
     fixtures.karpathy(tmp_path, n_images=2)
     path = tmp_path / "dataset_coco.json"
-    path.write_text(path.read_text().replace('"split"', 'split', 1))
+    path.write_text(path.read_text().replace('"split"', "split", 1))
     with pytest.raises(DatasetError, match=rf"{path}:\d+: not valid JSON"):
         load_records("coco", tmp_path)

@@ -88,7 +88,9 @@ def test_posts_without_images_load_with_one_warning(tmp_path):
     """MVSA text circulates without its images: as for twitter15/17, one warning, records kept."""
     fixtures.mvsa(tmp_path, ["positive,positive", "neutral,neutral", "negative,neutral"])
     (tmp_path / "data" / "2.jpg").unlink()
-    with pytest.warns(UserWarning, match=r"1 of 3 image files not found \(first: .*data/2.jpg\); text feature jobs run"):
+    with pytest.warns(
+        UserWarning, match=r"1 of 3 image files not found \(first: .*data/2.jpg\); text feature jobs run"
+    ):
         records = load_records("mvsa-single", tmp_path)
     assert [r.id for r in sorted(records, key=lambda r: r.id)] == ["1", "2", "3"]
     for path in (tmp_path / "data").glob("*.jpg"):
@@ -98,8 +100,8 @@ def test_posts_without_images_load_with_one_warning(tmp_path):
 
 
 def test_text_jobs_and_the_text_only_head_run_without_images(tmp_path):
-    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.training.loop import train
     from lighthead.store import open_store
 
@@ -115,7 +117,20 @@ def test_text_jobs_and_the_text_only_head_run_without_images(tmp_path):
     assert by_job["thumbs"].written == 0 and len(by_job["thumbs"].skipped) == 20
     assert by_job["minilm"].written == 20 and not by_job["minilm"].skipped
     assert open_store(tmp_path / "store").names() == ["text/all-minilm-l6-v2"]
-    metrics = train("text-only", tmp_path / "store", tmp_path / "run", progress=False,
-                    overrides={"text": "text/all-minilm-l6-v2", "d": 32, "heads": 4, "ff": 64, "epochs": 1,
-                               "batch_size": 8, "lr": 1e-3, "dropout": 0.0})
+    metrics = train(
+        "text-only",
+        tmp_path / "store",
+        tmp_path / "run",
+        progress=False,
+        overrides={
+            "text": "text/all-minilm-l6-v2",
+            "d": 32,
+            "heads": 4,
+            "ff": 64,
+            "epochs": 1,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "dropout": 0.0,
+        },
+    )
     assert metrics["test"]["n"] == 2 and metrics["test"]["macro_f1"] is not None

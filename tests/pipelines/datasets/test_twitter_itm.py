@@ -47,7 +47,9 @@ def test_twitter_label_names_and_images_folder(tmp_path):
 )
 def test_twitter_malformed_lines_name_file_and_line(tmp_path, bad_line, message):
     fixtures.twitter(tmp_path)
-    (tmp_path / "twitter2015_images" / "tr0.jpg").write_bytes((tmp_path / "twitter2015_images" / "tr1.jpg").read_bytes())
+    (tmp_path / "twitter2015_images" / "tr0.jpg").write_bytes(
+        (tmp_path / "twitter2015_images" / "tr1.jpg").read_bytes()
+    )
     path = tmp_path / "dev.tsv"
     path.write_text(path.read_text() + bad_line + "\n")
     with pytest.raises(DatasetError, match=message):

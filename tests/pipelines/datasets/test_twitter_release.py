@@ -63,14 +63,17 @@ def test_a_pickled_object_is_refused_and_nothing_runs(tmp_path):
     assert not flag.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"sentiment": ""}, r"entry '2': unknown label ''"),
-    ({"sentiment": None}, r"entry '2': unknown label 'none'"),
-    ({"sentence": "no placeholder"}, r"entry '2': the sentence has no \$T\$"),
-    ({"aspect": " "}, r"entry '2': 'aspect' is ' '; expected a non-empty string"),
-    ({"iid": "../up"}, r"entry '2': 'iid' '../up' is not a file name"),
-    (None, r"entry '2': missing field 'sentiment'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"sentiment": ""}, r"entry '2': unknown label ''"),
+        ({"sentiment": None}, r"entry '2': unknown label 'none'"),
+        ({"sentence": "no placeholder"}, r"entry '2': the sentence has no \$T\$"),
+        ({"aspect": " "}, r"entry '2': 'aspect' is ' '; expected a non-empty string"),
+        ({"iid": "../up"}, r"entry '2': 'iid' '../up' is not a file name"),
+        (None, r"entry '2': missing field 'sentiment'"),
+    ],
+)
 def test_malformed_entries_name_the_file_and_key(tmp_path, change, message):
     folder = fixtures.itm_release(tmp_path / "twitter2015", SIZES)
     entries = fixtures.itm_release_entries("test", SIZES[2], seed=SIZES[2] + 4)
@@ -91,8 +94,8 @@ def test_a_missing_split_file_is_named(tmp_path):
 
 
 def test_text_only_trains_on_the_release_text_without_images(tmp_path):
-    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.features import ExtractOptions
+    from lighthead.pipelines.features.runner import run_extract
     from lighthead.pipelines.training.loop import train
     from lighthead.store import open_store
 
@@ -100,19 +103,35 @@ def test_text_only_trains_on_the_release_text_without_images(tmp_path):
     opts = ExtractOptions(batch_size=8, loader_workers=0, progress=False, dtype="float32")
     # No detector weights and no images: the region job needs neither, and stops nothing.
     with pytest.warns(UserWarning, match="none of the 24 images"):
-        summaries = run_extract("twitter15", tmp_path / "data", tmp_path / "store", ["regions100", "thumbs", "minilm"],
-                                opts)
+        summaries = run_extract(
+            "twitter15", tmp_path / "data", tmp_path / "store", ["regions100", "thumbs", "minilm"], opts
+        )
     by_job = {s.job: s for s in summaries}
     for job in ("regions100", "thumbs"):
         assert by_job[job].written == 0 and len(by_job[job].skipped) == 24
-        assert all(why.startswith("image file not found: ") and why.endswith(f"{image_id}.jpg")
-                   for image_id, why in by_job[job].skipped)
+        assert all(
+            why.startswith("image file not found: ") and why.endswith(f"{image_id}.jpg")
+            for image_id, why in by_job[job].skipped
+        )
     assert by_job["minilm"].written == sum(SIZES) and not by_job["minilm"].skipped
     assert open_store(tmp_path / "store").names() == ["text/all-minilm-l6-v2"]
 
-    metrics = train("text-only", tmp_path / "store", tmp_path / "run", progress=False,
-                    overrides={"text": "text/all-minilm-l6-v2", "d": 32, "heads": 4, "ff": 64, "epochs": 2,
-                               "batch_size": 8, "lr": 1e-3, "dropout": 0.0})
+    metrics = train(
+        "text-only",
+        tmp_path / "store",
+        tmp_path / "run",
+        progress=False,
+        overrides={
+            "text": "text/all-minilm-l6-v2",
+            "d": 32,
+            "heads": 4,
+            "ff": 64,
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 1e-3,
+            "dropout": 0.0,
+        },
+    )
     test = metrics["test"]
     assert test["n"] == SIZES[2] and 0 <= test["accuracy"] <= 100 and test["macro_f1"] is not None
     assert (tmp_path / "run" / "metrics.json").is_file()

@@ -36,14 +36,19 @@ def score(overrides: dict[str, str]) -> float:
     return 100.0 - 10.0 * (math.log10(lr) + 3.0) ** 2 - 40.0 * (lam - 0.5) ** 2
 
 
-def quadratic_train(head, store, out, dataset=None, epochs=None, overrides={}, device=None,
-                    resume=False, progress=True):
+def quadratic_train(
+    head, store, out, dataset=None, epochs=None, overrides=None, device=None, resume=False, progress=True
+):
     """Writes config.json, metrics.json and a checkpoint like the real trainer."""
+    overrides = overrides or {}
     _log(store, overrides)
     time.sleep(0.05)  # a trial takes a moment; the scheduler hands each worker two at once anyway
     out = Path(out)
-    metrics = {"val": {"accuracy": score(overrides) / 100.0, "macro_f1": score(overrides)},
-               "test": {"macro_f1": score(overrides) - 1.0}, "epochs": epochs or 1}
+    metrics = {
+        "val": {"accuracy": score(overrides) / 100.0, "macro_f1": score(overrides)},
+        "test": {"macro_f1": score(overrides) - 1.0},
+        "epochs": epochs or 1,
+    }
     (out / "config.json").write_text(json.dumps({"head": head, "overrides": overrides}))
     (out / "metrics.json").write_text(json.dumps(metrics))
     (out / "checkpoint.pt").write_bytes(b"weights")

@@ -20,15 +20,44 @@ GOOD = ["--cores", "1", "--memory", "2GB"]
 
 
 def extract(tmp_path, *args: str) -> int:
-    return run_app(app, ["extract", "--dataset", "demo", "--root", str(tmp_path / "demo"), "--store",
-                         str(tmp_path / "store"), "--features", "regions36", "--random-weights", "--no-progress",
-                         *args])
+    return run_app(
+        app,
+        [
+            "extract",
+            "--dataset",
+            "demo",
+            "--root",
+            str(tmp_path / "demo"),
+            "--store",
+            str(tmp_path / "store"),
+            "--features",
+            "regions36",
+            "--random-weights",
+            "--no-progress",
+            *args,
+        ],
+    )
 
 
 def sweep(tmp_path, *args: str) -> int:
     (tmp_path / "store").mkdir(exist_ok=True)
-    return run_app(app, ["sweep", "itin", "--store", str(tmp_path / "store"), "--out", str(tmp_path / "sw"),
-                         "--grid", "lam=0.2,0.5", "--no-progress", "--dashboard", "", *args])
+    return run_app(
+        app,
+        [
+            "sweep",
+            "itin",
+            "--store",
+            str(tmp_path / "store"),
+            "--out",
+            str(tmp_path / "sw"),
+            "--grid",
+            "lam=0.2,0.5",
+            "--no-progress",
+            "--dashboard",
+            "",
+            *args,
+        ],
+    )
 
 
 def one_line_error(capsys) -> str:
@@ -37,23 +66,26 @@ def one_line_error(capsys) -> str:
     return err
 
 
-@pytest.mark.parametrize("args, expect", [
-    (["--walltime", "abc"], "--walltime 'abc': expected HH:MM:SS"),
-    (["--walltime", "00:00:00"], "--walltime '00:00:00': must be longer than 0"),
-    (["--walltime", "1:60:00"], "--walltime '1:60:00'"),
-    (["--walltime", "90"], "--walltime '90'"),  # minutes to SLURM, seconds to PBS: refused
-    (["--memory", "-5GB"], "--memory '-5GB': expected a size of at least 1MB"),
-    (["--memory", "abc"], "--memory 'abc'"),
-    (["--memory", "GB"], "--memory 'GB'"),
-    (["--memory", "100"], "--memory '100'"),  # 100 bytes
-    (["--queue", "gpu\n#SBATCH --wrap=id"], "--queue 'gpu\\n#SBATCH --wrap=id'"),
-    (["--queue", "gpu --wrap=id"], "--queue 'gpu --wrap=id': expected a name"),
-    (["--queue", ""], "--queue ''"),
-    (["--account", "proj\rx"], "--account 'proj\\rx'"),
-    (["--job-directive", "--gres=gpu:1\nrm -rf ~"], "--job-directive '--gres=gpu:1\\nrm -rf ~'"),
-    (["--job-directive", "--gres=gpu:1\x00"], "--job-directive"),
-    (["--job-directive", "gres=gpu:1"], "expected one option such as --gres=gpu:1"),
-])
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (["--walltime", "abc"], "--walltime 'abc': expected HH:MM:SS"),
+        (["--walltime", "00:00:00"], "--walltime '00:00:00': must be longer than 0"),
+        (["--walltime", "1:60:00"], "--walltime '1:60:00'"),
+        (["--walltime", "90"], "--walltime '90'"),  # minutes to SLURM, seconds to PBS: refused
+        (["--memory", "-5GB"], "--memory '-5GB': expected a size of at least 1MB"),
+        (["--memory", "abc"], "--memory 'abc'"),
+        (["--memory", "GB"], "--memory 'GB'"),
+        (["--memory", "100"], "--memory '100'"),  # 100 bytes
+        (["--queue", "gpu\n#SBATCH --wrap=id"], "--queue 'gpu\\n#SBATCH --wrap=id'"),
+        (["--queue", "gpu --wrap=id"], "--queue 'gpu --wrap=id': expected a name"),
+        (["--queue", ""], "--queue ''"),
+        (["--account", "proj\rx"], "--account 'proj\\rx'"),
+        (["--job-directive", "--gres=gpu:1\nrm -rf ~"], "--job-directive '--gres=gpu:1\\nrm -rf ~'"),
+        (["--job-directive", "--gres=gpu:1\x00"], "--job-directive"),
+        (["--job-directive", "gres=gpu:1"], "expected one option such as --gres=gpu:1"),
+    ],
+)
 def test_bad_batch_values_are_refused_before_any_job_script(tmp_path, monkeypatch, capsys, args, expect):
     jobs = fake_batch.install(tmp_path, monkeypatch)
     rc = extract(tmp_path, "--slurm", *GOOD, *args)
@@ -85,8 +117,17 @@ def test_workers_zero_is_refused_without_a_cluster_too(tmp_path, capsys):
     assert "--workers" in one_line_error(capsys) and not (tmp_path / "store").exists()
 
 
-@pytest.mark.parametrize("args", [["--walltime", "01:00:00"], ["--cores", "4"], ["--memory", "8GB"],
-                                  ["--queue", "gpu"], ["--account", "proj"], ["--job-directive", "--gres=gpu:1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--walltime", "01:00:00"],
+        ["--cores", "4"],
+        ["--memory", "8GB"],
+        ["--queue", "gpu"],
+        ["--account", "proj"],
+        ["--job-directive", "--gres=gpu:1"],
+    ],
+)
 def test_batch_values_without_slurm_or_pbs_are_refused(tmp_path, capsys, args):
     assert extract(tmp_path, *args) == 1
     assert one_line_error(capsys) == f"error: {args[0]} sets a batch job: add --slurm or --pbs"
@@ -103,8 +144,10 @@ def test_missing_cores_or_memory_is_one_line(tmp_path, monkeypatch, capsys):
     with dask.config.set({"jobqueue.slurm.cores": None, "jobqueue.slurm.memory": None}):
         assert extract(tmp_path, "--slurm", "--cores", "2") == 1
     err = one_line_error(capsys)
-    assert err == ("error: --slurm needs --cores and --memory per job (or jobqueue.slurm.cores in the dask config "
-                   "(~/.config/dask/jobqueue.yaml) and .memory)")
+    assert err == (
+        "error: --slurm needs --cores and --memory per job (or jobqueue.slurm.cores in the dask config "
+        "(~/.config/dask/jobqueue.yaml) and .memory)"
+    )
     with dask.config.set({"jobqueue.slurm.cores": 0, "jobqueue.slurm.memory": "4GB"}):
         assert extract(tmp_path, "--slurm") == 1
     assert "jobqueue.slurm.cores in the dask config" in one_line_error(capsys)
@@ -115,8 +158,10 @@ def test_missing_cores_or_memory_is_one_line(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("command", [extract, sweep])
 def test_a_refused_submission_is_one_line_not_a_hang(tmp_path, monkeypatch, capsys, command):
     """sbatch's own reason, once, exit 1; dask-jobqueue alone logged tracebacks and waited forever."""
-    refusal = ("sbatch: error: invalid partition specified: nosuch\n"
-               "sbatch: error: Batch job submission failed: Invalid partition name specified")
+    refusal = (
+        "sbatch: error: invalid partition specified: nosuch\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    )
     fake_batch.install(tmp_path, monkeypatch, refuse=refusal)
     if command is extract:
         from lighthead.pipelines.datasets.demo import generate
@@ -126,7 +171,8 @@ def test_a_refused_submission_is_one_line_not_a_hang(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err  # extract's own progress lines come first
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (
         "error: --slurm: sbatch refused the job: "
-        "sbatch: error: Batch job submission failed: Invalid partition name specified")
+        "sbatch: error: Batch job submission failed: Invalid partition name specified"
+    )
     assert sum(line.startswith("error") for line in err.splitlines()) == 1
 
 
@@ -195,8 +241,7 @@ def test_the_jobs_count_as_ended_once_each_joined_and_none_is_left():
     watch = JobWatch(_Scheduler(["job-0"], [], []), jobs=2, system="SLURM", grace=0, every=0)
     assert [watch(), watch(), watch()] == [None, None, None]
     # Both joined, then both left: no worker will come back.
-    watch = JobWatch(_Scheduler(["job-0"], ["job-0", "job-1"], ["job-1"], []), jobs=2, system="SLURM",
-                     grace=0, every=0)
+    watch = JobWatch(_Scheduler(["job-0"], ["job-0", "job-1"], ["job-1"], []), jobs=2, system="SLURM", grace=0, every=0)
     assert [watch(), watch(), watch()] == [None, None, None]
     assert watch().startswith("all 2 SLURM job(s) ended before the work was done")
 

@@ -25,10 +25,21 @@ def test_sweep_file_against_an_existing_scheduler(dask_client, tmp_path, monkeyp
         "head: itin\nmetric: macro_f1\ngrid:\n  lam: [0.2, 0.5]\n  lr: [1.0e-3, 1.0e-2]\nset:\n  d: 32\n"
     )
     rc = lighthead(
-        monkeypatch, "sweep", "--file", tmp_path / "sweep.yaml", "--store", store, "--out", tmp_path / "sw",
-        "--grid", "lam=0.2,0.5,0.8",  # the command line widens the file's grid
-        "--scheduler", dask_client.scheduler.address, "--no-progress",
-        "--train-fn", "tests.pipelines.sweep.fakes:quadratic_train",
+        monkeypatch,
+        "sweep",
+        "--file",
+        tmp_path / "sweep.yaml",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "sw",
+        "--grid",
+        "lam=0.2,0.5,0.8",  # the command line widens the file's grid
+        "--scheduler",
+        dask_client.scheduler.address,
+        "--no-progress",
+        "--train-fn",
+        "tests.pipelines.sweep.fakes:quadratic_train",
     )
     out = capsys.readouterr().out
     assert rc == 0
@@ -39,9 +50,22 @@ def test_sweep_file_against_an_existing_scheduler(dask_client, tmp_path, monkeyp
 
     # Same command again: nothing trains.
     rc = lighthead(
-        monkeypatch, "sweep", "itin", "--file", tmp_path / "sweep.yaml", "--store", store, "--out", tmp_path / "sw",
-        "--grid", "lam=0.2,0.5,0.8", "--scheduler", dask_client.scheduler.address, "--no-progress",
-        "--train-fn", "tests.pipelines.sweep.fakes:quadratic_train",
+        monkeypatch,
+        "sweep",
+        "itin",
+        "--file",
+        tmp_path / "sweep.yaml",
+        "--store",
+        store,
+        "--out",
+        tmp_path / "sw",
+        "--grid",
+        "lam=0.2,0.5,0.8",
+        "--scheduler",
+        dask_client.scheduler.address,
+        "--no-progress",
+        "--train-fn",
+        "tests.pipelines.sweep.fakes:quadratic_train",
     )
     assert rc == 0 and len(fakes.calls(store)) == 6
     assert "6 before" in capsys.readouterr().out
@@ -49,8 +73,19 @@ def test_sweep_file_against_an_existing_scheduler(dask_client, tmp_path, monkeyp
 
 def test_bad_grid_key_is_one_line_naming_the_valid_keys(tmp_path, monkeypatch, capsys):
     (tmp_path / "store").mkdir()
-    rc = lighthead(monkeypatch, "sweep", "itin", "--store", tmp_path / "store", "--out", tmp_path / "sw",
-                   "--grid", "lr=1e-3,1e-4", "--grid", "nonsense=1,2")
+    rc = lighthead(
+        monkeypatch,
+        "sweep",
+        "itin",
+        "--store",
+        tmp_path / "store",
+        "--out",
+        tmp_path / "sw",
+        "--grid",
+        "lr=1e-3,1e-4",
+        "--grid",
+        "nonsense=1,2",
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1
     assert err.startswith("error: ") and "\n" not in err
@@ -63,8 +98,20 @@ def test_nothing_to_sweep_and_head_mismatch_fail_cleanly(tmp_path, monkeypatch, 
     assert lighthead(monkeypatch, "sweep", "itin", "--store", tmp_path / "store", "--out", tmp_path / "o") != 0
     assert "nothing to sweep" in capsys.readouterr().err
     (tmp_path / "s.toml").write_text('head = "mmca"\n[grid]\nalpha = [0.1, 0.2]\n')
-    assert lighthead(monkeypatch, "sweep", "itin", "--file", tmp_path / "s.toml", "--store", tmp_path / "store",
-                     "--out", tmp_path / "o") != 0
+    assert (
+        lighthead(
+            monkeypatch,
+            "sweep",
+            "itin",
+            "--file",
+            tmp_path / "s.toml",
+            "--store",
+            tmp_path / "store",
+            "--out",
+            tmp_path / "o",
+        )
+        != 0
+    )
     assert "differs" in capsys.readouterr().err
 
 
@@ -76,8 +123,16 @@ def test_batch_cluster_writes_a_job_script_with_the_daemon_fix(flag, tmp_path, m
     from lighthead.pipelines.cluster.client import ClusterOptions
 
     jobs = fake_batch.install(tmp_path, monkeypatch)
-    opts = ClusterOptions(batch=flag[2:], workers=1, cores=3, memory="4GB", queue="gpu", walltime="01:00:00",
-                          job_directives=["--gres=gpu:1"] if flag == "--slurm" else [], dashboard=None)
+    opts = ClusterOptions(
+        batch=flag[2:],
+        workers=1,
+        cores=3,
+        memory="4GB",
+        queue="gpu",
+        walltime="01:00:00",
+        job_directives=["--gres=gpu:1"] if flag == "--slurm" else [],
+        dashboard=None,
+    )
     cluster, threads = start_cluster(opts, gpu=True, config={"distributed.worker.daemon": False})
     cluster.close()
     [script] = fake_batch.scripts(jobs)

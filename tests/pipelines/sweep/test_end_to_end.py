@@ -23,14 +23,42 @@ def tiny_store(request, tmp_path):
         return build_retrieval_store(tmp_path / "store")
 
 
-def test_sweep_trains_real_heads_and_ranks_them_by_validation_rsum(dask_client, tiny_store, tmp_path, monkeypatch, capsys):
+def test_sweep_trains_real_heads_and_ranks_them_by_validation_rsum(
+    dask_client, tiny_store, tmp_path, monkeypatch, capsys
+):
     out = tmp_path / "sweep"
-    monkeypatch.setattr(sys, "argv", [
-        "lighthead", "sweep", "vsepp", "--store", str(tiny_store), "--out", str(out),
-        "--grid", "lr=1e-3,1e-2", "--grid", "margin=0.1,0.2",
-        "--set", "embed_size=32", "--set", "word_dim=32", "--set", "batch_size=16", "--set", "test=false",
-        "--epochs", "1", "--device", "cpu", "--scheduler", dask_client.scheduler.address, "--no-progress",
-    ])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "lighthead",
+            "sweep",
+            "vsepp",
+            "--store",
+            str(tiny_store),
+            "--out",
+            str(out),
+            "--grid",
+            "lr=1e-3,1e-2",
+            "--grid",
+            "margin=0.1,0.2",
+            "--set",
+            "embed_size=32",
+            "--set",
+            "word_dim=32",
+            "--set",
+            "batch_size=16",
+            "--set",
+            "test=false",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--scheduler",
+            dask_client.scheduler.address,
+            "--no-progress",
+        ],
+    )
     assert run_app(app) == 0, capsys.readouterr().err
 
     rows = list(csv.DictReader((out / "summary.csv").open()))

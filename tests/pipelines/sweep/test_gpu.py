@@ -29,14 +29,22 @@ def test_gpu_sweep_frees_cuda_memory_between_trials(tmp_path):
         assert all(w["resources"].get("GPU") == 1 for w in workers)
 
         hog = from_args("vsepp", ["lr=1e-3,1e-2"])
-        res = run_sweep(hog, store, tmp_path / "hog", client=conn.client, device="cuda", progress=False,
-                        train_fn="tests.pipelines.sweep.fakes:gpu_hog_train")
+        res = run_sweep(
+            hog,
+            store,
+            tmp_path / "hog",
+            client=conn.client,
+            device="cuda",
+            progress=False,
+            train_fn="tests.pipelines.sweep.fakes:gpu_hog_train",
+        )
         assert not res.failed and res.ran == 2
         # Each trial left 1 GiB in a reference cycle; the trial's clean-up gave it back.
         assert all(v < 256 * 1024 * 1024 for v in conn.client.run(_reserved).values())
 
-        real = from_args("vsepp", ["lr=1e-3,1e-2"], ["embed_size=32", "word_dim=32", "batch_size=16", "test=false"],
-                         epochs=1)
+        real = from_args(
+            "vsepp", ["lr=1e-3,1e-2"], ["embed_size=32", "word_dim=32", "batch_size=16", "test=false"], epochs=1
+        )
         res = run_sweep(real, store, tmp_path / "real", client=conn.client, device="cuda", progress=False)
         assert not res.failed and res.ran == 2
         assert all(r.metrics["val/rsum"] > 0 for r in res.rows)

@@ -39,7 +39,9 @@ def test_rank_csv_and_best_agree_with_a_plain_sort(tmp_path):
     want = sorted(values, key=lambda k: -values[k])
     assert [(r.trial.params["lam"], r.trial.params["lr"]) for r in ranked[:4]] == want
     assert ranked[-1].status == "failed"
-    assert [r.trial.id for r in report.rank(rows, "val/acc", maximise=False)[:4]] == [r.trial.id for r in ranked[:4]][::-1]
+    assert [r.trial.id for r in report.rank(rows, "val/acc", maximise=False)[:4]] == [r.trial.id for r in ranked[:4]][
+        ::-1
+    ]
 
     report.write_csv(ranked, "val/acc", tmp_path / "summary.csv")
     got = list(csv.DictReader((tmp_path / "summary.csv").open()))
@@ -53,8 +55,10 @@ def test_rank_csv_and_best_agree_with_a_plain_sort(tmp_path):
 
 
 def test_plot_writes_a_png_with_one_panel_per_swept_key(tmp_path):
-    rows = [_row(lam, lr, {"rsum": float(i)}) for i, (lam, lr) in
-            enumerate([("0.2", "1e-4"), ("0.5", "1e-3"), ("0.8", "1e-2"), ("0.5", "1e-4")])]
+    rows = [
+        _row(lam, lr, {"rsum": float(i)})
+        for i, (lam, lr) in enumerate([("0.2", "1e-4"), ("0.5", "1e-3"), ("0.8", "1e-2"), ("0.5", "1e-4")])
+    ]
     rows = report.rank(rows, "rsum")
     path = report.plot(rows, "rsum", tmp_path / "sweep.png")
     import matplotlib.image
@@ -62,8 +66,10 @@ def test_plot_writes_a_png_with_one_panel_per_swept_key(tmp_path):
     img = matplotlib.image.imread(path)
     assert img.shape[1] > img.shape[0] * 1.8  # two panels side by side
     # Categorical values plot too; nothing to plot gives no file.
-    cat = [report.Row(Trial("itin", (("align", a),), swept=("align",)), "done", {"rsum": v})
-           for a, v in (("true", 1.0), ("false", 2.0))]
+    cat = [
+        report.Row(Trial("itin", (("align", a),), swept=("align",)), "done", {"rsum": v})
+        for a, v in (("true", 1.0), ("false", 2.0))
+    ]
     assert report.plot(cat, "rsum", tmp_path / "cat.png").exists()
     assert report.plot([], "rsum", tmp_path / "none.png") is None
 

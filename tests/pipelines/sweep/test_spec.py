@@ -40,8 +40,12 @@ def test_random_search_samples_the_grid_without_replacement_and_is_seeded():
     pairs = [(t.params["lr"], t.params["lam"]) for t in trials]
     assert len(pairs) == len(set(pairs)) == 5
     assert all(lr in "1234" and lam in "abc" for lr, lam in pairs)
-    assert [t.id for t in from_args("itin", ["lr=1,2,3,4", "lam=a,b,c"], random=5, seed=3).trials()] == [t.id for t in trials]
-    assert [t.id for t in from_args("itin", ["lr=1,2,3,4", "lam=a,b,c"], random=5, seed=4).trials()] != [t.id for t in trials]
+    assert [t.id for t in from_args("itin", ["lr=1,2,3,4", "lam=a,b,c"], random=5, seed=3).trials()] == [
+        t.id for t in trials
+    ]
+    assert [t.id for t in from_args("itin", ["lr=1,2,3,4", "lam=a,b,c"], random=5, seed=4).trials()] != [
+        t.id for t in trials
+    ]
     # More samples than grid points: the whole grid once.
     assert len(from_args("itin", ["lr=1,2"], random=9).trials()) == 2
 
