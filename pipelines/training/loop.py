@@ -64,9 +64,7 @@ class LoopConfig:
     workers: int = 0  # DataLoader workers when features are read from disk per batch
     preload_mb: int = 4096  # feature sets of a split smaller than this are read into RAM once
     eval_batch: int = 256  # items per encoding batch in evaluation
-    eval_budget_mb: int = (
-        0  # memory for one block of scored pairs (0: 64 MiB on a CPU, a quarter of free GPU memory, at least 256 MiB)
-    )
+    eval_budget_mb: int = 0  # memory per block of scored pairs (0: 64 MiB on a CPU, 1/4 of free GPU memory, >= 256 MiB)
     eval_precision: str = "fp32"  # products when scoring pairs: fp32, or bf16 (faster, scores within ~1e-3)
     val_images: int = 1000  # validate on the first N images (0 = the whole split)
     val_every: int = 1  # validate every N epochs (the last epoch always)
