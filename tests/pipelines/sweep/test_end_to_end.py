@@ -14,7 +14,7 @@ from lighthead.pipelines.cli.common import run_app
 
 @pytest.fixture
 def tiny_store(request, tmp_path):
-    """The lead's demo store when the suite provides one, else the small synthetic one."""
+    """The demo store when the suite provides one, else the small synthetic one."""
     try:
         return request.getfixturevalue("demo_store")
     except pytest.FixtureLookupError:
