@@ -13,7 +13,10 @@ match words to regions retrieves far above chance.
 
 from __future__ import annotations
 
+import base64
+import csv
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +154,42 @@ def train_tiny_run(store: Path, out: Path, head: str = "vsepp") -> Path:
 
     train(head, store, out, epochs=1, overrides=TINY, progress=False)
     return out
+
+
+# LXMERT's `load_obj_tsv` columns, in file order.
+LXMERT_FIELDS = [
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
+    "features",
+]
+
+
+def lxmert_load_obj_tsv(path) -> list[dict]:
+    """LXMERT src/utils.py load_obj_tsv's reading, written out (so a comparison never goes through
+    the project's importer): DictReader with its field names, ints for img_h/img_w/num_boxes, each
+    array decoded with its dtype and shape. Real 36 x 2048 rows exceed csv's default field size."""
+    csv.field_size_limit(sys.maxsize)
+    data = []
+    with open(path, newline="") as f:
+        for item in csv.DictReader(f, LXMERT_FIELDS, delimiter="\t"):
+            for key in ("img_h", "img_w", "num_boxes"):
+                item[key] = int(item[key])
+            n = item["num_boxes"]
+            for key, shape, dtype in (
+                ("objects_id", (n,), np.int64),
+                ("objects_conf", (n,), np.float32),
+                ("attrs_id", (n,), np.int64),
+                ("attrs_conf", (n,), np.float32),
+                ("boxes", (n, 4), np.float32),
+                ("features", (n, -1), np.float32),
+            ):
+                item[key] = np.frombuffer(base64.b64decode(item[key]), dtype=dtype).reshape(shape)
+            data.append(item)
+    return data

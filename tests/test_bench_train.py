@@ -8,27 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.gpu_parts.sizes import DRY
 from lighthead.heads.base import HEADS
 from lighthead.store import open_store
 from tests.bench_helpers import load_bench_script
 from tests.conftest_helpers import build_retrieval_store
 
-# tiny widths for a test (keys a head lacks are dropped); the bench's own sizes are far larger
-TINY = {
-    "embed_size": "16",
-    "embed_dim": "24",
-    "label_hidden": "16",
-    "num_labels": "20",
-    "d": "16",
-    "k": "16",
-    "heads": "2",
-    "ff": "32",
-    "word_dim": "16",
-    "gru_layers": "1",
-    "gen_width": "4",
-    "disc_width": "4",
-    "filters": "8",
-}
+TINY = DRY.train_extra  # the bench's dry-run widths: tiny, every head's keys (keys a head lacks are dropped)
 
 
 @pytest.fixture(scope="module")

@@ -16,19 +16,7 @@ import pytest
 from lighthead.store import StoreError, open_store
 from lighthead.store.exporters import export_npz, export_tsv
 from lighthead.store.importers import import_npz, import_tsv, import_vinvl
-
-LXMERT_FIELDS = [
-    "img_id",
-    "img_h",
-    "img_w",
-    "objects_id",
-    "objects_conf",
-    "attrs_id",
-    "attrs_conf",
-    "num_boxes",
-    "boxes",
-    "features",
-]
+from tests.conftest_helpers import LXMERT_FIELDS, lxmert_load_obj_tsv
 
 
 def regions(n_images=4, d=16, seed=0, w=64, h=48):
@@ -76,28 +64,6 @@ def write_lxmert_tsv(path, data):
                     "features": base64.b64encode(feats).decode(),
                 }
             )
-
-
-def lxmert_load_obj_tsv(path):
-    """LXMERT src/utils.py load_obj_tsv's reading, written out: DictReader with its field names,
-    ints for img_h/img_w/num_boxes, each array decoded with its dtype and shape."""
-    data = []
-    with open(path) as f:
-        for item in csv.DictReader(f, LXMERT_FIELDS, delimiter="\t"):
-            for key in ("img_h", "img_w", "num_boxes"):
-                item[key] = int(item[key])
-            n = item["num_boxes"]
-            for key, shape, dtype in (
-                ("objects_id", (n,), np.int64),
-                ("objects_conf", (n,), np.float32),
-                ("attrs_id", (n,), np.int64),
-                ("attrs_conf", (n,), np.float32),
-                ("boxes", (n, 4), np.float32),
-                ("features", (n, -1), np.float32),
-            ):
-                item[key] = np.frombuffer(base64.b64decode(item[key]), dtype=dtype).reshape(shape)
-            data.append(item)
-    return data
 
 
 def check_item(item, w, h, boxes, feats, obj, conf, attr=None, aconf=None):
