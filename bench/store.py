@@ -4,16 +4,22 @@
     python -m bench.store --quick    # 2,000 items, a minute or two
 
 Both copies are read before timing so both are warm in the page cache. Our reader checks
-each chunk's Fletcher-32 checksum the first time a process reads it; later reads are direct
-copies. So two rates matter: random reads once every chunk has been checked
-(`store_read_vs_memmap`, what every epoch after the first sees) and one pass over every item
-in a fresh reader (`store_first_read_vs_memmap`, checks included), beside the same pass with
-the checks switched off (`check_reads=False`) to show what they cost, and against a memmap
-mapped anew for the pass (`store_first_read_vs_fresh_memmap`: a fresh reader maps its shards
-anew, and the page mapping costs a first pass about as much as the copy). Each comparison is timed
-in interleaved rounds (bench/ratio.py: at least 5, and 10 s per side, 3 s with `--quick`); a
-ratio is the median over the rounds, printed with its min-max. The last lines are for
-scripts: those medians and `store_bytes_per_item: <shard bytes on disk / items>`.
+each chunk's XXH3 checksum the first time a reader reads it; later reads are direct copies.
+So two rates matter: random reads once every chunk has been checked (`store_read_vs_memmap`,
+what every epoch after the first sees) and one pass over every item in a fresh reader
+(`store_first_read_vs_memmap`, checks included), beside the same pass with the checks
+switched off (`check_reads=False`) to show what they cost.
+
+Readers of a shard in one process share its mapping (store/shard.py, `map_shard`), and the
+memmap is mapped once, so those passes compare copying and checking, page tables warm on both
+sides. A new process maps the files anew, and touching a page of a fresh mapping costs about
+as much as copying it: `store_first_read_fresh_vs_fresh_memmap` compares a checked pass whose
+reader maps the shards anew (no other reader holds them) with a memmap mapped anew for the pass.
+
+Each comparison is timed in interleaved rounds (bench/ratio.py: at least 5, and 10 s per
+side, 3 s with `--quick`); a ratio is the median over the rounds, printed with its min-max.
+The last lines are for scripts: those medians and `store_bytes_per_item: <shard bytes on
+disk / items>`.
 """
 
 from __future__ import annotations
@@ -107,10 +113,15 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         fs, mm = generate(root, n)
         print(f"generated {n} items of [{K}, {D}] float16 in {time.perf_counter() - t0:.1f}s")
-        for _ in range(2):  # warm both copies in the page cache; the first pass checks every chunk
+
+        def read_all(memmap_too: bool) -> None:  # page cache and page tables warm; fs checks every chunk
             for a in range(0, n, 512):
                 fs.get_batch(range(a, min(n, a + 512)))
-                np.asarray(mm[a : a + 512]).max()
+                if memmap_too:
+                    np.asarray(mm[a : a + 512]).max()
+
+        for _ in range(2):
+            read_all(memmap_too=True)
         rng = np.random.default_rng(1)
         batches = rng.integers(0, n, size=(n_batches, args.batch))
         got = fs.get_batch(batches[0])["features"]
@@ -133,12 +144,19 @@ def main(argv: list[str] | None = None) -> None:
                 m[p]
             return n / (time.perf_counter() - t0)
 
+        def fresh_mapping_pass() -> float:
+            fs.close()  # no reader holds the shards: the pass maps them anew, as a new process does
+            rate = first_read_rate(root / "store", fs.name, order, args.batch, True)
+            read_all(memmap_too=False)  # fs maps them again, warm for the other sides (not timed)
+            return rate
+
         first = interleave(
             {
                 "memmap": lambda: memmap_pass(False),
-                "fresh memmap": lambda: memmap_pass(True),
                 "checked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, True),
                 "unchecked": lambda: first_read_rate(root / "store", fs.name, order, args.batch, False),
+                "fresh memmap": lambda: memmap_pass(True),
+                "checked, fresh mapping": fresh_mapping_pass,
             },
             **options(args),
         )
@@ -150,9 +168,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         print(f"store+DataLoader {dl_rate:.0f} items/s ({args.workers} workers, batch {args.batch}; one run)")
         print(
-            f"first pass (median items/s over {len(first)} rounds): memmap {first.median('memmap'):.0f} "
-            f"({first.median('fresh memmap'):.0f} freshly mapped), store {first.median('checked'):.0f} with "
-            f"checksums, {first.median('unchecked'):.0f} without"
+            f"first pass (median items/s over {len(first)} rounds): memmap {first.median('memmap'):.0f}, "
+            f"store {first.median('checked'):.0f} with checksums, {first.median('unchecked'):.0f} without; "
+            f"freshly mapped: memmap {first.median('fresh memmap'):.0f}, "
+            f"store {first.median('checked, fresh mapping'):.0f} with checksums"
         )
         print(f"item payload {K * D * 2} bytes, on disk {per_item:.0f} bytes")
         fs.close()
@@ -161,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             "store_read_vs_memmap": random.ratio("store", "memmap"),
             "store_first_read_vs_memmap": first.ratio("checked", "memmap"),
             "store_first_read_unchecked_vs_memmap": first.ratio("unchecked", "memmap"),
-            "store_first_read_vs_fresh_memmap": first.ratio("checked", "fresh memmap"),
+            "store_first_read_fresh_vs_fresh_memmap": first.ratio("checked, fresh mapping", "fresh memmap"),
             "store_bytes_per_item": round(per_item),
         }
     )

@@ -53,8 +53,9 @@ Python API::
 
 Errors in data (truncated shard, missing file, checksum, malformed import input, a value a
 field cannot hold) raise `StoreError`, whose message names the file (and line or id). Every
-chunk of a shard has a Fletcher-32 checksum that is checked the first time a process reads it;
-manifests may only name shard files inside their feature set.
+chunk of a shard has an XXH3 sum (and HDF5's Fletcher-32) that a reader checks the first time
+it reads the chunk (store/checksums.py); manifests may only name shard files inside their
+feature set.
 """
 
 from __future__ import annotations

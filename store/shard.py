@@ -6,19 +6,26 @@ Layout of `shard-<tag>-<num>.h5` (N items):
                                       to >= 4 KiB chunks: per-chunk overhead would dominate)
                       variable field: [total, *rest], chunks of about one average item
     /offsets/<name>   variable field: [N+1] int64; item i is rows offsets[i]:offsets[i+1]
+    /sums/<name>      [chunks of fields/<name>] uint64: XXH3-64 of each chunk's rows
+                      (store/checksums.py; group attribute `algorithm`)
 Every dataset is chunked with HDF5's Fletcher-32 filter: each chunk carries a checksum of its
 bytes, which HDF5 checks whenever it reads the chunk, so a damaged byte is an error instead
 of a wrong value. No compression: float16 features hardly compress, and uncompressed chunks
 let the reader copy an item straight out of a read-only mmap of the file at the chunk's
 offset instead of going through HDF5's selection machinery (the "raw" path; offsets come
 from HDF5's chunk index and are checked against the file size, so a truncated file is
-refused, not a SIGBUS). The first time a process reads a chunk it checks the chunk's bytes
-against the Fletcher-32 checksum HDF5 stored after them (store/fletcher.py: the same sums
-HDF5 computes, with numpy); a chunk that fails is read through HDF5, which judges it
-and whose error names the id. Later reads of a checked chunk are direct copies. A shard is
-never modified after it is written, so what was checked stays checked, up to the page
-cache. Shards written before checksums (no filter, contiguous variable fields, variable-
-width ids) are read as before, without the check.
+refused, not a SIGBUS). The first time a reader reads a chunk it checks the chunk's bytes
+against its XXH3 sum in /sums (a fraction of the copy's time); a chunk that fails is an
+error naming shard, id and field. Shards written before /sums existed are checked against
+the Fletcher-32 sum HDF5 stored after each chunk (store/fletcher.py: the same sums HDF5
+computes, with numpy; about three times the copy); a chunk that fails is read through HDF5,
+which judges it and whose error names the id. Later reads of a checked chunk are direct
+copies. A shard is never modified after it is written, so what was checked stays checked, up
+to the page cache. Shards written before checksums (no filter, contiguous variable fields,
+variable-width ids) are read as before, without the check.
+
+Readers of one shard in one process share its mapping (`map_shard`), so a reader opened
+beside another one (an evaluation beside training, a sweep's trials) finds its pages mapped.
 """
 
 from __future__ import annotations
@@ -28,12 +35,14 @@ import io
 import json
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from lighthead.store import checksums
 from lighthead.store.errors import StoreError
 from lighthead.store.fletcher import fletcher32, stored
 from lighthead.store.manifest import reserve_space
@@ -103,6 +112,9 @@ def shard_layout(
             layout[f"offsets/{name}"] = (n + 1, 8, flat_rows_per_chunk(8, n + 1, 1))
         else:
             layout[f"fields/{name}"] = (n, row_bytes, rows_per_chunk(fld, n))
+        rows, _, per_chunk = layout[f"fields/{name}"]
+        chunks = -(-rows // per_chunk)
+        layout[f"{checksums.GROUP}/{name}"] = (chunks, 8, flat_rows_per_chunk(8, chunks, 1))
     return layout
 
 
@@ -149,16 +161,20 @@ def write_shard(
             f.attrs["fields"] = json.dumps([fl.to_json() for fl in fields.values()])
             _dataset(f, "ids", np.array(encoded, dtype=h5py.string_dtype("utf-8", layout["ids"][1])), layout["ids"][2])
             g_fields, g_offsets = f.create_group("fields"), f.create_group("offsets")
+            g_sums = f.create_group(checksums.GROUP)
+            g_sums.attrs["algorithm"] = checksums.ALGORITHM
             for name, fld in fields.items():
                 values = columns[name]
+                per_chunk = layout[f"fields/{name}"][2]
                 if fld.variable:
                     offsets = np.zeros(n + 1, dtype=np.int64)
                     np.cumsum([len(v) for v in values], out=offsets[1:])
-                    flat = np.concatenate(values, axis=0)  # (total, *rest)
-                    _dataset(g_fields, name, flat, layout[f"fields/{name}"][2])
+                    data = np.concatenate(values, axis=0)  # (total, *rest)
                     _dataset(g_offsets, name, offsets, layout[f"offsets/{name}"][2])
                 else:
-                    _dataset(g_fields, name, np.stack(values), layout[f"fields/{name}"][2])  # (N, *shape)
+                    data = np.stack(values)  # (N, *shape)
+                _dataset(g_fields, name, data, per_chunk)
+                _dataset(g_sums, name, checksums.chunk_sums(data, per_chunk), layout[f"{checksums.GROUP}/{name}"][2])
         if fsync:
             fd = os.open(path, os.O_RDONLY)
             try:
@@ -201,7 +217,7 @@ def _damaged_metadata(path: Path, name: str, exc: BaseException) -> StoreError:
     read: h5py raises KeyError, OSError or RuntimeError for them, none naming the file."""
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
     return StoreError(
-        f"{path}: field {name!r}: unreadable HDF5 metadata (header, offsets or chunk index), "
+        f"{path}: field {name!r}: unreadable HDF5 metadata (header, offsets, checksums or chunk index), "
         f"the shard is damaged ({text}); `lighthead store verify` checks the whole store"
     )
 
@@ -216,6 +232,32 @@ def _field_dataset(f: h5py.File, name: str, path: Path) -> h5py.Dataset:
         raise _damaged_metadata(path, name, exc) from None
 
 
+# (pid, device, inode, size, mtime) of a shard -> its mapping, while some reader holds it
+_MAPPINGS: weakref.WeakValueDictionary[tuple[int, ...], np.ndarray] = weakref.WeakValueDictionary()
+
+
+def map_shard(path: Path) -> np.ndarray:
+    """The whole shard file as a read-only uint8 array, shared by the readers of this process.
+
+    A fresh mapping has no page-table entries: every page costs a fault on its first touch,
+    about as much as copying it. Readers of the same file share one mapping while any of
+    them holds it (a shard never changes once written; one replaced by another file has
+    another inode or size or time, so it is mapped anew), and it is unmapped with the last."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            key = (os.getpid(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            found = _MAPPINGS.get(key)
+            if found is not None:
+                return found
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path}: cannot map shard: {exc}") from None
+    arr = np.frombuffer(mm, dtype=np.uint8)
+    _MAPPINGS[key] = arr
+    return arr
+
+
 @dataclass
 class _Chunks:
     """Where the chunks of a dataset (unfiltered, or with only Fletcher-32) lie in the file."""
@@ -223,8 +265,10 @@ class _Chunks:
     offsets: np.ndarray  # file offset of each chunk's first byte, by chunk number
     rows: int  # dataset rows per chunk (items of a fixed field, flat rows of a variable one)
     row_bytes: int  # bytes of one row
-    checked: np.ndarray | None  # per chunk: checksum verified in this process; None: nothing to check
-    sums: bool = False  # every filtered chunk is its rows' bytes then their 4-byte checksum
+    checked: np.ndarray | None  # per chunk: checksum verified by this reader; None: nothing to check
+    total: int = 0  # rows of the dataset (the last chunk may hold fewer)
+    fletcher: bool = False  # every filtered chunk is its rows' bytes then their 4-byte Fletcher-32
+    sums: np.ndarray | None = None  # per chunk: XXH3-64 of its rows (/sums); None: check Fletcher-32
 
 
 @dataclass
@@ -286,6 +330,10 @@ class ShardReader:
                             f"{self.path}: field {name!r} has shape {ds.shape}, expected {(self.rows, *fld.shape)}"
                         )
                     idx = _raw_index(ds, self.check, size)
+                    if isinstance(idx, _Chunks) and idx.checked is not None:
+                        idx.sums = _chunk_sums(f, name, len(idx.offsets), self.path)
+                        if idx.sums is not None:
+                            idx.checked[:] = False  # every chunk has its sum, those HDF5 stored unfiltered too
                     if idx is not None:
                         self.raw[name] = idx
             except KeyError as exc:
@@ -311,15 +359,10 @@ class ShardReader:
             self._pid, self._map, self._h5 = pid, None, None
 
     def mapped(self) -> np.ndarray:
-        """The whole file as a read-only uint8 array (mapped once per process)."""
+        """The whole file as a read-only uint8 array (mapped once per process, see `map_shard`)."""
         self._check_pid()
         if self._map is None:
-            try:
-                with open(self.path, "rb") as fh:
-                    mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as exc:
-                raise StoreError(f"{self.path}: cannot map shard: {exc}") from None
-            self._map = np.frombuffer(mm, dtype=np.uint8)
+            self._map = map_shard(self.path)
         return self._map
 
     def h5(self) -> h5py.File:
@@ -378,15 +421,29 @@ class ShardReader:
         except OSError as exc:
             raise self._damaged(name, range(a, b), exc) from None
 
-    def _check(self, idx: _Chunks, chunks: np.ndarray, copies: list[np.ndarray] | None = None) -> list[int]:
-        """Check `chunks` (not yet checked) against the checksums stored after them in the
-        mapped file; marks those that pass and returns the others, for HDF5 to judge (all of
-        them when the layout keeps no checksum right after its chunk). `copies[i]`, when
-        given, holds the bytes of chunks[i] as just copied out (checked there: what is
-        handed back is what was checked, and it is already in the CPU cache)."""
-        if not idx.sums:
+    def _check(
+        self, name: str, idx: _Chunks, chunks: np.ndarray, items: list[int], copies: list[np.ndarray] | None = None
+    ) -> list[int]:
+        """Check `chunks` (not yet checked) of field `name`, read for items `items` (one per
+        chunk, named in errors); marks those that pass.
+
+        With XXH3 sums (/sums) a chunk that fails is a StoreError naming its item. Otherwise
+        each chunk is checked against the Fletcher-32 sum stored after it in the mapped file,
+        and those that fail are returned, for HDF5 to judge (all of them when the layout
+        keeps no checksum right after its chunk). `copies[i]`, when given, holds the bytes of
+        chunks[i] as just copied out (checked there: what is handed back is what was
+        checked, and it is already in the CPU cache)."""
+        mm, bad = self.mapped(), []
+        if idx.sums is not None:
+            for i, (k, o) in enumerate(zip(chunks.tolist(), idx.offsets[chunks].tolist())):
+                nb = (min(idx.total, (k + 1) * idx.rows) - k * idx.rows) * idx.row_bytes
+                if checksums.digest(mm[o : o + nb] if copies is None else copies[i]) != idx.sums[k]:
+                    raise self._mismatch(name, items[i])
+                idx.checked[k] = True
+            return bad
+        if not idx.fletcher:
             return chunks.tolist()
-        mm, nb, bad = self.mapped(), idx.rows * idx.row_bytes, []
+        nb = idx.rows * idx.row_bytes
         for i, (k, o) in enumerate(zip(chunks.tolist(), idx.offsets[chunks].tolist())):
             data = mm[o : o + nb] if copies is None else copies[i]
             if fletcher32(data) == stored(mm[o + nb : o + nb + 4]):
@@ -394,6 +451,14 @@ class ShardReader:
             else:
                 bad.append(k)
         return bad
+
+    def _mismatch(self, name: str, item: int) -> StoreError:
+        """The error for a chunk of field `name` that fails its XXH3 sum, read for `item`."""
+        where = f"id {self.ids[item]!r}, " if self.ids else ""
+        return StoreError(
+            f"{self.path}: {where}field {name!r}: checksum mismatch, the shard is damaged; "
+            "`lighthead store verify` checks the whole store"
+        )
 
     # -- reads ---------------------------------------------------------------------------
     def read_fixed(self, name: str, rows: np.ndarray, out: np.ndarray, dest: np.ndarray) -> None:
@@ -409,14 +474,24 @@ class ShardReader:
         flat = out.reshape(out.shape[0], -1).view(np.uint8)  # (B, item_bytes)
         mm, nb = self.mapped(), idx.row_bytes
         starts = idx.offsets[chunk] + (rows - chunk * idx.rows) * nb
+        if idx.rows == 1 and idx.sums is not None and not idx.checked[chunk].all():
+            # an item per chunk, first reads by this reader: check each copy while it is in the CPU cache
+            checked, sums = idx.checked, idx.sums
+            for j, o, r in zip(dest.tolist(), starts.tolist(), rows.tolist()):
+                flat[j] = mm[o : o + nb]
+                if not checked[r]:
+                    if checksums.digest(flat[j]) != sums[r]:
+                        raise self._mismatch(name, r)
+                    checked[r] = True
+            return
         for j, o in zip(dest.tolist(), starts.tolist()):
             flat[j] = mm[o : o + nb]
-        if idx.checked is not None and not idx.checked[chunk].all():  # first reads in this process
+        if idx.checked is not None and not idx.checked[chunk].all():  # first reads by this reader
             new = ~idx.checked[chunk]
             chunks, first = np.unique(chunk[new], return_index=True)
             # a chunk of one item is checked in its copy, else in the file
             copies = [flat[j] for j in dest[new][first].tolist()] if idx.rows == 1 else None
-            for k in self._check(idx, chunks, copies):
+            for k in self._check(name, idx, chunks, rows[new][first].tolist(), copies):
                 mine = chunk == k  # HDF5 judges: raises naming the first damaged id, or reads it
                 out[dest[mine]] = self._h5_rows(name, rows[mine])
                 idx.checked[k] = True
@@ -439,7 +514,7 @@ class ShardReader:
         ka, kb = a // idx.rows, (b - 1) // idx.rows + 1
         if idx.checked is not None and not idx.checked[ka:kb].all():
             new = np.arange(ka, kb)[~idx.checked[ka:kb]]
-            if self._check(idx, new):
+            if self._check(name, idx, new, [row] * len(new)):
                 out = self._h5_slice(name, a, b)  # HDF5 judges: raises naming the id
                 idx.checked[ka:kb] = True
                 return out
@@ -508,8 +583,26 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
     if ends[0] > file_size:
         _truncated(ds)
     # a filtered chunk holds all its rows (edge chunks too), then Fletcher-32's 4 bytes
-    sums = bool(np.all(sizes[~unfiltered] == rpc * row_bytes + 4))
-    return _Chunks(offsets, rpc, row_bytes, unfiltered.copy() if checksummed and check else None, sums)
+    fletcher = bool(np.all(sizes[~unfiltered] == rpc * row_bytes + 4))
+    checked = unfiltered.copy() if checksummed and check else None
+    return _Chunks(offsets, rpc, row_bytes, checked, int(ds.shape[0]), fletcher)
+
+
+def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> np.ndarray | None:
+    """The XXH3 sums of field `name`'s chunks (read through HDF5, so checked), or None for a
+    shard written before them (or with an algorithm this version does not know)."""
+    group = f.get(checksums.GROUP)
+    if group is None or group.attrs.get("algorithm") != checksums.ALGORITHM:
+        return None
+    if name not in group:
+        raise StoreError(f"{path}: field {name!r} has no checksums in /{checksums.GROUP} (damaged shard)")
+    sums = np.asarray(group[name][...])
+    if sums.dtype != np.uint64 or sums.shape != (n_chunks,):
+        raise StoreError(
+            f"{path}: field {name!r}: /{checksums.GROUP} holds {sums.shape} {sums.dtype} checksums "
+            f"for {n_chunks} chunks (damaged shard)"
+        )
+    return sums
 
 
 def _truncated(ds: h5py.Dataset):

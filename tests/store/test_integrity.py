@@ -1,11 +1,16 @@
-"""Per-chunk Fletcher-32 checksums: a damaged byte is an error on read, naming shard and id."""
+"""Per-chunk checksums: a damaged byte is an error on read, naming shard and id.
 
+New shards are checked against their XXH3 sums (/sums); shards written before those are
+checked against HDF5's Fletcher-32 sums: the `checked` fixture runs a test on both."""
+
+import gc
 import json
 import re
 
 import h5py
 import numpy as np
 import pytest
+import xxhash
 
 from lighthead.store import FeatureSet, Field, StoreError, open_store, sha256_file, verify
 from lighthead.store.manifest import read_manifest
@@ -34,6 +39,34 @@ def flip(path, offset):
     path.write_bytes(bytes(data))
 
 
+def rewrite_manifest_sums(directory):
+    """Record the shards' new sizes and sha256 in the manifest after editing them."""
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        entry["bytes"], entry["sha256"] = (
+            (directory / entry["file"]).stat().st_size,
+            sha256_file(directory / entry["file"]),
+        )
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def strip_sums(store):
+    """Make every shard of test/all as lighthead wrote it before /sums: HDF5's Fletcher-32 only."""
+    d = store.path / "test/all"
+    for path in d.glob("shard-*.h5"):
+        with h5py.File(path, "r+") as f:
+            del f["sums"]
+    rewrite_manifest_sums(d)
+
+
+@pytest.fixture(params=["xxh3", "fletcher"])
+def checked(request, filled):
+    """The filled store, its shards with XXH3 sums or (as older writers left them) without."""
+    if request.param == "fletcher":
+        strip_sums(filled)
+    return filled
+
+
 def test_every_dataset_is_chunked_with_fletcher32(filled):
     for k in range(4):
         with h5py.File(shard_file(filled, k), "r") as f:
@@ -48,7 +81,8 @@ def test_every_dataset_is_chunked_with_fletcher32(filled):
 
 
 @pytest.mark.parametrize("field", [fl.name for fl in FIELDS])
-def test_flipped_byte_in_any_field_is_an_error_naming_shard_and_id(filled, field):
+def test_flipped_byte_in_any_field_is_an_error_naming_shard_and_id(checked, field):
+    filled = checked
     i = 17  # row 1 of shard 1; 2 boxes and 1 token, so every field has bytes to damage
     path = shard_file(filled, 1)
     fld = {fl.name: fl for fl in FIELDS}[field]
@@ -83,7 +117,8 @@ def test_damaged_offsets_or_ids_refuse_to_open(filled):
         FeatureSet(filled.path / "test/all")
 
 
-def test_checks_can_be_switched_off(filled, monkeypatch):
+def test_checks_can_be_switched_off(checked, monkeypatch):
+    filled = checked
     path = shard_file(filled, 1)
     flip(path, row_offset(path, "fields/features", 1))
     fs = open_store(filled.path, check_reads=False)["test/all"]
@@ -96,8 +131,9 @@ def test_checks_can_be_switched_off(filled, monkeypatch):
         FeatureSet(filled.path / "test/all").get(item_id(17), ["features"])
 
 
-def test_checked_reads_return_the_stored_values(filled):
-    """First reads (through HDF5's filter) and later ones (straight copies) agree."""
+def test_checked_reads_return_the_stored_values(checked):
+    """First reads (checked) and later ones (straight copies) agree."""
+    filled = checked
     fs = FeatureSet(filled.path / "test/all")
     order = [7, 33, 7, 0, 49, 18, 33, 18]
     for _ in range(2):
@@ -187,8 +223,9 @@ def checksum_offset(path, dataset, row):
         return info.byte_offset + info.size - 4
 
 
-def test_first_reads_check_each_chunk_without_reading_rows_through_hdf5(filled, monkeypatch):
+def test_first_reads_check_each_chunk_without_reading_rows_through_hdf5(checked, monkeypatch):
     """A healthy chunk is checked once, from its bytes; HDF5 is asked only about chunks that fail."""
+    filled = checked
     from lighthead.store.shard import ShardReader
 
     def refuse(*args, **kwargs):
@@ -207,7 +244,9 @@ def test_first_reads_check_each_chunk_without_reading_rows_through_hdf5(filled, 
 
 
 @pytest.mark.parametrize("field", ["features", "boxes"])
-def test_a_damaged_checksum_is_an_error_naming_shard_and_id(filled, field):
+def test_a_damaged_fletcher_sum_is_an_error_naming_shard_and_id(filled, field):
+    """In a shard without XXH3 sums, the Fletcher-32 sum is what a read checks."""
+    strip_sums(filled)
     path = shard_file(filled, 1)
     row = 1
     if field == "boxes":
@@ -222,8 +261,9 @@ def test_a_damaged_checksum_is_an_error_naming_shard_and_id(filled, field):
 
 
 def test_a_chunk_only_hdf5_accepts_is_read(filled):
-    """HDF5 also accepts the byte-swapped checksum of releases before 1.6.3; our check does
-    not, so HDF5 judges the chunk and its values are read."""
+    """HDF5 also accepts the byte-swapped checksum of releases before 1.6.3; our Fletcher-32
+    check does not, so HDF5 judges the chunk and its values are read."""
+    strip_sums(filled)
     path = shard_file(filled, 1)
     at = checksum_offset(path, "fields/features", 1)
     data = bytearray(path.read_bytes())
@@ -232,3 +272,126 @@ def test_a_chunk_only_hdf5_accepts_is_read(filled):
     assert_item(FeatureSet(filled.path / "test/all")[item_id(17)], 17)
     batch = FeatureSet(filled.path / "test/all").get_batch([item_id(16), item_id(17)], ["features"])
     assert np.array_equal(batch["features"][1], make_item(17)["features"])
+
+
+# -- the XXH3 sums of new shards --------------------------------------------------------
+
+
+def test_sums_are_the_xxh3_of_each_chunk_as_hdf5_stores_it(filled):
+    """The reference reads each chunk's stored bytes through HDF5's chunk API (not the
+    arrays the writer hashed), drops Fletcher-32's 4 bytes and the padding rows of an edge
+    chunk, and hashes them with xxhash directly."""
+    for k in range(4):
+        with h5py.File(shard_file(filled, k), "r") as f:
+            assert f["sums"].attrs["algorithm"] == "xxh3_64"
+            for fl in FIELDS:
+                ds = f[f"fields/{fl.name}"]
+                rpc = ds.chunks[0]
+                row_bytes = ds.dtype.itemsize * int(np.prod(ds.shape[1:], dtype=np.int64))
+                want = []
+                for a in range(0, ds.shape[0], rpc):
+                    _, raw = ds.id.read_direct_chunk((a,) + (0,) * (ds.ndim - 1))
+                    assert len(raw) == rpc * row_bytes + 4
+                    want.append(xxhash.xxh3_64_intdigest(raw[: (min(ds.shape[0], a + rpc) - a) * row_bytes]))
+                got = f[f"sums/{fl.name}"][...]
+                assert got.dtype == np.uint64 and got.tolist() == want, fl.name
+                assert f[f"sums/{fl.name}"].fletcher32  # the sums are checked by HDF5 in turn
+
+
+def test_damage_fletcher32_cannot_see_is_an_error(tmp_path):
+    """Fletcher-32 adds 16-bit words modulo 65535, so in a chunk whose sum is not zero a word
+    0x0000 turned to 0xFFFF leaves its sum unchanged: HDF5 reads the damaged chunk without a
+    word, the XXH3 check refuses it."""
+    store = open_store(tmp_path / "st", create=True)
+    item = np.zeros((8, 512), np.float16)
+    item[0, 0] = 1.0
+    with store.writer("z", [Field("features", (8, 512), "float16")], fsync=False) as w:  # 8 KiB: a chunk each
+        for i in range(4):
+            w.add(f"i{i}", {"features": item})
+    path = next((store.path / "z").glob("shard-*.h5"))
+    at = row_offset(path, "fields/features", 2) + 100  # an even offset: a whole Fletcher-32 word
+    data = bytearray(path.read_bytes())
+    assert data[at : at + 2] == b"\x00\x00"
+    data[at : at + 2] = b"\xff\xff"
+    path.write_bytes(bytes(data))
+    with h5py.File(path, "r") as f:
+        assert f["fields/features"][2].view(np.uint16).max() == 0xFFFF  # HDF5 accepts it
+    fs = FeatureSet(store.path / "z")
+    assert np.array_equal(fs["i1"]["features"], item)
+    with pytest.raises(StoreError, match=re.escape(path.name) + ": id 'i2', field 'features': checksum mismatch"):
+        fs["i2"]
+    with pytest.raises(StoreError, match="'i2'.*checksum mismatch"):
+        fs.get_batch(["i3", "i2"])
+
+
+def test_damaged_or_missing_sums_refuse_to_open(filled):
+    path = shard_file(filled, 1)
+    flip(path, row_offset(path, "sums/features", 0))
+    with pytest.raises(StoreError, match=re.escape(path.name) + ": field 'features': unreadable HDF5 metadata"):
+        FeatureSet(filled.path / "test/all")
+    flip(path, row_offset(path, "sums/features", 0))  # repaired
+    path = shard_file(filled, 2)
+    with h5py.File(path, "r+") as f:
+        del f["sums/boxes"]
+    rewrite_manifest_sums(filled.path / "test/all")
+    with pytest.raises(StoreError, match=re.escape(path.name) + ": field 'boxes' has no checksums"):
+        FeatureSet(filled.path / "test/all").get(item_id(40))
+
+
+def test_sums_of_the_wrong_shape_refuse_to_open(filled):
+    path = shard_file(filled, 0)
+    with h5py.File(path, "r+") as f:
+        sums = f["sums/features"][...]
+        del f["sums/features"]
+        f.create_dataset("sums/features", data=np.concatenate([sums, sums]))
+    rewrite_manifest_sums(filled.path / "test/all")
+    with pytest.raises(StoreError, match=re.escape(path.name) + ": field 'features': /sums holds .* for 1 chunks"):
+        FeatureSet(filled.path / "test/all").get(item_id(0))
+
+
+def test_sums_of_an_unknown_algorithm_are_left_to_fletcher32(filled):
+    """A shard from a later version with another algorithm is still checked, by Fletcher-32."""
+    path = shard_file(filled, 1)
+    with h5py.File(path, "r+") as f:
+        f["sums"].attrs["algorithm"] = "sha3_ultra"
+    rewrite_manifest_sums(filled.path / "test/all")
+    flip(path, row_offset(path, "fields/features", 1))
+    fs = FeatureSet(filled.path / "test/all")
+    assert_item(fs[item_id(3)], 3)
+    assert fs._readers[1].raw["features"].sums is None
+    with pytest.raises(StoreError, match=re.escape(path.name) + ".*" + re.escape(repr(item_id(17)))):
+        fs.get(item_id(17), ["features"])
+
+
+def test_a_damaged_fletcher_sum_beside_intact_data(filled):
+    """In a shard with XXH3 sums, reads check the data against those: intact rows read as
+    written even when HDF5's own sum after them is damaged. HDF5 refuses the chunk (preload
+    reads through it) and `verify` names the shard."""
+    path = shard_file(filled, 1)
+    flip(path, checksum_offset(path, "fields/features", 1))
+    assert_item(FeatureSet(filled.path / "test/all")[item_id(17)], 17)
+    with pytest.raises(StoreError, match=re.escape(path.name) + ".*" + re.escape(repr("features"))):
+        FeatureSet(filled.path / "test/all").preload()
+    assert any(path.name in p for p in verify(filled.path))
+
+
+def test_readers_of_a_shard_share_its_mapping(filled):
+    from lighthead.store.shard import map_shard
+
+    a, b = FeatureSet(filled.path / "test/all"), FeatureSet(filled.path / "test/all")
+    a[item_id(0)], b[item_id(1)]
+    assert a._readers[0].mapped() is b._readers[0].mapped()
+    assert a._readers[0].mapped() is not a._readers[1].mapped()  # another file
+    path = a._readers[0].path
+    a.close()
+    assert map_shard(path) is b._readers[0].mapped()  # b still holds it
+    b.close()
+    gc.collect()
+    first_bytes = map_shard(path)[:8].copy()
+    # a file replaced by another one (a new inode) is mapped anew, never served from the old mapping
+    old = map_shard(path)
+    replacement = path.with_suffix(".new")
+    replacement.write_bytes(path.read_bytes())
+    replacement.replace(path)
+    assert map_shard(path) is not old
+    assert np.array_equal(map_shard(path)[:8], first_bytes)
