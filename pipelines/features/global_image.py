@@ -30,6 +30,7 @@ from lighthead.pipelines.features.options import (
     progress_bar,
     random_weights,
 )
+from lighthead.pipelines.placement import use_device
 
 if TYPE_CHECKING:  # torch is imported inside the jobs, so `lighthead --help` stays instant
     import torch
@@ -130,7 +131,7 @@ def _resnet_job(arch: str) -> Callable[[list[Any], Any, ExtractOptions], RunSumm
         decode = str(job_option(options, arch, "decode", "upright"))
         if decode not in DECODES:
             raise ValueError(f"{arch}.decode must be one of {', '.join(DECODES)}, got {decode!r}")
-        device = torch.device(options.device)
+        device = torch.device(use_device(options.device))  # a dask worker's GPU; "cuda:i" made current
         precision = job_precision(options, arch, gpu="fp16")
 
         def setup() -> tuple[dict[str, Any], Model]:

@@ -38,6 +38,7 @@ from lighthead.pipelines.features.options import (
     progress_bar,
     random_weights,
 )
+from lighthead.pipelines.placement import use_device
 
 _MODELS = {"bert": "bert-base-uncased", "roberta": "roberta-base", "minilm": "all-minilm-l6-v2"}
 # The `-o` settings of a text job (module docstring): `<job>.<key>`, or `text_<key>` for every text job.
@@ -143,7 +144,8 @@ def run_text_job(job: str, model_name: str, records: list[Any], store: Any, opti
         summary.seconds = time.perf_counter() - start
         return summary
     recorded = precision_attrs(store, name, config.precision)  # another precision: refused before the model loads
-    encoder = TextEncoder(config, device=options.device, random_weights=random)
+    # a dask worker's GPU; "cuda:i" made the current device
+    encoder = TextEncoder(config, device=use_device(options.device), random_weights=random)
     fields = [
         Field("features", (None, encoder.width), options.dtype),
         Field("input_ids", (None,), "int32"),

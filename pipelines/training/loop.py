@@ -39,6 +39,7 @@ import torch
 from lighthead.heads.base import DataInfo
 from lighthead.heads.build import config_fields, head_class, make_config, parse_overrides
 from lighthead.heads.metrics import NonFiniteScoresError
+from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
 from lighthead.pipelines.training.live_log import check_log, open_log
@@ -137,9 +138,11 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(device: str | torch.device | None) -> torch.device:
+    """The device to train or evaluate on ("auto": CUDA when there is one); a "cuda:i" is made
+    the current CUDA device (`placement.use_device`), so nothing starts a context on GPU 0."""
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(use_device(str(device)))
 
 
 def store_profiles(store: Any) -> tuple[str, ...]:

@@ -115,3 +115,44 @@ def test_an_extraction_part_resolves_its_device_first(monkeypatch):
     with pytest.raises(Stop):
         regions.run_part("regions36", "/store", [], None, ExtractOptions(device="cuda:1"), "cuda:1")
     assert asked == ["cuda:1"]
+
+
+def test_training_makes_a_given_gpu_current(fake_gpus):
+    """`train heads --device cuda:1` (one process) makes GPU 1 current, as parts and trials do."""
+    from lighthead.pipelines.training.loop import pick_device
+
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    assert pick_device("cpu") == torch.device("cpu")
+    assert fake_gpus == [0]
+
+
+@pytest.mark.parametrize("job", ["minilm", "resnet18"])
+def test_text_and_global_jobs_resolve_their_device_first(job, monkeypatch, tmp_path):
+    """The text and global-CNN jobs hand their device to `use_device` (and run on what it
+    returns) like the region jobs, so "cuda:i" becomes the current device there too."""
+    import lighthead.pipelines.features.global_image as global_image
+    import lighthead.pipelines.features.text as text
+    from lighthead.pipelines.datasets.demo import generate, load
+    from lighthead.pipelines.features import FEATURES, ExtractOptions, load_all
+    from lighthead.store import open_store
+
+    asked = []
+
+    def fake_use_device(device):
+        asked.append(device)
+        return "cpu"  # the machine running the test has no GPU
+
+    monkeypatch.setattr(text, "use_device", fake_use_device)
+    monkeypatch.setattr(global_image, "use_device", fake_use_device)
+    load_all()
+    records = load(generate(tmp_path / "demo", n_images=2, size=64))
+    options = ExtractOptions(
+        device="cuda:1",
+        random_weights=True,
+        batch_size=2,
+        loader_workers=0,
+        progress=False,
+        job_options={"precision": "fp32", "minilm.random_weights": False},
+    )
+    summary = FEATURES.get(job).run(records, open_store(tmp_path / "store", create=True), options)
+    assert asked == ["cuda:1"] and summary.written > 0
