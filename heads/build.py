@@ -30,6 +30,8 @@ def config_fields(config_class: type) -> dict[str, Any]:
 def parse_value(text: Any, tp: Any, key: str = "value") -> Any:
     """Parse a command-line string into `tp` (bool, int, float, str, X | None, tuple/list of X).
 
+    "none" or "null" give None for `X | None`; for `str | None` only "null" does.
+
     Non-string values are returned unchanged (sweeps pass typed values).
     """
     if not isinstance(text, str):
@@ -37,9 +39,12 @@ def parse_value(text: Any, tp: Any, key: str = "value") -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in _NONE and type(None) in args:
-            return None
         inner = [a for a in args if a is not type(None)]
+        # "none" is a word a string field may mean (attn_norm=none: no normalisation), so there
+        # only "null" leaves the field to its default (e.g. the recipe's value)
+        nulls = {"null"} if inner == [str] else _NONE
+        if text.strip().lower() in nulls and type(None) in args:
+            return None
         return parse_value(text, inner[0], key) if len(inner) == 1 else text
     if origin in (tuple, list):
         item = args[0] if args else str

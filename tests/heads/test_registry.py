@@ -94,3 +94,19 @@ def test_override_parsing():
         parse_value("maybe", bool)
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["beta"])
+
+
+@pytest.mark.parametrize("head", ["scan", "casc"])
+def test_attn_norm_none_means_no_normalisation(head):
+    """`--set attn_norm=none` is SCAN's no_norm (the name earlier run configs used); it once
+    parsed to None and silently took the recipe's clipped_l2norm. "null" leaves the recipe's."""
+    from lighthead.heads.build import head_class
+
+    config_class = head_class(head).config_class
+    assert make_config(config_class, parse_overrides(["attn_norm=none"])).attn_norm == "no_norm"
+    assert make_config(config_class, parse_overrides(["attn_norm=null"])).attn_norm == "clipped_l2norm"
+    assert make_config(config_class, parse_overrides(["attn_norm=null", "recipe=paper"])).attn_norm == "no_norm"
+    assert parse_value("none", str | None) == "none" and parse_value("NULL", str | None) is None
+    assert parse_value("None", float | None) is None  # not a word a number field could mean
+    with pytest.raises(ValueError, match="direction must be one of .*got 'none'"):
+        make_config(config_class, parse_overrides(["direction=none"]))
