@@ -41,6 +41,9 @@ class FeatureJob:
     # Checks what the settings mean together (a preset name, a rule that fits the job) before any
     # job of the command runs; raises ValueError/KeyError. None: the types suffice.
     check: Callable[[ExtractOptions], None] | None = None
+    # Checks what the settings name in the store (a feature set to read) once it is open, still
+    # before any job of the command runs: (store, options); raises ValueError. None: nothing to check.
+    check_store: Callable[[Any, ExtractOptions], None] | None = None
 
 
 FEATURES: Registry[FeatureJob] = Registry("feature")

@@ -199,19 +199,24 @@ def describe(job: str, model_info: dict[str, Any], selection: Any, options: Extr
     }
 
 
+def check_boxes_source(store: Any, name: str) -> None:
+    """`name` is a feature set of `store` with a `boxes` field (what boxes_from reads)."""
+    if name not in store:
+        raise ValueError(
+            f"{store.path}: boxes_from={name}: no such feature set (sets: {', '.join(store.names()) or 'none'})"
+        )
+    if "boxes" not in store[name].fields:
+        raise ValueError(f"{store.path}/{name}: boxes_from: the set has no `boxes` field")
+
+
 def boxes_from_set(store: Any, name: str, image_ids: set[str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """image_id -> (N, 4) float32 boxes stored in the region set `name` of the same store (its first
     `num_boxes` rows: e.g. an imported Caffe TSV, to re-extract at its boxes), and the image ids
     that set does not hold. `-o given-boxes.boxes_from=regions/...`."""
     import numpy as np
 
-    if name not in store:
-        raise ValueError(
-            f"{store.path}: boxes_from={name}: no such feature set (sets: {', '.join(store.names()) or 'none'})"
-        )
+    check_boxes_source(store, name)
     source = store[name]
-    if "boxes" not in source.fields:
-        raise ValueError(f"{store.path}/{name}: boxes_from: the set has no `boxes` field")
     boxes: dict[str, Any] = {}
     bad: list[tuple[str, str]] = []
     for image_id in sorted(image_ids):
@@ -606,6 +611,18 @@ def _check(job: str) -> Any:
     return check
 
 
+def _check_store(job: str) -> Any:
+    if JOBS[job][1] != "given":
+        return None
+
+    def check_store(store: Any, options: ExtractOptions) -> None:
+        source = job_option(options, job, "boxes_from")
+        if source:
+            check_boxes_source(store, str(source))
+
+    return check_store
+
+
 _HELP = {
     "regions36": "bottom-up-attention regions, the 36 most confident (K=36 x 2048)",
     "regions100": "bottom-up-attention regions, the 100 most confident (K=100 x 2048)",
@@ -613,4 +630,6 @@ _HELP = {
     "given-boxes": "bottom-up-attention features pooled for record.extra['boxes'] (variable K)",
 }
 for _job, (_name, _, _) in JOBS.items():
-    register(FeatureJob(_job, _name, "image", _run(_job), _HELP[_job], _settings(_job), _check(_job)))
+    register(
+        FeatureJob(_job, _name, "image", _run(_job), _HELP[_job], _settings(_job), _check(_job), _check_store(_job))
+    )

@@ -281,6 +281,10 @@ def run_extract(
         held = store.read_json("dataset").get("name")
         if held != dataset:
             raise StoreError(f"{store.path} holds dataset {held!r}, not {dataset!r}: use one store per dataset")
+    for name in names:  # what a setting names in the store (e.g. boxes_from) exists, before any job runs
+        check_store = FEATURES.get(name).check_store
+        if check_store is not None:
+            check_store(store, options)
     store.write_json("dataset", {"name": dataset, "root": str(Path(root).resolve()) if root else None})
     store.write_json("records", [r.to_json() for r in records])
     log = make_console(stderr=True)  # progress and warnings on stderr; the summary table on `console`

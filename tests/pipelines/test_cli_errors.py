@@ -401,6 +401,38 @@ def test_job_options_are_checked_before_any_job_runs(demo_root, tmp_path, capsys
     assert not store.exists()
 
 
+@pytest.mark.parametrize(
+    "boxes_from, words",
+    [
+        ("regions/nosuch", ["boxes_from=regions/nosuch: no such feature set (sets: text/all-minilm-l6-v2)"]),
+        ("text/all-minilm-l6-v2", ["text/all-minilm-l6-v2: boxes_from: the set has no `boxes` field"]),
+    ],
+)
+def test_a_boxes_from_set_is_checked_before_any_job_runs(demo_root, tmp_path, capsys, boxes_from, words):
+    """`-o given-boxes.boxes_from=` naming a set the store lacks (or one without boxes) stops the
+    command once the store is open, before its first job: regions36, listed first, has not run
+    (it once ran to the end before given-boxes found out)."""
+    from lighthead.store import open_store
+
+    store = tmp_path / "st"
+    common = ["extract", "--dataset", "demo", "--root", demo_root, "--store", store, "--random-weights"]
+    common += ["--loader-workers", "0", "--no-progress"]
+    assert lighthead(*common, "--features", "minilm") == 0  # a store holding a set without boxes
+    capsys.readouterr()
+    code = lighthead(
+        *common,
+        "--features",
+        "regions36,given-boxes",
+        "-o",
+        "detector=tiny",
+        "-o",
+        f"given-boxes.boxes_from={boxes_from}",
+    )
+    line = error_line(capsys)
+    assert code == 1 and all(w in line for w in words), line
+    assert open_store(store).names() == ["text/all-minilm-l6-v2"]
+
+
 def test_typed_job_options_reach_the_jobs(demo_root, tmp_path):
     from lighthead.pipelines.features.runner import check_job_options
 
