@@ -30,6 +30,11 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the entry `name` (e.g. a test-only entry, after its test)."""
+        self.get(name)  # an unknown name lists the known ones
+        return self._entries.pop(name)
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

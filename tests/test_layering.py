@@ -23,6 +23,7 @@ SHARED_LEAVES = {
     "lighthead.pipelines.console": "terminal output (rich consoles, progress lines) for every command",
     "lighthead.pipelines.threads": "torch CPU thread counts, set by training, extraction and sweep trials alike",
     "lighthead.pipelines.placement": "which GPU a worker process uses, for extraction workers and sweep trials",
+    "lighthead.pipelines.json_files": "atomic JSON and text files, for run folders, sweeps and evaluation reports",
 }
 TOP = "lighthead.pipelines.cli"  # the command line: imports whatever it exposes; nothing imports it
 LOWER = {

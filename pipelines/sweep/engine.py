@@ -15,6 +15,7 @@ from typing import Any
 
 from lighthead.pipelines.cluster import batch as batch_jobs
 from lighthead.pipelines.cluster.client import ClusterOptions, Connection, connect, dashboard_url
+from lighthead.pipelines.json_files import atomic_json
 from lighthead.pipelines.sweep import report
 from lighthead.pipelines.sweep.spec import Range, SweepSpec, Trial
 from lighthead.pipelines.sweep.trial import (
@@ -27,7 +28,7 @@ from lighthead.pipelines.sweep.trial import (
     run_trial,
     trial_dir,
 )
-from lighthead.pipelines.training.run_folder import atomic_json, run_lock
+from lighthead.pipelines.training.run_folder import run_lock
 
 
 @dataclass

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from lighthead.pipelines.json_files import atomic_json
 from lighthead.pipelines.sweep.spec import Trial
 from lighthead.pipelines.sweep.trial import is_finished, read_trial, trial_dir
-from lighthead.pipelines.training.run_folder import atomic_json, read_json
+from lighthead.pipelines.training.run_folder import read_json
 
 # Default ranking metric, first found wins: retrieval, then sentiment.
 DEFAULT_METRICS = ("rsum", "macro_f1", "accuracy")

@@ -21,9 +21,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from lighthead.pipelines.json_files import atomic_json
 from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.sweep.spec import Trial
-from lighthead.pipelines.training.run_folder import atomic_json, read_json, read_metrics
+from lighthead.pipelines.training.run_folder import read_json, read_metrics
 
 # The function `lighthead train heads` calls; trials call the same one.
 DEFAULT_TRAIN = "lighthead.pipelines.training.loop:train"

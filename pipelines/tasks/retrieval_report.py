@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lighthead.pipelines.json_files import atomic_json, write_text
 from lighthead.pipelines.tasks.base import run_title
 
 TOP = 5
@@ -117,13 +118,11 @@ def report(
 ) -> tuple[dict[str, Any], list[Path]]:
     """Write the metrics (with the scoring precision) as JSON and as the table, and the examples
     figure when asked; returns the metrics as written and the files, in order."""
-    from lighthead.pipelines.training.run_folder import atomic_json
-
     metrics = {**metrics, "precision": task.options.eval_precision}
     stem = f"eval-{split}-{protocol}"
     files = [run / f"{stem}.json", run / f"{stem}.md"]
     atomic_json(files[0], metrics)
-    files[1].write_text(markdown_table(metrics) + "\n")
+    write_text(files[1], markdown_table(metrics) + "\n")
     if examples > 0:
         files.append(Path(task.examples(head, split, device, examples, run / f"examples-{split}.png")))
     return metrics, files

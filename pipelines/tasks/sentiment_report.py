@@ -13,7 +13,6 @@ calls it for sentiment runs; a sentiment evaluation has no protocol, so no names
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from lighthead.pipelines.datasets.base import SENTIMENTS
+from lighthead.pipelines.json_files import atomic_json, write_text
 
 # Columns of the markdown table, in order, with their headers; absent keys are skipped. Other
 # float metrics get a column too (headed by their key, before N), so a new metric just appears.
@@ -106,8 +106,8 @@ def report(
     cm = confusion_matrix(pred["label"], pred["logits"].argmax(-1))
     full = {**metrics, "confusion": cm.tolist(), "classes": list(SENTIMENTS)}
     files = [out_dir / f"eval-{split}.json", out_dir / f"eval-{split}.md", out_dir / f"confusion-{split}.png"]
-    files[0].write_text(json.dumps(full, indent=1))
-    files[1].write_text(markdown_table([metrics], title=title))
+    atomic_json(files[0], full)
+    write_text(files[1], markdown_table([metrics], title=title))
     draw_confusion(cm, files[2], title=f"{type(head).__name__} on {split}")
     if examples:
         files.append(draw_examples(task, head, split, device, examples, out_dir / f"examples-{split}.png"))

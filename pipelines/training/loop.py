@@ -39,6 +39,7 @@ import torch
 from lighthead.heads.base import DataInfo
 from lighthead.heads.build import config_fields, head_class, make_config, parse_overrides
 from lighthead.heads.metrics import NonFiniteScoresError
+from lighthead.pipelines.json_files import atomic_json
 from lighthead.pipelines.placement import use_device
 from lighthead.pipelines.tasks import TASKS, TaskOptions
 from lighthead.pipelines.threads import use_threads
@@ -47,7 +48,6 @@ from lighthead.pipelines.training.run_folder import (
     BEST,
     CHECKPOINTS,
     LAST,
-    atomic_json,
     check_same_run,
     load_checkpoint,
     read_run_config,

@@ -36,13 +36,6 @@ CHECKPOINTS = "checkpoints"
 BEST, LAST = "best.safetensors", "last.safetensors"  # the best epoch's weights; everything to resume
 
 
-def atomic_json(path: Path, obj: Any) -> None:
-    """Write JSON to `path` with the store's atomic write (a crash never leaves half a file)."""
-    from lighthead.pipelines.training.checkpoint import write_file
-
-    write_file(Path(path), (json.dumps(obj, indent=1, default=_jsonable) + "\n").encode())
-
-
 # JSON types of the run files' top-level keys: config.json's (all required) and metrics.json's.
 RUN_CONFIG = {"head": str, "dataset": str, "store": str, "config": dict, "loop": dict}
 METRICS = {
@@ -223,14 +216,6 @@ def run_lock(folder: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             for p in created:
                 p.rmdir()  # only succeeds when empty: nothing was written
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "item") and getattr(x, "ndim", 0) == 0:  # numpy / torch scalars
-        return x.item()
-    if hasattr(x, "tolist"):  # arrays, tensors
-        return x.tolist()
-    return str(x)
 
 
 def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:

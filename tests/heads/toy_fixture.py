@@ -22,11 +22,12 @@ def toy_head_registered() -> Iterator[ModuleType]:
     import lighthead.heads  # noqa: F401  (every real head registered first)
     from lighthead.heads.base import HEADS
 
-    saved = dict(HEADS._entries)  # the registry has no removal: a test restores its entries itself
+    before = HEADS.names()
     sys.modules.pop(MODULE, None)
     try:
         yield importlib.import_module(MODULE)
     finally:
-        HEADS._entries.clear()
-        HEADS._entries.update(saved)
+        if "toy" in HEADS:
+            HEADS.unregister("toy")
         sys.modules.pop(MODULE, None)
+        assert HEADS.names() == before, "the toy head's module registered something else too"
