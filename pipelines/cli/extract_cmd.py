@@ -88,9 +88,17 @@ def extract(
     }
     if batch or any(v not in (None, []) for v in job_settings.values()):
         from lighthead.pipelines.cluster import ClusterOptions
+        from lighthead.pipelines.cluster.batch import job_log_directory
 
         # Checks every batch value (and refuses them without --slurm/--pbs) before any work.
-        cluster = ClusterOptions(scheduler=scheduler, workers=workers, batch=batch, dashboard=None, **job_settings)
+        cluster = ClusterOptions(
+            scheduler=scheduler,
+            workers=workers,
+            batch=batch,
+            dashboard=None,
+            log_directory=job_log_directory(Path(store) / ".jobs") if batch else None,  # job output beside the data
+            **job_settings,
+        )
     job_options = parse_job_options(job_option)
     if text_model:
         job_options["text_model"] = text_model

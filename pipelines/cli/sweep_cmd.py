@@ -72,6 +72,7 @@ def sweep(
 
     Ends with the trials ranked by the validation metric: DIR/summary.csv, best.json, sweep.png.
     """
+    from lighthead.pipelines.cluster.batch import job_log_directory
     from lighthead.pipelines.console import console as make_console
     from lighthead.pipelines.sweep import ClusterOptions, from_args, load_sweep_file, print_result, run_sweep
     from lighthead.pipelines.sweep.spec import parse_grid_arg, parse_set_arg
@@ -122,6 +123,7 @@ def sweep(
         walltime=walltime,
         job_directives=list(job_directive),
         dashboard=dashboard or None,
+        log_directory=job_log_directory(Path(out) / "jobs") if batch else None,  # job output in the sweep's folder
     )
     console = make_console(stderr=True)
     result = run_sweep(

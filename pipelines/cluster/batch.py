@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -89,6 +90,13 @@ def check_options(opts: ClusterOptions) -> None:
     memory_bytes(memory, "--memory" if opts.memory is not None else where % "memory")
 
 
+def job_log_directory(folder: Path) -> str | None:
+    """`folder` (absolute) for the batch jobs' output files, or None (the folder the command runs
+    from) when its path cannot go into a job script's directives (spaces, `%`, control characters)."""
+    path = str(Path(folder).resolve())
+    return None if re.search(r"[\s%]", path) or _CONTROL.search(path) else path
+
+
 def memory_bytes(memory: Any, what: str = "--memory") -> int:
     """A memory size such as "16GB" in bytes; ValueError naming `what` unless it is >= 1 MB."""
     from dask.utils import parse_bytes
@@ -153,6 +161,7 @@ def start_cluster(opts: ClusterOptions, gpu: bool, config: dict[str, Any]) -> tu
             job_script_prologue=["export DASK_DISTRIBUTED__WORKER__DAEMON=False"],
             worker_extra_args=["--resources", resources],
             scheduler_options=dashboard,
+            log_directory=opts.log_directory,
             **{k: v for k, v in given.items() if v is not None},
         )
     try:
@@ -203,10 +212,13 @@ class JobWatch:
     not joined, so it is waited for.
     """
 
-    def __init__(self, client: Any, jobs: int, system: str, grace: float = 10.0, every: float = 2.0) -> None:
+    def __init__(
+        self, client: Any, jobs: int, system: str, grace: float = 10.0, every: float = 2.0, logs: str | None = None
+    ) -> None:
         self.client = client  # distributed.Client of the cluster
         self.jobs = jobs  # batch jobs submitted
         self.system = system  # "SLURM" or "PBS", for the message
+        self.logs = logs  # the folder of the jobs' output files, named in the message (None: not known)
         self.grace = grace  # seconds without any worker before the jobs count as ended
         self.every = every  # seconds between two looks at the scheduler
         self._seen: set[str] = set()  # worker names (one per job) that have joined
@@ -233,7 +245,8 @@ class JobWatch:
             return None
         return (
             f"all {self.jobs} {self.system} job(s) ended before the work was done (time limit reached, "
-            "cancelled or a node failed; see their logs); what finished is kept: rerun the same "
+            f"cancelled or a node failed; see their logs{f' in {self.logs}' if self.logs else ''}); "
+            "what finished is kept: rerun the same "
             "command to resume (with a longer --walltime if the time limit ended them)"
         )
 

@@ -45,6 +45,8 @@ class ClusterOptions:
     walltime: str | None = None  # batch job time limit, e.g. "04:00:00"
     job_directives: list[str] = field(default_factory=list)  # extra #SBATCH/#PBS lines, e.g. "--gres=gpu:1"
     dashboard: str | None = ":8787"  # dashboard address of a cluster we start; None: no dashboard
+    # Where batch jobs write their output (slurm-*.out, *.o<id>); None: the folder the command runs from.
+    log_directory: str | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -136,7 +138,11 @@ def connect(opts: ClusterOptions, gpu: bool = False, retries: int = 1, console: 
     try:
         client = Client(cluster)
         try:
-            ended = batch_jobs.JobWatch(client, opts.workers, batch_jobs.SYSTEMS[opts.batch][0]) if opts.batch else None
+            ended = (
+                batch_jobs.JobWatch(client, opts.workers, batch_jobs.SYSTEMS[opts.batch][0], logs=opts.log_directory)
+                if opts.batch
+                else None
+            )
             yield Connection(client, threads, resources, dashboard_url(client) if opts.dashboard else None, ended)
         finally:
             client.close()

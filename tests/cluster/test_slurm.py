@@ -26,7 +26,7 @@ REGIONS = "regions/butd-r101-vg-36"
 
 
 def lighthead(slurm: Slurm, cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`lighthead ARGS` as a user runs it, from `cwd` (where the jobs' slurm-*.out land)."""
+    """`lighthead ARGS` as a user runs it, from `cwd`."""
     return subprocess.run(
         [sys.executable, "-m", "lighthead", *map(str, args)],
         cwd=cwd,
@@ -93,7 +93,8 @@ def test_extract_on_two_jobs_stores_every_id_once_and_a_rerun_submits_nothing(sl
     assert slurm.next_job_id() - first == 2
     assert set(slurm.wait_ended(first, 2).values()) <= {"CANCELLED", "COMPLETED"}
     assert slurm.queue() == []
-    assert len(list(tmp_path.glob("slurm-*.out"))) == 2  # the jobs' logs, beside the command
+    assert len(list((tmp_path / "store" / ".jobs").glob("*.out"))) == 2  # the jobs' logs, in the store's .jobs/
+    assert not list(tmp_path.glob("slurm-*.out"))  # not in the folder the command ran from
 
     again = lighthead(slurm, tmp_path, *extract_args(root, tmp_path / "store", "--workers", "2"))
     assert again.returncode == 0, again.stderr
@@ -262,9 +263,11 @@ def test_a_job_killed_by_its_walltime_ends_the_command_with_one_line(slurm, tmp_
     assert res.returncode == 1
     assert error_lines(res.stderr) == [
         "error: all 1 SLURM job(s) ended before the work was done (time limit reached, cancelled or a node "
-        "failed; see their logs); what finished is kept: rerun the same command to resume (with a longer "
-        "--walltime if the time limit ended them)"
+        f"failed; see their logs in {tmp_path / 'sw' / 'jobs'}); what finished is kept: rerun the same command "
+        "to resume (with a longer --walltime if the time limit ended them)"
     ]
+    [log] = (tmp_path / "sw" / "jobs").glob("*.err")  # SLURM's own word on the kill is there
+    assert "DUE TO TIME LIMIT" in log.read_text()
     assert (store / "started").is_file()  # the trial ran, and was cut short
     assert slurm.wait_ended(first, 1) == {first: "TIMEOUT"}
     assert slurm.queue() == []
@@ -300,4 +303,4 @@ def test_a_bad_option_submits_no_job(slurm, demo, tmp_path, bad, expect):
         assert slurm.next_job_id() == first
     # SLURM may spend a job id on a request it refuses (too much memory), but no job ever ran.
     assert slurm.queue() == [] and slurm.ended(first, ran=True) == {}
-    assert not list(tmp_path.glob("slurm-*.out"))
+    assert not list(tmp_path.glob("slurm-*.out")) and not list((tmp_path / "store").glob(".jobs/*.out"))

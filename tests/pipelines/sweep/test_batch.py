@@ -244,6 +244,9 @@ def test_the_jobs_count_as_ended_once_each_joined_and_none_is_left():
     watch = JobWatch(_Scheduler(["job-0"], ["job-0", "job-1"], ["job-1"], []), jobs=2, system="SLURM", grace=0, every=0)
     assert [watch(), watch(), watch()] == [None, None, None]
     assert watch().startswith("all 2 SLURM job(s) ended before the work was done")
+    assert "see their logs);" in watch()
+    logs = JobWatch(_Scheduler(["job-0"], []), jobs=1, system="PBS", grace=0, every=0, logs="/runs/sw/jobs")
+    assert logs() is None and "see their logs in /runs/sw/jobs);" in logs()
 
 
 def test_waiting_on_results_stops_when_the_jobs_have_ended(dask_client):
@@ -258,3 +261,34 @@ def test_waiting_on_results_stops_when_the_jobs_have_ended(dask_client):
         stuck.cancel()
     done = dask_client.submit(sum, [1, 2], pure=False)
     assert [f.result() for f in completed([done], lambda: None)] == [3]
+
+
+@pytest.mark.parametrize("command", ["sweep", "extract"])
+def test_batch_job_output_goes_to_the_commands_folder(tmp_path, monkeypatch, command):
+    """Job logs (slurm-*.out) land in the sweep's `jobs/` or the store's `.jobs/`, not in
+    whatever folder the command runs from; a path a job directive cannot hold keeps them there."""
+    from lighthead.pipelines.cluster.batch import job_log_directory
+
+    jobs = fake_batch.install(tmp_path, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    if command == "extract":
+        from lighthead.pipelines.datasets.demo import generate
+
+        generate(tmp_path / "demo", n_images=2, size=64)
+    run = sweep if command == "sweep" else extract
+    # the stand-in sbatch runs no job, so the command cannot finish: the script is what counts
+    monkeypatch.setattr("lighthead.pipelines.cluster.batch._wait_submitted", _stop_after_submit)
+    assert run(tmp_path, "--slurm", "--workers", "1", *GOOD) == 1  # stopped once the job was submitted
+    [script] = fake_batch.scripts(jobs)
+    folder = (tmp_path / "sw" / "jobs") if command == "sweep" else (tmp_path / "store" / ".jobs")
+    assert f"#SBATCH -o {folder.resolve()}/" in script and f"#SBATCH -e {folder.resolve()}/" in script
+    assert folder.is_dir()
+    assert job_log_directory(tmp_path / "a b") is None and job_log_directory(tmp_path / "x%j") is None
+
+
+class _Submitted(Exception):
+    pass
+
+
+def _stop_after_submit(*args, **kwargs):
+    raise _Submitted
