@@ -1,6 +1,6 @@
 """What the CLI prints: readable `--help` for every command; the extraction summary's weights column.
 
-`extract` in a log file: tests/pipelines/test_extract_run.py::test_cli_extract_in_a_log.
+`extract` in a log file: tests/pipelines/test_features_runner.py::test_cli_extract_in_a_log.
 """
 
 from __future__ import annotations
