@@ -12,7 +12,7 @@ import numpy as np
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import read_manifest, sha256_file
 from lighthead.store.schema import MANIFEST, SHARD_RE, check_shard_file
-from lighthead.store.shard import open_h5
+from lighthead.store.shard import ShardReader, open_h5
 
 
 def root_problem(root: Path) -> str | None:
@@ -103,7 +103,17 @@ def _check_entry(path: Path, entry, fields, seen: dict[str, str], checksums: boo
         return [f"{path}: {size} bytes, manifest says {entry.bytes} (truncated or replaced)"]
     if checksums and sha256_file(path) != entry.sha256:
         return [f"{path}: sha256 mismatch (file changed since it was written)"]
-    return _check_shard(path, entry, fields, seen)
+    problems = _check_shard(path, entry, fields, seen)
+    if checksums and not problems:  # what a reader checks: each chunk against its XXH3 sum
+        reader = ShardReader(path, dict(fields), entry.rows, check=True)
+        try:
+            reader.load_index()
+            reader.check_sums()
+        except StoreError as exc:
+            problems.append(str(exc))
+        finally:
+            reader.close()
+    return problems
 
 
 def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:

@@ -395,3 +395,21 @@ def test_readers_of_a_shard_share_its_mapping(filled):
     replacement.replace(path)
     assert map_shard(path) is not old
     assert np.array_equal(map_shard(path)[:8], first_bytes)
+
+
+def test_verify_checks_the_chunk_sums_too(filled):
+    """A shard whose data disagree with its XXH3 sums while its sha256 in the manifest agrees
+    (edited and re-recorded, or written wrong) reads as damaged: `verify` says so too."""
+    path = shard_file(filled, 2)
+    with h5py.File(path, "r+") as f:  # a value changed through HDF5, which rewrites its own sum
+        f["fields/label"][3] = f["fields/label"][3] + 1
+    rewrite_manifest_sums(filled.path / "test/all")
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        FeatureSet(filled.path / "test/all").get(item_id(35), ["label"])
+    [problem] = verify(filled.path)
+    # the labels of the shard's 16 items share one chunk: verify names them all
+    assert (
+        problem
+        == f"{path}: ids {item_id(32)!r} to {item_id(47)!r}, field 'label': checksum mismatch, the shard is damaged"
+    )
+    assert verify(filled.path, checksums=False) == []  # the quick check reads no data
