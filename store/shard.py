@@ -466,10 +466,9 @@ class ShardReader:
                 try:
                     self._check(name, idx, np.array([k]), [first])
                 except StoreError:
-                    if first == last:
-                        raise
-                    raise StoreError(  # the chunk holds several items: name them all
-                        f"{self.path}: ids {self.ids[first]!r} to {self.ids[last]!r}, field {name!r}: "
+                    ids = repr(self.ids[first]) if first == last else f"{self.ids[first]!r} to {self.ids[last]!r}"
+                    raise StoreError(  # every item of the chunk
+                        f"{self.path}: {'id' if first == last else 'ids'} {ids}, field {name!r}: "
                         "checksum mismatch, the shard is damaged"
                     ) from None
                 n += 1
