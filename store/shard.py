@@ -618,13 +618,14 @@ def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> np.ndarra
         return None
     if name not in group:
         raise StoreError(f"{path}: field {name!r} has no checksums in /{checksums.GROUP} (damaged shard)")
-    sums = np.asarray(group[name][...])
-    if sums.dtype != np.uint64 or sums.shape != (n_chunks,):
+    ds = group[name]
+    if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint64 or ds.shape != (n_chunks,):
+        # checked before reading: a hostile shard's dataset may claim any size
+        what = f"{ds.shape} {ds.dtype}" if isinstance(ds, h5py.Dataset) else "a group of"
         raise StoreError(
-            f"{path}: field {name!r}: /{checksums.GROUP} holds {sums.shape} {sums.dtype} checksums "
-            f"for {n_chunks} chunks (damaged shard)"
+            f"{path}: field {name!r}: /{checksums.GROUP} holds {what} checksums for {n_chunks} chunks (damaged shard)"
         )
-    return sums
+    return np.asarray(ds[...])
 
 
 def _truncated(ds: h5py.Dataset):

@@ -351,6 +351,20 @@ def test_sums_of_the_wrong_shape_refuse_to_open(filled):
         FeatureSet(filled.path / "test/all").get(item_id(0))
 
 
+def test_sums_claiming_a_huge_size_are_refused_before_reading(filled):
+    """A hostile shard's /sums dataset may claim terabytes: its shape is checked first."""
+    path = shard_file(filled, 0)
+    with h5py.File(path, "r+") as f:
+        del f["sums/features"]
+        f.create_dataset("sums/features", shape=(10**12,), dtype=np.uint64, chunks=(1024,))  # nothing allocated
+    rewrite_manifest_sums(filled.path / "test/all")
+    # read first, it was an attempt to allocate 8 TB (a MemoryError, no line naming the shard)
+    with pytest.raises(
+        StoreError, match=r"field 'features': /sums holds \(1000000000000,\) uint64 checksums for 1 chunks"
+    ):
+        FeatureSet(filled.path / "test/all").get(item_id(0))
+
+
 def test_sums_of_an_unknown_algorithm_are_left_to_fletcher32(filled):
     """A shard from a later version with another algorithm is still checked, by Fletcher-32."""
     path = shard_file(filled, 1)
