@@ -203,6 +203,21 @@ def open_h5(path: Path) -> h5py.File:
         raise StoreError(f"{path}: cannot open shard (truncated or not HDF5): {exc}") from None
 
 
+def whole(ds: h5py.Dataset, path: Path, file_size: int | None = None) -> h5py.Dataset:
+    """`ds`, a dataset about to be read whole (ids, offsets, sums, a preloaded field), once its
+    claimed size is checked: a shard stores all its data, so a dataset claiming more bytes than
+    the file holds (damaged or hostile: HDF5 allows any shape over unallocated chunks) is
+    refused before anything is allocated for it."""
+    size = os.path.getsize(path) if file_size is None else file_size
+    claimed = ds.size * ds.dtype.itemsize
+    if claimed > size:
+        raise StoreError(
+            f"{path}: dataset {ds.name} claims {ds.shape} {ds.dtype} ({claimed} bytes), more than the "
+            f"file's {size} bytes (damaged shard)"
+        )
+    return ds
+
+
 def _listed(f: h5py.File, key: str) -> bool:
     """Whether the shard links a dataset `key` ("ids", "fields/<name>"): the link is readable
     even when the dataset's own header is damaged, which tells damaged from missing."""
@@ -305,7 +320,7 @@ class ShardReader:
         name = None  # the field being read, for the error
         with open_h5(self.path) as f:
             try:
-                ids = [s for s in f["ids"].asstr()[...]]
+                ids = [s for s in whole(f["ids"], self.path, size).asstr()[...]]
                 for name, fld in self.fields.items():
                     ds = f["fields"][name]
                     # the manifest's dtype decides how bytes are read: an edited one must not reinterpret them
@@ -315,7 +330,7 @@ class ShardReader:
                             f"says {fld.dtype} (edited or damaged manifest)"
                         )
                     if fld.variable:
-                        off = np.asarray(f["offsets"][name][...], dtype=np.int64)
+                        off = np.asarray(whole(f["offsets"][name], self.path, size)[...], dtype=np.int64)
                         if (
                             len(off) != self.rows + 1
                             or off[0] != 0
@@ -554,7 +569,7 @@ class ShardReader:
         """The whole dataset of a field (fixed [N, ...] or flat [total, ...]), for preload."""
         ds = _field_dataset(self.h5(), name, self.path)
         try:
-            return np.asarray(ds[...])
+            return np.asarray(whole(ds, self.path)[...])
         except OSError as exc:
             step = ds.chunks[0] if ds.chunks else 1
             raise self._damaged(name, range(0, ds.shape[0], step), exc) from None
@@ -625,7 +640,7 @@ def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> np.ndarra
         raise StoreError(
             f"{path}: field {name!r}: /{checksums.GROUP} holds {what} checksums for {n_chunks} chunks (damaged shard)"
         )
-    return np.asarray(ds[...])
+    return np.asarray(whole(ds, path)[...])
 
 
 def _truncated(ds: h5py.Dataset):

@@ -12,7 +12,7 @@ import numpy as np
 from lighthead.store.errors import StoreError
 from lighthead.store.manifest import read_manifest, sha256_file
 from lighthead.store.schema import MANIFEST, SHARD_RE, check_shard_file
-from lighthead.store.shard import ShardReader, open_h5
+from lighthead.store.shard import ShardReader, open_h5, whole
 
 
 def root_problem(root: Path) -> str | None:
@@ -119,7 +119,7 @@ def _check_entry(path: Path, entry, fields, seen: dict[str, str], checksums: boo
 def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:
     problems = []
     with open_h5(path) as f:
-        ids = list(f["ids"].asstr()[...])
+        ids = list(whole(f["ids"], path).asstr()[...])
         if len(ids) != entry.rows:
             problems.append(f"{path}: {len(ids)} ids, manifest says {entry.rows}")
         elif ids and (ids[0] != entry.first_id or ids[-1] != entry.last_id):
@@ -133,7 +133,7 @@ def _check_shard(path: Path, entry, fields, seen: dict[str, str]) -> list[str]:
             if ds.dtype != fld.np_dtype:
                 problems.append(f"{path}: field {name!r} has dtype {ds.dtype}, manifest says {fld.dtype}")
             if fld.variable:
-                off = f["offsets"][name][...]
+                off = whole(f["offsets"][name], path)[...]
                 ok = (
                     len(off) == len(ids) + 1
                     and off[0] == 0

@@ -55,7 +55,7 @@ from lighthead.store.schema import (
     check_tag,
     shard_name,
 )
-from lighthead.store.shard import open_h5, write_shard
+from lighthead.store.shard import open_h5, whole, write_shard
 
 KILL_ENV = "LIGHTHEAD_STORE_KILL_AT"  # fault injection for the crash tests: SIGKILL at a named step
 TAG_LOCK_RE = re.compile(r"^\.writer-(?P<tag>[A-Za-z0-9_.-]{1,64})\.lock$")
@@ -89,7 +89,7 @@ class WriterConfig:
 def _read_ids(path: Path) -> list[str]:
     with open_h5(path) as f:
         try:
-            return list(f["ids"].asstr()[...])
+            return list(whole(f["ids"], path).asstr()[...])
         except KeyError:
             raise StoreError(f"{path}: shard has no ids dataset") from None
 

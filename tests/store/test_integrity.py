@@ -365,6 +365,24 @@ def test_sums_claiming_a_huge_size_are_refused_before_reading(filled):
         FeatureSet(filled.path / "test/all").get(item_id(0))
 
 
+@pytest.mark.parametrize("dataset", ["ids", "offsets/boxes"])
+def test_ids_or_offsets_claiming_more_than_the_file_are_refused_before_reading(filled, dataset):
+    """HDF5 lets a dataset claim any shape over unallocated chunks: one read whole (ids,
+    offsets; sums and preloaded fields likewise) must fit in its file, else one line, not an
+    attempt to allocate terabytes."""
+    path = shard_file(filled, 1)
+    with h5py.File(path, "r+") as f:
+        dtype = f[dataset].dtype
+        del f[dataset]
+        f.create_dataset(dataset, shape=(10**12,), dtype=dtype, chunks=(1024,))  # nothing allocated
+    rewrite_manifest_sums(filled.path / "test/all")
+    pattern = re.escape(f"{path}: dataset /{dataset} claims (1000000000000,)") + ".*more than the file's"
+    with pytest.raises(StoreError, match=pattern):
+        FeatureSet(filled.path / "test/all")
+    [problem] = [p for p in verify(filled.path) if path.name in p]
+    assert re.search(pattern, problem), problem
+
+
 def test_sums_of_an_unknown_algorithm_are_left_to_fletcher32(filled):
     """A shard from a later version with another algorithm is still checked, by Fletcher-32."""
     path = shard_file(filled, 1)
