@@ -38,6 +38,7 @@ Python API::
     s.write_json(name, obj) -> Path; s.read_json(name); s.has_json(name); s.json_names()
     verify(path, checksums=True, strict=False) -> list[str]    # one line per problem, all of them
     info(path) -> dict                                          # JSON-able summary
+    upgrade(path, name=None) -> {set: (rewritten, had sums)}    # old shards rewritten with XXH3 sums
 
     from lighthead.store import StoreDataset            # imports torch (only this does)
     ds = StoreDataset(s, {"regions": "regions/x", "glob": "global/resnet18"}, ids=None,
@@ -68,6 +69,7 @@ from lighthead.store.formats import EXPORT_FORMATS, IMPORT_FORMATS
 from lighthead.store.manifest import sha256_file
 from lighthead.store.reader import FeatureSet
 from lighthead.store.schema import Field
+from lighthead.store.shard_upgrade import upgrade
 from lighthead.store.verify import info, verify
 from lighthead.store.writer import Writer, WriterConfig
 
@@ -84,6 +86,7 @@ __all__ = [
     "info",
     "open_store",
     "sha256_file",
+    "upgrade",
     "verify",
 ]
 

@@ -61,7 +61,8 @@ KILL_ENV = "LIGHTHEAD_STORE_KILL_AT"  # fault injection for the crash tests: SIG
 TAG_LOCK_RE = re.compile(r"^\.writer-(?P<tag>[A-Za-z0-9_.-]{1,64})\.lock$")
 
 
-def _tag_lock(directory: Path, tag: str) -> Path:
+def tag_lock_path(directory: Path, tag: str) -> Path:
+    """The lock file a live writer of `tag` holds (its `.tmp` shards are kept while it is held)."""
     return directory / f".writer-{tag}.lock"
 
 
@@ -163,7 +164,7 @@ class Writer:
 
     def _acquire_tag(self) -> None:
         def lock(tag: str) -> int | None:
-            return try_lock(_tag_lock(self.dir, tag))
+            return try_lock(tag_lock_path(self.dir, tag))
 
         if self.config.tag is not None:
             self.tag = self.config.tag
@@ -194,7 +195,7 @@ class Writer:
 
         def is_dead(tag: str) -> bool:
             if tag not in dead:
-                fd = try_lock(_tag_lock(self.dir, tag))
+                fd = try_lock(tag_lock_path(self.dir, tag))
                 dead[tag] = fd is not None
                 if fd is not None:
                     held.append(fd)
@@ -214,7 +215,7 @@ class Writer:
             for tag, gone in dead.items():
                 if gone and tag != self.tag:
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(_tag_lock(self.dir, tag))
+                        os.unlink(tag_lock_path(self.dir, tag))
         finally:
             for fd in held:
                 os.close(fd)
@@ -316,7 +317,7 @@ class Writer:
         try:
             if remove:
                 with contextlib.suppress(OSError), file_lock(self.dir / LOCK_FILE):
-                    os.unlink(_tag_lock(self.dir, self.tag))
+                    os.unlink(tag_lock_path(self.dir, self.tag))
         finally:
             os.close(self._tag_fd)
             self._tag_fd = None

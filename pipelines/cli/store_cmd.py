@@ -100,6 +100,23 @@ def verify(
     typer.echo(f"ok: {path}")
 
 
+@app.command()
+def upgrade(
+    path: Path = typer.Argument(..., metavar="STORE", help="store directory"),
+    name: str = typer.Option(None, "--name", help="only this feature set (default: every one)"),
+) -> None:
+    """Rewrite the shards written before the per-chunk XXH3 checksums so they have them (a
+    first read then checks at memory speed); values, ids and attrs stay as they are. Run it
+    while no job reads the store."""
+    from lighthead.pipelines.console import progress
+    from lighthead.store import upgrade as store_upgrade
+
+    with progress("upgrade", None, unit="items") as tracker:
+        done = store_upgrade(path, name, progress=tracker.advance)
+    for set_name, (rewritten, kept) in done.items():
+        typer.echo(f"{set_name}: {rewritten} shard(s) rewritten with checksums, {kept} had them")
+
+
 @app.command("import")
 @_with_formats({n: IMPORT_FORMATS.get(n).source for n in IMPORT_FORMATS.names()})
 def import_(
