@@ -383,6 +383,21 @@ def test_ids_or_offsets_claiming_more_than_the_file_are_refused_before_reading(f
     assert re.search(pattern, problem), problem
 
 
+def test_a_variable_field_claiming_more_than_the_file_is_refused(filled):
+    """Offsets that fit but end at a huge row count, over a flat array claiming that many rows
+    (nothing allocated): one line, not a chunk table of billions of entries."""
+    path = shard_file(filled, 1)
+    with h5py.File(path, "r+") as f:
+        off = f["offsets/boxes"][...]
+        off[-1] = 10**11
+        f["offsets/boxes"][...] = off
+        del f["fields/boxes"]
+        f.create_dataset("fields/boxes", shape=(10**11, 4), dtype=np.float32, chunks=(64, 4), fletcher32=True)
+    rewrite_manifest_sums(filled.path / "test/all")
+    with pytest.raises(StoreError, match=re.escape(f"{path}: dataset /fields/boxes claims (100000000000, 4)")):
+        FeatureSet(filled.path / "test/all")
+
+
 def test_sums_of_an_unknown_algorithm_are_left_to_fletcher32(filled):
     """A shard from a later version with another algorithm is still checked, by Fletcher-32."""
     path = shard_file(filled, 1)
