@@ -14,7 +14,8 @@ of a wrong value. No compression: float16 features hardly compress, and uncompre
 let the reader copy an item straight out of a read-only mmap of the file at the chunk's
 offset instead of going through HDF5's selection machinery (the "raw" path; offsets come
 from HDF5's chunk index and are checked against the file size, so a truncated file is
-refused, not a SIGBUS). The first time a reader reads a chunk it checks the chunk's bytes
+refused, not a SIGBUS). The first time a reader (or a process forked from it: the flags are
+in shared memory, `shared_flags`) reads a chunk it checks the chunk's bytes
 against its XXH3 sum in /sums (a fraction of the copy's time); a chunk that fails is an
 error naming shard, id and field. Shards written before /sums existed are checked against
 the Fletcher-32 sum HDF5 stored after each chunk (store/fletcher.py: the same sums HDF5
@@ -273,6 +274,19 @@ def map_shard(path: Path) -> np.ndarray:
     return arr
 
 
+def shared_flags(initial: np.ndarray) -> np.ndarray:
+    """A bool array in anonymous shared memory, holding `initial`.
+
+    A reader's "chunk checked" flags live there, so the processes forked from it (DataLoader
+    workers, made anew every epoch) see and share what any of them checked: a chunk is checked
+    once per reader and its forks, not once per worker per epoch. A reader pickled into a
+    spawned process carries a private copy (it then checks for itself)."""
+    n = len(initial)
+    flags = np.frombuffer(mmap.mmap(-1, max(1, n)), dtype=np.bool_, count=n)  # MAP_SHARED | MAP_ANONYMOUS
+    flags[:] = initial
+    return flags
+
+
 @dataclass
 class _Chunks:
     """Where the chunks of a dataset (unfiltered, or with only Fletcher-32) lie in the file."""
@@ -280,7 +294,9 @@ class _Chunks:
     offsets: np.ndarray  # file offset of each chunk's first byte, by chunk number
     rows: int  # dataset rows per chunk (items of a fixed field, flat rows of a variable one)
     row_bytes: int  # bytes of one row
-    checked: np.ndarray | None  # per chunk: checksum verified by this reader; None: nothing to check
+    # per chunk: checksum verified by this reader or a process forked from it (shared memory,
+    # see `shared_flags`); None: nothing to check
+    checked: np.ndarray | None
     total: int = 0  # rows of the dataset (the last chunk may hold fewer)
     fletcher: bool = False  # every filtered chunk is its rows' bytes then their 4-byte Fletcher-32
     sums: np.ndarray | None = None  # per chunk: XXH3-64 of its rows (/sums); None: check Fletcher-32
@@ -623,7 +639,7 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
         _truncated(ds)
     # a filtered chunk holds all its rows (edge chunks too), then Fletcher-32's 4 bytes
     fletcher = bool(np.all(sizes[~unfiltered] == rpc * row_bytes + 4))
-    checked = unfiltered.copy() if checksummed and check else None
+    checked = shared_flags(unfiltered) if checksummed and check else None
     return _Chunks(offsets, rpc, row_bytes, checked, int(ds.shape[0]), fletcher)
 
 

@@ -462,3 +462,29 @@ def test_verify_checks_the_chunk_sums_too(filled):
         == f"{path}: ids {item_id(32)!r} to {item_id(47)!r}, field 'label': checksum mismatch, the shard is damaged"
     )
     assert verify(filled.path, checksums=False) == []  # the quick check reads no data
+
+
+def _read_all_items(fs) -> None:
+    for i in range(50):
+        fs[item_id(i)]
+
+
+def test_chunks_checked_in_a_forked_worker_count_for_the_reader(checked):
+    """DataLoader workers are forked anew every epoch: what one of them checked is checked for
+    the reader they came from and for the next workers, not once per worker per epoch."""
+    import multiprocessing
+
+    from lighthead.store.shard import _Chunks
+
+    fs = FeatureSet(checked.path / "test/all")
+    flags = [i.checked for r in fs._readers for i in r.raw.values() if isinstance(i, _Chunks) and i.checked is not None]
+    assert flags and not any(f.any() for f in flags)
+    child = multiprocessing.get_context("fork").Process(target=_read_all_items, args=(fs,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert all(f.all() for f in flags)  # seen here, in the parent, without reading anything
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(fs))  # a spawned worker's copy: private flags, values intact
+    assert_item(copy[item_id(17)], 17)
