@@ -59,6 +59,15 @@ def strip_sums(store):
     rewrite_manifest_sums(d)
 
 
+def replace_dataset(store, path, name, **create) -> None:
+    """Swap dataset `name` of the shard at `path` for `h5py.create_dataset(name, **create)` and
+    record the shard's new size and sha256 (so only the readers' own checks can object)."""
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f.create_dataset(name, **create)
+    rewrite_manifest_sums(store.path / "test/all")
+
+
 @pytest.fixture(params=["xxh3", "fletcher"])
 def checked(request, filled):
     """The filled store, its shards with XXH3 sums or (as older writers left them) without."""
@@ -342,22 +351,17 @@ def test_damaged_or_missing_sums_refuse_to_open(filled):
 
 def test_sums_of_the_wrong_shape_refuse_to_open(filled):
     path = shard_file(filled, 0)
-    with h5py.File(path, "r+") as f:
+    with h5py.File(path, "r") as f:
         sums = f["sums/features"][...]
-        del f["sums/features"]
-        f.create_dataset("sums/features", data=np.concatenate([sums, sums]))
-    rewrite_manifest_sums(filled.path / "test/all")
+    replace_dataset(filled, path, "sums/features", data=np.concatenate([sums, sums]))
     with pytest.raises(StoreError, match=re.escape(path.name) + ": field 'features': /sums holds .* for 1 chunks"):
         FeatureSet(filled.path / "test/all").get(item_id(0))
 
 
 def test_sums_claiming_a_huge_size_are_refused_before_reading(filled):
     """A hostile shard's /sums dataset may claim terabytes: its shape is checked first."""
-    path = shard_file(filled, 0)
-    with h5py.File(path, "r+") as f:
-        del f["sums/features"]
-        f.create_dataset("sums/features", shape=(10**12,), dtype=np.uint64, chunks=(1024,))  # nothing allocated
-    rewrite_manifest_sums(filled.path / "test/all")
+    path = shard_file(filled, 0)  # nothing allocated:
+    replace_dataset(filled, path, "sums/features", shape=(10**12,), dtype=np.uint64, chunks=(1024,))
     # read first, it was an attempt to allocate 8 TB (a MemoryError, no line naming the shard)
     with pytest.raises(
         StoreError, match=r"field 'features': /sums holds \(1000000000000,\) uint64 checksums for 1 chunks"
@@ -371,11 +375,9 @@ def test_ids_or_offsets_claiming_more_than_the_file_are_refused_before_reading(f
     offsets; sums and preloaded fields likewise) must fit in its file, else one line, not an
     attempt to allocate terabytes."""
     path = shard_file(filled, 1)
-    with h5py.File(path, "r+") as f:
+    with h5py.File(path, "r") as f:
         dtype = f[dataset].dtype
-        del f[dataset]
-        f.create_dataset(dataset, shape=(10**12,), dtype=dtype, chunks=(1024,))  # nothing allocated
-    rewrite_manifest_sums(filled.path / "test/all")
+    replace_dataset(filled, path, dataset, shape=(10**12,), dtype=dtype, chunks=(1024,))  # nothing allocated
     pattern = re.escape(f"{path}: dataset /{dataset} claims (1000000000000,)") + ".*more than the file's"
     with pytest.raises(StoreError, match=pattern):
         FeatureSet(filled.path / "test/all")
@@ -391,9 +393,7 @@ def test_a_variable_field_claiming_more_than_the_file_is_refused(filled):
         off = f["offsets/boxes"][...]
         off[-1] = 10**11
         f["offsets/boxes"][...] = off
-        del f["fields/boxes"]
-        f.create_dataset("fields/boxes", shape=(10**11, 4), dtype=np.float32, chunks=(64, 4), fletcher32=True)
-    rewrite_manifest_sums(filled.path / "test/all")
+    replace_dataset(filled, path, "fields/boxes", shape=(10**11, 4), dtype=np.float32, chunks=(64, 4), fletcher32=True)
     with pytest.raises(StoreError, match=re.escape(f"{path}: field /fields/boxes extends past the end of the file")):
         FeatureSet(filled.path / "test/all")
 
