@@ -50,6 +50,18 @@ def has_sums(path: Path) -> bool:
         return isinstance(group, h5py.Group) and group.attrs.get("algorithm") == checksums.ALGORITHM
 
 
+def without_sums(path: str | os.PathLike) -> dict[str, int]:
+    """Feature set -> how many of its shards have no XXH3 chunk sums (those `upgrade` rewrites);
+    sets whose shards all have them are left out."""
+    out = {}
+    for name, directory in feature_set_dirs(Path(path)):
+        files = [directory / check_shard_file(e.file, directory / MANIFEST) for e in read_manifest(directory).shards]
+        old = sum(not has_sums(f) for f in files)
+        if old:
+            out[name] = old
+    return out
+
+
 def _columns(reader: ShardReader) -> dict[str, list[np.ndarray]]:
     """Every field's items of one shard, read through HDF5 (its Fletcher-32 sums checked)."""
     columns: dict[str, list[np.ndarray]] = {}

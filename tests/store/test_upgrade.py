@@ -105,3 +105,17 @@ def test_the_command_reports_per_set(filled, capsys):
     assert capsys.readouterr().out.strip() == "test/all: 4 shard(s) rewritten with checksums, 0 had them"
     store = open_store(filled.path)
     assert np.array_equal(store["test/all"][item_id(7)]["features"], make_item(7)["features"])
+
+
+def test_verify_notes_the_shards_upgrade_would_rewrite(filled, capsys):
+    strip_sums(filled)
+    assert run_app(app, ["store", "verify", str(filled.path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"ok: {filled.path}"
+    assert captured.err.strip() == (
+        f"note: test/all: 4 shard(s) written before the XXH3 chunk sums; `lighthead store upgrade "
+        f"{filled.path}` makes their first reads about three times faster"
+    )
+    upgrade(filled.path)
+    assert run_app(app, ["store", "verify", str(filled.path)]) == 0
+    assert capsys.readouterr().err == ""
