@@ -32,6 +32,24 @@ FIELDS = [
 ]
 
 
+def strip_sums(directory: Path) -> None:
+    """Make every shard of the feature set in `directory` as writers before the XXH3 chunk sums
+    left them (HDF5's Fletcher-32 only): drop `/sums`, record the new sizes and sha256."""
+    import json
+
+    import h5py
+
+    from lighthead.store.manifest import sha256_file
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        path = directory / entry["file"]
+        with h5py.File(path, "r+") as f:
+            del f["sums"]
+        entry["bytes"], entry["sha256"] = path.stat().st_size, sha256_file(path)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
 def item_id(i: int) -> str:
     return f"img-{i:05d}-é"  # non-ASCII on purpose: ids are UTF-8 strings
 

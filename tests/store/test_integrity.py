@@ -15,6 +15,7 @@ import xxhash
 from lighthead.store import FeatureSet, Field, StoreError, open_store, sha256_file, verify
 from lighthead.store.manifest import read_manifest
 from tests.store.helpers import FIELDS, assert_item, item_id, make_item
+from tests.store.helpers import strip_sums as strip_set_sums
 
 
 def shard_file(store, k):
@@ -52,11 +53,7 @@ def rewrite_manifest_sums(directory):
 
 def strip_sums(store):
     """Make every shard of test/all as lighthead wrote it before /sums: HDF5's Fletcher-32 only."""
-    d = store.path / "test/all"
-    for path in d.glob("shard-*.h5"):
-        with h5py.File(path, "r+") as f:
-            del f["sums"]
-    rewrite_manifest_sums(d)
+    strip_set_sums(store.path / "test/all")
 
 
 def replace_dataset(store, path, name, **create) -> None:
