@@ -274,17 +274,22 @@ def map_shard(path: Path) -> np.ndarray:
     return arr
 
 
-def shared_flags(initial: np.ndarray) -> np.ndarray:
-    """A bool array in anonymous shared memory, holding `initial`.
+def shared_flags(initial: list[np.ndarray]) -> list[np.ndarray]:
+    """The bool arrays `initial`, moved into one block of anonymous shared memory.
 
     A reader's "chunk checked" flags live there, so the processes forked from it (DataLoader
     workers, made anew every epoch) see and share what any of them checked: a chunk is checked
-    once per reader and its forks, not once per worker per epoch. A reader pickled into a
-    spawned process carries a private copy (it then checks for itself)."""
-    n = len(initial)
-    flags = np.frombuffer(mmap.mmap(-1, max(1, n)), dtype=np.bool_, count=n)  # MAP_SHARED | MAP_ANONYMOUS
-    flags[:] = initial
-    return flags
+    once per reader and its forks, not once per worker per epoch. One block per reader keeps
+    the count of mappings (vm.max_map_count) to one per shard. A reader pickled into a spawned
+    process carries a private copy (it then checks for itself)."""
+    total = sum(len(a) for a in initial)
+    block = np.frombuffer(mmap.mmap(-1, max(1, total)), dtype=np.bool_, count=total)  # MAP_SHARED | MAP_ANONYMOUS
+    out, at = [], 0
+    for a in initial:
+        out.append(block[at : at + len(a)])
+        out[-1][:] = a
+        at += len(a)
+    return out
 
 
 @dataclass
@@ -294,12 +299,12 @@ class _Chunks:
     offsets: np.ndarray  # file offset of each chunk's first byte, by chunk number
     rows: int  # dataset rows per chunk (items of a fixed field, flat rows of a variable one)
     row_bytes: int  # bytes of one row
-    # per chunk: checksum verified by this reader or a process forked from it (shared memory,
-    # see `shared_flags`); None: nothing to check
+    # per chunk: checksum verified by this reader or a process forked from it (shared memory
+    # once the reader has loaded its index, see `shared_flags`); None: nothing to check
     checked: np.ndarray | None
     total: int = 0  # rows of the dataset (the last chunk may hold fewer)
     fletcher: bool = False  # every filtered chunk is its rows' bytes then their 4-byte Fletcher-32
-    sums: np.ndarray | None = None  # per chunk: XXH3-64 of its rows (/sums); None: check Fletcher-32
+    sums: list[int] | None = None  # per chunk: XXH3-64 of its rows (/sums); None: check Fletcher-32
 
 
 @dataclass
@@ -367,6 +372,9 @@ class ShardReader:
                             idx.checked[:] = False  # every chunk has its sum, those HDF5 stored unfiltered too
                     if idx is not None:
                         self.raw[name] = idx
+                chunked = [idx for idx in self.raw.values() if isinstance(idx, _Chunks) and idx.checked is not None]
+                for idx, flags in zip(chunked, shared_flags([idx.checked for idx in chunked])):
+                    idx.checked = flags
             except KeyError as exc:
                 if name is not None and _listed(f, f"fields/{name}"):
                     raise _damaged_metadata(self.path, name, exc) from None
@@ -639,11 +647,11 @@ def _raw_index(ds: h5py.Dataset, check: bool, file_size: int) -> _Chunks | _Cont
         _truncated(ds)
     # a filtered chunk holds all its rows (edge chunks too), then Fletcher-32's 4 bytes
     fletcher = bool(np.all(sizes[~unfiltered] == rpc * row_bytes + 4))
-    checked = shared_flags(unfiltered) if checksummed and check else None
+    checked = unfiltered.copy() if checksummed and check else None
     return _Chunks(offsets, rpc, row_bytes, checked, int(ds.shape[0]), fletcher)
 
 
-def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> np.ndarray | None:
+def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> list[int] | None:
     """The XXH3 sums of field `name`'s chunks (read through HDF5, so checked), or None for a
     shard written before them (or with an algorithm this version does not know)."""
     group = f.get(checksums.GROUP)
@@ -658,7 +666,7 @@ def _chunk_sums(f: h5py.File, name: str, n_chunks: int, path: Path) -> np.ndarra
         raise StoreError(
             f"{path}: field {name!r}: /{checksums.GROUP} holds {what} checksums for {n_chunks} chunks (damaged shard)"
         )
-    return np.asarray(whole(ds, path)[...])
+    return whole(ds, path)[...].tolist()  # Python ints: compared exactly with XXH3 digests
 
 
 def _truncated(ds: h5py.Dataset):

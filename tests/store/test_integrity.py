@@ -476,6 +476,8 @@ def test_chunks_checked_in_a_forked_worker_count_for_the_reader(checked):
     fs = FeatureSet(checked.path / "test/all")
     flags = [i.checked for r in fs._readers for i in r.raw.values() if isinstance(i, _Chunks) and i.checked is not None]
     assert flags and not any(f.any() for f in flags)
+    for r in fs._readers:  # one shared block per reader, not one mapping per field
+        assert len({id(i.checked.base) for i in r.raw.values() if isinstance(i, _Chunks)}) == 1
     child = multiprocessing.get_context("fork").Process(target=_read_all_items, args=(fs,))
     child.start()
     child.join(60)
